@@ -1,0 +1,263 @@
+//! The command-template handler: `cmd --flag {}` with the item as one argument.
+//!
+//! No shell is ever involved: the item is substituted into argv entries and
+//! handed to `execve` as bytes, so spaces, quotes, `$(...)` and `;` reach the
+//! command exactly as they are in the item.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use async_trait::async_trait;
+
+use super::{Handler, Task, TaskOutcome};
+
+/// The text in an argument that the item replaces.
+pub const PLACEHOLDER: &str = "{}";
+
+/// A command line to run once per item.
+#[derive(Debug, Clone)]
+pub struct CommandTemplate {
+    argv: Vec<OsString>,
+    has_placeholder: bool,
+}
+
+/// Why a command template cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    /// No command was given.
+    #[error("no command given: put the command after `--`, e.g. `-- echo {{}}`")]
+    Empty,
+    /// The program is not on PATH or not executable.
+    #[error("cannot run `{program}`: {why}")]
+    NotRunnable {
+        /// The program as given.
+        program: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl CommandTemplate {
+    /// A template from a command line; `{}` anywhere in it is replaced by the
+    /// item, and with no `{}` the item becomes the last argument.
+    pub fn new<I, S>(argv: I) -> Result<Self, CommandError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        if argv.is_empty() {
+            return Err(CommandError::Empty);
+        }
+        let has_placeholder = argv.iter().any(|arg| contains(arg, PLACEHOLDER.as_bytes()));
+        Ok(Self {
+            argv,
+            has_placeholder,
+        })
+    }
+
+    /// The argv for one item.
+    pub fn argv_for(&self, item: &[u8]) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = self.argv.iter().map(|arg| substitute(arg, item)).collect();
+        if !self.has_placeholder {
+            argv.push(OsStr::from_bytes(item).to_os_string());
+        }
+        argv
+    }
+
+    /// Check up front that the program can be started, so a typo fails once
+    /// instead of dead-lettering every item. Returns the resolved path.
+    pub fn check_program(&self) -> Result<Option<PathBuf>, CommandError> {
+        let program = &self.argv[0];
+        if contains(program, PLACEHOLDER.as_bytes()) {
+            return Ok(None); // The item chooses the program; nothing to check.
+        }
+        let shown = program.to_string_lossy().into_owned();
+        let not_runnable = |why: String| CommandError::NotRunnable {
+            program: shown.clone(),
+            why,
+        };
+        if program.as_bytes().contains(&b'/') {
+            let path = Path::new(program);
+            return if is_executable(path) {
+                Ok(Some(path.to_path_buf()))
+            } else if path.exists() {
+                Err(not_runnable("the file is not executable".into()))
+            } else {
+                Err(not_runnable("no such file".into()))
+            };
+        }
+        let path_var = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path_var)
+            .map(|dir| dir.join(program))
+            .find(|candidate| is_executable(candidate))
+            .map(Some)
+            .ok_or_else(|| {
+                not_runnable("not found on PATH; check the spelling or give its full path".into())
+            })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn contains(haystack: &OsStr, needle: &[u8]) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn substitute(arg: &OsStr, item: &[u8]) -> OsString {
+    let bytes = arg.as_bytes();
+    let needle = PLACEHOLDER.as_bytes();
+    if !contains(arg, needle) {
+        return arg.to_os_string();
+    }
+    let mut out = Vec::with_capacity(bytes.len() + item.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(item);
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    OsString::from_vec(out)
+}
+
+/// Kills the task's whole process group if the task is dropped while its
+/// command still runs (timeout, shutdown grace over).
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // SAFETY: killpg has no memory-safety preconditions; the group is
+            // the one this task's child leads and it has not been reaped.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> TaskOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => TaskOutcome::success().with_exit_code(0),
+        (Some(code), _) => TaskOutcome::failed(format!("exit code {code}")).with_exit_code(code),
+        (None, Some(signal)) => {
+            TaskOutcome::failed(format!("killed by signal {signal}")).with_exit_code(128 + signal)
+        }
+        (None, None) => TaskOutcome::failed(format!("ended with {status}")),
+    }
+}
+
+#[async_trait]
+impl Handler for CommandTemplate {
+    async fn handle(&self, task: Task) -> TaskOutcome {
+        let item = &task.payload[..];
+        if item.contains(&0) {
+            return TaskOutcome::fatal(
+                "the item contains a NUL byte, which no command argument can carry",
+            );
+        }
+        let argv = self.argv_for(item);
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .env("FORLOOP_ITEM", OsStr::from_bytes(item))
+            .env("FORLOOP_ATTEMPT", task.attempt.to_string())
+            .env("FORLOOP_ITEM_ID", &task.id)
+            .stdin(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C reaches the worker,
+            // which decides how running commands end, not every child at once.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                let program = argv[0].to_string_lossy();
+                let message = format!("cannot start `{program}`: {error}");
+                return match error.kind() {
+                    std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput => TaskOutcome::fatal(message),
+                    // Out of processes or file descriptors: may pass.
+                    _ => TaskOutcome::failed(message),
+                };
+            }
+        };
+        let mut guard = GroupGuard {
+            pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
+        };
+        let status = child.wait().await;
+        guard.pgid = None;
+        match status {
+            Ok(status) => describe(status),
+            Err(error) => TaskOutcome::failed(format!("waiting for the command failed: {error}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(template: &[&str], item: &str) -> Vec<String> {
+        CommandTemplate::new(template.iter().copied())
+            .unwrap()
+            .argv_for(item.as_bytes())
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn placeholder_becomes_one_argument_inside_text() {
+        assert_eq!(
+            argv(&["dl", "https://x/watch?v={}", "-o", "{}.mp4"], "a b;$(c)"),
+            ["dl", "https://x/watch?v=a b;$(c)", "-o", "a b;$(c).mp4"]
+        );
+    }
+
+    #[test]
+    fn without_placeholder_item_is_last_argument() {
+        assert_eq!(argv(&["echo", "-n"], "it's"), ["echo", "-n", "it's"]);
+    }
+
+    #[test]
+    fn empty_command_is_refused() {
+        assert_eq!(
+            CommandTemplate::new(Vec::<String>::new()).unwrap_err(),
+            CommandError::Empty
+        );
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let err = CommandTemplate::new(["forloop-no-such-program", "{}"])
+            .unwrap()
+            .check_program()
+            .unwrap_err();
+        assert!(err.to_string().contains("forloop-no-such-program"), "{err}");
+        assert!(err.to_string().contains("not found on PATH"), "{err}");
+    }
+
+    #[test]
+    fn program_on_path_is_found() {
+        let path = CommandTemplate::new(["true"])
+            .unwrap()
+            .check_program()
+            .unwrap();
+        assert!(path.unwrap().ends_with("true"));
+    }
+}

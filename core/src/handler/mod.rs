@@ -1,0 +1,160 @@
+//! What runs on an item: a [`Handler`]. Two kinds come with core: a Rust
+//! closure ([`from_fn`]) and a command template ([`CommandTemplate`]).
+
+mod command;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use command::{CommandError, CommandTemplate};
+
+/// One attempt at one item, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The backend's id of the item.
+    pub id: String,
+    /// The item.
+    pub payload: Bytes,
+    /// Attributes published with the item.
+    pub attributes: BTreeMap<String, String>,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+}
+
+/// How an attempt ended, as the worker needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Done: ack.
+    Succeeded,
+    /// Failed; another attempt may succeed: nack with backoff, or dead-letter
+    /// after the last attempt.
+    Failed,
+    /// Failed in a way no retry can fix (the command cannot start, the item
+    /// cannot be passed to it): dead-letter now.
+    Fatal,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    /// How it ended.
+    pub kind: OutcomeKind,
+    /// The command's exit code, for command handlers.
+    pub exit_code: Option<i32>,
+    /// Why it failed, for people.
+    pub reason: Option<String>,
+}
+
+impl TaskOutcome {
+    /// Success.
+    pub fn success() -> Self {
+        Self {
+            kind: OutcomeKind::Succeeded,
+            exit_code: None,
+            reason: None,
+        }
+    }
+
+    /// A failure another attempt may fix.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            kind: OutcomeKind::Failed,
+            exit_code: None,
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// A failure no retry can fix.
+    pub fn fatal(reason: impl Into<String>) -> Self {
+        Self {
+            kind: OutcomeKind::Fatal,
+            exit_code: None,
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// Record the command's exit code.
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code = Some(code);
+        self
+    }
+}
+
+/// Anything a closure handler may return.
+pub trait IntoOutcome {
+    /// Convert to an outcome.
+    fn into_outcome(self) -> TaskOutcome;
+}
+
+impl IntoOutcome for TaskOutcome {
+    fn into_outcome(self) -> TaskOutcome {
+        self
+    }
+}
+
+impl IntoOutcome for () {
+    fn into_outcome(self) -> TaskOutcome {
+        TaskOutcome::success()
+    }
+}
+
+impl<E: fmt::Display> IntoOutcome for Result<(), E> {
+    fn into_outcome(self) -> TaskOutcome {
+        match self {
+            Ok(()) => TaskOutcome::success(),
+            Err(error) => TaskOutcome::failed(error.to_string()),
+        }
+    }
+}
+
+/// Runs one attempt at one item.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Do the work. Dropping the future must stop the work (the worker drops
+    /// it when a task times out or the shutdown grace runs out).
+    async fn handle(&self, task: Task) -> TaskOutcome;
+}
+
+/// A handler made from an async closure.
+pub struct FnHandler<F, Fut> {
+    f: F,
+    _future: PhantomData<fn() -> Fut>,
+}
+
+/// Make a handler from an async closure returning `()`, `Result<(), E>` or a
+/// [`TaskOutcome`].
+///
+/// ```
+/// let handler = forloop_core::handler::from_fn(|task: forloop_core::Task| async move {
+///     if task.payload.is_empty() { Err("empty item") } else { Ok(()) }
+/// });
+/// # let _ = handler;
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> FnHandler<F, Fut>
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoOutcome,
+{
+    FnHandler {
+        f,
+        _future: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<F, Fut> Handler for FnHandler<F, Fut>
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoOutcome,
+{
+    async fn handle(&self, task: Task) -> TaskOutcome {
+        (self.f)(task).await.into_outcome()
+    }
+}

@@ -1,0 +1,413 @@
+//! `MemoryQueue`: the embedded default. Everything a real backend does, in
+//! one process, on the tokio clock, so tests can pause time and step through
+//! deadlines exactly.
+//!
+//! Layout: one mutex over a map of live items, a FIFO of ready ids, and two
+//! min-heaps (lease deadlines, delayed nacks) with lazy deletion: extending a
+//! lease pushes a new heap entry, and a popped entry that no longer matches its
+//! item is ignored. Expired leases are reaped at the start of every call, so
+//! the state is always as of `now`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    Backlog, Capabilities, Count, Delivery, LeaseReport, LeaseToken, Message, MessageId,
+    QueueConfig, WorkQueue, check_payload_sizes,
+};
+use crate::{QueueError, QueueErrorKind};
+
+/// Ids are sequential, so a multiply-shift hash is as good as SipHash here and
+/// much cheaper on the hot path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// An item that went to the dead-letter place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadItem {
+    /// The item's id.
+    pub id: MessageId,
+    /// The item.
+    pub message: Message,
+    /// How many times it was delivered.
+    pub attempts: u32,
+    /// Why it is here.
+    pub reason: String,
+}
+
+#[derive(Debug)]
+enum State {
+    Ready,
+    Scheduled(Instant),
+    Leased(Instant),
+}
+
+#[derive(Debug)]
+struct Item {
+    message: Message,
+    attempts: u32,
+    state: State,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    items: IdMap<Item>,
+    ready: VecDeque<u64>,
+    /// (deadline, id, attempt) of each lease ever granted or extended.
+    leases: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// (due, id) of each delayed nack.
+    scheduled: BinaryHeap<Reverse<(Instant, u64)>>,
+    dead: Vec<DeadItem>,
+    next_id: u64,
+    leased: u64,
+    delayed: u64,
+}
+
+/// The in-process queue: exact backlog, real per-item deadlines on the tokio
+/// clock, delayed nack, attempt counts and a dead-letter list.
+///
+/// It lives and dies with its process: `runner run` uses it with worker tasks
+/// in the same process.
+#[derive(Debug, Clone)]
+pub struct MemoryQueue {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes long-polling pullers when items become ready.
+    arrivals: Notify,
+    config: QueueConfig,
+    capabilities: Capabilities,
+}
+
+impl MemoryQueue {
+    /// Default payload limit: 1 MiB.
+    pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+    /// A new empty queue.
+    pub fn new(config: QueueConfig) -> Self {
+        Self::with_max_payload(config, Self::DEFAULT_MAX_PAYLOAD)
+    }
+
+    /// A new empty queue that refuses payloads over `max_payload` bytes.
+    pub fn with_max_payload(config: QueueConfig, max_payload: usize) -> Self {
+        let capabilities = Capabilities {
+            max_payload,
+            max_batch: 10_000,
+            max_deadline: Duration::from_secs(12 * 3600),
+            min_deadline: Duration::from_millis(1),
+            native_dead_letter: true,
+            delayed_nack: true,
+            exact_backlog: true,
+            backlog_staleness: Duration::ZERO,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                arrivals: Notify::new(),
+                config,
+                capabilities,
+            }),
+        }
+    }
+
+    /// The items in the dead-letter place, oldest first.
+    pub fn dead_items(&self) -> Vec<DeadItem> {
+        self.lock(Instant::now()).dead.clone()
+    }
+
+    fn lock(&self, now: Instant) -> MutexGuard<'_, Inner> {
+        let mut inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.advance(now, self.shared.config.max_attempts);
+        inner
+    }
+}
+
+fn token(id: u64, attempt: u32) -> LeaseToken {
+    LeaseToken::new(format!("{id}.{attempt}"))
+}
+
+fn parse_token(token: &LeaseToken) -> Option<(u64, u32)> {
+    let (id, attempt) = token.as_str().split_once('.')?;
+    Some((id.parse().ok()?, attempt.parse().ok()?))
+}
+
+impl Inner {
+    /// Bring the state to `now`: lapse expired leases, release due nacks.
+    fn advance(&mut self, now: Instant, max_attempts: u32) {
+        while let Some(&Reverse((deadline, id, attempt))) = self.leases.peek() {
+            if deadline > now {
+                break;
+            }
+            self.leases.pop();
+            let lapsed = matches!(
+                self.items.get(&id),
+                Some(Item { state: State::Leased(current), attempts, .. })
+                    if *attempts == attempt && *current <= now
+            );
+            if lapsed {
+                self.leased -= 1;
+                self.release(id, max_attempts, "its lease expired");
+            }
+        }
+        while let Some(&Reverse((due, id))) = self.scheduled.peek() {
+            if due > now {
+                break;
+            }
+            self.scheduled.pop();
+            if let Some(item) = self.items.get_mut(&id)
+                && matches!(item.state, State::Scheduled(at) if at == due)
+            {
+                item.state = State::Ready;
+                self.delayed -= 1;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// An item stopped being leased: deliver it again, or dead-letter it if it
+    /// has had all its attempts.
+    fn release(&mut self, id: u64, max_attempts: u32, why: &str) {
+        let Some(item) = self.items.get_mut(&id) else {
+            return;
+        };
+        if item.attempts >= max_attempts {
+            let attempts = item.attempts;
+            self.bury(
+                id,
+                format!("{why} after {attempts} deliveries (max attempts {max_attempts})"),
+            );
+        } else {
+            item.state = State::Ready;
+            self.ready.push_back(id);
+        }
+    }
+
+    fn bury(&mut self, id: u64, reason: String) {
+        if let Some(item) = self.items.remove(&id) {
+            self.dead.push(DeadItem {
+                id: id.to_string(),
+                message: item.message,
+                attempts: item.attempts,
+                reason,
+            });
+        }
+    }
+
+    /// Take the item a token leases, if the lease is still held.
+    fn held(&mut self, token: &LeaseToken) -> Option<u64> {
+        let (id, attempt) = parse_token(token)?;
+        let item = self.items.get(&id)?;
+        (item.attempts == attempt && matches!(item.state, State::Leased(_))).then_some(id)
+    }
+
+    fn next_event(&self) -> Option<Instant> {
+        let lease = self.leases.peek().map(|Reverse((at, _, _))| *at);
+        let nack = self.scheduled.peek().map(|Reverse((at, _))| *at);
+        match (lease, nack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl MemoryQueue {
+    /// Apply `settle` to every held token, collecting the lost ones.
+    fn settle(
+        &self,
+        tokens: &[LeaseToken],
+        mut settle: impl FnMut(&mut Inner, u64),
+    ) -> LeaseReport {
+        let mut inner = self.lock(Instant::now());
+        let mut report = LeaseReport::default();
+        for token in tokens {
+            match inner.held(token) {
+                Some(id) => settle(&mut inner, id),
+                None => report.lost.push(token.clone()),
+            }
+        }
+        report
+    }
+}
+
+#[async_trait]
+impl WorkQueue for MemoryQueue {
+    fn capabilities(&self) -> Capabilities {
+        self.shared.capabilities.clone()
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        check_payload_sizes(&batch, self.shared.capabilities.max_payload)?;
+        if batch.len() > self.shared.capabilities.max_batch {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!(
+                    "a batch of {} items is over the memory queue's batch limit of {}",
+                    batch.len(),
+                    self.shared.capabilities.max_batch
+                ),
+            ));
+        }
+        let ids = {
+            let mut inner = self.lock(Instant::now());
+            let mut ids = Vec::with_capacity(batch.len());
+            inner.items.reserve(batch.len());
+            for message in batch {
+                let id = inner.next_id;
+                inner.next_id += 1;
+                inner.items.insert(
+                    id,
+                    Item {
+                        message,
+                        attempts: 0,
+                        state: State::Ready,
+                    },
+                );
+                inner.ready.push_back(id);
+                ids.push(id.to_string());
+            }
+            ids
+        };
+        self.shared.arrivals.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let until = Instant::now() + wait;
+        let lease = self.shared.config.lease;
+        loop {
+            let arrival = self.shared.arrivals.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            let now = Instant::now();
+            let next_event = {
+                let mut inner = self.lock(now);
+                let mut out = Vec::new();
+                while out.len() < max {
+                    let Some(id) = inner.ready.pop_front() else {
+                        break;
+                    };
+                    let deadline = now + lease;
+                    let Some(item) = inner.items.get_mut(&id) else {
+                        continue;
+                    };
+                    item.attempts += 1;
+                    item.state = State::Leased(deadline);
+                    let attempt = item.attempts;
+                    out.push(Delivery {
+                        id: id.to_string(),
+                        payload: item.message.payload.clone(),
+                        attributes: item.message.attributes.clone(),
+                        token: token(id, attempt),
+                        attempt,
+                        deadline,
+                    });
+                    inner.leases.push(Reverse((deadline, id, attempt)));
+                    inner.leased += 1;
+                }
+                if !out.is_empty() || now >= until {
+                    return Ok(out);
+                }
+                inner.next_event()
+            };
+            let wake = next_event.map_or(until, |at| at.min(until));
+            tokio::select! {
+                _ = &mut arrival => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        Ok(self.settle(tokens, |inner, id| {
+            inner.items.remove(&id);
+            inner.leased -= 1;
+        }))
+    }
+
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let max_attempts = self.shared.config.max_attempts;
+        let due = Instant::now() + delay;
+        let report = self.settle(tokens, |inner, id| {
+            inner.leased -= 1;
+            let item = inner.items.get_mut(&id).expect("held items exist");
+            if delay.is_zero() || item.attempts >= max_attempts {
+                inner.release(id, max_attempts, "it was nacked");
+            } else {
+                item.state = State::Scheduled(due);
+                inner.scheduled.push(Reverse((due, id)));
+                inner.delayed += 1;
+            }
+        });
+        self.shared.arrivals.notify_waiters();
+        Ok(report)
+    }
+
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let deadline = Instant::now() + lease.min(self.shared.capabilities.max_deadline);
+        Ok(self.settle(tokens, |inner, id| {
+            let item = inner.items.get_mut(&id).expect("held items exist");
+            item.state = State::Leased(deadline);
+            let attempt = item.attempts;
+            inner.leases.push(Reverse((deadline, id, attempt)));
+        }))
+    }
+
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        Ok(self.settle(tokens, |inner, id| {
+            inner.leased -= 1;
+            inner.bury(id, reason.to_string());
+        }))
+    }
+
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let inner = self.lock(Instant::now());
+        Ok(Backlog {
+            ready: Count::Exact(inner.ready.len() as u64 + inner.delayed),
+            in_flight: Count::Exact(inner.leased),
+            dead: Count::Exact(inner.dead.len() as u64),
+            age: Duration::ZERO,
+        })
+    }
+}

@@ -1,0 +1,305 @@
+//! The work queue: the one trait every backend implements, and the types of
+//! the delivery contract.
+//!
+//! # Delivery contract
+//!
+//! Every driver keeps these promises; `forloop_core::conformance` checks them.
+//!
+//! 1. At least once: an item is never lost while the server keeps its data.
+//! 2. An acked item is never delivered again (unless the backend documents a
+//!    duplicate, which its conformance run then marks).
+//! 3. An unacked item comes back after its deadline; [`WorkQueue::extend_deadline`]
+//!    keeps it away; `nack(0)` brings it back at once and `nack(d)` after about `d`.
+//! 4. The attempt count rises on each delivery; once an item has been delivered
+//!    [`QueueConfig::max_attempts`] times and is released again (deadline,
+//!    nack), it goes to the dead-letter place and [`Backlog::dead`] counts it.
+//! 5. No item is held without a lease: a pull returns at most `max` items, so a
+//!    worker that asks only for its free slots prefetches nothing.
+//! 6. Drain: `ready == 0 && in_flight == 0`, stable over the driver's
+//!    [`Capabilities::backlog_staleness`], is the only reason a worker exits 0.
+//!
+//! A lease token names one delivery, not the item: once the lease is lost
+//! (deadline passed, item delivered again), the old token can no longer ack,
+//! nack or extend, and the call reports it in [`LeaseReport::lost`].
+
+mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::QueueError;
+
+pub use memory::{DeadItem, MemoryQueue};
+
+/// An item to publish: the payload bytes and optional string attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The item itself.
+    pub payload: Bytes,
+    /// Key/value metadata that travels with the item.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Message {
+    /// A message with `payload` and no attributes.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Add one attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The backend's id of a published item.
+pub type MessageId = String;
+
+/// Names one delivery of one item. Opaque to everyone but the driver that
+/// made it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseToken(Arc<str>);
+
+impl LeaseToken {
+    /// Wrap a driver's token text.
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    /// The driver's token text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseToken({})", self.0)
+    }
+}
+
+/// One item handed to one worker under a lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The backend's id of the item (stable across redeliveries).
+    pub id: MessageId,
+    /// The item.
+    pub payload: Bytes,
+    /// Attributes published with the item.
+    pub attributes: BTreeMap<String, String>,
+    /// The lease: ack, nack or extend with it.
+    pub token: LeaseToken,
+    /// 1 on the first delivery, then one more on each redelivery.
+    pub attempt: u32,
+    /// When the lease ends unless extended, on the tokio clock.
+    pub deadline: Instant,
+}
+
+/// What the queue knew about the tokens of an ack, nack or extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseReport {
+    /// Tokens whose lease had already ended (or that were already settled):
+    /// the call did nothing for them. Drivers that cannot tell leave this empty.
+    pub lost: Vec<LeaseToken>,
+}
+
+/// One count of a [`Backlog`], with how far it can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// The backend knows the number exactly.
+    Exact(u64),
+    /// The backend's estimate (e.g. SQS's Approximate* attributes).
+    Approximate(u64),
+    /// The backend cannot say (e.g. Pub/Sub's emulator, which has no metrics).
+    Unknown,
+}
+
+impl Count {
+    /// The number, if there is one.
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Count::Exact(n) | Count::Approximate(n) => Some(n),
+            Count::Unknown => None,
+        }
+    }
+
+    /// Whether this is an exact count.
+    pub fn is_exact(self) -> bool {
+        matches!(self, Count::Exact(_))
+    }
+}
+
+/// How much work a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Waiting for a worker, including items whose redelivery is delayed by a nack.
+    pub ready: Count,
+    /// Leased to a worker and not yet acked.
+    pub in_flight: Count,
+    /// In the dead-letter place.
+    pub dead: Count,
+    /// How old the reading already was when the backend answered.
+    pub age: Duration,
+}
+
+impl Backlog {
+    /// Whether every count is exact.
+    pub fn is_exact(&self) -> bool {
+        self.ready.is_exact() && self.in_flight.is_exact() && self.dead.is_exact()
+    }
+
+    /// `Some(true)` when nothing is ready and nothing is in flight,
+    /// `Some(false)` when something is, `None` when the backend cannot say.
+    pub fn is_empty(&self) -> Option<bool> {
+        match (self.ready.value(), self.in_flight.value()) {
+            (Some(0), Some(0)) => Some(true),
+            (Some(r), Some(f)) if r + f > 0 => Some(false),
+            (Some(r), None) | (None, Some(r)) if r > 0 => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// What a backend can do; the runner checks flags against these up front and
+/// the conformance suite runs only what a driver advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Largest payload in bytes.
+    pub max_payload: usize,
+    /// Most messages in one publish call.
+    pub max_batch: usize,
+    /// Longest lease one extension can ask for.
+    pub max_deadline: Duration,
+    /// Shortest lease the backend accepts (Pub/Sub: 10 s).
+    pub min_deadline: Duration,
+    /// The queue itself dead-letters an item released after `max_attempts`
+    /// deliveries, even when no worker lived to do it (crash loops).
+    pub native_dead_letter: bool,
+    /// `nack(tokens, d)` with `d > 0` delays redelivery. Without it the
+    /// worker falls back to extending the lease by `d` and letting it lapse.
+    pub delayed_nack: bool,
+    /// [`WorkQueue::backlog`] counts are exact.
+    pub exact_backlog: bool,
+    /// How long a backlog reading may lag the truth; the drain detector needs
+    /// empty readings spanning this long before it believes them.
+    pub backlog_staleness: Duration,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            max_payload: 256 * 1024,
+            max_batch: 100,
+            max_deadline: Duration::from_secs(600),
+            min_deadline: Duration::from_secs(1),
+            native_dead_letter: false,
+            delayed_nack: false,
+            exact_backlog: false,
+            backlog_staleness: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How one client opens one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The job's queue name (`--name`, default `forloop`).
+    pub name: String,
+    /// The lease a pull grants, where the backend lets the client choose it.
+    pub lease: Duration,
+    /// Deliveries after which a released item is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl QueueConfig {
+    /// Defaults: 30 s lease, 5 attempts.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+
+    /// Set the lease.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Set the attempts before dead-lettering.
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+}
+
+/// A queue of work items with leases. Object safe: use it as `Arc<dyn WorkQueue>`.
+///
+/// Drivers map their backend's primitives onto these calls and nothing more:
+/// retries, backoff, lease keeping and drain detection belong to the worker.
+#[async_trait]
+pub trait WorkQueue: Send + Sync + fmt::Debug {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Publish a batch of at most `capabilities().max_batch` items; returns
+    /// their ids in order. An item over `max_payload` refuses the whole batch
+    /// before anything is sent, with [`QueueError::payload_too_large`].
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError>;
+
+    /// Lease at most `max` items, waiting up to `wait` for the first one.
+    /// Returns an empty list when nothing came within `wait`.
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Settle deliveries for good. Acking twice is harmless.
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
+
+    /// Give deliveries back, to be delivered again after `delay` (0: at once).
+    async fn nack(&self, tokens: &[LeaseToken], delay: Duration)
+    -> Result<LeaseReport, QueueError>;
+
+    /// Set the deadline of held deliveries to `now + lease`.
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError>;
+
+    /// Move held deliveries to the dead-letter place now, with a reason a
+    /// person will read there.
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError>;
+
+    /// Count ready, in-flight and dead items.
+    async fn backlog(&self) -> Result<Backlog, QueueError>;
+}
+
+/// Refuse a batch with an oversize item before anything is sent: the check
+/// every driver's `publish` starts with.
+pub fn check_payload_sizes(batch: &[Message], max_payload: usize) -> Result<(), QueueError> {
+    match batch
+        .iter()
+        .position(|message| message.payload.len() > max_payload)
+    {
+        Some(index) => Err(QueueError::payload_too_large(
+            index,
+            batch[index].payload.len(),
+            max_payload,
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,204 @@
+//! `LeaseKeeper`: knows every lease the worker holds and when each needs
+//! renewing, so a running task never loses its item to a lapsed deadline.
+//!
+//! A lease is renewed when a third of the worker's lease length is left,
+//! for another full lease, until the item has been held `max_age`: past that
+//! the keeper lets it lapse (a task that outlives it is presumed stuck).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::LeaseToken;
+
+#[derive(Debug)]
+struct Lease {
+    deadline: Instant,
+    leased_at: Instant,
+    /// Bumped on each renewal so stale heap entries can be told apart.
+    generation: u64,
+}
+
+/// Tracks held leases and says which are due for renewal.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    lease: Duration,
+    margin: Duration,
+    max_age: Duration,
+    leases: HashMap<LeaseToken, Lease>,
+    due: BinaryHeap<Reverse<(Instant, u64, LeaseToken)>>,
+    next_generation: u64,
+}
+
+impl LeaseKeeper {
+    /// A keeper that renews for `lease` at a time, up to `max_age` in all.
+    pub fn new(lease: Duration, max_age: Duration) -> Self {
+        Self {
+            lease,
+            margin: lease / 3,
+            max_age,
+            leases: HashMap::new(),
+            due: BinaryHeap::new(),
+            next_generation: 0,
+        }
+    }
+
+    /// Start keeping a lease that ends at `deadline`.
+    pub fn hold(&mut self, token: LeaseToken, deadline: Instant, now: Instant) {
+        self.track(token, deadline, now);
+    }
+
+    fn track(&mut self, token: LeaseToken, deadline: Instant, leased_at: Instant) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let renew_at = deadline.checked_sub(self.margin).unwrap_or(deadline);
+        if renew_at.saturating_duration_since(leased_at) < self.max_age {
+            self.due
+                .push(Reverse((renew_at, generation, token.clone())));
+        }
+        self.leases.insert(
+            token,
+            Lease {
+                deadline,
+                leased_at,
+                generation,
+            },
+        );
+    }
+
+    /// Stop keeping a lease (the task finished, or the lease was lost).
+    pub fn release(&mut self, token: &LeaseToken) {
+        self.leases.remove(token);
+        if self.leases.is_empty() {
+            self.due.clear();
+        }
+    }
+
+    /// When the next renewal is due.
+    pub fn next_due(&mut self) -> Option<Instant> {
+        self.drop_stale();
+        self.due.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Leases due for renewal at `now`; pass them to `extend_deadline` with
+    /// [`Self::lease`], then report back with [`Self::renewed`].
+    pub fn due(&mut self, now: Instant) -> Vec<LeaseToken> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, _, _))) = self.due.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, generation, token)) = self.due.pop().expect("peeked");
+            if self.is_current(&token, generation) {
+                out.push(token);
+            }
+        }
+        out
+    }
+
+    /// The lease length each renewal asks for.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The renewal of `token` succeeded at `now`.
+    pub fn renewed(&mut self, token: &LeaseToken, now: Instant) {
+        if let Some(leased_at) = self.leases.get(token).map(|lease| lease.leased_at) {
+            self.track(token.clone(), now + self.lease, leased_at);
+        }
+    }
+
+    /// The renewal of `token` failed: try again at `at`, if that is still
+    /// before its deadline.
+    pub fn retry_at(&mut self, token: &LeaseToken, at: Instant) {
+        let Some(lease) = self.leases.get_mut(token) else {
+            return;
+        };
+        if at < lease.deadline {
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            lease.generation = generation;
+            self.due.push(Reverse((at, generation, token.clone())));
+        }
+    }
+
+    /// Whether a lease is held past its deadline (renewal failed or max age).
+    pub fn expired(&self, token: &LeaseToken, now: Instant) -> bool {
+        self.leases
+            .get(token)
+            .is_some_and(|lease| lease.deadline <= now)
+    }
+
+    /// Every held lease.
+    pub fn tokens(&self) -> Vec<LeaseToken> {
+        self.leases.keys().cloned().collect()
+    }
+
+    /// How many leases are held.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    fn is_current(&self, token: &LeaseToken, generation: u64) -> bool {
+        self.leases
+            .get(token)
+            .is_some_and(|lease| lease.generation == generation)
+    }
+
+    fn drop_stale(&mut self) {
+        while let Some(Reverse((_, generation, token))) = self.due.peek() {
+            if self.is_current(token, *generation) {
+                break;
+            }
+            self.due.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_a_third_before_the_deadline_until_max_age() {
+        let lease = Duration::from_secs(30);
+        let mut keeper = LeaseKeeper::new(lease, Duration::from_secs(100));
+        let start = Instant::now();
+        let token = LeaseToken::new("t");
+        keeper.hold(token.clone(), start + lease, start);
+        assert_eq!(keeper.next_due(), Some(start + Duration::from_secs(20)));
+        assert!(keeper.due(start + Duration::from_secs(19)).is_empty());
+
+        let mut renewals = Vec::new();
+        while let Some(at) = keeper.next_due() {
+            let due = keeper.due(at);
+            assert_eq!(due, vec![token.clone()]);
+            keeper.renewed(&token, at);
+            renewals.push((at - start).as_secs());
+        }
+        // 20, 40, 60, 80; the renewal at 100 would pass max age.
+        assert_eq!(renewals, [20, 40, 60, 80]);
+        assert!(!keeper.expired(&token, start + Duration::from_secs(109)));
+        assert!(keeper.expired(&token, start + Duration::from_secs(110)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_leases_are_never_due() {
+        let mut keeper = LeaseKeeper::new(Duration::from_secs(3), Duration::from_secs(60));
+        let now = Instant::now();
+        let a = LeaseToken::new("a");
+        let b = LeaseToken::new("b");
+        keeper.hold(a.clone(), now + Duration::from_secs(3), now);
+        keeper.hold(b.clone(), now + Duration::from_secs(6), now);
+        keeper.release(&a);
+        assert_eq!(keeper.next_due(), Some(now + Duration::from_secs(5)));
+        assert_eq!(keeper.due(now + Duration::from_secs(10)), vec![b]);
+    }
+}

@@ -1,0 +1,184 @@
+//! The conformance suite is worth something only if it fails a queue that
+//! breaks the contract. Each wrapper here breaks one clause on purpose.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use forloop_core::conformance::{self, Harness};
+use forloop_core::{
+    Backlog, Capabilities, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId,
+    QueueError, WorkQueue,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flaw {
+    AckDoesNothing,
+    ExtendDoesNothing,
+    NackIgnoresDelay,
+    PullIgnoresMax,
+    AttemptAlwaysOne,
+    NoSizeCheck,
+    DeadLetterRequeues,
+}
+
+#[derive(Debug)]
+struct Broken {
+    inner: MemoryQueue,
+    flaw: Flaw,
+}
+
+#[async_trait]
+impl WorkQueue for Broken {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.inner.capabilities();
+        if self.flaw == Flaw::NoSizeCheck {
+            caps.max_payload = 16;
+        }
+        caps
+    }
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        self.inner.publish(batch).await
+    }
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let max = if self.flaw == Flaw::PullIgnoresMax {
+            max * 4
+        } else {
+            max
+        };
+        let mut got = self.inner.pull(max, wait).await?;
+        if self.flaw == Flaw::AttemptAlwaysOne {
+            got.iter_mut().for_each(|d| d.attempt = 1);
+        }
+        Ok(got)
+    }
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        if self.flaw == Flaw::AckDoesNothing {
+            return Ok(LeaseReport::default());
+        }
+        self.inner.ack(tokens).await
+    }
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let delay = if self.flaw == Flaw::NackIgnoresDelay {
+            Duration::ZERO
+        } else {
+            delay
+        };
+        self.inner.nack(tokens, delay).await
+    }
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        if self.flaw == Flaw::ExtendDoesNothing {
+            return Ok(LeaseReport::default());
+        }
+        self.inner.extend_deadline(tokens, lease).await
+    }
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        if self.flaw == Flaw::DeadLetterRequeues {
+            return self.inner.nack(tokens, Duration::ZERO).await;
+        }
+        self.inner.dead_letter(tokens, reason).await
+    }
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        self.inner.backlog().await
+    }
+}
+
+fn broken(flaw: Flaw) -> Harness {
+    Harness::new(move |config| async move {
+        Arc::new(Broken {
+            inner: MemoryQueue::with_max_payload(config, 4096),
+            flaw,
+        }) as Arc<dyn WorkQueue>
+    })
+    .lease(Duration::from_secs(10))
+    .slack(Duration::from_millis(10))
+}
+
+/// Runs a suite function on its own task and asserts that it panicked.
+async fn must_fail<F, Fut>(flaw: Flaw, test: F)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(test(broken(flaw))).await;
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_panic()),
+        "the suite passed a queue whose flaw is {flaw:?}"
+    );
+}
+
+macro_rules! catches {
+    ($name:ident, $flaw:expr, $test:path) => {
+        #[tokio::test(start_paused = true)]
+        async fn $name() {
+            must_fail($flaw, |h| async move { $test(&h).await }).await;
+        }
+    };
+}
+
+catches!(
+    ack_that_does_nothing,
+    Flaw::AckDoesNothing,
+    conformance::ack_is_final
+);
+catches!(
+    extend_that_does_nothing,
+    Flaw::ExtendDoesNothing,
+    conformance::extension_keeps_item_away
+);
+catches!(
+    nack_that_ignores_delay,
+    Flaw::NackIgnoresDelay,
+    conformance::nack_delay_returns_after_delay
+);
+catches!(
+    pull_that_prefetches,
+    Flaw::PullIgnoresMax,
+    conformance::pull_respects_max
+);
+catches!(
+    attempts_that_never_rise,
+    Flaw::AttemptAlwaysOne,
+    conformance::redelivery_after_deadline
+);
+catches!(
+    size_limit_not_enforced,
+    Flaw::NoSizeCheck,
+    conformance::oversize_payload_refused
+);
+catches!(
+    dead_letter_that_requeues,
+    Flaw::DeadLetterRequeues,
+    conformance::dead_letter_moves_item
+);
+
+/// And the unbroken queue passes the same functions, so the failures above
+/// come from the flaws, not from the wrapper.
+#[tokio::test(start_paused = true)]
+async fn honest_wrapper_passes() {
+    let harness = Harness::new(|config| async move {
+        Arc::new(MemoryQueue::with_max_payload(config, 4096)) as Arc<dyn WorkQueue>
+    })
+    .lease(Duration::from_secs(10))
+    .slack(Duration::from_millis(10));
+    conformance::ack_is_final(&harness).await;
+    conformance::extension_keeps_item_away(&harness).await;
+    conformance::nack_delay_returns_after_delay(&harness).await;
+    conformance::pull_respects_max(&harness).await;
+    conformance::redelivery_after_deadline(&harness).await;
+    conformance::oversize_payload_refused(&harness).await;
+    conformance::dead_letter_moves_item(&harness).await;
+}
