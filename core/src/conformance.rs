@@ -97,7 +97,7 @@ fn gated(test: &str, why: &str) {
     eprintln!("conformance: {test} does not apply to this backend: {why}");
 }
 
-async fn publish(queue: &dyn WorkQueue, items: &[&str]) -> Vec<String> {
+async fn publish(queue: &dyn WorkQueue, items: &[&str]) -> Vec<crate::MessageId> {
     let batch = items
         .iter()
         .map(|item| Message::new(item.to_string()))

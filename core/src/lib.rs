@@ -21,6 +21,7 @@ pub mod cluster;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod fasthash;
 pub mod handler;
 pub mod queue;
 pub mod worker;

@@ -5,6 +5,10 @@
 //! end (non-zero exit, killed by a signal) is replaced, after a short pause,
 //! while the launch's restart budget lasts. Teardown sends SIGTERM, waits the
 //! grace period, then SIGKILL.
+//!
+//! A slot counts as running from the moment it is created until it ends for
+//! good, including while its process starts or waits to be restarted, so
+//! [`WorkerCounts::is_finished`] never reports a launch that is not over.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -33,6 +37,8 @@ struct Run {
     spec: LaunchSpec,
     state: Mutex<RunState>,
     slots: tokio::sync::Mutex<Slots>,
+    /// Woken each time a slot ends for good.
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -70,12 +76,20 @@ impl LocalLauncher {
             .ok_or_else(|| LaunchError::new(format!("no local launch named `{handle}`")))
     }
 
-    /// Wait until every worker of the launch has ended for good.
+    /// Wait until every worker of the launch has ended for good. Does not
+    /// hold up `scale` or `teardown` meanwhile.
     pub async fn wait(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError> {
         let run = self.run(handle)?;
-        let mut slots = run.slots.lock().await;
-        while slots.tasks.join_next().await.is_some() {}
-        Ok(run.state().counts)
+        loop {
+            let ended = run.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let counts = run.state().counts;
+            if counts.is_finished() {
+                return Ok(counts);
+            }
+            ended.await;
+        }
     }
 }
 
@@ -111,7 +125,6 @@ async fn stop_child(child: &mut Child, grace: Duration) -> std::io::Result<ExitS
 /// Count how a worker ended; returns whether to start it again.
 fn record_exit(run: &Run, slot: usize, status: std::io::Result<ExitStatus>) -> bool {
     let mut state = run.state();
-    state.counts.running -= 1;
     let status = match status {
         Ok(status) => status,
         Err(error) => {
@@ -147,9 +160,16 @@ fn record_exit(run: &Run, slot: usize, status: std::io::Result<ExitStatus>) -> b
     true
 }
 
-/// One worker slot: run the process until it exits 0, is stopped, or the
-/// restart budget is spent.
+/// One worker slot, counted as running (by `set_workers`) until it ends here.
 async fn supervise(run: Arc<Run>, slot: usize, stop: CancellationToken) {
+    keep_running(&run, slot, &stop).await;
+    run.state().counts.running -= 1;
+    run.ended.notify_waiters();
+}
+
+/// Run the slot's process until it exits 0, is stopped, or the restart
+/// budget is spent.
+async fn keep_running(run: &Run, slot: usize, stop: &CancellationToken) {
     let mut pause = Duration::from_millis(100);
     loop {
         let mut child = match spawn(&run.spec, slot) {
@@ -160,17 +180,15 @@ async fn supervise(run: Arc<Run>, slot: usize, stop: CancellationToken) {
                 return;
             }
         };
-        run.state().counts.running += 1;
         let status = tokio::select! {
             status = child.wait() => status,
             _ = stop.cancelled() => {
                 let status = stop_child(&mut child, run.spec.grace).await;
-                run.state().counts.running -= 1;
                 info!(slot, ?status, "worker stopped");
                 return;
             }
         };
-        if !record_exit(&run, slot, status) {
+        if !record_exit(run, slot, status) {
             return;
         }
         tokio::select! {
@@ -189,6 +207,7 @@ impl Run {
             let stop = CancellationToken::new();
             let slot = slots.stops.len();
             slots.stops.push(stop.clone());
+            self.state().counts.running += 1;
             slots.tasks.spawn(supervise(Arc::clone(self), slot, stop));
         }
         while slots.stops.len() > workers {
@@ -213,6 +232,7 @@ impl ClusterLauncher for LocalLauncher {
             spec: spec.clone(),
             state: Mutex::new(RunState::default()),
             slots: tokio::sync::Mutex::new(Slots::default()),
+            ended: tokio::sync::Notify::new(),
         });
         run.set_workers(spec.workers).await;
         lock(&self.runs).insert(handle.0.clone(), run);

@@ -85,7 +85,8 @@ impl fmt::Display for LaunchHandle {
 pub struct WorkerCounts {
     /// Workers asked for.
     pub desired: u32,
-    /// Workers running now.
+    /// Workers running now, counting those starting or waiting to be
+    /// restarted: 0 only when none will run again.
     pub running: u32,
     /// Workers that exited 0 (the queue was drained).
     pub succeeded: u32,

@@ -176,7 +176,7 @@ impl Handler for CommandTemplate {
             .args(&argv[1..])
             .env("FORLOOP_ITEM", OsStr::from_bytes(item))
             .env("FORLOOP_ATTEMPT", task.attempt.to_string())
-            .env("FORLOOP_ITEM_ID", &task.id)
+            .env("FORLOOP_ITEM_ID", &*task.id)
             .stdin(Stdio::null())
             // Its own process group: a terminal's Ctrl-C reaches the worker,
             // which decides how running commands end, not every child at once.

@@ -17,7 +17,7 @@ pub use command::{CommandError, CommandTemplate};
 #[derive(Debug, Clone)]
 pub struct Task {
     /// The backend's id of the item.
-    pub id: String,
+    pub id: crate::MessageId,
     /// The item.
     pub payload: Bytes,
     /// Attributes published with the item.

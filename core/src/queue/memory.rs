@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,28 +22,10 @@ use super::{
     Backlog, Capabilities, Count, Delivery, LeaseReport, LeaseToken, Message, MessageId,
     QueueConfig, WorkQueue, check_payload_sizes,
 };
+use crate::fasthash::FastHasher;
 use crate::{QueueError, QueueErrorKind};
 
-/// Ids are sequential, so a multiply-shift hash is as good as SipHash here and
-/// much cheaper on the hot path.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<FastHasher>>;
 
 /// An item that went to the dead-letter place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +49,7 @@ enum State {
 
 #[derive(Debug)]
 struct Item {
+    id: MessageId,
     message: Message,
     attempts: u32,
     state: State,
@@ -76,7 +59,10 @@ struct Item {
 struct Inner {
     items: IdMap<Item>,
     ready: VecDeque<u64>,
-    /// (deadline, id, attempt) of each lease ever granted or extended.
+    /// (deadline, id, attempt) of each lease granted by a pull, oldest
+    /// first: every grant is `now + lease`, so this stays sorted.
+    granted: VecDeque<(Instant, u64, u32)>,
+    /// (deadline, id, attempt) of each extension (any length, so a heap).
     leases: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     /// (due, id) of each delayed nack.
     scheduled: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -138,46 +124,48 @@ impl MemoryQueue {
 
     /// The items in the dead-letter place, oldest first.
     pub fn dead_items(&self) -> Vec<DeadItem> {
-        self.lock(Instant::now()).dead.clone()
+        self.lock().0.dead.clone()
     }
 
-    fn lock(&self, now: Instant) -> MutexGuard<'_, Inner> {
+    /// The state as of now. `now` is read under the lock, so lease grants
+    /// enter `granted` in deadline order even with concurrent pullers.
+    fn lock(&self) -> (MutexGuard<'_, Inner>, Instant) {
         let mut inner = self
             .shared
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
         inner.advance(now, self.shared.config.max_attempts);
-        inner
+        (inner, now)
     }
 }
 
 fn token(id: u64, attempt: u32) -> LeaseToken {
-    LeaseToken::new(format!("{id}.{attempt}"))
+    LeaseToken::from_numbers(id, u64::from(attempt))
 }
 
 fn parse_token(token: &LeaseToken) -> Option<(u64, u32)> {
-    let (id, attempt) = token.as_str().split_once('.')?;
-    Some((id.parse().ok()?, attempt.parse().ok()?))
+    let (id, attempt) = token.as_numbers()?;
+    Some((id, u32::try_from(attempt).ok()?))
 }
 
 impl Inner {
     /// Bring the state to `now`: lapse expired leases, release due nacks.
     fn advance(&mut self, now: Instant, max_attempts: u32) {
+        while let Some(&(deadline, id, attempt)) = self.granted.front() {
+            if deadline > now {
+                break;
+            }
+            self.granted.pop_front();
+            self.lapse(id, attempt, now, max_attempts);
+        }
         while let Some(&Reverse((deadline, id, attempt))) = self.leases.peek() {
             if deadline > now {
                 break;
             }
             self.leases.pop();
-            let lapsed = matches!(
-                self.items.get(&id),
-                Some(Item { state: State::Leased(current), attempts, .. })
-                    if *attempts == attempt && *current <= now
-            );
-            if lapsed {
-                self.leased -= 1;
-                self.release(id, max_attempts, "its lease expired");
-            }
+            self.lapse(id, attempt, now, max_attempts);
         }
         while let Some(&Reverse((due, id))) = self.scheduled.peek() {
             if due > now {
@@ -191,6 +179,44 @@ impl Inner {
                 self.delayed -= 1;
                 self.ready.push_back(id);
             }
+        }
+    }
+
+    /// A lease entry fell due: if it is still the item's current lease, the
+    /// item is released.
+    fn lapse(&mut self, id: u64, attempt: u32, now: Instant, max_attempts: u32) {
+        let lapsed = matches!(
+            self.items.get(&id),
+            Some(Item { state: State::Leased(current), attempts, .. })
+                if *attempts == attempt && *current <= now
+        );
+        if lapsed {
+            self.leased -= 1;
+            self.release(id, max_attempts, "its lease expired");
+        }
+    }
+
+    /// Whether a lease entry still describes its item's current lease.
+    fn is_live(&self, id: u64, attempt: u32) -> bool {
+        matches!(
+            self.items.get(&id),
+            Some(Item { state: State::Leased(_), attempts, .. }) if *attempts == attempt
+        )
+    }
+
+    /// Drop lease entries of settled items once they far outnumber live
+    /// leases, so memory follows what is held, not throughput × lease.
+    fn compact(&mut self) {
+        let limit = 4 * self.leased as usize + 4096;
+        if self.granted.len() > limit {
+            let mut granted = std::mem::take(&mut self.granted);
+            granted.retain(|&(_, id, attempt)| self.is_live(id, attempt));
+            self.granted = granted;
+        }
+        if self.leases.len() > limit {
+            let mut leases = std::mem::take(&mut self.leases).into_vec();
+            leases.retain(|Reverse((_, id, attempt))| self.is_live(*id, *attempt));
+            self.leases = leases.into();
         }
     }
 
@@ -215,7 +241,7 @@ impl Inner {
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
             self.dead.push(DeadItem {
-                id: id.to_string(),
+                id: item.id,
                 message: item.message,
                 attempts: item.attempts,
                 reason,
@@ -231,23 +257,56 @@ impl Inner {
     }
 
     fn next_event(&self) -> Option<Instant> {
-        let lease = self.leases.peek().map(|Reverse((at, _, _))| *at);
+        let granted = self.granted.front().map(|(at, _, _)| *at);
+        let extended = self.leases.peek().map(|Reverse((at, _, _))| *at);
         let nack = self.scheduled.peek().map(|Reverse((at, _))| *at);
-        match (lease, nack) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [granted, extended, nack].into_iter().flatten().min()
     }
 }
 
 impl MemoryQueue {
+    /// Lease up to `max` ready items. Returns them (possibly none, once `now`
+    /// has reached `until`), or when the next lease or delayed nack falls due.
+    fn take(&self, max: usize, until: Instant) -> Result<Vec<Delivery>, Option<Instant>> {
+        let (mut inner, now) = self.lock();
+        let deadline = now + self.shared.config.lease;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(id) = inner.ready.pop_front() else {
+                break;
+            };
+            let Some(item) = inner.items.get_mut(&id) else {
+                continue;
+            };
+            item.attempts += 1;
+            item.state = State::Leased(deadline);
+            let attempt = item.attempts;
+            out.push(Delivery {
+                id: Arc::clone(&item.id),
+                payload: item.message.payload.clone(),
+                attributes: item.message.attributes.clone(),
+                token: token(id, attempt),
+                attempt,
+                deadline,
+            });
+            inner.granted.push_back((deadline, id, attempt));
+            inner.leased += 1;
+        }
+        inner.compact();
+        if !out.is_empty() || now >= until {
+            Ok(out)
+        } else {
+            Err(inner.next_event())
+        }
+    }
+
     /// Apply `settle` to every held token, collecting the lost ones.
     fn settle(
         &self,
         tokens: &[LeaseToken],
         mut settle: impl FnMut(&mut Inner, u64),
     ) -> LeaseReport {
-        let mut inner = self.lock(Instant::now());
+        let (mut inner, _) = self.lock();
         let mut report = LeaseReport::default();
         for token in tokens {
             match inner.held(token) {
@@ -278,22 +337,24 @@ impl WorkQueue for MemoryQueue {
             ));
         }
         let ids = {
-            let mut inner = self.lock(Instant::now());
+            let (mut inner, _) = self.lock();
             let mut ids = Vec::with_capacity(batch.len());
             inner.items.reserve(batch.len());
             for message in batch {
                 let id = inner.next_id;
                 inner.next_id += 1;
+                let message_id: MessageId = Arc::from(id.to_string());
+                ids.push(Arc::clone(&message_id));
                 inner.items.insert(
                     id,
                     Item {
+                        id: message_id,
                         message,
                         attempts: 0,
                         state: State::Ready,
                     },
                 );
                 inner.ready.push_back(id);
-                ids.push(id.to_string());
             }
             ids
         };
@@ -303,47 +364,28 @@ impl WorkQueue for MemoryQueue {
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let until = Instant::now() + wait;
-        let lease = self.shared.config.lease;
+        // Fast path: items are ready, no need to listen for arrivals.
+        let mut next_event = match self.take(max, until) {
+            Ok(out) => return Ok(out),
+            Err(next_event) => next_event,
+        };
         loop {
             let arrival = self.shared.arrivals.notified();
             tokio::pin!(arrival);
-            arrival.as_mut().enable();
-            let now = Instant::now();
-            let next_event = {
-                let mut inner = self.lock(now);
-                let mut out = Vec::new();
-                while out.len() < max {
-                    let Some(id) = inner.ready.pop_front() else {
-                        break;
-                    };
-                    let deadline = now + lease;
-                    let Some(item) = inner.items.get_mut(&id) else {
-                        continue;
-                    };
-                    item.attempts += 1;
-                    item.state = State::Leased(deadline);
-                    let attempt = item.attempts;
-                    out.push(Delivery {
-                        id: id.to_string(),
-                        payload: item.message.payload.clone(),
-                        attributes: item.message.attributes.clone(),
-                        token: token(id, attempt),
-                        attempt,
-                        deadline,
-                    });
-                    inner.leases.push(Reverse((deadline, id, attempt)));
-                    inner.leased += 1;
+            // Listen before waiting, so an arrival in between is not missed.
+            if next_event.is_some_and(|at| at <= Instant::now()) || arrival.as_mut().enable() {
+                // An event is due or an arrival came: look now.
+            } else {
+                let wake = next_event.map_or(until, |at| at.min(until));
+                tokio::select! {
+                    _ = &mut arrival => {}
+                    _ = tokio::time::sleep_until(wake) => {}
                 }
-                if !out.is_empty() || now >= until {
-                    return Ok(out);
-                }
-                inner.next_event()
-            };
-            let wake = next_event.map_or(until, |at| at.min(until));
-            tokio::select! {
-                _ = &mut arrival => {}
-                _ = tokio::time::sleep_until(wake) => {}
             }
+            next_event = match self.take(max, until) {
+                Ok(out) => return Ok(out),
+                Err(next_event) => next_event,
+            };
         }
     }
 
@@ -402,7 +444,7 @@ impl WorkQueue for MemoryQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let inner = self.lock(Instant::now());
+        let (inner, _) = self.lock();
         Ok(Backlog {
             ready: Count::Exact(inner.ready.len() as u64 + inner.delayed),
             in_flight: Count::Exact(inner.leased),

@@ -63,28 +63,53 @@ impl Message {
 }
 
 /// The backend's id of a published item.
-pub type MessageId = String;
+pub type MessageId = Arc<str>;
 
 /// Names one delivery of one item. Opaque to everyone but the driver that
-/// made it.
+/// made it: text (a receipt handle, an ack id) or a pair of numbers.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LeaseToken(Arc<str>);
+pub struct LeaseToken(TokenRepr);
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum TokenRepr {
+    Text(Arc<str>),
+    Numbers(u64, u64),
+}
 
 impl LeaseToken {
     /// Wrap a driver's token text.
     pub fn new(token: impl Into<Arc<str>>) -> Self {
-        Self(token.into())
+        Self(TokenRepr::Text(token.into()))
     }
 
-    /// The driver's token text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// A token made of two numbers (no allocation), e.g. item id and attempt.
+    pub fn from_numbers(a: u64, b: u64) -> Self {
+        Self(TokenRepr::Numbers(a, b))
+    }
+
+    /// The text of a token made with [`LeaseToken::new`].
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.0 {
+            TokenRepr::Text(text) => Some(text),
+            TokenRepr::Numbers(..) => None,
+        }
+    }
+
+    /// The numbers of a token made with [`LeaseToken::from_numbers`].
+    pub fn as_numbers(&self) -> Option<(u64, u64)> {
+        match self.0 {
+            TokenRepr::Numbers(a, b) => Some((a, b)),
+            TokenRepr::Text(_) => None,
+        }
     }
 }
 
 impl fmt::Debug for LeaseToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LeaseToken({})", self.0)
+        match &self.0 {
+            TokenRepr::Text(text) => write!(f, "LeaseToken({text})"),
+            TokenRepr::Numbers(a, b) => write!(f, "LeaseToken({a}.{b})"),
+        }
     }
 }
 

@@ -7,11 +7,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::LeaseToken;
+use crate::fasthash::FastHasher;
 
 #[derive(Debug)]
 struct Lease {
@@ -27,7 +29,7 @@ pub struct LeaseKeeper {
     lease: Duration,
     margin: Duration,
     max_age: Duration,
-    leases: HashMap<LeaseToken, Lease>,
+    leases: HashMap<LeaseToken, Lease, BuildHasherDefault<FastHasher>>,
     due: BinaryHeap<Reverse<(Instant, u64, LeaseToken)>>,
     next_generation: u64,
 }
@@ -39,7 +41,7 @@ impl LeaseKeeper {
             lease,
             margin: lease / 3,
             max_age,
-            leases: HashMap::new(),
+            leases: HashMap::default(),
             due: BinaryHeap::new(),
             next_generation: 0,
         }

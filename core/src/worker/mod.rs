@@ -22,7 +22,7 @@ pub mod drain;
 pub mod lease;
 
 use std::any::Any;
-use std::future::{Future, pending};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,8 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::OptionFuture;
-use tokio::task::{JoinError, JoinSet};
-use tokio::time::{Instant, sleep_until};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -196,21 +196,19 @@ pub struct Worker {
 
 struct Finished {
     token: LeaseToken,
-    id: String,
+    id: crate::MessageId,
     payload: Bytes,
     attempt: u32,
     outcome: TaskOutcome,
     elapsed: Duration,
 }
 
-type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
+/// Running tasks. They run on the worker's own task, like
+/// `for_each_concurrent`: handlers await I/O and must not block (use
+/// `spawn_blocking` for CPU-heavy work); this keeps the per-item cost low.
+type Tasks = FuturesUnordered<Pin<Box<dyn Future<Output = Finished> + Send>>>;
 
-async fn at(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => pending().await,
-    }
-}
+type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
@@ -260,7 +258,7 @@ impl Worker {
             .config
             .ack_batch
             .clamp(1, capabilities.max_batch.max(1));
-        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut tasks: Tasks = FuturesUnordered::new();
         let mut keeper = LeaseKeeper::new(self.config.lease, self.config.max_lease_age);
         let mut drain = DrainDetector::new(capabilities.backlog_staleness, self.config.idle_window);
         let mut acks = AckBuffer {
@@ -270,16 +268,29 @@ impl Worker {
         let mut pull: Option<PullFuture> = None;
         let mut pull_failures = 0u32;
         let mut pull_not_before: Option<Instant> = None;
+        // Nothing runs and the queue looked empty: read the backlog.
         let mut idle = false;
         let mut stopping = false;
         let mut grace_end: Option<Instant> = None;
         let mut interrupted = 0usize;
+        // Made once: a fresh cancellation future per loop turn costs more
+        // than the rest of a no-op item.
+        let stopped = shutdown.stop.cancelled();
+        let aborted = shutdown.abort.cancelled();
+        // One timer for every deadline (lease renewals, ack flush, pull retry,
+        // grace end), armed for the earliest; it may fire early, never late.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        let mut timer_at: Option<Instant> = None;
+        tokio::pin!(stopped, aborted, timer);
 
         loop {
             if stopping && tasks.is_empty() && pull.is_none() {
                 break;
             }
-            if !stopping && idle && tasks.is_empty() && pull.is_none() {
+            // A pending pull does not hold up the check: once the backlog reads
+            // drained there is nothing for it to bring, and dropping it leaves
+            // at worst an item leased until its deadline, never lost.
+            if !stopping && idle && tasks.is_empty() {
                 idle = false;
                 self.flush_acks(&mut acks).await;
                 match self.queue.backlog().await {
@@ -307,27 +318,41 @@ impl Worker {
                 let (max, wait) = (concurrency - tasks.len(), self.config.poll);
                 pull = Some(Box::pin(async move { queue.pull(max, wait).await }));
             }
-            let renew_at = keeper.next_due();
+            let busy = !tasks.is_empty() || pull.is_some();
+            let next = [
+                keeper.next_due(),
+                acks.flush_at,
+                pull_not_before.filter(|_| pull.is_none()),
+                grace_end.filter(|_| busy),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(next) = next
+                && timer_at.is_none_or(|armed| next < armed)
+            {
+                timer.as_mut().reset(next);
+                timer_at = Some(next);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.abort.cancelled(), if !tasks.is_empty() || pull.is_some() => {
+                _ = &mut aborted, if !tasks.is_empty() || pull.is_some() => {
                     interrupted += self.interrupt(&mut tasks, &mut keeper).await;
                     break;
                 }
-                _ = shutdown.stop.cancelled(), if !stopping => {
+                _ = &mut stopped, if !stopping => {
                     stopping = true;
-                    grace_end = Some(now + self.config.grace);
+                    // From the signal, not from `now`: that was read before
+                    // the select and may be long stale by now.
+                    grace_end = Some(Instant::now() + self.config.grace);
                     info!(worker = %self.config.name, running = tasks.len(), grace = ?self.config.grace,
                         "stopping: no more pulls; running tasks may finish within the grace period");
                 }
-                _ = at(grace_end), if !tasks.is_empty() || pull.is_some() => {
-                    warn!(worker = %self.config.name, running = tasks.len(),
-                        "grace period over: stopping running tasks and giving their items back");
-                    interrupted += self.interrupt(&mut tasks, &mut keeper).await;
-                    break;
-                }
-                Some(joined) = tasks.join_next() => {
-                    self.settle(joined, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                Some(finished) = tasks.next() => {
+                    self.settle(finished, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                    // The last task ended while a pull waits for work: the
+                    // queue had nothing ready since that pull began.
+                    idle = tasks.is_empty() && pull.is_some();
                 }
                 Some(result) = OptionFuture::from(pull.as_mut()) => {
                     pull = None;
@@ -343,8 +368,9 @@ impl Worker {
                                 let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
                                 self.give_back(&tokens).await;
                             } else {
+                                let now = Instant::now();
                                 for delivery in deliveries {
-                                    self.start(&mut tasks, &mut keeper, delivery);
+                                    self.start(&mut tasks, &mut keeper, delivery, now);
                                 }
                             }
                         }
@@ -357,20 +383,33 @@ impl Worker {
                         Err(error) => return Err(error),
                     }
                 }
-                _ = at(renew_at) => self.renew(&mut keeper).await,
-                _ = at(acks.flush_at) => self.flush_acks(&mut acks).await,
-                _ = at(pull_not_before), if pull.is_none() => {}
+                _ = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    if busy && grace_end.is_some_and(|end| end <= now) {
+                        warn!(worker = %self.config.name, running = tasks.len(),
+                            "grace period over: stopping running tasks and giving their items back");
+                        interrupted += self.interrupt(&mut tasks, &mut keeper).await;
+                        break;
+                    }
+                    if keeper.next_due().is_some_and(|due| due <= now) {
+                        self.renew(&mut keeper).await;
+                    }
+                    if acks.flush_at.is_some_and(|at| at <= now) {
+                        self.flush_acks(&mut acks).await;
+                    }
+                }
             }
         }
         self.flush_acks(&mut acks).await;
         Ok(WorkerExit::Stopped { interrupted })
     }
 
-    fn start(&self, tasks: &mut JoinSet<Finished>, keeper: &mut LeaseKeeper, delivery: Delivery) {
-        keeper.hold(delivery.token.clone(), delivery.deadline, Instant::now());
+    fn start(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper, delivery: Delivery, now: Instant) {
+        keeper.hold(delivery.token.clone(), delivery.deadline, now);
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
-        tasks.spawn(async move {
+        tasks.push(Box::pin(async move {
             let started = Instant::now();
             let task = Task {
                 id: delivery.id.clone(),
@@ -399,25 +438,17 @@ impl Worker {
                 outcome,
                 elapsed: started.elapsed(),
             }
-        });
+        }));
     }
 
     async fn settle(
         &self,
-        joined: Result<Finished, JoinError>,
+        finished: Finished,
         keeper: &mut LeaseKeeper,
         acks: &mut AckBuffer,
         ack_batch: usize,
         capabilities: &crate::Capabilities,
     ) {
-        let finished = match joined {
-            Ok(finished) => finished,
-            // Tasks are only cancelled by `interrupt`, which does not come here.
-            Err(error) => {
-                warn!(%error, "a task ended without a result");
-                return;
-            }
-        };
         keeper.release(&finished.token);
         let outcome = &finished.outcome;
         let settlement = match outcome.kind {
@@ -553,8 +584,10 @@ impl Worker {
     }
 
     /// Drop every running task and give its item back at once.
-    async fn interrupt(&self, tasks: &mut JoinSet<Finished>, keeper: &mut LeaseKeeper) -> usize {
-        tasks.shutdown().await;
+    async fn interrupt(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper) -> usize {
+        // Dropping a task's future stops its work (command handlers kill
+        // their process group).
+        tasks.clear();
         let tokens = keeper.tokens();
         for token in &tokens {
             keeper.release(token);

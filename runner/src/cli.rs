@@ -1,0 +1,171 @@
+//! The command line: what users' scripts depend on. Keep every name and flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 30s, 5m, 1h30m"))
+}
+
+/// A distributed for loop: run a command on every item, with leases,
+/// retries and dead-lettering, on any queue.
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, propagate_version = true)]
+pub struct Cli {
+    /// Queue driver name or URL: memory, or a driver this build carries
+    /// (see the error for the list) [default: memory for `run`]
+    #[arg(long, global = true, env = "FORLOOP_QUEUE")]
+    pub queue: Option<String>,
+    /// Name of the job's queue
+    #[arg(long, global = true, env = "FORLOOP_NAME", default_value = "forloop")]
+    pub name: String,
+    /// Where `run` starts its workers
+    #[arg(long, global = true, env = "FORLOOP_CLUSTER", default_value = "local")]
+    pub cluster: String,
+    /// Log format on stderr; RUST_LOG sets the level (default info)
+    #[arg(long, global = true, env = "FORLOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit items, run workers until every item is done, print a summary.
+    /// Exits 0 only if every item succeeded.
+    Run(RunArgs),
+    /// Publish items to the queue (validated as a whole first).
+    Submit(SubmitArgs),
+    /// Run one worker: take items until the queue is drained (exit 0) or a
+    /// signal stops it (exit 143 on SIGTERM, 130 on SIGINT).
+    Work(WorkArgs),
+    /// Show how many items are ready, in flight and dead.
+    Status(StatusArgs),
+    /// Wait until the queue is drained, showing progress.
+    Wait(WaitArgs),
+    /// Measure no-op throughput of the worker loop on the memory queue.
+    Bench(BenchArgs),
+}
+
+/// Where items come from.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// File with one item per line; `-` (the default) reads standard input
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub input: String,
+}
+
+/// How each worker behaves.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerOpts {
+    /// Tasks each worker runs at once [default: number of CPUs]
+    #[arg(long, short = 'j', env = "FORLOOP_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Lease per item, renewed while its task runs
+    #[arg(long, env = "FORLOOP_LEASE", default_value = "30s", value_parser = duration)]
+    pub lease: Duration,
+    /// Attempts per item before it is dead-lettered
+    #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Time limit per attempt; an attempt over it is killed and retried
+    #[arg(long, env = "FORLOOP_TASK_TIMEOUT", value_parser = duration)]
+    pub task_timeout: Option<Duration>,
+    /// After SIGTERM/SIGINT, how long running tasks may finish before they are
+    /// killed and their items given back
+    #[arg(long, env = "FORLOOP_GRACE", default_value = "10s", value_parser = duration)]
+    pub grace: Duration,
+    /// Longest an item is held (its lease renewed) before it is let go
+    #[arg(long, env = "FORLOOP_MAX_LEASE_AGE", default_value = "1h", value_parser = duration)]
+    pub max_lease_age: Duration,
+    /// Delay before the second attempt of a failed item; doubles each attempt
+    #[arg(long, env = "FORLOOP_BACKOFF", default_value = "1s", value_parser = duration)]
+    pub backoff: Duration,
+    /// Longest delay between attempts
+    #[arg(long, env = "FORLOOP_MAX_BACKOFF", default_value = "5m", value_parser = duration)]
+    pub max_backoff: Duration,
+    /// Write one tab-separated line per finished attempt to FILE
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+}
+
+/// `runner run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where items come from.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Worker count (tasks in this process for the memory queue)
+    #[arg(long, short = 'w', env = "FORLOOP_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// How each worker behaves.
+    #[command(flatten)]
+    pub worker: WorkerOpts,
+    /// The command run on each item, after `--`. Each `{}` becomes the item
+    /// (one argument, never through a shell); with no `{}` the item is the
+    /// last argument. The task also sees FORLOOP_ITEM and FORLOOP_ATTEMPT.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `runner submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Where items come from.
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+/// `runner work`.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// How each worker behaves.
+    #[command(flatten)]
+    pub worker: WorkerOpts,
+    /// The command run on each item, after `--` (see `runner run --help`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `runner status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print `{"ready":..,"in_flight":..,"dead":..,"exact":..}`
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `runner wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// How often to read the backlog
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub poll: Duration,
+}
+
+/// `runner bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Items to push through
+    #[arg(long, default_value_t = 1_000_000)]
+    pub items: u64,
+    /// Worker tasks
+    #[arg(long, short = 'w', default_value_t = 2)]
+    pub workers: u32,
+    /// Tasks each worker runs at once
+    #[arg(long, short = 'j', default_value_t = 256)]
+    pub concurrency: u32,
+}

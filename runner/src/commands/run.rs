@@ -1,0 +1,123 @@
+//! `runner run`: submit + workers + wait in one command, with a summary.
+//! Exits 0 iff every item succeeded.
+//!
+//! With an in-process queue (memory) the workers are tasks of this process.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use forloop_core::CommandTemplate;
+use forloop_core::worker::{Shutdown, Worker, WorkerExit};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{Context, check_worker_opts, publish_all, worker_config, worker_name};
+use crate::cli::RunArgs;
+use crate::input::read_items;
+use crate::joblog::Joblog;
+use crate::progress::Progress;
+use crate::tally::Tally;
+use crate::{Failure, signals};
+
+pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
+    let started = Instant::now();
+    let (driver, address) = context.driver("run", Some("memory"))?;
+    if context.cluster != "local" {
+        return Err(Failure::new(format!(
+            "unknown cluster `{}` (--cluster / FORLOOP_CLUSTER): this runner knows `local`",
+            context.cluster
+        )));
+    }
+    if !driver.in_process() {
+        return Err(Failure::new(format!(
+            "`runner run` with the shared `{}` queue needs worker processes from --cluster local, \
+             which this build does not have yet; use `runner submit`, `runner work` and `runner wait`",
+            driver.name()
+        )));
+    }
+    let template = CommandTemplate::new(&args.command)?;
+    template.check_program()?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+        .await?;
+    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    if args.input.input == "-" && std::io::stdin().is_terminal() {
+        eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
+    }
+    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let total = items.items.len();
+    let joblog = match &args.worker.joblog {
+        Some(path) => Some(Joblog::create(path).map_err(|e| {
+            Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    publish_all(&*queue, &items, None).await?;
+    let blank = items.blank;
+    drop(items);
+
+    let progress = Progress::start("done", total as u64);
+    let tally = Arc::new(Tally {
+        progress: Some(progress.clone()),
+        joblog,
+        ..Tally::default()
+    });
+    let shutdown = Shutdown::new();
+    let received = signals::listen(shutdown.clone(), args.worker.grace);
+    let handler = Arc::new(template);
+    let mut workers = JoinSet::new();
+    for index in 0..args.workers as usize {
+        let worker = Worker::new(Arc::clone(&queue), handler.clone())
+            .with_config(worker_config(&args.worker, worker_name(index)))
+            .with_events(tally.clone());
+        workers.spawn(worker.run(shutdown.clone()));
+    }
+    let mut interrupted = 0;
+    let mut drained = false;
+    while let Some(joined) = workers.join_next().await {
+        match joined.map_err(|e| Failure::new(format!("a worker task failed: {e}")))?? {
+            WorkerExit::Drained => {
+                // The memory queue's backlog is exact: once one worker sees it
+                // drained, it is drained for all; let the idle ones go now.
+                drained = true;
+                shutdown.stop();
+            }
+            WorkerExit::Stopped { interrupted: n } => interrupted += n,
+        }
+    }
+    progress.finish();
+
+    let done = tally.done.load(Ordering::Relaxed);
+    let retried = tally.retried.load(Ordering::Relaxed);
+    let dead = tally.dead_items();
+    eprintln!(
+        "runner: {total} items: {done} done, {} dead-lettered, {retried} failed attempts retried, {} blank lines skipped, in {}",
+        dead.len(),
+        blank,
+        humantime::format_duration(round_ms(started.elapsed()))
+    );
+    for (item, reason) in dead.iter().take(20) {
+        eprintln!("  dead: {item:?}: {reason}");
+    }
+    if dead.len() > 20 {
+        eprintln!("  ... and {} more dead-lettered items", dead.len() - 20);
+    }
+    if let Some(code) = received.exit_code().filter(|_| !drained) {
+        let left = total as u64 - done - dead.len() as u64;
+        eprintln!(
+            "runner: stopped by a signal with {left} items unfinished ({interrupted} cut short); \
+             the memory queue ends with this process, so run them again"
+        );
+        return Ok(code);
+    }
+    Ok(if dead.is_empty() && done == total as u64 {
+        0
+    } else {
+        1
+    })
+}
+
+fn round_ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
+}

@@ -1,0 +1,125 @@
+//! `runner submit`, `runner status`, `runner wait`: the commands that only
+//! talk to the queue.
+
+use std::time::Duration;
+
+use forloop_core::worker::{DrainDetector, DrainState};
+use forloop_core::{Backlog, Count};
+use tokio::time::Instant;
+
+use super::{Context, publish_all};
+use crate::Failure;
+use crate::cli::{StatusArgs, SubmitArgs, WaitArgs};
+use crate::input::read_items;
+use crate::progress::Progress;
+
+pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("submit", None)?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(None))
+        .await?;
+    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let progress = Progress::start("submitted", items.items.len() as u64);
+    let result = publish_all(&*queue, &items, Some(&progress)).await;
+    progress.finish();
+    result?;
+    eprintln!(
+        "submitted {} items to `{}` ({} blank lines skipped)",
+        items.items.len(),
+        context.name,
+        items.blank
+    );
+    Ok(0)
+}
+
+fn json_count(count: Count) -> serde_json::Value {
+    count.value().map_or(serde_json::Value::Null, Into::into)
+}
+
+fn text_count(count: Count) -> String {
+    match count {
+        Count::Exact(n) => n.to_string(),
+        Count::Approximate(n) => format!("~{n}"),
+        Count::Unknown => "unknown".to_string(),
+    }
+}
+
+/// The `status --json` object.
+pub(crate) fn status_json(backlog: &Backlog) -> serde_json::Value {
+    serde_json::json!({
+        "ready": json_count(backlog.ready),
+        "in_flight": json_count(backlog.in_flight),
+        "dead": json_count(backlog.dead),
+        "exact": backlog.is_exact(),
+        "age_seconds": backlog.age.as_secs_f64(),
+    })
+}
+
+pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("status", None)?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(None))
+        .await?;
+    let backlog = queue.backlog().await?;
+    if args.json {
+        println!("{}", status_json(&backlog));
+    } else {
+        println!(
+            "{}: ready {}, in flight {}, dead {}{}",
+            context.name,
+            text_count(backlog.ready),
+            text_count(backlog.in_flight),
+            text_count(backlog.dead),
+            if backlog.is_exact() {
+                String::new()
+            } else {
+                format!(
+                    " (approximate; may lag by up to {})",
+                    humantime::format_duration(queue.capabilities().backlog_staleness)
+                )
+            }
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("wait", None)?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(None))
+        .await?;
+    let caps = queue.capabilities();
+    let mut detector = DrainDetector::new(caps.backlog_staleness, Duration::ZERO);
+    let first = queue.backlog().await?;
+    if first.ready == Count::Unknown && first.in_flight == Count::Unknown {
+        return Err(Failure::new(format!(
+            "the `{}` queue cannot count its backlog here, so `runner wait` cannot tell when it is drained; \
+             wait for the workers to exit instead (they exit 0 once drained)",
+            address.spec
+        )));
+    }
+    let remaining = |b: &Backlog| b.ready.value().unwrap_or(0) + b.in_flight.value().unwrap_or(0);
+    let total = remaining(&first);
+    let progress = Progress::start("done", total);
+    let mut backlog = first;
+    loop {
+        let left = remaining(&backlog);
+        progress.set(total.saturating_sub(left));
+        if detector.observe(&backlog, Instant::now()) == DrainState::Drained {
+            break;
+        }
+        tokio::time::sleep(args.poll).await;
+        backlog = queue.backlog().await?;
+    }
+    progress.finish();
+    let dead = backlog.dead.value().unwrap_or(0);
+    if dead > 0 {
+        eprintln!(
+            "`{}` is drained, but {dead} item(s) are in its dead-letter place",
+            context.name
+        );
+        return Ok(1);
+    }
+    eprintln!("`{}` is drained", context.name);
+    Ok(0)
+}

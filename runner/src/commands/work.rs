@@ -1,0 +1,61 @@
+//! `runner work`: one worker process, until drained (0) or stopped (143/130).
+
+use std::sync::Arc;
+
+use forloop_core::CommandTemplate;
+use forloop_core::worker::{Shutdown, Worker, WorkerExit};
+
+use super::{Context, check_worker_opts, worker_config, worker_name};
+use crate::cli::WorkArgs;
+use crate::joblog::Joblog;
+use crate::tally::Tally;
+use crate::{Failure, signals};
+
+pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("work", None)?;
+    let template = CommandTemplate::new(&args.command)?;
+    template.check_program()?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+        .await?;
+    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    let joblog = match &args.worker.joblog {
+        Some(path) => Some(Joblog::create(path).map_err(|e| {
+            Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let tally = Arc::new(Tally {
+        joblog,
+        ..Tally::default()
+    });
+    let config = worker_config(&args.worker, worker_name(0));
+    tracing::info!(
+        queue = %address.spec, name = %context.name, concurrency = config.concurrency,
+        "worker {} starting", config.name
+    );
+    let shutdown = Shutdown::new();
+    let received = signals::listen(shutdown.clone(), args.worker.grace);
+    let exit = Worker::new(queue, Arc::new(template))
+        .with_config(config)
+        .with_events(tally.clone())
+        .run(shutdown)
+        .await?;
+    let done = tally.done.load(std::sync::atomic::Ordering::Relaxed);
+    let dead = tally.dead_items().len();
+    match exit {
+        WorkerExit::Drained => {
+            tracing::info!(done, dead, "queue drained; exiting 0");
+            Ok(0)
+        }
+        WorkerExit::Stopped { interrupted } => {
+            tracing::info!(
+                done,
+                dead,
+                interrupted,
+                "stopped; unfinished items are back in the queue"
+            );
+            Ok(received.exit_code().unwrap_or(143))
+        }
+    }
+}

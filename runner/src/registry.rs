@@ -1,0 +1,157 @@
+//! Drivers by name and URL scheme: how `--queue redis` or
+//! `--queue redis://host:6379` finds its backend, and how a user's own crate
+//! adds one (`Registry::builtin().with(MyDriver)` then `runner::main_with`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use forloop_core::{MemoryQueue, QueueConfig, QueueError, QueueErrorKind, WorkQueue};
+
+/// Where a queue is, as the user said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueAddress {
+    /// What the user passed to `--queue` (a driver name or a URL).
+    pub spec: String,
+    /// The URL, when `--queue` was one.
+    pub url: Option<String>,
+}
+
+/// Opens queues of one backend.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// The name `--queue` takes (`memory`, `redis`).
+    fn name(&self) -> &str;
+    /// URL schemes this driver answers to (`redis`, `rediss`).
+    fn schemes(&self) -> &[&str] {
+        &[]
+    }
+    /// Whether the queue lives inside one process (and so cannot be shared
+    /// by `submit`, `work` and `status` run as separate commands).
+    fn in_process(&self) -> bool {
+        false
+    }
+    /// Open (or connect to) the queue.
+    async fn open(
+        &self,
+        address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, QueueError>;
+}
+
+/// The embedded in-memory queue.
+#[derive(Debug, Default)]
+pub struct MemoryDriver;
+
+#[async_trait]
+impl Driver for MemoryDriver {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn schemes(&self) -> &[&str] {
+        &["memory"]
+    }
+    fn in_process(&self) -> bool {
+        true
+    }
+    async fn open(
+        &self,
+        _address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+        Ok(Arc::new(MemoryQueue::new(config)))
+    }
+}
+
+/// The drivers a binary knows.
+#[derive(Clone, Default)]
+pub struct Registry {
+    drivers: Vec<Arc<dyn Driver>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.drivers.iter().map(|d| d.name()))
+            .finish()
+    }
+}
+
+impl Registry {
+    /// No drivers at all.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The drivers compiled into this build of `runner`.
+    pub fn builtin() -> Self {
+        Self::empty().with(MemoryDriver)
+    }
+
+    /// Add a driver; a later driver with the same name or scheme wins.
+    pub fn with(mut self, driver: impl Driver + 'static) -> Self {
+        self.drivers.insert(0, Arc::new(driver));
+        self
+    }
+
+    /// The names of every driver, for help and error messages.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.drivers.iter().map(|d| d.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Find the driver for a `--queue` value.
+    pub fn resolve(&self, spec: &str) -> Result<(Arc<dyn Driver>, QueueAddress), QueueError> {
+        let (found, url) = match spec.split_once("://") {
+            Some((scheme, _)) => (
+                self.drivers.iter().find(|d| d.schemes().contains(&scheme)),
+                Some(spec.to_string()),
+            ),
+            None => (self.drivers.iter().find(|d| d.name() == spec), None),
+        };
+        match found {
+            Some(driver) => Ok((
+                Arc::clone(driver),
+                QueueAddress {
+                    spec: spec.to_string(),
+                    url,
+                },
+            )),
+            None => Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!(
+                    "unknown queue `{spec}` (from --queue or FORLOOP_QUEUE): this runner knows {}. \
+                     Drivers not listed need their cargo feature (e.g. `cargo install forloop-runner --features redis`)",
+                    self.names().join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_by_name_and_scheme() {
+        let registry = Registry::builtin();
+        assert_eq!(registry.resolve("memory").unwrap().0.name(), "memory");
+        let (driver, address) = registry.resolve("memory://x").unwrap();
+        assert_eq!(driver.name(), "memory");
+        assert_eq!(address.url.as_deref(), Some("memory://x"));
+    }
+
+    #[test]
+    fn unknown_queue_names_the_input_and_the_choices() {
+        let error = Registry::builtin()
+            .resolve("rdis")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("`rdis`"), "{error}");
+        assert!(error.contains("memory"), "{error}");
+    }
+}
