@@ -204,7 +204,10 @@ pub async fn stale_token_cannot_ack(harness: &Harness) {
     let again = pull_one(&*queue, harness.slack * 4)
         .await
         .expect("redelivery");
-    let report = queue.ack(&[first.token.clone()]).await.expect("stale ack");
+    let report = queue
+        .ack(std::slice::from_ref(&first.token))
+        .await
+        .expect("stale ack");
     let _ = report; // Drivers may or may not know; what counts is the item.
     queue
         .nack(&[again.token], Duration::ZERO)
@@ -225,7 +228,7 @@ pub async fn extension_keeps_item_away(harness: &Harness) {
     for _ in 0..4 {
         // Renew each half lease: the item is held for two full leases.
         let report = queue
-            .extend_deadline(&[held.token.clone()], harness.lease)
+            .extend_deadline(std::slice::from_ref(&held.token), harness.lease)
             .await
             .expect("extend");
         assert!(
@@ -362,9 +365,12 @@ pub async fn ack_is_final(harness: &Harness) {
         .find(|d| text(d) == "undone")
         .expect("undone")
         .clone();
-    queue.ack(&[done.token.clone()]).await.expect("ack");
     queue
-        .ack(&[done.token.clone()])
+        .ack(std::slice::from_ref(&done.token))
+        .await
+        .expect("ack");
+    queue
+        .ack(std::slice::from_ref(&done.token))
         .await
         .expect("a second ack must not fail");
     // Let every lease lapse: only the unacked item may come back.

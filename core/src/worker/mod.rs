@@ -487,7 +487,7 @@ impl Worker {
                 };
                 let result = self
                     .queue
-                    .dead_letter(&[finished.token.clone()], &reason)
+                    .dead_letter(std::slice::from_ref(&finished.token), &reason)
                     .await;
                 self.report("dead-letter", &finished, result);
                 warn!(item = %String::from_utf8_lossy(&finished.payload), %reason, "item dead-lettered");

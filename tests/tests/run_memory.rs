@@ -1,0 +1,382 @@
+//! `runner run` on the embedded memory queue, as a user runs it: the real
+//! binary, real child processes, real signals.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forloop_tests::{read_records, runner, scratch};
+
+const RECORD: &str = env!("CARGO_BIN_EXE_record");
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn run_items(dir: &std::path::Path, items: &[u8], extra: &[&str], command: &[&str]) -> Output {
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items).unwrap();
+    runner()
+        .arg("run")
+        .arg(&input)
+        .args(extra)
+        .arg("--")
+        .args(command)
+        .output()
+        .expect("runner runs")
+}
+
+#[test]
+fn tricky_items_reach_the_command_verbatim_without_a_shell() {
+    let dir = scratch("tricky");
+    let marker = dir.join("pwned");
+    let items = [
+        "plain".to_string(),
+        "with spaces  inside".to_string(),
+        "it's \"quoted\" `back`".to_string(),
+        format!("$(touch {})", marker.display()),
+        format!("; touch {} ; echo", marker.display()),
+        "semi;colon|pipe&amp>redirect<".to_string(),
+        "-n".to_string(),
+        "back\\slash and *glob? [x]".to_string(),
+        "naïve café ☕ 漢字".to_string(),
+        "{}".to_string(),
+    ];
+    let out = dir.join("out.jsonl");
+    let output = run_items(
+        &dir,
+        (items.join("\n") + "\n").as_bytes(),
+        &["-j", "4"],
+        &[RECORD, out.to_str().unwrap(), "{}"],
+    );
+    assert!(
+        output.status.success(),
+        "runner failed: {}",
+        stderr(&output)
+    );
+    let records = read_records(&out);
+    let seen: BTreeSet<_> = records.iter().map(|r| r.args.clone()).collect();
+    let want: BTreeSet<_> = items.iter().map(|i| vec![i.clone()]).collect();
+    assert_eq!(seen, want, "each item must arrive as exactly one argument");
+    assert_eq!(records.len(), items.len(), "each item runs once");
+    for record in &records {
+        assert_eq!(
+            record.args[0], record.item,
+            "FORLOOP_ITEM matches the argument"
+        );
+        assert_eq!(record.attempt, 1);
+    }
+    assert!(!marker.exists(), "a shell interpreted an item");
+}
+
+#[test]
+fn placeholder_inside_an_argument_and_item_appended_without_one() {
+    let dir = scratch("template");
+    let out = dir.join("out.jsonl");
+    let output = run_items(
+        &dir,
+        b"a b\n",
+        &[],
+        &[
+            RECORD,
+            out.to_str().unwrap(),
+            "https://x/watch?v={}",
+            "-o",
+            "{}.mp4",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        read_records(&out)[0].args,
+        ["https://x/watch?v=a b", "-o", "a b.mp4"]
+    );
+
+    let out2 = dir.join("out2.jsonl");
+    let output = run_items(
+        &dir,
+        b"last one\n",
+        &[],
+        &[RECORD, out2.to_str().unwrap(), "--flag"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(read_records(&out2)[0].args, ["--flag", "last one"]);
+}
+
+#[test]
+fn crlf_blank_lines_and_stdin() {
+    let dir = scratch("stdin");
+    let out = dir.join("out.jsonl");
+    let mut child = runner()
+        .args(["run", "-", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\r\n\r\n   \ntwo\nthree")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let items: BTreeSet<_> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(
+        items,
+        BTreeSet::from(["one".into(), "two".into(), "three".into()])
+    );
+    let err = stderr(&output);
+    assert!(err.contains("3 items: 3 done"), "{err}");
+    assert!(err.contains("2 blank lines skipped"), "{err}");
+}
+
+#[test]
+fn a_poison_item_is_dead_lettered_named_and_fails_the_run() {
+    let dir = scratch("poison");
+    let out = dir.join("out.jsonl");
+    let joblog = dir.join("joblog.tsv");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "good 1\npoison pill\ngood 2\n").unwrap();
+    let output = runner()
+        .arg("run")
+        .arg(&input)
+        .args(["--max-attempts", "3", "--backoff", "10ms", "--joblog"])
+        .arg(&joblog)
+        .args(["--", RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "poison pill")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("3 items: 2 done, 1 dead-lettered, 2 failed attempts retried"),
+        "{err}"
+    );
+    assert!(err.contains("dead: \"poison pill\": exit code 3"), "{err}");
+    let done: BTreeSet<_> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(done, BTreeSet::from(["good 1".into(), "good 2".into()]));
+
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let mut lines = log.lines();
+    assert_eq!(
+        lines.next(),
+        Some("item\tattempt\texit_code\tseconds\tworker\toutcome")
+    );
+    let poison: Vec<Vec<&str>> = lines
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|cols| cols[0] == "poison pill")
+        .collect();
+    let summary: Vec<(&str, &str, &str)> = poison.iter().map(|c| (c[1], c[2], c[5])).collect();
+    assert_eq!(
+        summary,
+        [("1", "3", "retry"), ("2", "3", "retry"), ("3", "3", "dead")]
+    );
+}
+
+#[test]
+fn bad_input_is_refused_whole_before_anything_runs() {
+    let dir = scratch("badinput");
+    let out = dir.join("out.jsonl");
+    let output = run_items(
+        &dir,
+        b"fine\n\xff\xfebroken\nalso fine\n",
+        &[],
+        &[RECORD, out.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("line 2: not valid UTF-8"), "{err}");
+    assert!(err.contains("nothing was submitted"), "{err}");
+    assert!(!out.exists(), "no item may run when the input is refused");
+}
+
+#[test]
+fn a_missing_program_fails_fast_naming_it() {
+    let dir = scratch("noprog");
+    let output = run_items(&dir, b"a\nb\n", &[], &["forloop-no-such-program", "{}"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("cannot run `forloop-no-such-program`: not found on PATH"),
+        "{err}"
+    );
+    assert!(!err.contains("dead-lettered"), "{err}");
+}
+
+#[test]
+fn task_timeout_kills_and_retries_the_attempt() {
+    let dir = scratch("timeout");
+    let out = dir.join("out.jsonl");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "slow\n").unwrap();
+    let started = Instant::now();
+    let output = runner()
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--task-timeout",
+            "200ms",
+            "--max-attempts",
+            "2",
+            "--backoff",
+            "10ms",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "30000")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout did not kill the task"
+    );
+    let err = stderr(&output);
+    assert!(err.contains("timed out after 200ms"), "{err}");
+    assert!(read_records(&out).is_empty());
+}
+
+#[test]
+fn memory_queue_is_refused_where_it_cannot_be_shared() {
+    for args in [
+        vec!["submit", "-"],
+        vec!["status"],
+        vec!["wait"],
+        vec!["work", "--", "true"],
+    ] {
+        let output = runner()
+            .args(["--queue", "memory"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let err = stderr(&output);
+        assert!(err.contains("lives inside one process"), "{args:?}: {err}");
+    }
+    let output = runner()
+        .args(["--queue", "nosuch", "run", "-", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("unknown queue `nosuch`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// Waits until `path` has `lines` lines (tasks have started).
+fn wait_for_lines(path: &std::path::Path, lines: usize) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < lines {
+        assert!(Instant::now() < until, "tasks did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_long_run(
+    dir: &std::path::Path,
+    grace: &str,
+) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nb\nc\nd\n").unwrap();
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    let child = runner()
+        .arg("run")
+        .arg(&input)
+        .args(["-j", "2", "--grace", grace, "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "1500")
+        .env("RECORD_STARTED", &started)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, out, started)
+}
+
+#[test]
+fn sigterm_lets_running_tasks_finish_within_grace_and_exits_143() {
+    let dir = scratch("sigterm");
+    let (child, out, started) = spawn_long_run(&dir, "20s");
+    wait_for_lines(&started, 2);
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
+    // The two running tasks finished; nothing new started after the signal.
+    assert_eq!(read_records(&out).len(), 2, "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&started).unwrap().lines().count(),
+        2
+    );
+    assert!(
+        stderr(&output).contains("2 items unfinished"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn grace_over_kills_running_commands_and_a_second_sigint_aborts() {
+    let dir = scratch("grace");
+    let (child, out, started) = spawn_long_run(&dir, "100ms");
+    wait_for_lines(&started, 2);
+    let stopped_at = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143));
+    assert!(
+        stopped_at.elapsed() < Duration::from_millis(1400),
+        "grace was not enforced"
+    );
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(
+        read_records(&out).is_empty(),
+        "killed commands must not finish after the worker exits"
+    );
+
+    let dir = scratch("sigint");
+    let (child, out, started) = spawn_long_run(&dir, "60s");
+    wait_for_lines(&started, 2);
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&child, libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(
+        read_records(&out).is_empty(),
+        "a second SIGINT must not wait for tasks"
+    );
+}
+
+#[test]
+fn help_lists_the_contract_flags() {
+    let output = Command::new(forloop_tests::runner_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--workers",
+        "--concurrency",
+        "--lease",
+        "--max-attempts",
+        "--task-timeout",
+        "--joblog",
+        "--queue",
+        "--name",
+        "--cluster",
+    ] {
+        assert!(help.contains(flag), "run --help lacks {flag}");
+    }
+}
