@@ -182,6 +182,11 @@ impl Handler for CommandTemplate {
             // which decides how running commands end, not every child at once.
             .process_group(0)
             .kill_on_drop(true);
+        // No pre_exec hook (e.g. PR_SET_PDEATHSIG): it forces fork+exec
+        // instead of posix_spawn and costs ~50% of command-mode throughput
+        // (docs/BENCHMARKS.md). So a worker killed with SIGKILL leaves its
+        // running commands to finish on their own; their items come back
+        // after the lease. SIGTERM/SIGINT and timeouts kill the whole group.
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
