@@ -30,7 +30,7 @@ pub use cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, LocalLauncher, Work
 pub use error::{QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, Task, TaskOutcome};
 pub use queue::{
-    Backlog, Capabilities, Count, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueConfig, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
+    Message, MessageId, QueueConfig, WorkQueue,
 };
 pub use worker::{Worker, WorkerConfig, WorkerExit};

@@ -189,7 +189,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.contains("line 4: the item is 24 bytes, over the queue's limit of 16"),
+            error.contains("line 4: the item is 25 bytes, over the queue's limit of 16"),
             "{error}"
         );
         assert!(error.contains("line 5: contains a NUL byte"), "{error}");

@@ -2,6 +2,8 @@
 //! binary, scratch directories, and reading what the `record` helper wrote.
 #![deny(missing_docs)]
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};

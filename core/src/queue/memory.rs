@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Backlog, Capabilities, Count, Delivery, LeaseReport, LeaseToken, Message, MessageId,
-    QueueConfig, WorkQueue, check_payload_sizes,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    MessageId, QueueConfig, WorkQueue, check_payload_sizes,
 };
 use crate::{QueueError, QueueErrorKind};
 
@@ -68,19 +68,6 @@ impl Slab {
     }
 }
 
-/// An item that went to the dead-letter place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadItem {
-    /// The item's id.
-    pub id: MessageId,
-    /// The item.
-    pub message: Message,
-    /// How many times it was delivered.
-    pub attempts: u32,
-    /// Why it is here.
-    pub reason: String,
-}
-
 #[derive(Debug)]
 enum State {
     Ready,
@@ -107,7 +94,7 @@ struct Inner {
     leases: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     /// (due, id) of each delayed nack.
     scheduled: BinaryHeap<Reverse<(Instant, u64)>>,
-    dead: Vec<DeadItem>,
+    dead: Vec<DeadLetter>,
     next_id: u64,
     leased: u64,
     delayed: u64,
@@ -164,7 +151,7 @@ impl MemoryQueue {
     }
 
     /// The items in the dead-letter place, oldest first.
-    pub fn dead_items(&self) -> Vec<DeadItem> {
+    pub fn dead_items(&self) -> Vec<DeadLetter> {
         self.lock().0.dead.clone()
     }
 
@@ -281,7 +268,7 @@ impl Inner {
 
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
-            self.dead.push(DeadItem {
+            self.dead.push(DeadLetter {
                 id: item.id,
                 message: item.message,
                 attempts: item.attempts,
@@ -482,6 +469,43 @@ impl WorkQueue for MemoryQueue {
             inner.leased -= 1;
             inner.bury(id, reason.to_string());
         }))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self.lock().0.dead.iter().take(limit).cloned().collect())
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        let count = {
+            let (mut inner, _) = self.lock();
+            let dead = std::mem::take(&mut inner.dead);
+            let count = dead.len() as u64;
+            for letter in dead {
+                // Requeued items start over: fresh ids keep the slab in order.
+                let id = inner.next_id;
+                inner.next_id += 1;
+                inner.items.insert(
+                    id,
+                    Item {
+                        id: letter.id,
+                        message: letter.message,
+                        attempts: 0,
+                        state: State::Ready,
+                    },
+                );
+                inner.ready.push_back(id);
+            }
+            count
+        };
+        self.shared.arrivals.notify_waiters();
+        Ok(count)
+    }
+
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        let (mut inner, _) = self.lock();
+        let count = inner.dead.len() as u64;
+        inner.dead.clear();
+        Ok(count)
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {

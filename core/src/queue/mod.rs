@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::QueueError;
 
-pub use memory::{DeadItem, MemoryQueue};
+pub use memory::MemoryQueue;
 
 /// An item to publish: the payload bytes and optional string attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,6 +136,19 @@ pub struct LeaseReport {
     /// Tokens whose lease had already ended (or that were already settled):
     /// the call did nothing for them. Drivers that cannot tell leave this empty.
     pub lost: Vec<LeaseToken>,
+}
+
+/// An item in the dead-letter place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The item's id.
+    pub id: MessageId,
+    /// The item and its attributes.
+    pub message: Message,
+    /// How many times it was delivered.
+    pub attempts: u32,
+    /// Why it is here.
+    pub reason: String,
 }
 
 /// One count of a [`Backlog`], with how far it can be trusted.
@@ -311,6 +324,29 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Count ready, in-flight and dead items.
     async fn backlog(&self) -> Result<Backlog, QueueError>;
+
+    /// Up to `limit` items of the dead-letter place, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let _ = limit;
+        Err(unsupported("list its dead letters"))
+    }
+
+    /// Put every dead item back to work with a fresh attempt count; returns how many.
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        Err(unsupported("requeue its dead letters"))
+    }
+
+    /// Delete every dead item for good; returns how many.
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        Err(unsupported("purge its dead letters"))
+    }
+}
+
+fn unsupported(what: &str) -> QueueError {
+    QueueError::new(
+        crate::QueueErrorKind::Unsupported,
+        format!("this queue cannot {what}; use the backend's own tools"),
+    )
 }
 
 /// Refuse a batch with an oversize item before anything is sent: the check

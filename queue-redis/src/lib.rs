@@ -1,0 +1,600 @@
+//! forloop's Redis queue driver.
+//!
+//! # Design
+//!
+//! Each queue is ten keys sharing one hash tag, `{forloop:NAME}`, so the
+//! design also runs on Redis Cluster (every key of a queue lives in one slot):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `ready` | list | ids waiting for a worker, FIFO |
+//! | `leased` | sorted set | id → lease deadline (ms, server clock) |
+//! | `delayed` | sorted set | id → when a nacked item is due again |
+//! | `payload`, `attrs`, `attempts` | hashes | the item, its attributes, its delivery count |
+//! | `dead`, `reason` | list, hash | dead-lettered ids, oldest first, and why |
+//! | `seq` | string | the id counter |
+//! | `wake` | list | markers that wake blocked pullers |
+//!
+//! Every operation is one Lua script (`src/lua/`), so each is atomic and one
+//! round trip. Why Lua over a list + sorted set rather than Streams with a
+//! consumer group: Streams measure idle time per consumer but cannot stop an
+//! old consumer from `XACK`ing an entry that was claimed by another, have no
+//! delayed redelivery, and mix nacked and running entries in one pending list,
+//! which makes an exact backlog impossible. With Lua:
+//!
+//! - the lease deadline is set at delivery, `TIME` + lease, on the server's
+//!   clock (not at enqueue, and not on a worker's clock);
+//! - a lease token is `(id, attempt)`; ack, nack, extend and dead-letter act
+//!   only while that attempt's lease is live, so a worker that lost its lease
+//!   cannot ack the item its successor holds;
+//! - extend (`ZADD XX`) and nack with delay (`ZADD delayed`) are exact to the
+//!   millisecond; expired leases and due nacks are reaped at the start of every
+//!   pull and backlog call;
+//! - an item released after `max_attempts` deliveries goes to `dead` with a
+//!   reason, so a worker that crashes on an item cannot loop forever;
+//! - the backlog is exact: `LLEN ready + ZCARD delayed`, `ZCARD leased`,
+//!   `LLEN dead`.
+//!
+//! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
+//! nack and reaping), on a connection of their own whose response timeout is
+//! longer than the block; everything else shares one auto-reconnecting
+//! `ConnectionManager`, which pipelines concurrent calls.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use forloop_core::queue::check_payload_sizes;
+use forloop_core::{
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::time::Instant;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+struct Scripts {
+    publish: Script,
+    pull: Script,
+    ack: Script,
+    nack: Script,
+    extend: Script,
+    dead_letter: Script,
+    backlog: Script,
+    dead_list: Script,
+    dead_requeue: Script,
+    dead_purge: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            publish: script!("publish.lua"),
+            pull: script!("pull.lua"),
+            ack: script!("ack.lua"),
+            nack: script!("nack.lua"),
+            extend: script!("extend.lua"),
+            dead_letter: script!("dead_letter.lua"),
+            backlog: script!("backlog.lua"),
+            dead_list: script!("dead_list.lua"),
+            dead_requeue: script!("dead_requeue.lua"),
+            dead_purge: script!("dead_purge.lua"),
+        }
+    }
+}
+
+/// The default server when neither a URL nor `REDIS_URL` is given.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// Largest item accepted, in bytes.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Most items in one publish call (one Lua script call).
+pub const MAX_BATCH: usize = 1000;
+
+/// A forloop queue in Redis.
+pub struct RedisQueue {
+    client: Client,
+    shown_url: String,
+    connection: ConnectionManager,
+    /// Connections for blocking pulls, reused; one per concurrent puller.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    keys: [String; 10],
+    config: QueueConfig,
+    scripts: Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("url", &self.shown_url)
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, for messages and `Debug`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn error(what: &str, url: &str, e: redis::RedisError) -> QueueError {
+    let kind = if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        QueueErrorKind::Unavailable
+    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
+        QueueErrorKind::PermissionDenied
+    } else if matches!(e.kind(), redis::ErrorKind::InvalidClientConfig) {
+        QueueErrorKind::Invalid
+    } else {
+        QueueErrorKind::Other
+    };
+    let hint = match kind {
+        QueueErrorKind::Unavailable => {
+            "; is redis-server running there? (start one with `redis-server --port 6379`)"
+        }
+        QueueErrorKind::PermissionDenied => "; check the password in the URL or REDIS_URL",
+        _ => "",
+    };
+    QueueError::new(
+        kind,
+        format!("redis {what} at {} failed{hint}", redact(url)),
+    )
+    .with_source(e)
+}
+
+impl RedisQueue {
+    /// Connect to the queue `config.name` on the server at `url`
+    /// (`redis://[:password@]host:port[/db]`, or `rediss://` with the `tls` feature).
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
+        let shown_url = redact(url);
+        let client = Client::open(url).map_err(|e| {
+            QueueError::new(
+                QueueErrorKind::Invalid,
+                format!("`{shown_url}` is not a Redis URL (expected redis://host:port[/db])"),
+            )
+            .with_source(e)
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(|e| error("connection", url, e))?;
+        let tag = format!("{{forloop:{}}}", config.name);
+        let keys = [
+            "ready", "leased", "delayed", "payload", "attrs", "attempts", "dead", "reason", "seq",
+            "wake",
+        ]
+        .map(|key| format!("{tag}:{key}"));
+        Ok(Self {
+            client,
+            shown_url,
+            connection,
+            blocking: Mutex::new(Vec::new()),
+            keys,
+            config,
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    /// Connect using `REDIS_URL`, or [`DEFAULT_URL`].
+    pub async fn from_env(config: QueueConfig) -> Result<Self, QueueError> {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
+        Self::connect(&url, config).await
+    }
+
+    fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
+        error(what, &self.shown_url, e)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, QueueError> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        args(&mut invocation);
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// Run a settle script over tokens; its reply lists lost positions (1-based).
+    async fn settle(
+        &self,
+        what: &str,
+        script: &Script,
+        tokens: &[LeaseToken],
+        head: &[String],
+    ) -> Result<LeaseReport, QueueError> {
+        let mut report = LeaseReport::default();
+        let mut valid = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            match token.as_numbers() {
+                Some(pair) => valid.push((token, pair)),
+                None => report.lost.push(token.clone()),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(report);
+        }
+        let lost: Vec<usize> = self
+            .run(what, script, |inv| {
+                for arg in head {
+                    inv.arg(arg);
+                }
+                for (_, (id, attempt)) in &valid {
+                    inv.arg(*id).arg(*attempt);
+                }
+            })
+            .await?;
+        report.lost.extend(
+            lost.into_iter()
+                .filter_map(|i| valid.get(i.wrapping_sub(1)).map(|(t, _)| (*t).clone())),
+        );
+        Ok(report)
+    }
+
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+        if let Some(connection) = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Ok(connection);
+        }
+        // A pull blocks for at most `wait`, capped below; the response timeout
+        // must outlast the block, or every idle pull would fail.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.fail("connection", e))
+    }
+
+    /// Block until a wake marker arrives or `timeout` passes.
+    async fn block(&self, timeout: Duration) -> Result<(), QueueError> {
+        let mut connection = self.blocking_connection().await?;
+        let seconds = timeout
+            .clamp(Duration::from_millis(10), MAX_BLOCK)
+            .as_secs_f64();
+        let result: Result<Value, _> = redis::cmd("BLPOP")
+            .arg(&self.keys[9])
+            .arg(seconds)
+            .query_async(&mut connection)
+            .await;
+        match result {
+            Ok(_) => {
+                self.blocking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(connection);
+                Ok(())
+            }
+            // Drop the connection: it may be broken or still blocked.
+            Err(e) => Err(self.fail("blocking pull", e)),
+        }
+    }
+}
+
+/// Longest single BLPOP; a longer wait loops.
+const MAX_BLOCK: Duration = Duration::from_secs(20);
+
+/// Attributes as `len:key len:value ...` (netstring-like, any bytes allowed).
+fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in attributes {
+        for part in [key, value] {
+            out.extend_from_slice(part.len().to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out
+}
+
+fn decode_attributes(mut data: &[u8]) -> BTreeMap<String, String> {
+    let mut parts = Vec::new();
+    while let Some(colon) = data.iter().position(|&b| b == b':') {
+        let Some(len) = std::str::from_utf8(&data[..colon])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let Some(part) = data.get(colon + 1..colon + 1 + len) else {
+            break;
+        };
+        parts.push(String::from_utf8_lossy(part).into_owned());
+        data = &data[colon + 1 + len..];
+    }
+    let mut map = BTreeMap::new();
+    let mut iter = parts.into_iter();
+    while let (Some(key), Some(value)) = (iter.next(), iter.next()) {
+        map.insert(key, value);
+    }
+    map
+}
+
+fn as_bytes(value: &Value) -> Bytes {
+    match value {
+        Value::BulkString(bytes) => Bytes::copy_from_slice(bytes),
+        Value::SimpleString(text) => Bytes::copy_from_slice(text.as_bytes()),
+        _ => Bytes::new(),
+    }
+}
+
+fn as_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn malformed(what: &str) -> QueueError {
+    QueueError::new(
+        QueueErrorKind::Other,
+        format!("unexpected reply from redis to {what}; is the server Redis 6.2 or newer?"),
+    )
+}
+
+#[async_trait]
+impl WorkQueue for RedisQueue {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_payload: MAX_PAYLOAD,
+            max_batch: MAX_BATCH,
+            max_deadline: Duration::from_secs(12 * 3600),
+            min_deadline: Duration::from_millis(10),
+            native_dead_letter: true,
+            delayed_nack: true,
+            exact_backlog: true,
+            backlog_staleness: Duration::ZERO,
+        }
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        check_payload_sizes(&batch, MAX_PAYLOAD)?;
+        if batch.len() > MAX_BATCH {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!(
+                    "a batch of {} items is over the redis driver's limit of {MAX_BATCH}",
+                    batch.len()
+                ),
+            ));
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.len() as u64;
+        let first: u64 = self
+            .run("publish", &self.scripts.publish, |inv| {
+                inv.arg(n);
+                for message in &batch {
+                    inv.arg(&message.payload[..])
+                        .arg(encode_attributes(&message.attributes));
+                }
+            })
+            .await?;
+        Ok((first..first + n)
+            .map(|id| Arc::from(id.to_string()))
+            .collect())
+    }
+
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let until = Instant::now() + wait;
+        loop {
+            let sent = Instant::now();
+            let reply: Vec<Value> = self
+                .run("pull", &self.scripts.pull, |inv| {
+                    inv.arg(max.max(1))
+                        .arg(millis(self.config.lease))
+                        .arg(self.config.max_attempts);
+                })
+                .await?;
+            let (Some(now_ms), Some(next_ms)) = (
+                reply.first().and_then(as_i64),
+                reply.get(1).and_then(as_i64),
+            ) else {
+                return Err(malformed("pull"));
+            };
+            // The server starts the lease at its `now`; counting from when the
+            // request left is never later than that.
+            let deadline = sent + self.config.lease;
+            let deliveries: Vec<Delivery> = reply[2..]
+                .chunks_exact(4)
+                .filter_map(|chunk| {
+                    let id = as_u64(&chunk[0])?;
+                    let attempt = as_u64(&chunk[1])?;
+                    Some(Delivery {
+                        id: Arc::from(id.to_string()),
+                        payload: as_bytes(&chunk[2]),
+                        attributes: decode_attributes(&as_bytes(&chunk[3])),
+                        token: LeaseToken::from_numbers(id, attempt),
+                        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        deadline,
+                    })
+                })
+                .collect();
+            let now = Instant::now();
+            if !deliveries.is_empty() || now >= until {
+                return Ok(deliveries);
+            }
+            let mut block = until - now;
+            if next_ms >= 0 {
+                let next = Duration::from_millis(u64::try_from(next_ms - now_ms).unwrap_or(0));
+                block = block.min(next + Duration::from_millis(1));
+            }
+            self.block(block).await?;
+        }
+    }
+
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.settle("ack", &self.scripts.ack, tokens, &[]).await
+    }
+
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let head = [
+            millis(delay).to_string(),
+            self.config.max_attempts.to_string(),
+        ];
+        self.settle("nack", &self.scripts.nack, tokens, &head).await
+    }
+
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let lease = lease.min(self.capabilities().max_deadline);
+        self.settle(
+            "extend",
+            &self.scripts.extend,
+            tokens,
+            &[millis(lease).to_string()],
+        )
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        self.settle(
+            "dead-letter",
+            &self.scripts.dead_letter,
+            tokens,
+            &[reason.to_string()],
+        )
+        .await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let counts: Vec<u64> = self
+            .run("backlog", &self.scripts.backlog, |inv| {
+                inv.arg(self.config.max_attempts);
+            })
+            .await?;
+        let [ready, in_flight, dead] = counts[..] else {
+            return Err(malformed("backlog"));
+        };
+        Ok(Backlog {
+            ready: Count::Exact(ready),
+            in_flight: Count::Exact(in_flight),
+            dead: Count::Exact(dead),
+            age: Duration::ZERO,
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let reply: Vec<Value> = self
+            .run("dead list", &self.scripts.dead_list, |inv| {
+                inv.arg(limit.max(1));
+            })
+            .await?;
+        Ok(reply
+            .chunks_exact(5)
+            .map(|chunk| DeadLetter {
+                id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
+                attempts: as_u64(&chunk[1])
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
+                message: Message {
+                    payload: as_bytes(&chunk[3]),
+                    attributes: decode_attributes(&as_bytes(&chunk[4])),
+                },
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        self.run("dead requeue", &self.scripts.dead_requeue, |_| {})
+            .await
+    }
+
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        self.run("dead purge", &self.scripts.dead_purge, |_| {})
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip_any_text() {
+        let attributes: BTreeMap<String, String> = [("a:b", "1:2"), ("", "x"), ("ключ", "знач 3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            decode_attributes(&encode_attributes(&attributes)),
+            attributes
+        );
+        assert!(encode_attributes(&BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("redis://:hunter2@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("rediss://user:pw@h"), "rediss://***@h");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,7 @@
+-- ARGV: max attempts. Returns {ready (incl. delayed), in flight, dead}.
+reap(now_ms(), tonumber(ARGV[1]))
+return {
+  redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED),
+  redis.call('ZCARD', K_LEASED),
+  redis.call('LLEN', K_DEAD),
+}

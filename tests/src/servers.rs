@@ -1,0 +1,203 @@
+//! Test servers every driver's tests share.
+//!
+//! Where a server comes from, in order:
+//! 1. the ecosystem's own variable (`REDIS_URL`), when set: a server you run;
+//! 2. a Docker engine, when one answers: testcontainers starts the official
+//!    image (the usual path on a developer laptop);
+//! 3. the locally installed binary (`redis-server`), started on a free port
+//!    in a scratch directory (the path on CI machines, which run no Docker).
+//!
+//! A server that cannot be had is a test failure that says how to get one,
+//! never a silent skip. Tests that restart the server always own a local one.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::SyncRunner;
+use testcontainers::{Container, GenericImage};
+
+use crate::scratch;
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether a Docker engine answers here.
+pub fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A Redis server for tests.
+pub struct RedisServer {
+    url: String,
+    port: u16,
+    dir: Option<PathBuf>,
+    appendonly: bool,
+    child: Option<Child>,
+    _container: Option<Container<GenericImage>>,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+const REDIS_HELP: &str = "install it with `apt-get install redis-server` (scripts/test does), \
+     or point REDIS_URL at a running server (e.g. `redis-server --port 6390 --save '' --appendonly no` \
+     and REDIS_URL=redis://127.0.0.1:6390)";
+
+impl RedisServer {
+    /// The URL clients connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server this test binary shares (unique queue names keep tests apart).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            if let Ok(url) = std::env::var("REDIS_URL") {
+                return RedisServer {
+                    url,
+                    port: 0,
+                    dir: None,
+                    appendonly: false,
+                    child: None,
+                    _container: None,
+                };
+            }
+            if docker_answers() {
+                return Self::container();
+            }
+            Self::local(false)
+        })
+    }
+
+    fn container() -> RedisServer {
+        let container = GenericImage::new("redis", "7-alpine")
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .start()
+            .unwrap_or_else(|e| {
+                panic!("Docker answers, but the redis container did not start: {e}")
+            });
+        let port = container.get_host_port_ipv4(6379).expect("mapped port");
+        RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir: None,
+            appendonly: false,
+            child: None,
+            _container: Some(container),
+        }
+    }
+
+    /// A redis-server of this test's own, from the local binary, on a free
+    /// port; with `appendonly` its data survives [`RedisServer::restart`].
+    pub fn local(appendonly: bool) -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir: Some(scratch("redis")),
+            appendonly,
+            child: None,
+            _container: None,
+        };
+        server.start();
+        server
+    }
+
+    fn start(&mut self) {
+        let dir = self.dir.as_deref().expect("a local server");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {REDIS_HELP}"));
+        self.child = Some(child);
+        wait_for_ping(self.port);
+    }
+
+    /// Stop the server (SIGTERM, as a restart would) and start it again on
+    /// the same port and data directory.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        self.start();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// The data directory of a local server.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn wait_for_ping(port: u16) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = [0u8; 7];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream.read_exact(&mut reply).is_ok()
+                && &reply == b"+PONG\r\n"
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "redis-server on port {port} did not answer PING within 10 s: {REDIS_HELP}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
