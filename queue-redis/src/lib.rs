@@ -283,8 +283,8 @@ impl RedisQueue {
             .map_err(|e| self.fail("connection", e))
     }
 
-    /// Block until a wake marker arrives or `timeout` passes.
-    async fn block(&self, timeout: Duration) -> Result<(), QueueError> {
+    /// Block until a wake marker arrives (true) or `timeout` passes (false).
+    async fn block(&self, timeout: Duration) -> Result<bool, QueueError> {
         let mut connection = self.blocking_connection().await?;
         let seconds = timeout
             .clamp(Duration::from_millis(10), MAX_BLOCK)
@@ -295,12 +295,12 @@ impl RedisQueue {
             .query_async(&mut connection)
             .await;
         match result {
-            Ok(_) => {
+            Ok(value) => {
                 self.blocking
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(connection);
-                Ok(())
+                Ok(!matches!(value, Value::Nil))
             }
             // Drop the connection: it may be broken or still blocked.
             Err(e) => Err(self.fail("blocking pull", e)),
@@ -429,6 +429,10 @@ impl WorkQueue for RedisQueue {
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let until = Instant::now() + wait;
+        // After a wake marker, one more look, then answer even if empty: the
+        // marker may mean the queue was just drained, which the worker should
+        // see now rather than at the end of its wait.
+        let mut woken = false;
         loop {
             let sent = Instant::now();
             let reply: Vec<Value> = self
@@ -463,7 +467,7 @@ impl WorkQueue for RedisQueue {
                 })
                 .collect();
             let now = Instant::now();
-            if !deliveries.is_empty() || now >= until {
+            if !deliveries.is_empty() || now >= until || woken {
                 return Ok(deliveries);
             }
             let mut block = until - now;
@@ -471,7 +475,7 @@ impl WorkQueue for RedisQueue {
                 let next = Duration::from_millis(u64::try_from(next_ms - now_ms).unwrap_or(0));
                 block = block.min(next + Duration::from_millis(1));
             }
-            self.block(block).await?;
+            woken = self.block(block).await?;
         }
     }
 

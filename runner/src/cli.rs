@@ -57,6 +57,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Wait until the queue is drained, showing progress.
     Wait(WaitArgs),
+    /// Start worker processes here (--cluster local) and wait for them:
+    /// exits 0 when every worker exited 0 (the queue is drained).
+    Launch(LaunchArgs),
+    /// Inspect or act on the dead-letter place.
+    #[command(subcommand)]
+    Dead(DeadCommand),
     /// Measure no-op throughput of the worker loop on the memory queue.
     Bench(BenchArgs),
 }
@@ -108,9 +114,13 @@ pub struct RunArgs {
     /// Where items come from.
     #[command(flatten)]
     pub input: InputArgs,
-    /// Worker count (tasks in this process for the memory queue)
+    /// Worker count: tasks in this process for the memory queue, worker
+    /// processes (`runner work`) for a shared queue
     #[arg(long, short = 'w', env = "FORLOOP_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: u32,
+    /// Worker processes that die abnormally are restarted up to this many times in all
+    #[arg(long, env = "FORLOOP_MAX_RESTARTS", default_value_t = 10)]
+    pub max_restarts: u32,
     /// How each worker behaves.
     #[command(flatten)]
     pub worker: WorkerOpts,
@@ -138,6 +148,44 @@ pub struct WorkArgs {
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `runner launch`.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Worker processes to run
+    #[arg(long, short = 'w', env = "FORLOOP_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// Workers that die abnormally are restarted up to this many times in all
+    #[arg(long, env = "FORLOOP_MAX_RESTARTS", default_value_t = 10)]
+    pub max_restarts: u32,
+    /// Print what would be started, start nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How each worker behaves.
+    #[command(flatten)]
+    pub worker: WorkerOpts,
+    /// The command run on each item, after `--` (see `runner run --help`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `runner dead ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead-lettered items, oldest first: item, attempts, reason.
+    List {
+        /// Show at most this many
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put every dead item back to work with a fresh attempt count.
+    Requeue,
+    /// Delete every dead item for good.
+    Purge,
 }
 
 /// `runner status`.

@@ -22,11 +22,20 @@ pub struct Joblog {
 }
 
 impl Joblog {
-    /// Create (or truncate) `path` and write the header.
+    /// Open `path` for appending, writing the header if the file is new or
+    /// empty. Several worker processes may share one joblog: each line goes
+    /// out in one `write` to a file opened with O_APPEND, so lines never mix.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let mut out = BufWriter::new(File::create(path)?);
-        writeln!(out, "{HEADER}")?;
-        out.flush()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let empty = file.metadata()?.len() == 0;
+        let mut out = BufWriter::new(file);
+        if empty {
+            writeln!(out, "{HEADER}")?;
+            out.flush()?;
+        }
         Ok(Self {
             out: Mutex::new(out),
         })

@@ -63,6 +63,34 @@ impl Driver for MemoryDriver {
     }
 }
 
+/// Redis: `--queue redis` (server from `REDIS_URL`, else localhost:6379) or
+/// `--queue redis://[:password@]host:port[/db]` (`rediss://` for TLS).
+#[cfg(feature = "redis")]
+#[derive(Debug, Default)]
+pub struct RedisDriver;
+
+#[cfg(feature = "redis")]
+#[async_trait]
+impl Driver for RedisDriver {
+    fn name(&self) -> &str {
+        "redis"
+    }
+    fn schemes(&self) -> &[&str] {
+        &["redis", "rediss"]
+    }
+    async fn open(
+        &self,
+        address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+        let queue = match &address.url {
+            Some(url) => forloop_queue_redis::RedisQueue::connect(url, config).await?,
+            None => forloop_queue_redis::RedisQueue::from_env(config).await?,
+        };
+        Ok(Arc::new(queue))
+    }
+}
+
 /// The drivers a binary knows.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -85,7 +113,10 @@ impl Registry {
 
     /// The drivers compiled into this build of `runner`.
     pub fn builtin() -> Self {
-        Self::empty().with(MemoryDriver)
+        let registry = Self::empty().with(MemoryDriver);
+        #[cfg(feature = "redis")]
+        let registry = registry.with(RedisDriver);
+        registry
     }
 
     /// Add a driver; a later driver with the same name or scheme wins.

@@ -127,7 +127,8 @@ impl RedisServer {
 
     fn start(&mut self) {
         let dir = self.dir.as_deref().expect("a local server");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -141,8 +142,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        let child = spawn_tied(command)
             .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {REDIS_HELP}"));
         self.child = Some(child);
         wait_for_ping(self.port);
@@ -179,6 +180,47 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Spawn a server that dies with this test process, even when the process
+/// ends without dropping it (statics are never dropped). The kernel signals
+/// the child when the *thread* that spawned it ends, so one parked thread that
+/// lives as long as the process does all the spawning.
+pub fn spawn_tied(command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<std::sync::Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::spawn(move || {
+            for (mut command, reply) in rx {
+                // SAFETY: prctl is async-signal-safe; runs in the child before exec.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+                let _ = reply.send(command.spawn());
+            }
+            // The sender lives in a static, so the loop never ends.
+            loop {
+                std::thread::park();
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, reply))
+        .expect("spawner thread");
+    answer.recv().expect("spawner answers")
 }
 
 fn wait_for_ping(port: u16) {

@@ -10,4 +10,5 @@ for i = 1, #ARGV, 2 do
     lost[#lost + 1] = (i + 1) / 2
   end
 end
+if #lost * 2 < #ARGV then wake_if_drained() end
 return lost

@@ -12,9 +12,18 @@ local function now_ms()
 end
 
 local function wake(n)
-  if n > 16 then n = 16 end
+  if n > 64 then n = 64 end
   for _ = 1, n do redis.call('RPUSH', K_WAKE, '1') end
   redis.call('LTRIM', K_WAKE, -64, -1)
+end
+
+-- The last item was settled: wake every blocked puller, so idle workers
+-- see the drain now rather than when their block times out.
+local function wake_if_drained()
+  if redis.call('LLEN', K_READY) == 0 and redis.call('ZCARD', K_LEASED) == 0
+      and redis.call('ZCARD', K_DELAYED) == 0 then
+    wake(64)
+  end
 end
 
 local function bury(id, reason)

@@ -11,4 +11,5 @@ for i = 2, #ARGV, 2 do
     lost[#lost + 1] = i / 2
   end
 end
+if #lost * 2 < #ARGV then wake_if_drained() end
 return lost

@@ -2,6 +2,8 @@
 //! queue, turning flags into a worker config, publishing a whole input.
 
 mod bench;
+mod dead;
+mod launch;
 mod run;
 mod status;
 mod work;
@@ -24,6 +26,7 @@ pub(crate) struct Context<'a> {
     queue: Option<String>,
     name: String,
     cluster: String,
+    log_format: crate::cli::LogFormat,
 }
 
 pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failure> {
@@ -32,6 +35,7 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         queue: cli.queue,
         name: cli.name,
         cluster: cli.cluster,
+        log_format: cli.log_format,
     };
     match cli.command {
         Command::Run(args) => run::run(&context, args).await,
@@ -39,6 +43,8 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         Command::Work(args) => work::work(&context, args).await,
         Command::Status(args) => status::status(&context, args).await,
         Command::Wait(args) => status::wait(&context, args).await,
+        Command::Launch(args) => launch::launch(&context, args).await,
+        Command::Dead(command) => dead::dead(&context, command).await,
         Command::Bench(args) => bench::bench(args).await,
     }
 }

@@ -29,19 +29,15 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
             context.cluster
         )));
     }
-    if !driver.in_process() {
-        return Err(Failure::new(format!(
-            "`runner run` with the shared `{}` queue needs worker processes from --cluster local, \
-             which this build does not have yet; use `runner submit`, `runner work` and `runner wait`",
-            driver.name()
-        )));
-    }
     let template = CommandTemplate::new(&args.command)?;
     template.check_program()?;
     let queue = context
         .open(&*driver, &address, context.queue_config(Some(&args.worker)))
         .await?;
     check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    if !driver.in_process() {
+        return super::launch::run_shared(context, args, queue, &address.spec).await;
+    }
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }

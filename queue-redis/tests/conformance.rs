@@ -1,0 +1,27 @@
+//! The Redis driver keeps the delivery contract, on a real redis-server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::WorkQueue;
+use forloop_core::conformance::Harness;
+use forloop_queue_redis::RedisQueue;
+use forloop_tests::servers::RedisServer;
+
+fn harness() -> Harness {
+    let url = RedisServer::shared().url().to_string();
+    Harness::new(move |config| {
+        let url = url.clone();
+        async move {
+            Arc::new(
+                RedisQueue::connect(&url, config)
+                    .await
+                    .expect("connect to redis"),
+            ) as Arc<dyn WorkQueue>
+        }
+    })
+    .lease(Duration::from_secs(2))
+    .slack(Duration::from_millis(300))
+}
+
+forloop_core::conformance_tests!(harness);

@@ -1,0 +1,233 @@
+//! `runner launch` and `runner run` on a shared queue: worker processes
+//! (`runner work`) started here by the [`LocalLauncher`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::cluster::{ClusterLauncher, LaunchSpec, LocalLauncher, WorkerCounts};
+use forloop_core::worker::Shutdown;
+use forloop_core::{CommandTemplate, WorkQueue};
+use tokio::time::Instant;
+
+use super::{Context, check_worker_opts, publish_all};
+use crate::cli::{LaunchArgs, LogFormat, RunArgs, WorkerOpts};
+use crate::input::read_items;
+use crate::progress::Progress;
+use crate::{Failure, signals};
+
+/// The `runner work` flags that reproduce `opts` in a child process.
+fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let mut flags = vec![
+        format!("--lease={}", duration(opts.lease)),
+        format!("--max-attempts={}", opts.max_attempts),
+        format!("--grace={}", duration(opts.grace)),
+        format!("--max-lease-age={}", duration(opts.max_lease_age)),
+        format!("--backoff={}", duration(opts.backoff)),
+        format!("--max-backoff={}", duration(opts.max_backoff)),
+    ];
+    if let Some(c) = opts.concurrency {
+        flags.push(format!("--concurrency={c}"));
+    }
+    if let Some(t) = opts.task_timeout {
+        flags.push(format!("--task-timeout={}", duration(t)));
+    }
+    if let Some(path) = &opts.joblog {
+        flags.push(format!("--joblog={}", path.display()));
+    }
+    flags
+}
+
+fn spec(
+    context: &Context<'_>,
+    queue: &str,
+    workers: u32,
+    max_restarts: u32,
+    opts: &WorkerOpts,
+    command: &[String],
+) -> Result<LaunchSpec, Failure> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::new(format!(
+            "cannot find this runner's own path to start workers: {e}"
+        ))
+    })?;
+    let mut argv = vec![
+        exe.to_string_lossy().into_owned(),
+        format!("--queue={queue}"),
+        format!("--name={}", context.name),
+        format!(
+            "--log-format={}",
+            match context.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+        ),
+        "work".to_string(),
+    ];
+    argv.extend(worker_flags(opts));
+    argv.push("--".to_string());
+    argv.extend(command.iter().cloned());
+    // The launcher waits a little longer than the worker's own grace, so a
+    // worker gets to give its items back before it is killed.
+    Ok(LaunchSpec::new(context.name.clone(), workers, argv)
+        .with_grace(opts.grace + Duration::from_secs(5))
+        .with_max_restarts(max_restarts))
+}
+
+/// Wait for every worker to end, tearing down on SIGTERM/SIGINT. Returns
+/// the final counts and the signal's exit code, if one came.
+async fn supervise(
+    launcher: &LocalLauncher,
+    handle: &forloop_core::LaunchHandle,
+    grace: Duration,
+    mut on_tick: impl FnMut(),
+) -> Result<(WorkerCounts, Option<u8>), Failure> {
+    let shutdown = Shutdown::new();
+    let received = signals::listen(shutdown.clone(), grace);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            counts = launcher.wait(handle) => {
+                let counts = counts?;
+                launcher.teardown(handle).await?;
+                return Ok((counts, received.exit_code()));
+            }
+            _ = tick.tick() => on_tick(),
+            _ = async { while !shutdown.is_stopping() { tokio::time::sleep(Duration::from_millis(50)).await } } => {
+                // Workers got the same signal from the terminal, or get it now.
+                let counts = launcher.status(handle).await?;
+                launcher.teardown(handle).await?;
+                return Ok((counts, received.exit_code()));
+            }
+        }
+    }
+}
+
+fn describe(counts: &WorkerCounts) -> String {
+    format!(
+        "workers: {} exited 0, {} failed, {} killed from outside",
+        counts.succeeded, counts.failed, counts.disrupted
+    )
+}
+
+pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("launch", None)?;
+    CommandTemplate::new(&args.command)?.check_program()?;
+    let spec = spec(
+        context,
+        &address.spec,
+        args.workers,
+        args.max_restarts,
+        &args.worker,
+        &args.command,
+    )?;
+    let launcher = LocalLauncher::new();
+    if args.dry_run {
+        print!("{}", launcher.render(&spec)?);
+        return Ok(0);
+    }
+    let queue = context
+        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+        .await?;
+    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    let handle = launcher.launch(&spec).await?;
+    tracing::info!(
+        workers = args.workers,
+        "launched {} local workers",
+        args.workers
+    );
+    let (counts, signal) = supervise(&launcher, &handle, args.worker.grace, || {}).await?;
+    eprintln!("runner: {}", describe(&counts));
+    if let Some(code) = signal {
+        return Ok(code);
+    }
+    Ok(if counts.succeeded == args.workers && counts.failed == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// `runner run` on a shared queue: submit, launch, wait, tear down, summarize.
+pub(crate) async fn run_shared(
+    context: &Context<'_>,
+    args: RunArgs,
+    queue: Arc<dyn WorkQueue>,
+    queue_spec: &str,
+) -> Result<u8, Failure> {
+    let started = Instant::now();
+    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let total = items.items.len() as u64;
+    let before = queue.backlog().await?;
+    let dead_before = before.dead.value().unwrap_or(0);
+    let submit = Progress::start("submitted", total);
+    let result = publish_all(&*queue, &items, Some(&submit)).await;
+    submit.finish();
+    result?;
+    let blank = items.blank;
+    drop(items);
+
+    let spec = spec(
+        context,
+        queue_spec,
+        args.workers,
+        args.max_restarts,
+        &args.worker,
+        &args.command,
+    )?;
+    let launcher = LocalLauncher::new();
+    let handle = launcher.launch(&spec).await?;
+    let progress = Progress::start("done", total);
+    let (tx, mut rx) = tokio::sync::watch::channel(());
+    let reader = {
+        let queue = Arc::clone(&queue);
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if let Ok(backlog) = queue.backlog().await {
+                    let left =
+                        backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
+                    progress.set(total.saturating_sub(left));
+                }
+            }
+        })
+    };
+    let (counts, signal) = supervise(&launcher, &handle, args.worker.grace, || {
+        let _ = tx.send(());
+    })
+    .await?;
+    drop(tx);
+    let _ = reader.await;
+    progress.finish();
+
+    let after = queue.backlog().await?;
+    let left = after.ready.value().unwrap_or(0) + after.in_flight.value().unwrap_or(0);
+    let dead_new = after.dead.value().unwrap_or(0).saturating_sub(dead_before);
+    let done = total.saturating_sub(left + dead_new);
+    eprintln!(
+        "runner: {total} items: {done} done, {dead_new} dead-lettered, {left} left in the queue, {blank} blank lines skipped, in {}; {}",
+        humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
+        describe(&counts)
+    );
+    if dead_new > 0 {
+        let letters = queue
+            .dead_letters(dead_before as usize + 20)
+            .await
+            .unwrap_or_default();
+        for letter in letters.iter().skip(dead_before as usize) {
+            eprintln!(
+                "  dead: {:?}: {}",
+                String::from_utf8_lossy(&letter.message.payload),
+                letter.reason
+            );
+        }
+        eprintln!("  (`runner dead list` shows them all; `runner dead requeue` retries them)");
+    }
+    if let Some(code) = signal {
+        eprintln!(
+            "runner: stopped by a signal; {left} items stay in the queue for the next `runner work`"
+        );
+        return Ok(code);
+    }
+    Ok(if dead_new == 0 && left == 0 { 0 } else { 1 })
+}
