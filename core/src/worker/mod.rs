@@ -5,9 +5,10 @@
 //!    handed to the [`LeaseKeeper`].
 //! 2. While the handler runs, the keeper renews the lease a third before it
 //!    ends, up to `max_lease_age`.
-//! 3. Success: the token joins the ack buffer, flushed every `ack_batch`
-//!    items or `ack_interval`, and before any drain check or exit. A worker
-//!    killed before the flush loses only acks: those items run again.
+//! 3. Success: the token joins the ack buffer, which is flushed as soon as
+//!    the tasks that finished together are settled (at most `ack_batch` per
+//!    call). A worker killed before the flush loses only those acks: at most
+//!    its in-flight items run again.
 //! 4. Failure: nack with exponential [`Backoff`]; on the last attempt, or when
 //!    the failure is fatal (the command cannot start), dead-letter it.
 //! 5. Stop (SIGTERM/SIGINT): no more pulls; running tasks get `grace` to
@@ -66,8 +67,10 @@ pub struct WorkerConfig {
     /// checks for drain.
     pub poll: Duration,
     /// Acks sent in one call at most (default 500, capped by the queue's max batch).
+    /// Tasks that finish together are acked together; no ack waits for more.
     pub ack_batch: usize,
-    /// Longest an ack waits in the buffer (default 100 ms).
+    /// After an ack call failed, how long until it is tried again (default 100 ms,
+    /// at least 500 ms in practice).
     pub ack_interval: Duration,
     /// Where the backend cannot count its backlog: how long pulls must come
     /// back empty before the queue is taken as drained (default 30 s).
@@ -350,6 +353,18 @@ impl Worker {
                 }
                 Some(finished) = tasks.next() => {
                     self.settle(finished, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                    // Settle every task that is already done, then ack them
+                    // together: batches grow with load, and no ack waits on a
+                    // timer (a worker killed then repeats only what it held).
+                    let mut burst = 1;
+                    while burst < ack_batch {
+                        let Some(Some(finished)) = tasks.next().now_or_never() else {
+                            break;
+                        };
+                        self.settle(finished, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                        burst += 1;
+                    }
+                    self.flush_acks(&mut acks).await;
                     // The last task ended while a pull waits for work: the
                     // queue had nothing ready since that pull began.
                     idle = tasks.is_empty() && pull.is_some();
@@ -456,8 +471,6 @@ impl Worker {
                 acks.tokens.push(finished.token.clone());
                 if acks.tokens.len() >= ack_batch {
                     self.flush_acks(acks).await;
-                } else if acks.flush_at.is_none() {
-                    acks.flush_at = Some(Instant::now() + self.config.ack_interval);
                 }
                 Settlement::Acked
             }

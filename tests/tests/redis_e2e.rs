@@ -1,0 +1,410 @@
+//! The Redis path end to end: real `runner` processes, a real redis-server,
+//! workers killed with SIGKILL and SIGTERM, the server restarted mid-run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forloop_tests::servers::RedisServer;
+use forloop_tests::{read_records, runner, scratch};
+
+const RECORD: &str = env!("CARGO_BIN_EXE_record");
+
+fn unique(test: &str) -> String {
+    format!(
+        "e2e-{test}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
+}
+
+fn on(url: &str, name: &str) -> Command {
+    let mut command = runner();
+    command.args(["--queue", url, "--name", name]);
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_items(dir: &Path, items: &[String]) -> std::path::PathBuf {
+    let path = dir.join("items.txt");
+    std::fs::write(&path, items.join("\n") + "\n").unwrap();
+    path
+}
+
+fn status_of(url: &str, name: &str) -> serde_json::Value {
+    let output = on(url, name).args(["status", "--json"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "status failed: {}",
+        stderr(&output)
+    );
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// The direct children of `pid` (the launcher's worker processes).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_json_has_the_documented_shape() {
+    let server = RedisServer::shared();
+    let name = unique("status");
+    let dir = scratch("status");
+    let input = write_items(&dir, &["a".into(), "b".into()]);
+    let output = on(server.url(), &name)
+        .arg("submit")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value = status_of(server.url(), &name);
+    assert_eq!(value["ready"], 2);
+    assert_eq!(value["in_flight"], 0);
+    assert_eq!(value["dead"], 0);
+    assert_eq!(value["exact"], true);
+}
+
+#[test]
+fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() {
+    let server = RedisServer::shared();
+    let name = unique("kill");
+    let dir = scratch("kill");
+    let total = 10_000;
+    let concurrency = 4;
+    let items: Vec<String> = (0..total).map(|i| format!("item-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    let output = on(server.url(), &name)
+        .arg("submit")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let mut launcher = on(server.url(), &name)
+        .args([
+            "launch",
+            "--workers",
+            "4",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args(["--lease", "5s", "--max-restarts", "1000", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "20")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut kills = 0;
+    let mut seed = u64::from(std::process::id());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the job did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        let workers = children(launcher.id());
+        if !workers.is_empty() && launcher.try_wait().unwrap().is_none() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            signal(
+                workers[(seed >> 33) as usize % workers.len()],
+                libc::SIGKILL,
+            );
+            kills += 1;
+        }
+    };
+    let output = launcher.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "launch must exit 0 after the drain: {}",
+        stderr(&output)
+    );
+    assert!(
+        kills >= 5,
+        "only {kills} kills happened before the job finished; make it longer"
+    );
+    // Commands of killed workers finish on their own (no PDEATHSIG, see
+    // docs/BENCHMARKS.md); give them their 20 ms.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let records = read_records(&out);
+    let seen: BTreeSet<&str> = records.iter().map(|r| r.item.as_str()).collect();
+    let missing: Vec<_> = items
+        .iter()
+        .filter(|i| !seen.contains(i.as_str()))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "items never processed: {missing:?}");
+    let duplicates = records.len() - total;
+    assert!(
+        duplicates <= kills * concurrency,
+        "{duplicates} duplicates after {kills} kills of workers running {concurrency} tasks each"
+    );
+    let value = status_of(server.url(), &name);
+    assert_eq!(
+        (
+            value["ready"].as_u64(),
+            value["in_flight"].as_u64(),
+            value["dead"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    eprintln!(
+        "{kills} kills, {duplicates} duplicates, {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_sigtermed_worker_gives_its_items_back_at_once_and_exits_143() {
+    let server = RedisServer::shared();
+    let name = unique("sigterm");
+    let dir = scratch("sigterm");
+    let input = write_items(&dir, &["long-1".into(), "long-2".into()]);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    assert!(
+        on(server.url(), &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let worker = |concurrency: &str| {
+        on(server.url(), &name)
+            .args([
+                "work",
+                "--concurrency",
+                concurrency,
+                "--lease",
+                "60s",
+                "--grace",
+                "200ms",
+                "--",
+            ])
+            .args([RECORD, out.to_str().unwrap()])
+            .env("RECORD_SLEEP_MS", "4000")
+            .env("RECORD_STARTED", &started)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = worker("2");
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let until = Instant::now() + Duration::from_secs(20);
+    while lines(&started) < 2 {
+        assert!(
+            Instant::now() < until,
+            "the first worker did not start its tasks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = worker("2");
+    std::thread::sleep(Duration::from_millis(300));
+    let termed = Instant::now();
+    signal(first.id(), libc::SIGTERM);
+    let status = wait_with_deadline(&mut first, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "SIGTERM ends a worker with 143");
+    while lines(&started) < 4 {
+        assert!(
+            termed.elapsed() < Duration::from_secs(3),
+            "the items were not redelivered soon after SIGTERM (lease is 60 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let redelivered_after = termed.elapsed();
+    let status = wait_with_deadline(&mut second, Duration::from_secs(30));
+    assert!(status.success(), "the second worker drains and exits 0");
+    let attempts: BTreeMap<String, u32> = read_records(&out)
+        .into_iter()
+        .map(|r| (r.item, r.attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
+    );
+    assert!(
+        redelivered_after < Duration::from_millis(1500),
+        "redelivered after {redelivered_after:?}"
+    );
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_nothing_and_crashes_no_worker() {
+    let mut server = RedisServer::local(true);
+    let url = server.url().to_string();
+    let name = unique("restart");
+    let dir = scratch("restart");
+    let total = 2000;
+    let items: Vec<String> = (0..total).map(|i| format!("r-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    assert!(
+        on(&url, &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut launcher = on(&url, &name)
+        .args([
+            "launch",
+            "--workers",
+            "2",
+            "--concurrency",
+            "4",
+            "--lease",
+            "5s",
+            "--max-restarts",
+            "0",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while read_records(&out).len() < total / 4 {
+        assert!(Instant::now() < until, "no progress before the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.restart(Duration::from_secs(1));
+    let status = wait_with_deadline(&mut launcher, Duration::from_secs(120));
+    let output = launcher.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(
+        status.success(),
+        "workers must ride out the restart and exit 0: {err}"
+    );
+    assert!(err.contains("2 exited 0, 0 failed, 0 killed"), "{err}");
+    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(seen.len(), total, "items lost across the restart");
+    let value = status_of(&url, &name);
+    assert_eq!(
+        (
+            value["ready"].as_u64(),
+            value["in_flight"].as_u64(),
+            value["dead"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+}
+
+#[test]
+fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
+    let server = RedisServer::shared();
+    let name = unique("poison");
+    let dir = scratch("poison");
+    let items: Vec<String> = (0..20)
+        .map(|i| format!("ok-{i}"))
+        .chain(["poison pill".to_string()])
+        .collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    let output = on(server.url(), &name)
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-attempts",
+            "3",
+            "--backoff",
+            "50ms",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "poison pill")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("21 items: 20 done, 1 dead-lettered, 0 left"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
+        "{err}"
+    );
+    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(seen.len(), 20);
+
+    let list = on(server.url(), &name)
+        .args(["dead", "list", "--json"])
+        .output()
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
+    assert_eq!(line["item"], "poison pill");
+    assert_eq!(line["attempts"], 3);
+
+    let requeue = on(server.url(), &name)
+        .args(["dead", "requeue"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&requeue).contains("requeued 1 dead item"),
+        "{}",
+        stderr(&requeue)
+    );
+    assert_eq!(status_of(server.url(), &name)["ready"], 1);
+    let purge = on(server.url(), &name)
+        .args(["dead", "purge"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&purge).contains("purged 0 dead item"),
+        "{}",
+        stderr(&purge)
+    );
+}
