@@ -1,0 +1,25 @@
+# The forloop worker image: the `runner` binary, nothing else of ours.
+# No credentials are ever baked in: workers get them from the platform
+# (Workload Identity on GKE, the compose network locally).
+#
+#   docker build -t forloop-worker .
+#   docker build -t my-worker --build-arg EXTRA_PACKAGES="youtube-dl ffmpeg" .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+ARG FEATURES=redis
+RUN cargo build --release --locked -p forloop-runner --features "${FEATURES}" \
+ && cp target/release/runner /runner
+
+FROM debian:bookworm-slim
+# The commands your items run need to be in the image too.
+ARG EXTRA_PACKAGES=""
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates ${EXTRA_PACKAGES} \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin forloop
+COPY --from=build /runner /usr/local/bin/runner
+USER 10001:10001
+WORKDIR /tmp
+ENTRYPOINT ["runner"]
+CMD ["--help"]
