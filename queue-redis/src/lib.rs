@@ -2,21 +2,25 @@
 //!
 //! # Design
 //!
-//! Each queue is ten keys sharing one hash tag, `{forloop:NAME}`, so the
-//! design also runs on Redis Cluster (every key of a queue lives in one slot):
+//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`, so the
+//! design also runs on Redis Cluster (every key of a queue lives in one slot).
+//! Lists and sorted sets hold members `ID:ATTEMPTS`, the item's id and how
+//! many times it has been delivered, so the count travels with the item and
+//! a lease names the exact delivery it belongs to:
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `ready` | list | ids waiting for a worker, FIFO |
-//! | `leased` | sorted set | id → lease deadline (ms, server clock) |
-//! | `delayed` | sorted set | id → when a nacked item is due again |
-//! | `payload`, `attrs`, `attempts` | hashes | the item, its attributes, its delivery count |
-//! | `dead`, `reason` | list, hash | dead-lettered ids, oldest first, and why |
+//! | `ready` | list | members waiting for a worker, FIFO |
+//! | `leased` | sorted set | member → lease deadline (ms, server clock) |
+//! | `delayed` | sorted set | member → when a nacked item is due again |
+//! | `payload`, `attrs` | hashes | id → the item, its encoded attributes |
+//! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
 //! | `seq` | string | the id counter |
 //! | `wake` | list | markers that wake blocked pullers |
 //!
 //! Every operation is one Lua script (`src/lua/`), so each is atomic and one
-//! round trip. Why Lua over a list + sorted set rather than Streams with a
+//! round trip, and each does a fixed number of Redis calls per batch
+//! (`HMGET`, `ZMSCORE`, variadic `ZADD`/`ZREM`/`HDEL`), not per item. Why Lua over a list + sorted set rather than Streams with a
 //! consumer group: Streams measure idle time per consumer but cannot stop an
 //! old consumer from `XACK`ing an entry that was claimed by another, have no
 //! delayed redelivery, and mix nacked and running entries in one pending list,
@@ -24,9 +28,9 @@
 //!
 //! - the lease deadline is set at delivery, `TIME` + lease, on the server's
 //!   clock (not at enqueue, and not on a worker's clock);
-//! - a lease token is `(id, attempt)`; ack, nack, extend and dead-letter act
-//!   only while that attempt's lease is live, so a worker that lost its lease
-//!   cannot ack the item its successor holds;
+//! - a lease token is `(id, attempt)`, the `leased` member; ack, nack, extend
+//!   and dead-letter act only while that member's deadline is ahead, so a
+//!   worker that lost its lease cannot ack the item its successor holds;
 //! - extend (`ZADD XX`) and nack with delay (`ZADD delayed`) are exact to the
 //!   millisecond; expired leases and due nacks are reaped at the start of every
 //!   pull and backlog call;
@@ -113,7 +117,7 @@ pub struct RedisQueue {
     connection: ConnectionManager,
     /// Connections for blocking pulls, reused; one per concurrent puller.
     blocking: Mutex<Vec<MultiplexedConnection>>,
-    keys: [String; 10],
+    keys: [String; 9],
     config: QueueConfig,
     scripts: Arc<Scripts>,
 }
@@ -184,8 +188,7 @@ impl RedisQueue {
             .map_err(|e| error("connection", url, e))?;
         let tag = format!("{{forloop:{}}}", config.name);
         let keys = [
-            "ready", "leased", "delayed", "payload", "attrs", "attempts", "dead", "reason", "seq",
-            "wake",
+            "ready", "leased", "delayed", "payload", "attrs", "dead", "reason", "seq", "wake",
         ]
         .map(|key| format!("{tag}:{key}"));
         Ok(Self {
@@ -252,7 +255,7 @@ impl RedisQueue {
                     inv.arg(arg);
                 }
                 for (_, (id, attempt)) in &valid {
-                    inv.arg(*id).arg(*attempt);
+                    inv.arg(format!("{id}:{attempt}")).arg(*id);
                 }
             })
             .await?;
@@ -290,7 +293,7 @@ impl RedisQueue {
             .clamp(Duration::from_millis(10), MAX_BLOCK)
             .as_secs_f64();
         let result: Result<Value, _> = redis::cmd("BLPOP")
-            .arg(&self.keys[9])
+            .arg(&self.keys[8])
             .arg(seconds)
             .query_async(&mut connection)
             .await;
@@ -437,7 +440,7 @@ impl WorkQueue for RedisQueue {
             let sent = Instant::now();
             let reply: Vec<Value> = self
                 .run("pull", &self.scripts.pull, |inv| {
-                    inv.arg(max.max(1))
+                    inv.arg(max.clamp(1, MAX_BATCH))
                         .arg(millis(self.config.lease))
                         .arg(self.config.max_attempts);
                 })

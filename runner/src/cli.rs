@@ -210,10 +210,21 @@ pub struct BenchArgs {
     /// Items to push through
     #[arg(long, default_value_t = 1_000_000)]
     pub items: u64,
-    /// Worker tasks
-    #[arg(long, short = 'w', default_value_t = 2)]
+    /// Worker loops: tasks in this process on the memory queue, worker
+    /// processes on a shared queue (--queue)
+    #[arg(long, short = 'w', default_value_t = 1)]
     pub workers: u32,
     /// Tasks each worker runs at once
     #[arg(long, short = 'j', default_value_t = 256)]
     pub concurrency: u32,
+    /// Run `true` per item (command mode) instead of the no-op Rust handler
+    #[arg(long)]
+    pub command: bool,
+    /// Instead of forloop, a raw redis-rs client doing the least work with the
+    /// same guarantees: pipelined push, batched pop + lease, batched ack
+    #[arg(long)]
+    pub raw: bool,
+    /// Internal: be one worker process of a shared-queue bench
+    #[arg(long, hide = true)]
+    pub drain: bool,
 }

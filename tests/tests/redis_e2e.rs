@@ -408,3 +408,39 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
         stderr(&purge)
     );
 }
+
+#[test]
+fn wait_returns_once_workers_drain_the_queue() {
+    let server = RedisServer::shared();
+    let name = unique("wait");
+    let dir = scratch("wait");
+    let input = write_items(&dir, &["w-1".into(), "w-2".into(), "w-3".into()]);
+    assert!(
+        on(server.url(), &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut waiting = on(server.url(), &name)
+        .args(["wait", "--poll", "100ms"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "wait returned before any work was done"
+    );
+    let work = on(server.url(), &name)
+        .args(["work", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(work.status.success(), "{}", stderr(&work));
+    let status = wait_with_deadline(&mut waiting, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "wait exits 0 once drained with nothing dead"
+    );
+}

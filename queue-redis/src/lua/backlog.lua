@@ -2,6 +2,6 @@
 reap(now_ms(), tonumber(ARGV[1]))
 return {
   redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED),
-  redis.call('ZCARD', K_LEASED),
+  leased_count(),
   redis.call('LLEN', K_DEAD),
 }

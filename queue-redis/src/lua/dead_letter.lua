@@ -1,15 +1,8 @@
--- ARGV: reason, then id, attempt pairs. Returns lost positions.
-local reason = ARGV[1]
-local now = now_ms()
-local lost = {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  if held(id, ARGV[i + 1], now) then
-    redis.call('ZREM', K_LEASED, id)
-    bury(id, reason)
-  else
-    lost[#lost + 1] = i / 2
-  end
+-- ARGV: reason, then (member, id) pairs. Returns lost positions.
+local live, _, lost = split_held(2, now_ms())
+if #live > 0 then
+  redis.call('ZREM', K_LEASED, unpack(live))
+  for _, member in ipairs(live) do bury(member, ARGV[1]) end
+  wake_if_drained()
 end
-if #lost * 2 < #ARGV then wake_if_drained() end
 return lost

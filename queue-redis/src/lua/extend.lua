@@ -1,13 +1,13 @@
--- ARGV: lease ms, then id, attempt pairs. Returns lost positions.
-local lease = tonumber(ARGV[1])
+-- ARGV: lease ms, then (member, id) pairs. Returns lost positions.
 local now = now_ms()
-local lost = {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  if held(id, ARGV[i + 1], now) then
-    redis.call('ZADD', K_LEASED, 'XX', now + lease, id)
-  else
-    lost[#lost + 1] = i / 2
+local live, _, lost = split_held(2, now)
+if #live > 0 then
+  local entries = {}
+  local deadline = tostring(now + tonumber(ARGV[1]))
+  for _, id in ipairs(live) do
+    entries[#entries + 1] = deadline
+    entries[#entries + 1] = id
   end
+  redis.call('ZADD', K_LEASED, 'XX', unpack(entries))
 end
 return lost

@@ -1,18 +1,14 @@
--- ARGV: delay ms, max attempts, then id, attempt pairs. Returns lost positions.
+-- ARGV: delay ms, max attempts, then (member, id) pairs. Returns lost positions.
 local delay, max_attempts = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
-local lost = {}
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
-  if held(id, ARGV[i + 1], now) then
-    redis.call('ZREM', K_LEASED, id)
-    if delay == 0 or tonumber(ARGV[i + 1]) >= max_attempts then
-      release(id, max_attempts, 'it was nacked')
-    else
-      redis.call('ZADD', K_DELAYED, now + delay, id)
-    end
+local live, _, lost = split_held(3, now)
+if #live > 0 then redis.call('ZREM', K_LEASED, unpack(live)) end
+for _, member in ipairs(live) do
+  local _, attempts = split(member)
+  if delay == 0 or attempts >= max_attempts then
+    release(member, max_attempts, 'it was nacked')
   else
-    lost[#lost + 1] = (i - 1) / 2
+    redis.call('ZADD', K_DELAYED, now + delay, member)
   end
 end
 return lost

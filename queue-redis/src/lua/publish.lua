@@ -3,10 +3,10 @@
 local n = tonumber(ARGV[1])
 local last = redis.call('INCRBY', K_SEQ, n)
 local first = last - n + 1
-local ids, payloads, attrs = {}, {}, {}
+local members, payloads, attrs = {}, {}, {}
 for i = 0, n - 1 do
   local id = tostring(first + i)
-  ids[#ids + 1] = id
+  members[#members + 1] = id .. ':0'
   payloads[#payloads + 1] = id
   payloads[#payloads + 1] = ARGV[2 + 2 * i]
   local a = ARGV[3 + 2 * i]
@@ -17,6 +17,6 @@ for i = 0, n - 1 do
 end
 redis.call('HSET', K_PAYLOAD, unpack(payloads))
 if #attrs > 0 then redis.call('HSET', K_ATTRS, unpack(attrs)) end
-redis.call('RPUSH', K_READY, unpack(ids))
+redis.call('RPUSH', K_READY, unpack(members))
 wake(n)
 return first

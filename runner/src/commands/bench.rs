@@ -1,35 +1,48 @@
-//! `runner bench`: no-op items through the real worker loop on the memory
-//! queue, to measure what forloop itself costs per item.
+//! `runner bench`: what forloop itself costs per item.
+//!
+//! - memory queue (default): publish N items, drain them through the real
+//!   worker loop in this process with a no-op handler.
+//! - shared queue (`--queue redis://...`): publish N items to a fresh queue,
+//!   drain them with `--workers` processes (no-op handler, or `true` per item
+//!   with `--command`), and time from launch to the last worker's exit. Also
+//!   reports how long the workers took to exit after the backlog read empty.
+//! - `--raw` (Redis): the same drain done by a bare redis-rs client, the
+//!   baseline the driver is held to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use forloop_core::handler::from_fn;
 use forloop_core::worker::{Shutdown, Worker, WorkerConfig};
 use forloop_core::{MemoryQueue, Message, QueueConfig, Task, WorkQueue};
 
+use super::Context;
 use crate::Failure;
 use crate::cli::BenchArgs;
 
-pub(crate) async fn bench(args: BenchArgs) -> Result<u8, Failure> {
-    let queue = Arc::new(MemoryQueue::new(
-        QueueConfig::new("bench").with_max_attempts(1),
-    ));
-    let batch = queue.capabilities().max_batch;
-    let publish_started = Instant::now();
+async fn publish(queue: &dyn WorkQueue, items: u64) -> Result<f64, Failure> {
+    let batch = queue.capabilities().max_batch as u64;
+    let started = Instant::now();
     let mut sent = 0u64;
-    while sent < args.items {
-        let n = (args.items - sent).min(batch as u64);
+    while sent < items {
+        let n = (items - sent).min(batch);
         let messages = (sent..sent + n)
             .map(|i| Message::new(Bytes::from(i.to_string())))
             .collect();
         queue.publish(messages).await?;
         sent += n;
     }
-    let publish_secs = publish_started.elapsed().as_secs_f64();
+    Ok(items as f64 / started.elapsed().as_secs_f64())
+}
 
+/// Drain `queue` with `workers` no-op worker loops in this process.
+async fn drain_here(
+    queue: Arc<dyn WorkQueue>,
+    workers: u32,
+    concurrency: u32,
+) -> Result<u64, Failure> {
     let handled = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&handled);
     let handler = Arc::new(from_fn(move |_task: Task| {
@@ -37,34 +50,200 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<u8, Failure> {
         async {}
     }));
     let shutdown = Shutdown::new();
-    let drain_started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for index in 0..args.workers {
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..workers {
         let config = WorkerConfig {
-            concurrency: args.concurrency as usize,
+            concurrency: concurrency as usize,
             name: Arc::from(format!("bench/{index}")),
             ..WorkerConfig::default()
         };
-        let worker = Worker::new(queue.clone(), handler.clone()).with_config(config);
-        workers.spawn(worker.run(shutdown.clone()));
+        let worker = Worker::new(Arc::clone(&queue), handler.clone()).with_config(config);
+        set.spawn(worker.run(shutdown.clone()));
     }
-    while let Some(joined) = workers.join_next().await {
+    while let Some(joined) = set.join_next().await {
         joined.map_err(|e| Failure::new(e.to_string()))??;
-        shutdown.stop();
+        // An exact backlog read empty by one loop is empty for all.
+        if queue.capabilities().exact_backlog {
+            shutdown.stop();
+        }
     }
-    let drain_secs = drain_started.elapsed().as_secs_f64();
-    let backlog = queue.backlog().await?;
+    Ok(handled.load(Ordering::Relaxed))
+}
+
+pub(crate) async fn bench(context: &Context<'_>, args: BenchArgs) -> Result<u8, Failure> {
+    let Some(spec) = context.queue.as_deref().filter(|q| *q != "memory") else {
+        return bench_memory(args).await;
+    };
+    let (driver, address) = context.registry.resolve(spec)?;
+    let config = QueueConfig::new(context.name.clone()).with_max_attempts(3);
+    let queue = context.open(&*driver, &address, config).await?;
+    if args.drain {
+        drain_here(queue, 1, args.concurrency).await?;
+        return Ok(0);
+    }
+    if args.raw {
+        return raw(spec, &context.name, args).await;
+    }
+    let publish_rate = publish(&*queue, args.items).await?;
+    let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..args.workers {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .arg(format!("--queue={spec}"))
+            .arg(format!("--name={}", context.name))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        if args.command {
+            command.args([
+                "work",
+                &format!("--concurrency={}", args.concurrency),
+                "--",
+                "true",
+            ]);
+        } else {
+            command.args([
+                "bench",
+                "--drain",
+                &format!("--concurrency={}", args.concurrency),
+            ]);
+        }
+        children.push(command.spawn().map_err(|e| Failure::new(e.to_string()))?);
+    }
+    // Watch for the moment the backlog reads empty (the last ack, within 5 ms).
+    let watcher = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(b) = queue.backlog().await
+                    && b.ready.value() == Some(0)
+                    && b.in_flight.value() == Some(0)
+                {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for child in &mut children {
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Failure::new(e.to_string()))?;
+        if !status.success() {
+            return Err(Failure::new(format!("a bench worker failed: {status}")));
+        }
+    }
+    let all_exited = Instant::now();
+    let drain = started.elapsed().as_secs_f64();
+    let emptied = watcher.await.map_err(|e| Failure::new(e.to_string()))?;
     println!(
-        "items {}  workers {}  concurrency {}  publish {:.0} items/s  process {:.0} items/s  ({:.3} s)  handled {}  left {:?}/{:?}",
+        "queue {}  mode {}  items {}  worker processes {}  concurrency {}  publish {:.0} items/s  process {:.0} items/s ({drain:.3} s)  last ack -> all exited {:.0} ms",
+        driver.name(),
+        if args.command {
+            "command `true`"
+        } else {
+            "no-op handler"
+        },
         args.items,
         args.workers,
         args.concurrency,
-        args.items as f64 / publish_secs,
-        args.items as f64 / drain_secs,
-        drain_secs,
-        handled.load(Ordering::Relaxed),
+        publish_rate,
+        args.items as f64 / drain,
+        all_exited.saturating_duration_since(emptied).as_secs_f64() * 1000.0,
+    );
+    Ok(0)
+}
+
+async fn bench_memory(args: BenchArgs) -> Result<u8, Failure> {
+    let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new(
+        QueueConfig::new("bench").with_max_attempts(1),
+    ));
+    let publish_rate = publish(&*queue, args.items).await?;
+    let started = Instant::now();
+    let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let backlog = queue.backlog().await?;
+    println!(
+        "queue memory  items {}  workers {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s)  handled {handled}  left {:?}/{:?}",
+        args.items,
+        args.workers,
+        args.concurrency,
+        args.items as f64 / secs,
         backlog.ready,
         backlog.in_flight,
     );
     Ok(0)
+}
+
+#[cfg(feature = "redis")]
+async fn raw(url: &str, name: &str, args: BenchArgs) -> Result<u8, Failure> {
+    use redis::AsyncCommands;
+    let failure = |e: redis::RedisError| Failure::new(format!("raw redis bench: {e}"));
+    let client = redis::Client::open(url).map_err(failure)?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(failure)?;
+    let (list, leased) = (
+        format!("{{raw:{name}}}:list"),
+        format!("{{raw:{name}}}:leased"),
+    );
+    let _: () = con.del(&[&list, &leased]).await.map_err(failure)?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.items {
+        let n = (args.items - sent).min(1000);
+        let batch: Vec<String> = (sent..sent + n).map(|i| i.to_string()).collect();
+        let _: () = con.rpush(&list, batch).await.map_err(failure)?;
+        sent += n;
+    }
+    let publish_rate = args.items as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let client = client.clone();
+        let (list, leased) = (list.clone(), leased.clone());
+        let batch = args.concurrency as usize;
+        set.spawn(async move {
+            let mut con = client.get_multiplexed_async_connection().await?;
+            loop {
+                // Pop a batch, lease it (deadline 30 s out), "run" it, ack it.
+                let ids: Option<Vec<String>> = redis::cmd("LPOP")
+                    .arg(&list)
+                    .arg(batch)
+                    .query_async(&mut con)
+                    .await?;
+                let Some(ids) = ids else {
+                    return Ok::<_, redis::RedisError>(());
+                };
+                let deadline = 30_000u64;
+                let pairs: Vec<(u64, &String)> = ids.iter().map(|id| (deadline, id)).collect();
+                let _: () = con.zadd_multiple(&leased, &pairs).await?;
+                let _: () = con.zrem(&leased, &ids).await?;
+            }
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined
+            .map_err(|e| Failure::new(e.to_string()))?
+            .map_err(failure)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "queue redis  mode raw redis-rs  items {}  clients {}  batch {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s)",
+        args.items,
+        args.workers,
+        args.concurrency,
+        args.items as f64 / secs
+    );
+    Ok(0)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn raw(_url: &str, _name: &str, _args: BenchArgs) -> Result<u8, Failure> {
+    Err(Failure::new(
+        "`runner bench --raw` needs a runner built with --features redis",
+    ))
 }

@@ -45,7 +45,7 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         Command::Wait(args) => status::wait(&context, args).await,
         Command::Launch(args) => launch::launch(&context, args).await,
         Command::Dead(command) => dead::dead(&context, command).await,
-        Command::Bench(args) => bench::bench(args).await,
+        Command::Bench(args) => bench::bench(&context, args).await,
     }
 }
 
