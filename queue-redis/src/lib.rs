@@ -483,7 +483,8 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.settle("ack", &self.scripts.ack, tokens, &[]).await
+        let head = [self.config.max_attempts.to_string()];
+        self.settle("ack", &self.scripts.ack, tokens, &head).await
     }
 
     async fn nack(

@@ -69,8 +69,7 @@ pub struct WorkerConfig {
     /// Acks sent in one call at most (default 500, capped by the queue's max batch).
     /// Tasks that finish together are acked together; no ack waits for more.
     pub ack_batch: usize,
-    /// After an ack call failed, how long until it is tried again (default 100 ms,
-    /// at least 500 ms in practice).
+    /// After an ack call failed, how long until it is tried again (default 500 ms).
     pub ack_interval: Duration,
     /// Where the backend cannot count its backlog: how long pulls must come
     /// back empty before the queue is taken as drained (default 30 s).
@@ -91,7 +90,7 @@ impl Default for WorkerConfig {
             grace: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             ack_batch: 500,
-            ack_interval: Duration::from_millis(100),
+            ack_interval: Duration::from_millis(500),
             idle_window: Duration::from_secs(30),
             name: Arc::from("worker"),
         }
@@ -554,8 +553,7 @@ impl Worker {
             }
             Err(error) if error.is_retryable() => {
                 warn!(%error, pending = acks.tokens.len(), "ack failed; retrying shortly");
-                acks.flush_at =
-                    Some(Instant::now() + self.config.ack_interval.max(Duration::from_millis(500)));
+                acks.flush_at = Some(Instant::now() + self.config.ack_interval);
             }
             Err(error) => {
                 warn!(%error, dropped = acks.tokens.len(), "ack failed for good; those items will run again");
