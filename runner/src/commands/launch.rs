@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use forloop_core::WorkQueue;
 use forloop_core::cluster::{ClusterLauncher, LaunchSpec, LocalLauncher, WorkerCounts};
 use forloop_core::worker::Shutdown;
-use forloop_core::{CommandTemplate, WorkQueue};
 use tokio::time::Instant;
 
-use super::{Context, check_worker_opts, publish_all};
+use super::{Context, publish_all};
 use crate::cli::{LaunchArgs, LogFormat, RunArgs, WorkerOpts};
 use crate::input::read_items;
 use crate::progress::Progress;
@@ -38,12 +38,12 @@ fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
     flags
 }
 
+/// The launch of `workers` × `runner work` (restarted up to `max_restarts`).
 fn spec(
     context: &Context<'_>,
     queue: &str,
-    workers: u32,
-    max_restarts: u32,
     opts: &WorkerOpts,
+    (workers, max_restarts): (u32, u32),
     command: &[String],
 ) -> Result<LaunchSpec, Failure> {
     let exe = std::env::current_exe().map_err(|e| {
@@ -111,25 +111,29 @@ fn describe(counts: &WorkerCounts) -> String {
 }
 
 pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
-    let (driver, address) = context.driver("launch", None)?;
-    CommandTemplate::new(&args.command)?.check_program()?;
-    let spec = spec(
-        context,
-        &address.spec,
-        args.workers,
-        args.max_restarts,
-        &args.worker,
-        &args.command,
-    )?;
     let launcher = LocalLauncher::new();
     if args.dry_run {
+        let (_, address) = context.driver("launch", None)?;
+        let spec = spec(
+            context,
+            &address.spec,
+            &args.worker,
+            (args.workers, args.max_restarts),
+            &args.command,
+        )?;
         print!("{}", launcher.render(&spec)?);
         return Ok(0);
     }
-    let queue = context
-        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+    let prepared = context
+        .prepare("launch", None, &args.worker, &args.command)
         .await?;
-    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    let spec = spec(
+        context,
+        &prepared.address.spec,
+        &args.worker,
+        (args.workers, args.max_restarts),
+        &args.command,
+    )?;
     let handle = launcher.launch(&spec).await?;
     tracing::info!(
         workers = args.workers,
@@ -170,9 +174,8 @@ pub(crate) async fn run_shared(
     let spec = spec(
         context,
         queue_spec,
-        args.workers,
-        args.max_restarts,
         &args.worker,
+        (args.workers, args.max_restarts),
         &args.command,
     )?;
     let launcher = LocalLauncher::new();

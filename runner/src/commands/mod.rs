@@ -113,6 +113,51 @@ impl Context<'_> {
     }
 }
 
+/// What a command that runs items has checked before any work: the program
+/// can start, the queue opens, and the worker flags fit the backend.
+pub(crate) struct Prepared {
+    driver: Arc<dyn Driver>,
+    address: QueueAddress,
+    template: forloop_core::CommandTemplate,
+    queue: Arc<dyn WorkQueue>,
+}
+
+impl Context<'_> {
+    async fn prepare(
+        &self,
+        command: &str,
+        default_queue: Option<&str>,
+        opts: &WorkerOpts,
+        argv: &[String],
+    ) -> Result<Prepared, Failure> {
+        let (driver, address) = self.driver(command, default_queue)?;
+        let template = forloop_core::CommandTemplate::new(argv)?;
+        template.check_program()?;
+        let queue = self
+            .open(&*driver, &address, self.queue_config(Some(opts)))
+            .await?;
+        check_worker_opts(opts, &queue.capabilities(), &address.spec)?;
+        Ok(Prepared {
+            driver,
+            address,
+            template,
+            queue,
+        })
+    }
+}
+
+/// The `--joblog` file, if asked for.
+fn open_joblog(opts: &WorkerOpts) -> Result<Option<crate::joblog::Joblog>, Failure> {
+    opts.joblog
+        .as_deref()
+        .map(|path| {
+            crate::joblog::Joblog::create(path).map_err(|e| {
+                Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
+            })
+        })
+        .transpose()
+}
+
 /// Check the worker flags against what the backend can do, before any work.
 fn check_worker_opts(opts: &WorkerOpts, caps: &Capabilities, queue: &str) -> Result<(), Failure> {
     if opts.lease < caps.min_deadline || opts.lease > caps.max_deadline {

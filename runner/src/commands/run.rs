@@ -7,34 +7,33 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use forloop_core::CommandTemplate;
 use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Context, check_worker_opts, publish_all, worker_config, worker_name};
+use super::{Context, Prepared, open_joblog, publish_all, worker_config, worker_name};
 use crate::cli::RunArgs;
 use crate::input::read_items;
-use crate::joblog::Joblog;
 use crate::progress::Progress;
 use crate::tally::Tally;
 use crate::{Failure, signals};
 
 pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
     let started = Instant::now();
-    let (driver, address) = context.driver("run", Some("memory"))?;
     if context.cluster != "local" {
         return Err(Failure::new(format!(
             "unknown cluster `{}` (--cluster / FORLOOP_CLUSTER): this runner knows `local`",
             context.cluster
         )));
     }
-    let template = CommandTemplate::new(&args.command)?;
-    template.check_program()?;
-    let queue = context
-        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+    let Prepared {
+        driver,
+        address,
+        template,
+        queue,
+    } = context
+        .prepare("run", Some("memory"), &args.worker, &args.command)
         .await?;
-    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
     if !driver.in_process() {
         return super::launch::run_shared(context, args, queue, &address.spec).await;
     }
@@ -43,12 +42,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     }
     let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
     let total = items.items.len();
-    let joblog = match &args.worker.joblog {
-        Some(path) => Some(Joblog::create(path).map_err(|e| {
-            Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
-        })?),
-        None => None,
-    };
+    let joblog = open_joblog(&args.worker)?;
     publish_all(&*queue, &items, None).await?;
     let blank = items.blank;
     drop(items);

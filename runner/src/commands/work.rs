@@ -2,31 +2,24 @@
 
 use std::sync::Arc;
 
-use forloop_core::CommandTemplate;
 use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 
-use super::{Context, check_worker_opts, worker_config, worker_name};
+use super::{Context, Prepared, open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
-use crate::joblog::Joblog;
 use crate::tally::Tally;
 use crate::{Failure, signals};
 
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
-    let (driver, address) = context.driver("work", None)?;
-    let template = CommandTemplate::new(&args.command)?;
-    template.check_program()?;
-    let queue = context
-        .open(&*driver, &address, context.queue_config(Some(&args.worker)))
+    let Prepared {
+        address,
+        template,
+        queue,
+        ..
+    } = context
+        .prepare("work", None, &args.worker, &args.command)
         .await?;
-    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
-    let joblog = match &args.worker.joblog {
-        Some(path) => Some(Joblog::create(path).map_err(|e| {
-            Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
-        })?),
-        None => None,
-    };
     let tally = Arc::new(Tally {
-        joblog,
+        joblog: open_joblog(&args.worker)?,
         ..Tally::default()
     });
     let config = worker_config(&args.worker, worker_name(0));
