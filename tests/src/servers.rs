@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
-use testcontainers::{Container, GenericImage};
+use testcontainers::{Container, GenericImage, ImageExt};
 
 use crate::scratch;
 
@@ -241,5 +241,133 @@ fn wait_for_ping(port: u16) {
             "redis-server on port {port} did not answer PING within 10 s: {REDIS_HELP}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where Debian puts the official Pub/Sub emulator
+/// (package google-cloud-cli-pubsub-emulator).
+pub const PUBSUB_EMULATOR: &str =
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
+
+const PUBSUB_HELP: &str = "install the official emulator with `apt-get install google-cloud-cli-pubsub-emulator` \
+     (from Google's Cloud SDK apt repository; it needs Java 17), or point PUBSUB_EMULATOR_HOST at a running one \
+     (e.g. `gcloud beta emulators pubsub start --host-port=127.0.0.1:8085` and PUBSUB_EMULATOR_HOST=127.0.0.1:8085)";
+
+/// The official Pub/Sub emulator for tests.
+pub struct PubsubEmulator {
+    host: String,
+    child: Option<Child>,
+    _container: Option<Container<GenericImage>>,
+}
+
+impl std::fmt::Debug for PubsubEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubsubEmulator")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+impl PubsubEmulator {
+    /// `host:port`, the value for PUBSUB_EMULATOR_HOST.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The emulator this test binary shares (tests use fresh topic names).
+    pub fn shared() -> &'static PubsubEmulator {
+        static SHARED: OnceLock<PubsubEmulator> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            if let Ok(host) = std::env::var("PUBSUB_EMULATOR_HOST") {
+                return PubsubEmulator {
+                    host,
+                    child: None,
+                    _container: None,
+                };
+            }
+            if docker_answers() {
+                let container = GenericImage::new(
+                    "gcr.io/google.com/cloudsdktool/google-cloud-cli",
+                    "emulators",
+                )
+                .with_exposed_port(8085.tcp())
+                .with_wait_for(WaitFor::message_on_stderr("Server started"))
+                .with_cmd([
+                    "gcloud",
+                    "beta",
+                    "emulators",
+                    "pubsub",
+                    "start",
+                    "--host-port=0.0.0.0:8085",
+                ])
+                .start()
+                .unwrap_or_else(|e| {
+                    panic!("Docker answers, but the Pub/Sub emulator container did not start: {e}")
+                });
+                let port = container.get_host_port_ipv4(8085).expect("mapped port");
+                return PubsubEmulator {
+                    host: format!("127.0.0.1:{port}"),
+                    child: None,
+                    _container: Some(container),
+                };
+            }
+            Self::local()
+        })
+    }
+
+    /// An emulator of this test's own, from the local install, on a free port.
+    pub fn local() -> PubsubEmulator {
+        let port = free_port();
+        let mut command = Command::new(PUBSUB_EMULATOR);
+        command
+            .args(["--host=127.0.0.1", &format!("--port={port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied(command).unwrap_or_else(|e| {
+            panic!("cannot start the Pub/Sub emulator {PUBSUB_EMULATOR} ({e}): {PUBSUB_HELP}")
+        });
+        let emulator = PubsubEmulator {
+            host: format!("127.0.0.1:{port}"),
+            child: Some(child),
+            _container: None,
+        };
+        wait_for_http_ok(port, Duration::from_secs(60));
+        emulator
+    }
+}
+
+impl Drop for PubsubEmulator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait until `GET /` on `port` answers with a body containing `Ok`.
+fn wait_for_http_ok(port: u16, limit: Duration) {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            // The emulator keeps the connection open after answering, so read
+            // until the body shows up rather than until the end.
+            let mut reply = Vec::new();
+            let mut chunk = [0u8; 256];
+            if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() {
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    reply.extend_from_slice(&chunk[..n]);
+                    if reply.windows(6).any(|w| w == b"\r\n\r\nOk") {
+                        return;
+                    }
+                }
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "the Pub/Sub emulator on port {port} did not answer within {limit:?}: {PUBSUB_HELP}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1,0 +1,35 @@
+//! The Pub/Sub driver keeps the delivery contract, on the official emulator.
+//!
+//! The emulator's smallest ack deadline is 10 s and it checks deadlines about
+//! once a second, hence the long lease and the 1.5 s slack. Its backlog is
+//! unknown (no monitoring API), so the backlog clauses see unknown counts and
+//! check only what they can.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::WorkQueue;
+use forloop_core::conformance::Harness;
+use forloop_queue_pubsub::{PubsubAddress, PubsubQueue};
+use forloop_tests::servers::PubsubEmulator;
+
+fn harness() -> Harness {
+    let host = PubsubEmulator::shared().host().to_string();
+    Harness::new(move |config| {
+        let host = host.clone();
+        async move {
+            let address =
+                PubsubAddress::resolve(Some(&format!("pubsub://conformance/{}", config.name)), "")
+                    .expect("address")
+                    .with_emulator(host);
+            PubsubQueue::create(&address, &config)
+                .await
+                .expect("create the queue");
+            Arc::new(PubsubQueue::connect(address).await.expect("connect")) as Arc<dyn WorkQueue>
+        }
+    })
+    .lease(Duration::from_secs(10))
+    .slack(Duration::from_millis(1500))
+}
+
+forloop_core::conformance_tests!(harness);
