@@ -70,6 +70,8 @@ pub const MAX_PAYLOAD: usize = 10_000_000;
 pub const MAX_BATCH: usize = 1000;
 /// The attribute that carries why an item was dead-lettered.
 pub const REASON_ATTRIBUTE: &str = "forloop-dead-reason";
+/// The attribute that carries how many deliveries a dead item had.
+pub const ATTEMPTS_ATTRIBUTE: &str = "forloop-dead-attempts";
 /// The attribute Pub/Sub sets on items its dead-letter policy forwards.
 pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
 
@@ -224,8 +226,8 @@ pub struct PubsubQueue {
     dead_publisher: Publisher,
     raw: RawSubscriber<Channel>,
     ack_deadline: Duration,
-    /// Items of held deliveries by ack id, for `dead_letter`.
-    held: Mutex<HashMap<String, Message>>,
+    /// Items (and delivery attempts) of held deliveries by ack id, for `dead_letter`.
+    held: Mutex<HashMap<String, (Message, u32)>>,
 }
 
 impl fmt::Debug for PubsubQueue {
@@ -439,7 +441,7 @@ impl PubsubQueue {
         error(what, &self.address, status)
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Message>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Message, u32)>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -609,13 +611,14 @@ impl WorkQueue for PubsubQueue {
             .filter_map(|received| {
                 let message = received.message?;
                 let (message, id) = from_pubsub(message);
-                held.insert(received.ack_id.clone(), message.clone());
+                let attempt = u32::try_from(received.delivery_attempt).unwrap_or(0).max(1);
+                held.insert(received.ack_id.clone(), (message.clone(), attempt));
                 Some(Delivery {
                     id: Arc::from(id),
                     payload: message.payload,
                     attributes: message.attributes,
                     token: LeaseToken::new(received.ack_id),
-                    attempt: u32::try_from(received.delivery_attempt).unwrap_or(0).max(1),
+                    attempt,
                     deadline,
                 })
             })
@@ -674,11 +677,14 @@ impl WorkQueue for PubsubQueue {
             let mut held = self.held();
             for (id, token) in ids.into_iter().zip(tokens) {
                 match held.remove(&id) {
-                    Some(message) => {
+                    Some((message, attempt)) => {
                         let mut letter = to_pubsub(&message);
                         letter
                             .attributes
                             .insert(REASON_ATTRIBUTE.to_string(), reason.to_string());
+                        letter
+                            .attributes
+                            .insert(ATTEMPTS_ATTRIBUTE.to_string(), attempt.to_string());
                         letters.push(letter);
                         settled.push(id);
                     }
@@ -723,7 +729,8 @@ impl WorkQueue for PubsubQueue {
                 let reason = message.attributes.remove(REASON_ATTRIBUTE);
                 let attempts = message
                     .attributes
-                    .get(DELIVERY_COUNT_ATTRIBUTE)
+                    .remove(ATTEMPTS_ATTRIBUTE)
+                    .or_else(|| message.attributes.get(DELIVERY_COUNT_ATTRIBUTE).cloned())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 DeadLetter {

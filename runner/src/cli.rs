@@ -63,6 +63,10 @@ pub enum Command {
     /// Inspect or act on the dead-letter place.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Create or delete the queue's resources (Pub/Sub topics and
+    /// subscriptions; nothing to do for Redis or memory).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Measure no-op throughput of the worker loop on the memory queue.
     Bench(BenchArgs),
 }
@@ -106,6 +110,10 @@ pub struct WorkerOpts {
     /// Write one tab-separated line per finished attempt to FILE
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
+    /// Where the queue cannot count its backlog (Pub/Sub): how long pulls must
+    /// come back empty before a worker takes the queue as drained
+    #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = duration)]
+    pub idle_window: Duration,
 }
 
 /// `runner run`.
@@ -168,6 +176,22 @@ pub struct LaunchArgs {
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `runner queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create the queue (idempotent), with its dead-letter place.
+    Create {
+        /// The lease (the subscription's ack deadline on Pub/Sub)
+        #[arg(long, env = "FORLOOP_LEASE", default_value = "30s", value_parser = duration)]
+        lease: Duration,
+        /// Deliveries before the backend dead-letters an item on its own
+        #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: u32,
+    },
+    /// Delete the queue and every item in it.
+    Delete,
 }
 
 /// `runner dead ...`.

@@ -37,6 +37,27 @@ pub trait Driver: Send + Sync {
         address: &QueueAddress,
         config: QueueConfig,
     ) -> Result<Arc<dyn WorkQueue>, QueueError>;
+
+    /// Make the queue's resources (`runner queue create`). Backends whose
+    /// queues appear on first use need nothing, which is the default.
+    async fn create(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let _ = (address, config);
+        Ok(false)
+    }
+
+    /// Remove the queue's resources and items (`runner queue delete`).
+    async fn delete(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let _ = (address, config);
+        Ok(false)
+    }
 }
 
 /// The embedded in-memory queue.
@@ -91,6 +112,56 @@ impl Driver for RedisDriver {
     }
 }
 
+/// Google Cloud Pub/Sub: `--queue pubsub` (project from
+/// `GOOGLE_CLOUD_PROJECT`, queue from `--name`) or `--queue pubsub://PROJECT/NAME`;
+/// `PUBSUB_EMULATOR_HOST` selects the emulator. Create the queue first with
+/// `runner queue create`.
+#[cfg(feature = "pubsub")]
+#[derive(Debug, Default)]
+pub struct PubsubDriver;
+
+#[cfg(feature = "pubsub")]
+#[async_trait]
+impl Driver for PubsubDriver {
+    fn name(&self) -> &str {
+        "pubsub"
+    }
+    fn schemes(&self) -> &[&str] {
+        &["pubsub"]
+    }
+    async fn open(
+        &self,
+        address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+        let address =
+            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
+        Ok(Arc::new(
+            forloop_queue_pubsub::PubsubQueue::connect(address).await?,
+        ))
+    }
+    async fn create(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let address =
+            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
+        forloop_queue_pubsub::PubsubQueue::create(&address, config).await?;
+        Ok(true)
+    }
+    async fn delete(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let address =
+            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
+        forloop_queue_pubsub::PubsubQueue::delete(&address).await?;
+        Ok(true)
+    }
+}
+
 /// The drivers a binary knows.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -116,6 +187,8 @@ impl Registry {
         let registry = Self::empty().with(MemoryDriver);
         #[cfg(feature = "redis")]
         let registry = registry.with(RedisDriver);
+        #[cfg(feature = "pubsub")]
+        let registry = registry.with(PubsubDriver);
         registry
     }
 

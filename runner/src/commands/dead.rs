@@ -36,13 +36,13 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
         DeadCommand::Requeue => {
             let n = queue.requeue_dead().await?;
             eprintln!(
-                "requeued {n} dead item(s) of `{}` with fresh attempts",
-                context.name
+                "requeued {n} dead item(s) of {} with fresh attempts",
+                address.spec
             );
         }
         DeadCommand::Purge => {
             let n = queue.purge_dead().await?;
-            eprintln!("purged {n} dead item(s) of `{}`", context.name);
+            eprintln!("purged {n} dead item(s) of {}", address.spec);
         }
     }
     Ok(0)

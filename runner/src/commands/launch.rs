@@ -25,6 +25,7 @@ fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
         format!("--max-lease-age={}", duration(opts.max_lease_age)),
         format!("--backoff={}", duration(opts.backoff)),
         format!("--max-backoff={}", duration(opts.max_backoff)),
+        format!("--idle-window={}", duration(opts.idle_window)),
     ];
     if let Some(c) = opts.concurrency {
         flags.push(format!("--concurrency={c}"));
@@ -162,8 +163,7 @@ pub(crate) async fn run_shared(
     let started = Instant::now();
     let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
     let total = items.items.len() as u64;
-    let before = queue.backlog().await?;
-    let dead_before = before.dead.value().unwrap_or(0);
+    let dead_before = dead_count(&*queue).await?;
     let submit = Progress::start("submitted", total);
     let result = publish_all(&*queue, &items, Some(&submit)).await;
     submit.finish();
@@ -205,8 +205,12 @@ pub(crate) async fn run_shared(
 
     let after = queue.backlog().await?;
     let left = after.ready.value().unwrap_or(0) + after.in_flight.value().unwrap_or(0);
-    let dead_new = after.dead.value().unwrap_or(0).saturating_sub(dead_before);
+    let dead_new = dead_count(&*queue).await?.saturating_sub(dead_before);
     let done = total.saturating_sub(left + dead_new);
+    let left = match (after.ready.value(), after.in_flight.value()) {
+        (Some(_), Some(_)) => left.to_string(),
+        _ => "an unknown number of items (this queue cannot count; workers exited after their idle window)".to_string(),
+    };
     eprintln!(
         "runner: {total} items: {done} done, {dead_new} dead-lettered, {left} left in the queue, {blank} blank lines skipped, in {}; {}",
         humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
@@ -232,5 +236,22 @@ pub(crate) async fn run_shared(
         );
         return Ok(code);
     }
-    Ok(if dead_new == 0 && left == 0 { 0 } else { 1 })
+    let drained = after.is_empty() != Some(false);
+    Ok(if dead_new == 0 && drained && counts.failed == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// Items in the dead-letter place: the backlog's count, or where the backend
+/// cannot count (Pub/Sub), the length of its dead-letter listing.
+async fn dead_count(queue: &dyn WorkQueue) -> Result<u64, Failure> {
+    if let Some(n) = queue.backlog().await?.dead.value() {
+        return Ok(n);
+    }
+    Ok(queue
+        .dead_letters(100_000)
+        .await
+        .map_or(0, |l| l.len() as u64))
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod dead;
 mod launch;
+mod queue_admin;
 mod run;
 mod status;
 mod work;
@@ -45,6 +46,7 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         Command::Wait(args) => status::wait(&context, args).await,
         Command::Launch(args) => launch::launch(&context, args).await,
         Command::Dead(command) => dead::dead(&context, command).await,
+        Command::Queue(command) => queue_admin::queue(&context, command).await,
         Command::Bench(args) => bench::bench(&context, args).await,
     }
 }
@@ -212,6 +214,7 @@ fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
             factor: 2.0,
         },
         grace: opts.grace,
+        idle_window: opts.idle_window,
         name: Arc::from(name),
         ..WorkerConfig::default()
     }

@@ -24,8 +24,9 @@ pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8
     progress.finish();
     result?;
     eprintln!(
-        "submitted {} items to `{}` ({} blank lines skipped)",
+        "submitted {} items to {} (queue `{}`; {} blank lines skipped)",
         items.items.len(),
+        address.spec,
         context.name,
         items.blank
     );

@@ -1,0 +1,165 @@
+//! The Pub/Sub path end to end on the official emulator: real `runner`
+//! processes, `queue create`, a poison item, a SIGTERMed worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forloop_tests::servers::PubsubEmulator;
+use forloop_tests::{read_records, runner, scratch};
+
+const RECORD: &str = env!("CARGO_BIN_EXE_record");
+
+fn queue(test: &str) -> String {
+    format!("pubsub://e2e/{test}-{}", std::process::id())
+}
+
+fn on(queue: &str) -> Command {
+    let mut command = runner();
+    command
+        .args(["--queue", queue])
+        .env("PUBSUB_EMULATOR_HOST", PubsubEmulator::shared().host());
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn create(queue: &str, lease: &str) {
+    let output = on(queue)
+        .args(["queue", "create", "--lease", lease])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "queue create: {}", stderr(&output));
+}
+
+#[test]
+fn a_missing_queue_says_how_to_create_it() {
+    let q = queue("missing");
+    let output = on(&q).arg("status").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("runner --queue {q} queue create")),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_processes_everything_and_names_the_poison_item() {
+    let q = queue("poison");
+    create(&q, "10s");
+    let dir = scratch("pubsub-poison");
+    let items: Vec<String> = (0..20)
+        .map(|i| format!("ok-{i}"))
+        .chain(["poison pill".into()])
+        .collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    let out = dir.join("out.jsonl");
+    let output = on(&q)
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-attempts",
+            "3",
+            "--backoff",
+            "50ms",
+        ])
+        .args(["--idle-window", "3s", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "poison pill")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("21 items: 20 done, 1 dead-lettered"), "{err}");
+    assert!(
+        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
+        "{err}"
+    );
+    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(seen.len(), 20);
+    let list = on(&q).args(["dead", "list", "--json"]).output().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
+    assert_eq!(line["item"], "poison pill");
+    assert_eq!(line["attempts"], 3);
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn a_sigtermed_worker_gives_its_items_back_at_once() {
+    let q = queue("sigterm");
+    create(&q, "60s");
+    let dir = scratch("pubsub-sigterm");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "long-1\nlong-2\n").unwrap();
+    assert!(on(&q).arg("submit").arg(&input).status().unwrap().success());
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    let worker = || {
+        on(&q)
+            .args([
+                "work",
+                "--concurrency",
+                "2",
+                "--lease",
+                "60s",
+                "--grace",
+                "200ms",
+                "--idle-window",
+                "3s",
+                "--",
+            ])
+            .args([RECORD, out.to_str().unwrap()])
+            .env("RECORD_SLEEP_MS", "4000")
+            .env("RECORD_STARTED", &started)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let mut first = worker();
+    let until = Instant::now() + Duration::from_secs(30);
+    while lines(&started) < 2 {
+        assert!(
+            Instant::now() < until,
+            "the first worker did not start its tasks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = worker();
+    std::thread::sleep(Duration::from_millis(500));
+    let termed = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(first.wait().unwrap().code(), Some(143));
+    while lines(&started) < 4 {
+        assert!(
+            termed.elapsed() < Duration::from_secs(5),
+            "not redelivered soon after SIGTERM (lease 60 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        second.wait().unwrap().success(),
+        "the second worker drains and exits 0"
+    );
+    let attempts: BTreeMap<String, u32> = read_records(&out)
+        .into_iter()
+        .map(|r| (r.item, r.attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
