@@ -86,3 +86,102 @@ pub fn read_records(path: &Path) -> Vec<Recorded> {
         })
         .collect()
 }
+
+/// The direct children of `pid` (a launcher's worker processes).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Run `launch` (a `runner launch` whose workers run the `record` helper
+/// into `out` with `concurrency` tasks each), SIGKILL one of its workers
+/// every 1.5 s (ten times at most) until it exits, then check the contract: it exits 0, every
+/// item was processed, and duplicates stay within what the killed workers
+/// held (kills × concurrency). Returns (kills, duplicates).
+pub fn kill_storm(
+    mut launch: Command,
+    out: &Path,
+    items: &[String],
+    concurrency: usize,
+) -> (usize, usize) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut launcher = launch
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the launcher");
+    let mut kills = 0;
+    let mut seed = u64::from(std::process::id());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = launcher.try_wait().expect("launcher status") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = launcher.kill();
+            panic!("the job did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let workers = children(launcher.id());
+        // Ten kills, then let the job finish: on a queue that cannot count
+        // (Pub/Sub) each new worker needs its whole idle window to exit.
+        if kills < 10
+            && !workers.is_empty()
+            && launcher.try_wait().expect("launcher status").is_none()
+        {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(
+                    workers[(seed >> 33) as usize % workers.len()] as i32,
+                    libc::SIGKILL,
+                );
+            }
+            kills += 1;
+        }
+    };
+    let output = launcher.wait_with_output().expect("launcher output");
+    assert!(
+        status.success(),
+        "launch must exit 0 after the drain: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        kills >= 5,
+        "only {kills} kills happened before the job finished; make it longer"
+    );
+    // Commands of killed workers finish on their own (no PDEATHSIG, see
+    // docs/BENCHMARKS.md); give them time to record.
+    std::thread::sleep(Duration::from_millis(300));
+    let records = read_records(out);
+    let seen: std::collections::BTreeSet<&str> = records.iter().map(|r| r.item.as_str()).collect();
+    let missing: Vec<_> = items
+        .iter()
+        .filter(|i| !seen.contains(i.as_str()))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "items never processed: {missing:?}");
+    let duplicates = records.len() - items.len();
+    assert!(
+        duplicates <= kills * concurrency,
+        "{duplicates} duplicates after {kills} kills of workers running {concurrency} tasks each"
+    );
+    eprintln!(
+        "{kills} kills, {duplicates} duplicates, {:?}",
+        started.elapsed()
+    );
+    (kills, duplicates)
+}

@@ -163,3 +163,38 @@ fn a_sigtermed_worker_gives_its_items_back_at_once() {
     );
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
+
+#[test]
+fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() {
+    let q = queue("kill");
+    create(&q, "10s");
+    let dir = scratch("pubsub-kill");
+    let concurrency = 4;
+    let items: Vec<String> = (0..3000).map(|i| format!("item-{i}")).collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    assert!(on(&q).arg("submit").arg(&input).status().unwrap().success());
+    let out = dir.join("out.jsonl");
+    let mut launch = on(&q);
+    launch
+        .args([
+            "launch",
+            "--workers",
+            "4",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args([
+            "--lease",
+            "10s",
+            "--idle-window",
+            "12s",
+            "--max-restarts",
+            "1000",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "100");
+    forloop_tests::kill_storm(launch, &out, &items, concurrency);
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}

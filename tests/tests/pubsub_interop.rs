@@ -12,7 +12,9 @@ const RECORD: &str = env!("CARGO_BIN_EXE_record");
 const PROJECT: &str = "interop";
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join(name)
 }
 
 fn python(args: &[&str]) -> Output {
@@ -38,8 +40,15 @@ fn on(queue: &str) -> Command {
 }
 
 fn create(queue: &str) {
-    let output = on(queue).args(["queue", "create", "--lease", "10s"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = on(queue)
+        .args(["queue", "create", "--lease", "10s"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -51,7 +60,12 @@ fn ids_published_by_the_python_client_are_all_processed_by_runner_work() {
     let ids: Vec<String> = (0..50).map(|i| format!("yt-{i:03}")).collect();
     let file = dir.join("youtube-ids");
     std::fs::write(&file, ids.join("\n")).unwrap();
-    let published = python(&[script("publish_ids.py").to_str().unwrap(), PROJECT, &name, file.to_str().unwrap()]);
+    let published = python(&[
+        script("publish_ids.py").to_str().unwrap(),
+        PROJECT,
+        &name,
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(String::from_utf8_lossy(&published.stdout).trim(), "50");
 
     let out = dir.join("out.jsonl");
@@ -60,7 +74,11 @@ fn ids_published_by_the_python_client_are_all_processed_by_runner_work() {
         .args([RECORD, out.to_str().unwrap(), "{}"])
         .output()
         .unwrap();
-    assert!(work.status.success(), "{}", String::from_utf8_lossy(&work.stderr));
+    assert!(
+        work.status.success(),
+        "{}",
+        String::from_utf8_lossy(&work.stderr)
+    );
     let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
     assert_eq!(seen, ids.into_iter().collect::<BTreeSet<_>>());
 }
@@ -71,20 +89,42 @@ fn items_submitted_by_runner_reach_the_python_client_unchanged() {
     let queue = format!("pubsub://{PROJECT}/{name}");
     create(&queue);
     let dir = scratch("interop-out");
-    let items = ["plain", "with spaces", "it's \"quoted\"", "naïve café ☕", "$(not a shell)"];
+    let items = [
+        "plain",
+        "with spaces",
+        "it's \"quoted\"",
+        "naïve café ☕",
+        "$(not a shell)",
+    ];
     let input = dir.join("items.txt");
     std::fs::write(&input, items.join("\n")).unwrap();
     let submit = on(&queue).arg("submit").arg(&input).output().unwrap();
-    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
 
-    let read = python(&[script("read_items.py").to_str().unwrap(), PROJECT, &format!("{name}-workers"), "5"]);
+    let read = python(&[
+        script("read_items.py").to_str().unwrap(),
+        PROJECT,
+        &format!("{name}-workers"),
+        "5",
+    ]);
     let got: BTreeSet<String> = String::from_utf8_lossy(&read.stdout)
         .lines()
         .map(|line| {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(value["attributes"], serde_json::json!({}), "runner adds no attributes");
+            assert_eq!(
+                value["attributes"],
+                serde_json::json!({}),
+                "runner adds no attributes"
+            );
             value["data"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(got, items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+    assert_eq!(
+        got,
+        items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()
+    );
 }

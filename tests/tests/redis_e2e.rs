@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use forloop_tests::servers::RedisServer;
-use forloop_tests::{read_records, runner, scratch};
+use forloop_tests::{kill_storm, read_records, runner, scratch};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_record");
 
@@ -50,22 +50,6 @@ fn signal(pid: u32, signal: i32) {
     unsafe {
         libc::kill(pid as i32, signal);
     }
-}
-
-/// The direct children of `pid` (the launcher's worker processes).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
 }
 
 fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -118,7 +102,8 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
 
-    let mut launcher = on(server.url(), &name)
+    let mut launch = on(server.url(), &name);
+    launch
         .args([
             "launch",
             "--workers",
@@ -128,62 +113,8 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         ])
         .args(["--lease", "5s", "--max-restarts", "1000", "--"])
         .args([RECORD, out.to_str().unwrap()])
-        .env("RECORD_SLEEP_MS", "20")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut kills = 0;
-    let mut seed = u64::from(std::process::id());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = launcher.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "the job did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(1500));
-        let workers = children(launcher.id());
-        if !workers.is_empty() && launcher.try_wait().unwrap().is_none() {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            signal(
-                workers[(seed >> 33) as usize % workers.len()],
-                libc::SIGKILL,
-            );
-            kills += 1;
-        }
-    };
-    let output = launcher.wait_with_output().unwrap();
-    assert!(
-        status.success(),
-        "launch must exit 0 after the drain: {}",
-        stderr(&output)
-    );
-    assert!(
-        kills >= 5,
-        "only {kills} kills happened before the job finished; make it longer"
-    );
-    // Commands of killed workers finish on their own (no PDEATHSIG, see
-    // docs/BENCHMARKS.md); give them their 20 ms.
-    std::thread::sleep(Duration::from_millis(300));
-
-    let records = read_records(&out);
-    let seen: BTreeSet<&str> = records.iter().map(|r| r.item.as_str()).collect();
-    let missing: Vec<_> = items
-        .iter()
-        .filter(|i| !seen.contains(i.as_str()))
-        .take(5)
-        .collect();
-    assert!(missing.is_empty(), "items never processed: {missing:?}");
-    let duplicates = records.len() - total;
-    assert!(
-        duplicates <= kills * concurrency,
-        "{duplicates} duplicates after {kills} kills of workers running {concurrency} tasks each"
-    );
+        .env("RECORD_SLEEP_MS", "20");
+    kill_storm(launch, &out, &items, concurrency);
     let value = status_of(server.url(), &name);
     assert_eq!(
         (
@@ -192,10 +123,6 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
             value["dead"].as_u64()
         ),
         (Some(0), Some(0), Some(0))
-    );
-    eprintln!(
-        "{kills} kills, {duplicates} duplicates, {:?}",
-        started.elapsed()
     );
 }
 
