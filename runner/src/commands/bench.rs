@@ -84,6 +84,13 @@ pub(crate) async fn bench(context: &Context<'_>, args: BenchArgs) -> Result<u8, 
     if args.raw {
         return raw(spec, &context.name, args).await;
     }
+    if queue.backlog().await?.is_empty().is_none() {
+        return Err(Failure::new(format!(
+            "the {} queue cannot count its backlog, which this bench times the drain by; \
+             it is not supported here yet",
+            driver.name()
+        )));
+    }
     let publish_rate = publish(&*queue, args.items).await?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
     let started = Instant::now();
