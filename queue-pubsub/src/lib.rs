@@ -22,6 +22,9 @@
 //!   swallows the next message until its ack deadline.
 //! - ack: `Acknowledge`; nack(d) and extend: `ModifyAckDeadline` (0 to 600 s;
 //!   the worker's lease keeper renews longer leases).
+//! - no retry policy on the subscription, on purpose: the worker's own backoff
+//!   is exact (a nack with delay is a modack), and a retry policy would also
+//!   delay the delay-0 handback of a stopping worker, which must be at once.
 //! - attempt: `delivery_attempt`, which Pub/Sub sets only when the
 //!   subscription has a dead-letter policy; `create` always sets one. Without
 //!   it the driver reports 1.

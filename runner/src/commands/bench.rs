@@ -38,18 +38,26 @@ async fn publish(queue: &dyn WorkQueue, items: u64) -> Result<f64, Failure> {
 }
 
 /// Drain `queue` with `workers` no-op worker loops in this process.
+/// With `until`, the loops stop once that many items were handled: the way
+/// to time a drain on a queue that cannot count its backlog (a fresh queue
+/// holding exactly the published items).
 async fn drain_here(
     queue: Arc<dyn WorkQueue>,
     workers: u32,
     concurrency: u32,
+    until: Option<u64>,
 ) -> Result<u64, Failure> {
     let handled = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&handled);
+    let shutdown = Shutdown::new();
+    let done = shutdown.clone();
     let handler = Arc::new(from_fn(move |_task: Task| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if until.is_some_and(|until| n >= until) {
+            done.stop();
+        }
         async {}
     }));
-    let shutdown = Shutdown::new();
     let mut set = tokio::task::JoinSet::new();
     for index in 0..workers {
         let config = WorkerConfig {
@@ -78,18 +86,37 @@ pub(crate) async fn bench(context: &Context<'_>, args: BenchArgs) -> Result<u8, 
     let config = QueueConfig::new(context.name.clone()).with_max_attempts(3);
     let queue = context.open(&*driver, &address, config).await?;
     if args.drain {
-        drain_here(queue, 1, args.concurrency).await?;
+        drain_here(queue, 1, args.concurrency, None).await?;
         return Ok(0);
     }
     if args.raw {
+        if driver.name() == "pubsub" {
+            return raw_pubsub(spec, &context.name, args).await;
+        }
         return raw(spec, &context.name, args).await;
     }
     if queue.backlog().await?.is_empty().is_none() {
-        return Err(Failure::new(format!(
-            "the {} queue cannot count its backlog, which this bench times the drain by; \
-             it is not supported here yet",
-            driver.name()
-        )));
+        // Cannot count (Pub/Sub): worker loops in this process, stopped
+        // when every published item was handled.
+        let publish_rate = publish(&*queue, args.items).await?;
+        let started = Instant::now();
+        let handled = drain_here(
+            Arc::clone(&queue),
+            args.workers,
+            args.concurrency,
+            Some(args.items),
+        )
+        .await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "queue {}  mode no-op handler  items {}  worker loops (in process) {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s)  handled {handled}",
+            driver.name(),
+            args.items,
+            args.workers,
+            args.concurrency,
+            args.items as f64 / secs,
+        );
+        return Ok(0);
     }
     let publish_rate = publish(&*queue, args.items).await?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
@@ -169,7 +196,7 @@ async fn bench_memory(args: BenchArgs) -> Result<u8, Failure> {
     ));
     let publish_rate = publish(&*queue, args.items).await?;
     let started = Instant::now();
-    let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency).await?;
+    let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency, None).await?;
     let secs = started.elapsed().as_secs_f64();
     let backlog = queue.backlog().await?;
     println!(
@@ -252,5 +279,117 @@ async fn raw(url: &str, name: &str, args: BenchArgs) -> Result<u8, Failure> {
 async fn raw(_url: &str, _name: &str, _args: BenchArgs) -> Result<u8, Failure> {
     Err(Failure::new(
         "`runner bench --raw` needs a runner built with --features redis",
+    ))
+}
+
+/// The raw gcloud-pubsub baseline: publish in batches of 1,000, then per
+/// batch of up to `concurrency`: unary pull, modack (the lease), ack.
+#[cfg(feature = "pubsub")]
+async fn raw_pubsub(url: &str, name: &str, args: BenchArgs) -> Result<u8, Failure> {
+    use gcloud_googleapis::pubsub::v1::{
+        AcknowledgeRequest, ModifyAckDeadlineRequest, PubsubMessage,
+    };
+    use gcloud_pubsub::client::{Client, ClientConfig};
+    let address = forloop_queue_pubsub::PubsubAddress::resolve(Some(url), name)?;
+    let failure = |e: String| Failure::new(format!("raw pubsub bench: {e}"));
+    let mut config = ClientConfig {
+        project_id: Some(address.project.clone()),
+        ..ClientConfig::default()
+    };
+    if let Some(host) = &address.emulator {
+        config.environment = gcloud_gax::conn::Environment::Emulator(host.clone());
+    }
+    let client = Client::new(config)
+        .await
+        .map_err(|e| failure(e.to_string()))?;
+    let topic = client.topic(&address.name);
+    let publisher = topic.new_publisher(None);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.items {
+        let n = (args.items - sent).min(1000);
+        let batch = (sent..sent + n)
+            .map(|i| PubsubMessage {
+                data: i.to_string().into_bytes(),
+                ..PubsubMessage::default()
+            })
+            .collect();
+        publisher
+            .publish_immediately(batch, None)
+            .await
+            .map_err(|e| failure(e.to_string()))?;
+        sent += n;
+    }
+    let publish_rate = args.items as f64 / started.elapsed().as_secs_f64();
+    let subscription = Arc::new(client.subscription(&format!("{}-workers", address.name)));
+    let received = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let (subscription, received, items) =
+            (Arc::clone(&subscription), Arc::clone(&received), args.items);
+        let batch = args.concurrency as i32;
+        set.spawn(async move {
+            let fqsn = subscription.fully_qualified_name().to_string();
+            let raw = subscription.get_client();
+            while received.load(Ordering::Relaxed) < items {
+                let Ok(pulled) =
+                    tokio::time::timeout(Duration::from_secs(2), subscription.pull(batch, None))
+                        .await
+                else {
+                    continue;
+                };
+                let ack_ids: Vec<String> = pulled
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|m| m.ack_id)
+                    .collect();
+                if ack_ids.is_empty() {
+                    continue;
+                }
+                raw.modify_ack_deadline(
+                    ModifyAckDeadlineRequest {
+                        subscription: fqsn.clone(),
+                        ack_ids: ack_ids.clone(),
+                        ack_deadline_seconds: 60,
+                    },
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                received.fetch_add(ack_ids.len() as u64, Ordering::Relaxed);
+                raw.acknowledge(
+                    AcknowledgeRequest {
+                        subscription: fqsn.clone(),
+                        ack_ids,
+                    },
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined
+            .map_err(|e| failure(e.to_string()))?
+            .map_err(failure)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "queue pubsub  mode raw gcloud-pubsub  items {}  clients {}  batch {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s)",
+        args.items,
+        args.workers,
+        args.concurrency,
+        args.items as f64 / secs
+    );
+    Ok(0)
+}
+
+#[cfg(not(feature = "pubsub"))]
+async fn raw_pubsub(_url: &str, _name: &str, _args: BenchArgs) -> Result<u8, Failure> {
+    Err(Failure::new(
+        "`runner bench --raw` on Pub/Sub needs a runner built with --features pubsub",
     ))
 }

@@ -73,6 +73,10 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
             text_count(backlog.dead),
             if backlog.is_exact() {
                 String::new()
+            } else if backlog.is_empty().is_none() {
+                " (this backend cannot count its backlog here; workers take it as drained \
+                 after --idle-window of empty pulls)"
+                    .to_string()
             } else {
                 format!(
                     " (approximate; may lag by up to {})",
