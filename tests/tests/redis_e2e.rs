@@ -45,6 +45,13 @@ fn status_of(url: &str, name: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
 }
 
+/// `status --json` reads 0 ready, 0 in flight, 0 dead.
+fn assert_drained_clean(url: &str, name: &str) {
+    let value = status_of(url, name);
+    let counts = ["ready", "in_flight", "dead"].map(|key| value[key].as_u64());
+    assert_eq!(counts, [Some(0); 3], "status after the run: {value}");
+}
+
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe {
@@ -115,15 +122,7 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         .args([RECORD, out.to_str().unwrap()])
         .env("RECORD_SLEEP_MS", "20");
     kill_storm(launch, &out, &items, concurrency);
-    let value = status_of(server.url(), &name);
-    assert_eq!(
-        (
-            value["ready"].as_u64(),
-            value["in_flight"].as_u64(),
-            value["dead"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0))
-    );
+    assert_drained_clean(server.url(), &name);
 }
 
 #[test]
@@ -254,15 +253,7 @@ fn a_redis_restart_mid_run_loses_nothing_and_crashes_no_worker() {
     assert!(err.contains("2 exited 0, 0 failed, 0 killed"), "{err}");
     let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
     assert_eq!(seen.len(), total, "items lost across the restart");
-    let value = status_of(&url, &name);
-    assert_eq!(
-        (
-            value["ready"].as_u64(),
-            value["in_flight"].as_u64(),
-            value["dead"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0))
-    );
+    assert_drained_clean(&url, &name);
 }
 
 #[test]
