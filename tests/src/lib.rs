@@ -22,9 +22,25 @@ pub fn runner_bin() -> PathBuf {
     let bin = profile_dir.join("runner");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p forloop-runner` (scripts/test does)",
+        "{} is missing: build it first with `cargo build --workspace --bins --all-features` (scripts/test does)",
         bin.display()
     );
+    // A binary built for one crate alone lacks the drivers these tests use;
+    // say so once, clearly, instead of failing on "unknown queue" later.
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let output = Command::new(&bin)
+            .args(["--queue", "forloop-probe", "status"])
+            .output()
+            .expect("run the runner binary");
+        let listing = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            listing.contains("pubsub") && listing.contains("redis"),
+            "{} was built without the redis and pubsub drivers: rebuild it with \
+             `cargo build --workspace --bins --all-features` (scripts/test does). It said: {listing}",
+            bin.display()
+        );
+    });
     bin
 }
 
