@@ -276,17 +276,33 @@ async fn with_credentials(_config: ClientConfig) -> Result<ClientConfig, QueueEr
     ))
 }
 
-async fn client(address: &PubsubAddress) -> Result<(Client, ClientConfig), QueueError> {
+fn unreachable(address: &PubsubAddress, e: impl fmt::Display) -> QueueError {
+    QueueError::new(
+        QueueErrorKind::Unavailable,
+        format!("cannot reach Pub/Sub for {address:?}: {e}"),
+    )
+}
+
+/// A client, and the raw subscriber channel the bounded pulls need, from one
+/// config (so credentials are looked up once).
+async fn connect_all(
+    address: &PubsubAddress,
+) -> Result<(Client, RawSubscriber<Channel>), QueueError> {
     let config = client_config(address).await?;
-    let client = Client::new(client_config(address).await?)
+    let connections = ConnectionManager::new(
+        1,
+        &config.endpoint,
+        &config.environment,
+        &config.connection_option,
+    )
+    .await
+    .map_err(|e| unreachable(address, e))?;
+    let raw = RawSubscriber::new(connections.conn())
+        .max_decoding_message_size(MAX_PAYLOAD * 2 + 1024 * 1024);
+    let client = Client::new(config)
         .await
-        .map_err(|e| {
-            QueueError::new(
-                QueueErrorKind::Unavailable,
-                format!("cannot reach Pub/Sub for {address:?}: {e}"),
-            )
-        })?;
-    Ok((client, config))
+        .map_err(|e| unreachable(address, e))?;
+    Ok((client, raw))
 }
 
 fn seconds(duration: Duration) -> i32 {
@@ -301,7 +317,7 @@ impl PubsubQueue {
     /// needs publisher rights on `NAME-dead` and subscriber rights on
     /// `NAME-workers` for forwarding to work.
     pub async fn create(address: &PubsubAddress, config: &QueueConfig) -> Result<(), QueueError> {
-        let (client, _) = client(address).await?;
+        let (client, _) = connect_all(address).await?;
         let fail = |what: &str, status: Status| error(what, address, status);
         for topic in [address.topic(), address.dead_topic()] {
             let handle = client.topic(&topic);
@@ -359,7 +375,7 @@ impl PubsubQueue {
 
     /// Delete the queue's subscriptions and topics (items included).
     pub async fn delete(address: &PubsubAddress) -> Result<(), QueueError> {
-        let (client, _) = client(address).await?;
+        let (client, _) = connect_all(address).await?;
         for name in [address.subscription(), address.dead_subscription()] {
             let handle = client.subscription(&name);
             if handle
@@ -392,27 +408,12 @@ impl PubsubQueue {
     /// Connect to an existing queue (see [`PubsubQueue::create`]). Its lease
     /// is the subscription's ack deadline, set when it was created.
     pub async fn connect(address: PubsubAddress) -> Result<Self, QueueError> {
-        let (client, client_config) = client(&address).await?;
+        let (client, raw) = connect_all(&address).await?;
         let subscription = client.subscription(&address.subscription());
         let (_, sub_config) = subscription
             .config(None)
             .await
             .map_err(|s| error("subscription lookup", &address, s))?;
-        let connections = ConnectionManager::new(
-            1,
-            &client_config.endpoint,
-            &client_config.environment,
-            &client_config.connection_option,
-        )
-        .await
-        .map_err(|e| {
-            QueueError::new(
-                QueueErrorKind::Unavailable,
-                format!("cannot reach Pub/Sub for {address:?}: {e}"),
-            )
-        })?;
-        let raw = RawSubscriber::new(connections.conn())
-            .max_decoding_message_size(MAX_PAYLOAD * 2 + 1024 * 1024);
         let one_worker = || {
             Some(PublisherConfig {
                 workers: 1,
