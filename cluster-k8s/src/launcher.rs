@@ -74,6 +74,17 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The message for a failed kubeconfig exec plugin (`gke-gcloud-auth-plugin`).
+fn plugin_hint(text: &str) -> Option<String> {
+    (text.contains("auth exec") || text.contains("exec-plugin")).then(|| {
+        format!(
+            "the kubeconfig's credential plugin failed ({text}). For GKE install \
+             gke-gcloud-auth-plugin (`gcloud components install gke-gcloud-auth-plugin`, or the \
+             Debian package google-cloud-cli-gke-gcloud-auth-plugin) and make sure it is on PATH"
+        )
+    })
+}
+
 impl K8sLauncher {
     /// A launcher on an existing client (tests pass a mock service's client).
     pub fn new(client: Client, options: K8sOptions) -> Self {
@@ -96,7 +107,7 @@ impl K8sLauncher {
             Some(path) => {
                 let file = Kubeconfig::read_from(path).map_err(|e| {
                     LaunchError::new(format!(
-                        "cannot use the kubeconfig {}: {}",
+                        "cannot use the kubeconfig {}: {}; {GET_CREDENTIALS}",
                         path.display(),
                         chain(&e)
                     ))
@@ -124,10 +135,10 @@ impl K8sLauncher {
         config.read_timeout = Some(options.call_timeout);
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| {
-            LaunchError::new(format!(
-                "cannot set up a client for the Kubernetes API server at {server}: {}",
-                chain(&e)
-            ))
+            let text = chain(&e);
+            LaunchError::new(plugin_hint(&text).unwrap_or_else(|| {
+                format!("cannot set up a client for the Kubernetes API server at {server}: {text}")
+            }))
         })?;
         Ok(Self {
             client,
@@ -199,13 +210,8 @@ impl K8sLauncher {
             }
             other => {
                 let text = chain(other);
-                if text.contains("auth exec") || text.contains("exec-plugin") {
-                    format!(
-                        "{what}: the kubeconfig's credential plugin failed ({text}). For GKE \
-                         install gke-gcloud-auth-plugin (`gcloud components install \
-                         gke-gcloud-auth-plugin`, or the Debian package \
-                         google-cloud-cli-gke-gcloud-auth-plugin) and make sure it is on PATH"
-                    )
+                if let Some(hint) = plugin_hint(&text) {
+                    format!("{what}: {hint}")
                 } else {
                     format!(
                         "{what}: cannot reach {} ({text}); check that the cluster is up and \
@@ -260,17 +266,18 @@ impl K8sLauncher {
             match phase {
                 "Succeeded" => counts.succeeded += 1,
                 "Failed" => {
-                    let disrupted = status
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
-                        })
-                        || matches!(
-                            status.and_then(|s| s.reason.as_deref()),
-                            Some("Evicted" | "Shutdown" | "NodeShutdown" | "Terminated")
-                        );
+                    let disrupted =
+                        status
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|conditions| {
+                                conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+                            })
+                            || matches!(
+                                status.and_then(|s| s.reason.as_deref()),
+                                Some("Evicted" | "Shutdown" | "NodeShutdown" | "Terminated")
+                            );
                     if disrupted {
                         counts.disrupted += 1;
                     } else {

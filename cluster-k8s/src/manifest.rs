@@ -55,9 +55,16 @@ fn is_quantity(text: &str) -> bool {
 /// Environment variable names that hold secrets: refused in plain `env`.
 fn looks_secret(key: &str) -> bool {
     let key = key.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "PASSWORD",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "PRIVATE_KEY",
+        "ACCESS_KEY",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// Whether a value carries a password in a URL (`scheme://user:pass@host`).
@@ -393,11 +400,21 @@ mod tests {
         ] {
             let error = job(&spec().with_env(key, value), &options).unwrap_err();
             let text = error.to_string();
-            assert!(text.contains(key) && text.contains("--env-secret"), "{text}");
-            assert!(!text.contains("hunter2"), "the message leaks the value: {text}");
+            assert!(
+                text.contains(key) && text.contains("--env-secret"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("hunter2"),
+                "the message leaks the value: {text}"
+            );
         }
         // A user without a password is not a credential.
-        job(&spec().with_env("FORLOOP_QUEUE", "redis://redis:6379"), &options).unwrap();
+        job(
+            &spec().with_env("FORLOOP_QUEUE", "redis://redis:6379"),
+            &options,
+        )
+        .unwrap();
         job(&spec().with_env("URL", "https://a.b/c@d"), &options).unwrap();
     }
 
@@ -423,19 +440,40 @@ mod tests {
         assert_eq!(pod["nodeSelector"]["cloud.google.com/gke-spot"], "true");
         assert_eq!(pod["terminationGracePeriodSeconds"], 15);
         let c = &pod["containers"][0];
-        assert_eq!(c["resources"]["limits"]["memory"], c["resources"]["requests"]["memory"]);
+        assert_eq!(
+            c["resources"]["limits"]["memory"],
+            c["resources"]["requests"]["memory"]
+        );
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-        assert_eq!(c["env"][0], json!({"name": "FORLOOP_NAME", "value": "videos"}));
+        assert_eq!(
+            c["env"][0],
+            json!({"name": "FORLOOP_NAME", "value": "videos"})
+        );
     }
 
     #[test]
     fn bad_input_names_the_input() {
         let options = K8sOptions::new("default");
         let no_image = LaunchSpec::new("v", 1, vec!["runner".into()]);
-        assert!(job(&no_image, &options).unwrap_err().to_string().contains("--image"));
+        assert!(
+            job(&no_image, &options)
+                .unwrap_err()
+                .to_string()
+                .contains("--image")
+        );
         let cpu = options.clone().with_resources("lots", "1Gi");
-        assert!(job(&spec(), &cpu).unwrap_err().to_string().contains("--cpu `lots`"));
+        assert!(
+            job(&spec(), &cpu)
+                .unwrap_err()
+                .to_string()
+                .contains("--cpu `lots`")
+        );
         let ns = K8sOptions::new("My_NS");
-        assert!(job(&spec(), &ns).unwrap_err().to_string().contains("namespace `My_NS`"));
+        assert!(
+            job(&spec(), &ns)
+                .unwrap_err()
+                .to_string()
+                .contains("namespace `My_NS`")
+        );
     }
 }

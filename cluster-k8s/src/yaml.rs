@@ -130,9 +130,6 @@ a: 1
     #[test]
     fn sequences_of_sequences() {
         let text = to_yaml(&[json!({"m": [[1, 2], {"k": [{"a": 1, "b": 2}]}]})]);
-        assert_eq!(
-            text,
-            "m:\n- - 1\n  - 2\n- k:\n  - a: 1\n    b: 2\n"
-        );
+        assert_eq!(text, "m:\n- - 1\n  - 2\n- k:\n  - a: 1\n    b: 2\n");
     }
 }

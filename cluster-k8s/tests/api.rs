@@ -129,9 +129,24 @@ async fn launch_posts_the_job_and_returns_its_name() {
 #[tokio::test]
 async fn launch_refusals_say_what_to_do() {
     for (code, reason, said, expect) in [
-        (409, "AlreadyExists", "jobs.batch \"videos\" already exists", "kubectl delete job NAME -n batch"),
-        (403, "Forbidden", "jobs.batch is forbidden: User \"me\" cannot create", "roles/container.developer"),
-        (404, "NotFound", "namespaces \"batch\" not found", "namespaces \"batch\" not found"),
+        (
+            409,
+            "AlreadyExists",
+            "jobs.batch \"videos\" already exists",
+            "kubectl delete job NAME -n batch",
+        ),
+        (
+            403,
+            "Forbidden",
+            "jobs.batch is forbidden: User \"me\" cannot create",
+            "roles/container.developer",
+        ),
+        (
+            404,
+            "NotFound",
+            "namespaces \"batch\" not found",
+            "namespaces \"batch\" not found",
+        ),
         (401, "Unauthorized", "Unauthorized", "get-credentials"),
     ] {
         let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
@@ -150,7 +165,10 @@ async fn invalid_launches_send_nothing() {
     let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
     let bad = spec().with_env("REDIS_PASSWORD", "hunter2");
     let error = launcher.launch(&bad).await.unwrap_err().to_string();
-    assert!(error.contains("REDIS_PASSWORD") && !error.contains("hunter2"), "{error}");
+    assert!(
+        error.contains("REDIS_PASSWORD") && !error.contains("hunter2"),
+        "{error}"
+    );
     drop(launcher);
     assert!(
         handle.next_request().await.is_none(),
@@ -161,7 +179,8 @@ async fn invalid_launches_send_nothing() {
 #[tokio::test]
 async fn status_reads_the_job_then_its_pods_by_controller_uid() {
     let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
-    let call = tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
+    let call =
+        tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
     let seen = answer(&mut handle, 200, job_answer("videos", json!({"active": 2}))).await;
     assert_eq!(seen.method, Method::GET);
     assert_eq!(seen.uri, "/apis/batch/v1/namespaces/batch/jobs/videos");
@@ -213,7 +232,12 @@ async fn status_reports_how_the_job_ended() {
             job_answer("videos", json!({"conditions": conditions})),
         )
         .await;
-        answer(&mut handle, 200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})).await;
+        answer(
+            &mut handle,
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+        )
+        .await;
         let state = call.await.unwrap().unwrap();
         assert_eq!(state.outcome, expected);
         // Not finished and no pod yet: the Job will start some.
@@ -234,8 +258,7 @@ async fn status_of_a_missing_job_says_so() {
     .await;
     let error = call.await.unwrap().unwrap_err().to_string();
     assert!(
-        error.contains("reading Job videos in namespace batch")
-            && error.contains("not found"),
+        error.contains("reading Job videos in namespace batch") && error.contains("not found"),
         "{error}"
     );
 }
@@ -243,8 +266,7 @@ async fn status_of_a_missing_job_says_so() {
 #[tokio::test]
 async fn scale_patches_parallelism_only() {
     let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
-    let call =
-        tokio::spawn(async move { launcher.scale(&K8sLauncher::handle("videos"), 7).await });
+    let call = tokio::spawn(async move { launcher.scale(&K8sLauncher::handle("videos"), 7).await });
     let seen = answer(&mut handle, 200, job_answer("videos", json!({}))).await;
     assert_eq!(seen.method, Method::PATCH);
     assert_eq!(seen.uri, "/apis/batch/v1/namespaces/batch/jobs/videos?");
@@ -256,7 +278,10 @@ async fn scale_patches_parallelism_only() {
 async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
     for (code, answer_body) in [
         (200, job_answer("videos", json!({}))),
-        (404, status_answer(404, "NotFound", "jobs.batch \"videos\" not found")),
+        (
+            404,
+            status_answer(404, "NotFound", "jobs.batch \"videos\" not found"),
+        ),
     ] {
         let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
         let call =
@@ -268,11 +293,18 @@ async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
         call.await.unwrap().unwrap();
     }
     let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
-    let call =
-        tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
-    answer(&mut handle, 403, status_answer(403, "Forbidden", "cannot delete")).await;
+    let call = tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
+    answer(
+        &mut handle,
+        403,
+        status_answer(403, "Forbidden", "cannot delete"),
+    )
+    .await;
     let error = call.await.unwrap().unwrap_err().to_string();
-    assert!(error.contains("deleting Job videos") && error.contains("forbidden"), "{error}");
+    assert!(
+        error.contains("deleting Job videos") && error.contains("forbidden"),
+        "{error}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
