@@ -313,6 +313,37 @@ impl K8sLauncher {
     }
 }
 
+impl K8sLauncher {
+    /// Make room for a new run named `handle`: nothing there is fine; a
+    /// finished Job of an earlier run (kept for its TTL) is deleted; a Job
+    /// still running is an error that says what to do.
+    pub async fn ensure_free(&self, handle: &LaunchHandle) -> Result<(), LaunchError> {
+        match self.job_state(handle).await {
+            Ok(JobState {
+                outcome: Some(_), ..
+            }) => {
+                tracing::info!(job = %handle, "deleting the finished Job of an earlier run of this name");
+                self.teardown(handle).await
+            }
+            Ok(JobState { counts, .. }) => Err(LaunchError::new(format!(
+                "a run named {handle} is still going in namespace {} ({} workers running): \
+                 watch it with `runner --name {handle} cluster status`, stop it with \
+                 `runner --name {handle} cluster teardown`, or pick another --name",
+                self.options.namespace, counts.running
+            ))),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Whether `error` came from a 404 answer.
+fn is_not_found(error: &LaunchError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<kube::Error>())
+        .is_some_and(|e| matches!(e, kube::Error::Api(status) if status.code == 404))
+}
+
 #[async_trait]
 impl ClusterLauncher for K8sLauncher {
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {

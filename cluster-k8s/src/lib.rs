@@ -55,6 +55,6 @@ mod options;
 mod yaml;
 
 pub use launcher::{JobOutcome, JobState, K8sLauncher};
-pub use manifest::{RUN_LABEL, manifests, validate_name};
+pub use manifest::{RUN_LABEL, has_url_password, manifests, validate_name};
 pub use options::{K8sOptions, KedaTrigger, Nodes};
 pub use yaml::to_yaml;

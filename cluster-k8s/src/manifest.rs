@@ -67,8 +67,9 @@ fn looks_secret(key: &str) -> bool {
     .any(|word| key.contains(word))
 }
 
-/// Whether a value carries a password in a URL (`scheme://user:pass@host`).
-fn has_url_password(value: &str) -> bool {
+/// Whether a value carries a password in a URL (`scheme://user:pass@host`):
+/// such values never go into a manifest.
+pub fn has_url_password(value: &str) -> bool {
     let Some((_, rest)) = value.split_once("://") else {
         return false;
     };

@@ -121,7 +121,7 @@ fn every_rendered_manifest_validates_strictly() {
     for (i, (what, spec, options)) in variants().into_iter().enumerate() {
         let yaml = options.render(&spec).unwrap();
         // What --dry-run prints is what gets validated: re-read the YAML.
-        let documents: Vec<Value> = yaml.split("\n---\n").map(|doc| yaml_to_json(doc)).collect();
+        let documents: Vec<Value> = yaml.split("\n---\n").map(yaml_to_json).collect();
         if options.keda.is_some() {
             assert!(
                 documents.iter().any(|d| d["kind"] == "ScaledJob"),
