@@ -42,6 +42,8 @@
 
 #![deny(missing_docs)]
 
+pub mod monitoring;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -78,6 +80,25 @@ pub const ATTEMPTS_ATTRIBUTE: &str = "forloop-dead-attempts";
 /// The attribute Pub/Sub sets on items its dead-letter policy forwards.
 pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
 
+/// The environment variable that overrides where backlog counts come from:
+/// a Monitoring API base URL (`http://127.0.0.1:PORT` for a local fake, which
+/// gets no token), or `off`.
+pub const MONITORING_ENV: &str = "FORLOOP_MONITORING_ENDPOINT";
+
+/// Where a queue's backlog counts come from (see [`monitoring`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BacklogSource {
+    /// Cloud Monitoring on GCP; none on an emulator, which has no
+    /// monitoring API.
+    #[default]
+    Auto,
+    /// The Monitoring API at this base URL, emulator or not. Only `https://`
+    /// endpoints are sent a token.
+    Monitoring(String),
+    /// None: counts are unknown and workers use their idle window.
+    Off,
+}
+
 /// Where a queue lives.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PubsubAddress {
@@ -87,6 +108,8 @@ pub struct PubsubAddress {
     pub name: String,
     /// `host:port` of an emulator, if one is used.
     pub emulator: Option<String>,
+    /// Where backlog counts come from.
+    pub backlog: BacklogSource,
 }
 
 impl fmt::Debug for PubsubAddress {
@@ -94,6 +117,11 @@ impl fmt::Debug for PubsubAddress {
         write!(f, "pubsub://{}/{}", self.project, self.name)?;
         if let Some(host) = &self.emulator {
             write!(f, " (emulator {host})")?;
+        }
+        match &self.backlog {
+            BacklogSource::Auto => {}
+            BacklogSource::Monitoring(url) => write!(f, " (monitoring {url})")?,
+            BacklogSource::Off => write!(f, " (no backlog counts)")?,
         }
         Ok(())
     }
@@ -143,10 +171,16 @@ impl PubsubAddress {
             }
         };
         check_name(&name)?;
+        let backlog = match std::env::var(MONITORING_ENV).ok().as_deref().map(str::trim) {
+            None | Some("") => BacklogSource::Auto,
+            Some("off") => BacklogSource::Off,
+            Some(url) => BacklogSource::Monitoring(url.to_string()),
+        };
         Ok(Self {
             project,
             name,
             emulator,
+            backlog,
         })
     }
 
@@ -154,6 +188,28 @@ impl PubsubAddress {
     pub fn with_emulator(mut self, host: impl Into<String>) -> Self {
         self.emulator = Some(host.into());
         self
+    }
+
+    /// Read backlog counts from the Monitoring API at `endpoint` (a base URL
+    /// such as `http://127.0.0.1:9000`), even with an emulator.
+    pub fn with_monitoring(mut self, endpoint: impl Into<String>) -> Self {
+        self.backlog = BacklogSource::Monitoring(endpoint.into());
+        self
+    }
+
+    /// Report unknown backlog counts (workers use their idle window).
+    pub fn without_monitoring(mut self) -> Self {
+        self.backlog = BacklogSource::Off;
+        self
+    }
+
+    /// The Monitoring API base URL counts are read from, if any.
+    pub fn monitoring_endpoint(&self) -> Option<&str> {
+        match (&self.backlog, &self.emulator) {
+            (BacklogSource::Monitoring(url), _) => Some(url),
+            (BacklogSource::Auto, None) => Some(monitoring::DEFAULT_ENDPOINT),
+            (BacklogSource::Auto, Some(_)) | (BacklogSource::Off, _) => None,
+        }
     }
 
     fn topic(&self) -> String {
@@ -231,6 +287,9 @@ pub struct PubsubQueue {
     ack_deadline: Duration,
     /// Items (and delivery attempts) of held deliveries by ack id, for `dead_letter`.
     held: Mutex<HashMap<String, (Message, u32)>>,
+    /// The Cloud Monitoring reader, when counts come from there.
+    #[cfg(feature = "auth")]
+    monitor: Option<monitoring::Monitor>,
 }
 
 impl fmt::Debug for PubsubQueue {
@@ -303,6 +362,29 @@ async fn connect_all(
         .await
         .map_err(|e| unreachable(address, e))?;
     Ok((client, raw))
+}
+
+#[cfg(feature = "auth")]
+fn monitor(address: &PubsubAddress) -> Option<monitoring::Monitor> {
+    let endpoint = address.monitoring_endpoint()?;
+    monitoring::Monitor::new(
+        endpoint,
+        &address.project,
+        address.subscription(),
+        address.dead_subscription(),
+    )
+    .inspect_err(|e| tracing::warn!("backlog counts unknown: {e}"))
+    .ok()
+}
+
+#[cfg(not(feature = "auth"))]
+fn no_monitor(address: &PubsubAddress) {
+    if let BacklogSource::Monitoring(url) = &address.backlog {
+        tracing::warn!(
+            "backlog counts unknown: this build of the Pub/Sub driver cannot read Cloud Monitoring at {url} \
+             (it lacks the cargo feature `auth`)"
+        );
+    }
 }
 
 fn seconds(duration: Duration) -> i32 {
@@ -409,6 +491,8 @@ impl PubsubQueue {
     /// is the subscription's ack deadline, set when it was created.
     pub async fn connect(address: PubsubAddress) -> Result<Self, QueueError> {
         let (client, raw) = connect_all(&address).await?;
+        #[cfg(not(feature = "auth"))]
+        no_monitor(&address);
         let subscription = client.subscription(&address.subscription());
         let (_, sub_config) = subscription
             .config(None)
@@ -437,8 +521,18 @@ impl PubsubQueue {
                     .max(10),
             ),
             held: Mutex::new(HashMap::new()),
+            #[cfg(feature = "auth")]
+            monitor: monitor(&address),
             address,
         })
+    }
+
+    /// Whether backlog counts come from Cloud Monitoring.
+    pub fn monitored(&self) -> bool {
+        #[cfg(feature = "auth")]
+        return self.monitor.is_some();
+        #[cfg(not(feature = "auth"))]
+        return false;
     }
 
     fn fail(&self, what: &str, status: Status) -> QueueError {
@@ -587,7 +681,13 @@ impl WorkQueue for PubsubQueue {
             native_dead_letter: true,
             delayed_nack: true,
             exact_backlog: false,
-            backlog_staleness: Duration::ZERO,
+            // Monitoring points are trusted up to this old; without them the
+            // counts are unknown and only the worker's idle window counts.
+            backlog_staleness: if self.monitored() {
+                monitoring::STALENESS
+            } else {
+                Duration::ZERO
+            },
         }
     }
 
@@ -707,6 +807,10 @@ impl WorkQueue for PubsubQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
+        #[cfg(feature = "auth")]
+        if let Some(monitor) = &self.monitor {
+            return Ok(monitor.backlog().await);
+        }
         Ok(Backlog {
             ready: Count::Unknown,
             in_flight: Count::Unknown,
