@@ -29,7 +29,13 @@
 //!   worker.
 //!
 //! Readings are cached for [`REFRESH`]: the metric changes once a minute, and
-//! an idle worker asks after every empty pull.
+//! an idle worker asks after every empty pull. So an idle worker makes two
+//! Monitoring reads per [`REFRESH`] (busy ones make none); for fleets of
+//! hundreds of idle workers, check the project's Monitoring read quota.
+//!
+//! Auth: Application Default Credentials with the `monitoring.read` scope,
+//! sent only to `https://` endpoints, with the credentials' quota project (if
+//! any) as `x-goog-user-project`. Every call is bounded by [`TIMEOUT`].
 
 // Without `auth` there is no HTTP client, and only the tests use the parsing
 // and mapping below.
@@ -342,6 +348,9 @@ mod reader {
 
     use super::{Problem, REFRESH, Reading, SCOPES, TIMEOUT, Warnings};
 
+    /// A token source and the quota project of its credentials.
+    type Credentials = (Arc<dyn TokenSource>, Option<String>);
+
     /// Reads one queue's backlog from Cloud Monitoring.
     pub(crate) struct Monitor {
         endpoint: String,
@@ -351,7 +360,10 @@ mod reader {
         http: reqwest::Client,
         /// Only `https` endpoints get a token: none is ever sent in clear.
         needs_token: bool,
-        tokens: tokio::sync::Mutex<Option<Arc<dyn TokenSource>>>,
+        /// The token source and the credentials' quota project (user
+        /// credentials from `gcloud auth application-default login` bill
+        /// API calls to it).
+        tokens: tokio::sync::Mutex<Option<Credentials>>,
         /// The last readings and when they were taken; the lock also makes
         /// concurrent callers share one fetch.
         cache: tokio::sync::Mutex<Option<(Instant, Reading, Reading)>>,
@@ -412,7 +424,8 @@ mod reader {
             backlog
         }
 
-        async fn token(&self) -> Result<String, Problem> {
+        /// A bearer token, and the quota project to name, if any.
+        async fn token(&self) -> Result<(String, Option<String>), Problem> {
             let credentials = |e: String| {
                 Problem::new(
                     "credentials",
@@ -422,8 +435,8 @@ mod reader {
                 )
             };
             let mut tokens = self.tokens.lock().await;
-            let source = match &*tokens {
-                Some(source) => Arc::clone(source),
+            let (source, quota) = match &*tokens {
+                Some((source, quota)) => (Arc::clone(source), quota.clone()),
                 None => {
                     let config = gcloud_auth::project::Config::default().with_scopes(&SCOPES);
                     let provider = tokio::time::timeout(
@@ -434,15 +447,20 @@ mod reader {
                     .map_err(|_| credentials(format!("no answer within {TIMEOUT:?}")))?
                     .map_err(|e| credentials(e.to_string()))?;
                     let source = token_source::TokenSourceProvider::token_source(&provider);
-                    *tokens = Some(Arc::clone(&source));
-                    source
+                    let quota = provider
+                        .source_credentials
+                        .as_ref()
+                        .and_then(|c| c.quota_project_id.clone());
+                    *tokens = Some((Arc::clone(&source), quota.clone()));
+                    (source, quota)
                 }
             };
             drop(tokens);
-            tokio::time::timeout(TIMEOUT, source.token())
+            let token = tokio::time::timeout(TIMEOUT, source.token())
                 .await
                 .map_err(|_| credentials(format!("no answer within {TIMEOUT:?}")))?
-                .map_err(|e| credentials(e.to_string()))
+                .map_err(|e| credentials(e.to_string()))?;
+            Ok((token, quota))
         }
 
         async fn read(&self, subscription: &str) -> Reading {
@@ -467,7 +485,11 @@ mod reader {
             url.query_pairs_mut().extend_pairs(pairs);
             let mut request = self.http.get(url).timeout(TIMEOUT);
             if self.needs_token {
-                request = request.header(reqwest::header::AUTHORIZATION, self.token().await?);
+                let (token, quota) = self.token().await?;
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+                if let Some(quota) = quota {
+                    request = request.header("x-goog-user-project", quota);
+                }
             }
             let unreachable = |e: reqwest::Error| {
                 Problem::new(
