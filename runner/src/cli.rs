@@ -115,8 +115,9 @@ pub struct WorkerOpts {
     /// Write one tab-separated line per finished attempt to FILE
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
-    /// Where the queue cannot count its backlog (Pub/Sub): how long pulls must
-    /// come back empty before a worker takes the queue as drained
+    /// Where the queue cannot count its backlog (Pub/Sub on the emulator, or
+    /// without Cloud Monitoring): how long pulls must come back empty before
+    /// a worker takes the queue as drained
     #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = duration)]
     pub idle_window: Duration,
 }
