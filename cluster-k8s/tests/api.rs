@@ -13,7 +13,7 @@ use tower_test::mock;
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
-fn launcher(options: K8sOptions) -> (K8sLauncher, Handle) {
+fn mock_launcher(options: K8sOptions) -> (K8sLauncher, Handle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     (K8sLauncher::new(client, options), handle)
@@ -98,7 +98,7 @@ fn pod(phase: &str, extra: Value) -> Value {
 
 #[tokio::test]
 async fn launch_posts_the_job_and_returns_its_name() {
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch").with_service_account("forloop"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch").with_service_account("forloop"));
     let call = tokio::spawn(async move { launcher.launch(&spec()).await });
     let seen = answer(&mut handle, 201, job_answer("videos", json!({}))).await;
     assert_eq!(seen.method, Method::POST);
@@ -149,7 +149,7 @@ async fn launch_refusals_say_what_to_do() {
         ),
         (401, "Unauthorized", "Unauthorized", "get-credentials"),
     ] {
-        let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+        let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
         let call = tokio::spawn(async move { launcher.launch(&spec()).await });
         answer(&mut handle, code, status_answer(code, reason, said)).await;
         let error = call.await.unwrap().unwrap_err().to_string();
@@ -162,7 +162,7 @@ async fn launch_refusals_say_what_to_do() {
 
 #[tokio::test]
 async fn invalid_launches_send_nothing() {
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let bad = spec().with_env("REDIS_PASSWORD", "hunter2");
     let error = launcher.launch(&bad).await.unwrap_err().to_string();
     assert!(
@@ -178,7 +178,7 @@ async fn invalid_launches_send_nothing() {
 
 #[tokio::test]
 async fn status_reads_the_job_then_its_pods_by_controller_uid() {
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let call =
         tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
     let seen = answer(&mut handle, 200, job_answer("videos", json!({"active": 2}))).await;
@@ -223,7 +223,7 @@ async fn status_reports_how_the_job_ended() {
         ),
         (json!([{"type": "Suspended", "status": "True"}]), None),
     ] {
-        let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+        let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
         let call =
             tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
         answer(
@@ -248,7 +248,7 @@ async fn status_reports_how_the_job_ended() {
 
 #[tokio::test]
 async fn status_of_a_missing_job_says_so() {
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let call = tokio::spawn(async move { launcher.status(&K8sLauncher::handle("videos")).await });
     answer(
         &mut handle,
@@ -265,7 +265,7 @@ async fn status_of_a_missing_job_says_so() {
 
 #[tokio::test]
 async fn scale_patches_parallelism_only() {
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let call = tokio::spawn(async move { launcher.scale(&K8sLauncher::handle("videos"), 7).await });
     let seen = answer(&mut handle, 200, job_answer("videos", json!({}))).await;
     assert_eq!(seen.method, Method::PATCH);
@@ -283,7 +283,7 @@ async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
             status_answer(404, "NotFound", "jobs.batch \"videos\" not found"),
         ),
     ] {
-        let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+        let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
         let call =
             tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
         let seen = answer(&mut handle, code, answer_body).await;
@@ -292,7 +292,7 @@ async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
         assert_eq!(seen.body["propagationPolicy"], "Background");
         call.await.unwrap().unwrap();
     }
-    let (launcher, mut handle) = launcher(K8sOptions::new("batch"));
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let call = tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
     answer(
         &mut handle,
@@ -310,7 +310,7 @@ async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
 #[tokio::test(start_paused = true)]
 async fn a_silent_server_times_out_with_a_message() {
     let options = K8sOptions::new("batch").with_call_timeout(Duration::from_secs(5));
-    let (launcher, mut handle) = launcher(options);
+    let (launcher, mut handle) = mock_launcher(options);
     let call = tokio::spawn(async move { launcher.status(&K8sLauncher::handle("videos")).await });
     // Take the request and never answer it.
     let _pending = handle.next_request().await.unwrap();
@@ -318,5 +318,49 @@ async fn a_silent_server_times_out_with_a_message() {
     assert!(
         error.contains("did not answer within 5s while reading Job videos"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn ensure_free_accepts_no_job_deletes_a_finished_one_and_refuses_a_running_one() {
+    // No Job of that name: one GET, nothing else.
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
+    let call =
+        tokio::spawn(async move { launcher.ensure_free(&K8sLauncher::handle("videos")).await });
+    answer(
+        &mut handle,
+        404,
+        status_answer(404, "NotFound", "not found"),
+    )
+    .await;
+    call.await.unwrap().unwrap();
+    assert!(handle.next_request().await.is_none());
+
+    // A finished Job of an earlier run: read, then deleted.
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
+    let call =
+        tokio::spawn(async move { launcher.ensure_free(&K8sLauncher::handle("videos")).await });
+    let done = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    answer(&mut handle, 200, job_answer("videos", done)).await;
+    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []});
+    answer(&mut handle, 200, pods.clone()).await;
+    let seen = answer(&mut handle, 200, job_answer("videos", json!({}))).await;
+    assert_eq!(seen.method, Method::DELETE);
+    call.await.unwrap().unwrap();
+
+    // A running one: refused, nothing deleted.
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
+    let call =
+        tokio::spawn(async move { launcher.ensure_free(&K8sLauncher::handle("videos")).await });
+    answer(&mut handle, 200, job_answer("videos", json!({"active": 3}))).await;
+    answer(&mut handle, 200, pods).await;
+    let error = call.await.unwrap().unwrap_err().to_string();
+    assert!(
+        error.contains("still going") && error.contains("cluster teardown"),
+        "{error}"
+    );
+    assert!(
+        handle.next_request().await.is_none(),
+        "it sent more requests"
     );
 }

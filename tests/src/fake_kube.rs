@@ -27,11 +27,11 @@ struct JobRun {
 impl JobRun {
     fn poll(&mut self) {
         for (pod, exit) in self.pods.iter_mut().zip(self.exits.iter_mut()) {
-            if exit.is_none() {
-                if let Ok(Some(status)) = pod.try_wait() {
-                    use std::os::unix::process::ExitStatusExt;
-                    *exit = Some(status.code().unwrap_or(128 + status.signal().unwrap_or(0)));
-                }
+            if exit.is_none()
+                && let Ok(Some(status)) = pod.try_wait()
+            {
+                use std::os::unix::process::ExitStatusExt;
+                *exit = Some(status.code().unwrap_or(128 + status.signal().unwrap_or(0)));
             }
         }
     }
@@ -247,10 +247,10 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
             break;
         }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
+        if let Some((k, v)) = header.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
         }
     }
     let mut body = vec![0; length];
