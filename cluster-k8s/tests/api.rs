@@ -98,7 +98,8 @@ fn pod(phase: &str, extra: Value) -> Value {
 
 #[tokio::test]
 async fn launch_posts_the_job_and_returns_its_name() {
-    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch").with_service_account("forloop"));
+    let (launcher, mut handle) =
+        mock_launcher(K8sOptions::new("batch").with_service_account("forloop"));
     let call = tokio::spawn(async move { launcher.launch(&spec()).await });
     let seen = answer(&mut handle, 201, job_answer("videos", json!({}))).await;
     assert_eq!(seen.method, Method::POST);

@@ -194,6 +194,22 @@ fn spec(
     Ok(spec)
 }
 
+/// The launch and its Kubernetes options, with the manifests checked (no
+/// side effects yet).
+fn checked_launch(
+    context: &Context<'_>,
+    queue_spec: &str,
+    (workers, opts): (u32, &WorkerOpts),
+    cluster: &ClusterOpts,
+    keda: Option<KedaTrigger>,
+    command: &[String],
+) -> Result<(LaunchSpec, K8sOptions), Failure> {
+    let spec = spec(context, queue_spec, workers, opts, cluster, command)?;
+    let options = options(&context.cluster, cluster, keda);
+    options.render(&spec)?;
+    Ok((spec, options))
+}
+
 fn warn_about_spot_notice(options: &K8sOptions, spec: &LaunchSpec) {
     if options.nodes != Nodes::Any && spec.grace > SPOT_NOTICE {
         tracing::warn!(
@@ -281,16 +297,14 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         ));
     }
     // Everything that can be checked without side effects, first.
-    let spec = spec(
+    let (spec, options) = checked_launch(
         context,
         &address.spec,
-        args.workers,
-        &args.worker,
+        (args.workers, &args.worker),
         &args.cluster,
+        None,
         &args.command,
     )?;
-    let options = options(&context.cluster, &args.cluster, None);
-    options.render(&spec)?;
     warn_about_spot_notice(&options, &spec);
     let launcher = connect(&args.cluster, options).await?;
     let handle = K8sLauncher::handle(&spec.name);
@@ -337,20 +351,18 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     } else {
         None
     };
-    let spec = spec(
+    let (spec, options) = checked_launch(
         context,
         &address.spec,
-        args.workers,
-        &args.worker,
+        (args.workers, &args.worker),
         &args.cluster,
+        keda,
         &args.command,
     )?;
-    let options = options(&context.cluster, &args.cluster, keda);
     if args.dry_run {
         print!("{}", options.render(&spec)?);
         return Ok(0);
     }
-    options.render(&spec)?;
     warn_about_spot_notice(&options, &spec);
     let queue = context
         .open(&*driver, &address, context.queue_config(Some(&args.worker)))
