@@ -100,8 +100,8 @@ pub struct FakeCluster {
 
 impl FakeCluster {
     /// Start the API server; pods run `runner` as `runner_bin`, with this
-    /// process's environment (minus `FORLOOP_*`) plus `pod_env` and the
-    /// manifest's env. Their output goes to `dir/pod-N.log`.
+    /// process's environment (minus `FORLOOP_*`), the manifest's env, and
+    /// then `pod_env` over it. Their output goes to `dir/pod-N.log`.
     pub fn start(runner_bin: PathBuf, dir: &Path, pod_env: &[(&str, &str)]) -> FakeCluster {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake API server");
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -198,14 +198,15 @@ impl Kubelet {
                         command.env_remove(key);
                     }
                 }
-                for (key, value) in &self.pod_env {
-                    command.env(key, value);
-                }
                 for var in container["env"].as_array().into_iter().flatten() {
                     command.env(
                         var["name"].as_str().unwrap(),
                         var["value"].as_str().unwrap_or(""),
                     );
+                }
+                // The test's own variables win, so a test can bend a pod.
+                for (key, value) in &self.pod_env {
+                    command.env(key, value);
                 }
                 let log =
                     std::fs::File::create(self.dir.join(format!("pod-{uid}-{i}.log"))).unwrap();

@@ -193,6 +193,28 @@ fn sigint_deletes_the_job_and_the_workers_hand_items_back() {
 }
 
 #[test]
+fn a_job_that_completes_with_items_left_says_so_and_fails() {
+    let redis = RedisServer::shared();
+    let dir = scratch("k8s-left");
+    let name = unique("left");
+    // The pods drain another (empty) queue, exit 0, and the Job completes.
+    let elsewhere = format!("{name}-elsewhere");
+    let cluster = FakeCluster::start(runner_bin(), &dir, &[("FORLOOP_NAME", &elsewhere)]);
+    let items = write_items(&dir, 5);
+    let output = on_cluster(redis.url(), &name, "run", &cluster)
+        .args(["--image", "w:1"])
+        .arg(&items)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("the Job completed"), "{text}");
+    assert!(text.contains("5 items are still in the queue"), "{text}");
+    assert!(cluster.jobs().is_empty(), "the Job was left behind");
+}
+
+#[test]
 fn an_unreachable_cluster_fails_before_anything_is_published() {
     let redis = RedisServer::shared();
     let dir = scratch("k8s-unreachable");
