@@ -313,6 +313,23 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
                 }
             }
         }
+        ("PATCH", ["apis", "batch", "v1", "namespaces", _, "jobs", name]) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            match state.jobs.get_mut(*name) {
+                Some(run) => {
+                    // Only parallelism is patched; the fake starts no new pods.
+                    if let Some(n) = patch["spec"]["parallelism"].as_u64() {
+                        run.manifest["spec"]["parallelism"] = json!(n);
+                    }
+                    let object = run.object();
+                    respond(&mut stream, 200, &object)
+                }
+                None => {
+                    let said = format!("jobs.batch \"{name}\" not found");
+                    respond(&mut stream, 404, &status(404, "NotFound", &said))
+                }
+            }
+        }
         ("GET", ["api", "v1", "namespaces", _, "pods"]) => {
             let uid = target
                 .split("controller-uid%3D")

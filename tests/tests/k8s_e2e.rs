@@ -215,6 +215,82 @@ fn a_job_that_completes_with_items_left_says_so_and_fails() {
 }
 
 #[test]
+fn launch_detach_then_cluster_status_scale_and_teardown() {
+    let redis = RedisServer::shared();
+    let dir = scratch("k8s-detach");
+    let name = unique("detach");
+    let cluster = FakeCluster::start(runner_bin(), &dir, &[("RECORD_SLEEP_MS", "60000")]);
+    let items = write_items(&dir, 4);
+    let submit = runner()
+        .args(["--queue", redis.url(), "--name", &name, "submit"])
+        .arg(&items)
+        .output()
+        .unwrap();
+    assert!(submit.status.success(), "{}", stderr(&submit));
+    let out = dir.join("records.jsonl");
+    let launch = on_cluster(redis.url(), &name, "launch", &cluster)
+        .args([
+            "--image",
+            "w:1",
+            "--workers",
+            "2",
+            "--detach",
+            "--namespace",
+            "ns1",
+        ])
+        .args(["--", RECORD, out.to_str().unwrap(), "{}"])
+        .output()
+        .unwrap();
+    assert!(launch.status.success(), "{}", stderr(&launch));
+    assert!(
+        stderr(&launch).contains("cluster status"),
+        "{}",
+        stderr(&launch)
+    );
+
+    let cluster_cmd = |args: &[&str]| {
+        let mut command = runner();
+        command.args(["--name", &name, "--cluster", "gke", "cluster"]);
+        command.args(args);
+        command.args(["--namespace", "ns1", "--kubeconfig"]);
+        command.arg(cluster.kubeconfig());
+        command.output().unwrap()
+    };
+    let status = cluster_cmd(&["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(value["desired"], 2, "{value}");
+    assert_eq!(value["running"], 2, "{value}");
+    assert_eq!(value["state"], "running", "{value}");
+
+    let scale = cluster_cmd(&["scale", "--workers", "5"]);
+    assert!(scale.status.success(), "{}", stderr(&scale));
+    let value: serde_json::Value =
+        serde_json::from_slice(&cluster_cmd(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(value["desired"], 5, "{value}");
+
+    let teardown = cluster_cmd(&["teardown"]);
+    assert!(teardown.status.success(), "{}", stderr(&teardown));
+    assert!(cluster.jobs().is_empty());
+    let requests = cluster.requests();
+    let path = format!("/apis/batch/v1/namespaces/ns1/jobs/{name}");
+    for expected in [
+        "POST /apis/batch/v1/namespaces/ns1/jobs".to_string(),
+        format!("PATCH {path}"),
+        format!("DELETE {path}"),
+    ] {
+        assert!(
+            requests.contains(&expected),
+            "{expected} not in {requests:?}"
+        );
+    }
+    // A missing Job is named in the error.
+    let status = cluster_cmd(&["status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(stderr(&status).contains("not found"), "{}", stderr(&status));
+}
+
+#[test]
 fn an_unreachable_cluster_fails_before_anything_is_published() {
     let redis = RedisServer::shared();
     let dir = scratch("k8s-unreachable");
