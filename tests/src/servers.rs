@@ -406,6 +406,8 @@ impl SqsEmulator {
         command
             .env("AWS_ENDPOINT_URL_SQS", &self.endpoint)
             .env("AWS_REGION", Self::REGION)
+            // boto3 reads only this one.
+            .env("AWS_DEFAULT_REGION", Self::REGION)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
