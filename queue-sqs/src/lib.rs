@@ -237,7 +237,7 @@ where
             format!("no answer from SQS: {detail}"),
         ),
         _ => {
-            let context = DisplayErrorContext(&err).to_string();
+            let context = without_debug(&DisplayErrorContext(&err).to_string());
             let lower = context.to_ascii_lowercase();
             if lower.contains("credential") || lower.contains("identity") {
                 (
@@ -262,6 +262,23 @@ where
         }
     };
     QueueError::new(kind, format!("sqs {what} on {address:?} failed: {text}"))
+}
+
+/// The readable chain of a `DisplayErrorContext`, without the `(Variant(...))`
+/// debug dump it ends with.
+fn without_debug(context: &str) -> String {
+    let bytes = context.as_bytes();
+    for (i, _) in context.match_indices(" (") {
+        let rest = &bytes[i + 2..];
+        let name = rest
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if name > 0 && rest[0].is_ascii_uppercase() && rest.get(name) == Some(&b'(') {
+            return context[..i].to_string();
+        }
+    }
+    context.to_string()
 }
 
 fn classify(code: &str, detail: &str, address: &SqsAddress) -> (QueueErrorKind, String) {
@@ -1411,6 +1428,17 @@ mod tests {
         assert_eq!(wire_size("abc", &attributes), 3);
         attributes.insert("k".to_string(), "vv".to_string());
         assert_eq!(wire_size("abc", &attributes), 3 + 1 + 6 + 2);
+    }
+
+    #[test]
+    fn error_context_loses_its_debug_dump() {
+        assert_eq!(
+            without_debug(
+                "dispatch failure: no providers (see docs) (DispatchFailure(DispatchFailure { x }))"
+            ),
+            "dispatch failure: no providers (see docs)"
+        );
+        assert_eq!(without_debug("plain"), "plain");
     }
 
     #[test]

@@ -297,6 +297,19 @@ mod tests {
         assert_eq!(address.url.as_deref(), Some("memory://x"));
     }
 
+    #[cfg(feature = "sqs")]
+    #[test]
+    fn sqs_answers_to_its_name_its_scheme_and_queue_urls() {
+        let registry = Registry::builtin();
+        for spec in [
+            "sqs",
+            "sqs://jobs",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+        ] {
+            assert_eq!(registry.resolve(spec).unwrap().0.name(), "sqs", "{spec}");
+        }
+    }
+
     #[test]
     fn unknown_queue_names_the_input_and_the_choices() {
         let error = Registry::builtin()
