@@ -331,6 +331,11 @@ fn classify(code: &str, detail: &str, address: &SqsAddress) -> (QueueErrorKind, 
     }
 }
 
+/// A message on its way out: body and attributes as SQS takes them.
+type Outgoing = (String, BTreeMap<String, String>);
+/// An outgoing message with its index in the caller's batch.
+type Indexed = (usize, String, BTreeMap<String, String>);
+
 /// A delivery this process holds: its item, for `dead_letter`, and when it
 /// was received, for the 12-hour visibility cap.
 #[derive(Clone)]
@@ -409,7 +414,7 @@ fn is_sqs_text(text: &str) -> bool {
 }
 
 /// The body and attributes a message travels as.
-fn encode(message: &Message) -> (String, BTreeMap<String, String>) {
+fn encode(message: &Message) -> Outgoing {
     let mut attributes = message.attributes.clone();
     let body = match std::str::from_utf8(&message.payload) {
         Ok(text) if is_sqs_text(text) && !text.is_empty() => text.to_string(),
@@ -667,9 +672,9 @@ impl SqsQueue {
     async fn send_all(
         &self,
         url: &str,
-        messages: Vec<(String, BTreeMap<String, String>)>,
+        messages: Vec<Outgoing>,
     ) -> Result<Vec<MessageId>, QueueError> {
-        let mut chunks: Vec<Vec<(usize, String, BTreeMap<String, String>)>> = Vec::new();
+        let mut chunks: Vec<Vec<Indexed>> = Vec::new();
         let mut bytes = 0;
         for (index, (body, attributes)) in messages.into_iter().enumerate() {
             let size = wire_size(&body, &attributes);
@@ -740,7 +745,7 @@ impl SqsQueue {
     async fn send_chunk(
         &self,
         url: &str,
-        chunk: Vec<(usize, String, BTreeMap<String, String>)>,
+        chunk: Vec<Indexed>,
     ) -> Result<(Vec<(usize, MessageId)>, Vec<(usize, String)>), QueueError> {
         let mut pending = chunk;
         let mut sent = Vec::new();
