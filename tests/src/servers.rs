@@ -397,7 +397,7 @@ impl SqsEmulator {
         &self.endpoint
     }
 
-    /// The region, and the dummy credentials the emulator accepts.
+    /// The region the tests use (fauxqs accepts any, and any credentials).
     pub const REGION: &'static str = "us-east-1";
 
     /// Point a client process at this emulator: endpoint, region and dummy
