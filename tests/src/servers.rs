@@ -449,8 +449,8 @@ impl SqsEmulator {
             )
         });
         let mut line = String::new();
-        let read =
-            std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let read = stdout.read_line(&mut line);
         let port = line
             .trim()
             .strip_prefix("fauxqs listening on ")
@@ -463,6 +463,16 @@ impl SqsEmulator {
             }
             panic!("fauxqs did not start ({read:?}, said {line:?} {err}): {FAUXQS_HELP}");
         };
+        // Keep both pipes drained so the emulator never blocks on a write.
+        let stderr = child.stderr.take();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        if let Some(mut stderr) = stderr {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            });
+        }
         SqsEmulator {
             endpoint: format!("http://127.0.0.1:{port}"),
             child: Some(child),
