@@ -3,11 +3,13 @@
 # (Workload Identity on GKE, the compose network locally).
 #
 #   docker build -t forloop-worker .
-#   docker build -t my-worker --build-arg EXTRA_PACKAGES="youtube-dl ffmpeg" .
+#   docker build -t my-worker --build-arg EXTRA_PACKAGES="yt-dlp ffmpeg" .
+#   docker build -t pubsub-worker --build-arg FEATURES=pubsub .
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-ARG FEATURES=redis
+# Queue drivers to build in (space-separated cargo features of forloop-runner).
+ARG FEATURES="redis pubsub"
 RUN cargo build --release --locked -p forloop-runner --features "${FEATURES}" \
  && cp target/release/runner /runner
 

@@ -26,7 +26,9 @@ pub mod handler;
 pub mod queue;
 pub mod worker;
 
-pub use cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, LocalLauncher, WorkerCounts};
+pub use cluster::{
+    ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, LocalLauncher, WorkerCounts,
+};
 pub use error::{QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, Task, TaskOutcome};
 pub use queue::{

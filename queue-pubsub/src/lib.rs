@@ -31,16 +31,87 @@
 //! - dead_letter(reason): publish the item with `forloop-dead-reason` to
 //!   `NAME-dead`, then ack it. The driver keeps each held delivery's item
 //!   until it is settled, for this.
-//! - backlog: Pub/Sub has no exact counts. On GCP, `num_undelivered_messages`
-//!   comes from Cloud Monitoring with minutes of lag; the emulator has no
-//!   monitoring API at all. This driver reports the counts as unknown, and
-//!   the worker's drain detector falls back to an idle window of empty pulls
-//!   (`WorkerConfig::idle_window`). That is the blog post's weakness, made
-//!   explicit rather than hidden; the exact answer needs a job ledger
-//!   (the submitter records how many items it published, workers record
-//!   completions), which is the planned follow-up.
+//! - backlog: Pub/Sub has no exact counts; see below.
+//!
+//! # Backlog counts
+//!
+//! On GCP the driver reads `subscription/num_undelivered_messages` from Cloud
+//! Monitoring (the [`monitoring`] module). That metric is sampled once a
+//! minute and becomes visible up to two minutes later, so:
+//!
+//! - counts are [`Count::Approximate`], with [`Backlog::age`] the age of the
+//!   newest point; the metric counts leased items too, so a non-zero reading
+//!   is `ready ~n` with `in_flight` unknown, and zero is zero for both;
+//! - `backlog_staleness` is [`monitoring::STALENESS`] (4 minutes): points
+//!   older than that are not used, and the worker's drain detector needs
+//!   zero readings spanning that long before it exits. A worker therefore
+//!   exits about 4 minutes after the queue is empty, and does not exit while
+//!   another worker still holds leased items (they are in the count);
+//! - no points (a new subscription has none for its first minutes, whatever
+//!   it holds), stale points and every Monitoring error (`roles/monitoring.viewer`
+//!   missing, API disabled, timeout) read as [`Count::Unknown`], never as
+//!   empty: the worker falls back to its idle window of empty pulls, no
+//!   shorter than the staleness bound. Errors are logged once per kind;
+//! - the workers' identity needs `roles/monitoring.viewer` on the project
+//!   (on GKE, the Google service account of their Workload Identity).
+//!
+//! With `PUBSUB_EMULATOR_HOST` there is no monitoring API: counts are unknown
+//! and the staleness is zero, so only `WorkerConfig::idle_window` decides
+//! (`runner status` says so). [`PubsubAddress::with_monitoring`] or
+//! `FORLOOP_MONITORING_ENDPOINT=URL` points the reader elsewhere (a loopback
+//! fake in tests; plain `http://` endpoints get no token), and
+//! `FORLOOP_MONITORING_ENDPOINT=off` turns it off.
+//!
+//! # Design: an exact job ledger (not implemented yet)
+//!
+//! Monitoring answers "roughly how much is left, a few minutes ago". `runner`
+//! could know *exactly* when a job is done with a ledger kept in Pub/Sub
+//! itself:
+//!
+//! 1. `runner submit` names the job (`J`, stable across a retried submit, e.g.
+//!    from `--job` or a hash of the input) and stamps every item with the
+//!    attributes `forloop-job=J` and `forloop-seq=i` (its input line). Once
+//!    every publish succeeded it publishes one manifest, `{job: J, items: N}`,
+//!    to a topic `NAME-done`. (Topic labels could hold `N` instead, but they
+//!    need `pubsub.topics.update`, which workers and submitters should not
+//!    have, and label values are short.)
+//! 2. A worker, after `f` succeeded and **before** acking, publishes one
+//!    receipt per ack batch to `NAME-done`: `{job: J, seqs: [..]}`.
+//!    Before, not after: a crash between ack and receipt would leave an item
+//!    done but never counted, and the job would never finish. The cost of
+//!    "before" is a receipt for an item whose ack is then lost; it is
+//!    delivered again and runs twice, which at-least-once allows anyway.
+//!    Items the dead-letter policy forwards get no receipt; their
+//!    `forloop-seq` is read from `NAME-dead` through a second ledger
+//!    subscription instead.
+//! 3. One reader (`runner wait`, `runner status`, or the launcher that then
+//!    stops the workers) reads `NAME-done` and `NAME-dead` through its own
+//!    subscriptions and counts **distinct** `(J, seq)` pairs: redeliveries,
+//!    double acks and re-published receipts are all duplicates and count
+//!    once. The job is done when `distinct done + distinct dead = N`, exactly
+//!    and at once, on GCP and on the emulator alike. A stateless reader
+//!    replays from the job's start with `Seek` (the ledger subscriptions
+//!    retain acked messages); a long-lived one keeps the set in memory.
+//!
+//! Trade-offs: one extra publish per ack batch (about `items / ack_batch`
+//! messages; Pub/Sub bills at least 1 kB per request, so a receipt of up to
+//! ~100 ids costs what one small item costs) plus one RPC on every ack path;
+//! the reader reads the same again, and a replaying reader reads it on every
+//! look; a fan-out to every worker would multiply it, which is why there is
+//! one reader. The topic and two subscriptions more are made by
+//! `runner queue create`, and workers need publisher rights on `NAME-done`.
+//! Items published by other programs (the Python interop flow) carry no job
+//! and are invisible to it, so Monitoring stays as the fallback.
+//!
+//! Why not yet: the ledger is not a Pub/Sub matter alone. The worker would
+//! need a hook between `f` and the ack, and `submit` a job identity, both in
+//! `forloop-core`'s generic contract (and just as useful for SQS, whose counts
+//! are approximate too). It belongs in a core change of its own; until then
+//! Monitoring's counts with a staleness window are the honest answer.
 
 #![deny(missing_docs)]
+
+pub mod monitoring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -78,6 +149,25 @@ pub const ATTEMPTS_ATTRIBUTE: &str = "forloop-dead-attempts";
 /// The attribute Pub/Sub sets on items its dead-letter policy forwards.
 pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
 
+/// The environment variable that overrides where backlog counts come from:
+/// a Monitoring API base URL (`http://127.0.0.1:PORT` for a local fake, which
+/// gets no token), or `off`.
+pub const MONITORING_ENV: &str = "FORLOOP_MONITORING_ENDPOINT";
+
+/// Where a queue's backlog counts come from (see [`monitoring`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BacklogSource {
+    /// Cloud Monitoring on GCP; none on an emulator, which has no
+    /// monitoring API.
+    #[default]
+    Auto,
+    /// The Monitoring API at this base URL, emulator or not. Only `https://`
+    /// endpoints are sent a token.
+    Monitoring(String),
+    /// None: counts are unknown and workers use their idle window.
+    Off,
+}
+
 /// Where a queue lives.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PubsubAddress {
@@ -87,6 +177,8 @@ pub struct PubsubAddress {
     pub name: String,
     /// `host:port` of an emulator, if one is used.
     pub emulator: Option<String>,
+    /// Where backlog counts come from.
+    pub backlog: BacklogSource,
 }
 
 impl fmt::Debug for PubsubAddress {
@@ -94,6 +186,11 @@ impl fmt::Debug for PubsubAddress {
         write!(f, "pubsub://{}/{}", self.project, self.name)?;
         if let Some(host) = &self.emulator {
             write!(f, " (emulator {host})")?;
+        }
+        match &self.backlog {
+            BacklogSource::Auto => {}
+            BacklogSource::Monitoring(url) => write!(f, " (monitoring {url})")?,
+            BacklogSource::Off => write!(f, " (no backlog counts)")?,
         }
         Ok(())
     }
@@ -143,10 +240,16 @@ impl PubsubAddress {
             }
         };
         check_name(&name)?;
+        let backlog = match std::env::var(MONITORING_ENV).ok().as_deref().map(str::trim) {
+            None | Some("") => BacklogSource::Auto,
+            Some("off") => BacklogSource::Off,
+            Some(url) => BacklogSource::Monitoring(url.to_string()),
+        };
         Ok(Self {
             project,
             name,
             emulator,
+            backlog,
         })
     }
 
@@ -154,6 +257,28 @@ impl PubsubAddress {
     pub fn with_emulator(mut self, host: impl Into<String>) -> Self {
         self.emulator = Some(host.into());
         self
+    }
+
+    /// Read backlog counts from the Monitoring API at `endpoint` (a base URL
+    /// such as `http://127.0.0.1:9000`), even with an emulator.
+    pub fn with_monitoring(mut self, endpoint: impl Into<String>) -> Self {
+        self.backlog = BacklogSource::Monitoring(endpoint.into());
+        self
+    }
+
+    /// Report unknown backlog counts (workers use their idle window).
+    pub fn without_monitoring(mut self) -> Self {
+        self.backlog = BacklogSource::Off;
+        self
+    }
+
+    /// The Monitoring API base URL counts are read from, if any.
+    pub fn monitoring_endpoint(&self) -> Option<&str> {
+        match (&self.backlog, &self.emulator) {
+            (BacklogSource::Monitoring(url), _) => Some(url),
+            (BacklogSource::Auto, None) => Some(monitoring::DEFAULT_ENDPOINT),
+            (BacklogSource::Auto, Some(_)) | (BacklogSource::Off, _) => None,
+        }
     }
 
     fn topic(&self) -> String {
@@ -231,6 +356,9 @@ pub struct PubsubQueue {
     ack_deadline: Duration,
     /// Items (and delivery attempts) of held deliveries by ack id, for `dead_letter`.
     held: Mutex<HashMap<String, (Message, u32)>>,
+    /// The Cloud Monitoring reader, when counts come from there.
+    #[cfg(feature = "auth")]
+    monitor: Option<monitoring::Monitor>,
 }
 
 impl fmt::Debug for PubsubQueue {
@@ -303,6 +431,29 @@ async fn connect_all(
         .await
         .map_err(|e| unreachable(address, e))?;
     Ok((client, raw))
+}
+
+#[cfg(feature = "auth")]
+fn monitor(address: &PubsubAddress) -> Option<monitoring::Monitor> {
+    let endpoint = address.monitoring_endpoint()?;
+    monitoring::Monitor::new(
+        endpoint,
+        &address.project,
+        address.subscription(),
+        address.dead_subscription(),
+    )
+    .inspect_err(|e| tracing::warn!("backlog counts unknown: {e}"))
+    .ok()
+}
+
+#[cfg(not(feature = "auth"))]
+fn no_monitor(address: &PubsubAddress) {
+    if let BacklogSource::Monitoring(url) = &address.backlog {
+        tracing::warn!(
+            "backlog counts unknown: this build of the Pub/Sub driver cannot read Cloud Monitoring at {url} \
+             (it lacks the cargo feature `auth`)"
+        );
+    }
 }
 
 fn seconds(duration: Duration) -> i32 {
@@ -409,6 +560,8 @@ impl PubsubQueue {
     /// is the subscription's ack deadline, set when it was created.
     pub async fn connect(address: PubsubAddress) -> Result<Self, QueueError> {
         let (client, raw) = connect_all(&address).await?;
+        #[cfg(not(feature = "auth"))]
+        no_monitor(&address);
         let subscription = client.subscription(&address.subscription());
         let (_, sub_config) = subscription
             .config(None)
@@ -437,8 +590,18 @@ impl PubsubQueue {
                     .max(10),
             ),
             held: Mutex::new(HashMap::new()),
+            #[cfg(feature = "auth")]
+            monitor: monitor(&address),
             address,
         })
+    }
+
+    /// Whether backlog counts come from Cloud Monitoring.
+    pub fn monitored(&self) -> bool {
+        #[cfg(feature = "auth")]
+        return self.monitor.is_some();
+        #[cfg(not(feature = "auth"))]
+        return false;
     }
 
     fn fail(&self, what: &str, status: Status) -> QueueError {
@@ -587,7 +750,13 @@ impl WorkQueue for PubsubQueue {
             native_dead_letter: true,
             delayed_nack: true,
             exact_backlog: false,
-            backlog_staleness: Duration::ZERO,
+            // Monitoring points are trusted up to this old; without them the
+            // counts are unknown and only the worker's idle window counts.
+            backlog_staleness: if self.monitored() {
+                monitoring::STALENESS
+            } else {
+                Duration::ZERO
+            },
         }
     }
 
@@ -707,6 +876,10 @@ impl WorkQueue for PubsubQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
+        #[cfg(feature = "auth")]
+        if let Some(monitor) = &self.monitor {
+            return Ok(monitor.backlog().await);
+        }
         Ok(Backlog {
             ready: Count::Unknown,
             in_flight: Count::Unknown,
@@ -818,6 +991,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`9x` cannot name a Pub/Sub queue"), "{e}");
+    }
+
+    #[test]
+    fn counts_come_from_monitoring_on_gcp_only_unless_told() {
+        let gcp = PubsubAddress {
+            project: "p".to_string(),
+            name: "jobs".to_string(),
+            emulator: None,
+            backlog: BacklogSource::Auto,
+        };
+        assert_eq!(
+            gcp.monitoring_endpoint(),
+            Some("https://monitoring.googleapis.com")
+        );
+        let emulated = gcp.clone().with_emulator("127.0.0.1:8085");
+        assert_eq!(emulated.monitoring_endpoint(), None);
+        let faked = emulated.with_monitoring("http://127.0.0.1:9");
+        assert_eq!(faked.monitoring_endpoint(), Some("http://127.0.0.1:9"));
+        assert!(format!("{faked:?}").contains("monitoring http://127.0.0.1:9"));
+        assert_eq!(gcp.without_monitoring().monitoring_endpoint(), None);
     }
 
     #[test]

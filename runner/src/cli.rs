@@ -22,7 +22,8 @@ pub struct Cli {
     /// Name of the job's queue
     #[arg(long, global = true, env = "FORLOOP_NAME", default_value = "forloop")]
     pub name: String,
-    /// Where `run` starts its workers
+    /// Where `run` and `launch` start workers: local (processes here), gke
+    /// (a Kubernetes Job on GKE spot nodes) or k8s (a Job on any nodes)
     #[arg(long, global = true, env = "FORLOOP_CLUSTER", default_value = "local")]
     pub cluster: String,
     /// Log format on stderr; RUST_LOG sets the level (default info)
@@ -57,12 +58,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Wait until the queue is drained, showing progress.
     Wait(WaitArgs),
-    /// Start worker processes here (--cluster local) and wait for them:
-    /// exits 0 when every worker exited 0 (the queue is drained).
+    /// Start workers and wait for them: processes here (--cluster local),
+    /// or a Kubernetes Job (--cluster gke|k8s). Exits 0 when the workers
+    /// drained the queue.
     Launch(LaunchArgs),
     /// Inspect or act on the dead-letter place.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// The workers' Kubernetes Job (--cluster gke|k8s): status, scale, teardown.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Create or delete the queue's resources (Pub/Sub topics and
     /// subscriptions; nothing to do for Redis or memory).
     #[command(subcommand)]
@@ -110,8 +115,9 @@ pub struct WorkerOpts {
     /// Write one tab-separated line per finished attempt to FILE
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
-    /// Where the queue cannot count its backlog (Pub/Sub): how long pulls must
-    /// come back empty before a worker takes the queue as drained
+    /// Where the queue cannot count its backlog (Pub/Sub on the emulator, or
+    /// without Cloud Monitoring): how long pulls must come back empty before
+    /// a worker takes the queue as drained
     #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = duration)]
     pub idle_window: Duration,
 }
@@ -132,6 +138,9 @@ pub struct RunArgs {
     /// How each worker behaves.
     #[command(flatten)]
     pub worker: WorkerOpts,
+    /// Where workers run, for --cluster gke|k8s.
+    #[command(flatten)]
+    pub cluster: ClusterOpts,
     /// The command run on each item, after `--`. Each `{}` becomes the item
     /// (one argument, never through a shell); with no `{}` the item is the
     /// last argument. The task also sees FORLOOP_ITEM and FORLOOP_ATTEMPT.
@@ -167,15 +176,104 @@ pub struct LaunchArgs {
     /// Workers that die abnormally are restarted up to this many times in all
     #[arg(long, env = "FORLOOP_MAX_RESTARTS", default_value_t = 10)]
     pub max_restarts: u32,
-    /// Print what would be started, start nothing
+    /// Print what would be started, start nothing (Kubernetes: the manifests as YAML)
     #[arg(long)]
     pub dry_run: bool,
+    /// Kubernetes: create the Job and return, instead of waiting for it
+    #[arg(long)]
+    pub detach: bool,
     /// How each worker behaves.
     #[command(flatten)]
     pub worker: WorkerOpts,
+    /// Where workers run, for --cluster gke|k8s.
+    #[command(flatten)]
+    pub cluster: ClusterOpts,
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Kubernetes settings of `run` and `launch` (--cluster gke|k8s).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kubernetes (--cluster gke|k8s)")]
+pub struct ClusterOpts {
+    /// The worker image, with `runner` and your command in it (see the Dockerfile)
+    #[arg(long, env = "FORLOOP_IMAGE", value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Namespace of the Job
+    #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubernetes service account of the workers; bind it to a Google service
+    /// account with Workload Identity [default: the namespace's default]
+    #[arg(long, env = "FORLOOP_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// CPU request per worker
+    #[arg(long, env = "FORLOOP_CPU", default_value = "1")]
+    pub cpu: String,
+    /// Memory request and limit per worker
+    #[arg(long, env = "FORLOOP_MEMORY", default_value = "1Gi")]
+    pub memory: String,
+    /// GKE: use the legacy preemptible node label instead of spot
+    #[arg(long)]
+    pub preemptible: bool,
+    /// Worker failures (not preemptions) before the Job gives up
+    #[arg(long, default_value_t = 6)]
+    pub backoff_limit: u32,
+    /// How long the finished Job is kept before Kubernetes deletes it
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub ttl: Duration,
+    /// Stop the whole Job after this long
+    #[arg(long, value_parser = duration)]
+    pub active_deadline: Option<Duration>,
+    /// A Secret whose keys become the workers' environment (credentials such
+    /// as REDIS_URL with a password); repeatable
+    #[arg(long = "env-secret", value_name = "SECRET")]
+    pub env_secrets: Vec<String>,
+    /// Render a KEDA ScaledJob (scales on the queue's backlog) instead of a
+    /// Job; with --dry-run, for `kubectl apply -f -`
+    #[arg(long)]
+    pub keda: bool,
+    /// kubeconfig file [default: KUBECONFIG, ~/.kube/config, or in-cluster]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `runner cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Workers of the run's Job: desired, running, succeeded, failed, disrupted.
+    Status {
+        /// Namespace of the Job
+        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// kubeconfig file
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change how many workers run at once.
+    Scale {
+        /// Workers from now on (0 pauses the run)
+        #[arg(long, short = 'w')]
+        workers: u32,
+        /// Namespace of the Job
+        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// kubeconfig file
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Delete the Job; its workers get SIGTERM and hand their items back.
+    Teardown {
+        /// Namespace of the Job
+        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// kubeconfig file
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// `runner queue ...`.

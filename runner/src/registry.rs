@@ -31,6 +31,11 @@ pub trait Driver: Send + Sync {
     fn in_process(&self) -> bool {
         false
     }
+    /// Where this backend's approximate backlog counts come from, for
+    /// `runner status` (`None`: nothing worth saying).
+    fn backlog_source(&self) -> Option<&str> {
+        None
+    }
     /// Open (or connect to) the queue.
     async fn open(
         &self,
@@ -128,6 +133,9 @@ impl Driver for PubsubDriver {
     }
     fn schemes(&self) -> &[&str] {
         &["pubsub"]
+    }
+    fn backlog_source(&self) -> Option<&str> {
+        Some("Cloud Monitoring's num_undelivered_messages, which counts leased items as ready")
     }
     async fn open(
         &self,

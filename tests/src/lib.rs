@@ -2,6 +2,7 @@
 //! binary, scratch directories, and reading what the `record` helper wrote.
 #![deny(missing_docs)]
 
+pub mod fake_kube;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

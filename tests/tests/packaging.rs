@@ -8,30 +8,100 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn docker_compose_config_is_valid() {
-    let output = Command::new("docker-compose")
+fn compose(args: &[&str]) -> std::process::Output {
+    Command::new("docker-compose")
         .arg("-f")
         .arg(root().join("docker-compose.yml"))
-        .args(["config", "-q"])
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run docker-compose ({e}): install it with `apt-get install docker-compose` (scripts/test does)")
-        });
+        })
+}
+
+#[test]
+fn docker_compose_config_is_valid() {
+    let output = compose(&["config", "-q"]);
     assert!(
         output.status.success(),
         "docker-compose config rejected docker-compose.yml: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let rendered = Command::new("docker-compose")
-        .arg("-f")
-        .arg(root().join("docker-compose.yml"))
-        .arg("config")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&rendered.stdout);
-    assert!(text.contains("replicas: 3"), "three workers: {text}");
-    assert!(text.contains("--queue=redis://redis:6379"), "{text}");
+}
+
+#[test]
+fn each_profile_is_a_queue_server_and_three_workers_on_it() {
+    for (profile, server, worker, queue) in [
+        ("redis", "redis", "worker", "--queue=redis://redis:6379"),
+        (
+            "pubsub",
+            "pubsub",
+            "worker-pubsub",
+            "--queue=pubsub://local/forloop",
+        ),
+        ("sqs", "sqs", "worker-sqs", "--queue=sqs://forloop"),
+    ] {
+        let services = compose(&["--profile", profile, "config", "--services"]);
+        let services = String::from_utf8_lossy(&services.stdout).to_string();
+        let names: Vec<&str> = services.lines().collect();
+        assert!(
+            names.contains(&server) && names.contains(&worker),
+            "profile {profile}: {names:?}"
+        );
+        let rendered = compose(&["--profile", profile, "config"]);
+        let config = yaml_to_json(&rendered.stdout);
+        let service = &config["services"][worker];
+        let command: Vec<&str> = service["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{worker} has no command: {service}"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            command.contains(&queue),
+            "{worker} does not use {queue}: {command:?}"
+        );
+        assert!(
+            command.contains(&"work"),
+            "{worker} is not a worker: {command:?}"
+        );
+        assert_eq!(service["deploy"]["replicas"], 3, "{worker}: {service}");
+    }
+}
+
+/// YAML to JSON with PyYAML (installed with kubernetes-validate).
+fn yaml_to_json(yaml: &[u8]) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML (python3 -m pip install kubernetes-validate brings it)");
+    child.stdin.take().unwrap().write_all(yaml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyYAML cannot read the compose config"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_sqs_emulator_env_holds_placeholders_only() {
+    let text = std::fs::read_to_string(root().join("docker/sqs-emulator.env")).unwrap();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (key, value) = line.split_once('=').unwrap();
+        if key.contains("KEY") {
+            assert_eq!(value, "emulator", "{key} must stay a placeholder");
+        }
+    }
 }
 
 #[test]

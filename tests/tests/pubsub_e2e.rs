@@ -198,3 +198,94 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
     forloop_tests::kill_storm(launch, &out, &items, concurrency);
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
+
+/// A Monitoring API stand-in on loopback: answers every request with a
+/// `num_undelivered_messages` series whose newest point is `value`, `age` old.
+fn fake_monitoring(value: u64, age: Duration) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let end = std::time::SystemTime::now() - age;
+            let seconds = end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            // RFC 3339 by hand: days since the epoch to a civil date.
+            let (days, rest) = (seconds / 86_400, seconds % 86_400);
+            let (year, month, day) = civil(days as i64);
+            let stamp = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+                rest / 3600,
+                rest % 3600 / 60,
+                rest % 60
+            );
+            let body = format!(
+                r#"{{"timeSeries":[{{"points":[{{"interval":{{"endTime":"{stamp}"}},"value":{{"int64Value":"{value}"}}}}]}}]}}"#
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// Year, month, day of `days` after 1970-01-01 (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[test]
+fn status_says_counts_come_from_cloud_monitoring() {
+    let q = queue("monitored");
+    create(&q, "10s");
+    let monitoring = fake_monitoring(17, Duration::from_secs(70));
+    let output = on(&q)
+        .arg("status")
+        .env("FORLOOP_MONITORING_ENDPOINT", &monitoring)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        out.contains("ready ~17, in flight unknown, dead ~17"),
+        "{out}"
+    );
+    assert!(out.contains("from Cloud Monitoring"), "{out}");
+    assert!(out.contains("may lag by up to 4m"), "{out}");
+    let age: u64 = out
+        .split("reading ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s old").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reading age in {out}"));
+    assert!((70..80).contains(&age), "{out}");
+
+    // Without the override the emulator has no counts, and status says why.
+    let output = on(&q).args(["status", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["ready"], serde_json::Value::Null, "{json}");
+    let output = on(&q).arg("status").output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(out.contains("cannot count its backlog here"), "{out}");
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}

@@ -15,24 +15,36 @@ use crate::input::read_items;
 use crate::progress::Progress;
 use crate::{Failure, signals};
 
-/// The `runner work` flags that reproduce `opts` in a child process.
-fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
+/// The worker settings of `opts` as (flag, value) pairs: `runner work`
+/// reads each as `--FLAG=VALUE` or as the variable `FORLOOP_FLAG` (upper
+/// case, `-` → `_`), so local launches pass flags and Kubernetes passes env.
+/// The joblog is not here: it names a file on one machine.
+pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let mut flags = vec![
-        format!("--lease={}", duration(opts.lease)),
-        format!("--max-attempts={}", opts.max_attempts),
-        format!("--grace={}", duration(opts.grace)),
-        format!("--max-lease-age={}", duration(opts.max_lease_age)),
-        format!("--backoff={}", duration(opts.backoff)),
-        format!("--max-backoff={}", duration(opts.max_backoff)),
-        format!("--idle-window={}", duration(opts.idle_window)),
+    let mut settings = vec![
+        ("lease", duration(opts.lease)),
+        ("max-attempts", opts.max_attempts.to_string()),
+        ("grace", duration(opts.grace)),
+        ("max-lease-age", duration(opts.max_lease_age)),
+        ("backoff", duration(opts.backoff)),
+        ("max-backoff", duration(opts.max_backoff)),
+        ("idle-window", duration(opts.idle_window)),
     ];
     if let Some(c) = opts.concurrency {
-        flags.push(format!("--concurrency={c}"));
+        settings.push(("concurrency", c.to_string()));
     }
     if let Some(t) = opts.task_timeout {
-        flags.push(format!("--task-timeout={}", duration(t)));
+        settings.push(("task-timeout", duration(t)));
     }
+    settings
+}
+
+/// The `runner work` flags that reproduce `opts` in a child process.
+fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
+    let mut flags: Vec<String> = worker_settings(opts)
+        .into_iter()
+        .map(|(flag, value)| format!("--{flag}={value}"))
+        .collect();
     if let Some(path) = &opts.joblog {
         flags.push(format!("--joblog={}", path.display()));
     }
@@ -112,6 +124,10 @@ fn describe(counts: &WorkerCounts) -> String {
 }
 
 pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
+    if context.kubernetes("launch")? {
+        #[cfg(feature = "k8s")]
+        return super::k8s::launch(context, args).await;
+    }
     let launcher = LocalLauncher::new();
     if args.dry_run {
         let (_, address) = context.driver("launch", None)?;
@@ -153,75 +169,89 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     })
 }
 
-/// `runner run` on a shared queue: submit, launch, wait, tear down, summarize.
-pub(crate) async fn run_shared(
-    context: &Context<'_>,
-    args: RunArgs,
-    queue: Arc<dyn WorkQueue>,
-    queue_spec: &str,
-) -> Result<u8, Failure> {
+/// What `run` submitted, for its summary.
+pub(crate) struct Submitted {
+    started: Instant,
+    /// Items published.
+    pub(crate) total: u64,
+    blank: usize,
+    dead_before: u64,
+}
+
+/// Read the whole input (every line checked first), then publish it with a
+/// progress bar.
+pub(crate) async fn submit_input(queue: &dyn WorkQueue, input: &str) -> Result<Submitted, Failure> {
     let started = Instant::now();
-    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let items = read_items(input, queue.capabilities().max_payload)?;
     let total = items.items.len() as u64;
-    let dead_before = dead_count(&*queue).await?;
+    let dead_before = dead_count(queue).await?;
     let submit = Progress::start("submitted", total);
-    let result = publish_all(&*queue, &items, Some(&submit)).await;
+    let result = publish_all(queue, &items, Some(&submit)).await;
     submit.finish();
     result?;
-    let blank = items.blank;
-    drop(items);
-
-    let spec = spec(
-        context,
-        queue_spec,
-        &args.worker,
-        (args.workers, args.max_restarts),
-        &args.command,
-    )?;
-    let launcher = LocalLauncher::new();
-    let handle = launcher.launch(&spec).await?;
-    let progress = Progress::start("done", total);
-    let (tx, mut rx) = tokio::sync::watch::channel(());
-    let reader = {
-        let queue = Arc::clone(&queue);
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                if let Ok(backlog) = queue.backlog().await {
-                    let left =
-                        backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
-                    progress.set(total.saturating_sub(left));
-                }
-            }
-        })
-    };
-    let (counts, signal) = supervise(&launcher, &handle, args.worker.grace, || {
-        let _ = tx.send(());
+    Ok(Submitted {
+        started,
+        total,
+        blank: items.blank,
+        dead_before,
     })
-    .await?;
-    drop(tx);
-    let _ = reader.await;
-    progress.finish();
+}
 
+/// A task that moves `progress` to the items no longer in the queue each
+/// time the sender ticks; drop the sender and await the task to end it.
+pub(crate) fn follow_backlog(
+    queue: &Arc<dyn WorkQueue>,
+    progress: &Progress,
+    total: u64,
+) -> (tokio::sync::watch::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::watch::channel(());
+    let queue = Arc::clone(queue);
+    let progress = progress.clone();
+    let reader = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if let Ok(backlog) = queue.backlog().await {
+                let left =
+                    backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
+                progress.set(total.saturating_sub(left));
+            }
+        }
+    });
+    (tx, reader)
+}
+
+/// Re-check the queue after the workers ended, print the summary, and give
+/// `run`'s exit code: 0 only if every item succeeded and the workers did.
+pub(crate) async fn summarize(
+    queue: &dyn WorkQueue,
+    submitted: &Submitted,
+    workers: &str,
+    workers_ok: bool,
+    signal: Option<u8>,
+) -> Result<u8, Failure> {
+    let total = submitted.total;
     let after = queue.backlog().await?;
     let left = after.ready.value().unwrap_or(0) + after.in_flight.value().unwrap_or(0);
-    let dead_new = dead_count(&*queue).await?.saturating_sub(dead_before);
+    let dead_new = dead_count(queue)
+        .await?
+        .saturating_sub(submitted.dead_before);
     let done = total.saturating_sub(left + dead_new);
     let left = match (after.ready.value(), after.in_flight.value()) {
         (Some(_), Some(_)) => left.to_string(),
         _ => "an unknown number of items (this queue cannot count; workers exited after their idle window)".to_string(),
     };
     eprintln!(
-        "runner: {total} items: {done} done, {dead_new} dead-lettered, {left} left in the queue, {blank} blank lines skipped, in {}; {}",
-        humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
-        describe(&counts)
+        "runner: {total} items: {done} done, {dead_new} dead-lettered, {left} left in the queue, {} blank lines skipped, in {}; {workers}",
+        submitted.blank,
+        humantime::format_duration(Duration::from_millis(
+            submitted.started.elapsed().as_millis() as u64
+        )),
     );
     if dead_new > 0 {
         let letters = queue
-            .dead_letters(dead_before as usize + 20)
+            .dead_letters(submitted.dead_before as usize + 20)
             .await
             .unwrap_or_default();
-        for letter in letters.iter().skip(dead_before as usize) {
+        for letter in letters.iter().skip(submitted.dead_before as usize) {
             eprintln!(
                 "  dead: {:?}: {}",
                 String::from_utf8_lossy(&letter.message.payload),
@@ -237,11 +267,53 @@ pub(crate) async fn run_shared(
         return Ok(code);
     }
     let drained = after.is_empty() != Some(false);
-    Ok(if dead_new == 0 && drained && counts.failed == 0 {
+    if !drained {
+        eprintln!(
+            "runner: the workers have ended but {left} items are still in the queue: \
+             `runner status` shows them, `runner launch` (or `runner work`) finishes them"
+        );
+    }
+    Ok(if dead_new == 0 && drained && workers_ok {
         0
     } else {
         1
     })
+}
+
+/// `runner run` on a shared queue: submit, launch, wait, tear down, summarize.
+pub(crate) async fn run_shared(
+    context: &Context<'_>,
+    args: RunArgs,
+    queue: Arc<dyn WorkQueue>,
+    queue_spec: &str,
+) -> Result<u8, Failure> {
+    let submitted = submit_input(&*queue, &args.input.input).await?;
+    let spec = spec(
+        context,
+        queue_spec,
+        &args.worker,
+        (args.workers, args.max_restarts),
+        &args.command,
+    )?;
+    let launcher = LocalLauncher::new();
+    let handle = launcher.launch(&spec).await?;
+    let progress = Progress::start("done", submitted.total);
+    let (tick, reader) = follow_backlog(&queue, &progress, submitted.total);
+    let (counts, signal) = supervise(&launcher, &handle, args.worker.grace, || {
+        let _ = tick.send(());
+    })
+    .await?;
+    drop(tick);
+    let _ = reader.await;
+    progress.finish();
+    summarize(
+        &*queue,
+        &submitted,
+        &describe(&counts),
+        counts.failed == 0,
+        signal,
+    )
+    .await
 }
 
 /// Items in the dead-letter place: the backlog's count, or where the backend

@@ -20,11 +20,9 @@ use crate::{Failure, signals};
 
 pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
     let started = Instant::now();
-    if context.cluster != "local" {
-        return Err(Failure::new(format!(
-            "unknown cluster `{}` (--cluster / FORLOOP_CLUSTER): this runner knows `local`",
-            context.cluster
-        )));
+    if context.kubernetes("run")? {
+        #[cfg(feature = "k8s")]
+        return super::k8s::run(context, args).await;
     }
     let Prepared {
         driver,

@@ -56,6 +56,31 @@ pub(crate) fn status_json(backlog: &Backlog) -> serde_json::Value {
     })
 }
 
+/// What `status` adds after the counts: nothing when they are exact, else
+/// how far to trust them and what workers make of them.
+pub(crate) fn status_note(backlog: &Backlog, staleness: Duration, source: Option<&str>) -> String {
+    let lag = humantime::format_duration(staleness);
+    if backlog.is_exact() {
+        String::new()
+    } else if backlog.is_empty().is_none() {
+        let floor = if staleness.is_zero() {
+            String::new()
+        } else {
+            format!(" (at least {lag})")
+        };
+        format!(
+            " (this backend cannot count its backlog here; workers take it as drained \
+             after --idle-window{floor} of empty pulls)"
+        )
+    } else {
+        let from = source.map_or(String::new(), |s| format!(", from {s}"));
+        format!(
+            " (approximate{from}; reading {} s old, may lag by up to {lag})",
+            backlog.age.as_secs()
+        )
+    }
+}
+
 pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("status", None)?;
     let queue = context
@@ -71,18 +96,11 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
             text_count(backlog.ready),
             text_count(backlog.in_flight),
             text_count(backlog.dead),
-            if backlog.is_exact() {
-                String::new()
-            } else if backlog.is_empty().is_none() {
-                " (this backend cannot count its backlog here; workers take it as drained \
-                 after --idle-window of empty pulls)"
-                    .to_string()
-            } else {
-                format!(
-                    " (approximate; may lag by up to {})",
-                    humantime::format_duration(queue.capabilities().backlog_staleness)
-                )
-            }
+            status_note(
+                &backlog,
+                queue.capabilities().backlog_staleness,
+                driver.backlog_source()
+            )
         );
     }
     Ok(0)
@@ -127,4 +145,40 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
     }
     eprintln!("`{}` is drained", context.name);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog(ready: Count, in_flight: Count, age: u64) -> Backlog {
+        Backlog {
+            ready,
+            in_flight,
+            dead: Count::Unknown,
+            age: Duration::from_secs(age),
+        }
+    }
+
+    #[test]
+    fn the_note_says_where_counts_come_from_and_how_old_they_are() {
+        let four_minutes = Duration::from_secs(240);
+        let note = status_note(
+            &backlog(Count::Approximate(5), Count::Unknown, 95),
+            four_minutes,
+            Some("Cloud Monitoring"),
+        );
+        assert_eq!(
+            note,
+            " (approximate, from Cloud Monitoring; reading 95 s old, may lag by up to 4m)"
+        );
+        let unknown = backlog(Count::Unknown, Count::Unknown, 0);
+        assert!(status_note(&unknown, four_minutes, None).contains("--idle-window (at least 4m)"),);
+        assert!(status_note(&unknown, Duration::ZERO, None).contains("--idle-window of empty"));
+        let exact = Backlog {
+            dead: Count::Exact(0),
+            ..backlog(Count::Exact(0), Count::Exact(0), 0)
+        };
+        assert_eq!(status_note(&exact, Duration::ZERO, None), "");
+    }
 }

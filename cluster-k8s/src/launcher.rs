@@ -1,0 +1,432 @@
+//! [`K8sLauncher`]: create, watch, scale and delete a run's Job.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use forloop_core::{ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, WorkerCounts};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+
+use crate::manifest;
+use crate::options::K8sOptions;
+
+/// How a Job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// A worker exited 0 (the queue was drained) and every pod has ended.
+    Complete,
+    /// Kubernetes gave up on the Job.
+    Failed {
+        /// The condition's reason (`BackoffLimitExceeded`, `DeadlineExceeded`,
+        /// `PodFailurePolicy`).
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+}
+
+/// A Job and its pods, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// Pods by state. `running` counts pods not yet ended; while the Job is
+    /// not finished it is at least 1 (the Job will start pods).
+    pub counts: WorkerCounts,
+    /// Set once the Job has finished.
+    pub outcome: Option<JobOutcome>,
+}
+
+/// Runs a launch's workers as a Kubernetes Job (see the crate docs).
+#[derive(Clone)]
+pub struct K8sLauncher {
+    client: Client,
+    options: K8sOptions,
+    server: String,
+}
+
+impl std::fmt::Debug for K8sLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client holds credentials: show only where it points.
+        f.debug_struct("K8sLauncher")
+            .field("server", &self.server)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error's whole chain on one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The message for a failed kubeconfig exec plugin (`gke-gcloud-auth-plugin`).
+fn plugin_hint(text: &str) -> Option<String> {
+    (text.contains("auth exec") || text.contains("exec-plugin")).then(|| {
+        format!(
+            "the kubeconfig's credential plugin failed ({text}). For GKE install \
+             gke-gcloud-auth-plugin (`gcloud components install gke-gcloud-auth-plugin`, or the \
+             Debian package google-cloud-cli-gke-gcloud-auth-plugin) and make sure it is on PATH"
+        )
+    })
+}
+
+impl K8sLauncher {
+    /// A launcher on an existing client (tests pass a mock service's client).
+    pub fn new(client: Client, options: K8sOptions) -> Self {
+        Self {
+            client,
+            options,
+            server: "the Kubernetes API server".to_string(),
+        }
+    }
+
+    /// Connect the way kubectl does: `kubeconfig` if given, else KUBECONFIG
+    /// or `~/.kube/config`, else the pod's in-cluster service account.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        options: K8sOptions,
+    ) -> Result<Self, LaunchError> {
+        const GET_CREDENTIALS: &str = "for GKE, `gcloud container clusters get-credentials \
+                                       CLUSTER --location LOCATION` writes one";
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| {
+                    LaunchError::new(format!(
+                        "cannot use the kubeconfig {}: {}; {GET_CREDENTIALS}",
+                        path.display(),
+                        chain(&e)
+                    ))
+                })?;
+                Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| {
+                        LaunchError::new(format!(
+                            "cannot use the kubeconfig {}: {}; {GET_CREDENTIALS}",
+                            path.display(),
+                            chain(&e)
+                        ))
+                    })?
+            }
+            None => Config::infer().await.map_err(|e| {
+                LaunchError::new(format!(
+                    "no usable Kubernetes configuration: KUBECONFIG, ~/.kube/config and the \
+                     in-cluster service account all failed ({}); {GET_CREDENTIALS}",
+                    chain(&e)
+                ))
+            })?,
+        };
+        // kube has no read timeout by default; a hung server must not hang us.
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(options.call_timeout);
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| {
+            let text = chain(&e);
+            LaunchError::new(plugin_hint(&text).unwrap_or_else(|| {
+                format!("cannot set up a client for the Kubernetes API server at {server}: {text}")
+            }))
+        })?;
+        Ok(Self {
+            client,
+            options,
+            server,
+        })
+    }
+
+    /// The options this launcher was made with.
+    pub fn options(&self) -> &K8sOptions {
+        &self.options
+    }
+
+    /// The handle of the run named `name` (its Job's name).
+    pub fn handle(name: &str) -> LaunchHandle {
+        LaunchHandle(name.to_string())
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.options.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.options.namespace)
+    }
+
+    /// Run `call` with the per-call timeout; `what` says what it was doing.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, LaunchError> {
+        match tokio::time::timeout(self.options.call_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.explain(what, error)),
+            Err(_) => Err(LaunchError::new(format!(
+                "{} did not answer within {:?} while {what}",
+                self.server, self.options.call_timeout
+            ))),
+        }
+    }
+
+    /// A kube error as a message that says what to do.
+    fn explain(&self, what: &str, error: kube::Error) -> LaunchError {
+        let namespace = &self.options.namespace;
+        let message = match &error {
+            kube::Error::Api(status) => {
+                let said = &status.message;
+                match status.code {
+                    401 => format!(
+                        "{what}: the API server rejected your credentials ({said}); refresh \
+                         them (for GKE: `gcloud auth login` and `gcloud container clusters \
+                         get-credentials`)"
+                    ),
+                    403 => format!(
+                        "{what}: forbidden ({said}). Your Kubernetes identity needs permission to \
+                         create, get, patch and delete jobs and to list pods in namespace \
+                         {namespace} (on GKE the role roles/container.developer grants it)"
+                    ),
+                    404 => format!("{what}: not found ({said})"),
+                    409 => format!(
+                        "{what}: it already exists ({said}). A run of this name is still there \
+                         or finished less than its TTL ago: wait for it, delete it (`kubectl \
+                         delete job NAME -n {namespace}`), or use another --name"
+                    ),
+                    422 => format!("{what}: the API server refused the manifest ({said})"),
+                    code => format!("{what}: the API server answered {code} ({said})"),
+                }
+            }
+            other => {
+                let text = chain(other);
+                if let Some(hint) = plugin_hint(&text) {
+                    format!("{what}: {hint}")
+                } else {
+                    format!(
+                        "{what}: cannot reach {} ({text}); check that the cluster is up and \
+                         that your kubeconfig's current context is the right one (`kubectl \
+                         config current-context`)",
+                        self.server
+                    )
+                }
+            }
+        };
+        LaunchError::new(message).with_source(error)
+    }
+
+    /// The Job and its pods.
+    pub async fn job_state(&self, handle: &LaunchHandle) -> Result<JobState, LaunchError> {
+        let name = &handle.0;
+        let namespace = &self.options.namespace;
+        let job = self
+            .call(
+                &format!("reading Job {name} in namespace {namespace}"),
+                self.jobs().get(name),
+            )
+            .await?;
+        let spec = job.spec.as_ref();
+        let desired = spec.and_then(|s| s.parallelism).unwrap_or(1).max(0) as u32;
+        // The Job's own selector (its controller uid) excludes pods of an
+        // older Job of the same name.
+        let selector = spec
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.match_labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| format!("batch.kubernetes.io/job-name={name}"));
+        let pods = self
+            .call(
+                &format!("listing the pods of Job {name}"),
+                self.pods().list(&ListParams::default().labels(&selector)),
+            )
+            .await?;
+        let mut counts = WorkerCounts {
+            desired,
+            ..WorkerCounts::default()
+        };
+        for pod in &pods.items {
+            let status = pod.status.as_ref();
+            let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            match phase {
+                "Succeeded" => counts.succeeded += 1,
+                "Failed" => {
+                    let disrupted =
+                        status
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|conditions| {
+                                conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+                            })
+                            || matches!(
+                                status.and_then(|s| s.reason.as_deref()),
+                                Some("Evicted" | "Shutdown" | "NodeShutdown" | "Terminated")
+                            );
+                    if disrupted {
+                        counts.disrupted += 1;
+                    } else {
+                        counts.failed += 1;
+                    }
+                }
+                _ => counts.running += 1,
+            }
+        }
+        let outcome = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| {
+                conditions.iter().find_map(|c| {
+                    if c.status != "True" {
+                        return None;
+                    }
+                    match c.type_.as_str() {
+                        "Complete" => Some(JobOutcome::Complete),
+                        "Failed" => Some(JobOutcome::Failed {
+                            reason: c.reason.clone().unwrap_or_default(),
+                            message: c.message.clone().unwrap_or_default(),
+                        }),
+                        _ => None,
+                    }
+                })
+            });
+        if outcome.is_none() && desired > 0 {
+            counts.running = counts.running.max(1);
+        }
+        Ok(JobState { counts, outcome })
+    }
+}
+
+impl K8sLauncher {
+    /// Make room for a new run named `handle`: nothing there is fine; a
+    /// finished Job of an earlier run (kept for its TTL) is deleted; a Job
+    /// still running is an error that says what to do.
+    pub async fn ensure_free(&self, handle: &LaunchHandle) -> Result<(), LaunchError> {
+        match self.job_state(handle).await {
+            Ok(JobState {
+                outcome: Some(_), ..
+            }) => {
+                tracing::info!(job = %handle, "deleting the finished Job of an earlier run of this name");
+                self.teardown(handle).await
+            }
+            Ok(JobState { counts, .. }) => Err(LaunchError::new(format!(
+                "a run named {handle} is still going in namespace {} ({} workers running): \
+                 watch it with `runner --name {handle} cluster status`, stop it with \
+                 `runner --name {handle} cluster teardown`, or pick another --name",
+                self.options.namespace, counts.running
+            ))),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Whether `error` came from a 404 answer.
+fn is_not_found(error: &LaunchError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<kube::Error>())
+        .is_some_and(|e| matches!(e, kube::Error::Api(status) if status.code == 404))
+}
+
+#[async_trait]
+impl ClusterLauncher for K8sLauncher {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
+        if self.options.keda.is_some() {
+            return Err(LaunchError::new(
+                "with --keda, KEDA starts the workers: print the manifests with --dry-run and \
+                 apply them with `kubectl apply -f -` (KEDA must be installed in the cluster)",
+            ));
+        }
+        let job: Job = serde_json::from_value(manifest::job(spec, &self.options)?)
+            .map_err(|e| LaunchError::new(format!("internal error building the Job: {e}")))?;
+        let created = self
+            .call(
+                &format!(
+                    "creating Job {} in namespace {}",
+                    spec.name, self.options.namespace
+                ),
+                self.jobs().create(&PostParams::default(), &job),
+            )
+            .await?;
+        let name = created.metadata.name.unwrap_or_else(|| spec.name.clone());
+        tracing::info!(job = %name, namespace = %self.options.namespace, workers = spec.workers, "created Job");
+        Ok(LaunchHandle(name))
+    }
+
+    async fn status(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError> {
+        let state = self.job_state(handle).await?;
+        Ok(state.counts)
+    }
+
+    async fn scale(&self, handle: &LaunchHandle, workers: u32) -> Result<(), LaunchError> {
+        let patch = json!({"spec": {"parallelism": workers}});
+        self.call(
+            &format!("scaling Job {} to {workers} workers", handle.0),
+            self.jobs()
+                .patch(&handle.0, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn teardown(&self, handle: &LaunchHandle) -> Result<(), LaunchError> {
+        // Background propagation: the Job goes now, its pods get SIGTERM and
+        // their grace period, so running items are handed back.
+        let result = tokio::time::timeout(
+            self.options.call_timeout,
+            self.jobs().delete(&handle.0, &DeleteParams::background()),
+        )
+        .await;
+        match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(()),
+            Ok(Err(error)) => Err(self.explain(&format!("deleting Job {}", handle.0), error)),
+            Err(_) => Err(LaunchError::new(format!(
+                "{} did not answer within {:?} while deleting Job {}",
+                self.server, self.options.call_timeout, handle.0
+            ))),
+        }
+    }
+
+    fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
+        Ok(crate::to_yaml(&manifest::manifests(spec, &self.options)?))
+    }
+}
+
+/// Rendering needs no client: the same manifests, for `--dry-run` without a cluster.
+impl K8sOptions {
+    /// The manifests of `spec` as YAML, as [`ClusterLauncher::render`] gives them.
+    pub fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
+        Ok(crate::to_yaml(&manifest::manifests(spec, self)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn chain_joins_causes_once() {
+        let io = std::io::Error::other("connection refused");
+        let outer = LaunchError::new("x").with_source(io);
+        assert_eq!(chain(&outer), "x: connection refused");
+        let _ = outer.source();
+    }
+}
