@@ -170,6 +170,53 @@ impl Driver for PubsubDriver {
     }
 }
 
+/// Amazon SQS: `--queue sqs` (queue from `--name`), `--queue sqs://NAME` or
+/// `--queue https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`; credentials and
+/// region from the standard AWS chain, `AWS_ENDPOINT_URL_SQS` for an
+/// emulator. Create the queue first with `runner queue create`.
+#[cfg(feature = "sqs")]
+#[derive(Debug, Default)]
+pub struct SqsDriver;
+
+#[cfg(feature = "sqs")]
+#[async_trait]
+impl Driver for SqsDriver {
+    fn name(&self) -> &str {
+        "sqs"
+    }
+    fn schemes(&self) -> &[&str] {
+        &["sqs", "https"]
+    }
+    async fn open(
+        &self,
+        address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
+        Ok(Arc::new(
+            forloop_queue_sqs::SqsQueue::connect(address, &config).await?,
+        ))
+    }
+    async fn create(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
+        forloop_queue_sqs::SqsQueue::create(&address, config).await?;
+        Ok(true)
+    }
+    async fn delete(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
+        forloop_queue_sqs::SqsQueue::delete(&address).await?;
+        Ok(true)
+    }
+}
+
 /// The drivers a binary knows.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -197,6 +244,8 @@ impl Registry {
         let registry = registry.with(RedisDriver);
         #[cfg(feature = "pubsub")]
         let registry = registry.with(PubsubDriver);
+        #[cfg(feature = "sqs")]
+        let registry = registry.with(SqsDriver);
         registry
     }
 
@@ -254,6 +303,19 @@ mod tests {
         let (driver, address) = registry.resolve("memory://x").unwrap();
         assert_eq!(driver.name(), "memory");
         assert_eq!(address.url.as_deref(), Some("memory://x"));
+    }
+
+    #[cfg(feature = "sqs")]
+    #[test]
+    fn sqs_answers_to_its_name_its_scheme_and_queue_urls() {
+        let registry = Registry::builtin();
+        for spec in [
+            "sqs",
+            "sqs://jobs",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+        ] {
+            assert_eq!(registry.resolve(spec).unwrap().0.name(), "sqs", "{spec}");
+        }
     }
 
     #[test]

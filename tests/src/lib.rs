@@ -36,8 +36,8 @@ pub fn runner_bin() -> PathBuf {
             .expect("run the runner binary");
         let listing = String::from_utf8_lossy(&output.stderr);
         assert!(
-            listing.contains("pubsub") && listing.contains("redis"),
-            "{} was built without the redis and pubsub drivers: rebuild it with \
+            listing.contains("pubsub") && listing.contains("redis") && listing.contains("sqs"),
+            "{} was built without the redis, pubsub and sqs drivers: rebuild it with \
              `cargo build --workspace --bins --all-features` (scripts/test does). It said: {listing}",
             bin.display()
         );

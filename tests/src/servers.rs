@@ -371,3 +371,120 @@ fn wait_for_http_ok(port: u16, limit: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+const FAUXQS_HELP: &str = "install the fauxqs SQS emulator with \
+     `npm install --prefix \"$HOME/.cache/forloop/fauxqs\" fauxqs@1.9.2` (scripts/test does; it needs Node 20), \
+     or point AWS_ENDPOINT_URL_SQS at a running one (e.g. `node scripts/fauxqs.mjs 4566` and \
+     AWS_ENDPOINT_URL_SQS=http://127.0.0.1:4566)";
+
+/// The fauxqs SQS emulator for tests, started by `scripts/fauxqs.mjs`.
+pub struct SqsEmulator {
+    endpoint: String,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for SqsEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsEmulator")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl SqsEmulator {
+    /// `http://127.0.0.1:PORT`, the value for AWS_ENDPOINT_URL_SQS.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The region the tests use (fauxqs accepts any, and any credentials).
+    pub const REGION: &'static str = "us-east-1";
+
+    /// Point a client process at this emulator: endpoint, region and dummy
+    /// credentials, and no shared AWS files or instance metadata lookups.
+    pub fn configure(&self, command: &mut Command) {
+        command
+            .env("AWS_ENDPOINT_URL_SQS", &self.endpoint)
+            .env("AWS_REGION", Self::REGION)
+            // boto3 reads only this one.
+            .env("AWS_DEFAULT_REGION", Self::REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+    }
+
+    /// The emulator this test binary shares (tests use fresh queue names).
+    pub fn shared() -> &'static SqsEmulator {
+        static SHARED: OnceLock<SqsEmulator> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            if let Some(endpoint) = ["AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"]
+                .into_iter()
+                .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+            {
+                return SqsEmulator {
+                    endpoint,
+                    child: None,
+                };
+            }
+            Self::local()
+        })
+    }
+
+    /// An emulator of this test's own, on a free port.
+    pub fn local() -> SqsEmulator {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fauxqs.mjs");
+        let mut command = Command::new("node");
+        command
+            .arg(&script)
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn_tied(command).unwrap_or_else(|e| {
+            panic!(
+                "cannot start node {} ({e}): {FAUXQS_HELP}",
+                script.display()
+            )
+        });
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let read = stdout.read_line(&mut line);
+        let port = line
+            .trim()
+            .strip_prefix("fauxqs listening on ")
+            .and_then(|p| p.parse::<u16>().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            panic!("fauxqs did not start ({read:?}, said {line:?} {err}): {FAUXQS_HELP}");
+        };
+        // Keep both pipes drained so the emulator never blocks on a write.
+        let stderr = child.stderr.take();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        if let Some(mut stderr) = stderr {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            });
+        }
+        SqsEmulator {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+}
+
+impl Drop for SqsEmulator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The SQS driver keeps the delivery contract, on the fauxqs emulator.
+//!
+//! Leases are whole seconds on SQS, and fauxqs moves expired messages back
+//! when a receive (or a long poll's 20 ms timer) looks, hence the 1 s slack.
+//! The lease is 5 s so that eight pullers can take 200 items and end on an
+//! empty 2 s long poll within one lease. fauxqs counts from its own store on
+//! every call, so the staleness window is zero here; on AWS it is 60 s.
+//! Every clause applies: fauxqs keeps receipt handles per receive (a stale
+//! one deletes nothing, as on AWS) and runs the redrive policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{Credentials, Region};
+use forloop_core::WorkQueue;
+use forloop_core::conformance::Harness;
+use forloop_queue_sqs::{SqsAddress, SqsQueue};
+use forloop_tests::servers::SqsEmulator;
+
+fn client(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(endpoint)
+        .region(Region::new(SqsEmulator::REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "conformance"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+fn harness() -> Harness {
+    let endpoint = SqsEmulator::shared().endpoint().to_string();
+    Harness::new(move |config| {
+        let client = client(&endpoint);
+        async move {
+            let mut address = SqsAddress::resolve(None, &config.name).expect("address");
+            address.staleness = Duration::ZERO;
+            SqsQueue::create_with_client(&client, &address, &config)
+                .await
+                .expect("create the queue");
+            Arc::new(
+                SqsQueue::with_client(address, client, &config)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn WorkQueue>
+        }
+    })
+    .lease(Duration::from_secs(5))
+    .slack(Duration::from_secs(1))
+}
+
+forloop_core::conformance_tests!(harness);

@@ -1,0 +1,327 @@
+//! The SQS path end to end on the fauxqs emulator: real `runner` processes,
+//! `queue create`, a poison item, SIGTERMed and SIGKILLed workers, and the
+//! messages a user sees when the queue or the credentials are missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forloop_tests::servers::SqsEmulator;
+use forloop_tests::{kill_storm, read_records, runner, scratch};
+
+const RECORD: &str = env!("CARGO_BIN_EXE_record");
+
+fn unique(test: &str) -> String {
+    format!("e2e-{test}-{}", std::process::id())
+}
+
+/// `runner --queue sqs --name NAME` on the emulator. fauxqs counts from its
+/// own store, so a 1 s staleness window is plenty (AWS needs the default 60 s).
+fn on(name: &str) -> Command {
+    let mut command = runner();
+    command
+        .args(["--queue", "sqs", "--name", name])
+        .env("FORLOOP_SQS_STALENESS", "1s");
+    SqsEmulator::shared().configure(&mut command);
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn create(name: &str, lease: &str, max_attempts: &str) {
+    let output = on(name)
+        .args([
+            "queue",
+            "create",
+            "--lease",
+            lease,
+            "--max-attempts",
+            max_attempts,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "queue create: {}", stderr(&output));
+}
+
+fn status_of(name: &str) -> serde_json::Value {
+    let output = on(name).args(["status", "--json"]).output().unwrap();
+    assert!(output.status.success(), "status: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+}
+
+fn assert_drained_clean(name: &str) {
+    let value = status_of(name);
+    let counts = ["ready", "in_flight", "dead"].map(|key| value[key].as_u64());
+    assert_eq!(counts, [Some(0); 3], "status after the run: {value}");
+    assert_eq!(value["exact"], false, "SQS counts are approximate: {value}");
+}
+
+#[test]
+fn a_missing_queue_says_how_to_create_it() {
+    let name = unique("missing");
+    let output = on(&name).arg("status").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("runner --queue sqs --name {name} queue create")),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_credentials_say_which_sources_were_tried() {
+    let name = unique("nocreds");
+    create(&name, "10s", "5");
+    let home = scratch("sqs-nocreds");
+    let output = on(&name)
+        .arg("status")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    for source in [
+        "no AWS credentials found",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "instance metadata",
+    ] {
+        assert!(err.contains(source), "{source} is not named: {err}");
+    }
+}
+
+#[test]
+fn status_json_counts_submitted_items_as_approximate() {
+    let name = unique("status");
+    create(&name, "10s", "5");
+    let dir = scratch("sqs-status");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nb\n").unwrap();
+    let output = on(&name).arg("submit").arg(&input).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value = status_of(&name);
+    assert_eq!(value["ready"], 2, "{value}");
+    assert_eq!(value["in_flight"], 0, "{value}");
+    assert_eq!(value["exact"], false, "{value}");
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
+    let name = unique("poison");
+    create(&name, "10s", "3");
+    let dir = scratch("sqs-poison");
+    let items: Vec<String> = (0..20)
+        .map(|i| format!("ok-{i}"))
+        .chain(["poison pill".into()])
+        .collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    let out = dir.join("out.jsonl");
+    let output = on(&name)
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-attempts",
+            "3",
+            "--backoff",
+            "50ms",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "poison pill")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("21 items: 20 done, 1 dead-lettered"), "{err}");
+    assert!(
+        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
+        "{err}"
+    );
+    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(seen.len(), 20);
+
+    let list = on(&name).args(["dead", "list", "--json"]).output().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
+    assert_eq!(line["item"], "poison pill");
+    assert_eq!(line["attempts"], 3);
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 3"),
+        "{line}"
+    );
+
+    let requeue = on(&name).args(["dead", "requeue"]).output().unwrap();
+    assert!(
+        stderr(&requeue).contains("requeued 1 dead item"),
+        "{}",
+        stderr(&requeue)
+    );
+    let value = status_of(&name);
+    assert_eq!(
+        (value["ready"].as_u64(), value["dead"].as_u64()),
+        (Some(1), Some(0)),
+        "{value}"
+    );
+    let purge = on(&name).args(["dead", "purge"]).output().unwrap();
+    assert!(
+        stderr(&purge).contains("purged 0 dead item"),
+        "{}",
+        stderr(&purge)
+    );
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_sigtermed_worker_gives_its_items_back_at_once_and_exits_143() {
+    let name = unique("sigterm");
+    create(&name, "60s", "5");
+    let dir = scratch("sqs-sigterm");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "long-1\nlong-2\n").unwrap();
+    assert!(
+        on(&name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    let worker = || {
+        on(&name)
+            .args([
+                "work",
+                "--concurrency",
+                "2",
+                "--lease",
+                "60s",
+                "--grace",
+                "200ms",
+                "--",
+            ])
+            .args([RECORD, out.to_str().unwrap()])
+            .env("RECORD_SLEEP_MS", "4000")
+            .env("RECORD_STARTED", &started)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let mut first = worker();
+    let until = Instant::now() + Duration::from_secs(30);
+    while lines(&started) < 2 {
+        assert!(
+            Instant::now() < until,
+            "the first worker did not start its tasks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = worker();
+    std::thread::sleep(Duration::from_millis(500));
+    let termed = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(first.wait().unwrap().code(), Some(143));
+    while lines(&started) < 4 {
+        assert!(
+            termed.elapsed() < Duration::from_secs(5),
+            "not redelivered soon after SIGTERM (lease 60 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        second.wait().unwrap().success(),
+        "the second worker drains and exits 0"
+    );
+    let attempts: BTreeMap<String, u32> = read_records(&out)
+        .into_iter()
+        .map(|r| (r.item, r.attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
+    );
+    assert_drained_clean(&name);
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() {
+    let name = unique("kill");
+    // Ten receives before the redrive policy steps in: a few kills must not
+    // dead-letter an item that never failed.
+    create(&name, "5s", "10");
+    let dir = scratch("sqs-kill");
+    let concurrency = 4;
+    let items: Vec<String> = (0..3000).map(|i| format!("item-{i}")).collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    assert!(
+        on(&name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = dir.join("out.jsonl");
+    let mut launch = on(&name);
+    launch
+        .args([
+            "launch",
+            "--workers",
+            "4",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args(["--lease", "5s", "--max-restarts", "1000", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "100");
+    kill_storm(launch, &out, &items, concurrency);
+    assert_drained_clean(&name);
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
