@@ -22,6 +22,9 @@ struct JobRun {
     uid: String,
     pods: Vec<Child>,
     exits: Vec<Option<i32>>,
+    /// Pods ended by a (fake) preemption: Kubernetes marks them
+    /// `DisruptionTarget`, and the Job's policy does not count them.
+    disrupted: Vec<bool>,
 }
 
 impl JobRun {
@@ -43,8 +46,11 @@ impl JobRun {
         job["spec"]["selector"] =
             json!({"matchLabels": {"batch.kubernetes.io/controller-uid": self.uid}});
         let active = self.exits.iter().filter(|e| e.is_none()).count();
+        let failed = (0..self.exits.len())
+            .filter(|&i| !self.disrupted[i] && !matches!(self.exits[i], None | Some(0)))
+            .count();
         let succeeded = self.exits.iter().filter(|e| **e == Some(0)).count();
-        let mut status = json!({"active": active, "succeeded": succeeded});
+        let mut status = json!({"active": active, "succeeded": succeeded, "failed": failed});
         if active == 0 {
             status["conditions"] = if succeeded > 0 {
                 json!([{"type": "Complete", "status": "True"}])
@@ -68,7 +74,12 @@ impl JobRun {
                     Some(0) => "Succeeded",
                     Some(_) => "Failed",
                 };
-                json!({"metadata": {"name": format!("pod-{i}")}, "status": {"phase": phase}})
+                let mut status = json!({"phase": phase});
+                if self.disrupted[i] {
+                    status["conditions"] =
+                        json!([{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}]);
+                }
+                json!({"metadata": {"name": format!("pod-{i}")}, "status": status})
             })
             .collect();
         json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
@@ -86,6 +97,7 @@ impl JobRun {
 
 #[derive(Default)]
 struct State {
+    kubelet: Option<Arc<Kubelet>>,
     jobs: BTreeMap<String, JobRun>,
     requests: Vec<String>,
     created: Vec<Value>,
@@ -113,22 +125,24 @@ impl FakeCluster {
             ),
         )
         .unwrap();
-        let state = Arc::new(Mutex::new(State::default()));
+        let kubelet = Arc::new(Kubelet {
+            runner_bin,
+            dir: dir.to_path_buf(),
+            pod_env: pod_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        let state = Arc::new(Mutex::new(State {
+            kubelet: Some(Arc::clone(&kubelet)),
+            ..State::default()
+        }));
         let shared = Arc::clone(&state);
-        let dir = dir.to_path_buf();
-        let pod_env: Vec<(String, String)> = pod_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let state = Arc::clone(&shared);
-                let kubelet = Kubelet {
-                    runner_bin: runner_bin.clone(),
-                    dir: dir.clone(),
-                    pod_env: pod_env.clone(),
-                };
+                let kubelet = Arc::clone(&kubelet);
                 std::thread::spawn(move || serve(stream, &state, &kubelet));
             }
         });
@@ -148,6 +162,33 @@ impl FakeCluster {
     /// Every Job manifest created so far, as sent.
     pub fn created(&self) -> Vec<Value> {
         self.state.lock().unwrap().created.clone()
+    }
+
+    /// Preempt a running pod of Job `name` the way a spot node's graceful
+    /// shutdown does: SIGTERM, the pod marked `DisruptionTarget`, and (the
+    /// Job's policy ignoring it) a replacement pod started. Returns whether
+    /// a running pod was found.
+    pub fn preempt(&self, name: &str) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let kubelet = state.kubelet.clone().unwrap();
+        let Some(run) = state.jobs.get_mut(name) else {
+            return false;
+        };
+        run.poll();
+        let Some(i) = run.exits.iter().position(Option::is_none) else {
+            return false;
+        };
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(run.pods[i].id() as i32, libc::SIGTERM);
+        }
+        run.disrupted[i] = true;
+        let index = run.pods.len();
+        let pod = kubelet.spawn_pod(&run.manifest, &run.uid, index);
+        run.pods.push(pod);
+        run.exits.push(None);
+        run.disrupted.push(false);
+        true
     }
 
     /// Jobs that exist now.
@@ -176,6 +217,14 @@ struct Kubelet {
 
 impl Kubelet {
     fn run_pods(&self, job: &Value, uid: &str) -> Vec<Child> {
+        let parallelism = job["spec"]["parallelism"].as_u64().unwrap_or(1);
+        (0..parallelism as usize)
+            .map(|i| self.spawn_pod(job, uid, i))
+            .collect()
+    }
+
+    /// Start pod `i` of `job` as a process.
+    fn spawn_pod(&self, job: &Value, uid: &str, i: usize) -> Child {
         let container = &job["spec"]["template"]["spec"]["containers"][0];
         let argv: Vec<String> = container["command"]
             .as_array()
@@ -183,40 +232,34 @@ impl Kubelet {
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .collect();
-        let parallelism = job["spec"]["parallelism"].as_u64().unwrap_or(1);
-        (0..parallelism)
-            .map(|i| {
-                let program = if argv[0] == "runner" {
-                    self.runner_bin.clone()
-                } else {
-                    PathBuf::from(&argv[0])
-                };
-                let mut command = Command::new(program);
-                command.args(&argv[1..]);
-                for (key, _) in std::env::vars() {
-                    if key.starts_with("FORLOOP_") {
-                        command.env_remove(key);
-                    }
-                }
-                for var in container["env"].as_array().into_iter().flatten() {
-                    command.env(
-                        var["name"].as_str().unwrap(),
-                        var["value"].as_str().unwrap_or(""),
-                    );
-                }
-                // The test's own variables win, so a test can bend a pod.
-                for (key, value) in &self.pod_env {
-                    command.env(key, value);
-                }
-                let log =
-                    std::fs::File::create(self.dir.join(format!("pod-{uid}-{i}.log"))).unwrap();
-                command
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().unwrap())
-                    .stderr(log);
-                command.spawn().expect("start a pod process")
-            })
-            .collect()
+        let program = if argv[0] == "runner" {
+            self.runner_bin.clone()
+        } else {
+            PathBuf::from(&argv[0])
+        };
+        let mut command = Command::new(program);
+        command.args(&argv[1..]);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("FORLOOP_") {
+                command.env_remove(key);
+            }
+        }
+        for var in container["env"].as_array().into_iter().flatten() {
+            command.env(
+                var["name"].as_str().unwrap(),
+                var["value"].as_str().unwrap_or(""),
+            );
+        }
+        // The test's own variables win, so a test can bend a pod.
+        for (key, value) in &self.pod_env {
+            command.env(key, value);
+        }
+        let log = std::fs::File::create(self.dir.join(format!("pod-{uid}-{i}.log"))).unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command.spawn().expect("start a pod process")
     }
 }
 
@@ -276,6 +319,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
                 manifest: job,
                 uid,
                 exits: vec![None; pods.len()],
+                disrupted: vec![false; pods.len()],
                 pods,
             };
             let object = run.object();

@@ -193,6 +193,71 @@ fn sigint_deletes_the_job_and_the_workers_hand_items_back() {
 }
 
 #[test]
+fn a_preempted_pod_hands_its_items_back_and_the_run_still_succeeds() {
+    let redis = RedisServer::shared();
+    let dir = scratch("k8s-preempt");
+    let name = unique("preempt");
+    let out = dir.join("records.jsonl");
+    let started = dir.join("started.jsonl");
+    let cluster = FakeCluster::start(
+        runner_bin(),
+        &dir,
+        &[
+            ("RECORD_SLEEP_MS", "2000"),
+            ("RECORD_STARTED", started.to_str().unwrap()),
+        ],
+    );
+    let items = write_items(&dir, 16);
+    let begun = Instant::now();
+    let child = on_cluster(redis.url(), &name, "run", &cluster)
+        .args(["--image", "w:1", "--workers", "2", "-j", "2"])
+        // A 60 s lease: items come back in time only if they are handed back.
+        .args(["--lease", "60s", "--grace", "500ms"])
+        .arg(&items)
+        .args(["--", RECORD, out.to_str().unwrap(), "{}"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&started)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 4
+    {
+        assert!(Instant::now() < until, "the pods never started tasks");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.preempt(&name), "no running pod to preempt");
+    let output = child.wait_with_output().unwrap();
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        begun.elapsed() < Duration::from_secs(50),
+        "items waited out their lease"
+    );
+    assert!(
+        text.contains("16 items: 16 done, 0 dead-lettered, 0 left"),
+        "{text}"
+    );
+    assert!(text.contains("1 preempted or evicted"), "{text}");
+    // The preempted pod's running items came back and ran again as attempt 2.
+    let records = read_records(&out);
+    let mut done: Vec<&str> = records.iter().map(|r| r.item.as_str()).collect();
+    done.sort_unstable();
+    done.dedup();
+    assert_eq!(done.len(), 16);
+    assert!(
+        records.iter().any(|r| r.attempt == 2),
+        "no item was handed back and retried: {:?}",
+        records
+            .iter()
+            .map(|r| (&r.item, &r.attempt))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_job_that_completes_with_items_left_says_so_and_fails() {
     let redis = RedisServer::shared();
     let dir = scratch("k8s-left");
