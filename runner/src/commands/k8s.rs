@@ -276,7 +276,12 @@ async fn follow_job(
                 failures += 1;
                 tracing::warn!("reading the Job failed ({failures} in a row): {error}");
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                return Err(Failure::new(format!(
+                    "{error}. The Job may still be running: `runner --name {handle} --cluster gke \
+                     cluster status` shows it, `... cluster teardown` stops it"
+                )));
+            }
         }
     }
 }
@@ -316,7 +321,13 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
 
     let submitted = submit_input(&*queue, &args.input.input).await?;
-    let handle = launcher.launch(&spec).await?;
+    let handle = launcher.launch(&spec).await.map_err(|e| {
+        Failure::new(format!(
+            "{e}. The {} items are in the queue: fix that and start the workers with \
+             `runner --cluster {} launch` and the same flags",
+            submitted.total, context.cluster
+        ))
+    })?;
     eprintln!(
         "runner: created Job {handle} in namespace {} with {} workers",
         launcher.options().namespace,
