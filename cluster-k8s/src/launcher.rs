@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use forloop_core::{ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, WorkerCounts};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
@@ -163,6 +166,78 @@ impl K8sLauncher {
 
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.options.namespace)
+    }
+
+    /// KEDA's custom resources (`ScaledJob`, `TriggerAuthentication`).
+    fn keda(&self, kind: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("keda.sh", "v1alpha1", kind);
+        let plural = format!("{}s", kind.to_ascii_lowercase());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        Api::namespaced_with(self.client.clone(), &self.options.namespace, &resource)
+    }
+
+    /// Create the KEDA objects of a `--keda` launch; KEDA then starts
+    /// one-worker Jobs while the queue has items.
+    async fn launch_keda(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
+        for document in manifest::manifests(spec, &self.options)? {
+            let kind = document["kind"].as_str().unwrap_or_default().to_string();
+            let object: DynamicObject = serde_json::from_value(document).map_err(|e| {
+                LaunchError::new(format!("internal error building the {kind}: {e}"))
+            })?;
+            let what = format!(
+                "creating KEDA {kind} {} in namespace {}",
+                object.metadata.name.as_deref().unwrap_or_default(),
+                self.options.namespace
+            );
+            let result = tokio::time::timeout(
+                self.options.call_timeout,
+                self.keda(&kind).create(&PostParams::default(), &object),
+            )
+            .await;
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {
+                    return Err(LaunchError::new(format!(
+                        "{what}: this cluster has no keda.sh/v1alpha1 {kind}: install KEDA \
+                         (https://keda.sh/docs/deploy/) or launch without --keda"
+                    )));
+                }
+                Ok(Err(error)) => return Err(self.explain(&what, error)),
+                Err(_) => {
+                    return Err(LaunchError::new(format!(
+                        "{} did not answer within {:?} while {what}",
+                        self.server, self.options.call_timeout
+                    )));
+                }
+            }
+        }
+        Ok(LaunchHandle(spec.name.clone()))
+    }
+
+    /// Delete `api`'s object `name`; gone already (or no such kind) is fine.
+    async fn delete_if_there<K>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        what: &str,
+    ) -> Result<bool, LaunchError>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        match tokio::time::timeout(
+            self.options.call_timeout,
+            api.delete(name, &DeleteParams::background()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(false),
+            Ok(Err(error)) => Err(self.explain(&format!("deleting {what} {name}"), error)),
+            Err(_) => Err(LaunchError::new(format!(
+                "{} did not answer within {:?} while deleting {what} {name}",
+                self.server, self.options.call_timeout
+            ))),
+        }
     }
 
     /// Run `call` with the per-call timeout; `what` says what it was doing.
@@ -348,10 +423,7 @@ fn is_not_found(error: &LaunchError) -> bool {
 impl ClusterLauncher for K8sLauncher {
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
         if self.options.keda.is_some() {
-            return Err(LaunchError::new(
-                "with --keda, KEDA starts the workers: print the manifests with --dry-run and \
-                 apply them with `kubectl apply -f -` (KEDA must be installed in the cluster)",
-            ));
+            return self.launch_keda(spec).await;
         }
         let job: Job = serde_json::from_value(manifest::job(spec, &self.options)?)
             .map_err(|e| LaunchError::new(format!("internal error building the Job: {e}")))?;
@@ -388,20 +460,20 @@ impl ClusterLauncher for K8sLauncher {
     async fn teardown(&self, handle: &LaunchHandle) -> Result<(), LaunchError> {
         // Background propagation: the Job goes now, its pods get SIGTERM and
         // their grace period, so running items are handed back.
-        let result = tokio::time::timeout(
-            self.options.call_timeout,
-            self.jobs().delete(&handle.0, &DeleteParams::background()),
-        )
-        .await;
-        match result {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(()),
-            Ok(Err(error)) => Err(self.explain(&format!("deleting Job {}", handle.0), error)),
-            Err(_) => Err(LaunchError::new(format!(
-                "{} did not answer within {:?} while deleting Job {}",
-                self.server, self.options.call_timeout, handle.0
-            ))),
+        let name = &handle.0;
+        if self.delete_if_there(self.jobs(), name, "Job").await? {
+            return Ok(());
         }
+        // No Job: perhaps a --keda launch, whose ScaledJob owns its Jobs.
+        self.delete_if_there(self.keda("ScaledJob"), name, "KEDA ScaledJob")
+            .await?;
+        self.delete_if_there(
+            self.keda("TriggerAuthentication"),
+            &format!("{name}-keda"),
+            "KEDA TriggerAuthentication",
+        )
+        .await?;
+        Ok(())
     }
 
     fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {

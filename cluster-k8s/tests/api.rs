@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use forloop_cluster_k8s::{JobOutcome, K8sLauncher, K8sOptions};
+use forloop_cluster_k8s::{JobOutcome, K8sLauncher, K8sOptions, KedaTrigger};
 use forloop_core::{ClusterLauncher, LaunchHandle, LaunchSpec};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -276,23 +276,41 @@ async fn scale_patches_parallelism_only() {
 }
 
 #[tokio::test]
-async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
-    for (code, answer_body) in [
-        (200, job_answer("videos", json!({}))),
-        (
-            404,
-            status_answer(404, "NotFound", "jobs.batch \"videos\" not found"),
-        ),
-    ] {
-        let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
-        let call =
-            tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
-        let seen = answer(&mut handle, code, answer_body).await;
-        assert_eq!(seen.method, Method::DELETE);
-        assert_eq!(seen.uri, "/apis/batch/v1/namespaces/batch/jobs/videos?");
-        assert_eq!(seen.body["propagationPolicy"], "Background");
-        call.await.unwrap().unwrap();
-    }
+async fn teardown_deletes_the_job_in_the_background() {
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
+    let call = tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
+    let seen = answer(&mut handle, 200, job_answer("videos", json!({}))).await;
+    assert_eq!(seen.method, Method::DELETE);
+    assert_eq!(seen.uri, "/apis/batch/v1/namespaces/batch/jobs/videos?");
+    assert_eq!(seen.body["propagationPolicy"], "Background");
+    call.await.unwrap().unwrap();
+    assert!(
+        handle.next_request().await.is_none(),
+        "more than one request"
+    );
+}
+
+#[tokio::test]
+async fn teardown_without_a_job_removes_a_keda_launch_and_gone_is_fine() {
+    let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
+    let call = tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
+    let gone = status_answer(404, "NotFound", "not found");
+    let job = answer(&mut handle, 404, gone.clone()).await;
+    assert_eq!(job.uri, "/apis/batch/v1/namespaces/batch/jobs/videos?");
+    let scaled = answer(&mut handle, 200, json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "videos"}})).await;
+    assert_eq!(scaled.method, Method::DELETE);
+    assert_eq!(
+        scaled.uri,
+        "/apis/keda.sh/v1alpha1/namespaces/batch/scaledjobs/videos?"
+    );
+    assert_eq!(scaled.body["propagationPolicy"], "Background");
+    let auth = answer(&mut handle, 404, gone).await;
+    assert_eq!(
+        auth.uri,
+        "/apis/keda.sh/v1alpha1/namespaces/batch/triggerauthentications/videos-keda?"
+    );
+    call.await.unwrap().unwrap();
+
     let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
     let call = tokio::spawn(async move { launcher.teardown(&K8sLauncher::handle("videos")).await });
     answer(
@@ -306,6 +324,51 @@ async fn teardown_deletes_in_the_background_and_a_gone_job_is_fine() {
         error.contains("deleting Job videos") && error.contains("forbidden"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_keda_launch_creates_its_trigger_auth_then_the_scaled_job() {
+    let options = K8sOptions::new("batch").with_keda(Some(KedaTrigger::PubsubMonitoring {
+        project: "proj".into(),
+        subscription: "videos-workers".into(),
+    }));
+    let (launcher, mut handle) = mock_launcher(options.clone());
+    let call = tokio::spawn(async move { launcher.launch(&spec()).await });
+    let auth = answer(&mut handle, 201, json!({"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": "videos-keda"}})).await;
+    assert_eq!(auth.method, Method::POST);
+    assert_eq!(
+        auth.uri,
+        "/apis/keda.sh/v1alpha1/namespaces/batch/triggerauthentications?"
+    );
+    assert_eq!(auth.body["spec"]["podIdentity"]["provider"], "gcp");
+    let scaled = answer(&mut handle, 201, json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "videos"}})).await;
+    assert_eq!(
+        scaled.uri,
+        "/apis/keda.sh/v1alpha1/namespaces/batch/scaledjobs?"
+    );
+    assert_eq!(scaled.body["spec"]["maxReplicaCount"], 3);
+    assert_eq!(scaled.body["spec"]["triggers"][0]["type"], "prometheus");
+    assert_eq!(
+        scaled.body["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["command"][1],
+        "work"
+    );
+    call.await.unwrap().unwrap();
+
+    // Without KEDA in the cluster, the API server has no such resource.
+    let (launcher, mut handle) = mock_launcher(options);
+    let call = tokio::spawn(async move { launcher.launch(&spec()).await });
+    answer(
+        &mut handle,
+        404,
+        status_answer(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    )
+    .await;
+    let error = call.await.unwrap().unwrap_err().to_string();
+    assert!(error.contains("install KEDA"), "{error}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -297,8 +297,9 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     let config = context.queue_config(Some(&args.worker));
     if args.cluster.keda {
         return Err(Failure::new(
-            "--keda hands the workers to KEDA: use `runner launch --keda --dry-run` and \
-             `kubectl apply -f -`, then `runner submit`",
+            "--keda hands the workers to KEDA, which keeps scaling them as items arrive, so \
+             there is no end for `run` to wait for: `runner launch --keda` once, then \
+             `runner submit` as often as you like",
         ));
     }
     // Everything that can be checked without side effects, first.
@@ -379,8 +380,21 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
         .open(&*driver, &address, context.queue_config(Some(&args.worker)))
         .await?;
     check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    let keda = options.keda.is_some();
     let launcher = connect(&args.cluster, options).await?;
     let handle = K8sLauncher::handle(&spec.name);
+    if keda {
+        launcher.launch(&spec).await?;
+        eprintln!(
+            "runner: created KEDA ScaledJob {handle} in namespace {}: KEDA starts up to {} \
+             one-worker Jobs while the queue has items. Submit with `runner submit`; remove \
+             it with `runner --cluster {} --name {handle} cluster teardown`",
+            launcher.options().namespace,
+            args.workers,
+            context.cluster
+        );
+        return Ok(0);
+    }
     launcher.ensure_free(&handle).await?;
     let handle = launcher.launch(&spec).await?;
     let namespace = &launcher.options().namespace;
