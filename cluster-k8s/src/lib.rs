@@ -34,6 +34,16 @@
 //!   Job makes a replacement on a node that is left.
 //! - Failed (exit 1): counted against `backoffLimit`, replaced.
 //!
+//! # KEDA
+//!
+//! With [`K8sOptions::keda`] the launch is a KEDA `ScaledJob` instead of a Job
+//! (plus a `TriggerAuthentication` for Pub/Sub): KEDA starts one-worker Jobs of
+//! the same pod template while the queue has items, up to the worker count, and
+//! keeps doing so as new items arrive. The trigger follows the queue: `redis`
+//! on the ready list, `aws-sqs-queue`, or for Pub/Sub the `prometheus` trigger
+//! on Cloud Monitoring's PromQL API with Workload Identity (KEDA deprecated its
+//! `gcp-pubsub` scaler). Teardown deletes the `ScaledJob`, which owns its Jobs.
+//!
 //! # Talking to the API server
 //!
 //! [`K8sLauncher::connect`] infers the config like kubectl does (KUBECONFIG,
