@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod fake_kube;
+pub mod scenarios;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,12 @@
 //! The Redis path end to end: real `runner` processes, a real redis-server,
 //! workers killed with SIGKILL and SIGTERM, the server restarted mid-run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use forloop_tests::scenarios::{sigterm_hands_items_back, wait_with_deadline};
 use forloop_tests::servers::RedisServer;
 use forloop_tests::{kill_storm, read_records, runner, scratch};
 
@@ -50,27 +51,6 @@ fn assert_drained_clean(url: &str, name: &str) {
     let value = status_of(url, name);
     let counts = ["ready", "in_flight", "dead"].map(|key| value[key].as_u64());
     assert_eq!(counts, [Some(0); 3], "status after the run: {value}");
-}
-
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
-}
-
-fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -130,74 +110,14 @@ fn a_sigtermed_worker_gives_its_items_back_at_once_and_exits_143() {
     let server = RedisServer::shared();
     let name = unique("sigterm");
     let dir = scratch("sigterm");
-    let input = write_items(&dir, &["long-1".into(), "long-2".into()]);
-    let out = dir.join("out.jsonl");
-    let started = dir.join("started");
-    assert!(
-        on(server.url(), &name)
-            .arg("submit")
-            .arg(&input)
-            .status()
-            .unwrap()
-            .success()
+    sigterm_hands_items_back(
+        || on(server.url(), &name),
+        &[],
+        RECORD,
+        &dir,
+        Duration::from_millis(1500),
     );
-    let worker = |concurrency: &str| {
-        on(server.url(), &name)
-            .args([
-                "work",
-                "--concurrency",
-                concurrency,
-                "--lease",
-                "60s",
-                "--grace",
-                "200ms",
-                "--",
-            ])
-            .args([RECORD, out.to_str().unwrap()])
-            .env("RECORD_SLEEP_MS", "4000")
-            .env("RECORD_STARTED", &started)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut first = worker("2");
-    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
-    let until = Instant::now() + Duration::from_secs(20);
-    while lines(&started) < 2 {
-        assert!(
-            Instant::now() < until,
-            "the first worker did not start its tasks"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut second = worker("2");
-    std::thread::sleep(Duration::from_millis(300));
-    let termed = Instant::now();
-    signal(first.id(), libc::SIGTERM);
-    let status = wait_with_deadline(&mut first, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(143), "SIGTERM ends a worker with 143");
-    while lines(&started) < 4 {
-        assert!(
-            termed.elapsed() < Duration::from_secs(3),
-            "the items were not redelivered soon after SIGTERM (lease is 60 s)"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let redelivered_after = termed.elapsed();
-    let status = wait_with_deadline(&mut second, Duration::from_secs(30));
-    assert!(status.success(), "the second worker drains and exits 0");
-    let attempts: BTreeMap<String, u32> = read_records(&out)
-        .into_iter()
-        .map(|r| (r.item, r.attempt))
-        .collect();
-    assert_eq!(
-        attempts,
-        BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
-    );
-    assert!(
-        redelivered_after < Duration::from_millis(1500),
-        "redelivered after {redelivered_after:?}"
-    );
+    assert_drained_clean(server.url(), &name);
 }
 
 #[test]

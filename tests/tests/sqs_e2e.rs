@@ -2,11 +2,11 @@
 //! `queue create`, a poison item, SIGTERMed and SIGKILLed workers, and the
 //! messages a user sees when the queue or the credentials are missing.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use forloop_tests::scenarios::sigterm_hands_items_back;
 use forloop_tests::servers::SqsEmulator;
 use forloop_tests::{kill_storm, read_records, runner, scratch};
 
@@ -205,74 +205,7 @@ fn a_sigtermed_worker_gives_its_items_back_at_once_and_exits_143() {
     let name = unique("sigterm");
     create(&name, "60s", "5");
     let dir = scratch("sqs-sigterm");
-    let input = dir.join("items.txt");
-    std::fs::write(&input, "long-1\nlong-2\n").unwrap();
-    assert!(
-        on(&name)
-            .arg("submit")
-            .arg(&input)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = dir.join("out.jsonl");
-    let started = dir.join("started");
-    let worker = || {
-        on(&name)
-            .args([
-                "work",
-                "--concurrency",
-                "2",
-                "--lease",
-                "60s",
-                "--grace",
-                "200ms",
-                "--",
-            ])
-            .args([RECORD, out.to_str().unwrap()])
-            .env("RECORD_SLEEP_MS", "4000")
-            .env("RECORD_STARTED", &started)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
-    let mut first = worker();
-    let until = Instant::now() + Duration::from_secs(30);
-    while lines(&started) < 2 {
-        assert!(
-            Instant::now() < until,
-            "the first worker did not start its tasks"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut second = worker();
-    std::thread::sleep(Duration::from_millis(500));
-    let termed = Instant::now();
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGTERM);
-    }
-    assert_eq!(first.wait().unwrap().code(), Some(143));
-    while lines(&started) < 4 {
-        assert!(
-            termed.elapsed() < Duration::from_secs(5),
-            "not redelivered soon after SIGTERM (lease 60 s)"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        second.wait().unwrap().success(),
-        "the second worker drains and exits 0"
-    );
-    let attempts: BTreeMap<String, u32> = read_records(&out)
-        .into_iter()
-        .map(|r| (r.item, r.attempt))
-        .collect();
-    assert_eq!(
-        attempts,
-        BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
-    );
+    sigterm_hands_items_back(|| on(&name), &[], RECORD, &dir, Duration::from_secs(5));
     assert_drained_clean(&name);
     assert!(
         on(&name)
