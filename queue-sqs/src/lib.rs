@@ -45,6 +45,7 @@
 
 #![deny(missing_docs)]
 
+use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -690,8 +691,7 @@ impl SqsQueue {
             }
         }
         let total: usize = chunks.iter().map(Vec::len).sum();
-        let results =
-            futures_join(chunks.into_iter().map(|chunk| self.send_chunk(url, chunk))).await;
+        let results = join_all(chunks.into_iter().map(|chunk| self.send_chunk(url, chunk))).await;
         let mut ids: Vec<Option<MessageId>> = vec![None; total];
         let mut refused = Vec::new();
         let mut failure = None;
@@ -826,7 +826,7 @@ impl SqsQueue {
         url: &str,
         handles: &[String],
     ) -> Result<Vec<String>, QueueError> {
-        let calls = handles.chunks(SQS_BATCH).map(|chunk| async move {
+        in_batches(handles, |chunk| async move {
             let entries = chunk
                 .iter()
                 .enumerate()
@@ -869,13 +869,9 @@ impl SqsQueue {
                     .await
                     .map_err(|e| error("delete", &self.address, e))?;
             }
-            Ok::<_, QueueError>(lost)
-        });
-        let mut lost = Vec::new();
-        for result in futures_join(calls).await {
-            lost.extend(result?);
-        }
-        Ok(lost)
+            Ok(lost)
+        })
+        .await
     }
 
     /// ChangeMessageVisibilityBatch in tens, all at once, each handle with
@@ -885,7 +881,7 @@ impl SqsQueue {
         url: &str,
         changes: &[(String, i32)],
     ) -> Result<Vec<String>, QueueError> {
-        let calls = changes.chunks(SQS_BATCH).map(|chunk| async move {
+        in_batches(changes, |chunk| async move {
             let entries = chunk
                 .iter()
                 .enumerate()
@@ -926,13 +922,9 @@ impl SqsQueue {
                         .map_err(|e| error("visibility change", &self.address, e))?;
                 }
             }
-            Ok::<_, QueueError>(lost)
-        });
-        let mut lost = Vec::new();
-        for result in futures_join(calls).await {
-            lost.extend(result?);
-        }
-        Ok(lost)
+            Ok(lost)
+        })
+        .await
     }
 
     /// Up to `limit` messages of the dead queue, held for `hold`.
@@ -1032,29 +1024,18 @@ async fn ensure_queue(
     }
 }
 
-/// Run futures concurrently and collect their outputs in order.
-async fn futures_join<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(index, future)| match future.as_mut().poll(cx) {
-            std::task::Poll::Ready(output) => {
-                outputs[*index] = Some(output);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
+/// Run `per_batch` on every batch of ten at once, and gather the receipt
+/// handles whose lease is gone from all of them.
+async fn in_batches<'a, T, F, Fut>(items: &'a [T], per_batch: F) -> Result<Vec<String>, QueueError>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, QueueError>>,
+{
+    let mut lost = Vec::new();
+    for result in join_all(items.chunks(SQS_BATCH).map(per_batch)).await {
+        lost.extend(result?);
+    }
+    Ok(lost)
 }
 
 fn handles(tokens: &[LeaseToken]) -> (Vec<(String, LeaseToken)>, Vec<LeaseToken>) {
@@ -1120,7 +1101,7 @@ impl WorkQueue for SqsQueue {
         });
         let mut received = Vec::new();
         let mut failure = None;
-        for result in futures_join(calls).await {
+        for result in join_all(calls).await {
             match result {
                 Ok(messages) => received.extend(messages),
                 Err(e) => failure = Some(e),
