@@ -310,6 +310,8 @@ async fn failures_retry_with_exponential_backoff_then_dead_letter() {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(3600),
             factor: 2.0,
+            // Exact delays, so the gaps can be checked to the millisecond.
+            jitter: 0.0,
         },
         ..WorkerConfig::default()
     };
@@ -623,6 +625,7 @@ async fn a_command_template_acks_exit_0_and_retries_other_exit_codes() {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(10),
             factor: 1.0,
+            jitter: 0.0,
         },
         poll: Duration::from_millis(50),
         ..WorkerConfig::default()
@@ -657,4 +660,60 @@ async fn a_command_template_acks_exit_0_and_retries_other_exit_codes() {
     assert_eq!(dead[0].message.payload, "nope");
     assert!(dead[0].reason.contains("exit code 1"), "{}", dead[0].reason);
     assert_eq!(backlog(&queue).await, (0, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_that_fail_together_are_retried_spread_over_the_jitter() {
+    let queue = queue_with(Duration::from_secs(60), 3);
+    let names: Vec<String> = (0..20).map(|i| format!("item-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    publish(&queue, &names).await;
+    let start = Instant::now();
+    // Each item fails once, then succeeds; the retry times are recorded.
+    let retried = Arc::new(Mutex::new(Vec::new()));
+    let handler = from_fn({
+        let retried = retried.clone();
+        move |task: Task| {
+            let first = task.attempt == 1;
+            if !first {
+                retried.lock().unwrap().push(Instant::now() - start);
+            }
+            async move {
+                if first {
+                    Err::<(), _>("downstream is down")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    });
+    let config = WorkerConfig {
+        concurrency: 20,
+        backoff: Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+            factor: 2.0,
+            jitter: 0.5,
+        },
+        ..WorkerConfig::default()
+    };
+    let (worker, _events) = worker(&queue, handler, config);
+    assert_eq!(
+        worker.run(Shutdown::new()).await.unwrap(),
+        WorkerExit::Drained
+    );
+    let retried = retried.lock().unwrap().clone();
+    assert_eq!(retried.len(), 20);
+    // Within [5 s, 10 s] (plus the worker's poll), and not all at once.
+    for at in &retried {
+        assert!(
+            *at >= Duration::from_secs(5) && *at <= Duration::from_millis(11_000),
+            "retried at {at:?}"
+        );
+    }
+    let spread = *retried.iter().max().unwrap() - *retried.iter().min().unwrap();
+    assert!(
+        spread >= Duration::from_secs(2),
+        "retries spread over only {spread:?}"
+    );
 }

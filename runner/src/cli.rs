@@ -107,6 +107,7 @@ pub struct WorkerOpts {
     #[arg(long, env = "FORLOOP_MAX_LEASE_AGE", default_value = "1h", value_parser = duration)]
     pub max_lease_age: Duration,
     /// Delay before the second attempt of a failed item; doubles each attempt
+    /// (each delay is cut at random by up to 25 %)
     #[arg(long, env = "FORLOOP_BACKOFF", default_value = "1s", value_parser = duration)]
     pub backoff: Duration,
     /// Longest delay between attempts

@@ -474,7 +474,11 @@ impl Worker {
                 Settlement::Acked
             }
             OutcomeKind::Failed if finished.attempt < self.config.max_attempts => {
-                let delay = self.config.backoff.delay(finished.attempt);
+                let seed = std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    (&*finished.id, finished.attempt),
+                );
+                let delay = self.config.backoff.jittered(finished.attempt, seed);
                 let tokens = [finished.token.clone()];
                 let result = if capabilities.delayed_nack || delay.is_zero() {
                     self.queue.nack(&tokens, delay).await

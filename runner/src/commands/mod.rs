@@ -241,6 +241,7 @@ fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
             initial: opts.backoff,
             max: opts.max_backoff,
             factor: 2.0,
+            ..Backoff::default()
         },
         grace: opts.grace,
         idle_window: opts.idle_window,
