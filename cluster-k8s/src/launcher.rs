@@ -189,32 +189,26 @@ impl K8sLauncher {
                 object.metadata.name.as_deref().unwrap_or_default(),
                 self.options.namespace
             );
-            let result = tokio::time::timeout(
-                self.options.call_timeout,
-                self.keda(&kind).create(&PostParams::default(), &object),
-            )
-            .await;
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {
+            let api = self.keda(&kind);
+            match self
+                .call(&what, api.create(&PostParams::default(), &object))
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {
                     return Err(LaunchError::new(format!(
                         "{what}: this cluster has no keda.sh/v1alpha1 {kind}: install KEDA \
                          (https://keda.sh/docs/deploy/) or launch without --keda"
                     )));
                 }
-                Ok(Err(error)) => return Err(self.explain(&what, error)),
-                Err(_) => {
-                    return Err(LaunchError::new(format!(
-                        "{} did not answer within {:?} while {what}",
-                        self.server, self.options.call_timeout
-                    )));
-                }
+                Err(error) => return Err(error),
             }
         }
         Ok(LaunchHandle(spec.name.clone()))
     }
 
     /// Delete `api`'s object `name`; gone already (or no such kind) is fine.
+    /// Returns whether there was one.
     async fn delete_if_there<K>(
         &self,
         api: Api<K>,
@@ -224,19 +218,14 @@ impl K8sLauncher {
     where
         K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     {
-        match tokio::time::timeout(
-            self.options.call_timeout,
-            api.delete(name, &DeleteParams::background()),
-        )
-        .await
+        let doing = format!("deleting {what} {name}");
+        match self
+            .call(&doing, api.delete(name, &DeleteParams::background()))
+            .await
         {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(false),
-            Ok(Err(error)) => Err(self.explain(&format!("deleting {what} {name}"), error)),
-            Err(_) => Err(LaunchError::new(format!(
-                "{} did not answer within {:?} while deleting {what} {name}",
-                self.server, self.options.call_timeout
-            ))),
+            Ok(_) => Ok(true),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 

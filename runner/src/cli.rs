@@ -239,17 +239,25 @@ pub struct ClusterOpts {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// Which Job `runner cluster` acts on (its name is `--name`).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterTarget {
+    /// Namespace of the Job
+    #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// kubeconfig file
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
 /// `runner cluster ...`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Workers of the run's Job: desired, running, succeeded, failed, disrupted.
     Status {
-        /// Namespace of the Job
-        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
-        namespace: String,
-        /// kubeconfig file
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
+        /// Which Job.
+        #[command(flatten)]
+        target: ClusterTarget,
         /// One JSON object
         #[arg(long)]
         json: bool,
@@ -259,21 +267,15 @@ pub enum ClusterCommand {
         /// Workers from now on (0 pauses the run)
         #[arg(long, short = 'w')]
         workers: u32,
-        /// Namespace of the Job
-        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
-        namespace: String,
-        /// kubeconfig file
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
+        /// Which Job.
+        #[command(flatten)]
+        target: ClusterTarget,
     },
     /// Delete the Job; its workers get SIGTERM and hand their items back.
     Teardown {
-        /// Namespace of the Job
-        #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
-        namespace: String,
-        /// kubeconfig file
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
+        /// Which Job.
+        #[command(flatten)]
+        target: ClusterTarget,
     },
 }
 

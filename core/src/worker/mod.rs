@@ -173,6 +173,11 @@ impl Shutdown {
     pub fn is_stopping(&self) -> bool {
         self.stop.is_cancelled()
     }
+
+    /// Wait until a stop is requested.
+    pub async fn stopping(&self) {
+        self.stop.cancelled().await;
+    }
 }
 
 /// Why a worker returned.

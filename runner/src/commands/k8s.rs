@@ -255,7 +255,7 @@ async fn follow_job(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = async { while !shutdown.is_stopping() { tokio::time::sleep(Duration::from_millis(50)).await } } => {
+            _ = shutdown.stopping() => {
                 let state = launcher.job_state(handle).await;
                 launcher.teardown(handle).await?;
                 eprintln!("runner: deleted Job {handle}; its workers get SIGTERM and hand their items back");
@@ -443,23 +443,14 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
 
 /// `runner cluster status | scale | teardown`.
 pub(crate) async fn cluster(context: &Context<'_>, command: ClusterCommand) -> Result<u8, Failure> {
-    let (namespace, kubeconfig) = match &command {
-        ClusterCommand::Status {
-            namespace,
-            kubeconfig,
-            ..
-        }
-        | ClusterCommand::Scale {
-            namespace,
-            kubeconfig,
-            ..
-        }
-        | ClusterCommand::Teardown {
-            namespace,
-            kubeconfig,
-        } => (namespace.clone(), kubeconfig.clone()),
-    };
-    let launcher = K8sLauncher::connect(kubeconfig.as_deref(), K8sOptions::new(namespace)).await?;
+    let (ClusterCommand::Status { target, .. }
+    | ClusterCommand::Scale { target, .. }
+    | ClusterCommand::Teardown { target }) = &command;
+    let launcher = K8sLauncher::connect(
+        target.kubeconfig.as_deref(),
+        K8sOptions::new(target.namespace.clone()),
+    )
+    .await?;
     let handle = K8sLauncher::handle(&context.name);
     match command {
         ClusterCommand::Status { json, .. } => {

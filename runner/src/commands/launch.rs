@@ -106,7 +106,7 @@ async fn supervise(
                 return Ok((counts, received.exit_code()));
             }
             _ = tick.tick() => on_tick(),
-            _ = async { while !shutdown.is_stopping() { tokio::time::sleep(Duration::from_millis(50)).await } } => {
+            _ = shutdown.stopping() => {
                 // Workers got the same signal from the terminal, or get it now.
                 let counts = launcher.status(handle).await?;
                 launcher.teardown(handle).await?;
@@ -124,7 +124,7 @@ fn describe(counts: &WorkerCounts) -> String {
 }
 
 pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
-    if context.kubernetes("launch")? {
+    if context.kubernetes()? {
         #[cfg(feature = "k8s")]
         return super::k8s::launch(context, args).await;
     }

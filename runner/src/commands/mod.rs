@@ -49,7 +49,11 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         Command::Launch(args) => launch::launch(&context, args).await,
         Command::Dead(command) => dead::dead(&context, command).await,
         Command::Cluster(command) => {
-            context.kubernetes("cluster")?;
+            if !context.kubernetes()? {
+                return Err(Failure::new(
+                    "`runner cluster` acts on a Kubernetes Job: pass --cluster gke or --cluster k8s",
+                ));
+            }
             #[cfg(feature = "k8s")]
             return k8s::cluster(&context, command).await;
             #[cfg(not(feature = "k8s"))]
@@ -63,18 +67,15 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
 impl Context<'_> {
     /// Whether `--cluster` is a Kubernetes cluster (and this build can reach
     /// one); an unknown cluster is an error.
-    fn kubernetes(&self, command: &str) -> Result<bool, Failure> {
+    fn kubernetes(&self) -> Result<bool, Failure> {
         match self.cluster.as_str() {
-            "local" if command != "cluster" => Ok(false),
+            "local" => Ok(false),
             "gke" | "k8s" | "kubernetes" if cfg!(feature = "k8s") => Ok(true),
             "gke" | "k8s" | "kubernetes" => Err(Failure::new(format!(
                 "--cluster {} needs a runner built with Kubernetes support: \
                  cargo install --path runner --features k8s (the Dockerfile's FEATURES build arg too)",
                 self.cluster
             ))),
-            "local" => Err(Failure::new(
-                "`runner cluster` acts on a Kubernetes Job: pass --cluster gke or --cluster k8s",
-            )),
             other => Err(Failure::new(format!(
                 "unknown cluster `{other}` (--cluster / FORLOOP_CLUSTER): use local, gke or k8s"
             ))),

@@ -20,7 +20,7 @@ use crate::{Failure, signals};
 
 pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
     let started = Instant::now();
-    if context.kubernetes("run")? {
+    if context.kubernetes()? {
         #[cfg(feature = "k8s")]
         return super::k8s::run(context, args).await;
     }
