@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use crate::scenarios::signal;
+
 struct JobRun {
     manifest: Value,
     uid: String,
@@ -87,10 +89,7 @@ impl JobRun {
 
     fn terminate(&mut self) {
         for pod in &self.pods {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pod.id() as i32, libc::SIGTERM);
-            }
+            signal(pod.id(), libc::SIGTERM);
         }
     }
 }
@@ -178,10 +177,7 @@ impl FakeCluster {
         let Some(i) = run.exits.iter().position(Option::is_none) else {
             return false;
         };
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(run.pods[i].id() as i32, libc::SIGTERM);
-        }
+        signal(run.pods[i].id(), libc::SIGTERM);
         run.disrupted[i] = true;
         let index = run.pods.len();
         let pod = kubelet.spawn_pod(&run.manifest, &run.uid, index);
@@ -276,6 +272,10 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message})
 }
 
+fn job_not_found(name: &str) -> Value {
+    status(404, "NotFound", &format!("jobs.batch \"{name}\" not found"))
+}
+
 fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -332,10 +332,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
                     let object = run.object();
                     respond(&mut stream, 200, &object)
                 }
-                None => {
-                    let said = format!("jobs.batch \"{name}\" not found");
-                    respond(&mut stream, 404, &status(404, "NotFound", &said))
-                }
+                None => respond(&mut stream, 404, &job_not_found(name)),
             }
         }
         ("DELETE", ["apis", "batch", "v1", "namespaces", _, "jobs", name]) => {
@@ -351,10 +348,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
                     });
                     respond(&mut stream, 200, &object)
                 }
-                None => {
-                    let said = format!("jobs.batch \"{name}\" not found");
-                    respond(&mut stream, 404, &status(404, "NotFound", &said))
-                }
+                None => respond(&mut stream, 404, &job_not_found(name)),
             }
         }
         ("PATCH", ["apis", "batch", "v1", "namespaces", _, "jobs", name]) => {
@@ -368,10 +362,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, kubelet: &Kubelet) {
                     let object = run.object();
                     respond(&mut stream, 200, &object)
                 }
-                None => {
-                    let said = format!("jobs.batch \"{name}\" not found");
-                    respond(&mut stream, 404, &status(404, "NotFound", &said))
-                }
+                None => respond(&mut stream, 404, &job_not_found(name)),
             }
         }
         ("GET", ["api", "v1", "namespaces", _, "pods"]) => {

@@ -31,6 +31,17 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::E
     }
 }
 
+/// Wait until the file at `path` has `n` lines (the `record` helper's
+/// `RECORD_STARTED` file: tasks that have started), failing the test with
+/// `what` after `limit`.
+pub fn wait_for_lines(path: &Path, n: usize, limit: Duration, what: &str) {
+    let until = Instant::now() + limit;
+    while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < n {
+        assert!(Instant::now() < until, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A worker stopped by SIGTERM gives its running items back at once.
 ///
 /// Two items that take 4 s each are submitted; a first worker (2 slots, a
@@ -75,14 +86,12 @@ pub fn sigterm_hands_items_back(
     };
     let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
     let mut first = worker();
-    let until = Instant::now() + Duration::from_secs(30);
-    while lines(&started) < 2 {
-        assert!(
-            Instant::now() < until,
-            "the first worker did not start its tasks"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(30),
+        "the first worker did not start its tasks",
+    );
     let mut second = worker();
     std::thread::sleep(Duration::from_millis(500));
     let termed = Instant::now();
@@ -106,4 +115,79 @@ pub fn sigterm_hands_items_back(
         attempts,
         BTreeMap::from([("long-1".into(), 2), ("long-2".into(), 2)])
     );
+}
+
+/// `runner run` on 20 good items and one that always fails (the `record`
+/// helper exits 3 for it): 20 done, the poison item dead-lettered after 3
+/// attempts, named in the summary and in `dead list --json`, exit 1. Returns
+/// `run`'s stderr for backend-specific checks.
+///
+/// `on` makes a `runner` command pointed at the queue; `run_flags` are
+/// extra `run` flags (e.g. an idle window).
+pub fn poison_item_is_dead_lettered_and_named(
+    on: impl Fn() -> Command,
+    run_flags: &[&str],
+    record: &str,
+    dir: &Path,
+) -> String {
+    let items: Vec<String> = (0..20)
+        .map(|i| format!("ok-{i}"))
+        .chain(["poison pill".to_string()])
+        .collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n") + "\n").unwrap();
+    let out = dir.join("out.jsonl");
+    let output = on()
+        .arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-attempts",
+            "3",
+        ])
+        .args(["--backoff", "50ms"])
+        .args(run_flags)
+        .arg("--")
+        .args([record, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "poison pill")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("21 items: 20 done, 1 dead-lettered"), "{err}");
+    assert!(
+        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
+        "{err}"
+    );
+    let seen: std::collections::BTreeSet<String> =
+        read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(seen.len(), 20);
+    let list = on().args(["dead", "list", "--json"]).output().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
+    assert_eq!(line["item"], "poison pill");
+    assert_eq!(line["attempts"], 3);
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 3"),
+        "{line}"
+    );
+    err
+}
+
+/// After [`poison_item_is_dead_lettered_and_named`]: `dead requeue` puts the
+/// one dead item back (`after_requeue` checks the counts), then `dead purge`
+/// finds nothing left to purge.
+pub fn dead_requeue_then_purge(on: impl Fn() -> Command, after_requeue: impl FnOnce()) {
+    let requeue = on().args(["dead", "requeue"]).output().unwrap();
+    let said = String::from_utf8_lossy(&requeue.stderr);
+    assert!(said.contains("requeued 1 dead item"), "{said}");
+    after_requeue();
+    let purge = on().args(["dead", "purge"]).output().unwrap();
+    let said = String::from_utf8_lossy(&purge.stderr);
+    assert!(said.contains("purged 0 dead item"), "{said}");
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use forloop_tests::fake_kube::FakeCluster;
+use forloop_tests::scenarios::{signal, wait_for_lines};
 use forloop_tests::servers::RedisServer;
 use forloop_tests::{read_records, runner, runner_bin, scratch};
 
@@ -156,20 +157,13 @@ fn sigint_deletes_the_job_and_the_workers_hand_items_back() {
         .spawn()
         .unwrap();
     // Wait until the pods hold items.
-    let until = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&started)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < 4
-    {
-        assert!(Instant::now() < until, "the pods never started tasks");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    wait_for_lines(
+        &started,
+        4,
+        Duration::from_secs(30),
+        "the pods never started tasks",
+    );
+    signal(child.id(), libc::SIGINT);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(
@@ -218,16 +212,12 @@ fn a_preempted_pod_hands_its_items_back_and_the_run_still_succeeds() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&started)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < 4
-    {
-        assert!(Instant::now() < until, "the pods never started tasks");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_lines(
+        &started,
+        4,
+        Duration::from_secs(30),
+        "the pods never started tasks",
+    );
     assert!(cluster.preempt(&name), "no running pod to preempt");
     let output = child.wait_with_output().unwrap();
     let text = stderr(&output);

@@ -1,13 +1,12 @@
 //! The Pub/Sub path end to end on the official emulator: real `runner`
 //! processes, `queue create`, a poison item, a SIGTERMed worker.
 
-use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forloop_tests::scenarios::sigterm_hands_items_back;
+use forloop_tests::scenarios::{poison_item_is_dead_lettered_and_named, sigterm_hands_items_back};
 use forloop_tests::servers::PubsubEmulator;
-use forloop_tests::{read_records, runner, scratch};
+use forloop_tests::{runner, scratch};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_record");
 
@@ -52,44 +51,7 @@ fn run_processes_everything_and_names_the_poison_item() {
     let q = queue("poison");
     create(&q, "10s");
     let dir = scratch("pubsub-poison");
-    let items: Vec<String> = (0..20)
-        .map(|i| format!("ok-{i}"))
-        .chain(["poison pill".into()])
-        .collect();
-    let input = dir.join("items.txt");
-    std::fs::write(&input, items.join("\n")).unwrap();
-    let out = dir.join("out.jsonl");
-    let output = on(&q)
-        .arg("run")
-        .arg(&input)
-        .args([
-            "--workers",
-            "2",
-            "--concurrency",
-            "2",
-            "--max-attempts",
-            "3",
-            "--backoff",
-            "50ms",
-        ])
-        .args(["--idle-window", "3s", "--"])
-        .args([RECORD, out.to_str().unwrap()])
-        .env("RECORD_FAIL", "poison pill")
-        .output()
-        .unwrap();
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.contains("21 items: 20 done, 1 dead-lettered"), "{err}");
-    assert!(
-        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
-        "{err}"
-    );
-    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
-    assert_eq!(seen.len(), 20);
-    let list = on(&q).args(["dead", "list", "--json"]).output().unwrap();
-    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
-    assert_eq!(line["item"], "poison pill");
-    assert_eq!(line["attempts"], 3);
+    poison_item_is_dead_lettered_and_named(|| on(&q), &["--idle-window", "3s"], RECORD, &dir);
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
 

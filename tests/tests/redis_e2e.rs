@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use forloop_tests::scenarios::{sigterm_hands_items_back, wait_with_deadline};
+use forloop_tests::scenarios::{
+    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, sigterm_hands_items_back,
+    wait_with_deadline,
+};
 use forloop_tests::servers::RedisServer;
 use forloop_tests::{kill_storm, read_records, runner, scratch};
 
@@ -181,70 +184,12 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
     let server = RedisServer::shared();
     let name = unique("poison");
     let dir = scratch("poison");
-    let items: Vec<String> = (0..20)
-        .map(|i| format!("ok-{i}"))
-        .chain(["poison pill".to_string()])
-        .collect();
-    let input = write_items(&dir, &items);
-    let out = dir.join("out.jsonl");
-    let output = on(server.url(), &name)
-        .arg("run")
-        .arg(&input)
-        .args([
-            "--workers",
-            "2",
-            "--concurrency",
-            "2",
-            "--max-attempts",
-            "3",
-            "--backoff",
-            "50ms",
-            "--",
-        ])
-        .args([RECORD, out.to_str().unwrap()])
-        .env("RECORD_FAIL", "poison pill")
-        .output()
-        .unwrap();
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("21 items: 20 done, 1 dead-lettered, 0 left"),
-        "{err}"
-    );
-    assert!(
-        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
-        "{err}"
-    );
-    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
-    assert_eq!(seen.len(), 20);
-
-    let list = on(server.url(), &name)
-        .args(["dead", "list", "--json"])
-        .output()
-        .unwrap();
-    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
-    assert_eq!(line["item"], "poison pill");
-    assert_eq!(line["attempts"], 3);
-
-    let requeue = on(server.url(), &name)
-        .args(["dead", "requeue"])
-        .output()
-        .unwrap();
-    assert!(
-        stderr(&requeue).contains("requeued 1 dead item"),
-        "{}",
-        stderr(&requeue)
-    );
-    assert_eq!(status_of(server.url(), &name)["ready"], 1);
-    let purge = on(server.url(), &name)
-        .args(["dead", "purge"])
-        .output()
-        .unwrap();
-    assert!(
-        stderr(&purge).contains("purged 0 dead item"),
-        "{}",
-        stderr(&purge)
-    );
+    let on = || on(server.url(), &name);
+    let err = poison_item_is_dead_lettered_and_named(on, &[], RECORD, &dir);
+    assert!(err.contains("20 done, 1 dead-lettered, 0 left"), "{err}");
+    dead_requeue_then_purge(on, || {
+        assert_eq!(status_of(server.url(), &name)["ready"], 1);
+    });
 }
 
 #[test]

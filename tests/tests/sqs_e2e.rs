@@ -2,13 +2,14 @@
 //! `queue create`, a poison item, SIGTERMed and SIGKILLed workers, and the
 //! messages a user sees when the queue or the credentials are missing.
 
-use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forloop_tests::scenarios::sigterm_hands_items_back;
+use forloop_tests::scenarios::{
+    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, sigterm_hands_items_back,
+};
 use forloop_tests::servers::SqsEmulator;
-use forloop_tests::{kill_storm, read_records, runner, scratch};
+use forloop_tests::{kill_storm, runner, scratch};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_record");
 
@@ -126,70 +127,17 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
     let name = unique("poison");
     create(&name, "10s", "3");
     let dir = scratch("sqs-poison");
-    let items: Vec<String> = (0..20)
-        .map(|i| format!("ok-{i}"))
-        .chain(["poison pill".into()])
-        .collect();
-    let input = dir.join("items.txt");
-    std::fs::write(&input, items.join("\n")).unwrap();
-    let out = dir.join("out.jsonl");
-    let output = on(&name)
-        .arg("run")
-        .arg(&input)
-        .args([
-            "--workers",
-            "2",
-            "--concurrency",
-            "2",
-            "--max-attempts",
-            "3",
-            "--backoff",
-            "50ms",
-            "--",
-        ])
-        .args([RECORD, out.to_str().unwrap()])
-        .env("RECORD_FAIL", "poison pill")
-        .output()
-        .unwrap();
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.contains("21 items: 20 done, 1 dead-lettered"), "{err}");
-    assert!(
-        err.contains("dead: \"poison pill\": exit code 3 on attempt 3 of 3"),
-        "{err}"
-    );
-    let seen: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
-    assert_eq!(seen.len(), 20);
-
-    let list = on(&name).args(["dead", "list", "--json"]).output().unwrap();
-    let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
-    assert_eq!(line["item"], "poison pill");
-    assert_eq!(line["attempts"], 3);
-    assert!(
-        line["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("exit code 3"),
-        "{line}"
-    );
-
-    let requeue = on(&name).args(["dead", "requeue"]).output().unwrap();
-    assert!(
-        stderr(&requeue).contains("requeued 1 dead item"),
-        "{}",
-        stderr(&requeue)
-    );
-    let value = status_of(&name);
-    assert_eq!(
-        (value["ready"].as_u64(), value["dead"].as_u64()),
-        (Some(1), Some(0)),
-        "{value}"
-    );
-    let purge = on(&name).args(["dead", "purge"]).output().unwrap();
-    assert!(
-        stderr(&purge).contains("purged 0 dead item"),
-        "{}",
-        stderr(&purge)
+    poison_item_is_dead_lettered_and_named(|| on(&name), &[], RECORD, &dir);
+    dead_requeue_then_purge(
+        || on(&name),
+        || {
+            let value = status_of(&name);
+            assert_eq!(
+                (value["ready"].as_u64(), value["dead"].as_u64()),
+                (Some(1), Some(0)),
+                "{value}"
+            );
+        },
     );
     assert!(
         on(&name)
