@@ -64,7 +64,8 @@ mod manifest;
 mod options;
 mod yaml;
 
+pub use forloop_core::ScaleTrigger;
 pub use launcher::{JobOutcome, JobState, K8sLauncher};
 pub use manifest::{RUN_LABEL, has_url_password, manifests, validate_name};
-pub use options::{K8sOptions, KedaTrigger, Nodes};
+pub use options::{K8sOptions, Nodes};
 pub use yaml::to_yaml;

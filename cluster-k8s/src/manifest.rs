@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use forloop_core::{LaunchError, LaunchSpec};
+use forloop_core::{LaunchError, LaunchSpec, ScaleTrigger};
 use serde_json::{Value, json};
 
-use crate::options::{K8sOptions, KedaTrigger, Nodes};
+use crate::options::{K8sOptions, Nodes};
 
 /// The label that ties a run's Job and pods together (its value is the run's name).
 pub const RUN_LABEL: &str = "app.kubernetes.io/instance";
@@ -280,53 +280,24 @@ pub(crate) fn job(spec: &LaunchSpec, options: &K8sOptions) -> Result<Value, Laun
 fn scaled_job(
     spec: &LaunchSpec,
     options: &K8sOptions,
-    trigger: &KedaTrigger,
+    trigger: &ScaleTrigger,
 ) -> Result<Vec<Value>, LaunchError> {
     check(spec, options)?;
     let mut documents = Vec::new();
     let auth_name = format!("{}-keda", spec.name);
-    let trigger = match trigger {
-        KedaTrigger::Redis { address, list } => json!({
-            "type": "redis",
-            "metadata": {"address": address, "listName": list, "listLength": "10"},
-        }),
-        KedaTrigger::AwsSqs { queue_url, region } => json!({
-            "type": "aws-sqs-queue",
-            "metadata": {
-                "queueURL": queue_url,
-                "awsRegion": region,
-                "queueLength": "10",
-                "identityOwner": "operator",
-            },
-        }),
-        KedaTrigger::PubsubMonitoring {
-            project,
-            subscription,
-        } => {
-            documents.push(json!({
-                "apiVersion": "keda.sh/v1alpha1",
-                "kind": "TriggerAuthentication",
-                "metadata": metadata(
-                    &LaunchSpec::new(auth_name.clone(), 1, vec![]),
-                    options
-                ),
-                "spec": {"podIdentity": {"provider": "gcp"}},
-            }));
-            json!({
-                "type": "prometheus",
-                "metadata": {
-                    "serverAddress": format!(
-                        "https://monitoring.googleapis.com/v1/projects/{project}/location/global/prometheus"
-                    ),
-                    "query": format!(
-                        "sum(pubsub_googleapis_com:subscription_num_undelivered_messages{{monitored_resource=\"pubsub_subscription\",subscription_id=\"{subscription}\"}})"
-                    ),
-                    "threshold": "10",
-                },
-                "authenticationRef": {"name": auth_name},
-            })
-        }
-    };
+    // The driver describes its backend in KEDA's own terms; only the
+    // authentication object is Kubernetes' business.
+    let mut rendered = json!({"type": trigger.scaler, "metadata": trigger.metadata});
+    if let Some(provider) = &trigger.pod_identity {
+        documents.push(json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "TriggerAuthentication",
+            "metadata": metadata(&LaunchSpec::new(auth_name.clone(), 1, vec![]), options),
+            "spec": {"podIdentity": {"provider": provider}},
+        }));
+        rendered["authenticationRef"] = json!({"name": auth_name});
+    }
+    let trigger = rendered;
     // Each KEDA Job runs one worker, which drains and exits 0.
     let mut job = job_spec(spec, options, 1);
     job["completions"] = json!(1);

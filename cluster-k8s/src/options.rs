@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use forloop_core::ScaleTrigger;
+
 /// Which nodes the workers run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nodes {
@@ -12,34 +14,6 @@ pub enum Nodes {
     Preemptible,
     /// Any node: no selector, no toleration.
     Any,
-}
-
-/// The KEDA trigger that scales a `ScaledJob` on the queue's backlog
-/// (rendered with `--keda`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KedaTrigger {
-    /// KEDA's `redis` scaler on the length of a list.
-    Redis {
-        /// `host:port` as seen from the cluster.
-        address: String,
-        /// The list holding ready items.
-        list: String,
-    },
-    /// KEDA's `aws-sqs-queue` scaler.
-    AwsSqs {
-        /// The queue URL.
-        queue_url: String,
-        /// The queue's region.
-        region: String,
-    },
-    /// Pub/Sub through Cloud Monitoring's Prometheus API (KEDA deprecated
-    /// its `gcp-pubsub` scaler), authenticated by Workload Identity.
-    PubsubMonitoring {
-        /// The Google Cloud project.
-        project: String,
-        /// The workers' subscription id.
-        subscription: String,
-    },
 }
 
 /// Kubernetes settings of a launch.
@@ -67,7 +41,7 @@ pub struct K8sOptions {
     /// credentials such as a Redis password: never put those in `env`).
     pub env_from_secrets: Vec<String>,
     /// With a trigger, the manifests are a KEDA `ScaledJob` instead of a Job.
-    pub keda: Option<KedaTrigger>,
+    pub keda: Option<ScaleTrigger>,
     /// Longest wait for one API call.
     pub call_timeout: Duration,
 }
@@ -135,7 +109,7 @@ impl K8sOptions {
     }
 
     /// Render a KEDA `ScaledJob` with this trigger instead of a Job.
-    pub fn with_keda(mut self, trigger: Option<KedaTrigger>) -> Self {
+    pub fn with_keda(mut self, trigger: Option<ScaleTrigger>) -> Self {
         self.keda = trigger;
         self
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use forloop_cluster_k8s::{JobOutcome, K8sLauncher, K8sOptions, KedaTrigger};
+use forloop_cluster_k8s::{JobOutcome, K8sLauncher, K8sOptions, ScaleTrigger};
 use forloop_core::{ClusterLauncher, LaunchHandle, LaunchSpec};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -328,10 +328,11 @@ async fn teardown_without_a_job_removes_a_keda_launch_and_gone_is_fine() {
 
 #[tokio::test]
 async fn a_keda_launch_creates_its_trigger_auth_then_the_scaled_job() {
-    let options = K8sOptions::new("batch").with_keda(Some(KedaTrigger::PubsubMonitoring {
-        project: "proj".into(),
-        subscription: "videos-workers".into(),
-    }));
+    let options = K8sOptions::new("batch").with_keda(Some(
+        ScaleTrigger::new("prometheus")
+            .with("query", "sum(x)")
+            .with_pod_identity("gcp"),
+    ));
     let (launcher, mut handle) = mock_launcher(options.clone());
     let call = tokio::spawn(async move { launcher.launch(&spec()).await });
     let auth = answer(&mut handle, 201, json!({"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": "videos-keda"}})).await;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use forloop_cluster_k8s::{K8sOptions, KedaTrigger, Nodes};
+use forloop_cluster_k8s::{K8sOptions, Nodes, ScaleTrigger};
 use forloop_core::LaunchSpec;
 use serde_json::{Value, json};
 
@@ -58,26 +58,29 @@ fn variants() -> Vec<(&'static str, LaunchSpec, K8sOptions)> {
         (
             "keda redis",
             spec(),
-            base.clone().with_keda(Some(KedaTrigger::Redis {
-                address: "redis.default.svc:6379".into(),
-                list: "{forloop:videos}:ready".into(),
-            })),
+            base.clone().with_keda(Some(ScaleTrigger::new("redis")
+                .with("address", "redis.default.svc:6379")
+                .with("listName", "{forloop:videos}:ready")
+                .with("listLength", "10"))),
         ),
         (
             "keda sqs",
             spec(),
-            base.clone().with_keda(Some(KedaTrigger::AwsSqs {
-                queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/videos".into(),
-                region: "eu-west-1".into(),
-            })),
+            base.clone().with_keda(Some(ScaleTrigger::new("aws-sqs-queue")
+                .with(
+                    "queueURL",
+                    "https://sqs.eu-west-1.amazonaws.com/123456789012/videos",
+                )
+                .with("awsRegion", "eu-west-1"))),
         ),
         (
             "keda pubsub",
             spec(),
-            base.with_keda(Some(KedaTrigger::PubsubMonitoring {
-                project: "proj".into(),
-                subscription: "videos-workers".into(),
-            })),
+            base.with_keda(Some(ScaleTrigger::new("prometheus")
+                .with("serverAddress", "https://monitoring.googleapis.com/v1/projects/proj/location/global/prometheus")
+                .with("query", "sum(x)")
+                .with("threshold", "10")
+                .with_pod_identity("gcp"))),
         ),
     ]
 }

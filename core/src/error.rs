@@ -37,13 +37,11 @@ pub struct QueueError {
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// The message alone: the cause is reachable through `source()` (and
+/// [`ErrorChain`] prints both), never repeated here.
 impl fmt::Display for QueueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        f.write_str(&self.message)
     }
 }
 
@@ -70,6 +68,15 @@ impl QueueError {
         }
     }
 
+    /// The refusal of an operation this backend does not have (`what`:
+    /// "list its dead letters").
+    pub fn unsupported(what: &str) -> Self {
+        Self::new(
+            QueueErrorKind::Unsupported,
+            format!("this queue cannot {what}; use the backend's own tools"),
+        )
+    }
+
     /// Attach the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
@@ -92,5 +99,44 @@ impl QueueError {
             self.kind,
             QueueErrorKind::Unavailable | QueueErrorKind::Other
         )
+    }
+}
+
+/// An error followed by each of its causes, `: `-separated, for a person to
+/// read: `format!("{}", ErrorChain(&error))`. A cause whose text the line
+/// already holds (a library that prints its own source) is not repeated.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_says_the_message_once_and_the_chain_adds_the_cause() {
+        let cause = std::io::Error::other("connection refused");
+        let error =
+            QueueError::new(QueueErrorKind::Unavailable, "redis at h failed").with_source(cause);
+        assert_eq!(error.to_string(), "redis at h failed");
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "redis at h failed: connection refused"
+        );
     }
 }

@@ -8,6 +8,9 @@
 //!   leases alive, ack in batches, retry with backoff, dead-letter, shut down on
 //!   a signal and exit only when the queue is drained.
 //! - [`handler`]: what runs on an item: a Rust closure or a command template.
+//! - [`driver`]: the [`Driver`] plug each backend crate exports (name, URL
+//!   forms, open/create/delete, redaction, autoscaler trigger).
+//! - [`kit`]: plumbing queue drivers share (redaction, and more).
 //! - [`cluster`]: the [`ClusterLauncher`] trait and [`LocalLauncher`].
 //! - `conformance` (feature `conformance`): the delivery contract as public test
 //!   functions that every driver runs against its own backend.
@@ -20,16 +23,19 @@
 pub mod cluster;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod driver;
 mod error;
 mod fasthash;
 pub mod handler;
+pub mod kit;
 pub mod queue;
 pub mod worker;
 
 pub use cluster::{
     ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, LocalLauncher, WorkerCounts,
 };
-pub use error::{QueueError, QueueErrorKind};
+pub use driver::{Driver, MemoryDriver, QueueAddress, ScaleTrigger};
+pub use error::{ErrorChain, QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, Task, TaskOutcome};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,

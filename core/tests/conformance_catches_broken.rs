@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forloop_core::conformance::{self, Harness};
 use forloop_core::{
-    Backlog, Capabilities, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId,
-    QueueError, WorkQueue,
+    Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
+    MessageId, QueueError, WorkQueue,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,6 +93,15 @@ impl WorkQueue for Broken {
     }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         self.inner.backlog().await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        self.inner.requeue_dead().await
+    }
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        self.inner.purge_dead().await
     }
 }
 

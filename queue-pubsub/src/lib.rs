@@ -111,6 +111,10 @@
 
 #![deny(missing_docs)]
 
+mod driver;
+
+pub use driver::PubsubDriver;
+
 pub mod monitoring;
 
 use std::collections::{BTreeMap, HashMap};
@@ -284,7 +288,7 @@ impl PubsubAddress {
     fn topic(&self) -> String {
         self.name.clone()
     }
-    fn subscription(&self) -> String {
+    pub(crate) fn subscription(&self) -> String {
         format!("{}-workers", self.name)
     }
     fn dead_topic(&self) -> String {

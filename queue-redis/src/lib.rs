@@ -46,6 +46,10 @@
 
 #![deny(missing_docs)]
 
+mod driver;
+
+pub use driver::RedisDriver;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -133,11 +137,29 @@ impl fmt::Debug for RedisQueue {
 
 /// The URL with any password replaced, for messages and `Debug`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
+    forloop_core::kit::redact_url(url)
+}
+
+/// The server: `url` when the address gave one, else `REDIS_URL`, else
+/// [`DEFAULT_URL`]. The one place this driver reads the environment.
+pub(crate) fn server_url(url: Option<&str>) -> String {
+    match url {
+        Some(url) => url.to_string(),
+        None => std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string()),
+    }
+}
+
+/// The key layout: every key of queue `NAME` shares the hash tag
+/// `{forloop:NAME}`, so a queue lives in one Redis Cluster slot.
+pub(crate) mod keys {
+    /// The key `part` of queue `name`.
+    pub(crate) fn key(name: &str, part: &str) -> String {
+        format!("{{forloop:{name}}}:{part}")
+    }
+
+    /// The list of items waiting for a worker.
+    pub(crate) fn ready(name: &str) -> String {
+        key(name, "ready")
     }
 }
 
@@ -186,11 +208,10 @@ impl RedisQueue {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(|e| error("connection", url, e))?;
-        let tag = format!("{{forloop:{}}}", config.name);
         let keys = [
             "ready", "leased", "delayed", "payload", "attrs", "dead", "reason", "seq", "wake",
         ]
-        .map(|key| format!("{tag}:{key}"));
+        .map(|key| keys::key(&config.name, key));
         Ok(Self {
             client,
             shown_url,
@@ -204,8 +225,7 @@ impl RedisQueue {
 
     /// Connect using `REDIS_URL`, or [`DEFAULT_URL`].
     pub async fn from_env(config: QueueConfig) -> Result<Self, QueueError> {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
-        Self::connect(&url, config).await
+        Self::connect(&server_url(None), config).await
     }
 
     fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
@@ -600,9 +620,9 @@ mod tests {
     fn passwords_never_show() {
         assert_eq!(
             redact("redis://:hunter2@host:6379/0"),
-            "redis://***@host:6379/0"
+            "redis://:***@host:6379/0"
         );
-        assert_eq!(redact("rediss://user:pw@h"), "rediss://***@h");
+        assert_eq!(redact("rediss://user:pw@h"), "rediss://user:***@h");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
     }
 }

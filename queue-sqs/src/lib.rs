@@ -45,6 +45,10 @@
 
 #![deny(missing_docs)]
 
+mod driver;
+
+pub use driver::SqsDriver;
+
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -144,14 +148,7 @@ impl SqsAddress {
                         (Some(account), Some(queue), None | Some(""))
                             if !account.is_empty() && !queue.is_empty() =>
                         {
-                            // sqs.REGION.amazonaws.com (the legacy REGION.queue.amazonaws.com too)
-                            let labels: Vec<&str> =
-                                host.split(':').next().unwrap_or("").split('.').collect();
-                            let region = match labels.as_slice() {
-                                ["sqs", region, "amazonaws", ..] => Some(region.to_string()),
-                                [region, "queue", "amazonaws", ..] => Some(region.to_string()),
-                                _ => None,
-                            };
+                            let region = Self::region_of(host.split(':').next().unwrap_or(""));
                             (
                                 queue.to_string(),
                                 Some(spec.trim_end_matches('/').to_string()),
@@ -178,6 +175,23 @@ impl SqsAddress {
             region,
             staleness,
         })
+    }
+
+    /// The region an SQS host names: `sqs.REGION.amazonaws.com`, or the
+    /// legacy `REGION.queue.amazonaws.com`.
+    fn region_of(host: &str) -> Option<String> {
+        let labels: Vec<&str> = host.split('.').collect();
+        match labels.as_slice() {
+            ["sqs", region, "amazonaws", ..] | [region, "queue", "amazonaws", ..] => {
+                Some(region.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `host` is an SQS endpoint (by its name, as AWS spells them).
+    pub fn is_sqs_host(host: &str) -> bool {
+        Self::region_of(host).is_some()
     }
 
     /// The dead-letter queue's name.

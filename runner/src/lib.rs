@@ -26,7 +26,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use registry::{Driver, MemoryDriver, QueueAddress, Registry};
+pub use forloop_core::{Driver, MemoryDriver, QueueAddress};
+pub use registry::Registry;
 
 /// A failure that ends a command: what to tell the user, and the exit code.
 #[derive(Debug)]
@@ -60,7 +61,7 @@ macro_rules! failure_from {
     ($($error:ty),*) => {$(
         impl From<$error> for Failure {
             fn from(error: $error) -> Self {
-                Self::new(error.to_string())
+                Self::new(forloop_core::ErrorChain(&error).to_string())
             }
         }
     )*};

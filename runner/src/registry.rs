@@ -1,221 +1,14 @@
-//! Drivers by name and URL scheme: how `--queue redis` or
-//! `--queue redis://host:6379` finds its backend, and how a user's own crate
-//! adds one (`Registry::builtin().with(MyDriver)` then `runner::main_with`).
+//! Drivers by name and URL: how `--queue redis` or `--queue redis://host:6379`
+//! finds its backend, and how a user's own crate adds one
+//! (`Registry::builtin().with(MyDriver)` then `runner::main_with`).
+//!
+//! The registry only asks drivers: which one has this name, which one claims
+//! this URL. What a URL means is the driver's business.
 
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use forloop_core::{MemoryQueue, QueueConfig, QueueError, QueueErrorKind, WorkQueue};
-
-/// Where a queue is, as the user said it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueAddress {
-    /// What the user passed to `--queue` (a driver name or a URL).
-    pub spec: String,
-    /// The URL, when `--queue` was one.
-    pub url: Option<String>,
-}
-
-/// Opens queues of one backend.
-#[async_trait]
-pub trait Driver: Send + Sync {
-    /// The name `--queue` takes (`memory`, `redis`).
-    fn name(&self) -> &str;
-    /// URL schemes this driver answers to (`redis`, `rediss`).
-    fn schemes(&self) -> &[&str] {
-        &[]
-    }
-    /// Whether the queue lives inside one process (and so cannot be shared
-    /// by `submit`, `work` and `status` run as separate commands).
-    fn in_process(&self) -> bool {
-        false
-    }
-    /// Where this backend's approximate backlog counts come from, for
-    /// `runner status` (`None`: nothing worth saying).
-    fn backlog_source(&self) -> Option<&str> {
-        None
-    }
-    /// Open (or connect to) the queue.
-    async fn open(
-        &self,
-        address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError>;
-
-    /// Make the queue's resources (`runner queue create`). Backends whose
-    /// queues appear on first use need nothing, which is the default.
-    async fn create(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let _ = (address, config);
-        Ok(false)
-    }
-
-    /// Remove the queue's resources and items (`runner queue delete`).
-    async fn delete(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let _ = (address, config);
-        Ok(false)
-    }
-}
-
-/// The embedded in-memory queue.
-#[derive(Debug, Default)]
-pub struct MemoryDriver;
-
-#[async_trait]
-impl Driver for MemoryDriver {
-    fn name(&self) -> &str {
-        "memory"
-    }
-    fn schemes(&self) -> &[&str] {
-        &["memory"]
-    }
-    fn in_process(&self) -> bool {
-        true
-    }
-    async fn open(
-        &self,
-        _address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        Ok(Arc::new(MemoryQueue::new(config)))
-    }
-}
-
-/// Redis: `--queue redis` (server from `REDIS_URL`, else localhost:6379) or
-/// `--queue redis://[:password@]host:port[/db]` (`rediss://` for TLS).
-#[cfg(feature = "redis")]
-#[derive(Debug, Default)]
-pub struct RedisDriver;
-
-#[cfg(feature = "redis")]
-#[async_trait]
-impl Driver for RedisDriver {
-    fn name(&self) -> &str {
-        "redis"
-    }
-    fn schemes(&self) -> &[&str] {
-        &["redis", "rediss"]
-    }
-    async fn open(
-        &self,
-        address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        let queue = match &address.url {
-            Some(url) => forloop_queue_redis::RedisQueue::connect(url, config).await?,
-            None => forloop_queue_redis::RedisQueue::from_env(config).await?,
-        };
-        Ok(Arc::new(queue))
-    }
-}
-
-/// Google Cloud Pub/Sub: `--queue pubsub` (project from
-/// `GOOGLE_CLOUD_PROJECT`, queue from `--name`) or `--queue pubsub://PROJECT/NAME`;
-/// `PUBSUB_EMULATOR_HOST` selects the emulator. Create the queue first with
-/// `runner queue create`.
-#[cfg(feature = "pubsub")]
-#[derive(Debug, Default)]
-pub struct PubsubDriver;
-
-#[cfg(feature = "pubsub")]
-#[async_trait]
-impl Driver for PubsubDriver {
-    fn name(&self) -> &str {
-        "pubsub"
-    }
-    fn schemes(&self) -> &[&str] {
-        &["pubsub"]
-    }
-    fn backlog_source(&self) -> Option<&str> {
-        Some("Cloud Monitoring's num_undelivered_messages, which counts leased items as ready")
-    }
-    async fn open(
-        &self,
-        address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        let address =
-            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
-        Ok(Arc::new(
-            forloop_queue_pubsub::PubsubQueue::connect(address).await?,
-        ))
-    }
-    async fn create(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let address =
-            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
-        forloop_queue_pubsub::PubsubQueue::create(&address, config).await?;
-        Ok(true)
-    }
-    async fn delete(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let address =
-            forloop_queue_pubsub::PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
-        forloop_queue_pubsub::PubsubQueue::delete(&address).await?;
-        Ok(true)
-    }
-}
-
-/// Amazon SQS: `--queue sqs` (queue from `--name`), `--queue sqs://NAME` or
-/// `--queue https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`; credentials and
-/// region from the standard AWS chain, `AWS_ENDPOINT_URL_SQS` for an
-/// emulator. Create the queue first with `runner queue create`.
-#[cfg(feature = "sqs")]
-#[derive(Debug, Default)]
-pub struct SqsDriver;
-
-#[cfg(feature = "sqs")]
-#[async_trait]
-impl Driver for SqsDriver {
-    fn name(&self) -> &str {
-        "sqs"
-    }
-    fn schemes(&self) -> &[&str] {
-        &["sqs", "https"]
-    }
-    async fn open(
-        &self,
-        address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
-        Ok(Arc::new(
-            forloop_queue_sqs::SqsQueue::connect(address, &config).await?,
-        ))
-    }
-    async fn create(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
-        forloop_queue_sqs::SqsQueue::create(&address, config).await?;
-        Ok(true)
-    }
-    async fn delete(
-        &self,
-        address: &QueueAddress,
-        config: &QueueConfig,
-    ) -> Result<bool, QueueError> {
-        let address = forloop_queue_sqs::SqsAddress::resolve(address.url.as_deref(), &config.name)?;
-        forloop_queue_sqs::SqsQueue::delete(&address).await?;
-        Ok(true)
-    }
-}
+use forloop_core::{Driver, MemoryDriver, QueueAddress, QueueError, QueueErrorKind};
 
 /// The drivers a binary knows.
 #[derive(Clone, Default)]
@@ -241,15 +34,16 @@ impl Registry {
     pub fn builtin() -> Self {
         let registry = Self::empty().with(MemoryDriver);
         #[cfg(feature = "redis")]
-        let registry = registry.with(RedisDriver);
+        let registry = registry.with(forloop_queue_redis::RedisDriver);
         #[cfg(feature = "pubsub")]
-        let registry = registry.with(PubsubDriver);
+        let registry = registry.with(forloop_queue_pubsub::PubsubDriver);
         #[cfg(feature = "sqs")]
-        let registry = registry.with(SqsDriver);
+        let registry = registry.with(forloop_queue_sqs::SqsDriver);
         registry
     }
 
-    /// Add a driver; a later driver with the same name or scheme wins.
+    /// Add a driver; a later driver with the same name, or claiming the
+    /// same URL, wins.
     pub fn with(mut self, driver: impl Driver + 'static) -> Self {
         self.drivers.insert(0, Arc::new(driver));
         self
@@ -265,26 +59,19 @@ impl Registry {
 
     /// Find the driver for a `--queue` value.
     pub fn resolve(&self, spec: &str) -> Result<(Arc<dyn Driver>, QueueAddress), QueueError> {
-        let (found, url) = match spec.split_once("://") {
-            Some((scheme, _)) => (
-                self.drivers.iter().find(|d| d.schemes().contains(&scheme)),
-                Some(spec.to_string()),
-            ),
-            None => (self.drivers.iter().find(|d| d.name() == spec), None),
+        let address = QueueAddress::parse(spec);
+        let found = match address.url {
+            Some(_) => self.drivers.iter().find(|d| d.claims(&address)),
+            None => self.drivers.iter().find(|d| d.name() == spec),
         };
         match found {
-            Some(driver) => Ok((
-                Arc::clone(driver),
-                QueueAddress {
-                    spec: spec.to_string(),
-                    url,
-                },
-            )),
+            Some(driver) => Ok((Arc::clone(driver), address)),
             None => Err(QueueError::new(
                 QueueErrorKind::Invalid,
                 format!(
-                    "unknown queue `{spec}` (from --queue or FORLOOP_QUEUE): this runner knows {}. \
+                    "unknown queue `{}` (from --queue or FORLOOP_QUEUE): this runner knows {}. \
                      Drivers not listed need their cargo feature (e.g. `cargo install forloop-runner --features redis`)",
+                    forloop_core::kit::redact_url(spec),
                     self.names().join(", ")
                 ),
             )),
@@ -318,6 +105,17 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "sqs")]
+    #[test]
+    fn sqs_does_not_claim_every_https_url() {
+        let error = Registry::builtin()
+            .resolve("https://example.com/queue")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("unknown queue"), "{error}");
+    }
+
     #[test]
     fn unknown_queue_names_the_input_and_the_choices() {
         let error = Registry::builtin()
@@ -327,5 +125,15 @@ mod tests {
             .to_string();
         assert!(error.contains("`rdis`"), "{error}");
         assert!(error.contains("memory"), "{error}");
+    }
+
+    #[test]
+    fn unknown_queue_urls_are_shown_without_their_password() {
+        let error = Registry::builtin()
+            .resolve("nope://:hunter2@h")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

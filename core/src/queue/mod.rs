@@ -325,28 +325,70 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Count ready, in-flight and dead items.
     async fn backlog(&self) -> Result<Backlog, QueueError>;
 
-    /// Up to `limit` items of the dead-letter place, oldest first.
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        let _ = limit;
-        Err(unsupported("list its dead letters"))
-    }
+    /// Up to `limit` items of the dead-letter place, oldest first; listing
+    /// consumes nothing. Required, with no default, so that a decorator
+    /// cannot silently drop it: a backend without a listable dead-letter
+    /// place returns [`QueueError::unsupported`].
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
 
-    /// Put every dead item back to work with a fresh attempt count; returns how many.
-    async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        Err(unsupported("requeue its dead letters"))
-    }
+    /// Put every dead item back to work with a fresh attempt count and the
+    /// attributes it had before it died; returns how many.
+    async fn requeue_dead(&self) -> Result<u64, QueueError>;
 
     /// Delete every dead item for good; returns how many.
-    async fn purge_dead(&self) -> Result<u64, QueueError> {
-        Err(unsupported("purge its dead letters"))
-    }
+    async fn purge_dead(&self) -> Result<u64, QueueError>;
 }
 
-fn unsupported(what: &str) -> QueueError {
-    QueueError::new(
-        crate::QueueErrorKind::Unsupported,
-        format!("this queue cannot {what}; use the backend's own tools"),
-    )
+/// A shared queue is a queue: every call forwards, none falls back to a
+/// default (the lint makes a forgotten method a compile error).
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        (**self).publish(batch).await
+    }
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        (**self).pull(max, wait).await
+    }
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        (**self).ack(tokens).await
+    }
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        (**self).nack(tokens, delay).await
+    }
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        (**self).extend_deadline(tokens, lease).await
+    }
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        (**self).dead_letter(tokens, reason).await
+    }
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        (**self).backlog().await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        (**self).dead_letters(limit).await
+    }
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        (**self).requeue_dead().await
+    }
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        (**self).purge_dead().await
+    }
 }
 
 /// Refuse a batch with an oversize item before anything is sent: the check

@@ -309,7 +309,7 @@ impl Worker {
                         state => debug!(?backlog, ?state, "not drained yet"),
                     },
                     Err(error) if error.is_retryable() => {
-                        warn!(%error, "could not read the backlog; will try again")
+                        warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again")
                     }
                     Err(error) => return Err(error),
                 }
@@ -396,7 +396,7 @@ impl Worker {
                         Err(error) if error.is_retryable() => {
                             pull_failures += 1;
                             let delay = self.config.backoff.delay(pull_failures).min(Duration::from_secs(30));
-                            warn!(%error, retry_in = ?delay, "pull failed; retrying");
+                            warn!(error = %crate::ErrorChain(&error), retry_in = ?delay, "pull failed; retrying");
                             pull_not_before = Some(Instant::now() + delay);
                         }
                         Err(error) => return Err(error),
@@ -539,7 +539,7 @@ impl Worker {
             ),
             Ok(_) => {}
             Err(error) => warn!(
-                item = %String::from_utf8_lossy(&finished.payload), %error,
+                item = %String::from_utf8_lossy(&finished.payload), error = %crate::ErrorChain(&error),
                 "{what} failed; the item comes back when its lease ends"
             ),
         }
@@ -561,11 +561,11 @@ impl Worker {
                 acks.tokens.clear();
             }
             Err(error) if error.is_retryable() => {
-                warn!(%error, pending = acks.tokens.len(), "ack failed; retrying shortly");
+                warn!(error = %crate::ErrorChain(&error), pending = acks.tokens.len(), "ack failed; retrying shortly");
                 acks.flush_at = Some(Instant::now() + self.config.ack_interval);
             }
             Err(error) => {
-                warn!(%error, dropped = acks.tokens.len(), "ack failed for good; those items will run again");
+                warn!(error = %crate::ErrorChain(&error), dropped = acks.tokens.len(), "ack failed for good; those items will run again");
                 acks.tokens.clear();
             }
         }
@@ -594,7 +594,7 @@ impl Worker {
             }
             // The keeper tries again on its next tick, while time is left.
             Err(error) => {
-                warn!(%error, count = due.len(), "could not extend leases");
+                warn!(error = %crate::ErrorChain(&error), count = due.len(), "could not extend leases");
                 let retry_at = now + (lease / 10).min(Duration::from_secs(1));
                 for token in &due {
                     keeper.retry_at(token, retry_at);
@@ -621,7 +621,7 @@ impl Worker {
             return;
         }
         if let Err(error) = self.queue.nack(tokens, Duration::ZERO).await {
-            warn!(%error, count = tokens.len(), "could not give items back; they return when their leases end");
+            warn!(error = %crate::ErrorChain(&error), count = tokens.len(), "could not give items back; they return when their leases end");
         }
     }
 }

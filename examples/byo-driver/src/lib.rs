@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::{
-    Backlog, Capabilities, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId,
-    QueueConfig, QueueError, WorkQueue,
+    Backlog, Capabilities, DeadLetter, Delivery, Driver, LeaseReport, LeaseToken, MemoryQueue,
+    Message, MessageId, QueueAddress, QueueConfig, QueueError, WorkQueue,
 };
-use runner::{Driver, QueueAddress};
 
 /// Counts calls on the way through to any queue.
 #[derive(Debug)]
@@ -98,6 +97,18 @@ impl<Q: WorkQueue> WorkQueue for CountingQueue<Q> {
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         self.inner.backlog().await
     }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(limit).await
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        self.inner.requeue_dead().await
+    }
+
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        self.inner.purge_dead().await
+    }
 }
 
 /// The registry entry: `--queue counting` or `--queue counting://...`.
@@ -110,8 +121,8 @@ impl Driver for CountingDriver {
         "counting"
     }
 
-    fn schemes(&self) -> &[&str] {
-        &["counting"]
+    fn claims(&self, address: &QueueAddress) -> bool {
+        address.scheme() == Some("counting")
     }
 
     fn in_process(&self) -> bool {

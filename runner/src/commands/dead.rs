@@ -37,12 +37,12 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
             let n = queue.requeue_dead().await?;
             eprintln!(
                 "requeued {n} dead item(s) of {} with fresh attempts",
-                address.spec
+                driver.redact(&address)
             );
         }
         DeadCommand::Purge => {
             let n = queue.purge_dead().await?;
-            eprintln!("purged {n} dead item(s) of {}", address.spec);
+            eprintln!("purged {n} dead item(s) of {}", driver.redact(&address));
         }
     }
     Ok(0)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forloop_cluster_k8s::{
-    JobOutcome, JobState, K8sLauncher, K8sOptions, KedaTrigger, Nodes, has_url_password,
+    JobOutcome, JobState, K8sLauncher, K8sOptions, Nodes, ScaleTrigger, has_url_password,
 };
 use forloop_core::WorkQueue;
 use forloop_core::cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, WorkerCounts};
@@ -63,7 +63,7 @@ fn carry(
     Ok(())
 }
 
-fn options(cluster: &str, opts: &ClusterOpts, keda: Option<KedaTrigger>) -> K8sOptions {
+fn options(cluster: &str, opts: &ClusterOpts, keda: Option<ScaleTrigger>) -> K8sOptions {
     let nodes = match (cluster, opts.preemptible) {
         (_, true) => Nodes::Preemptible,
         ("gke", false) => Nodes::Spot,
@@ -83,62 +83,6 @@ fn options(cluster: &str, opts: &ClusterOpts, keda: Option<KedaTrigger>) -> K8sO
         options = options.with_env_from_secret(secret.clone());
     }
     options
-}
-
-/// The KEDA trigger for the queue at `queue_spec`.
-fn keda_trigger(queue_spec: &str, name: &str) -> Result<KedaTrigger, Failure> {
-    let (scheme, rest) = queue_spec.split_once("://").unwrap_or((queue_spec, ""));
-    match scheme {
-        "redis" | "rediss" => {
-            let host = rest.split(['/', '?']).next().unwrap_or("");
-            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-            Ok(KedaTrigger::Redis {
-                address: if host.is_empty() {
-                    "redis:6379".to_string()
-                } else {
-                    host.to_string()
-                },
-                list: format!("{{forloop:{name}}}:ready"),
-            })
-        }
-        "pubsub" => {
-            let project = rest
-                .split('/')
-                .next()
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
-                .ok_or_else(|| {
-                    Failure::new(
-                        "--keda on Pub/Sub needs the project: --queue pubsub://PROJECT/NAME or GOOGLE_CLOUD_PROJECT",
-                    )
-                })?;
-            let topic = rest
-                .split('/')
-                .nth(1)
-                .filter(|t| !t.is_empty())
-                .unwrap_or(name);
-            Ok(KedaTrigger::PubsubMonitoring {
-                project,
-                subscription: format!("{topic}-workers"),
-            })
-        }
-        "https" if rest.starts_with("sqs.") => {
-            let region = rest
-                .trim_start_matches("sqs.")
-                .split('.')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            Ok(KedaTrigger::AwsSqs {
-                queue_url: queue_spec.to_string(),
-                region,
-            })
-        }
-        _ => Err(Failure::new(format!(
-            "--keda knows Redis, Pub/Sub and SQS queue URLs, not `{queue_spec}`"
-        ))),
-    }
 }
 
 /// The launch: `runner work -- CMD` in the image, settings as `FORLOOP_*`.
@@ -201,7 +145,7 @@ fn checked_launch(
     queue_spec: &str,
     (workers, opts): (u32, &WorkerOpts),
     cluster: &ClusterOpts,
-    keda: Option<KedaTrigger>,
+    keda: Option<ScaleTrigger>,
     command: &[String],
 ) -> Result<(LaunchSpec, K8sOptions), Failure> {
     let spec = spec(context, queue_spec, workers, opts, cluster, command)?;
@@ -316,10 +260,14 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     let handle = K8sLauncher::handle(&spec.name);
     launcher.ensure_free(&handle).await?;
     if driver.create(&address, &config).await? {
-        tracing::info!("queue {} is ready", address.spec);
+        tracing::info!("queue {} is ready", driver.redact(&address));
     }
     let queue: Arc<dyn WorkQueue> = context.open(&*driver, &address, config).await?;
-    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    check_worker_opts(
+        &args.worker,
+        &queue.capabilities(),
+        &driver.redact(&address),
+    )?;
 
     let submitted = submit_input(&*queue, &args.input.input).await?;
     let handle = launcher.launch(&spec).await.map_err(|e| {
@@ -359,7 +307,8 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
 pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("launch", None)?;
     let keda = if args.cluster.keda {
-        Some(keda_trigger(&address.spec, &context.name)?)
+        let config = context.queue_config(Some(&args.worker));
+        Some(driver.scale_trigger(&address, &config).await?)
     } else {
         None
     };
@@ -379,7 +328,11 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     let queue = context
         .open(&*driver, &address, context.queue_config(Some(&args.worker)))
         .await?;
-    check_worker_opts(&args.worker, &queue.capabilities(), &address.spec)?;
+    check_worker_opts(
+        &args.worker,
+        &queue.capabilities(),
+        &driver.redact(&address),
+    )?;
     let keda = options.keda.is_some();
     let launcher = connect(&args.cluster, options).await?;
     let handle = K8sLauncher::handle(&spec.name);
@@ -492,35 +445,4 @@ pub(crate) async fn cluster(context: &Context<'_>, command: ClusterCommand) -> R
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keda_triggers_follow_the_queue() {
-        assert_eq!(
-            keda_trigger("redis://:pw@redis.default.svc:6379/0", "videos").unwrap(),
-            KedaTrigger::Redis {
-                address: "redis.default.svc:6379".into(),
-                list: "{forloop:videos}:ready".into()
-            }
-        );
-        assert_eq!(
-            keda_trigger("pubsub://proj/ids", "videos").unwrap(),
-            KedaTrigger::PubsubMonitoring {
-                project: "proj".into(),
-                subscription: "ids-workers".into()
-            }
-        );
-        assert_eq!(
-            keda_trigger("https://sqs.eu-west-1.amazonaws.com/1/q", "q").unwrap(),
-            KedaTrigger::AwsSqs {
-                queue_url: "https://sqs.eu-west-1.amazonaws.com/1/q".into(),
-                region: "eu-west-1".into()
-            }
-        );
-        assert!(keda_trigger("memory", "x").is_err());
-    }
 }

@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use forloop_core::worker::{Backoff, WorkerConfig};
-use forloop_core::{Capabilities, Message, QueueConfig, WorkQueue};
+use forloop_core::{Capabilities, ErrorChain, Message, QueueConfig, WorkQueue};
 
 use crate::Failure;
 use crate::cli::{Cli, Command, WorkerOpts};
 use crate::input::Items;
 use crate::progress::Progress;
-use crate::registry::{Driver, QueueAddress, Registry};
+use crate::registry::Registry;
+use forloop_core::{Driver, QueueAddress};
 
 /// Flags every command shares.
 pub(crate) struct Context<'a> {
@@ -138,10 +139,13 @@ impl Context<'_> {
         address: &QueueAddress,
         config: QueueConfig,
     ) -> Result<Arc<dyn WorkQueue>, Failure> {
-        driver
-            .open(address, config)
-            .await
-            .map_err(|error| Failure::new(format!("cannot open queue `{}`: {error}", address.spec)))
+        driver.open(address, config).await.map_err(|error| {
+            Failure::new(format!(
+                "cannot open queue `{}`: {}",
+                driver.redact(address),
+                ErrorChain(&error)
+            ))
+        })
     }
 }
 
@@ -168,7 +172,7 @@ impl Context<'_> {
         let queue = self
             .open(&*driver, &address, self.queue_config(Some(opts)))
             .await?;
-        check_worker_opts(opts, &queue.capabilities(), &address.spec)?;
+        check_worker_opts(opts, &queue.capabilities(), &driver.redact(&address))?;
         Ok(Prepared {
             driver,
             address,
@@ -267,13 +271,17 @@ async fn publish_all(
             .collect();
         if let Err(error) = queue.publish(messages).await {
             let message = if published == 0 {
-                format!("publishing failed; nothing was submitted: {error}")
+                format!(
+                    "publishing failed; nothing was submitted: {}",
+                    ErrorChain(&error)
+                )
             } else {
                 let next_line = items.lines[published];
                 format!(
-                    "publishing failed after {published} of {} items: {error}. Lines before {next_line} are in the queue; \
+                    "publishing failed after {published} of {} items: {}. Lines before {next_line} are in the queue; \
                      submit the rest with `tail -n +{next_line} FILE | runner submit -`",
-                    items.items.len()
+                    items.items.len(),
+                    ErrorChain(&error)
                 )
             };
             return Err(Failure::new(message));

@@ -16,7 +16,7 @@ pub(crate) async fn queue(context: &Context<'_>, command: QueueCommand) -> Resul
                 .with_lease(lease)
                 .with_max_attempts(max_attempts);
             if driver.create(&address, &config).await? {
-                eprintln!("queue {} is ready", address.spec);
+                eprintln!("queue {} is ready", driver.redact(&address));
             } else {
                 eprintln!(
                     "the {} backend makes queues on first use; nothing to create",
@@ -27,7 +27,7 @@ pub(crate) async fn queue(context: &Context<'_>, command: QueueCommand) -> Resul
         QueueCommand::Delete => {
             let config = context.queue_config(None);
             if driver.delete(&address, &config).await? {
-                eprintln!("queue {} deleted", address.spec);
+                eprintln!("queue {} deleted", driver.redact(&address));
             } else {
                 eprintln!(
                     "the {} backend has nothing to delete; use `runner dead purge` for dead items",

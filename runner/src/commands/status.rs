@@ -26,7 +26,7 @@ pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8
     eprintln!(
         "submitted {} items to {} (queue `{}`; {} blank lines skipped)",
         items.items.len(),
-        address.spec,
+        driver.redact(&address),
         context.name,
         items.blank
     );
@@ -118,7 +118,7 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
         return Err(Failure::new(format!(
             "the `{}` queue cannot count its backlog here, so `runner wait` cannot tell when it is drained; \
              wait for the workers to exit instead (they exit 0 once drained)",
-            address.spec
+            driver.redact(&address)
         )));
     }
     let remaining = |b: &Backlog| b.ready.value().unwrap_or(0) + b.in_flight.value().unwrap_or(0);

@@ -11,6 +11,7 @@ use crate::{Failure, signals};
 
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
     let Prepared {
+        driver,
         address,
         template,
         queue,
@@ -24,7 +25,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     });
     let config = worker_config(&args.worker, worker_name(0));
     tracing::info!(
-        queue = %address.spec, name = %context.name, concurrency = config.concurrency,
+        queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting", config.name
     );
     let shutdown = Shutdown::new();
