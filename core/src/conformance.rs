@@ -40,6 +40,15 @@ pub struct Harness {
     stale_tokens_may_settle: Option<&'static str>,
 }
 
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("lease", &self.lease)
+            .field("slack", &self.slack)
+            .finish_non_exhaustive()
+    }
+}
+
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(0);
 
 impl Harness {

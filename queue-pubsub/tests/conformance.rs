@@ -11,7 +11,7 @@ use std::time::Duration;
 use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_pubsub::{PubsubAddress, PubsubQueue};
-use forloop_tests::servers::PubsubEmulator;
+use forloop_testkit::servers::PubsubEmulator;
 
 fn harness() -> Harness {
     let host = PubsubEmulator::shared().host().to_string();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use forloop_core::{Count, QueueConfig, WorkQueue};
 use forloop_queue_pubsub::monitoring::{LOOKBACK, METRIC, STALENESS};
 use forloop_queue_pubsub::{PubsubAddress, PubsubQueue};
-use forloop_tests::servers::PubsubEmulator;
+use forloop_testkit::servers::PubsubEmulator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -321,7 +321,7 @@ async fn no_points_or_stale_points_are_unknown_not_empty() {
 
 #[tokio::test]
 async fn an_unreachable_endpoint_reads_unknown() {
-    let port = forloop_tests::servers::free_port();
+    let port = forloop_testkit::servers::free_port();
     let queue = queue("mon-gone", &format!("http://127.0.0.1:{port}")).await;
     let backlog = queue.backlog().await.unwrap();
     assert_eq!(backlog.is_empty(), None);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_redis::RedisQueue;
-use forloop_tests::servers::RedisServer;
+use forloop_testkit::servers::RedisServer;
 
 fn harness() -> Harness {
     let url = RedisServer::shared().url().to_string();

@@ -15,7 +15,7 @@ use aws_sdk_sqs::config::{Credentials, Region};
 use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_sqs::{SqsAddress, SqsQueue};
-use forloop_tests::servers::SqsEmulator;
+use forloop_testkit::servers::SqsEmulator;
 
 fn client(endpoint: &str) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()

@@ -22,10 +22,9 @@ pub struct Cli {
     /// Name of the job's queue
     #[arg(long, global = true, env = "FORLOOP_NAME", default_value = "forloop")]
     pub name: String,
-    /// Where `run` and `launch` start workers: local (processes here), gke
-    /// (a Kubernetes Job on GKE spot nodes) or k8s (a Job on any nodes)
-    #[arg(long, global = true, env = "FORLOOP_CLUSTER", default_value = "local")]
-    pub cluster: String,
+    /// Where `run` and `launch` start workers
+    #[arg(long, global = true, env = "FORLOOP_CLUSTER", value_enum, default_value_t = Cluster::Local)]
+    pub cluster: Cluster,
     /// Log format on stderr; RUST_LOG sets the level (default info)
     #[arg(long, global = true, env = "FORLOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -72,8 +71,6 @@ pub enum Command {
     /// subscriptions; nothing to do for Redis or memory).
     #[command(subcommand)]
     Queue(QueueCommand),
-    /// Measure no-op throughput of the worker loop on the memory queue.
-    Bench(BenchArgs),
 }
 
 /// Where items come from.
@@ -192,6 +189,25 @@ pub struct LaunchArgs {
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Where `run` and `launch` start workers (`--cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cluster {
+    /// Worker processes on this machine
+    Local,
+    /// A Kubernetes Job on GKE spot nodes
+    Gke,
+    /// A Kubernetes Job on any nodes (also written `kubernetes`)
+    #[value(alias = "kubernetes")]
+    K8s,
+}
+
+impl std::fmt::Display for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
 }
 
 /// Kubernetes settings of `run` and `launch` (--cluster gke|k8s).
@@ -327,29 +343,4 @@ pub struct WaitArgs {
     /// How often to read the backlog
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub poll: Duration,
-}
-
-/// `runner bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Items to push through
-    #[arg(long, default_value_t = 1_000_000)]
-    pub items: u64,
-    /// Worker loops: tasks in this process on the memory queue, worker
-    /// processes on a shared queue (--queue)
-    #[arg(long, short = 'w', default_value_t = 1)]
-    pub workers: u32,
-    /// Tasks each worker runs at once
-    #[arg(long, short = 'j', default_value_t = 256)]
-    pub concurrency: u32,
-    /// Run `true` per item (command mode) instead of the no-op Rust handler
-    #[arg(long)]
-    pub command: bool,
-    /// Instead of forloop, a raw redis-rs client doing the least work with the
-    /// same guarantees: pipelined push, batched pop + lease, batched ack
-    #[arg(long)]
-    pub raw: bool,
-    /// Internal: be one worker process of a shared-queue bench
-    #[arg(long, hide = true)]
-    pub drain: bool,
 }

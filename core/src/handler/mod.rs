@@ -126,6 +126,12 @@ pub struct FnHandler<F, Fut> {
     _future: PhantomData<fn() -> Fut>,
 }
 
+impl<F, Fut> fmt::Debug for FnHandler<F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnHandler").finish_non_exhaustive()
+    }
+}
+
 /// Make a handler from an async closure returning `()`, `Result<(), E>` or a
 /// [`TaskOutcome`].
 ///

@@ -1,7 +1,8 @@
 //! The driver kit: plumbing that several queue drivers need and that is
 //! written once, here, so the copies cannot drift.
 //!
-//! - [`redact`]: addresses shown without passwords or tokens.
+//! - [`redact_url`] and [`Redacted`]: addresses shown without passwords or
+//!   tokens.
 
 mod redact;
 

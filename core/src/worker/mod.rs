@@ -78,6 +78,15 @@ pub struct WorkerConfig {
     pub name: Arc<str>,
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {

@@ -16,9 +16,11 @@ use forloop_core::WorkQueue;
 use forloop_core::cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, WorkerCounts};
 use forloop_core::worker::Shutdown;
 
-use super::launch::{follow_backlog, submit_input, summarize, worker_settings};
+use super::shared::{follow_backlog, submit_input, summarize, worker_settings};
 use super::{Context, check_worker_opts};
-use crate::cli::{ClusterCommand, ClusterOpts, LaunchArgs, LogFormat, RunArgs, WorkerOpts};
+use crate::cli::{
+    Cluster, ClusterCommand, ClusterOpts, LaunchArgs, LogFormat, RunArgs, WorkerOpts,
+};
 use crate::progress::Progress;
 use crate::{Failure, signals};
 
@@ -63,10 +65,10 @@ fn carry(
     Ok(())
 }
 
-fn options(cluster: &str, opts: &ClusterOpts, keda: Option<ScaleTrigger>) -> K8sOptions {
+fn options(cluster: Cluster, opts: &ClusterOpts, keda: Option<ScaleTrigger>) -> K8sOptions {
     let nodes = match (cluster, opts.preemptible) {
         (_, true) => Nodes::Preemptible,
-        ("gke", false) => Nodes::Spot,
+        (Cluster::Gke, false) => Nodes::Spot,
         _ => Nodes::Any,
     };
     let mut options = K8sOptions::new(opts.namespace.clone())
@@ -149,7 +151,7 @@ fn checked_launch(
     command: &[String],
 ) -> Result<(LaunchSpec, K8sOptions), Failure> {
     let spec = spec(context, queue_spec, workers, opts, cluster, command)?;
-    let options = options(&context.cluster, cluster, keda);
+    let options = options(context.cluster, cluster, keda);
     options.render(&spec)?;
     Ok((spec, options))
 }

@@ -1,14 +1,20 @@
 //! One module per subcommand; this one holds what they share: opening the
 //! queue, turning flags into a worker config, publishing a whole input.
 
-mod bench;
+//! Layout: a file per command (`submit`, `work`, `status` with `wait`,
+//! `dead`, `queue_admin`, `run` on the memory queue), the two places
+//! workers are started as siblings (`local`, `k8s`), and `shared`, what
+//! both of those and `run` use. Nothing imports back up that chain.
+
 mod dead;
 #[cfg(feature = "k8s")]
 mod k8s;
-mod launch;
+mod local;
 mod queue_admin;
 mod run;
+mod shared;
 mod status;
+mod submit;
 mod work;
 
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use forloop_core::worker::{Backoff, WorkerConfig};
 use forloop_core::{Capabilities, ErrorChain, Message, QueueConfig, WorkQueue};
 
 use crate::Failure;
-use crate::cli::{Cli, Command, WorkerOpts};
+use crate::cli::{Cli, Cluster, Command, WorkerOpts};
 use crate::input::Items;
 use crate::progress::Progress;
 use crate::registry::Registry;
@@ -29,7 +35,7 @@ pub(crate) struct Context<'a> {
     registry: &'a Registry,
     queue: Option<String>,
     name: String,
-    cluster: String,
+    cluster: Cluster,
     log_format: crate::cli::LogFormat,
 }
 
@@ -42,12 +48,20 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
         log_format: cli.log_format,
     };
     match cli.command {
-        Command::Run(args) => run::run(&context, args).await,
-        Command::Submit(args) => status::submit(&context, args).await,
+        Command::Run(args) => match context.kubernetes()? {
+            #[cfg(feature = "k8s")]
+            true => k8s::run(&context, args).await,
+            _ => run::run(&context, args).await,
+        },
+        Command::Submit(args) => submit::submit(&context, args).await,
         Command::Work(args) => work::work(&context, args).await,
         Command::Status(args) => status::status(&context, args).await,
         Command::Wait(args) => status::wait(&context, args).await,
-        Command::Launch(args) => launch::launch(&context, args).await,
+        Command::Launch(args) => match context.kubernetes()? {
+            #[cfg(feature = "k8s")]
+            true => k8s::launch(&context, args).await,
+            _ => local::launch(&context, args).await,
+        },
         Command::Dead(command) => dead::dead(&context, command).await,
         Command::Cluster(command) => {
             if !context.kubernetes()? {
@@ -61,7 +75,6 @@ pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failur
             unreachable!("{command:?}")
         }
         Command::Queue(command) => queue_admin::queue(&context, command).await,
-        Command::Bench(args) => bench::bench(&context, args).await,
     }
 }
 
@@ -69,16 +82,13 @@ impl Context<'_> {
     /// Whether `--cluster` is a Kubernetes cluster (and this build can reach
     /// one); an unknown cluster is an error.
     fn kubernetes(&self) -> Result<bool, Failure> {
-        match self.cluster.as_str() {
-            "local" => Ok(false),
-            "gke" | "k8s" | "kubernetes" if cfg!(feature = "k8s") => Ok(true),
-            "gke" | "k8s" | "kubernetes" => Err(Failure::new(format!(
+        match self.cluster {
+            Cluster::Local => Ok(false),
+            Cluster::Gke | Cluster::K8s if cfg!(feature = "k8s") => Ok(true),
+            Cluster::Gke | Cluster::K8s => Err(Failure::new(format!(
                 "--cluster {} needs a runner built with Kubernetes support: \
                  cargo install --path runner --features k8s (the Dockerfile's FEATURES build arg too)",
                 self.cluster
-            ))),
-            other => Err(Failure::new(format!(
-                "unknown cluster `{other}` (--cluster / FORLOOP_CLUSTER): use local, gke or k8s"
             ))),
         }
     }

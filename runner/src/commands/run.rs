@@ -20,10 +20,6 @@ use crate::{Failure, signals};
 
 pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
     let started = Instant::now();
-    if context.kubernetes()? {
-        #[cfg(feature = "k8s")]
-        return super::k8s::run(context, args).await;
-    }
     let Prepared {
         driver,
         address,
@@ -33,7 +29,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         .prepare("run", Some("memory"), &args.worker, &args.command)
         .await?;
     if !driver.in_process() {
-        return super::launch::run_shared(context, args, queue, &address.spec).await;
+        return super::local::run(context, args, queue, &address.spec).await;
     }
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");

@@ -1,5 +1,4 @@
-//! `runner submit`, `runner status`, `runner wait`: the commands that only
-//! talk to the queue.
+//! `runner status` and `runner wait`: read the queue's backlog, change nothing.
 
 use std::time::Duration;
 
@@ -7,31 +6,10 @@ use forloop_core::worker::{DrainDetector, DrainState};
 use forloop_core::{Backlog, Count};
 use tokio::time::Instant;
 
-use super::{Context, publish_all};
+use super::Context;
 use crate::Failure;
-use crate::cli::{StatusArgs, SubmitArgs, WaitArgs};
-use crate::input::read_items;
+use crate::cli::{StatusArgs, WaitArgs};
 use crate::progress::Progress;
-
-pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8, Failure> {
-    let (driver, address) = context.driver("submit", None)?;
-    let queue = context
-        .open(&*driver, &address, context.queue_config(None))
-        .await?;
-    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
-    let progress = Progress::start("submitted", items.items.len() as u64);
-    let result = publish_all(&*queue, &items, Some(&progress)).await;
-    progress.finish();
-    result?;
-    eprintln!(
-        "submitted {} items to {} (queue `{}`; {} blank lines skipped)",
-        items.items.len(),
-        driver.redact(&address),
-        context.name,
-        items.blank
-    );
-    Ok(0)
-}
 
 fn json_count(count: Count) -> serde_json::Value {
     count.value().map_or(serde_json::Value::Null, Into::into)

@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
+use crate::guard::{DirGuard, ProcessGuard};
 use crate::scratch;
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
@@ -45,9 +46,9 @@ pub fn docker_answers() -> bool {
 pub struct RedisServer {
     url: String,
     port: u16,
-    dir: Option<PathBuf>,
+    dir: Option<DirGuard>,
     appendonly: bool,
-    child: Option<Child>,
+    child: ProcessGuard,
     _container: Option<Container<GenericImage>>,
 }
 
@@ -79,7 +80,7 @@ impl RedisServer {
                     port: 0,
                     dir: None,
                     appendonly: false,
-                    child: None,
+                    child: ProcessGuard::default(),
                     _container: None,
                 };
             }
@@ -104,7 +105,7 @@ impl RedisServer {
             port,
             dir: None,
             appendonly: false,
-            child: None,
+            child: ProcessGuard::default(),
             _container: Some(container),
         }
     }
@@ -116,9 +117,9 @@ impl RedisServer {
         let mut server = RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             port,
-            dir: Some(scratch("redis")),
+            dir: Some(DirGuard::new(scratch("redis"))),
             appendonly,
-            child: None,
+            child: ProcessGuard::default(),
             _container: None,
         };
         server.start();
@@ -126,7 +127,7 @@ impl RedisServer {
     }
 
     fn start(&mut self) {
-        let dir = self.dir.as_deref().expect("a local server");
+        let dir = self.dir.as_ref().expect("a local server").path();
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -145,7 +146,7 @@ impl RedisServer {
             .stderr(Stdio::null());
         let child = spawn_tied(command)
             .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {REDIS_HELP}"));
-        self.child = Some(child);
+        self.child = ProcessGuard::new(child);
         wait_for_ping(self.port);
     }
 
@@ -158,27 +159,19 @@ impl RedisServer {
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let _ = child.wait();
-        }
+        self.child.stop_with(libc::SIGTERM);
     }
 
     /// The data directory of a local server.
     pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
+        self.dir.as_ref().map(DirGuard::path)
     }
 }
 
 impl Drop for RedisServer {
+    /// A clean stop (SIGTERM), then the guards remove the data directory.
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
@@ -256,7 +249,7 @@ const PUBSUB_HELP: &str = "install the official emulator with `apt-get install g
 /// The official Pub/Sub emulator for tests.
 pub struct PubsubEmulator {
     host: String,
-    child: Option<Child>,
+    _child: ProcessGuard,
     _container: Option<Container<GenericImage>>,
 }
 
@@ -281,7 +274,7 @@ impl PubsubEmulator {
             if let Ok(host) = std::env::var("PUBSUB_EMULATOR_HOST") {
                 return PubsubEmulator {
                     host,
-                    child: None,
+                    _child: ProcessGuard::default(),
                     _container: None,
                 };
             }
@@ -307,7 +300,7 @@ impl PubsubEmulator {
                 let port = container.get_host_port_ipv4(8085).expect("mapped port");
                 return PubsubEmulator {
                     host: format!("127.0.0.1:{port}"),
-                    child: None,
+                    _child: ProcessGuard::default(),
                     _container: Some(container),
                 };
             }
@@ -328,20 +321,11 @@ impl PubsubEmulator {
         });
         let emulator = PubsubEmulator {
             host: format!("127.0.0.1:{port}"),
-            child: Some(child),
+            _child: ProcessGuard::new(child),
             _container: None,
         };
         wait_for_http_ok(port, Duration::from_secs(60));
         emulator
-    }
-}
-
-impl Drop for PubsubEmulator {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -380,7 +364,7 @@ const FAUXQS_HELP: &str = "install the fauxqs SQS emulator with \
 /// The fauxqs SQS emulator for tests, started by `scripts/fauxqs.mjs`.
 pub struct SqsEmulator {
     endpoint: String,
-    child: Option<Child>,
+    _child: ProcessGuard,
 }
 
 impl std::fmt::Debug for SqsEmulator {
@@ -425,7 +409,7 @@ impl SqsEmulator {
             {
                 return SqsEmulator {
                     endpoint,
-                    child: None,
+                    _child: ProcessGuard::default(),
                 };
             }
             Self::local()
@@ -475,16 +459,7 @@ impl SqsEmulator {
         }
         SqsEmulator {
             endpoint: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-        }
-    }
-}
-
-impl Drop for SqsEmulator {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            _child: ProcessGuard::new(child),
         }
     }
 }

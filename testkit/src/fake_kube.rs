@@ -109,6 +109,14 @@ pub struct FakeCluster {
     state: Arc<Mutex<State>>,
 }
 
+impl std::fmt::Debug for FakeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeCluster")
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FakeCluster {
     /// Start the API server; pods run `runner` as `runner_bin`, with this
     /// process's environment (minus `FORLOOP_*`), the manifest's env, and
