@@ -28,6 +28,10 @@ impl Driver for PubsubDriver {
         Some("Cloud Monitoring's num_undelivered_messages, which counts leased items as ready")
     }
 
+    fn environment(&self) -> &[&str] {
+        &["GOOGLE_CLOUD_PROJECT"]
+    }
+
     async fn open(
         &self,
         address: &QueueAddress,

@@ -23,6 +23,10 @@ impl Driver for RedisDriver {
         matches!(address.scheme(), Some("redis" | "rediss"))
     }
 
+    fn environment(&self) -> &[&str] {
+        &["REDIS_URL"]
+    }
+
     async fn open(
         &self,
         address: &QueueAddress,

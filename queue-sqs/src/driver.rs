@@ -37,6 +37,10 @@ impl Driver for SqsDriver {
         }
     }
 
+    fn environment(&self) -> &[&str] {
+        &["AWS_REGION", "AWS_DEFAULT_REGION"]
+    }
+
     async fn open(
         &self,
         address: &QueueAddress,

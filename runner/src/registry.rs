@@ -92,22 +92,8 @@ mod tests {
         assert_eq!(address.url.as_deref(), Some("memory://x"));
     }
 
-    #[cfg(feature = "sqs")]
     #[test]
-    fn sqs_answers_to_its_name_its_scheme_and_queue_urls() {
-        let registry = Registry::builtin();
-        for spec in [
-            "sqs",
-            "sqs://jobs",
-            "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
-        ] {
-            assert_eq!(registry.resolve(spec).unwrap().0.name(), "sqs", "{spec}");
-        }
-    }
-
-    #[cfg(feature = "sqs")]
-    #[test]
-    fn sqs_does_not_claim_every_https_url() {
+    fn no_driver_claims_every_https_url() {
         let error = Registry::builtin()
             .resolve("https://example.com/queue")
             .err()

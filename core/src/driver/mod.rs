@@ -77,6 +77,14 @@ pub trait Driver: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The environment variables this driver reads to find its backend (a
+    /// server URL, a project, a region), which a launcher passes on to
+    /// workers on other machines when they are set here. Never credentials:
+    /// those come from the workers' own identity or a Secret.
+    fn environment(&self) -> &[&str] {
+        &[]
+    }
+
     /// The address as it may be shown in a log line, an error or a
     /// manifest preview: no password, no token. The default hides URL
     /// passwords and secret-looking query parameters.

@@ -12,9 +12,9 @@ use std::time::Duration;
 use forloop_cluster_k8s::{
     JobOutcome, JobState, K8sLauncher, K8sOptions, Nodes, ScaleTrigger, has_url_password,
 };
-use forloop_core::WorkQueue;
 use forloop_core::cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, WorkerCounts};
 use forloop_core::worker::Shutdown;
+use forloop_core::{Driver, QueueAddress, WorkQueue};
 
 use super::shared::{follow_backlog, submit_input, summarize, worker_settings};
 use super::{Context, check_worker_opts};
@@ -31,16 +31,9 @@ const EXIT_MARGIN: Duration = Duration::from_secs(5);
 /// How often `run` and `launch` read the queue and the Job.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Environment the workers inherit from this process when it is set here:
-/// where the queue is, never credentials (those come from Workload Identity
-/// or `--env-secret`).
-const PASSED_ENV: [&str; 5] = [
-    "GOOGLE_CLOUD_PROJECT",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "REDIS_URL",
-    "RUST_LOG",
-];
+/// Environment the workers inherit from this process when it is set here,
+/// besides what the queue's driver names ([`Driver::environment`]).
+const PASSED_ENV: [&str; 1] = ["RUST_LOG"];
 
 /// Put `key=value` into the workers' environment, unless the value carries a
 /// password: then a Secret (`--env-secret`) must provide it instead.
@@ -90,7 +83,7 @@ fn options(cluster: Cluster, opts: &ClusterOpts, keda: Option<ScaleTrigger>) -> 
 /// The launch: `runner work -- CMD` in the image, settings as `FORLOOP_*`.
 fn spec(
     context: &Context<'_>,
-    queue_spec: &str,
+    (driver, address): (&dyn Driver, &QueueAddress),
     workers: u32,
     opts: &WorkerOpts,
     cluster: &ClusterOpts,
@@ -109,7 +102,12 @@ fn spec(
         )
     })?;
     let mut env = BTreeMap::new();
-    carry(&mut env, "FORLOOP_QUEUE", queue_spec, &cluster.env_secrets)?;
+    carry(
+        &mut env,
+        "FORLOOP_QUEUE",
+        &address.spec,
+        &cluster.env_secrets,
+    )?;
     env.insert("FORLOOP_NAME".to_string(), context.name.clone());
     for (flag, value) in worker_settings(opts) {
         let key = format!("FORLOOP_{}", flag.to_ascii_uppercase().replace('-', "_"));
@@ -126,7 +124,7 @@ fn spec(
     );
     // The root filesystem is read-only; /tmp is the pod's scratch volume.
     env.insert("HOME".to_string(), "/tmp".to_string());
-    for key in PASSED_ENV {
+    for key in PASSED_ENV.iter().chain(driver.environment()) {
         if let Ok(value) = std::env::var(key) {
             carry(&mut env, key, &value, &cluster.env_secrets)?;
         }
@@ -144,13 +142,13 @@ fn spec(
 /// side effects yet).
 fn checked_launch(
     context: &Context<'_>,
-    queue_spec: &str,
+    queue: (&dyn Driver, &QueueAddress),
     (workers, opts): (u32, &WorkerOpts),
     cluster: &ClusterOpts,
     keda: Option<ScaleTrigger>,
     command: &[String],
 ) -> Result<(LaunchSpec, K8sOptions), Failure> {
-    let spec = spec(context, queue_spec, workers, opts, cluster, command)?;
+    let spec = spec(context, queue, workers, opts, cluster, command)?;
     let options = options(context.cluster, cluster, keda);
     options.render(&spec)?;
     Ok((spec, options))
@@ -251,7 +249,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     // Everything that can be checked without side effects, first.
     let (spec, options) = checked_launch(
         context,
-        &address.spec,
+        (&*driver, &address),
         (args.workers, &args.worker),
         &args.cluster,
         None,
@@ -316,7 +314,7 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     };
     let (spec, options) = checked_launch(
         context,
-        &address.spec,
+        (&*driver, &address),
         (args.workers, &args.worker),
         &args.cluster,
         keda,
