@@ -202,10 +202,9 @@ impl WorkQueue for PubsubQueue {
     }
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        let split = TokenSplit::text(tokens);
-        let ack_ids = split.texts();
-        self.held.forget(&ack_ids);
-        self.acknowledge(&self.subscription_name, ack_ids).await?;
+        let split = self.held.release(tokens);
+        self.acknowledge(&self.subscription_name, split.texts())
+            .await?;
         Ok(LeaseReport { lost: split.lost })
     }
 

@@ -226,13 +226,11 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        let split = TokenSplit::text(tokens);
-        let handles = split.texts();
-        self.held.forget(&handles);
-        let gone = self.delete_handles(&self.url, &handles).await?;
-        let mut lost = split.lost.clone();
-        lost.extend(split.tokens_of(&gone));
-        Ok(LeaseReport { lost })
+        let split = self.held.release(tokens);
+        let gone = self.delete_handles(&self.url, &split.texts()).await?;
+        Ok(LeaseReport {
+            lost: split.lost_with(&gone),
+        })
     }
 
     async fn nack(
@@ -253,9 +251,9 @@ impl WorkQueue for SqsQueue {
             .collect();
         self.held.forget(&split.texts());
         let gone = self.change_visibility(&self.url, &changes).await?;
-        let mut lost = split.lost.clone();
-        lost.extend(split.tokens_of(&gone));
-        Ok(LeaseReport { lost })
+        Ok(LeaseReport {
+            lost: split.lost_with(&gone),
+        })
     }
 
     async fn extend_deadline(

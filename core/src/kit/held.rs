@@ -72,6 +72,13 @@ impl HeldDeliveries {
         }
     }
 
+    /// Split `tokens` and forget the known ones: what ack and nack start with.
+    pub fn release(&self, tokens: &[LeaseToken]) -> TokenSplit<String> {
+        let split = TokenSplit::text(tokens);
+        self.forget(split.known.iter().map(|(text, _)| text));
+        split
+    }
+
     /// Forget `texts` (settled, handed back or dead).
     pub fn forget<'a>(&self, texts: impl IntoIterator<Item = &'a String>) {
         let mut map = self.lock();
@@ -156,7 +163,8 @@ mod tests {
         assert_eq!(letters.settled, [("a".to_string(), tokens[0].clone())]);
         assert_eq!(letters.lost, [tokens[2].clone(), tokens[1].clone()]);
         assert_eq!(held.len(), 2, "letters forget nothing by themselves");
-        held.forget(&["a".to_string(), "b".to_string()]);
+        let split = held.release(&[LeaseToken::new("a"), LeaseToken::new("b")]);
+        assert_eq!(split.texts(), ["a", "b"]);
         assert!(held.is_empty());
     }
 }

@@ -49,6 +49,14 @@ impl TokenSplit<String> {
         self.known.iter().map(|(text, _)| text.clone()).collect()
     }
 
+    /// The lost tokens, and the known ones whose text the backend called
+    /// gone (`gone`): a settle call's [`crate::LeaseReport::lost`].
+    pub fn lost_with(&self, gone: &[String]) -> Vec<LeaseToken> {
+        let mut lost = self.lost.clone();
+        lost.extend(self.tokens_of(gone));
+        lost
+    }
+
     /// The known tokens whose text is among `texts`.
     pub fn tokens_of(&self, texts: &[String]) -> Vec<LeaseToken> {
         self.known
@@ -74,6 +82,10 @@ mod tests {
         assert_eq!(split.texts(), ["b", "a"]);
         assert_eq!(split.lost, [tokens[1].clone()]);
         assert_eq!(split.tokens_of(&["a".to_string()]), [tokens[2].clone()]);
+        assert_eq!(
+            split.lost_with(&["a".to_string()]),
+            [tokens[1].clone(), tokens[2].clone()]
+        );
         let numbers = TokenSplit::new(&tokens, LeaseToken::as_numbers);
         assert_eq!(numbers.known, [((1, 2), tokens[1].clone())]);
         assert_eq!(numbers.at([0, 5]), [tokens[1].clone()]);
