@@ -1,12 +1,15 @@
 //! The conformance suite is worth something only if it fails a queue that
 //! breaks the contract. Each wrapper here breaks one clause on purpose.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use forloop_core::conformance::{self, Harness};
+use forloop_core::kit::DeadStamp;
 use forloop_core::{
     Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
     MessageId, QueueError, WorkQueue,
@@ -21,12 +24,40 @@ enum Flaw {
     AttemptAlwaysOne,
     NoSizeCheck,
     DeadLetterRequeues,
+    ListingConsumes,
+    RequeueKeepsStamps,
+    RequeueKeepsAttempts,
+    RequeueDuplicates,
+    PurgeDoesNothing,
 }
 
 #[derive(Debug)]
 struct Broken {
     inner: MemoryQueue,
     flaw: Flaw,
+    /// Payloads requeued by `RequeueKeepsAttempts`, with their attempts.
+    requeued: Mutex<HashMap<Bytes, u32>>,
+}
+
+impl Broken {
+    /// Requeue by hand: every dead item published again, `copies` times,
+    /// sealed in the dead-letter envelope when `stamped`.
+    async fn requeue_by_hand(&self, stamped: bool, copies: usize) -> Result<u64, QueueError> {
+        let letters = self.inner.dead_letters(usize::MAX).await?;
+        self.inner.purge_dead().await?;
+        let mut batch = Vec::new();
+        for letter in &letters {
+            let stamp = DeadStamp::new(letter.id.clone(), letter.attempts, &letter.reason);
+            let message = if stamped {
+                stamp.seal(letter.message.clone())
+            } else {
+                letter.message.clone()
+            };
+            batch.extend(std::iter::repeat_n(message, copies));
+        }
+        self.inner.publish(batch).await?;
+        Ok(letters.len() as u64)
+    }
 }
 
 #[async_trait]
@@ -50,6 +81,10 @@ impl WorkQueue for Broken {
         let mut got = self.inner.pull(max, wait).await?;
         if self.flaw == Flaw::AttemptAlwaysOne {
             got.iter_mut().for_each(|d| d.attempt = 1);
+        }
+        let requeued = self.requeued.lock().unwrap();
+        for delivery in &mut got {
+            delivery.attempt += requeued.get(&delivery.payload).copied().unwrap_or(0);
         }
         Ok(got)
     }
@@ -95,12 +130,32 @@ impl WorkQueue for Broken {
         self.inner.backlog().await
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(limit).await
+        let letters = self.inner.dead_letters(limit).await?;
+        if self.flaw == Flaw::ListingConsumes {
+            self.inner.purge_dead().await?;
+        }
+        Ok(letters)
     }
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.inner.requeue_dead().await
+        match self.flaw {
+            Flaw::RequeueKeepsStamps => self.requeue_by_hand(true, 1).await,
+            Flaw::RequeueDuplicates => self.requeue_by_hand(false, 2).await,
+            Flaw::RequeueKeepsAttempts => {
+                let letters = self.inner.dead_letters(usize::MAX).await?;
+                self.requeued.lock().unwrap().extend(
+                    letters
+                        .into_iter()
+                        .map(|letter| (letter.message.payload, letter.attempts)),
+                );
+                self.inner.requeue_dead().await
+            }
+            _ => self.inner.requeue_dead().await,
+        }
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
+        if self.flaw == Flaw::PurgeDoesNothing {
+            return Ok(self.inner.dead_letters(usize::MAX).await?.len() as u64);
+        }
         self.inner.purge_dead().await
     }
 }
@@ -110,6 +165,7 @@ fn broken(flaw: Flaw) -> Harness {
         Arc::new(Broken {
             inner: MemoryQueue::with_max_payload(config, 4096),
             flaw,
+            requeued: Mutex::default(),
         }) as Arc<dyn WorkQueue>
     })
     .lease(Duration::from_secs(10))
@@ -173,6 +229,31 @@ catches!(
     Flaw::DeadLetterRequeues,
     conformance::dead_letter_moves_item
 );
+catches!(
+    listing_that_consumes,
+    Flaw::ListingConsumes,
+    conformance::dead_letters_listing_does_not_consume
+);
+catches!(
+    requeue_that_keeps_the_stamps,
+    Flaw::RequeueKeepsStamps,
+    conformance::requeue_dead_gives_fresh_items
+);
+catches!(
+    requeue_that_keeps_attempts,
+    Flaw::RequeueKeepsAttempts,
+    conformance::requeue_dead_gives_fresh_items
+);
+catches!(
+    requeue_that_duplicates,
+    Flaw::RequeueDuplicates,
+    conformance::requeue_dead_gives_fresh_items
+);
+catches!(
+    purge_that_does_nothing,
+    Flaw::PurgeDoesNothing,
+    conformance::purge_dead_empties_the_dead_place
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
@@ -190,4 +271,8 @@ async fn honest_wrapper_passes() {
     conformance::redelivery_after_deadline(&harness).await;
     conformance::oversize_payload_refused(&harness).await;
     conformance::dead_letter_moves_item(&harness).await;
+    conformance::dead_letters_listing_does_not_consume(&harness).await;
+    conformance::requeue_dead_gives_fresh_items(&harness).await;
+    conformance::requeue_after_native_dead_letter_restores_attributes(&harness).await;
+    conformance::purge_dead_empties_the_dead_place(&harness).await;
 }

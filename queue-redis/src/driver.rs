@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use forloop_core::{Driver, QueueAddress, QueueConfig, QueueError, ScaleTrigger, WorkQueue};
 
-use crate::{RedisQueue, keys, server_url};
+use crate::RedisQueue;
+use crate::keys::{self, server_url};
 
 /// Opens Redis queues.
 #[derive(Debug, Default, Clone, Copy)]

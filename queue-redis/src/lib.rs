@@ -46,17 +46,21 @@
 
 #![deny(missing_docs)]
 
+mod codec;
 mod driver;
+mod error;
+mod keys;
 
 pub use driver::RedisDriver;
+pub use error::redact;
+pub use keys::{DEFAULT_URL, URL_ENV};
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use forloop_core::kit::TokenSplit;
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -65,6 +69,9 @@ use forloop_core::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::time::Instant;
+
+use crate::codec::{as_bytes, as_i64, as_u64, decode_attributes, encode_attributes};
+use crate::error::{error, malformed};
 
 macro_rules! script {
     ($file:literal) => {
@@ -105,9 +112,6 @@ impl Scripts {
     }
 }
 
-/// The default server when neither a URL nor `REDIS_URL` is given.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-
 /// Largest item accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -135,58 +139,6 @@ impl fmt::Debug for RedisQueue {
     }
 }
 
-/// The URL with any password replaced, for messages and `Debug`.
-pub fn redact(url: &str) -> String {
-    forloop_core::kit::redact_url(url)
-}
-
-/// The server: `url` when the address gave one, else `REDIS_URL`, else
-/// [`DEFAULT_URL`]. The one place this driver reads the environment.
-pub(crate) fn server_url(url: Option<&str>) -> String {
-    match url {
-        Some(url) => url.to_string(),
-        None => std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string()),
-    }
-}
-
-/// The key layout: every key of queue `NAME` shares the hash tag
-/// `{forloop:NAME}`, so a queue lives in one Redis Cluster slot.
-pub(crate) mod keys {
-    /// The key `part` of queue `name`.
-    pub(crate) fn key(name: &str, part: &str) -> String {
-        format!("{{forloop:{name}}}:{part}")
-    }
-
-    /// The list of items waiting for a worker.
-    pub(crate) fn ready(name: &str) -> String {
-        key(name, "ready")
-    }
-}
-
-fn error(what: &str, url: &str, e: redis::RedisError) -> QueueError {
-    let kind = if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-        QueueErrorKind::Unavailable
-    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) {
-        QueueErrorKind::PermissionDenied
-    } else if matches!(e.kind(), redis::ErrorKind::InvalidClientConfig) {
-        QueueErrorKind::Invalid
-    } else {
-        QueueErrorKind::Other
-    };
-    let hint = match kind {
-        QueueErrorKind::Unavailable => {
-            "; is redis-server running there? (start one with `redis-server --port 6379`)"
-        }
-        QueueErrorKind::PermissionDenied => "; check the password in the URL or REDIS_URL",
-        _ => "",
-    };
-    QueueError::new(
-        kind,
-        format!("redis {what} at {} failed{hint}", redact(url)),
-    )
-    .with_source(e)
-}
-
 impl RedisQueue {
     /// Connect to the queue `config.name` on the server at `url`
     /// (`redis://[:password@]host:port[/db]`, or `rediss://` with the `tls` feature).
@@ -208,10 +160,7 @@ impl RedisQueue {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(|e| error("connection", url, e))?;
-        let keys = [
-            "ready", "leased", "delayed", "payload", "attrs", "dead", "reason", "seq", "wake",
-        ]
-        .map(|key| keys::key(&config.name, key));
+        let keys = keys::PARTS.map(|part| keys::key(&config.name, part));
         Ok(Self {
             client,
             shown_url,
@@ -225,7 +174,7 @@ impl RedisQueue {
 
     /// Connect using `REDIS_URL`, or [`DEFAULT_URL`].
     pub async fn from_env(config: QueueConfig) -> Result<Self, QueueError> {
-        Self::connect(&server_url(None), config).await
+        Self::connect(&keys::server_url(None), config).await
     }
 
     fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
@@ -258,15 +207,11 @@ impl RedisQueue {
         tokens: &[LeaseToken],
         head: &[String],
     ) -> Result<LeaseReport, QueueError> {
-        let mut report = LeaseReport::default();
-        let mut valid = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            match token.as_numbers() {
-                Some(pair) => valid.push((token, pair)),
-                None => report.lost.push(token.clone()),
-            }
-        }
-        if valid.is_empty() {
+        let split = TokenSplit::new(tokens, LeaseToken::as_numbers);
+        let mut report = LeaseReport {
+            lost: split.lost.clone(),
+        };
+        if split.known.is_empty() {
             return Ok(report);
         }
         let lost: Vec<usize> = self
@@ -274,15 +219,15 @@ impl RedisQueue {
                 for arg in head {
                     inv.arg(arg);
                 }
-                for (_, (id, attempt)) in &valid {
+                for ((id, attempt), _) in &split.known {
                     inv.arg(format!("{id}:{attempt}")).arg(*id);
                 }
             })
             .await?;
-        report.lost.extend(
-            lost.into_iter()
-                .filter_map(|i| valid.get(i.wrapping_sub(1)).map(|(t, _)| (*t).clone())),
-        );
+        // The script answers 1-based positions.
+        report
+            .lost
+            .extend(split.at(lost.into_iter().map(|i| i.wrapping_sub(1))));
         Ok(report)
     }
 
@@ -334,76 +279,8 @@ impl RedisQueue {
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
 
-/// Attributes as `len:key len:value ...` (netstring-like, any bytes allowed).
-fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (key, value) in attributes {
-        for part in [key, value] {
-            out.extend_from_slice(part.len().to_string().as_bytes());
-            out.push(b':');
-            out.extend_from_slice(part.as_bytes());
-        }
-    }
-    out
-}
-
-fn decode_attributes(mut data: &[u8]) -> BTreeMap<String, String> {
-    let mut parts = Vec::new();
-    while let Some(colon) = data.iter().position(|&b| b == b':') {
-        let Some(len) = std::str::from_utf8(&data[..colon])
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            break;
-        };
-        let Some(part) = data.get(colon + 1..colon + 1 + len) else {
-            break;
-        };
-        parts.push(String::from_utf8_lossy(part).into_owned());
-        data = &data[colon + 1 + len..];
-    }
-    let mut map = BTreeMap::new();
-    let mut iter = parts.into_iter();
-    while let (Some(key), Some(value)) = (iter.next(), iter.next()) {
-        map.insert(key, value);
-    }
-    map
-}
-
-fn as_bytes(value: &Value) -> Bytes {
-    match value {
-        Value::BulkString(bytes) => Bytes::copy_from_slice(bytes),
-        Value::SimpleString(text) => Bytes::copy_from_slice(text.as_bytes()),
-        _ => Bytes::new(),
-    }
-}
-
-fn as_u64(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        Value::SimpleString(text) => text.parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_i64(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn malformed(what: &str) -> QueueError {
-    QueueError::new(
-        QueueErrorKind::Other,
-        format!("unexpected reply from redis to {what}; is the server Redis 6.2 or newer?"),
-    )
 }
 
 #[async_trait]
@@ -596,33 +473,5 @@ impl WorkQueue for RedisQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.run("dead purge", &self.scripts.dead_purge, |_| {})
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attributes_round_trip_any_text() {
-        let attributes: BTreeMap<String, String> = [("a:b", "1:2"), ("", "x"), ("ключ", "знач 3")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(
-            decode_attributes(&encode_attributes(&attributes)),
-            attributes
-        );
-        assert!(encode_attributes(&BTreeMap::new()).is_empty());
-    }
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("redis://:hunter2@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(redact("rediss://user:pw@h"), "rediss://user:***@h");
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
     }
 }

@@ -1,9 +1,33 @@
 //! The driver kit: plumbing that several queue drivers need and that is
 //! written once, here, so the copies cannot drift.
 //!
+//! - [`address`]: the environment read once ([`Env`]) and URLs parsed on the
+//!   `url` crate, with errors that name the address and the forms to write.
+//! - [`envelope`]: the dead-letter envelope ([`DeadStamp`]): the attributes a
+//!   driver stamps on an item it dead-letters, and strips again.
+//! - [`held`]: the deliveries a process holds ([`HeldDeliveries`]), for
+//!   drivers that dead-letter by publishing a copy.
+//! - [`tokens`]: lease tokens split into a driver's own and lost ones.
+//! - [`chunks`]: batches cut to a backend request's count and bytes.
+//! - [`seconds`]: durations rounded up to whole seconds.
+//! - [`dead`]: list, requeue and purge over a dead-letter queue ([`DeadQueue`]).
 //! - [`redact_url`] and [`Redacted`]: addresses shown without passwords or
 //!   tokens.
 
+pub mod address;
+pub mod chunks;
+pub mod dead;
+pub mod envelope;
+pub mod held;
 mod redact;
+pub mod seconds;
+pub mod tokens;
 
+pub use address::Env;
+pub use chunks::{chunks_within, each_chunk};
+pub use dead::{DeadQueue, ReceivedDead};
+pub use envelope::{ATTEMPTS_ATTRIBUTE, DeadStamp, ID_ATTRIBUTE, REASON_ATTRIBUTE};
+pub use held::{HeldDeliveries, HeldDelivery, Letters};
 pub use redact::{Redacted, redact_url};
+pub use seconds::whole_seconds;
+pub use tokens::TokenSplit;

@@ -1,0 +1,262 @@
+//! Listing, requeueing and purging a dead-letter place that is itself a
+//! queue (an SQS queue, a Pub/Sub subscription): written once over
+//! [`DeadQueue`], the handful of calls a driver maps onto its backend.
+//!
+//! - list: receive up to the limit, then release everything at once, so
+//!   listing consumes nothing;
+//! - requeue: receive a batch, publish each item to the work queue without
+//!   its envelope (a fresh item: attempt 1, the attributes it had before it
+//!   died), then delete the batch; until a receive comes back empty;
+//! - purge: receive and delete, until a receive comes back empty.
+//!
+//! A crash between publishing and deleting leaves an item both requeued and
+//! still dead: at least once, as everywhere else.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::envelope::DeadStamp;
+use crate::{DeadLetter, Message, MessageId, QueueError};
+
+/// How long listing hides the messages it looks at (released at once after).
+pub const LIST_HOLD: Duration = Duration::from_secs(30);
+/// How long requeue and purge hide a batch while they work on it.
+pub const WORK_HOLD: Duration = Duration::from_secs(60);
+
+/// One message received from the dead-letter place.
+#[derive(Debug, Clone)]
+pub struct ReceivedDead {
+    /// What releases or deletes it (a receipt handle, an ack id).
+    pub handle: String,
+    /// Its id in the dead-letter place.
+    pub id: MessageId,
+    /// The item, decoded, with its envelope still on.
+    pub message: Message,
+}
+
+/// The calls the dead-letter loops need from a backend.
+#[async_trait]
+pub trait DeadQueue: Send + Sync {
+    /// Most items requeued or purged per round (one publish call's worth).
+    fn batch(&self) -> usize;
+
+    /// Receive up to `max` messages of the dead-letter place, hidden from
+    /// other readers for about `hold`; empty when none came within a short
+    /// wait. May return fewer than are there.
+    async fn receive(&self, max: usize, hold: Duration) -> Result<Vec<ReceivedDead>, QueueError>;
+
+    /// Make these messages visible again at once.
+    async fn release(&self, handles: Vec<String>) -> Result<(), QueueError>;
+
+    /// Delete these messages for good.
+    async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError>;
+
+    /// Publish `messages` to the work queue as new items.
+    async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError>;
+
+    /// What the backend says about an item it dead-lettered by itself (a
+    /// redrive or dead-letter policy), taking out every attribute it added
+    /// on the way. Parts it cannot say stay `None`.
+    fn native_stamp(&self, attributes: &mut BTreeMap<String, String>) -> DeadStamp;
+}
+
+/// Receive until `limit` messages or an empty receive.
+async fn receive_up_to<D: DeadQueue + ?Sized>(
+    dead: &D,
+    limit: usize,
+    hold: Duration,
+) -> Result<Vec<ReceivedDead>, QueueError> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let got = dead.receive(limit - out.len(), hold).await?;
+        if got.is_empty() {
+            break;
+        }
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+/// The item a dead message holds, and what its envelope (or the backend)
+/// says about its death.
+pub fn unseal<D: DeadQueue + ?Sized>(dead: &D, received: ReceivedDead) -> DeadLetter {
+    let mut message = received.message;
+    let stamp = DeadStamp::open(&mut message.attributes);
+    let stamp = stamp.or(dead.native_stamp(&mut message.attributes));
+    let attempts = stamp.attempts.unwrap_or(0);
+    DeadLetter {
+        id: stamp.id.unwrap_or(received.id),
+        reason: stamp
+            .reason
+            .unwrap_or_else(|| format!("delivered {attempts} times without an ack")),
+        attempts,
+        message,
+    }
+}
+
+/// Up to `limit` dead items, consuming none ([`crate::WorkQueue::dead_letters`]).
+pub async fn list<D: DeadQueue + ?Sized>(
+    dead: &D,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, QueueError> {
+    let received = receive_up_to(dead, limit, LIST_HOLD).await?;
+    if !received.is_empty() {
+        dead.release(received.iter().map(|r| r.handle.clone()).collect())
+            .await?;
+    }
+    Ok(received.into_iter().map(|r| unseal(dead, r)).collect())
+}
+
+/// Every dead item back to work, fresh ([`crate::WorkQueue::requeue_dead`]).
+pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError> {
+    let mut total = 0;
+    loop {
+        let received = receive_up_to(dead, dead.batch(), WORK_HOLD).await?;
+        if received.is_empty() {
+            return Ok(total);
+        }
+        let handles: Vec<String> = received.iter().map(|r| r.handle.clone()).collect();
+        let items: Vec<Message> = received
+            .into_iter()
+            .map(|r| unseal(dead, r).message)
+            .collect();
+        total += items.len() as u64;
+        dead.republish(items).await?;
+        dead.delete(handles).await?;
+    }
+}
+
+/// Every dead item deleted ([`crate::WorkQueue::purge_dead`]).
+pub async fn purge<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError> {
+    let mut total = 0;
+    loop {
+        let received = receive_up_to(dead, dead.batch(), WORK_HOLD).await?;
+        if received.is_empty() {
+            return Ok(total);
+        }
+        total += received.len() as u64;
+        dead.delete(received.into_iter().map(|r| r.handle).collect())
+            .await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::kit::envelope::REASON_ATTRIBUTE;
+
+    /// A dead queue in memory: `stored` messages, of which `hidden` are
+    /// received and not yet released or deleted.
+    #[derive(Default)]
+    struct Place {
+        stored: Mutex<Vec<(String, Message, bool)>>,
+        published: Mutex<Vec<Message>>,
+    }
+
+    #[async_trait]
+    impl DeadQueue for Place {
+        fn batch(&self) -> usize {
+            2
+        }
+        async fn receive(&self, max: usize, _: Duration) -> Result<Vec<ReceivedDead>, QueueError> {
+            let mut stored = self.stored.lock().unwrap();
+            Ok(stored
+                .iter_mut()
+                .filter(|(_, _, hidden)| !hidden)
+                .take(max.min(1))
+                .map(|(handle, message, hidden)| {
+                    *hidden = true;
+                    ReceivedDead {
+                        handle: handle.clone(),
+                        id: MessageId::from(format!("dead-{handle}")),
+                        message: message.clone(),
+                    }
+                })
+                .collect())
+        }
+        async fn release(&self, handles: Vec<String>) -> Result<(), QueueError> {
+            for entry in self.stored.lock().unwrap().iter_mut() {
+                if handles.contains(&entry.0) {
+                    entry.2 = false;
+                }
+            }
+            Ok(())
+        }
+        async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError> {
+            self.stored
+                .lock()
+                .unwrap()
+                .retain(|(handle, _, _)| !handles.contains(handle));
+            Ok(())
+        }
+        async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+            self.published.lock().unwrap().extend(messages);
+            Ok(())
+        }
+        fn native_stamp(&self, attributes: &mut BTreeMap<String, String>) -> DeadStamp {
+            DeadStamp {
+                attempts: attributes
+                    .remove("native-count")
+                    .and_then(|n| n.parse().ok()),
+                ..DeadStamp::default()
+            }
+        }
+    }
+
+    fn place() -> Place {
+        let item = Message::new("a").with_attribute("k", "v");
+        let sealed = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(item.clone());
+        let native = item.with_attribute("native-count", "5");
+        let stored = ["h1", "h2", "h3"]
+            .into_iter()
+            .zip([sealed.clone(), native, sealed])
+            .map(|(handle, message)| (handle.to_string(), message, false))
+            .collect();
+        Place {
+            stored: Mutex::new(stored),
+            ..Place::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_consumes_nothing_and_shows_the_items_unsealed() {
+        let place = place();
+        let first = list(&place, 10).await.unwrap();
+        assert_eq!(first, list(&place, 10).await.unwrap());
+        assert_eq!(first.len(), 3);
+        assert_eq!((first[0].id.as_ref(), first[0].attempts), ("7", 3));
+        assert_eq!(first[0].reason, "exit 1");
+        assert_eq!((first[1].id.as_ref(), first[1].attempts), ("dead-h2", 5));
+        assert!(first[1].reason.contains("5 times"), "{}", first[1].reason);
+        for letter in &first {
+            assert_eq!(letter.message, Message::new("a").with_attribute("k", "v"));
+        }
+        assert_eq!(list(&place, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn requeue_publishes_each_item_as_it_was_and_empties_the_place() {
+        let place = place();
+        assert_eq!(requeue(&place).await.unwrap(), 3);
+        assert!(place.stored.lock().unwrap().is_empty());
+        let published = place.published.lock().unwrap();
+        assert_eq!(published.len(), 3);
+        for message in published.iter() {
+            assert!(!message.attributes.contains_key(REASON_ATTRIBUTE));
+            assert_eq!(message, &Message::new("a").with_attribute("k", "v"));
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_everything_and_publishes_nothing() {
+        let place = place();
+        assert_eq!(purge(&place).await.unwrap(), 3);
+        assert_eq!(purge(&place).await.unwrap(), 0);
+        assert!(place.stored.lock().unwrap().is_empty());
+        assert!(place.published.lock().unwrap().is_empty());
+    }
+}

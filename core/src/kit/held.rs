@@ -1,0 +1,170 @@
+//! The deliveries a process holds, by token text, for backends whose
+//! dead-lettering is "publish a copy elsewhere, then settle": the copy must
+//! come from this process, since the backend cannot move the item itself.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::time::Instant;
+
+use super::envelope::DeadStamp;
+use super::tokens::TokenSplit;
+use crate::{Delivery, LeaseToken, Message, MessageId};
+
+/// One held delivery: the item as delivered and when it was received.
+#[derive(Debug, Clone)]
+pub struct HeldDelivery {
+    /// The item's id.
+    pub id: MessageId,
+    /// The item and its attributes.
+    pub message: Message,
+    /// Its delivery attempt.
+    pub attempt: u32,
+    /// When the pull that delivered it was sent (no later than the server's
+    /// receive), for backends that cap a lease counted from the receive.
+    pub received: Instant,
+}
+
+/// Dead letters ready to publish, from held deliveries.
+#[derive(Debug, Default)]
+pub struct Letters {
+    /// The items, each sealed in the dead-letter envelope.
+    pub messages: Vec<Message>,
+    /// The token text and token of each, to settle once they are published.
+    pub settled: Vec<(String, LeaseToken)>,
+    /// Tokens this process does not hold (lease lost, already settled).
+    pub lost: Vec<LeaseToken>,
+}
+
+/// Held deliveries by token text. Every settlement forgets its tokens, so
+/// the map holds only what is leased to this process.
+#[derive(Debug, Default)]
+pub struct HeldDeliveries {
+    map: Mutex<HashMap<String, HeldDelivery>>,
+}
+
+impl HeldDeliveries {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HeldDelivery>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep each of `deliveries` (text tokens only; others are not held).
+    pub fn hold<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>, received: Instant) {
+        let mut map = self.lock();
+        for delivery in deliveries {
+            if let Some(text) = delivery.token.as_text() {
+                let held = HeldDelivery {
+                    id: delivery.id.clone(),
+                    message: Message {
+                        payload: delivery.payload.clone(),
+                        attributes: delivery.attributes.clone(),
+                    },
+                    attempt: delivery.attempt,
+                    received,
+                };
+                map.insert(text.to_string(), held);
+            }
+        }
+    }
+
+    /// Split `tokens` and forget the known ones: what ack and nack start with.
+    pub fn release(&self, tokens: &[LeaseToken]) -> TokenSplit<String> {
+        let split = TokenSplit::text(tokens);
+        self.forget(split.known.iter().map(|(text, _)| text));
+        split
+    }
+
+    /// Forget `texts` (settled, handed back or dead).
+    pub fn forget<'a>(&self, texts: impl IntoIterator<Item = &'a String>) {
+        let mut map = self.lock();
+        for text in texts {
+            map.remove(text);
+        }
+    }
+
+    /// When the delivery `text` was received, if it is held.
+    pub fn received(&self, text: &str) -> Option<Instant> {
+        self.lock().get(text).map(|held| held.received)
+    }
+
+    /// How many deliveries are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The dead letters for `tokens`, each sealed with `reason` and its
+    /// attempt. Nothing is forgotten: forget [`Letters::settled`] once the
+    /// letters are published, so a failed publish can be tried again.
+    pub fn letters(&self, tokens: &TokenSplit<String>, reason: &str) -> Letters {
+        let map = self.lock();
+        let mut letters = Letters {
+            lost: tokens.lost.clone(),
+            ..Letters::default()
+        };
+        for (text, token) in &tokens.known {
+            match map.get(text) {
+                Some(held) => {
+                    let stamp = DeadStamp::new(held.id.clone(), held.attempt, reason);
+                    letters.messages.push(stamp.seal(held.message.clone()));
+                    letters.settled.push((text.clone(), token.clone()));
+                }
+                None => letters.lost.push(token.clone()),
+            }
+        }
+        letters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::kit::envelope::{ATTEMPTS_ATTRIBUTE, REASON_ATTRIBUTE};
+
+    fn delivery(token: &str, attempt: u32) -> Delivery {
+        Delivery {
+            id: MessageId::from(format!("id-{token}")),
+            payload: "item".into(),
+            attributes: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            token: LeaseToken::new(token),
+            attempt,
+            deadline: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn letters_come_sealed_from_held_items_and_unknown_tokens_are_lost() {
+        let held = HeldDeliveries::new();
+        let now = Instant::now();
+        held.hold(&[delivery("a", 3), delivery("b", 1)], now);
+        assert_eq!(held.received("a"), Some(now));
+        let tokens = [
+            LeaseToken::new("a"),
+            LeaseToken::new("gone"),
+            LeaseToken::from_numbers(1, 1),
+        ];
+        let letters = held.letters(&TokenSplit::text(&tokens), "exit 1");
+        assert_eq!(letters.messages.len(), 1);
+        let attributes = &letters.messages[0].attributes;
+        assert_eq!(attributes[REASON_ATTRIBUTE], "exit 1");
+        assert_eq!(attributes[ATTEMPTS_ATTRIBUTE], "3");
+        assert_eq!(attributes["k"], "v");
+        assert_eq!(letters.settled, [("a".to_string(), tokens[0].clone())]);
+        assert_eq!(letters.lost, [tokens[2].clone(), tokens[1].clone()]);
+        assert_eq!(held.len(), 2, "letters forget nothing by themselves");
+        let split = held.release(&[LeaseToken::new("a"), LeaseToken::new("b")]);
+        assert_eq!(split.texts(), ["a", "b"]);
+        assert!(held.is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! The dead-keep subscription as the kit's [`DeadQueue`]: list, requeue and
+//! purge are the kit's loops over these calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
+use forloop_core::{Message, QueueError};
+
+use crate::PubsubQueue;
+use crate::codec::{from_pubsub, to_pubsub};
+use crate::queue::MAX_BATCH;
+
+/// The attribute Pub/Sub sets on items its dead-letter policy forwards.
+pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
+/// What every attribute the dead-letter policy adds starts with.
+const POLICY_ATTRIBUTES: &str = "CloudPubSubDeadLetter";
+
+/// `NAME-dead-keep`, read and settled through the queue's clients.
+pub(crate) struct DeadPlace<'a> {
+    pub(crate) queue: &'a PubsubQueue,
+    pub(crate) subscription: String,
+}
+
+#[async_trait]
+impl DeadQueue for DeadPlace<'_> {
+    fn batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// The subscription's own ack deadline (60 s) is the hold.
+    async fn receive(&self, max: usize, _hold: Duration) -> Result<Vec<ReceivedDead>, QueueError> {
+        let received = self
+            .queue
+            .pull_raw(&self.subscription, max, Duration::from_secs(2))
+            .await?;
+        Ok(received
+            .into_iter()
+            .filter_map(|received| {
+                let (message, id) = from_pubsub(received.message?);
+                Some(ReceivedDead {
+                    handle: received.ack_id,
+                    id: Arc::from(id),
+                    message,
+                })
+            })
+            .collect())
+    }
+
+    async fn release(&self, handles: Vec<String>) -> Result<(), QueueError> {
+        self.queue.modify(&self.subscription, handles, 0).await
+    }
+
+    async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError> {
+        self.queue.acknowledge(&self.subscription, handles).await
+    }
+
+    async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+        let messages = messages.iter().map(to_pubsub).collect();
+        self.queue
+            .publisher
+            .publish_immediately(messages, None)
+            .await
+            .map_err(|s| self.queue.fail("requeue publish", s))?;
+        Ok(())
+    }
+
+    /// The dead-letter policy stamps its own attributes on what it forwards.
+    fn native_stamp(&self, attributes: &mut BTreeMap<String, String>) -> DeadStamp {
+        let attempts = attributes
+            .get(DELIVERY_COUNT_ATTRIBUTE)
+            .and_then(|n| n.parse().ok());
+        attributes.retain(|name, _| !name.starts_with(POLICY_ATTRIBUTES));
+        DeadStamp {
+            reason: Some(format!(
+                "delivered {} times without an ack (Pub/Sub dead-letter policy)",
+                attempts.unwrap_or(0)
+            )),
+            attempts,
+            id: None,
+        }
+    }
+}

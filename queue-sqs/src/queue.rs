@@ -1,0 +1,341 @@
+//! [`SqsQueue`]: opening a queue, and the [`WorkQueue`] calls mapped onto
+//! SQS's (see the crate docs for the mapping).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::QueueAttributeName;
+use forloop_core::kit::{HeldDeliveries, TokenSplit, dead, whole_seconds};
+use forloop_core::{
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+};
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::SqsAddress;
+use crate::batch::{MAX_BATCH, SQS_BATCH};
+use crate::client::{client, queue_url};
+use crate::codec::{encode, message_of, receive_count, sqs_text, wire_size};
+use crate::dead::DeadPlace;
+use crate::error::error;
+
+/// SQS's cap on a message's visibility, counted from its receive.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// The payload limit when the queue does not say (AWS's default today).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// The longest visibility SQS takes, in seconds.
+const MAX_VISIBILITY_SECONDS: i32 = 43_200;
+
+/// A forloop queue on SQS.
+pub struct SqsQueue {
+    pub(crate) address: SqsAddress,
+    pub(crate) client: Client,
+    url: String,
+    dead_url: Option<String>,
+    lease: Duration,
+    pub(crate) max_payload: usize,
+    pub(crate) max_receive_count: Option<u32>,
+    /// Each held delivery's item, for `dead_letter`, and its receive time,
+    /// for the 12-hour visibility cap.
+    held: HeldDeliveries,
+}
+
+impl fmt::Debug for SqsQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the client: its config holds the credentials provider.
+        f.debug_struct("SqsQueue")
+            .field("address", &self.address)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqsQueue {
+    /// Open an existing queue. `config.lease` is the visibility each pull
+    /// asks for; the payload limit and dead-letter setup come from the queue.
+    pub async fn connect(address: SqsAddress, config: &QueueConfig) -> Result<Self, QueueError> {
+        let client = client(&address).await?;
+        Self::with_client(address, client, config).await
+    }
+
+    /// Open an existing queue with a client of the caller's.
+    pub async fn with_client(
+        address: SqsAddress,
+        client: Client,
+        config: &QueueConfig,
+    ) -> Result<Self, QueueError> {
+        let url = match &address.url {
+            Some(url) => url.clone(),
+            None => queue_url(&client, &address, &address.name)
+                .await?
+                .ok_or_else(|| {
+                    QueueError::new(
+                        QueueErrorKind::NotFound,
+                        format!(
+                            "SQS queue `{}` does not exist; {}",
+                            address.name,
+                            address.create_hint()
+                        ),
+                    )
+                })?,
+        };
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| error("queue attributes", &address, e))?;
+        let attributes = attributes.attributes().cloned().unwrap_or_default();
+        let max_payload = attributes
+            .get(&QueueAttributeName::MaximumMessageSize)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let redrive: Option<serde_json::Value> = attributes
+            .get(&QueueAttributeName::RedrivePolicy)
+            .and_then(|text| serde_json::from_str(text).ok());
+        let max_receive_count = redrive.as_ref().and_then(|r| match &r["maxReceiveCount"] {
+            serde_json::Value::String(n) => n.parse().ok(),
+            n => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        });
+        let dead_name = redrive
+            .as_ref()
+            .and_then(|r| r["deadLetterTargetArn"].as_str())
+            .and_then(|arn| arn.rsplit(':').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| address.dead_name());
+        let dead_url = queue_url(&client, &address, &dead_name).await?;
+        Ok(Self {
+            address,
+            client,
+            url,
+            dead_url,
+            lease: config.lease,
+            max_payload,
+            max_receive_count,
+            held: HeldDeliveries::new(),
+        })
+    }
+
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The dead-letter queue, as the kit's loops read it.
+    fn dead_place(&self) -> Result<DeadPlace<'_>, QueueError> {
+        let url = self.dead_url.as_deref().ok_or_else(|| {
+            QueueError::new(
+                QueueErrorKind::NotFound,
+                format!(
+                    "the dead-letter queue `{}` does not exist; {}",
+                    self.address.dead_name(),
+                    self.address.create_hint()
+                ),
+            )
+        })?;
+        Ok(DeadPlace { queue: self, url })
+    }
+
+    /// What is left of the 12 hours from the receive of the delivery `handle`.
+    fn visibility_left(&self, handle: &str) -> Duration {
+        self.held
+            .received(handle)
+            .map_or(MAX_VISIBILITY, |received| {
+                MAX_VISIBILITY.saturating_sub(received.elapsed())
+            })
+    }
+}
+
+#[async_trait]
+impl WorkQueue for SqsQueue {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_payload: self.max_payload,
+            max_batch: MAX_BATCH,
+            max_deadline: MAX_VISIBILITY,
+            min_deadline: Duration::from_secs(1),
+            native_dead_letter: self.max_receive_count.is_some() && self.dead_url.is_some(),
+            delayed_nack: true,
+            exact_backlog: false,
+            backlog_staleness: self.address.staleness,
+        }
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        let encoded: Vec<_> = batch.iter().map(encode).collect();
+        if let Some((index, size)) = encoded
+            .iter()
+            .map(|(body, attributes)| wire_size(body, attributes))
+            .enumerate()
+            .find(|(_, size)| *size > self.max_payload)
+        {
+            return Err(QueueError::payload_too_large(index, size, self.max_payload));
+        }
+        if encoded.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send_all(&self.url, encoded).await
+    }
+
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let max = max.max(1);
+        let sent = Instant::now();
+        // One long poll; short polls for the rest, so a wide worker fills
+        // its slots in one round trip without waiting on empty polls.
+        let calls = (0..max.div_ceil(SQS_BATCH)).map(|i| {
+            let n = (max - i * SQS_BATCH).min(SQS_BATCH);
+            let wait = if i == 0 { wait } else { Duration::ZERO };
+            self.receive(&self.url, n, wait, self.lease)
+        });
+        let mut received = Vec::new();
+        let mut failure = None;
+        for result in join_all(calls).await {
+            match result {
+                Ok(messages) => received.extend(messages),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if received.is_empty()
+            && let Some(e) = failure
+        {
+            return Err(e);
+        }
+        let deadline = sent + self.lease;
+        let deliveries: Vec<Delivery> = received
+            .into_iter()
+            .filter_map(|m| {
+                let message = message_of(&m);
+                Some(Delivery {
+                    id: Arc::from(m.message_id().unwrap_or_default()),
+                    payload: message.payload,
+                    attributes: message.attributes,
+                    token: LeaseToken::new(m.receipt_handle()?),
+                    attempt: receive_count(&m),
+                    deadline,
+                })
+            })
+            .collect();
+        self.held.hold(&deliveries, sent);
+        Ok(deliveries)
+    }
+
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        let split = self.held.release(tokens);
+        let gone = self.delete_handles(&self.url, &split.texts()).await?;
+        Ok(LeaseReport {
+            lost: split.lost_with(&gone),
+        })
+    }
+
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let split = TokenSplit::text(tokens);
+        // What is left of the 12 h from the receive bounds the delay.
+        let changes: Vec<(String, i32)> = split
+            .known
+            .iter()
+            .map(|(handle, _)| {
+                let delay = delay.min(self.visibility_left(handle));
+                let seconds = whole_seconds(delay).clamp(0, MAX_VISIBILITY_SECONDS);
+                (handle.clone(), seconds)
+            })
+            .collect();
+        self.held.forget(&split.texts());
+        let gone = self.change_visibility(&self.url, &changes).await?;
+        Ok(LeaseReport {
+            lost: split.lost_with(&gone),
+        })
+    }
+
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let split = TokenSplit::text(tokens);
+        let mut lost = split.lost.clone();
+        let mut changes = Vec::with_capacity(split.known.len());
+        for (handle, token) in &split.known {
+            let left = self.visibility_left(handle);
+            if left < Duration::from_secs(1) {
+                // SQS's 12 h cap: this lease cannot be kept any longer.
+                lost.push(token.clone());
+            } else {
+                let seconds = whole_seconds(lease.min(left)).clamp(1, MAX_VISIBILITY_SECONDS);
+                changes.push((handle.clone(), seconds));
+            }
+        }
+        let gone = self.change_visibility(&self.url, &changes).await?;
+        lost.extend(split.tokens_of(&gone));
+        Ok(LeaseReport { lost })
+    }
+
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        let dead = self.dead_place()?;
+        let letters = self
+            .held
+            .letters(&TokenSplit::text(tokens), &sqs_text(reason));
+        let mut lost = letters.lost;
+        if !letters.messages.is_empty() {
+            let outgoing = letters.messages.iter().map(encode).collect();
+            self.send_all(dead.url, outgoing).await?;
+            let handles: Vec<String> = letters.settled.iter().map(|(h, _)| h.clone()).collect();
+            self.held.forget(&handles);
+            let gone = self.delete_handles(&self.url, &handles).await?;
+            lost.extend(
+                letters
+                    .settled
+                    .into_iter()
+                    .filter(|(handle, _)| gone.contains(handle))
+                    .map(|(_, token)| token),
+            );
+        }
+        Ok(LeaseReport { lost })
+    }
+
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let main = self.counts(&self.url);
+        let dead = async {
+            match &self.dead_url {
+                Some(url) => self
+                    .counts(url)
+                    .await
+                    .map(|(a, b, c)| Count::Approximate(a + b + c)),
+                None => Ok(Count::Exact(0)),
+            }
+        };
+        let (main, dead) = tokio::join!(main, dead);
+        let (visible, not_visible, delayed) = main?;
+        Ok(Backlog {
+            ready: Count::Approximate(visible + delayed),
+            in_flight: Count::Approximate(not_visible),
+            dead: dead?,
+            age: Duration::ZERO,
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        dead::list(&self.dead_place()?, limit).await
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        dead::requeue(&self.dead_place()?).await
+    }
+
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        dead::purge(&self.dead_place()?).await
+    }
+}
