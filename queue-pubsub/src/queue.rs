@@ -147,22 +147,17 @@ impl PubsubQueue {
 #[async_trait]
 impl WorkQueue for PubsubQueue {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_payload: MAX_PAYLOAD,
-            max_batch: MAX_BATCH,
-            max_deadline: Duration::from_secs(600),
-            min_deadline: Duration::from_secs(10),
-            native_dead_letter: true,
-            delayed_nack: true,
-            exact_backlog: false,
+        Capabilities::new(MAX_PAYLOAD, MAX_BATCH)
+            .with_deadlines(Duration::from_secs(10), Duration::from_secs(600))
+            .with_native_dead_letter(true)
+            .with_delayed_nack(true)
             // Monitoring points are trusted up to this old; without them the
             // counts are unknown and only the worker's idle window counts.
-            backlog_staleness: if self.monitored() {
+            .with_backlog_staleness(if self.monitored() {
                 monitoring::STALENESS
             } else {
                 Duration::ZERO
-            },
-        }
+            })
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {

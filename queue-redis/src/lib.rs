@@ -286,16 +286,11 @@ fn millis(duration: Duration) -> u64 {
 #[async_trait]
 impl WorkQueue for RedisQueue {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_payload: MAX_PAYLOAD,
-            max_batch: MAX_BATCH,
-            max_deadline: Duration::from_secs(12 * 3600),
-            min_deadline: Duration::from_millis(10),
-            native_dead_letter: true,
-            delayed_nack: true,
-            exact_backlog: true,
-            backlog_staleness: Duration::ZERO,
-        }
+        Capabilities::new(MAX_PAYLOAD, MAX_BATCH)
+            .with_deadlines(Duration::from_millis(10), Duration::from_secs(12 * 3600))
+            .with_native_dead_letter(true)
+            .with_delayed_nack(true)
+            .with_exact_backlog()
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {

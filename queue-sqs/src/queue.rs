@@ -155,16 +155,11 @@ impl SqsQueue {
 #[async_trait]
 impl WorkQueue for SqsQueue {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_payload: self.max_payload,
-            max_batch: MAX_BATCH,
-            max_deadline: MAX_VISIBILITY,
-            min_deadline: Duration::from_secs(1),
-            native_dead_letter: self.max_receive_count.is_some() && self.dead_url.is_some(),
-            delayed_nack: true,
-            exact_backlog: false,
-            backlog_staleness: self.address.staleness,
-        }
+        Capabilities::new(self.max_payload, MAX_BATCH)
+            .with_deadlines(Duration::from_secs(1), MAX_VISIBILITY)
+            .with_native_dead_letter(self.max_receive_count.is_some() && self.dead_url.is_some())
+            .with_delayed_nack(true)
+            .with_backlog_staleness(self.address.staleness)
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {

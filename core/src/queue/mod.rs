@@ -210,7 +210,11 @@ impl Backlog {
 
 /// What a backend can do; the runner checks flags against these up front and
 /// the conformance suite runs only what a driver advertises.
+///
+/// Non-exhaustive, so a new capability is not a breaking change for
+/// drivers: build one with [`Capabilities::new`] and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// Largest payload in bytes.
     pub max_payload: usize,
@@ -245,6 +249,52 @@ impl Default for Capabilities {
             exact_backlog: false,
             backlog_staleness: Duration::from_secs(60),
         }
+    }
+}
+
+impl Capabilities {
+    /// A backend's size limits, with the defaults for everything else:
+    /// leases of 1 s to 10 min, no native dead letter, no delayed nack,
+    /// approximate counts trusted after 60 s.
+    pub fn new(max_payload: usize, max_batch: usize) -> Self {
+        Self {
+            max_payload,
+            max_batch,
+            ..Self::default()
+        }
+    }
+
+    /// The shortest and longest lease the backend accepts.
+    pub fn with_deadlines(mut self, min: Duration, max: Duration) -> Self {
+        self.min_deadline = min;
+        self.max_deadline = max;
+        self
+    }
+
+    /// Whether the queue itself dead-letters after `max_attempts`.
+    pub fn with_native_dead_letter(mut self, native: bool) -> Self {
+        self.native_dead_letter = native;
+        self
+    }
+
+    /// Whether `nack(tokens, d)` delays redelivery by `d`.
+    pub fn with_delayed_nack(mut self, delayed: bool) -> Self {
+        self.delayed_nack = delayed;
+        self
+    }
+
+    /// Exact backlog counts, true the moment they are read.
+    pub fn with_exact_backlog(mut self) -> Self {
+        self.exact_backlog = true;
+        self.backlog_staleness = Duration::ZERO;
+        self
+    }
+
+    /// Approximate counts that may lag the truth by up to `staleness`.
+    pub fn with_backlog_staleness(mut self, staleness: Duration) -> Self {
+        self.exact_backlog = false;
+        self.backlog_staleness = staleness;
+        self
     }
 }
 
