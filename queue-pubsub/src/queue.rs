@@ -72,7 +72,7 @@ fn monitor(address: &PubsubAddress) -> Option<monitoring::Monitor> {
 
 #[cfg(not(feature = "auth"))]
 fn no_monitor(address: &PubsubAddress) {
-    if let BacklogSource::Monitoring(url) = &address.backlog {
+    if let crate::BacklogSource::Monitoring(url) = &address.backlog {
         tracing::warn!(
             "backlog counts unknown: this build of the Pub/Sub driver cannot read Cloud Monitoring at {} \
              (it lacks the cargo feature `auth`)",
