@@ -72,6 +72,7 @@ pub fn format_line(record: &AttemptRecord<'_>) -> String {
         Settlement::Acked => "ok",
         Settlement::Retrying { .. } => "retry",
         Settlement::DeadLettered => "dead",
+        Settlement::Unsettled => "unsettled",
     };
     let exit = record
         .outcome

@@ -2,8 +2,12 @@
 //! renewing, so a running task never loses its item to a lapsed deadline.
 //!
 //! A lease is renewed when a third of the worker's lease length is left,
-//! for another full lease, until the item has been held `max_age`: past that
-//! the keeper lets it lapse (a task that outlives it is presumed stuck).
+//! for another full lease, until the item has been held `max_age`. Past that
+//! the keeper gives the lease up ([`GiveUp::MaxAge`]) at the moment it would
+//! have renewed it, while it is still live, so the worker can stop the task
+//! and settle the attempt as failed; a lease whose renewals keep failing
+//! reaches its deadline ([`GiveUp::Lapsed`]), and the task stops then too.
+//! Either way one copy of a task runs at a time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,6 +18,15 @@ use tokio::time::Instant;
 
 use crate::LeaseToken;
 use crate::fasthash::FastHasher;
+
+/// Why the keeper lets a lease go while its task still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GiveUp {
+    /// Held for `max_age`: not renewed again; the lease is still live.
+    MaxAge,
+    /// The deadline passed without a renewal: the lease is gone.
+    Lapsed,
+}
 
 #[derive(Debug)]
 struct Lease {
@@ -31,6 +44,8 @@ pub struct LeaseKeeper {
     max_age: Duration,
     leases: HashMap<LeaseToken, Lease, BuildHasherDefault<FastHasher>>,
     due: BinaryHeap<Reverse<(Instant, u64, LeaseToken)>>,
+    /// When a lease is given up: max age reached, or its deadline.
+    give_ups: BinaryHeap<Reverse<(Instant, GiveUp, u64, LeaseToken)>>,
     next_generation: u64,
 }
 
@@ -43,6 +58,7 @@ impl LeaseKeeper {
             max_age,
             leases: HashMap::default(),
             due: BinaryHeap::new(),
+            give_ups: BinaryHeap::new(),
             next_generation: 0,
         }
     }
@@ -59,7 +75,20 @@ impl LeaseKeeper {
         if renew_at.saturating_duration_since(leased_at) < self.max_age {
             self.due
                 .push(Reverse((renew_at, generation, token.clone())));
+        } else {
+            self.give_ups.push(Reverse((
+                renew_at,
+                GiveUp::MaxAge,
+                generation,
+                token.clone(),
+            )));
         }
+        self.give_ups.push(Reverse((
+            deadline,
+            GiveUp::Lapsed,
+            generation,
+            token.clone(),
+        )));
         self.leases.insert(
             token,
             Lease {
@@ -75,13 +104,33 @@ impl LeaseKeeper {
         self.leases.remove(token);
         if self.leases.is_empty() {
             self.due.clear();
+            self.give_ups.clear();
         }
     }
 
-    /// When the next renewal is due.
+    /// When the next renewal or give-up is due.
     pub fn next_due(&mut self) -> Option<Instant> {
         self.drop_stale();
-        self.due.peek().map(|Reverse((at, _, _))| *at)
+        let renew = self.due.peek().map(|Reverse((at, _, _))| *at);
+        let give_up = self.give_ups.peek().map(|Reverse((at, _, _, _))| *at);
+        renew.into_iter().chain(give_up).min()
+    }
+
+    /// Leases given up at `now`, with why; each is released here, so the
+    /// worker only has to stop its task.
+    pub fn give_ups(&mut self, now: Instant) -> Vec<(LeaseToken, GiveUp)> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, _, _, _))) = self.give_ups.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((at, why, generation, token)) = self.give_ups.pop().expect("peeked");
+            if self.gives_up(&token, at, why, generation) {
+                self.release(&token);
+                out.push((token, why));
+            }
+        }
+        out
     }
 
     /// Leases due for renewal at `now`; pass them to `extend_deadline` with
@@ -148,6 +197,16 @@ impl LeaseKeeper {
         self.leases.is_empty()
     }
 
+    /// Whether a give-up entry still stands.
+    fn gives_up(&self, token: &LeaseToken, at: Instant, why: GiveUp, generation: u64) -> bool {
+        self.leases.get(token).is_some_and(|lease| match why {
+            // Stands while no renewal or retry replaced it.
+            GiveUp::MaxAge => lease.generation == generation,
+            // Stands while the deadline is the one it was made for.
+            GiveUp::Lapsed => lease.deadline == at,
+        })
+    }
+
     fn is_current(&self, token: &LeaseToken, generation: u64) -> bool {
         self.leases
             .get(token)
@@ -160,6 +219,12 @@ impl LeaseKeeper {
                 break;
             }
             self.due.pop();
+        }
+        while let Some(Reverse((at, why, generation, token))) = self.give_ups.peek() {
+            if self.gives_up(token, *at, *why, *generation) {
+                break;
+            }
+            self.give_ups.pop();
         }
     }
 }
@@ -181,14 +246,57 @@ mod tests {
         let mut renewals = Vec::new();
         while let Some(at) = keeper.next_due() {
             let due = keeper.due(at);
+            if due.is_empty() {
+                // Not a renewal: the give-up at max age (see the next test).
+                break;
+            }
             assert_eq!(due, vec![token.clone()]);
             keeper.renewed(&token, at);
             renewals.push((at - start).as_secs());
         }
-        // 20, 40, 60, 80; the renewal at 100 would pass max age.
+        // 20, 40, 60, 80; the renewal at 100 would pass max age: the keeper
+        // gives the lease up then, while it is still live (deadline 110).
         assert_eq!(renewals, [20, 40, 60, 80]);
         assert!(!keeper.expired(&token, start + Duration::from_secs(109)));
         assert!(keeper.expired(&token, start + Duration::from_secs(110)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_max_age_while_live_and_at_the_deadline_when_renewals_fail() {
+        let lease = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut keeper = LeaseKeeper::new(lease, Duration::from_secs(100));
+        let old = LeaseToken::new("old");
+        keeper.hold(old.clone(), start + lease, start);
+        let mut now = start;
+        while let Some(at) = keeper.next_due() {
+            now = at;
+            for token in keeper.due(at) {
+                keeper.renewed(&token, at);
+            }
+            let given = keeper.give_ups(at);
+            if !given.is_empty() {
+                assert_eq!(given, vec![(old.clone(), GiveUp::MaxAge)]);
+                break;
+            }
+        }
+        assert_eq!(
+            now - start,
+            Duration::from_secs(100),
+            "at the renewal it skips"
+        );
+        assert!(keeper.is_empty(), "a given-up lease is released");
+
+        let failing = LeaseToken::new("failing");
+        keeper.hold(failing.clone(), now + lease, now);
+        let due = keeper.next_due().unwrap();
+        assert_eq!(keeper.due(due), vec![failing.clone()]);
+        // The renewal never answers: nothing is due until the deadline.
+        assert_eq!(keeper.next_due(), Some(now + lease));
+        assert_eq!(
+            keeper.give_ups(now + lease),
+            vec![(failing, GiveUp::Lapsed)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

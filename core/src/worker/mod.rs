@@ -4,26 +4,42 @@
 //! 1. It is pulled only into a free slot (never prefetched), and its lease is
 //!    handed to the [`LeaseKeeper`].
 //! 2. While the handler runs, the keeper renews the lease a third before it
-//!    ends, up to `max_lease_age`.
+//!    ends, up to `max_lease_age`. Past that age, or when a renewal goes
+//!    unanswered until the deadline, the keeper lets the lease go and the
+//!    task is stopped: one copy of a task runs at a time. A max-age stop is
+//!    a failed attempt (the lease is still live, so it is nacked as usual).
 //! 3. Success: the token joins the ack buffer, which is flushed as soon as
 //!    the tasks that finished together are settled (at most `ack_batch` per
-//!    call). A worker killed before the flush loses only those acks: at most
-//!    its in-flight items run again.
+//!    call). The lease is kept alive until the ack lands, and only then is
+//!    the attempt reported done. A worker killed before that loses only
+//!    those acks: at most its in-flight items run again.
 //! 4. Failure: nack with exponential [`Backoff`]; on the last attempt, or when
 //!    the failure is fatal (the command cannot start), dead-letter it.
 //! 5. Stop (SIGTERM/SIGINT): no more pulls; running tasks get `grace` to
 //!    finish; then they are dropped (their commands killed) and their items
-//!    nacked with delay 0 so another worker takes them at once; acks flushed.
-//! 6. With nothing running and an empty pull, the [`DrainDetector`] reads the
-//!    backlog; the worker returns [`WorkerExit::Drained`] only when nothing is
-//!    ready and nothing is in flight anywhere.
+//!    nacked with delay 0 so another worker takes them at once. Acks and
+//!    hand-backs still owed are retried for `settle_budget` past the grace.
+//! 6. With nothing running, an empty pull and every ack answered, the
+//!    [`DrainDetector`] reads the backlog; the worker returns
+//!    [`WorkerExit::Drained`] only when nothing is ready and nothing is in
+//!    flight anywhere.
+//!
+//! Every queue call has a deadline (`call_timeout`) and none is awaited in
+//! front of the tasks: acks, renewals, nacks and hand-backs run beside them
+//! (`calls.rs`), so a backend that stops answering freezes nothing: tasks
+//! run on, the grace timer and the stop signal are acted on. A queue error
+//! that cannot pass (the subscription was deleted) ends the worker after it
+//! gave back what it holds and flushed its acks.
 
 pub mod backoff;
+mod calls;
 pub mod drain;
 pub mod lease;
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,14 +49,17 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::OptionFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use backoff::Backoff;
 pub use drain::{DrainDetector, DrainState};
-pub use lease::LeaseKeeper;
+pub use lease::{GiveUp, LeaseKeeper};
 
+use self::calls::{Calls, Done};
+use crate::fasthash::FastHasher;
 use crate::handler::OutcomeKind;
 use crate::{Delivery, Handler, LeaseToken, QueueError, Task, TaskOutcome, WorkQueue};
 
@@ -71,6 +90,14 @@ pub struct WorkerConfig {
     pub ack_batch: usize,
     /// After an ack call failed, how long until it is tried again (default 500 ms).
     pub ack_interval: Duration,
+    /// The longest any one queue call may take before it counts as failed
+    /// and is retried (default 10 s; pulls get their long poll on top, and
+    /// renewals at most a third of the lease).
+    pub call_timeout: Duration,
+    /// After the grace period, how long the worker may still spend handing
+    /// items back and flushing acks before it exits (default 4 s, inside
+    /// the 5 s Kubernetes gives past the grace).
+    pub settle_budget: Duration,
     /// Where the backend cannot count its backlog: how long pulls must come
     /// back empty before the queue is taken as drained (default 30 s).
     pub idle_window: Duration,
@@ -100,6 +127,8 @@ impl Default for WorkerConfig {
             poll: Duration::from_secs(1),
             ack_batch: 500,
             ack_interval: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(10),
+            settle_budget: Duration::from_secs(4),
             idle_window: Duration::from_secs(30),
             name: Arc::from("worker"),
         }
@@ -118,6 +147,9 @@ pub enum Settlement {
     },
     /// Moved to the dead-letter place.
     DeadLettered,
+    /// Succeeded, but the queue did not take the ack (the lease had ended,
+    /// or the ack failed for good): the item will run again.
+    Unsettled,
 }
 
 /// One finished attempt, as observers see it.
@@ -225,6 +257,7 @@ struct Finished {
 type Tasks = FuturesUnordered<Pin<Box<dyn Future<Output = Finished> + Send>>>;
 
 type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
+type BacklogFuture = Pin<Box<dyn Future<Output = Result<crate::Backlog, QueueError>> + Send>>;
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
@@ -234,10 +267,19 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text panic".to_string())
 }
 
-/// Buffered acks and when they must go out.
+/// Successes waiting for their ack, and the ack calls in flight.
 struct AckBuffer {
-    tokens: Vec<LeaseToken>,
+    pending: Vec<(LeaseToken, Finished)>,
+    in_flight: usize,
+    /// After a failed ack: not before then.
     flush_at: Option<Instant>,
+}
+
+impl AckBuffer {
+    /// Every success so far has its ack answered.
+    fn is_settled(&self) -> bool {
+        self.pending.is_empty() && self.in_flight == 0
+    }
 }
 
 impl Worker {
@@ -265,8 +307,12 @@ impl Worker {
 
     /// Run until the queue is drained or `shutdown` says stop.
     ///
+    /// Every queue call has a deadline ([`WorkerConfig::call_timeout`]) and,
+    /// but for pulls and backlog reads, runs beside the tasks: nothing the
+    /// backend does holds up running tasks, the grace timer or the stop.
     /// Transient queue errors are logged and retried with backoff; an error
-    /// that cannot pass (queue missing, permission denied) ends the worker.
+    /// that cannot pass (queue missing, permission denied) ends the worker,
+    /// after it gave back what it held and flushed its acks.
     pub async fn run(self, shutdown: Shutdown) -> Result<WorkerExit, QueueError> {
         let capabilities = self.queue.capabilities();
         let concurrency = self.config.concurrency.max(1);
@@ -275,13 +321,17 @@ impl Worker {
             .ack_batch
             .clamp(1, capabilities.max_batch.max(1));
         let mut tasks: Tasks = FuturesUnordered::new();
+        let mut stops = TaskStops::default();
+        let mut calls: Calls<Finished> = FuturesUnordered::new();
         let mut keeper = LeaseKeeper::new(self.config.lease, self.config.max_lease_age);
         let mut drain = DrainDetector::new(capabilities.backlog_staleness, self.config.idle_window);
         let mut acks = AckBuffer {
-            tokens: Vec::with_capacity(ack_batch),
+            pending: Vec::with_capacity(ack_batch),
+            in_flight: 0,
             flush_at: None,
         };
         let mut pull: Option<PullFuture> = None;
+        let mut backlog: Option<BacklogFuture> = None;
         let mut pull_failures = 0u32;
         let mut pull_not_before: Option<Instant> = None;
         // Nothing runs and the queue looked empty: read the backlog.
@@ -289,39 +339,33 @@ impl Worker {
         let mut stopping = false;
         let mut grace_end: Option<Instant> = None;
         let mut interrupted = 0usize;
+        let mut fatal: Option<QueueError> = None;
         // Made once: a fresh cancellation future per loop turn costs more
         // than the rest of a no-op item.
         let stopped = shutdown.stop.cancelled();
         let aborted = shutdown.abort.cancelled();
-        // One timer for every deadline (lease renewals, ack flush, pull retry,
-        // grace end), armed for the earliest; it may fire early, never late.
+        // One timer for every deadline (lease renewals and give-ups, ack
+        // retry, pull retry, grace end), armed for the earliest; it may fire
+        // early, never late.
         let timer = tokio::time::sleep(Duration::ZERO);
         let mut timer_at: Option<Instant> = None;
         tokio::pin!(stopped, aborted, timer);
 
-        loop {
+        let exit = loop {
             if stopping && tasks.is_empty() && pull.is_none() {
-                break;
+                break None;
             }
-            // A pending pull does not hold up the check: once the backlog reads
-            // drained there is nothing for it to bring, and dropping it leaves
-            // at worst an item leased until its deadline, never lost.
-            if !stopping && idle && tasks.is_empty() {
+            // Read the backlog once nothing runs, the last pull came back
+            // empty and our own acks have landed (else they count as ours in
+            // flight). A pending pull does not hold the read up: once the
+            // backlog reads drained there is nothing for it to bring.
+            if !stopping && idle && tasks.is_empty() && backlog.is_none() && acks.is_settled() {
                 idle = false;
-                self.flush_acks(&mut acks).await;
-                match self.queue.backlog().await {
-                    Ok(backlog) => match drain.observe(&backlog, Instant::now()) {
-                        DrainState::Drained => {
-                            info!(worker = %self.config.name, "queue drained");
-                            return Ok(WorkerExit::Drained);
-                        }
-                        state => debug!(?backlog, ?state, "not drained yet"),
-                    },
-                    Err(error) if error.is_retryable() => {
-                        warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again")
-                    }
-                    Err(error) => return Err(error),
-                }
+                let queue = Arc::clone(&self.queue);
+                let limit = self.config.call_timeout;
+                backlog = Some(Box::pin(async move {
+                    calls::within(limit, "a backlog read", queue.backlog()).await
+                }));
             }
             let now = Instant::now();
             if pull.is_none()
@@ -332,7 +376,13 @@ impl Worker {
                 pull_not_before = None;
                 let queue = Arc::clone(&self.queue);
                 let (max, wait) = (concurrency - tasks.len(), self.config.poll);
-                pull = Some(Box::pin(async move { queue.pull(max, wait).await }));
+                let limit = wait + self.config.call_timeout;
+                pull = Some(Box::pin(async move {
+                    calls::within(limit, "a pull", queue.pull(max, wait)).await
+                }));
+            }
+            if acks.flush_at.is_none() && acks.in_flight == 0 && !acks.pending.is_empty() {
+                self.flush_acks(&mut acks, &mut calls, ack_batch);
             }
             let busy = !tasks.is_empty() || pull.is_some();
             let next = [
@@ -353,19 +403,44 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut aborted, if !tasks.is_empty() || pull.is_some() => {
-                    interrupted += self.interrupt(&mut tasks, &mut keeper).await;
-                    break;
+                    interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
+                    break None;
                 }
                 _ = &mut stopped, if !stopping => {
                     stopping = true;
+                    backlog = None;
                     // From the signal, not from `now`: that was read before
                     // the select and may be long stale by now.
                     grace_end = Some(Instant::now() + self.config.grace);
                     info!(worker = %self.config.name, running = tasks.len(), grace = ?self.config.grace,
                         "stopping: no more pulls; running tasks may finish within the grace period");
                 }
+                // Before the tasks: a steady stream of short tasks must not
+                // starve lease renewals or the grace end.
+                _ = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
+                    let now = Instant::now();
+                    if busy && grace_end.is_some_and(|end| end <= now) {
+                        warn!(worker = %self.config.name, running = tasks.len(),
+                            "grace period over: stopping running tasks and giving their items back");
+                        interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
+                        break None;
+                    }
+                    for (token, why) in keeper.give_ups(now) {
+                        stops.stop(&token, self.give_up_reason(why));
+                    }
+                    if keeper.next_due().is_some_and(|due| due <= now) {
+                        self.renew(&mut keeper, &mut calls, now);
+                    }
+                    if acks.flush_at.is_some_and(|at| at <= now) {
+                        acks.flush_at = None;
+                    }
+                }
+                Some(done) = calls.next() => {
+                    self.finished_call(done, &mut acks, &mut keeper, &mut stops);
+                }
                 Some(finished) = tasks.next() => {
-                    self.settle(finished, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                    self.settle(finished, &mut keeper, &mut stops, &mut acks, &mut calls, &capabilities);
                     // Settle every task that is already done, then ack them
                     // together: batches grow with load, and no ack waits on a
                     // timer (a worker killed then repeats only what it held).
@@ -374,13 +449,31 @@ impl Worker {
                         let Some(Some(finished)) = tasks.next().now_or_never() else {
                             break;
                         };
-                        self.settle(finished, &mut keeper, &mut acks, ack_batch, &capabilities).await;
+                        self.settle(finished, &mut keeper, &mut stops, &mut acks, &mut calls, &capabilities);
                         burst += 1;
                     }
-                    self.flush_acks(&mut acks).await;
                     // The last task ended while a pull waits for work: the
                     // queue had nothing ready since that pull began.
                     idle = tasks.is_empty() && pull.is_some();
+                }
+                Some(result) = OptionFuture::from(backlog.as_mut()) => {
+                    backlog = None;
+                    match result {
+                        Ok(reading) => match drain.observe(&reading, Instant::now()) {
+                            DrainState::Drained => {
+                                info!(worker = %self.config.name, "queue drained");
+                                break Some(WorkerExit::Drained);
+                            }
+                            state => debug!(backlog = ?reading, ?state, "not drained yet"),
+                        },
+                        Err(error) if error.is_retryable() => {
+                            warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again");
+                        }
+                        Err(error) => {
+                            fatal = Some(error);
+                            break None;
+                        }
+                    }
                 }
                 Some(result) = OptionFuture::from(pull.as_mut()) => {
                     pull = None;
@@ -394,11 +487,11 @@ impl Worker {
                             drain.busy();
                             if stopping {
                                 let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
-                                self.give_back(&tokens).await;
+                                self.give_back(tokens, &mut calls);
                             } else {
                                 let now = Instant::now();
                                 for delivery in deliveries {
-                                    self.start(&mut tasks, &mut keeper, delivery, now);
+                                    self.start(&mut tasks, &mut stops, &mut keeper, delivery, now);
                                 }
                             }
                         }
@@ -408,33 +501,42 @@ impl Worker {
                             warn!(error = %crate::ErrorChain(&error), retry_in = ?delay, "pull failed; retrying");
                             pull_not_before = Some(Instant::now() + delay);
                         }
-                        Err(error) => return Err(error),
-                    }
-                }
-                _ = &mut timer, if timer_at.is_some() => {
-                    timer_at = None;
-                    let now = Instant::now();
-                    if busy && grace_end.is_some_and(|end| end <= now) {
-                        warn!(worker = %self.config.name, running = tasks.len(),
-                            "grace period over: stopping running tasks and giving their items back");
-                        interrupted += self.interrupt(&mut tasks, &mut keeper).await;
-                        break;
-                    }
-                    if keeper.next_due().is_some_and(|due| due <= now) {
-                        self.renew(&mut keeper).await;
-                    }
-                    if acks.flush_at.is_some_and(|at| at <= now) {
-                        self.flush_acks(&mut acks).await;
+                        Err(error) => {
+                            fatal = Some(error);
+                            break None;
+                        }
                     }
                 }
             }
+        };
+        if let Some(error) = &fatal {
+            warn!(worker = %self.config.name, error = %crate::ErrorChain(error), running = tasks.len(),
+                "the queue refused for good: giving back what this worker holds before exiting");
+            interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
         }
-        self.flush_acks(&mut acks).await;
-        Ok(WorkerExit::Stopped { interrupted })
+        // What is left to say to the queue gets the rest of the grace and a
+        // little more, and is retried until then; nothing waits past that.
+        let until =
+            grace_end.unwrap_or_else(Instant::now).max(Instant::now()) + self.config.settle_budget;
+        self.settle_all(calls, acks, &mut keeper, &mut stops, ack_batch, until)
+            .await;
+        match (fatal, exit) {
+            (Some(error), _) => Err(error),
+            (None, Some(exit)) => Ok(exit),
+            (None, None) => Ok(WorkerExit::Stopped { interrupted }),
+        }
     }
 
-    fn start(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper, delivery: Delivery, now: Instant) {
+    fn start(
+        &self,
+        tasks: &mut Tasks,
+        stops: &mut TaskStops,
+        keeper: &mut LeaseKeeper,
+        delivery: Delivery,
+        now: Instant,
+    ) {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
+        let stop = stops.add(delivery.token.clone());
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         tasks.push(Box::pin(async move {
@@ -446,14 +548,28 @@ impl Worker {
                 attempt: delivery.attempt,
             };
             let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
-            let result = match timeout {
-                Some(limit) => match tokio::time::timeout(limit, run).await {
-                    Ok(result) => result,
-                    Err(_) => Ok(TaskOutcome::failed(format!(
-                        "timed out after {limit:?} (--task-timeout)"
-                    ))),
-                },
-                None => run.await,
+            let run = async move {
+                match timeout {
+                    Some(limit) => match tokio::time::timeout(limit, run).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(TaskOutcome::failed(format!(
+                            "timed out after {limit:?} (--task-timeout)"
+                        ))),
+                    },
+                    None => run.await,
+                }
+            };
+            // The worker let the lease go: stop the task, so one copy runs
+            // at a time (dropping the handler's future kills its command).
+            let stopped = async move {
+                match stop.await {
+                    Ok(reason) => reason,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                result = run => result,
+                reason = stopped => Ok(TaskOutcome::failed(reason)),
             };
             let outcome = result.unwrap_or_else(|panic| {
                 TaskOutcome::failed(format!("the handler panicked: {}", panic_message(&*panic)))
@@ -469,43 +585,70 @@ impl Worker {
         }));
     }
 
-    async fn settle(
+    fn give_up_reason(&self, why: GiveUp) -> String {
+        match why {
+            GiveUp::MaxAge => format!(
+                "stopped after {} (--max-lease-age): raise it for tasks that run longer",
+                humantime_ish(self.config.max_lease_age)
+            ),
+            GiveUp::Lapsed => "stopped: its lease ran out (the queue did not take a renewal), \
+                 so another worker may already run the item"
+                .to_string(),
+        }
+    }
+
+    fn settle(
         &self,
         finished: Finished,
         keeper: &mut LeaseKeeper,
+        stops: &mut TaskStops,
         acks: &mut AckBuffer,
-        ack_batch: usize,
+        calls: &mut Calls<Finished>,
         capabilities: &crate::Capabilities,
     ) {
+        stops.remove(&finished.token);
+        if finished.outcome.kind == OutcomeKind::Succeeded {
+            // The keeper goes on renewing the lease until the ack has landed,
+            // and the attempt is reported then (see `finished_call`).
+            acks.pending.push((finished.token.clone(), finished));
+            return;
+        }
+        // A nack or dead-letter ends this worker's lease either way.
         keeper.release(&finished.token);
         let outcome = &finished.outcome;
         let settlement = match outcome.kind {
-            OutcomeKind::Succeeded => {
-                acks.tokens.push(finished.token.clone());
-                if acks.tokens.len() >= ack_batch {
-                    self.flush_acks(acks).await;
-                }
-                Settlement::Acked
-            }
             OutcomeKind::Failed if finished.attempt < self.config.max_attempts => {
                 let seed = std::hash::BuildHasher::hash_one(
                     &std::collections::hash_map::RandomState::new(),
                     (&*finished.id, finished.attempt),
                 );
                 let delay = self.config.backoff.jittered(finished.attempt, seed);
-                let tokens = [finished.token.clone()];
-                let result = if capabilities.delayed_nack || delay.is_zero() {
-                    self.queue.nack(&tokens, delay).await
-                } else {
-                    // No delayed nack: hold the lease for `delay` and let it lapse.
-                    self.queue
-                        .extend_deadline(&tokens, delay.max(capabilities.min_deadline))
+                let tokens = vec![finished.token.clone()];
+                let queue = Arc::clone(&self.queue);
+                let (limit, min_deadline) = (self.config.call_timeout, capabilities.min_deadline);
+                let delayed_nack = capabilities.delayed_nack || delay.is_zero();
+                let item = String::from_utf8_lossy(&finished.payload).into_owned();
+                calls.push(Box::pin(async move {
+                    let result = if delayed_nack {
+                        calls::within(limit, "a nack", queue.nack(&tokens, delay)).await
+                    } else {
+                        // No delayed nack: hold the lease for `delay` and let it lapse.
+                        calls::within(
+                            limit,
+                            "a lease extension",
+                            queue.extend_deadline(&tokens, delay.max(min_deadline)),
+                        )
                         .await
-                };
-                self.report("retry", &finished, result);
+                    };
+                    Done::Settle {
+                        what: "retry",
+                        item,
+                        result,
+                    }
+                }));
                 Settlement::Retrying { delay }
             }
-            OutcomeKind::Failed | OutcomeKind::Fatal => {
+            OutcomeKind::Succeeded | OutcomeKind::Failed | OutcomeKind::Fatal => {
                 let why = outcome.reason.as_deref().unwrap_or("failed");
                 let reason = if outcome.kind == OutcomeKind::Fatal {
                     format!("{why} (not retried: no attempt can succeed)")
@@ -515,122 +658,316 @@ impl Worker {
                         finished.attempt, self.config.max_attempts
                     )
                 };
-                let result = self
-                    .queue
-                    .dead_letter(std::slice::from_ref(&finished.token), &reason)
-                    .await;
-                self.report("dead-letter", &finished, result);
-                warn!(item = %String::from_utf8_lossy(&finished.payload), %reason, "item dead-lettered");
+                let item = String::from_utf8_lossy(&finished.payload).into_owned();
+                warn!(%item, %reason, "item dead-lettered");
+                let queue = Arc::clone(&self.queue);
+                let tokens = vec![finished.token.clone()];
+                let limit = self.config.call_timeout;
+                calls.push(Box::pin(async move {
+                    let result =
+                        calls::within(limit, "a dead-letter", queue.dead_letter(&tokens, &reason))
+                            .await;
+                    Done::Settle {
+                        what: "dead-letter",
+                        item,
+                        result,
+                    }
+                }));
                 Settlement::DeadLettered
             }
         };
+        self.record(&finished, settlement);
+    }
+
+    fn record(&self, finished: &Finished, settlement: Settlement) {
         self.events.attempt_finished(&AttemptRecord {
             id: &finished.id,
             payload: &finished.payload,
             attempt: finished.attempt,
-            outcome,
+            outcome: &finished.outcome,
             settlement,
             elapsed: finished.elapsed,
             worker: &self.config.name,
         });
     }
 
-    fn report(
+    /// Send the buffered acks, at most `ack_batch` a call.
+    fn flush_acks(&self, acks: &mut AckBuffer, calls: &mut Calls<Finished>, ack_batch: usize) {
+        while !acks.pending.is_empty() {
+            let rest = acks.pending.split_off(acks.pending.len().min(ack_batch));
+            let batch = std::mem::replace(&mut acks.pending, rest);
+            let queue = Arc::clone(&self.queue);
+            let limit = self.config.call_timeout;
+            acks.in_flight += 1;
+            calls.push(Box::pin(async move {
+                let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();
+                let result = calls::within(limit, "an ack", queue.ack(&tokens)).await;
+                Done::Ack { batch, result }
+            }));
+        }
+    }
+
+    /// Act on a call's answer.
+    fn finished_call(
         &self,
-        what: &str,
-        finished: &Finished,
-        result: Result<crate::LeaseReport, QueueError>,
+        done: Done<Finished>,
+        acks: &mut AckBuffer,
+        keeper: &mut LeaseKeeper,
+        stops: &mut TaskStops,
     ) {
-        match result {
-            Ok(report) if !report.lost.is_empty() => warn!(
-                item = %String::from_utf8_lossy(&finished.payload),
-                "{what} came too late: the lease had already ended, so the queue will deliver the item again"
-            ),
-            Ok(_) => {}
-            Err(error) => warn!(
-                item = %String::from_utf8_lossy(&finished.payload), error = %crate::ErrorChain(&error),
-                "{what} failed; the item comes back when its lease ends"
-            ),
-        }
-    }
-
-    async fn flush_acks(&self, acks: &mut AckBuffer) {
-        acks.flush_at = None;
-        if acks.tokens.is_empty() {
-            return;
-        }
-        match self.queue.ack(&acks.tokens).await {
-            Ok(report) => {
-                if !report.lost.is_empty() {
-                    warn!(
-                        count = report.lost.len(),
-                        "acks came after the lease ended; those items will run again"
-                    );
+        match done {
+            Done::Ack { batch, result } => {
+                acks.in_flight -= 1;
+                let retryable = matches!(&result, Err(error) if error.is_retryable());
+                if !retryable {
+                    for (token, _) in &batch {
+                        keeper.release(token);
+                    }
                 }
-                acks.tokens.clear();
+                match result {
+                    Ok(report) => {
+                        if !report.lost.is_empty() {
+                            warn!(
+                                count = report.lost.len(),
+                                "acks came after the lease ended; those items will run again"
+                            );
+                        }
+                        for (token, finished) in &batch {
+                            let settlement = if report.lost.contains(token) {
+                                Settlement::Unsettled
+                            } else {
+                                Settlement::Acked
+                            };
+                            self.record(finished, settlement);
+                        }
+                    }
+                    Err(error) if error.is_retryable() => {
+                        warn!(error = %crate::ErrorChain(&error), pending = batch.len(), "ack failed; retrying shortly");
+                        acks.pending.extend(batch);
+                        acks.flush_at = Some(Instant::now() + self.config.ack_interval);
+                    }
+                    Err(error) => {
+                        warn!(error = %crate::ErrorChain(&error), dropped = batch.len(), "ack failed for good; those items will run again");
+                        for (_, finished) in &batch {
+                            self.record(finished, Settlement::Unsettled);
+                        }
+                    }
+                }
             }
-            Err(error) if error.is_retryable() => {
-                warn!(error = %crate::ErrorChain(&error), pending = acks.tokens.len(), "ack failed; retrying shortly");
-                acks.flush_at = Some(Instant::now() + self.config.ack_interval);
-            }
-            Err(error) => {
-                warn!(error = %crate::ErrorChain(&error), dropped = acks.tokens.len(), "ack failed for good; those items will run again");
-                acks.tokens.clear();
+            Done::Renew {
+                tokens,
+                sent,
+                result,
+            } => match result {
+                Ok(report) => {
+                    for token in &tokens {
+                        if report.lost.contains(token) {
+                            warn!(
+                                ?token,
+                                "lease lost while the task runs: stopping it, the queue delivers the item again"
+                            );
+                            keeper.release(token);
+                            stops.stop(token, self.give_up_reason(GiveUp::Lapsed));
+                        } else {
+                            keeper.renewed(token, sent);
+                        }
+                    }
+                }
+                // The keeper tries again at the retry time set when it was sent.
+                Err(error) => {
+                    warn!(error = %crate::ErrorChain(&error), count = tokens.len(), "could not extend leases");
+                }
+            },
+            Done::Settle { what, item, result } => match result {
+                Ok(report) if !report.lost.is_empty() => warn!(
+                    %item,
+                    "{what} came too late: the lease had already ended, so the queue will deliver the item again"
+                ),
+                Ok(_) => {}
+                Err(error) => warn!(
+                    %item, error = %crate::ErrorChain(&error),
+                    "{what} failed; the item comes back when its lease ends"
+                ),
+            },
+            Done::GiveBack { tokens, result } => {
+                if let Err(error) = result {
+                    warn!(error = %crate::ErrorChain(&error), count = tokens.len(),
+                        "could not give items back; they return when their leases end");
+                }
             }
         }
     }
 
-    async fn renew(&self, keeper: &mut LeaseKeeper) {
-        let now = Instant::now();
+    fn renew(&self, keeper: &mut LeaseKeeper, calls: &mut Calls<Finished>, now: Instant) {
         let due = keeper.due(now);
         if due.is_empty() {
             return;
         }
         let lease = keeper.lease();
-        match self.queue.extend_deadline(&due, lease).await {
-            Ok(report) => {
-                for token in &due {
-                    if report.lost.contains(token) {
-                        warn!(
-                            ?token,
-                            "lease lost while the task runs: the item may run twice"
-                        );
-                        keeper.release(token);
-                    } else {
-                        keeper.renewed(token, now);
-                    }
-                }
-            }
-            // The keeper tries again on its next tick, while time is left.
-            Err(error) => {
-                warn!(error = %crate::ErrorChain(&error), count = due.len(), "could not extend leases");
-                let retry_at = now + (lease / 10).min(Duration::from_secs(1));
-                for token in &due {
-                    keeper.retry_at(token, retry_at);
-                }
-            }
+        // A renewal that does not answer in time is sent again then, while
+        // the lease lasts.
+        let limit = self
+            .config
+            .call_timeout
+            .min(lease / 3)
+            .max(Duration::from_millis(1));
+        for token in &due {
+            keeper.retry_at(token, now + limit);
         }
+        let queue = Arc::clone(&self.queue);
+        calls.push(Box::pin(async move {
+            let result = calls::within(
+                limit,
+                "a lease extension",
+                queue.extend_deadline(&due, lease),
+            )
+            .await;
+            Done::Renew {
+                tokens: due,
+                sent: now,
+                result,
+            }
+        }));
     }
 
     /// Drop every running task and give its item back at once.
-    async fn interrupt(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper) -> usize {
+    fn interrupt(
+        &self,
+        tasks: &mut Tasks,
+        stops: &mut TaskStops,
+        keeper: &mut LeaseKeeper,
+        calls: &mut Calls<Finished>,
+    ) -> usize {
         // Dropping a task's future stops its work (command handlers kill
         // their process group).
+        // Only the items of running tasks go back: a finished item whose ack
+        // is still on its way must not run again.
         tasks.clear();
-        let tokens = keeper.tokens();
+        let tokens = stops.drain();
         for token in &tokens {
             keeper.release(token);
         }
-        self.give_back(&tokens).await;
-        tokens.len()
+        let count = tokens.len();
+        self.give_back(tokens, calls);
+        count
     }
 
-    async fn give_back(&self, tokens: &[LeaseToken]) {
+    fn give_back(&self, tokens: Vec<LeaseToken>, calls: &mut Calls<Finished>) {
         if tokens.is_empty() {
             return;
         }
-        if let Err(error) = self.queue.nack(tokens, Duration::ZERO).await {
-            warn!(error = %crate::ErrorChain(&error), count = tokens.len(), "could not give items back; they return when their leases end");
+        let queue = Arc::clone(&self.queue);
+        let limit = self.config.call_timeout;
+        calls.push(Box::pin(async move {
+            let result =
+                calls::within(limit, "a hand-back", queue.nack(&tokens, Duration::ZERO)).await;
+            Done::GiveBack { tokens, result }
+        }));
+    }
+
+    /// The last word with the queue: wait for calls in flight, send what is
+    /// still buffered, retry what fails, until `until`.
+    async fn settle_all(
+        &self,
+        mut calls: Calls<Finished>,
+        mut acks: AckBuffer,
+        keeper: &mut LeaseKeeper,
+        stops: &mut TaskStops,
+        ack_batch: usize,
+        until: Instant,
+    ) {
+        let mut backs: Vec<LeaseToken> = Vec::new();
+        let mut backs_at = Instant::now();
+        loop {
+            let now = Instant::now();
+            if acks.in_flight == 0
+                && !acks.pending.is_empty()
+                && acks.flush_at.is_none_or(|at| at <= now)
+            {
+                acks.flush_at = None;
+                self.flush_acks(&mut acks, &mut calls, ack_batch);
+            }
+            if !backs.is_empty() && backs_at <= now {
+                self.give_back(std::mem::take(&mut backs), &mut calls);
+            }
+            let next = if calls.is_empty() {
+                if acks.pending.is_empty() && backs.is_empty() {
+                    return;
+                }
+                // Only retries wait: sleep until the first is due.
+                let at = [acks.flush_at, (!backs.is_empty()).then_some(backs_at)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now);
+                if at < until {
+                    tokio::time::sleep_until(at).await;
+                    continue;
+                }
+                None
+            } else {
+                tokio::time::timeout_at(until, calls.next())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(done) = next else {
+                warn!(worker = %self.config.name, acks = acks.pending.len() + acks.in_flight,
+                    "out of time to settle with the queue: what is unsettled runs again after its lease");
+                return;
+            };
+            if let Done::GiveBack {
+                tokens,
+                result: Err(error),
+            } = &done
+                && error.is_retryable()
+            {
+                backs.extend(tokens.iter().cloned());
+                backs_at = Instant::now() + self.config.ack_interval;
+            }
+            self.finished_call(done, &mut acks, keeper, stops);
         }
+    }
+}
+
+/// `1h`, `90s`, `1500ms`: a duration as a flag would be written.
+fn humantime_ish(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_millis() != 0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// A way to stop each running task from outside: the worker stops a task
+/// when it lets the task's lease go.
+#[derive(Default)]
+struct TaskStops(HashMap<LeaseToken, oneshot::Sender<String>, BuildHasherDefault<FastHasher>>);
+
+impl TaskStops {
+    fn add(&mut self, token: LeaseToken) -> oneshot::Receiver<String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.insert(token, tx);
+        rx
+    }
+
+    fn stop(&mut self, token: &LeaseToken, reason: String) {
+        if let Some(tx) = self.0.remove(token) {
+            let _ = tx.send(reason);
+        }
+    }
+
+    fn remove(&mut self, token: &LeaseToken) {
+        self.0.remove(token);
+    }
+
+    /// Forget every task, returning their tokens.
+    fn drain(&mut self) -> Vec<LeaseToken> {
+        self.0.drain().map(|(token, _)| token).collect()
     }
 }

@@ -88,7 +88,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         eprintln!("  ... and {} more dead-lettered items", dead.len() - 20);
     }
     if let Some(code) = received.exit_code().filter(|_| !drained) {
-        let left = total as u64 - done - dead.len() as u64;
+        let left = (total as u64).saturating_sub(done + dead.len() as u64);
         eprintln!(
             "runner: stopped by a signal with {left} items unfinished ({interrupted} cut short); \
              the memory queue ends with this process, so run them again"
