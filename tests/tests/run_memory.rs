@@ -380,3 +380,22 @@ fn help_lists_the_contract_flags() {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
 }
+
+#[test]
+fn run_ends_right_after_the_last_ack_with_more_workers_than_items() {
+    let dir = scratch("tail");
+    let start = Instant::now();
+    let output = run_items(&dir, b"only\n", &["--workers", "2"], &["true"]);
+    let took = start.elapsed();
+    assert!(
+        output.status.success(),
+        "runner failed: {}",
+        stderr(&output)
+    );
+    // A waiting puller woken by the last ack ends the run at once; one that
+    // waits out its 1 s poll takes over a second.
+    assert!(
+        took < Duration::from_millis(700),
+        "`run --workers 2` over one item took {took:?}: an idle worker waited out its poll"
+    );
+}
