@@ -399,3 +399,50 @@ fn run_ends_right_after_the_last_ack_with_more_workers_than_items() {
         "`run --workers 2` over one item took {took:?}: an idle worker waited out its poll"
     );
 }
+
+#[test]
+fn an_item_over_the_argument_limit_is_refused_naming_its_line() {
+    // Linux refuses any one argument (or environment string) over 128 KiB
+    // (MAX_ARG_STRLEN): such an item could never start its command.
+    let dir = scratch("arglimit");
+    let out = dir.join("out.jsonl");
+    let big = "a".repeat(200 * 1024);
+    let items = format!("fine\n{big}\nalso fine\n");
+    let output = run_items(
+        &dir,
+        items.as_bytes(),
+        &["--max-attempts", "1"],
+        &[RECORD, out.to_str().unwrap(), "{}"],
+    );
+    let err = stderr(&output);
+    let err: String = err.chars().take(2000).collect();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("128 KiB"),
+        "the refusal must name line 2 and the limit: {err}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing may run when the input is refused, but the command ran: {err}"
+    );
+}
+
+#[test]
+fn durations_that_cannot_work_are_refused() {
+    let dir = scratch("zero-durations");
+    for flag in ["--task-timeout", "--max-lease-age", "--idle-window"] {
+        let output = run_items(
+            &dir,
+            b"one\n",
+            &["--max-attempts", "1", flag, "0s"],
+            &["true"],
+        );
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "`{flag} 0s` must be refused as bad usage: {err}"
+        );
+        assert!(err.contains(flag) && err.contains("0s"), "{err}");
+    }
+}

@@ -269,7 +269,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         &driver.redact(&address),
     )?;
 
-    let submitted = submit_input(&*queue, &args.input.input).await?;
+    let submitted = submit_input(&*queue, &args.input.input, &args.command).await?;
     let handle = launcher.launch(&spec).await.map_err(|e| {
         Failure::new(format!(
             "{e}. The {} items are in the queue: fix that and start the workers with \
