@@ -66,6 +66,6 @@ mod yaml;
 
 pub use forloop_core::ScaleTrigger;
 pub use launcher::{JobOutcome, JobState, K8sLauncher};
-pub use manifest::{RUN_LABEL, has_url_password, manifests, validate_name};
+pub use manifest::{RUN_LABEL, has_url_secret, manifests, validate_name};
 pub use options::{K8sOptions, Nodes};
 pub use yaml::to_yaml;

@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
     pub cluster: ClusterOpts,
+    /// Let items starting with `-` become arguments of their own (`{}`
+    /// alone, or no `{}`), where the program reads them as options; without
+    /// it such items are refused (put `--` before `{}` if the program takes it)
+    #[arg(long, env = "FORLOOP_ALLOW_DASH_ITEMS")]
+    pub allow_dash_items: bool,
     /// The command run on each item, after `--`. Each `{}` becomes the item
     /// (one argument, never through a shell); with no `{}` the item is the
     /// last argument. The task also sees FORLOOP_ITEM and FORLOOP_ATTEMPT.

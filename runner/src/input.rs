@@ -75,11 +75,15 @@ impl ItemRules {
         }
     }
 
-    /// Items that must fit the queue and become arguments of `command`.
-    pub fn command(max_payload: usize, command: &[String]) -> Self {
+    /// Items that must fit the queue and become arguments of `command`;
+    /// `allow_dash_items` lets items through that the program would read as
+    /// options (`--allow-dash-items`).
+    pub fn command(max_payload: usize, command: &[String], allow_dash_items: bool) -> Self {
+        let mut fit = CommandFit::new(command);
+        fit.option_slot &= !allow_dash_items;
         Self {
             max_payload,
-            command: Some(CommandFit::new(command)),
+            command: Some(fit),
         }
     }
 
@@ -110,6 +114,12 @@ const ITEM_VARIABLE: &str = "FORLOOP_ITEM";
 pub struct CommandFit {
     /// (fixed bytes, copies of the item) of each string the item is in.
     strings: Vec<(usize, usize)>,
+    /// Some argument begins with the item (`{}` at its start, or the item
+    /// appended) with no `--` before it: an item starting with `-` would
+    /// reach the program as an option (`--exec=...`), so it is refused.
+    option_slot: bool,
+    /// The program, for messages.
+    program: String,
 }
 
 impl CommandFit {
@@ -123,11 +133,25 @@ impl CommandFit {
                 (copies > 0).then(|| (arg.len() - copies * PLACEHOLDER.len(), copies))
             })
             .collect();
-        if strings.is_empty() {
+        let appended = strings.is_empty();
+        if appended {
             strings.push((0, 1));
         }
         strings.push((ITEM_VARIABLE.len() + 1, 1));
-        Self { strings }
+        // Arguments up to the first `--` (the conventional end of options;
+        // the program's own name is not one of them).
+        let options = command
+            .iter()
+            .skip(1)
+            .take_while(|arg| arg.as_str() != "--");
+        let ends_options = command.iter().skip(1).any(|arg| arg == "--");
+        let option_slot =
+            options.clone().any(|arg| arg.starts_with(PLACEHOLDER)) || (appended && !ends_options);
+        Self {
+            strings,
+            option_slot,
+            program: command.first().cloned().unwrap_or_default(),
+        }
     }
 
     /// The largest string `item` becomes, with its NUL.
@@ -140,6 +164,14 @@ impl CommandFit {
     }
 
     fn problem(&self, item: &[u8]) -> Option<String> {
+        if self.option_slot && item.starts_with(b"-") && item != b"-" {
+            return Some(format!(
+                "the item starts with `-`, so `{}` would read it as an option, not as an item; \
+                 put `--` before `{{}}` in the command if the program takes it, or pass \
+                 --allow-dash-items if options are what the items are",
+                self.program
+            ));
+        }
         let longest = self.longest(item);
         (longest > MAX_ARG_STRLEN).then(|| {
             format!(
@@ -250,8 +282,37 @@ mod tests {
 
     fn parse_for(command: &[&str], text: &[u8]) -> Result<Items, InputError> {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        let rules = ItemRules::command(usize::MAX, &command);
+        let rules = ItemRules::command(usize::MAX, &command, false);
         parse_items(Bytes::copy_from_slice(text), "`ids.txt`", &rules)
+    }
+
+    #[test]
+    fn an_item_that_would_be_an_option_is_named_unless_an_option_cannot_start_there() {
+        let items = b"ok\n--exec=rm\n-\n-n\n";
+        for command in [
+            &["dl", "{}"][..],
+            &["dl", "-o", "out"],
+            &["dl", "{}.mp4", "--"],
+        ] {
+            let error = parse_for(command, items).unwrap_err().to_string();
+            assert!(error.contains("2 bad line(s)"), "{command:?}: {error}");
+            assert!(
+                error.contains("line 2: the item starts with `-`"),
+                "{error}"
+            );
+            assert!(error.contains("line 4"), "{error}");
+        }
+        for command in [
+            &["dl", "--", "{}"][..],
+            &["dl", "-o", "out", "--"],
+            &["dl", "--url={}"],
+            &["dl", "x{}"],
+        ] {
+            assert!(parse_for(command, items).is_ok(), "{command:?}");
+        }
+        let command = vec!["dl".to_string(), "{}".to_string()];
+        let rules = ItemRules::command(usize::MAX, &command, true);
+        assert!(parse_items(Bytes::from_static(items), "`ids.txt`", &rules).is_ok());
     }
 
     #[test]

@@ -47,7 +47,8 @@ fn tricky_items_reach_the_command_verbatim_without_a_shell() {
     let output = run_items(
         &dir,
         (items.join("\n") + "\n").as_bytes(),
-        &["-j", "4"],
+        // `-n` is an item here, passed verbatim as asked.
+        &["-j", "4", "--allow-dash-items"],
         &[RECORD, out.to_str().unwrap(), "{}"],
     );
     assert!(
@@ -445,4 +446,47 @@ fn durations_that_cannot_work_are_refused() {
         );
         assert!(err.contains(flag) && err.contains("0s"), "{err}");
     }
+}
+
+#[test]
+fn an_item_that_would_reach_the_command_as_an_option_is_refused() {
+    let dir = scratch("dash-items");
+    let out = dir.join("out.jsonl");
+    let items = b"fine\n--exec=touch /tmp/pwned\n-\n";
+    // `{}` alone and no `{}` at all both make the item an argument of its own.
+    for command in [
+        vec![RECORD, out.to_str().unwrap(), "{}"],
+        vec![RECORD, out.to_str().unwrap()],
+    ] {
+        let output = run_items(&dir, items, &[], &command);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("line 2") && err.contains("--allow-dash-items"),
+            "the refusal must name line 2 and the way out: {err}"
+        );
+        assert!(!err.contains("line 3"), "a lone `-` is no option: {err}");
+        assert!(!out.exists(), "nothing may run when the input is refused");
+    }
+    // Inside an argument the item cannot start an option.
+    let output = run_items(&dir, items, &[], &[RECORD, out.to_str().unwrap(), "x={}"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // After `--` the program takes it as an operand.
+    let output = run_items(
+        &dir,
+        items,
+        &[],
+        &[RECORD, out.to_str().unwrap(), "--", "{}"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Asked for, it is passed as it is.
+    let output = run_items(
+        &dir,
+        items,
+        &["--allow-dash-items"],
+        &[RECORD, out.to_str().unwrap(), "{}"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let args: BTreeSet<_> = read_records(&out).into_iter().map(|r| r.args).collect();
+    assert!(args.contains(&vec!["--exec=touch /tmp/pwned".to_string()]));
 }

@@ -148,7 +148,7 @@ pub(crate) async fn run(
     queue: Arc<dyn WorkQueue>,
     queue_spec: &str,
 ) -> Result<u8, Failure> {
-    let submitted = submit_input(&*queue, &args.input.input, &args.command).await?;
+    let submitted = submit_input(&*queue, &args).await?;
     let spec = spec(
         context,
         queue_spec,

@@ -34,7 +34,11 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }
-    let rules = ItemRules::command(queue.capabilities().max_payload, &args.command);
+    let rules = ItemRules::command(
+        queue.capabilities().max_payload,
+        &args.command,
+        args.allow_dash_items,
+    );
     let items = read_items(&args.input.input, &rules)?;
     let total = items.items.len();
     let joblog = open_joblog(&args.worker)?;
