@@ -217,6 +217,10 @@ fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
     };
     let mut pod = json!({
         "restartPolicy": "Never",
+        // The container's `command` replaces the image's entrypoint, and
+        // with it the image's init (tini): with one process namespace the
+        // pod's pause process is PID 1 and reaps the orphans commands leave.
+        "shareProcessNamespace": true,
         "terminationGracePeriodSeconds": seconds(spec.grace),
         "securityContext": {
             "runAsNonRoot": true,
@@ -441,6 +445,9 @@ mod tests {
         assert_eq!(s["parallelism"], 50);
         assert!(s.get("completions").is_none());
         assert_eq!(s["template"]["spec"]["restartPolicy"], "Never");
+        // The container's `command` bypasses the image's init (tini), so the
+        // pod's own pause process must be PID 1 and reap orphans.
+        assert_eq!(s["template"]["spec"]["shareProcessNamespace"], true);
         let rule = &s["podFailurePolicy"]["rules"][0];
         assert_eq!(rule["action"], "Ignore");
         assert_eq!(
