@@ -227,3 +227,58 @@ fn wait_returns_once_workers_drain_the_queue() {
         "wait exits 0 once drained with nothing dead"
     );
 }
+
+#[test]
+fn ctrl_c_on_a_local_run_lets_running_tasks_finish_within_the_grace() {
+    let server = RedisServer::shared();
+    let name = unique("ctrl-c");
+    let dir = scratch("ctrl-c");
+    let items: Vec<String> = (1..=4).map(|i| format!("c-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    let mut run = on(server.url(), &name);
+    run.arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--grace",
+            "10s",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "3000")
+        .env("RECORD_STARTED", &started)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A terminal's Ctrl-C goes to its whole foreground process group: give
+    // the run a group of its own and signal that group, as the terminal does.
+    std::os::unix::process::CommandExt::process_group(&mut run, 0);
+    let mut run = run.spawn().unwrap();
+    forloop_tests::scenarios::wait_for_lines(
+        &started,
+        4,
+        Duration::from_secs(30),
+        "the workers did not start their four tasks",
+    );
+    let pgid = i32::try_from(run.id()).unwrap();
+    // SAFETY: kill has no memory-safety preconditions; the group is ours.
+    assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+    let status = wait_with_deadline(&mut run, Duration::from_secs(30));
+    let err = stderr(&run.wait_with_output().unwrap());
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "Ctrl-C ends `run` with 130: {err}"
+    );
+    let done: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(
+        done.len(),
+        4,
+        "one Ctrl-C must give running tasks the 10 s grace (their 3 s tasks finish), \
+         not kill them: the workers took the launcher's SIGTERM as a second signal. {err}"
+    );
+}
