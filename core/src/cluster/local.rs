@@ -265,10 +265,11 @@ impl ClusterLauncher for LocalLauncher {
     }
 
     fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
+        // The environment may carry the queue's address, password and all.
         let env: String = spec
             .env
             .iter()
-            .map(|(key, value)| format!("{key}={value} "))
+            .map(|(key, value)| format!("{key}={} ", crate::kit::redact_url(value)))
             .collect();
         Ok(format!(
             "# {} local worker processes, each:\n{env}{}\n",
