@@ -16,12 +16,15 @@ RUN cargo build --release --locked -p forloop-runner --features "${FEATURES}" \
 FROM debian:bookworm-slim
 # The commands your items run need to be in the image too.
 ARG EXTRA_PACKAGES=""
+# tini is PID 1: it reaps the orphans commands leave behind (runner as PID 1
+# would leave them zombies) and passes SIGTERM on to runner alone, which
+# stops its tasks within the grace and exits with its own code.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ${EXTRA_PACKAGES} \
+ && apt-get install -y --no-install-recommends ca-certificates tini ${EXTRA_PACKAGES} \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin forloop
 COPY --from=build /runner /usr/local/bin/runner
 USER 10001:10001
 WORKDIR /tmp
-ENTRYPOINT ["runner"]
+ENTRYPOINT ["tini", "--", "runner"]
 CMD ["--help"]

@@ -8,6 +8,7 @@
 //! | `parallelism` | `--workers` | N pods pull from the queue at once |
 //! | `completions` | unset | the work-queue pattern: the Job is complete once one pod exits 0 and the rest have ended; a worker exits 0 only when the queue is drained |
 //! | `restartPolicy` | `Never` | a failed pod is replaced by a new one (and counted), not restarted in place |
+//! | `shareProcessNamespace` | `true` | the container's `command` bypasses the image's init (tini), so the pod's pause process is PID 1 and reaps orphaned grandchildren of commands |
 //! | `podFailurePolicy` | 1. `Ignore` on `DisruptionTarget` = `"True"`; 2. `FailJob` on exit code 2 | a spot preemption or eviction is not the work's fault and must not use up `backoffLimit`; exit 2 is a usage error that no retry fixes |
 //! | `backoffLimit` | `--backoff-limit` | real worker failures (exit 1: the queue is unreachable, ...) end the Job after this many |
 //! | `ttlSecondsAfterFinished` | `--ttl` | a finished Job and its pods are deleted, so nothing is left behind |
@@ -66,6 +67,6 @@ mod yaml;
 
 pub use forloop_core::ScaleTrigger;
 pub use launcher::{JobOutcome, JobState, K8sLauncher};
-pub use manifest::{RUN_LABEL, has_url_password, manifests, validate_name};
+pub use manifest::{RUN_LABEL, has_url_secret, manifests, validate_name};
 pub use options::{K8sOptions, Nodes};
 pub use yaml::to_yaml;

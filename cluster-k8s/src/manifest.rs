@@ -56,27 +56,47 @@ fn is_quantity(text: &str) -> bool {
 fn looks_secret(key: &str) -> bool {
     let key = key.to_ascii_uppercase();
     [
-        "PASSWORD",
+        "PASS", // PASSWORD, PASSWD, PASSPHRASE, DB_PASS
         "SECRET",
         "TOKEN",
         "CREDENTIAL",
         "PRIVATE_KEY",
         "ACCESS_KEY",
+        "API_KEY",
+        "APIKEY",
+        "AUTH", // AUTH_HEADER, BASIC_AUTH, OAUTH_...
     ]
     .iter()
     .any(|word| key.contains(word))
 }
 
-/// Whether a value carries a password in a URL (`scheme://user:pass@host`):
-/// such values never go into a manifest.
-pub fn has_url_password(value: &str) -> bool {
+/// Query parameters that carry a credential besides those [`looks_secret`]
+/// names: Google API keys (`key=`), Azure SAS and signed-URL signatures.
+const SECRET_QUERY_PARAMETERS: [&str; 4] = ["KEY", "SIG", "SIGNATURE", "CODE"];
+
+/// Whether a value carries a credential in a URL: a password
+/// (`scheme://user:pass@host`) or a token in its query string
+/// (`?token=`, `&api_key=`, `?key=`, `&sig=`, `X-Amz-Signature=`). Such
+/// values never go into a manifest.
+pub fn has_url_secret(value: &str) -> bool {
     let Some((_, rest)) = value.split_once("://") else {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority
+    let password = authority
         .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let query = rest
+        .split_once('?')
+        .map_or("", |(_, query)| query.split('#').next().unwrap_or(""));
+    password
+        || query.split(['&', ';']).any(|pair| {
+            let name = pair.split('=').next().unwrap_or("").to_ascii_uppercase();
+            let last = name.rsplit(['-', '_', '.']).next().unwrap_or("");
+            looks_secret(&name)
+                || SECRET_QUERY_PARAMETERS.contains(&name.as_str())
+                || SECRET_QUERY_PARAMETERS.contains(&last)
+        })
 }
 
 fn seconds(d: Duration) -> u64 {
@@ -133,7 +153,7 @@ fn check(spec: &LaunchSpec, options: &K8sOptions) -> Result<(), LaunchError> {
                 "`{key}` is not a valid environment variable name"
             )));
         }
-        if looks_secret(key) || has_url_password(value) {
+        if looks_secret(key) || has_url_secret(value) {
             return Err(LaunchError::new(format!(
                 "the worker environment variable {key} looks like a credential; credentials never \
                  go into a manifest. Put it in a Kubernetes Secret (kubectl create secret generic \
@@ -197,6 +217,10 @@ fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
     };
     let mut pod = json!({
         "restartPolicy": "Never",
+        // The container's `command` replaces the image's entrypoint, and
+        // with it the image's init (tini): with one process namespace the
+        // pod's pause process is PID 1 and reaps the orphans commands leave.
+        "shareProcessNamespace": true,
         "terminationGracePeriodSeconds": seconds(spec.grace),
         "securityContext": {
             "runAsNonRoot": true,
@@ -369,6 +393,25 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "x"),
             ("FORLOOP_QUEUE", "redis://:hunter2@redis:6379"),
             ("FORLOOP_QUEUE", "redis://user:pw@redis/0"),
+            ("OPENAI_API_KEY", "x"),
+            ("GITHUB_AUTH", "x"),
+            ("BASIC_AUTH_HEADER", "x"),
+            ("DB_PASS", "x"),
+            ("SMTP_PASSWD", "x"),
+            ("WEBHOOK", "https://hooks.example.com/in?token=hunter2"),
+            (
+                "FEED",
+                "https://api.example.com/v1/items?page=2&api_key=hunter2",
+            ),
+            ("MAPS", "https://maps.example.com/?key=hunter2"),
+            (
+                "BLOB",
+                "https://x.blob.core.windows.net/c/f?sv=2024&sig=hunter2",
+            ),
+            (
+                "S3_GET",
+                "https://b.s3.amazonaws.com/k?X-Amz-Signature=hunter2",
+            ),
         ] {
             let error = job(&spec().with_env(key, value), &options).unwrap_err();
             let text = error.to_string();
@@ -388,6 +431,11 @@ mod tests {
         )
         .unwrap();
         job(&spec().with_env("URL", "https://a.b/c@d"), &options).unwrap();
+        job(
+            &spec().with_env("FEED", "https://a.b/items?page=2&sort=new"),
+            &options,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -397,6 +445,9 @@ mod tests {
         assert_eq!(s["parallelism"], 50);
         assert!(s.get("completions").is_none());
         assert_eq!(s["template"]["spec"]["restartPolicy"], "Never");
+        // The container's `command` bypasses the image's init (tini), so the
+        // pod's own pause process must be PID 1 and reap orphans.
+        assert_eq!(s["template"]["spec"]["shareProcessNamespace"], true);
         let rule = &s["podFailurePolicy"]["rules"][0];
         assert_eq!(rule["action"], "Ignore");
         assert_eq!(

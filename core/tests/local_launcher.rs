@@ -314,3 +314,16 @@ async fn teardown_is_not_blocked_by_a_pending_wait() {
         .unwrap();
     assert!(counts.is_finished(), "{counts:?}");
 }
+
+#[test]
+fn a_dry_run_shows_the_environment_without_passwords() {
+    let spec = LaunchSpec::new("job", 2, vec!["runner".into(), "work".into()])
+        .with_env("FORLOOP_QUEUE", "redis://:hunter2@10.0.0.5:6379/0")
+        .with_env("FORLOOP_NAME", "job");
+    let text = LocalLauncher::new().render(&spec).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("FORLOOP_QUEUE=redis://:***@10.0.0.5:6379/0"),
+        "{text}"
+    );
+}

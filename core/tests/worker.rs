@@ -612,6 +612,26 @@ async fn an_idle_worker_waits_for_items_in_flight_elsewhere() {
     assert!(events.attempts().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn two_workers_over_one_item_end_right_after_its_ack() {
+    let queue = queue_with(Duration::from_secs(30), 5);
+    publish(&queue, &["only"]).await;
+    let task_time = Duration::from_millis(10);
+    let handler = || from_fn(move |_task: Task| async move { sleep(task_time).await });
+    let (first, _) = worker(&queue, handler(), WorkerConfig::default());
+    let (second, _) = worker(&queue, handler(), WorkerConfig::default());
+    let start = Instant::now();
+    let first = tokio::spawn(first.run(Shutdown::new()));
+    let second = tokio::spawn(second.run(Shutdown::new()));
+    assert_eq!(first.await.unwrap().unwrap(), WorkerExit::Drained);
+    assert_eq!(second.await.unwrap().unwrap(), WorkerExit::Drained);
+    assert!(
+        start.elapsed() < task_time + Duration::from_millis(50),
+        "two workers over one {task_time:?} item took {:?}: the idle one waited out its poll",
+        start.elapsed()
+    );
+}
+
 /// Real processes: a normal clock.
 #[tokio::test]
 async fn a_command_template_acks_exit_0_and_retries_other_exit_codes() {

@@ -10,6 +10,18 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 30s, 5m, 1h30m"))
 }
 
+/// A duration that must not be zero: a zero time limit, lease age or
+/// window cannot work (every attempt would time out at once, no lease would
+/// be held, the first empty pull would end a worker).
+fn nonzero_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        zero if zero.is_zero() => Err(format!(
+            "`{text}` is zero, which cannot work here; give a positive duration, e.g. 30s, 5m"
+        )),
+        positive => Ok(positive),
+    }
+}
+
 /// A distributed for loop: run a command on every item, with leases,
 /// retries and dead-lettering, on any queue.
 #[derive(Debug, Parser)]
@@ -94,14 +106,14 @@ pub struct WorkerOpts {
     #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Time limit per attempt; an attempt over it is killed and retried
-    #[arg(long, env = "FORLOOP_TASK_TIMEOUT", value_parser = duration)]
+    #[arg(long, env = "FORLOOP_TASK_TIMEOUT", value_parser = nonzero_duration)]
     pub task_timeout: Option<Duration>,
     /// After SIGTERM/SIGINT, how long running tasks may finish before they are
     /// killed and their items given back
     #[arg(long, env = "FORLOOP_GRACE", default_value = "10s", value_parser = duration)]
     pub grace: Duration,
     /// Longest an item is held (its lease renewed) before it is let go
-    #[arg(long, env = "FORLOOP_MAX_LEASE_AGE", default_value = "1h", value_parser = duration)]
+    #[arg(long, env = "FORLOOP_MAX_LEASE_AGE", default_value = "1h", value_parser = nonzero_duration)]
     pub max_lease_age: Duration,
     /// Delay before the second attempt of a failed item; doubles each attempt
     /// (each delay is cut at random by up to 25 %)
@@ -116,7 +128,7 @@ pub struct WorkerOpts {
     /// Where the queue cannot count its backlog (Pub/Sub on the emulator, or
     /// without Cloud Monitoring): how long pulls must come back empty before
     /// a worker takes the queue as drained
-    #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = nonzero_duration)]
     pub idle_window: Duration,
 }
 
@@ -139,6 +151,11 @@ pub struct RunArgs {
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
     pub cluster: ClusterOpts,
+    /// Let items starting with `-` become arguments of their own (`{}`
+    /// alone, or no `{}`), where the program reads them as options; without
+    /// it such items are refused (put `--` before `{}` if the program takes it)
+    #[arg(long, env = "FORLOOP_ALLOW_DASH_ITEMS")]
+    pub allow_dash_items: bool,
     /// The command run on each item, after `--`. Each `{}` becomes the item
     /// (one argument, never through a shell); with no `{}` the item is the
     /// last argument. The task also sees FORLOOP_ITEM and FORLOOP_ATTEMPT.
@@ -341,6 +358,6 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// How often to read the backlog
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    #[arg(long, default_value = "1s", value_parser = nonzero_duration)]
     pub poll: Duration,
 }

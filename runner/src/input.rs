@@ -2,8 +2,9 @@
 //! anything is published.
 //!
 //! CRLF and a missing final newline are handled; blank lines are skipped and
-//! counted; invalid UTF-8, NUL bytes and items over the queue's payload limit
-//! are errors that name the line, and any of them refuses the whole input.
+//! counted; invalid UTF-8, NUL bytes, items over the queue's payload limit
+//! and, in command mode, items that cannot be a command's argument are errors
+//! that name the line, and any of them refuses the whole input.
 
 use std::fmt;
 use std::io::Read;
@@ -56,8 +57,138 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// What every item must fit, besides being a line of text.
+#[derive(Debug, Clone)]
+pub struct ItemRules {
+    /// The queue's payload limit in bytes.
+    pub max_payload: usize,
+    /// In command mode, how the item becomes the command's arguments.
+    pub command: Option<CommandFit>,
+}
+
+impl ItemRules {
+    /// Items that only need to fit the queue (`submit`: no command known).
+    pub fn queue(max_payload: usize) -> Self {
+        Self {
+            max_payload,
+            command: None,
+        }
+    }
+
+    /// Items that must fit the queue and become arguments of `command`;
+    /// `allow_dash_items` lets items through that the program would read as
+    /// options (`--allow-dash-items`).
+    pub fn command(max_payload: usize, command: &[String], allow_dash_items: bool) -> Self {
+        let mut fit = CommandFit::new(command);
+        fit.option_slot &= !allow_dash_items;
+        Self {
+            max_payload,
+            command: Some(fit),
+        }
+    }
+
+    fn problem(&self, item: &[u8]) -> Option<String> {
+        if item.len() > self.max_payload {
+            return Some(format!(
+                "the item is {} bytes, over the queue's limit of {} bytes",
+                item.len(),
+                self.max_payload
+            ));
+        }
+        self.command.as_ref()?.problem(item)
+    }
+}
+
+/// Linux's limit on one argument or environment string, NUL included
+/// (`MAX_ARG_STRLEN`, 32 pages): a longer one fails `execve` with E2BIG,
+/// on every attempt.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// The variable each task gets its item in (see the command handler).
+const ITEM_VARIABLE: &str = "FORLOOP_ITEM";
+
+/// How an item of `n` bytes becomes strings of a command's `execve`: each
+/// is `fixed + per_byte * n` bytes (an argument with `{}` in it, the
+/// appended item, the `FORLOOP_ITEM` variable).
+#[derive(Debug, Clone)]
+pub struct CommandFit {
+    /// (fixed bytes, copies of the item) of each string the item is in.
+    strings: Vec<(usize, usize)>,
+    /// Some argument begins with the item (`{}` at its start, or the item
+    /// appended) with no `--` before it: an item starting with `-` would
+    /// reach the program as an option (`--exec=...`), so it is refused.
+    option_slot: bool,
+    /// The program, for messages.
+    program: String,
+}
+
+impl CommandFit {
+    /// The fit of a command line as the user wrote it after `--`: each `{}`
+    /// becomes the item, and with none the item is appended.
+    pub fn new(command: &[String]) -> Self {
+        let mut strings: Vec<(usize, usize)> = command
+            .iter()
+            .filter_map(|arg| {
+                let copies = arg.matches(PLACEHOLDER).count();
+                (copies > 0).then(|| (arg.len() - copies * PLACEHOLDER.len(), copies))
+            })
+            .collect();
+        let appended = strings.is_empty();
+        if appended {
+            strings.push((0, 1));
+        }
+        strings.push((ITEM_VARIABLE.len() + 1, 1));
+        // Arguments up to the first `--` (the conventional end of options;
+        // the program's own name is not one of them).
+        let options = command
+            .iter()
+            .skip(1)
+            .take_while(|arg| arg.as_str() != "--");
+        let ends_options = command.iter().skip(1).any(|arg| arg == "--");
+        let option_slot =
+            options.clone().any(|arg| arg.starts_with(PLACEHOLDER)) || (appended && !ends_options);
+        Self {
+            strings,
+            option_slot,
+            program: command.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The largest string `item` becomes, with its NUL.
+    fn longest(&self, item: &[u8]) -> usize {
+        self.strings
+            .iter()
+            .map(|(fixed, copies)| fixed + copies * item.len() + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn problem(&self, item: &[u8]) -> Option<String> {
+        if self.option_slot && item.starts_with(b"-") && item != b"-" {
+            return Some(format!(
+                "the item starts with `-`, so `{}` would read it as an option, not as an item; \
+                 put `--` before `{{}}` in the command if the program takes it, or pass \
+                 --allow-dash-items if options are what the items are",
+                self.program
+            ));
+        }
+        let longest = self.longest(item);
+        (longest > MAX_ARG_STRLEN).then(|| {
+            format!(
+                "the item is {} bytes and would make a {longest}-byte argument, over Linux's \
+                 128 KiB limit per argument (MAX_ARG_STRLEN), so its command could never start; \
+                 pass large data through a file and put the file's name in the item",
+                item.len()
+            )
+        })
+    }
+}
+
+/// What the command handler replaces by the item.
+const PLACEHOLDER: &str = "{}";
+
 /// Read items from `path`, or stdin when it is `-`.
-pub fn read_items(path: &str, max_payload: usize) -> Result<Items, InputError> {
+pub fn read_items(path: &str, rules: &ItemRules) -> Result<Items, InputError> {
     let source_name = if path == "-" {
         "standard input".to_string()
     } else {
@@ -77,15 +208,11 @@ pub fn read_items(path: &str, max_payload: usize) -> Result<Items, InputError> {
             io: Some(io),
         });
     }
-    parse_items(Bytes::from(data), &source_name, max_payload)
+    parse_items(Bytes::from(data), &source_name, rules)
 }
 
 /// Split and check `data`, naming it `source_name` in errors.
-pub fn parse_items(
-    data: Bytes,
-    source_name: &str,
-    max_payload: usize,
-) -> Result<Items, InputError> {
+pub fn parse_items(data: Bytes, source_name: &str, rules: &ItemRules) -> Result<Items, InputError> {
     let mut items = Items::default();
     let mut problems = Vec::new();
     let mut more = 0;
@@ -114,11 +241,7 @@ pub fn parse_items(
             Ok(_) if raw.contains(&0) => {
                 Some("contains a NUL byte, which no command argument can carry".to_string())
             }
-            Ok(_) if raw.len() > max_payload => Some(format!(
-                "the item is {} bytes, over the queue's limit of {max_payload} bytes",
-                raw.len()
-            )),
-            Ok(_) => None,
+            Ok(_) => rules.problem(raw),
         };
         match problem {
             Some(problem) if problems.len() < MAX_SHOWN => problems.push((line, problem)),
@@ -150,7 +273,71 @@ mod tests {
     use super::*;
 
     fn parse(text: &[u8]) -> Result<Items, InputError> {
-        parse_items(Bytes::copy_from_slice(text), "`ids.txt`", 16)
+        parse_items(
+            Bytes::copy_from_slice(text),
+            "`ids.txt`",
+            &ItemRules::queue(16),
+        )
+    }
+
+    fn parse_for(command: &[&str], text: &[u8]) -> Result<Items, InputError> {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let rules = ItemRules::command(usize::MAX, &command, false);
+        parse_items(Bytes::copy_from_slice(text), "`ids.txt`", &rules)
+    }
+
+    #[test]
+    fn an_item_that_would_be_an_option_is_named_unless_an_option_cannot_start_there() {
+        let items = b"ok\n--exec=rm\n-\n-n\n";
+        for command in [
+            &["dl", "{}"][..],
+            &["dl", "-o", "out"],
+            &["dl", "{}.mp4", "--"],
+        ] {
+            let error = parse_for(command, items).unwrap_err().to_string();
+            assert!(error.contains("2 bad line(s)"), "{command:?}: {error}");
+            assert!(
+                error.contains("line 2: the item starts with `-`"),
+                "{error}"
+            );
+            assert!(error.contains("line 4"), "{error}");
+        }
+        for command in [
+            &["dl", "--", "{}"][..],
+            &["dl", "-o", "out", "--"],
+            &["dl", "--url={}"],
+            &["dl", "x{}"],
+        ] {
+            assert!(parse_for(command, items).is_ok(), "{command:?}");
+        }
+        let command = vec!["dl".to_string(), "{}".to_string()];
+        let rules = ItemRules::command(usize::MAX, &command, true);
+        assert!(parse_items(Bytes::from_static(items), "`ids.txt`", &rules).is_ok());
+    }
+
+    #[test]
+    fn an_item_that_cannot_be_an_argument_is_named() {
+        // The FORLOOP_ITEM variable alone caps an item at the limit less
+        // `FORLOOP_ITEM=` and the NUL.
+        let most = MAX_ARG_STRLEN - "FORLOOP_ITEM=".len() - 1;
+        let fits = "a".repeat(most);
+        let over = "a".repeat(most + 1);
+        let text = format!("{fits}\n{over}\n");
+        let error = parse_for(&["echo", "{}"], text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("1 bad line(s)"), "{error}");
+        assert!(
+            error.contains("line 2: the item is 131059 bytes"),
+            "{error}"
+        );
+        // Two copies in one argument halve what fits.
+        let half = "a".repeat(MAX_ARG_STRLEN / 2);
+        let error = parse_for(&["cp", "{}", "{}.bak{}"], format!("{half}\n").as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1"), "{error}");
+        assert!(parse_for(&["cp", "{}"], format!("{half}\n").as_bytes()).is_ok());
     }
 
     fn texts(items: &Items) -> Vec<&str> {

@@ -48,6 +48,8 @@ pub struct RedisServer {
     port: u16,
     dir: Option<DirGuard>,
     appendonly: bool,
+    /// `requirepass`, for tests that a password never leaks.
+    password: Option<String>,
     child: ProcessGuard,
     _container: Option<Container<GenericImage>>,
 }
@@ -80,6 +82,7 @@ impl RedisServer {
                     port: 0,
                     dir: None,
                     appendonly: false,
+                    password: None,
                     child: ProcessGuard::default(),
                     _container: None,
                 };
@@ -105,6 +108,7 @@ impl RedisServer {
             port,
             dir: None,
             appendonly: false,
+            password: None,
             child: ProcessGuard::default(),
             _container: Some(container),
         }
@@ -113,17 +117,36 @@ impl RedisServer {
     /// A redis-server of this test's own, from the local binary, on a free
     /// port; with `appendonly` its data survives [`RedisServer::restart`].
     pub fn local(appendonly: bool) -> RedisServer {
+        Self::local_with(appendonly, None)
+    }
+
+    /// A local redis-server of this test's own that requires `password`;
+    /// its [`url`](Self::url) carries it (`redis://:PASSWORD@127.0.0.1:PORT`).
+    pub fn local_with_password(password: &str) -> RedisServer {
+        Self::local_with(false, Some(password.to_string()))
+    }
+
+    fn local_with(appendonly: bool, password: Option<String>) -> RedisServer {
         let port = free_port();
+        let userinfo = password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
         let mut server = RedisServer {
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("redis://{userinfo}127.0.0.1:{port}"),
             port,
             dir: Some(DirGuard::new(scratch("redis"))),
             appendonly,
+            password,
             child: ProcessGuard::default(),
             _container: None,
         };
         server.start();
         server
+    }
+
+    /// The port a local server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn start(&mut self) {
@@ -144,10 +167,13 @@ impl RedisServer {
             .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
         let child = spawn_tied(command)
             .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {REDIS_HELP}"));
         self.child = ProcessGuard::new(child);
-        wait_for_ping(self.port);
+        wait_for_ping(self.port, self.password.as_deref());
     }
 
     /// Stop the server (SIGTERM, as a restart would) and start it again on
@@ -216,15 +242,22 @@ pub fn spawn_tied(command: Command) -> std::io::Result<Child> {
     answer.recv().expect("spawner answers")
 }
 
-fn wait_for_ping(port: u16) {
+fn wait_for_ping(port: u16, password: Option<&str>) {
     let until = Instant::now() + Duration::from_secs(10);
+    let (request, expected) = match password {
+        Some(password) => (
+            format!("AUTH {password}\r\nPING\r\n"),
+            &b"+OK\r\n+PONG\r\n"[..],
+        ),
+        None => ("PING\r\n".to_string(), &b"+PONG\r\n"[..]),
+    };
     loop {
         if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut reply = [0u8; 7];
-            if stream.write_all(b"PING\r\n").is_ok()
+            let mut reply = vec![0u8; expected.len()];
+            if stream.write_all(request.as_bytes()).is_ok()
                 && stream.read_exact(&mut reply).is_ok()
-                && &reply == b"+PONG\r\n"
+                && reply == expected
             {
                 return;
             }

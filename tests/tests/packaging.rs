@@ -138,3 +138,29 @@ fn images_and_compose_carry_no_credentials_and_run_as_non_root() {
         ".dockerignore keeps target/ out of the build context"
     );
 }
+
+#[test]
+fn the_image_runs_runner_under_an_init_that_reaps_orphans() {
+    // As PID 1 with no init, runner would leave every orphaned grandchild of
+    // a command a zombie for the container's life.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let installs_tini = dockerfile
+        .lines()
+        .filter(|l| l.contains("apt-get install"))
+        .any(|l| l.split_whitespace().any(|word| word == "tini"));
+    assert!(installs_tini, "the image installs Debian's tini");
+    let entrypoint: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("ENTRYPOINT"))
+        .collect();
+    assert_eq!(
+        entrypoint,
+        [r#"ENTRYPOINT ["tini", "--", "runner"]"#],
+        "runner runs under tini, not as PID 1"
+    );
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    assert!(
+        !compose.contains("entrypoint"),
+        "no compose service bypasses the image's init"
+    );
+}

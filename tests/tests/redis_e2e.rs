@@ -227,3 +227,152 @@ fn wait_returns_once_workers_drain_the_queue() {
         "wait exits 0 once drained with nothing dead"
     );
 }
+
+/// Every process under `pid`, depth first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for child in forloop_tests::children(pid) {
+        out.push(child);
+        out.extend(descendants(child));
+    }
+    out
+}
+
+#[test]
+fn ctrl_c_on_a_local_run_lets_running_tasks_finish_within_the_grace() {
+    let server = RedisServer::shared();
+    let name = unique("ctrl-c");
+    let dir = scratch("ctrl-c");
+    let items: Vec<String> = (1..=4).map(|i| format!("c-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    let mut run = on(server.url(), &name);
+    run.arg("run")
+        .arg(&input)
+        .args([
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--grace",
+            "10s",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "3000")
+        .env("RECORD_STARTED", &started)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A terminal's Ctrl-C goes to its whole foreground process group: give
+    // the run a group of its own and signal that group, as the terminal does.
+    std::os::unix::process::CommandExt::process_group(&mut run, 0);
+    let mut run = run.spawn().unwrap();
+    forloop_tests::scenarios::wait_for_lines(
+        &started,
+        4,
+        Duration::from_secs(30),
+        "the workers did not start their four tasks",
+    );
+    let pgid = i32::try_from(run.id()).unwrap();
+    // SAFETY: kill has no memory-safety preconditions; the group is ours.
+    assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+    let status = wait_with_deadline(&mut run, Duration::from_secs(30));
+    let err = stderr(&run.wait_with_output().unwrap());
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "Ctrl-C ends `run` with 130: {err}"
+    );
+    let done: BTreeSet<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(
+        done.len(),
+        4,
+        "one Ctrl-C must give running tasks the 10 s grace (their 3 s tasks finish), \
+         not kill them: the workers took the launcher's SIGTERM as a second signal. {err}"
+    );
+}
+
+#[test]
+fn the_queue_password_appears_in_no_log_error_argv_or_dry_run() {
+    const PASSWORD: &str = "hunter2";
+    let server = RedisServer::local_with_password(PASSWORD);
+    let url = server.url().to_string();
+    assert!(
+        url.contains(PASSWORD),
+        "the test needs a URL with the password"
+    );
+    let name = unique("secret");
+    let dir = scratch("secret");
+    let input = write_items(&dir, &["s-1".into(), "s-2".into()]);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+
+    // A local run: its log, its workers' command lines and logs.
+    let mut run = on(&url, &name)
+        .arg("run")
+        .arg(&input)
+        .args(["--workers", "2", "--concurrency", "1", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "1500")
+        .env("RECORD_STARTED", &started)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    forloop_tests::scenarios::wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(30),
+        "the workers did not start",
+    );
+    let processes = descendants(run.id());
+    assert!(
+        processes.len() >= 4,
+        "two workers and their tasks: {processes:?}"
+    );
+    for pid in processes {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        assert!(
+            !argv.contains(PASSWORD),
+            "process {pid} has the password on its command line (`ps` shows it): {argv}"
+        );
+    }
+    let status = wait_with_deadline(&mut run, Duration::from_secs(60));
+    let output = run.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(status.success(), "{err}");
+    assert_eq!(read_records(&out).len(), 2, "{err}");
+    assert!(
+        !err.contains(PASSWORD),
+        "the password is in the run's log: {err}"
+    );
+
+    // A dry run prints what it would start.
+    let output = on(&url, &name)
+        .args(["launch", "--workers", "2", "--dry-run", "--", "true"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        !printed.contains(PASSWORD),
+        "the password is in the dry run: {printed}"
+    );
+
+    // Errors quote the queue: a wrong database index, a server that is gone.
+    let closed = format!(
+        "redis://:{PASSWORD}@127.0.0.1:{}",
+        forloop_tests::servers::free_port()
+    );
+    for queue in [format!("{url}/nope"), closed] {
+        let output = on(&queue, &name).args(["status"]).output().unwrap();
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{queue} must fail");
+        assert!(
+            !err.contains(PASSWORD),
+            "the password is in an error: {err}"
+        );
+    }
+}

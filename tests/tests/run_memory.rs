@@ -47,7 +47,8 @@ fn tricky_items_reach_the_command_verbatim_without_a_shell() {
     let output = run_items(
         &dir,
         (items.join("\n") + "\n").as_bytes(),
-        &["-j", "4"],
+        // `-n` is an item here, passed verbatim as asked.
+        &["-j", "4", "--allow-dash-items"],
         &[RECORD, out.to_str().unwrap(), "{}"],
     );
     assert!(
@@ -379,4 +380,113 @@ fn help_lists_the_contract_flags() {
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
+}
+
+#[test]
+fn run_ends_right_after_the_last_ack_with_more_workers_than_items() {
+    let dir = scratch("tail");
+    let start = Instant::now();
+    let output = run_items(&dir, b"only\n", &["--workers", "2"], &["true"]);
+    let took = start.elapsed();
+    assert!(
+        output.status.success(),
+        "runner failed: {}",
+        stderr(&output)
+    );
+    // A waiting puller woken by the last ack ends the run at once; one that
+    // waits out its 1 s poll takes over a second.
+    assert!(
+        took < Duration::from_millis(700),
+        "`run --workers 2` over one item took {took:?}: an idle worker waited out its poll"
+    );
+}
+
+#[test]
+fn an_item_over_the_argument_limit_is_refused_naming_its_line() {
+    // Linux refuses any one argument (or environment string) over 128 KiB
+    // (MAX_ARG_STRLEN): such an item could never start its command.
+    let dir = scratch("arglimit");
+    let out = dir.join("out.jsonl");
+    let big = "a".repeat(200 * 1024);
+    let items = format!("fine\n{big}\nalso fine\n");
+    let output = run_items(
+        &dir,
+        items.as_bytes(),
+        &["--max-attempts", "1"],
+        &[RECORD, out.to_str().unwrap(), "{}"],
+    );
+    let err = stderr(&output);
+    let err: String = err.chars().take(2000).collect();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("128 KiB"),
+        "the refusal must name line 2 and the limit: {err}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing may run when the input is refused, but the command ran: {err}"
+    );
+}
+
+#[test]
+fn durations_that_cannot_work_are_refused() {
+    let dir = scratch("zero-durations");
+    for flag in ["--task-timeout", "--max-lease-age", "--idle-window"] {
+        let output = run_items(
+            &dir,
+            b"one\n",
+            &["--max-attempts", "1", flag, "0s"],
+            &["true"],
+        );
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "`{flag} 0s` must be refused as bad usage: {err}"
+        );
+        assert!(err.contains(flag) && err.contains("0s"), "{err}");
+    }
+}
+
+#[test]
+fn an_item_that_would_reach_the_command_as_an_option_is_refused() {
+    let dir = scratch("dash-items");
+    let out = dir.join("out.jsonl");
+    let items = b"fine\n--exec=touch /tmp/pwned\n-\n";
+    // `{}` alone and no `{}` at all both make the item an argument of its own.
+    for command in [
+        vec![RECORD, out.to_str().unwrap(), "{}"],
+        vec![RECORD, out.to_str().unwrap()],
+    ] {
+        let output = run_items(&dir, items, &[], &command);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("line 2") && err.contains("--allow-dash-items"),
+            "the refusal must name line 2 and the way out: {err}"
+        );
+        assert!(!err.contains("line 3"), "a lone `-` is no option: {err}");
+        assert!(!out.exists(), "nothing may run when the input is refused");
+    }
+    // Inside an argument the item cannot start an option.
+    let output = run_items(&dir, items, &[], &[RECORD, out.to_str().unwrap(), "x={}"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // After `--` the program takes it as an operand.
+    let output = run_items(
+        &dir,
+        items,
+        &[],
+        &[RECORD, out.to_str().unwrap(), "--", "{}"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Asked for, it is passed as it is.
+    let output = run_items(
+        &dir,
+        items,
+        &["--allow-dash-items"],
+        &[RECORD, out.to_str().unwrap(), "{}"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let args: BTreeSet<_> = read_records(&out).into_iter().map(|r| r.args).collect();
+    assert!(args.contains(&vec!["--exec=touch /tmp/pwned".to_string()]));
 }

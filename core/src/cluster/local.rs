@@ -6,6 +6,11 @@
 //! while the launch's restart budget lasts. Teardown sends SIGTERM, waits the
 //! grace period, then SIGKILL.
 //!
+//! Each worker runs in a process group of its own, so a terminal's Ctrl-C
+//! (SIGINT to the whole foreground group) reaches only the launcher, which
+//! then stops each worker with one SIGTERM: a worker that got both would take
+//! the second as "stop now" and kill its tasks without their grace.
+//!
 //! A slot counts as running from the moment it is created until it ends for
 //! good, including while its process starts or waits to be restarted, so
 //! [`WorkerCounts::is_finished`] never reports a launch that is not over.
@@ -100,6 +105,7 @@ fn spawn(spec: &LaunchSpec, slot: usize) -> std::io::Result<Child> {
         .envs(&spec.env)
         .env("FORLOOP_WORKER_INDEX", slot.to_string())
         .stdin(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true);
     command.spawn()
 }
@@ -259,10 +265,11 @@ impl ClusterLauncher for LocalLauncher {
     }
 
     fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
+        // The environment may carry the queue's address, password and all.
         let env: String = spec
             .env
             .iter()
-            .map(|(key, value)| format!("{key}={value} "))
+            .map(|(key, value)| format!("{key}={} ", crate::kit::redact_url(value)))
             .collect();
         Ok(format!(
             "# {} local worker processes, each:\n{env}{}\n",

@@ -21,7 +21,10 @@ pub struct LaunchSpec {
     pub workers: u32,
     /// The worker's command line: program, then arguments.
     pub command: Vec<String>,
-    /// Environment for each worker (never credentials: those come from the platform).
+    /// Environment for each worker. Local workers get their queue here (a
+    /// password in it stays off command lines; `render` redacts it);
+    /// manifests never carry credentials: on a cluster they come from the
+    /// platform or a Secret.
     pub env: BTreeMap<String, String>,
     /// The container image, for launchers that run containers.
     pub image: Option<String>,

@@ -113,7 +113,9 @@ pub struct MemoryQueue {
 #[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
-    /// Wakes long-polling pullers when items become ready.
+    /// Wakes long-polling pullers when items become ready, and when a
+    /// settlement leaves the queue idle (nothing ready, held or delayed), so
+    /// a job's end follows its last ack at once.
     arrivals: Notify,
     config: QueueConfig,
     capabilities: Capabilities,
@@ -167,6 +169,19 @@ impl MemoryQueue {
         inner.advance(now, self.shared.config.max_attempts);
         (inner, now)
     }
+}
+
+/// Why a pull found nothing to lease. A queue that ran dry ends long polls at
+/// once (a waiting one is woken by the settlement that emptied it): only a
+/// new publish could bring work, and the caller wants to know now, to check
+/// for drain, so a run's end follows its last ack within a task switch. An
+/// empty queue that never had items is still long-polled.
+#[derive(Debug)]
+struct Empty {
+    /// When the next lease or delayed nack falls due.
+    next_event: Option<Instant>,
+    /// Every published item is settled (see `Inner::ran_dry`).
+    ran_dry: bool,
 }
 
 fn token(id: u64, attempt: u32) -> LeaseToken {
@@ -284,6 +299,17 @@ impl Inner {
         (item.attempts == attempt && matches!(item.state, State::Leased(_))).then_some(id)
     }
 
+    /// Nothing ready, held or delayed: only a publish can bring work.
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.leased == 0 && self.delayed == 0
+    }
+
+    /// Items were published and every one is settled (acked or dead): the
+    /// job on this queue has run dry, and a pull says so at once.
+    fn ran_dry(&self) -> bool {
+        self.next_id > 0 && self.is_idle()
+    }
+
     fn next_event(&self) -> Option<Instant> {
         let granted = self.granted.front().map(|(at, _, _)| *at);
         let extended = self.leases.peek().map(|Reverse((at, _, _))| *at);
@@ -294,8 +320,8 @@ impl Inner {
 
 impl MemoryQueue {
     /// Lease up to `max` ready items. Returns them (possibly none, once `now`
-    /// has reached `until`), or when the next lease or delayed nack falls due.
-    fn take(&self, max: usize, until: Instant) -> Result<Vec<Delivery>, Option<Instant>> {
+    /// has reached `until`), or what to wait for.
+    fn take(&self, max: usize, until: Instant) -> Result<Vec<Delivery>, Empty> {
         let (mut inner, now) = self.lock();
         let deadline = now + self.shared.config.lease;
         let mut out = Vec::new();
@@ -324,11 +350,16 @@ impl MemoryQueue {
         if !out.is_empty() || now >= until {
             Ok(out)
         } else {
-            Err(inner.next_event())
+            Err(Empty {
+                next_event: inner.next_event(),
+                ran_dry: inner.ran_dry(),
+            })
         }
     }
 
-    /// Apply `settle` to every held token, collecting the lost ones.
+    /// Apply `settle` to every held token, collecting the lost ones. A
+    /// settlement that leaves the queue idle wakes waiting pullers: they
+    /// return empty at once instead of waiting out their poll.
     fn settle(
         &self,
         tokens: &[LeaseToken],
@@ -341,6 +372,11 @@ impl MemoryQueue {
                 Some(id) => settle(&mut inner, id),
                 None => report.lost.push(token.clone()),
             }
+        }
+        let ran_dry = report.lost.len() < tokens.len() && inner.ran_dry();
+        drop(inner);
+        if ran_dry {
+            self.shared.arrivals.notify_waiters();
         }
         report
     }
@@ -395,7 +431,8 @@ impl WorkQueue for MemoryQueue {
         // Fast path: items are ready, no need to listen for arrivals.
         let mut next_event = match self.take(max, until) {
             Ok(out) => return Ok(out),
-            Err(next_event) => next_event,
+            Err(Empty { ran_dry: true, .. }) => return Ok(Vec::new()),
+            Err(Empty { next_event, .. }) => next_event,
         };
         loop {
             let arrival = self.shared.arrivals.notified();
@@ -412,7 +449,8 @@ impl WorkQueue for MemoryQueue {
             }
             next_event = match self.take(max, until) {
                 Ok(out) => return Ok(out),
-                Err(next_event) => next_event,
+                Err(Empty { ran_dry: true, .. }) => return Ok(Vec::new()),
+                Err(Empty { next_event, .. }) => next_event,
             };
         }
     }
@@ -516,5 +554,127 @@ impl WorkQueue for MemoryQueue {
             dead: Count::Exact(inner.dead.len() as u64),
             age: Duration::ZERO,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> MemoryQueue {
+        MemoryQueue::new(QueueConfig::new("test").with_lease(Duration::from_secs(30)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_ack_ends_a_waiting_pull_at_once() {
+        let queue = queue();
+        queue.publish(vec![Message::new("only")]).await.unwrap();
+        let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                let out = queue.pull(1, Duration::from_secs(20)).await.unwrap();
+                (out.len(), Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "a pull returned with an item held");
+
+        queue.ack(&[held.token]).await.unwrap();
+        let acked_at = Instant::now();
+        let (pulled, returned_at) = waiting.await.unwrap();
+        assert_eq!(pulled, 0);
+        assert!(
+            returned_at - acked_at < Duration::from_millis(5),
+            "the waiting pull returned {:?} after the last ack, not at once",
+            returned_at - acked_at
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_that_empties_the_queue_ends_a_waiting_pull() {
+        let queue = queue();
+        queue.publish(vec![Message::new("poison")]).await.unwrap();
+        let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pull(1, Duration::from_secs(20)).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        queue.dead_letter(&[held.token], "bad").await.unwrap();
+        assert!(waiting.await.unwrap().is_empty());
+        assert!(start.elapsed() < Duration::from_millis(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_that_leaves_work_keeps_the_pull_waiting() {
+        let queue = queue();
+        queue
+            .publish(vec![Message::new("a"), Message::new("b")])
+            .await
+            .unwrap();
+        let held = queue.pull(2, Duration::ZERO).await.unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pull(1, Duration::from_secs(20)).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        queue.ack(&[held[0].token.clone()]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !waiting.is_finished(),
+            "returned while an item was still held"
+        );
+        queue
+            .nack(&[held[1].token.clone()], Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(waiting.await.unwrap().len(), 1, "the nacked item is pulled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pull_after_the_last_ack_returns_at_once_until_the_next_publish() {
+        let queue = queue();
+        queue.publish(vec![Message::new("only")]).await.unwrap();
+        let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
+        queue.ack(&[held.token]).await.unwrap();
+        let start = Instant::now();
+        assert!(
+            queue
+                .pull(1, Duration::from_secs(20))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a dry queue is not long-polled"
+        );
+
+        queue.publish(vec![Message::new("more")]).await.unwrap();
+        let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pull(1, Duration::from_secs(20)).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "returned while an item was held");
+        queue.nack(&[held.token], Duration::ZERO).await.unwrap();
+        assert_eq!(waiting.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pull_on_an_empty_queue_still_waits_for_items() {
+        let queue = queue();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pull(1, Duration::from_secs(20)).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiting.is_finished());
+        queue.publish(vec![Message::new("late")]).await.unwrap();
+        assert_eq!(waiting.await.unwrap().len(), 1);
     }
 }

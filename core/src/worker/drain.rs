@@ -5,6 +5,11 @@
 //! continuously for the driver's staleness window, with every pull in between
 //! empty too. Where the backend cannot count at all (Pub/Sub's emulator), the
 //! detector falls back to an idle window of empty pulls and says so.
+//!
+//! Only what was seen counts: a failed backlog read or pull (reported with
+//! [`DrainDetector::unreadable`]) starts the empty stretch over, and so does a
+//! gap between readings longer than the longest window, so after an outage
+//! one empty reading never stands for the minutes nobody looked.
 
 use std::time::Duration;
 
@@ -34,6 +39,8 @@ pub struct DrainDetector {
     staleness: Duration,
     idle_window: Duration,
     empty_since: Option<Instant>,
+    /// When the last reading (of any kind) was taken.
+    last_reading: Option<Instant>,
 }
 
 impl DrainDetector {
@@ -44,7 +51,15 @@ impl DrainDetector {
             staleness,
             idle_window,
             empty_since: None,
+            last_reading: None,
         }
+    }
+
+    /// The longest two readings may lie apart and still be one stretch: the
+    /// longest window any reading can ask for. Readers must look more often
+    /// than this (the worker reads after every empty pull).
+    pub fn longest_gap(&self) -> Duration {
+        self.staleness.max(self.idle_window)
     }
 
     /// Something was delivered or is running here: the queue is not drained.
@@ -52,8 +67,19 @@ impl DrainDetector {
         self.empty_since = None;
     }
 
+    /// A backlog read or a pull failed: nothing is known about the time
+    /// since the last reading, so the empty stretch starts over.
+    pub fn unreadable(&mut self) {
+        self.empty_since = None;
+        self.last_reading = None;
+    }
+
     /// Judge one backlog reading, taken at `now` after an empty pull.
     pub fn observe(&mut self, backlog: &Backlog, now: Instant) -> DrainState {
+        let previous = self.last_reading.replace(now);
+        if previous.is_none_or(|at| now.saturating_duration_since(at) > self.longest_gap()) {
+            self.empty_since = None;
+        }
         let window = match backlog.is_empty() {
             Some(false) => {
                 self.empty_since = None;
@@ -134,6 +160,64 @@ mod tests {
             detector.observe(&empty, restart + window),
             DrainState::Drained
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_without_readings_is_not_counted_as_empty() {
+        // An outage: one empty reading, then nothing for two minutes (pulls
+        // and backlog reads failing), then one empty reading. The two minutes
+        // were never seen, so they cannot count towards the 60 s window.
+        let window = Duration::from_secs(60);
+        let mut detector = DrainDetector::new(window, Duration::from_secs(30));
+        let empty = reading(Count::Approximate(0), Count::Approximate(0));
+        let start = Instant::now();
+        assert!(matches!(
+            detector.observe(&empty, start),
+            DrainState::Settling { .. }
+        ));
+        let after_outage = start + Duration::from_secs(120);
+        assert_eq!(
+            detector.observe(&empty, after_outage),
+            DrainState::Settling {
+                since: after_outage,
+                window
+            },
+            "one empty reading after an outage must start the window over"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_reading_starts_the_empty_stretch_over() {
+        let window = Duration::from_secs(60);
+        let mut detector = DrainDetector::new(window, Duration::from_secs(30));
+        let empty = reading(Count::Approximate(0), Count::Approximate(0));
+        let start = Instant::now();
+        let mut at = start;
+        while at < start + Duration::from_secs(50) {
+            assert!(matches!(
+                detector.observe(&empty, at),
+                DrainState::Settling { .. }
+            ));
+            at += Duration::from_secs(1);
+        }
+        detector.unreadable();
+        let next = at + Duration::from_secs(1);
+        assert_eq!(
+            detector.observe(&empty, next),
+            DrainState::Settling {
+                since: next,
+                window
+            },
+            "the stretch before a failed reading must not count"
+        );
+        assert_eq!(
+            detector.observe(&empty, next + Duration::from_secs(30)),
+            DrainState::Settling {
+                since: next,
+                window
+            }
+        );
+        assert_eq!(detector.observe(&empty, next + window), DrainState::Drained);
     }
 
     #[tokio::test(start_paused = true)]

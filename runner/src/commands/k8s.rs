@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forloop_cluster_k8s::{
-    JobOutcome, JobState, K8sLauncher, K8sOptions, Nodes, ScaleTrigger, has_url_password,
+    JobOutcome, JobState, K8sLauncher, K8sOptions, Nodes, ScaleTrigger, has_url_secret,
 };
 use forloop_core::cluster::{ClusterLauncher, LaunchHandle, LaunchSpec, WorkerCounts};
 use forloop_core::worker::Shutdown;
@@ -36,20 +36,21 @@ const POLL: Duration = Duration::from_secs(2);
 const PASSED_ENV: [&str; 1] = ["RUST_LOG"];
 
 /// Put `key=value` into the workers' environment, unless the value carries a
-/// password: then a Secret (`--env-secret`) must provide it instead.
+/// credential (a URL password or query token): then a Secret (`--env-secret`)
+/// must provide it instead.
 fn carry(
     env: &mut BTreeMap<String, String>,
     key: &str,
     value: &str,
     secrets: &[String],
 ) -> Result<(), Failure> {
-    if !has_url_password(value) {
+    if !has_url_secret(value) {
         env.insert(key.to_string(), value.to_string());
         return Ok(());
     }
     if secrets.is_empty() {
         return Err(Failure::new(format!(
-            "{key} carries a password, which never goes into a Kubernetes manifest. Put it in a \
+            "{key} carries a credential (a password or token), which never goes into a Kubernetes manifest. Put it in a \
              Secret (`kubectl create secret generic forloop-queue --from-literal={key}=...`) and \
              pass --env-secret forloop-queue"
         )));
@@ -269,7 +270,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         &driver.redact(&address),
     )?;
 
-    let submitted = submit_input(&*queue, &args.input.input).await?;
+    let submitted = submit_input(&*queue, &args).await?;
     let handle = launcher.launch(&spec).await.map_err(|e| {
         Failure::new(format!(
             "{e}. The {} items are in the queue: fix that and start the workers with \

@@ -27,7 +27,13 @@ fn worker_flags(opts: &WorkerOpts) -> Vec<String> {
     flags
 }
 
-/// The launch of `workers` × `runner work` (restarted up to `max_restarts`).
+/// The variable `runner work` reads `--queue` from. The queue goes to the
+/// workers through it, never on their command lines, where `ps` would show
+/// a password to every user of the machine.
+const QUEUE_VARIABLE: &str = "FORLOOP_QUEUE";
+
+/// The launch of `workers` × `runner work` (restarted up to `max_restarts`)
+/// on `queue` (a dry run passes it redacted).
 fn spec(
     context: &Context<'_>,
     queue: &str,
@@ -42,7 +48,6 @@ fn spec(
     })?;
     let mut argv = vec![
         exe.to_string_lossy().into_owned(),
-        format!("--queue={queue}"),
         format!("--name={}", context.name),
         format!(
             "--log-format={}",
@@ -59,6 +64,7 @@ fn spec(
     // The launcher waits a little longer than the worker's own grace, so a
     // worker gets to give its items back before it is killed.
     Ok(LaunchSpec::new(context.name.clone(), workers, argv)
+        .with_env(QUEUE_VARIABLE, queue)
         .with_grace(opts.grace + Duration::from_secs(5))
         .with_max_restarts(max_restarts))
 }
@@ -102,10 +108,10 @@ fn describe(counts: &WorkerCounts) -> String {
 pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8, Failure> {
     let launcher = LocalLauncher::new();
     if args.dry_run {
-        let (_, address) = context.driver("launch", None)?;
+        let (driver, address) = context.driver("launch", None)?;
         let spec = spec(
             context,
-            &address.spec,
+            &driver.redact(&address),
             &args.worker,
             (args.workers, args.max_restarts),
             &args.command,
@@ -148,7 +154,7 @@ pub(crate) async fn run(
     queue: Arc<dyn WorkQueue>,
     queue_spec: &str,
 ) -> Result<u8, Failure> {
-    let submitted = submit_input(&*queue, &args.input.input).await?;
+    let submitted = submit_input(&*queue, &args).await?;
     let spec = spec(
         context,
         queue_spec,

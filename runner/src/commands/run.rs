@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{Context, Prepared, open_joblog, publish_all, worker_config, worker_name};
 use crate::cli::RunArgs;
-use crate::input::read_items;
+use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
 use crate::tally::Tally;
 use crate::{Failure, signals};
@@ -34,7 +34,12 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }
-    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let rules = ItemRules::command(
+        queue.capabilities().max_payload,
+        &args.command,
+        args.allow_dash_items,
+    );
+    let items = read_items(&args.input.input, &rules)?;
     let total = items.items.len();
     let joblog = open_joblog(&args.worker)?;
     publish_all(&*queue, &items, None).await?;

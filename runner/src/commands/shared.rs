@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::publish_all;
 use crate::Failure;
-use crate::cli::WorkerOpts;
-use crate::input::read_items;
+use crate::cli::{RunArgs, WorkerOpts};
+use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
 
 /// The worker settings of `opts` as (flag, value) pairs: `runner work`
@@ -48,11 +48,19 @@ pub(crate) struct Submitted {
     dead_before: u64,
 }
 
-/// Read the whole input (every line checked first), then publish it with a
-/// progress bar.
-pub(crate) async fn submit_input(queue: &dyn WorkQueue, input: &str) -> Result<Submitted, Failure> {
+/// Read `run`'s whole input (every line checked first, as an argument of
+/// its command too), then publish it with a progress bar.
+pub(crate) async fn submit_input(
+    queue: &dyn WorkQueue,
+    args: &RunArgs,
+) -> Result<Submitted, Failure> {
     let started = Instant::now();
-    let items = read_items(input, queue.capabilities().max_payload)?;
+    let rules = ItemRules::command(
+        queue.capabilities().max_payload,
+        &args.command,
+        args.allow_dash_items,
+    );
+    let items = read_items(&args.input.input, &rules)?;
     let total = items.items.len() as u64;
     let dead_before = dead_count(queue).await?;
     let submit = Progress::start("submitted", total);

@@ -109,7 +109,15 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
         if detector.observe(&backlog, Instant::now()) == DrainState::Drained {
             break;
         }
-        tokio::time::sleep(args.poll).await;
+        // Readings further apart than the detector's longest gap never add
+        // up to a drained stretch, so look at least twice per gap.
+        let gap = detector.longest_gap();
+        let poll = if gap.is_zero() {
+            args.poll
+        } else {
+            args.poll.min(gap / 2)
+        };
+        tokio::time::sleep(poll).await;
         backlog = queue.backlog().await?;
     }
     progress.finish();

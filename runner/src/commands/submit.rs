@@ -3,7 +3,7 @@
 use super::{Context, publish_all};
 use crate::Failure;
 use crate::cli::SubmitArgs;
-use crate::input::read_items;
+use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
 
 pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8, Failure> {
@@ -11,7 +11,10 @@ pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8
     let queue = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
-    let items = read_items(&args.input.input, queue.capabilities().max_payload)?;
+    let items = read_items(
+        &args.input.input,
+        &ItemRules::queue(queue.capabilities().max_payload),
+    )?;
     let progress = Progress::start("submitted", items.items.len() as u64);
     let result = publish_all(&*queue, &items, Some(&progress)).await;
     progress.finish();
