@@ -338,6 +338,16 @@ fn the_queue_password_appears_in_no_log_error_argv_or_dry_run() {
             !argv.contains(PASSWORD),
             "process {pid} has the password on its command line (`ps` shows it): {argv}"
         );
+        // The workers need the queue; the user's command does not get it.
+        if argv.starts_with(RECORD) {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let env = String::from_utf8_lossy(&env).replace('\0', "\n");
+            let leaked: Vec<&str> = env.lines().filter(|v| v.contains(PASSWORD)).collect();
+            assert!(
+                leaked.is_empty(),
+                "the task {pid} inherited the queue's password in its environment: {leaked:?}"
+            );
+        }
     }
     let status = wait_with_deadline(&mut run, Duration::from_secs(60));
     let output = run.wait_with_output().unwrap();

@@ -177,6 +177,9 @@ impl Handler for CommandTemplate {
             .env("FORLOOP_ITEM", OsStr::from_bytes(item))
             .env("FORLOOP_ATTEMPT", task.attempt.to_string())
             .env("FORLOOP_ITEM_ID", &*task.id)
+            // The worker's way to its queue (credentials included) is not the
+            // command's business.
+            .env_remove("FORLOOP_QUEUE")
             .stdin(Stdio::null())
             // Its own process group: a terminal's Ctrl-C reaches the worker,
             // which decides how running commands end, not every child at once.

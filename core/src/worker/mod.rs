@@ -468,6 +468,8 @@ impl Worker {
                         },
                         Err(error) if error.is_retryable() => {
                             warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again");
+                            // An outage is no evidence of an empty queue.
+                            drain.unreadable();
                         }
                         Err(error) => {
                             fatal = Some(error);
@@ -499,6 +501,7 @@ impl Worker {
                             pull_failures += 1;
                             let delay = self.config.backoff.delay(pull_failures).min(Duration::from_secs(30));
                             warn!(error = %crate::ErrorChain(&error), retry_in = ?delay, "pull failed; retrying");
+                            drain.unreadable();
                             pull_not_before = Some(Instant::now() + delay);
                         }
                         Err(error) => {
