@@ -89,12 +89,23 @@ impl Harness {
 
     /// A fresh queue for one test.
     pub async fn queue(&self, test: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
-        let name = format!(
+        self.open(&Self::fresh_name(test), max_attempts).await
+    }
+
+    /// A queue name no other test uses.
+    pub fn fresh_name(test: &str) -> String {
+        format!(
             "conf-{test}-{}-{}",
             std::process::id(),
             NEXT_QUEUE.fetch_add(1, Ordering::Relaxed)
         )
-        .replace('_', "-");
+        .replace('_', "-")
+    }
+
+    /// A client of the queue `name`, with its own `max_attempts`. Opening a
+    /// name twice must reach the same queue (two processes of one job), so a
+    /// factory for an in-process backend keeps its queues by name.
+    pub async fn open(&self, name: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
         let config = QueueConfig::new(name)
             .with_lease(self.lease)
             .with_max_attempts(max_attempts);
@@ -227,6 +238,138 @@ pub async fn stale_token_cannot_ack(harness: &Harness) {
         .expect("an ack with a lost lease's token removed the item");
     assert_eq!(third.attempt, 3);
     queue.ack(&[third.token]).await.expect("ack");
+}
+
+/// A token names one delivery, forever: after `dead_letter` and
+/// `requeue_dead`, the first delivery's token settles nothing of the item's
+/// new delivery (which is attempt 1 again), and every call says it is lost.
+pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
+    if let Some(why) = harness.stale_tokens_may_settle {
+        return gated("stale_token_after_requeue_cannot_settle", why);
+    }
+    let queue = harness.queue("stale-requeue", 5).await;
+    publish(&*queue, &["a"]).await;
+    let first = pull_one(&*queue, harness.slack * 4).await.expect("item");
+    let report = queue
+        .dead_letter(std::slice::from_ref(&first.token), "conformance")
+        .await
+        .expect("dead_letter");
+    assert!(report.lost.is_empty(), "a held lease was lost: {report:?}");
+    match queue.requeue_dead().await {
+        Err(e) if e.kind() == QueueErrorKind::Unsupported => {
+            return gated("stale_token_after_requeue_cannot_settle", "no requeue");
+        }
+        result => {
+            let _ = result.expect("requeue_dead");
+        }
+    }
+    let mut again = None;
+    let until = Instant::now() + queue.capabilities().backlog_staleness + harness.slack * 10;
+    while again.is_none() && Instant::now() < until {
+        again = pull_one(&*queue, harness.slack * 4).await;
+    }
+    let again = again.expect("the requeued item was not delivered");
+    assert_eq!(again.attempt, 1, "a requeued item starts at attempt 1");
+    assert_ne!(
+        again.token, first.token,
+        "a requeued item's delivery has the token of its first delivery"
+    );
+    let stale = std::slice::from_ref(&first.token);
+    let reports = [
+        ("ack", queue.ack(stale).await.expect("stale ack")),
+        (
+            "extend_deadline",
+            queue
+                .extend_deadline(stale, harness.lease)
+                .await
+                .expect("stale extend"),
+        ),
+        (
+            "nack",
+            queue.nack(stale, Duration::ZERO).await.expect("stale nack"),
+        ),
+        (
+            "dead_letter",
+            queue
+                .dead_letter(stale, "conformance: stale")
+                .await
+                .expect("stale dead_letter"),
+        ),
+    ];
+    for (call, report) in reports {
+        assert_eq!(
+            report.lost,
+            std::slice::from_ref(&first.token),
+            "a stale {call} after requeue was not reported lost"
+        );
+    }
+    let report = queue
+        .extend_deadline(std::slice::from_ref(&again.token), harness.lease)
+        .await
+        .expect("extend");
+    assert!(
+        report.lost.is_empty(),
+        "a stale token settled the requeued item's new delivery: {report:?}"
+    );
+    queue.ack(&[again.token]).await.expect("ack");
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
+}
+
+/// After a lease lapsed and the item went to another holder, the old
+/// token's nack, extend and dead_letter report the lease lost and leave
+/// the new holder's delivery alone.
+pub async fn stale_settle_calls_report_lost(harness: &Harness) {
+    if let Some(why) = harness.stale_tokens_may_settle {
+        return gated("stale_settle_calls_report_lost", why);
+    }
+    let queue = harness.queue("stale-lost", 5).await;
+    publish(&*queue, &["a"]).await;
+    let first = pull_one(&*queue, harness.slack * 4).await.expect("item");
+    sleep(harness.lease + harness.slack).await;
+    let again = pull_one(&*queue, harness.slack * 4)
+        .await
+        .expect("redelivery");
+    let stale = std::slice::from_ref(&first.token);
+    let reports = [
+        (
+            "nack",
+            queue.nack(stale, Duration::ZERO).await.expect("stale nack"),
+        ),
+        (
+            "extend_deadline",
+            queue
+                .extend_deadline(stale, harness.lease)
+                .await
+                .expect("stale extend"),
+        ),
+        (
+            "dead_letter",
+            queue
+                .dead_letter(stale, "conformance: stale")
+                .await
+                .expect("stale dead_letter"),
+        ),
+    ];
+    for (call, report) in reports {
+        assert_eq!(
+            report.lost,
+            std::slice::from_ref(&first.token),
+            "a {call} with a lapsed lease's token was not reported lost"
+        );
+    }
+    assert!(
+        pull_one(&*queue, harness.slack).await.is_none(),
+        "a stale nack gave the new holder's item to another worker"
+    );
+    let report = queue
+        .ack(std::slice::from_ref(&again.token))
+        .await
+        .expect("ack");
+    assert!(
+        report.lost.is_empty(),
+        "a stale call ended the new holder's lease: {report:?}"
+    );
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
 }
 
 /// Extending the deadline keeps the item away; once extensions stop, it returns.
@@ -778,6 +921,7 @@ macro_rules! conformance_tests {
     ($harness:path, #[$attr:meta]) => {
         $crate::__conformance_each!(($harness) (#[$attr])
             round_trip redelivery_after_deadline stale_token_cannot_ack
+            stale_token_after_requeue_cannot_settle stale_settle_calls_report_lost
             extension_keeps_item_away nack_zero_returns_at_once
             nack_delay_returns_after_delay dead_letter_after_max_attempts
             dead_letter_moves_item ack_is_final pull_respects_max

@@ -29,6 +29,11 @@ enum Flaw {
     RequeueKeepsAttempts,
     RequeueDuplicates,
     PurgeDoesNothing,
+    /// A token names the item, not the delivery (Redis's `(id, attempt)`
+    /// after a requeue or a key loss): an old token settles a new delivery.
+    TokensNameItems,
+    /// nack, extend and dead_letter never report a lease lost.
+    StaleCallsSayHeld,
 }
 
 #[derive(Debug)]
@@ -37,9 +42,49 @@ struct Broken {
     flaw: Flaw,
     /// Payloads requeued by `RequeueKeepsAttempts`, with their attempts.
     requeued: Mutex<HashMap<Bytes, u32>>,
+    /// `TokensNameItems`: the inner token of each item's latest delivery.
+    latest: Mutex<HashMap<LeaseToken, LeaseToken>>,
 }
 
 impl Broken {
+    /// Settle through the inner queue, with the flaws of the settle calls.
+    async fn settle<'a, F, Fut>(
+        &'a self,
+        tokens: &[LeaseToken],
+        call: F,
+    ) -> Result<LeaseReport, QueueError>
+    where
+        F: FnOnce(Vec<LeaseToken>) -> Fut,
+        Fut: Future<Output = Result<LeaseReport, QueueError>> + 'a,
+    {
+        if self.flaw != Flaw::TokensNameItems {
+            return call(tokens.to_vec()).await;
+        }
+        let inner: Vec<LeaseToken> = {
+            let latest = self.latest.lock().unwrap();
+            tokens
+                .iter()
+                .map(|token| latest.get(token).cloned().unwrap_or_else(|| token.clone()))
+                .collect()
+        };
+        let report = call(inner.clone()).await?;
+        let lost = tokens
+            .iter()
+            .zip(&inner)
+            .filter(|(_, inner)| report.lost.contains(inner))
+            .map(|(outer, _)| outer.clone())
+            .collect();
+        Ok(LeaseReport { lost })
+    }
+
+    fn hide_lost(&self, report: LeaseReport) -> LeaseReport {
+        if self.flaw == Flaw::StaleCallsSayHeld {
+            LeaseReport::default()
+        } else {
+            report
+        }
+    }
+
     /// Requeue by hand: every dead item published again, `copies` times,
     /// sealed in the dead-letter envelope when `stamped`.
     async fn requeue_by_hand(&self, stamped: bool, copies: usize) -> Result<u64, QueueError> {
@@ -86,13 +131,21 @@ impl WorkQueue for Broken {
         for delivery in &mut got {
             delivery.attempt += requeued.get(&delivery.payload).copied().unwrap_or(0);
         }
+        if self.flaw == Flaw::TokensNameItems {
+            let mut latest = self.latest.lock().unwrap();
+            for delivery in &mut got {
+                let named = LeaseToken::new(String::from_utf8_lossy(&delivery.payload));
+                latest.insert(named.clone(), std::mem::replace(&mut delivery.token, named));
+            }
+        }
         Ok(got)
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         if self.flaw == Flaw::AckDoesNothing {
             return Ok(LeaseReport::default());
         }
-        self.inner.ack(tokens).await
+        self.settle(tokens, |t| async move { self.inner.ack(&t).await })
+            .await
     }
     async fn nack(
         &self,
@@ -104,7 +157,10 @@ impl WorkQueue for Broken {
         } else {
             delay
         };
-        self.inner.nack(tokens, delay).await
+        let report = self
+            .settle(tokens, |t| async move { self.inner.nack(&t, delay).await })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn extend_deadline(
         &self,
@@ -114,7 +170,12 @@ impl WorkQueue for Broken {
         if self.flaw == Flaw::ExtendDoesNothing {
             return Ok(LeaseReport::default());
         }
-        self.inner.extend_deadline(tokens, lease).await
+        let report = self
+            .settle(tokens, |t| async move {
+                self.inner.extend_deadline(&t, lease).await
+            })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn dead_letter(
         &self,
@@ -124,7 +185,12 @@ impl WorkQueue for Broken {
         if self.flaw == Flaw::DeadLetterRequeues {
             return self.inner.nack(tokens, Duration::ZERO).await;
         }
-        self.inner.dead_letter(tokens, reason).await
+        let report = self
+            .settle(tokens, |t| async move {
+                self.inner.dead_letter(&t, reason).await
+            })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         self.inner.backlog().await
@@ -166,6 +232,7 @@ fn broken(flaw: Flaw) -> Harness {
             inner: MemoryQueue::with_max_payload(config, 4096),
             flaw,
             requeued: Mutex::default(),
+            latest: Mutex::default(),
         }) as Arc<dyn WorkQueue>
     })
     .lease(Duration::from_secs(10))
@@ -254,6 +321,16 @@ catches!(
     Flaw::PurgeDoesNothing,
     conformance::purge_dead_empties_the_dead_place
 );
+catches!(
+    tokens_that_name_items,
+    Flaw::TokensNameItems,
+    conformance::stale_token_after_requeue_cannot_settle
+);
+catches!(
+    stale_calls_that_say_held,
+    Flaw::StaleCallsSayHeld,
+    conformance::stale_settle_calls_report_lost
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
@@ -275,4 +352,6 @@ async fn honest_wrapper_passes() {
     conformance::requeue_dead_gives_fresh_items(&harness).await;
     conformance::requeue_after_native_dead_letter_restores_attributes(&harness).await;
     conformance::purge_dead_empties_the_dead_place(&harness).await;
+    conformance::stale_token_after_requeue_cannot_settle(&harness).await;
+    conformance::stale_settle_calls_report_lost(&harness).await;
 }

@@ -11,7 +11,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `ready` | list | members waiting for a worker, FIFO |
-//! | `leased` | sorted set | member → lease deadline (ms, server clock) |
+//! | `leased` | sorted set | lease `ID:ATTEMPT:NONCE` → deadline (ms, server clock) |
 //! | `delayed` | sorted set | member → when a nacked item is due again |
 //! | `payload`, `attrs` | hashes | id → the item, its encoded attributes |
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
@@ -28,9 +28,15 @@
 //!
 //! - the lease deadline is set at delivery, `TIME` + lease, on the server's
 //!   clock (not at enqueue, and not on a worker's clock);
-//! - a lease token is `(id, attempt)`, the `leased` member; ack, nack, extend
-//!   and dead-letter act only while that member's deadline is ahead, so a
-//!   worker that lost its lease cannot ack the item its successor holds;
+//! - a lease token is `ID:ATTEMPT:NONCE`, the `leased` member, with a nonce
+//!   drawn at random by the puller for each delivery; ack, nack, extend and
+//!   dead-letter act only while that member's deadline is ahead, so a worker
+//!   that lost its lease cannot ack the item its successor holds. The nonce
+//!   is what makes a token name one delivery forever: ids and attempts
+//!   repeat (`dead requeue` starts attempts over and keeps the id; a server
+//!   that lost its keys, failed over to a lagging replica or was restored
+//!   from an older RDB counts `seq` from an earlier point), a random nonce
+//!   kept nowhere on the server does not;
 //! - extend (`ZADD XX`) and nack with delay (`ZADD delayed`) are exact to the
 //!   millisecond; expired leases and due nacks are reaped at the start of every
 //!   pull and backlog call;
@@ -56,6 +62,8 @@ pub use error::redact;
 pub use keys::{DEFAULT_URL, URL_ENV};
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -207,7 +215,7 @@ impl RedisQueue {
         tokens: &[LeaseToken],
         head: &[String],
     ) -> Result<LeaseReport, QueueError> {
-        let split = TokenSplit::new(tokens, LeaseToken::as_numbers);
+        let split = TokenSplit::new(tokens, lease_id);
         let mut report = LeaseReport {
             lost: split.lost.clone(),
         };
@@ -219,8 +227,8 @@ impl RedisQueue {
                 for arg in head {
                     inv.arg(arg);
                 }
-                for ((id, attempt), _) in &split.known {
-                    inv.arg(format!("{id}:{attempt}")).arg(*id);
+                for (id, token) in &split.known {
+                    inv.arg(token.as_text().unwrap_or_default()).arg(id);
                 }
             })
             .await?;
@@ -279,6 +287,38 @@ impl RedisQueue {
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
 
+/// A lease `ID:ATTEMPT:NONCE` (see `src/lua/common.lua`): its id and attempt.
+fn lease_parts(lease: &str) -> Option<(&str, u64)> {
+    let mut parts = lease.splitn(3, ':');
+    let id = parts.next()?;
+    let attempt = parts.next()?.parse().ok()?;
+    parts.next()?;
+    id.parse::<u64>().ok()?;
+    Some((id, attempt))
+}
+
+/// The id of a token this driver made; `None` for any other token, which
+/// names no lease here and is reported lost.
+fn lease_id(token: &LeaseToken) -> Option<String> {
+    token
+        .as_text()
+        .and_then(lease_parts)
+        .map(|(id, _)| id.to_string())
+}
+
+/// 64 random bits for one pull's leases, in hex. Random rather than
+/// counted, so no state on the server (which can lose it) and no state in
+/// this process (which can restart) makes a nonce repeat: SipHash under the
+/// standard library's randomly seeded keys, over a process-wide counter.
+fn nonce() -> String {
+    static PULLS: AtomicU64 = AtomicU64::new(0);
+    let n = PULLS.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}",
+        RandomState::new().hash_one((n, std::process::id()))
+    )
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -334,7 +374,8 @@ impl WorkQueue for RedisQueue {
                 .run("pull", &self.scripts.pull, |inv| {
                     inv.arg(max.clamp(1, MAX_BATCH))
                         .arg(millis(self.config.lease))
-                        .arg(self.config.max_attempts);
+                        .arg(self.config.max_attempts)
+                        .arg(nonce());
                 })
                 .await?;
             let (Some(now_ms), Some(next_ms)) = (
@@ -347,16 +388,16 @@ impl WorkQueue for RedisQueue {
             // request left is never later than that.
             let deadline = sent + self.config.lease;
             let deliveries: Vec<Delivery> = reply[2..]
-                .chunks_exact(4)
+                .chunks_exact(3)
                 .filter_map(|chunk| {
-                    let id = as_u64(&chunk[0])?;
-                    let attempt = as_u64(&chunk[1])?;
+                    let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
+                    let (id, attempt) = lease_parts(&lease)?;
                     Some(Delivery {
-                        id: Arc::from(id.to_string()),
-                        payload: as_bytes(&chunk[2]),
-                        attributes: decode_attributes(&as_bytes(&chunk[3])),
-                        token: LeaseToken::from_numbers(id, attempt),
+                        id: Arc::from(id),
+                        payload: as_bytes(&chunk[1]),
+                        attributes: decode_attributes(&as_bytes(&chunk[2])),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        token: LeaseToken::new(lease),
                         deadline,
                     })
                 })
@@ -468,5 +509,23 @@ impl WorkQueue for RedisQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.run("dead purge", &self.scripts.dead_purge, |_| {})
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_drivers_leases_are_read_and_nonces_differ() {
+        assert_eq!(lease_parts("12:3:00ff.0"), Some(("12", 3)));
+        assert_eq!(lease_parts("12:3"), None, "a lease without a nonce");
+        assert_eq!(lease_parts("x:3:n"), None);
+        assert_eq!(lease_id(&LeaseToken::from_numbers(12, 3)), None);
+        assert_eq!(
+            lease_id(&LeaseToken::new("12:3:ab.1")).as_deref(),
+            Some("12")
+        );
+        assert_ne!(nonce(), nonce());
     }
 }
