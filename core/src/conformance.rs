@@ -472,6 +472,57 @@ pub async fn dead_letter_after_max_attempts(harness: &Harness) {
     backlog_becomes(harness, &*queue, 0, 0, 1).await;
 }
 
+/// `max_attempts` is the queue's rule, kept by the clients that work it: a
+/// client that only reads (`runner status`, `runner wait`) with a smaller
+/// `max_attempts` of its own buries nothing. Workers open the queue with 3;
+/// a reader with 1 reads the backlog and the dead letters after each lapsed
+/// lease; the item is still delivered 3 times, then dead.
+pub async fn a_reader_does_not_change_max_attempts(harness: &Harness) {
+    let name = Harness::fresh_name("reader-rule");
+    let worker = harness.open(&name, 3).await;
+    let reader = harness.open(&name, 1).await;
+    if !worker.capabilities().native_dead_letter {
+        return gated(
+            "a_reader_does_not_change_max_attempts",
+            "no native dead-letter: the workers count attempts, readers cannot",
+        );
+    }
+    publish(&*worker, &["a"]).await;
+    for attempt in 1..=3 {
+        let held = pull_one(&*worker, harness.lease + harness.slack * 4)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "attempt {attempt} of 3 was not delivered: a reader with max_attempts 1 \
+                     changed the queue"
+                )
+            });
+        assert_eq!(held.attempt, attempt, "attempt count");
+        if attempt < 3 {
+            // Let the lease lapse, then read as `runner status` would.
+            sleep(harness.lease + harness.slack).await;
+            reader.backlog().await.expect("backlog");
+            match reader.dead_letters(10).await {
+                Err(e) if e.kind() == QueueErrorKind::Unsupported => {}
+                result => assert!(
+                    result.expect("dead_letters").is_empty(),
+                    "a reader's look buried the item after {attempt} deliveries"
+                ),
+            }
+        } else {
+            worker
+                .nack(&[held.token], Duration::ZERO)
+                .await
+                .expect("nack");
+        }
+    }
+    assert!(
+        pull_one(&*worker, harness.slack * 2).await.is_none(),
+        "an item was delivered more than max_attempts times"
+    );
+    backlog_becomes(harness, &*worker, 0, 0, 1).await;
+}
+
 /// `dead_letter` moves a held item to the dead-letter place at once.
 pub async fn dead_letter_moves_item(harness: &Harness) {
     let queue = harness.queue("dead-letter", 5).await;
@@ -924,6 +975,7 @@ macro_rules! conformance_tests {
             stale_token_after_requeue_cannot_settle stale_settle_calls_report_lost
             extension_keeps_item_away nack_zero_returns_at_once
             nack_delay_returns_after_delay dead_letter_after_max_attempts
+            a_reader_does_not_change_max_attempts
             dead_letter_moves_item ack_is_final pull_respects_max
             concurrent_pullers_never_share backlog_counts
             oversize_payload_refused empty_pull_returns_within_wait

@@ -12,7 +12,7 @@ use forloop_core::conformance::{self, Harness};
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
     Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueError, WorkQueue,
+    MessageId, QueueConfig, QueueError, WorkQueue,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +34,9 @@ enum Flaw {
     TokensNameItems,
     /// nack, extend and dead_letter never report a lease lost.
     StaleCallsSayHeld,
+    /// A backlog read buries what it finds ready (a reader applying a
+    /// `max_attempts` of its own).
+    ReaderBuries,
 }
 
 #[derive(Debug)]
@@ -193,6 +196,13 @@ impl WorkQueue for Broken {
         Ok(self.hide_lost(report))
     }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
+        if self.flaw == Flaw::ReaderBuries {
+            let found = self.inner.pull(usize::MAX, Duration::ZERO).await?;
+            let tokens: Vec<_> = found.into_iter().map(|d| d.token).collect();
+            self.inner
+                .dead_letter(&tokens, "buried by a reader")
+                .await?;
+        }
         self.inner.backlog().await
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
@@ -226,14 +236,30 @@ impl WorkQueue for Broken {
     }
 }
 
+/// Memory queues by name: opening a name twice reaches one queue, whose
+/// config is its first opener's.
+fn named_queues() -> impl Fn(QueueConfig) -> MemoryQueue + Send + Sync + 'static {
+    let queues: Mutex<HashMap<String, MemoryQueue>> = Mutex::default();
+    move |config| {
+        queues
+            .lock()
+            .unwrap()
+            .entry(config.name.clone())
+            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096))
+            .clone()
+    }
+}
+
 fn broken(flaw: Flaw) -> Harness {
-    Harness::new(move |config| async move {
-        Arc::new(Broken {
-            inner: MemoryQueue::with_max_payload(config, 4096),
+    let queues = named_queues();
+    Harness::new(move |config| {
+        let broken = Broken {
+            inner: queues(config),
             flaw,
             requeued: Mutex::default(),
             latest: Mutex::default(),
-        }) as Arc<dyn WorkQueue>
+        };
+        async move { Arc::new(broken) as Arc<dyn WorkQueue> }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))
@@ -331,13 +357,20 @@ catches!(
     Flaw::StaleCallsSayHeld,
     conformance::stale_settle_calls_report_lost
 );
+catches!(
+    reader_that_buries,
+    Flaw::ReaderBuries,
+    conformance::a_reader_does_not_change_max_attempts
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
 #[tokio::test(start_paused = true)]
 async fn honest_wrapper_passes() {
-    let harness = Harness::new(|config| async move {
-        Arc::new(MemoryQueue::with_max_payload(config, 4096)) as Arc<dyn WorkQueue>
+    let queues = named_queues();
+    let harness = Harness::new(move |config| {
+        let queue = queues(config);
+        async move { Arc::new(queue) as Arc<dyn WorkQueue> }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10));
@@ -354,4 +387,5 @@ async fn honest_wrapper_passes() {
     conformance::purge_dead_empties_the_dead_place(&harness).await;
     conformance::stale_token_after_requeue_cannot_settle(&harness).await;
     conformance::stale_settle_calls_report_lost(&harness).await;
+    conformance::a_reader_does_not_change_max_attempts(&harness).await;
 }

@@ -39,11 +39,21 @@
 //!   kept nowhere on the server does not;
 //! - extend (`ZADD XX`) and nack with delay (`ZADD delayed`) are exact to the
 //!   millisecond; expired leases and due nacks are reaped at the start of every
-//!   pull and backlog call;
+//!   pull and settle call, with the worker's `max_attempts`;
+//! - reads change nothing: `backlog` counts a lapsed lease as ready without
+//!   moving it, and the dead-letter listing only lists. `max_attempts` is the
+//!   workers' setting, so a `runner status` or `runner wait` (whose own
+//!   `--max-attempts` is whatever its user typed, default 5) must not apply
+//!   it: a reaping read once buried items after 5 deliveries under workers
+//!   on 10. Why pure reads rather than storing `max_attempts` in a key at the
+//!   first connect: no hidden state, so a job restarted with a new
+//!   `--max-attempts` uses it, and no rule about which client writes first.
+//!   The cost: a lapsed lease on its last attempt shows as ready, not dead,
+//!   until the next pull or settle call buries it;
 //! - an item released after `max_attempts` deliveries goes to `dead` with a
 //!   reason, so a worker that crashes on an item cannot loop forever;
-//! - the backlog is exact: `LLEN ready + ZCARD delayed`, `ZCARD leased`,
-//!   `LLEN dead`.
+//! - the backlog is exact: `LLEN ready + ZCARD delayed` plus lapsed leases,
+//!   the live leases, `LLEN dead`.
 //!
 //! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
 //! nack and reaping), on a connection of their own whose response timeout is
@@ -462,11 +472,7 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let counts: Vec<u64> = self
-            .run("backlog", &self.scripts.backlog, |inv| {
-                inv.arg(self.config.max_attempts);
-            })
-            .await?;
+        let counts: Vec<u64> = self.run("backlog", &self.scripts.backlog, |_| {}).await?;
         let [ready, in_flight, dead] = counts[..] else {
             return Err(malformed("backlog"));
         };
