@@ -2,8 +2,13 @@
 //!
 //! # Design
 //!
-//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`, so the
-//! design also runs on Redis Cluster (every key of a queue lives in one slot).
+//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`. The
+//! driver talks to one server (or a primary behind a proxy or Sentinel
+//! address); it does not speak the Redis Cluster protocol and does not
+//! follow `MOVED` redirects, so it does not run on Redis Cluster today. The
+//! shared hash tag puts every key of a queue in one slot and every script
+//! touches only its queue's keys, so a cluster-aware client could run the
+//! same scripts unchanged.
 //! Lists and sorted sets hold members `ID:ATTEMPTS`, the item's id and how
 //! many times it has been delivered, so the count travels with the item and
 //! a lease names the exact delivery it belongs to:
@@ -55,6 +60,11 @@
 //! - the backlog is exact: `LLEN ready + ZCARD delayed` plus lapsed leases,
 //!   the live leases, `LLEN dead`.
 //!
+//! Bounds: a settle call is cut into script calls of 1000 tokens (Lua's
+//! `unpack` takes about 8000 values), requeue and purge move 1000 dead items
+//! per script call and loop from the client, so no call holds the server
+//! for long; `delete` (`runner queue delete`) `UNLINK`s the queue's keys.
+//!
 //! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
 //! nack and reaping), on a connection of their own whose response timeout is
 //! longer than the block; everything else shares one auto-reconnecting
@@ -78,7 +88,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::kit::TokenSplit;
+use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -217,7 +227,8 @@ impl RedisQueue {
             .map_err(|e| self.fail(what, e))
     }
 
-    /// Run a settle script over tokens; its reply lists lost positions (1-based).
+    /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
+    /// (all sent at once); each reply lists lost positions (1-based).
     async fn settle(
         &self,
         what: &str,
@@ -229,24 +240,61 @@ impl RedisQueue {
         let mut report = LeaseReport {
             lost: split.lost.clone(),
         };
-        if split.known.is_empty() {
-            return Ok(report);
-        }
-        let lost: Vec<usize> = self
-            .run(what, script, |inv| {
-                for arg in head {
-                    inv.arg(arg);
-                }
-                for (id, token) in &split.known {
-                    inv.arg(token.as_text().unwrap_or_default()).arg(id);
-                }
-            })
-            .await?;
-        // The script answers 1-based positions.
-        report
-            .lost
-            .extend(split.at(lost.into_iter().map(|i| i.wrapping_sub(1))));
+        let positions: Vec<usize> = (0..split.known.len()).collect();
+        let lost = each_chunk(&positions, SETTLE_CHUNK, |chunk| {
+            let first = chunk[0];
+            let known = &split.known[first..first + chunk.len()];
+            async move {
+                let lost: Vec<usize> = self
+                    .run(what, script, |inv| {
+                        for arg in head {
+                            inv.arg(arg);
+                        }
+                        for (id, token) in known {
+                            inv.arg(token.as_text().unwrap_or_default()).arg(id);
+                        }
+                    })
+                    .await?;
+                // 1-based in the chunk, 0-based in `split.known`.
+                Ok(lost
+                    .into_iter()
+                    .map(|i| (first + i).wrapping_sub(1))
+                    .collect())
+            }
+        })
+        .await?;
+        report.lost.extend(split.at(lost));
         Ok(report)
+    }
+
+    /// Run a dead-list script (requeue, purge) a batch at a time until a
+    /// batch comes back short; returns how many items it moved in all.
+    async fn each_dead_batch(&self, what: &str, script: &Script) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let n: u64 = self
+                .run(what, script, |inv| {
+                    inv.arg(DEAD_BATCH);
+                })
+                .await?;
+            total += n;
+            if n < DEAD_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Remove the queue: every key, items and dead letters included
+    /// (`runner queue delete`). `UNLINK`, so the server frees a large queue
+    /// in the background instead of blocking. False when there was nothing.
+    pub async fn delete(&self) -> Result<bool, QueueError> {
+        let mut connection = self.connection.clone();
+        let removed: u64 = redis::cmd("UNLINK")
+            .arg(&self.keys[..])
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.fail("delete", e))?;
+        Ok(removed > 0)
     }
 
     async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
@@ -293,6 +341,13 @@ impl RedisQueue {
         }
     }
 }
+
+/// Most tokens in one settle script call: Lua's `unpack` takes about 8000
+/// values, and a bounded call keeps the server free for others.
+const SETTLE_CHUNK: usize = 1000;
+
+/// Most dead items one requeue or purge script call moves.
+const DEAD_BATCH: u64 = 1000;
 
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
@@ -508,12 +563,12 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.run("dead requeue", &self.scripts.dead_requeue, |_| {})
+        self.each_dead_batch("dead requeue", &self.scripts.dead_requeue)
             .await
     }
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.run("dead purge", &self.scripts.dead_purge, |_| {})
+        self.each_dead_batch("dead purge", &self.scripts.dead_purge)
             .await
     }
 }
