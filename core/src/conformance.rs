@@ -721,6 +721,53 @@ pub async fn oversize_payload_refused(harness: &Harness) {
         .expect("an item of exactly max_payload bytes is allowed");
 }
 
+/// The most bytes [`full_batch_of_largest_items`] sends; a backend whose
+/// `max_batch × max_payload` is larger is gated (and says so).
+pub const FULL_BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// A batch of `max_batch` items of `max_payload` bytes each is published
+/// whole, and every item comes back intact: the two limits hold together,
+/// not only one at a time.
+pub async fn full_batch_of_largest_items(harness: &Harness) {
+    let queue = harness.queue("full-batch", 5).await;
+    let caps = queue.capabilities();
+    let total = caps.max_batch.saturating_mul(caps.max_payload);
+    if total > FULL_BATCH_BYTES {
+        return gated(
+            "full_batch_of_largest_items",
+            &format!(
+                "max_batch {} x max_payload {} is {total} bytes, over the {FULL_BATCH_BYTES} \
+                 bytes the suite sends; this backend's pair of limits is unchecked",
+                caps.max_batch, caps.max_payload
+            ),
+        );
+    }
+    let batch: Vec<Message> = (0..caps.max_batch)
+        .map(|i| {
+            let mut payload = vec![b'x'; caps.max_payload];
+            let tag = i.to_string();
+            payload[..tag.len()].copy_from_slice(tag.as_bytes());
+            Message::new(payload)
+        })
+        .collect();
+    let ids = queue
+        .publish(batch)
+        .await
+        .expect("a batch of max_batch items of max_payload bytes each was refused");
+    assert_eq!(ids.len(), caps.max_batch, "one id per item");
+    let held = pull_n(harness, &*queue, caps.max_batch).await;
+    assert_eq!(held.len(), caps.max_batch, "not every item was delivered");
+    assert!(
+        held.iter().all(|d| d.payload.len() == caps.max_payload),
+        "an item of max_payload bytes changed size"
+    );
+    let tokens: Vec<_> = held.into_iter().map(|d| d.token).collect();
+    for chunk in tokens.chunks(caps.max_batch.max(1)) {
+        queue.ack(chunk).await.expect("ack");
+    }
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
+}
+
 /// An empty pull returns empty, within about its wait.
 pub async fn empty_pull_returns_within_wait(harness: &Harness) {
     let queue = harness.queue("empty-pull", 5).await;
@@ -978,7 +1025,8 @@ macro_rules! conformance_tests {
             a_reader_does_not_change_max_attempts
             dead_letter_moves_item ack_is_final pull_respects_max
             concurrent_pullers_never_share backlog_counts
-            oversize_payload_refused empty_pull_returns_within_wait
+            oversize_payload_refused full_batch_of_largest_items
+            empty_pull_returns_within_wait
             dead_letters_listing_does_not_consume requeue_dead_gives_fresh_items
             requeue_after_native_dead_letter_restores_attributes
             purge_dead_empties_the_dead_place);

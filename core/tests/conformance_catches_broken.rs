@@ -12,7 +12,7 @@ use forloop_core::conformance::{self, Harness};
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
     Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueConfig, QueueError, WorkQueue,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +37,8 @@ enum Flaw {
     /// A backlog read buries what it finds ready (a reader applying a
     /// `max_attempts` of its own).
     ReaderBuries,
+    /// Publish refuses a request over 1 MiB, below `max_batch × max_payload`.
+    RequestBytesCapped,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,13 @@ impl WorkQueue for Broken {
         caps
     }
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        let bytes: usize = batch.iter().map(|m| m.payload.len()).sum();
+        if self.flaw == Flaw::RequestBytesCapped && bytes > 1024 * 1024 {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!("a request of {bytes} bytes is over 1 MiB"),
+            ));
+        }
         self.inner.publish(batch).await
     }
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -362,6 +371,11 @@ catches!(
     Flaw::ReaderBuries,
     conformance::a_reader_does_not_change_max_attempts
 );
+catches!(
+    request_bytes_below_the_limits,
+    Flaw::RequestBytesCapped,
+    conformance::full_batch_of_largest_items
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
@@ -388,4 +402,5 @@ async fn honest_wrapper_passes() {
     conformance::stale_token_after_requeue_cannot_settle(&harness).await;
     conformance::stale_settle_calls_report_lost(&harness).await;
     conformance::a_reader_does_not_change_max_attempts(&harness).await;
+    conformance::full_batch_of_largest_items(&harness).await;
 }
