@@ -89,12 +89,23 @@ impl Harness {
 
     /// A fresh queue for one test.
     pub async fn queue(&self, test: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
-        let name = format!(
+        self.open(&Self::fresh_name(test), max_attempts).await
+    }
+
+    /// A queue name no other test uses.
+    pub fn fresh_name(test: &str) -> String {
+        format!(
             "conf-{test}-{}-{}",
             std::process::id(),
             NEXT_QUEUE.fetch_add(1, Ordering::Relaxed)
         )
-        .replace('_', "-");
+        .replace('_', "-")
+    }
+
+    /// A client of the queue `name`, with its own `max_attempts`. Opening a
+    /// name twice must reach the same queue (two processes of one job), so a
+    /// factory for an in-process backend keeps its queues by name.
+    pub async fn open(&self, name: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
         let config = QueueConfig::new(name)
             .with_lease(self.lease)
             .with_max_attempts(max_attempts);
@@ -229,6 +240,138 @@ pub async fn stale_token_cannot_ack(harness: &Harness) {
     queue.ack(&[third.token]).await.expect("ack");
 }
 
+/// A token names one delivery, forever: after `dead_letter` and
+/// `requeue_dead`, the first delivery's token settles nothing of the item's
+/// new delivery (which is attempt 1 again), and every call says it is lost.
+pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
+    if let Some(why) = harness.stale_tokens_may_settle {
+        return gated("stale_token_after_requeue_cannot_settle", why);
+    }
+    let queue = harness.queue("stale-requeue", 5).await;
+    publish(&*queue, &["a"]).await;
+    let first = pull_one(&*queue, harness.slack * 4).await.expect("item");
+    let report = queue
+        .dead_letter(std::slice::from_ref(&first.token), "conformance")
+        .await
+        .expect("dead_letter");
+    assert!(report.lost.is_empty(), "a held lease was lost: {report:?}");
+    match queue.requeue_dead().await {
+        Err(e) if e.kind() == QueueErrorKind::Unsupported => {
+            return gated("stale_token_after_requeue_cannot_settle", "no requeue");
+        }
+        result => {
+            let _ = result.expect("requeue_dead");
+        }
+    }
+    let mut again = None;
+    let until = Instant::now() + queue.capabilities().backlog_staleness + harness.slack * 10;
+    while again.is_none() && Instant::now() < until {
+        again = pull_one(&*queue, harness.slack * 4).await;
+    }
+    let again = again.expect("the requeued item was not delivered");
+    assert_eq!(again.attempt, 1, "a requeued item starts at attempt 1");
+    assert_ne!(
+        again.token, first.token,
+        "a requeued item's delivery has the token of its first delivery"
+    );
+    let stale = std::slice::from_ref(&first.token);
+    let reports = [
+        ("ack", queue.ack(stale).await.expect("stale ack")),
+        (
+            "extend_deadline",
+            queue
+                .extend_deadline(stale, harness.lease)
+                .await
+                .expect("stale extend"),
+        ),
+        (
+            "nack",
+            queue.nack(stale, Duration::ZERO).await.expect("stale nack"),
+        ),
+        (
+            "dead_letter",
+            queue
+                .dead_letter(stale, "conformance: stale")
+                .await
+                .expect("stale dead_letter"),
+        ),
+    ];
+    for (call, report) in reports {
+        assert_eq!(
+            report.lost,
+            std::slice::from_ref(&first.token),
+            "a stale {call} after requeue was not reported lost"
+        );
+    }
+    let report = queue
+        .extend_deadline(std::slice::from_ref(&again.token), harness.lease)
+        .await
+        .expect("extend");
+    assert!(
+        report.lost.is_empty(),
+        "a stale token settled the requeued item's new delivery: {report:?}"
+    );
+    queue.ack(&[again.token]).await.expect("ack");
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
+}
+
+/// After a lease lapsed and the item went to another holder, the old
+/// token's nack, extend and dead_letter report the lease lost and leave
+/// the new holder's delivery alone.
+pub async fn stale_settle_calls_report_lost(harness: &Harness) {
+    if let Some(why) = harness.stale_tokens_may_settle {
+        return gated("stale_settle_calls_report_lost", why);
+    }
+    let queue = harness.queue("stale-lost", 5).await;
+    publish(&*queue, &["a"]).await;
+    let first = pull_one(&*queue, harness.slack * 4).await.expect("item");
+    sleep(harness.lease + harness.slack).await;
+    let again = pull_one(&*queue, harness.slack * 4)
+        .await
+        .expect("redelivery");
+    let stale = std::slice::from_ref(&first.token);
+    let reports = [
+        (
+            "nack",
+            queue.nack(stale, Duration::ZERO).await.expect("stale nack"),
+        ),
+        (
+            "extend_deadline",
+            queue
+                .extend_deadline(stale, harness.lease)
+                .await
+                .expect("stale extend"),
+        ),
+        (
+            "dead_letter",
+            queue
+                .dead_letter(stale, "conformance: stale")
+                .await
+                .expect("stale dead_letter"),
+        ),
+    ];
+    for (call, report) in reports {
+        assert_eq!(
+            report.lost,
+            std::slice::from_ref(&first.token),
+            "a {call} with a lapsed lease's token was not reported lost"
+        );
+    }
+    assert!(
+        pull_one(&*queue, harness.slack).await.is_none(),
+        "a stale nack gave the new holder's item to another worker"
+    );
+    let report = queue
+        .ack(std::slice::from_ref(&again.token))
+        .await
+        .expect("ack");
+    assert!(
+        report.lost.is_empty(),
+        "a stale call ended the new holder's lease: {report:?}"
+    );
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
+}
+
 /// Extending the deadline keeps the item away; once extensions stop, it returns.
 pub async fn extension_keeps_item_away(harness: &Harness) {
     let queue = harness.queue("extension", 5).await;
@@ -327,6 +470,57 @@ pub async fn dead_letter_after_max_attempts(harness: &Harness) {
         "an item was delivered more than max_attempts times"
     );
     backlog_becomes(harness, &*queue, 0, 0, 1).await;
+}
+
+/// `max_attempts` is the queue's rule, kept by the clients that work it: a
+/// client that only reads (`runner status`, `runner wait`) with a smaller
+/// `max_attempts` of its own buries nothing. Workers open the queue with 3;
+/// a reader with 1 reads the backlog and the dead letters after each lapsed
+/// lease; the item is still delivered 3 times, then dead.
+pub async fn a_reader_does_not_change_max_attempts(harness: &Harness) {
+    let name = Harness::fresh_name("reader-rule");
+    let worker = harness.open(&name, 3).await;
+    let reader = harness.open(&name, 1).await;
+    if !worker.capabilities().native_dead_letter {
+        return gated(
+            "a_reader_does_not_change_max_attempts",
+            "no native dead-letter: the workers count attempts, readers cannot",
+        );
+    }
+    publish(&*worker, &["a"]).await;
+    for attempt in 1..=3 {
+        let held = pull_one(&*worker, harness.lease + harness.slack * 4)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "attempt {attempt} of 3 was not delivered: a reader with max_attempts 1 \
+                     changed the queue"
+                )
+            });
+        assert_eq!(held.attempt, attempt, "attempt count");
+        if attempt < 3 {
+            // Let the lease lapse, then read as `runner status` would.
+            sleep(harness.lease + harness.slack).await;
+            reader.backlog().await.expect("backlog");
+            match reader.dead_letters(10).await {
+                Err(e) if e.kind() == QueueErrorKind::Unsupported => {}
+                result => assert!(
+                    result.expect("dead_letters").is_empty(),
+                    "a reader's look buried the item after {attempt} deliveries"
+                ),
+            }
+        } else {
+            worker
+                .nack(&[held.token], Duration::ZERO)
+                .await
+                .expect("nack");
+        }
+    }
+    assert!(
+        pull_one(&*worker, harness.slack * 2).await.is_none(),
+        "an item was delivered more than max_attempts times"
+    );
+    backlog_becomes(harness, &*worker, 0, 0, 1).await;
 }
 
 /// `dead_letter` moves a held item to the dead-letter place at once.
@@ -525,6 +719,53 @@ pub async fn oversize_payload_refused(harness: &Harness) {
         .publish(vec![exact])
         .await
         .expect("an item of exactly max_payload bytes is allowed");
+}
+
+/// The most bytes [`full_batch_of_largest_items`] sends; a backend whose
+/// `max_batch × max_payload` is larger is gated (and says so).
+pub const FULL_BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// A batch of `max_batch` items of `max_payload` bytes each is published
+/// whole, and every item comes back intact: the two limits hold together,
+/// not only one at a time.
+pub async fn full_batch_of_largest_items(harness: &Harness) {
+    let queue = harness.queue("full-batch", 5).await;
+    let caps = queue.capabilities();
+    let total = caps.max_batch.saturating_mul(caps.max_payload);
+    if total > FULL_BATCH_BYTES {
+        return gated(
+            "full_batch_of_largest_items",
+            &format!(
+                "max_batch {} x max_payload {} is {total} bytes, over the {FULL_BATCH_BYTES} \
+                 bytes the suite sends; this backend's pair of limits is unchecked",
+                caps.max_batch, caps.max_payload
+            ),
+        );
+    }
+    let batch: Vec<Message> = (0..caps.max_batch)
+        .map(|i| {
+            let mut payload = vec![b'x'; caps.max_payload];
+            let tag = i.to_string();
+            payload[..tag.len()].copy_from_slice(tag.as_bytes());
+            Message::new(payload)
+        })
+        .collect();
+    let ids = queue
+        .publish(batch)
+        .await
+        .expect("a batch of max_batch items of max_payload bytes each was refused");
+    assert_eq!(ids.len(), caps.max_batch, "one id per item");
+    let held = pull_n(harness, &*queue, caps.max_batch).await;
+    assert_eq!(held.len(), caps.max_batch, "not every item was delivered");
+    assert!(
+        held.iter().all(|d| d.payload.len() == caps.max_payload),
+        "an item of max_payload bytes changed size"
+    );
+    let tokens: Vec<_> = held.into_iter().map(|d| d.token).collect();
+    for chunk in tokens.chunks(caps.max_batch.max(1)) {
+        queue.ack(chunk).await.expect("ack");
+    }
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
 }
 
 /// An empty pull returns empty, within about its wait.
@@ -778,11 +1019,14 @@ macro_rules! conformance_tests {
     ($harness:path, #[$attr:meta]) => {
         $crate::__conformance_each!(($harness) (#[$attr])
             round_trip redelivery_after_deadline stale_token_cannot_ack
+            stale_token_after_requeue_cannot_settle stale_settle_calls_report_lost
             extension_keeps_item_away nack_zero_returns_at_once
             nack_delay_returns_after_delay dead_letter_after_max_attempts
+            a_reader_does_not_change_max_attempts
             dead_letter_moves_item ack_is_final pull_respects_max
             concurrent_pullers_never_share backlog_counts
-            oversize_payload_refused empty_pull_returns_within_wait
+            oversize_payload_refused full_batch_of_largest_items
+            empty_pull_returns_within_wait
             dead_letters_listing_does_not_consume requeue_dead_gives_fresh_items
             requeue_after_native_dead_letter_restores_attributes
             purge_dead_empties_the_dead_place);

@@ -12,7 +12,7 @@ use forloop_core::conformance::{self, Harness};
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
     Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueError, WorkQueue,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +29,16 @@ enum Flaw {
     RequeueKeepsAttempts,
     RequeueDuplicates,
     PurgeDoesNothing,
+    /// A token names the item, not the delivery (Redis's `(id, attempt)`
+    /// after a requeue or a key loss): an old token settles a new delivery.
+    TokensNameItems,
+    /// nack, extend and dead_letter never report a lease lost.
+    StaleCallsSayHeld,
+    /// A backlog read buries what it finds ready (a reader applying a
+    /// `max_attempts` of its own).
+    ReaderBuries,
+    /// Publish refuses a request over 1 MiB, below `max_batch × max_payload`.
+    RequestBytesCapped,
 }
 
 #[derive(Debug)]
@@ -37,9 +47,49 @@ struct Broken {
     flaw: Flaw,
     /// Payloads requeued by `RequeueKeepsAttempts`, with their attempts.
     requeued: Mutex<HashMap<Bytes, u32>>,
+    /// `TokensNameItems`: the inner token of each item's latest delivery.
+    latest: Mutex<HashMap<LeaseToken, LeaseToken>>,
 }
 
 impl Broken {
+    /// Settle through the inner queue, with the flaws of the settle calls.
+    async fn settle<'a, F, Fut>(
+        &'a self,
+        tokens: &[LeaseToken],
+        call: F,
+    ) -> Result<LeaseReport, QueueError>
+    where
+        F: FnOnce(Vec<LeaseToken>) -> Fut,
+        Fut: Future<Output = Result<LeaseReport, QueueError>> + 'a,
+    {
+        if self.flaw != Flaw::TokensNameItems {
+            return call(tokens.to_vec()).await;
+        }
+        let inner: Vec<LeaseToken> = {
+            let latest = self.latest.lock().unwrap();
+            tokens
+                .iter()
+                .map(|token| latest.get(token).cloned().unwrap_or_else(|| token.clone()))
+                .collect()
+        };
+        let report = call(inner.clone()).await?;
+        let lost = tokens
+            .iter()
+            .zip(&inner)
+            .filter(|(_, inner)| report.lost.contains(inner))
+            .map(|(outer, _)| outer.clone())
+            .collect();
+        Ok(LeaseReport { lost })
+    }
+
+    fn hide_lost(&self, report: LeaseReport) -> LeaseReport {
+        if self.flaw == Flaw::StaleCallsSayHeld {
+            LeaseReport::default()
+        } else {
+            report
+        }
+    }
+
     /// Requeue by hand: every dead item published again, `copies` times,
     /// sealed in the dead-letter envelope when `stamped`.
     async fn requeue_by_hand(&self, stamped: bool, copies: usize) -> Result<u64, QueueError> {
@@ -70,6 +120,13 @@ impl WorkQueue for Broken {
         caps
     }
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        let bytes: usize = batch.iter().map(|m| m.payload.len()).sum();
+        if self.flaw == Flaw::RequestBytesCapped && bytes > 1024 * 1024 {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!("a request of {bytes} bytes is over 1 MiB"),
+            ));
+        }
         self.inner.publish(batch).await
     }
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -86,13 +143,21 @@ impl WorkQueue for Broken {
         for delivery in &mut got {
             delivery.attempt += requeued.get(&delivery.payload).copied().unwrap_or(0);
         }
+        if self.flaw == Flaw::TokensNameItems {
+            let mut latest = self.latest.lock().unwrap();
+            for delivery in &mut got {
+                let named = LeaseToken::new(String::from_utf8_lossy(&delivery.payload));
+                latest.insert(named.clone(), std::mem::replace(&mut delivery.token, named));
+            }
+        }
         Ok(got)
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         if self.flaw == Flaw::AckDoesNothing {
             return Ok(LeaseReport::default());
         }
-        self.inner.ack(tokens).await
+        self.settle(tokens, |t| async move { self.inner.ack(&t).await })
+            .await
     }
     async fn nack(
         &self,
@@ -104,7 +169,10 @@ impl WorkQueue for Broken {
         } else {
             delay
         };
-        self.inner.nack(tokens, delay).await
+        let report = self
+            .settle(tokens, |t| async move { self.inner.nack(&t, delay).await })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn extend_deadline(
         &self,
@@ -114,7 +182,12 @@ impl WorkQueue for Broken {
         if self.flaw == Flaw::ExtendDoesNothing {
             return Ok(LeaseReport::default());
         }
-        self.inner.extend_deadline(tokens, lease).await
+        let report = self
+            .settle(tokens, |t| async move {
+                self.inner.extend_deadline(&t, lease).await
+            })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn dead_letter(
         &self,
@@ -124,9 +197,21 @@ impl WorkQueue for Broken {
         if self.flaw == Flaw::DeadLetterRequeues {
             return self.inner.nack(tokens, Duration::ZERO).await;
         }
-        self.inner.dead_letter(tokens, reason).await
+        let report = self
+            .settle(tokens, |t| async move {
+                self.inner.dead_letter(&t, reason).await
+            })
+            .await?;
+        Ok(self.hide_lost(report))
     }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
+        if self.flaw == Flaw::ReaderBuries {
+            let found = self.inner.pull(usize::MAX, Duration::ZERO).await?;
+            let tokens: Vec<_> = found.into_iter().map(|d| d.token).collect();
+            self.inner
+                .dead_letter(&tokens, "buried by a reader")
+                .await?;
+        }
         self.inner.backlog().await
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
@@ -160,13 +245,30 @@ impl WorkQueue for Broken {
     }
 }
 
+/// Memory queues by name: opening a name twice reaches one queue, whose
+/// config is its first opener's.
+fn named_queues() -> impl Fn(QueueConfig) -> MemoryQueue + Send + Sync + 'static {
+    let queues: Mutex<HashMap<String, MemoryQueue>> = Mutex::default();
+    move |config| {
+        queues
+            .lock()
+            .unwrap()
+            .entry(config.name.clone())
+            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096))
+            .clone()
+    }
+}
+
 fn broken(flaw: Flaw) -> Harness {
-    Harness::new(move |config| async move {
-        Arc::new(Broken {
-            inner: MemoryQueue::with_max_payload(config, 4096),
+    let queues = named_queues();
+    Harness::new(move |config| {
+        let broken = Broken {
+            inner: queues(config),
             flaw,
             requeued: Mutex::default(),
-        }) as Arc<dyn WorkQueue>
+            latest: Mutex::default(),
+        };
+        async move { Arc::new(broken) as Arc<dyn WorkQueue> }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))
@@ -254,13 +356,35 @@ catches!(
     Flaw::PurgeDoesNothing,
     conformance::purge_dead_empties_the_dead_place
 );
+catches!(
+    tokens_that_name_items,
+    Flaw::TokensNameItems,
+    conformance::stale_token_after_requeue_cannot_settle
+);
+catches!(
+    stale_calls_that_say_held,
+    Flaw::StaleCallsSayHeld,
+    conformance::stale_settle_calls_report_lost
+);
+catches!(
+    reader_that_buries,
+    Flaw::ReaderBuries,
+    conformance::a_reader_does_not_change_max_attempts
+);
+catches!(
+    request_bytes_below_the_limits,
+    Flaw::RequestBytesCapped,
+    conformance::full_batch_of_largest_items
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
 #[tokio::test(start_paused = true)]
 async fn honest_wrapper_passes() {
-    let harness = Harness::new(|config| async move {
-        Arc::new(MemoryQueue::with_max_payload(config, 4096)) as Arc<dyn WorkQueue>
+    let queues = named_queues();
+    let harness = Harness::new(move |config| {
+        let queue = queues(config);
+        async move { Arc::new(queue) as Arc<dyn WorkQueue> }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10));
@@ -275,4 +399,8 @@ async fn honest_wrapper_passes() {
     conformance::requeue_dead_gives_fresh_items(&harness).await;
     conformance::requeue_after_native_dead_letter_restores_attributes(&harness).await;
     conformance::purge_dead_empties_the_dead_place(&harness).await;
+    conformance::stale_token_after_requeue_cannot_settle(&harness).await;
+    conformance::stale_settle_calls_report_lost(&harness).await;
+    conformance::a_reader_does_not_change_max_attempts(&harness).await;
+    conformance::full_batch_of_largest_items(&harness).await;
 }

@@ -1,14 +1,25 @@
 //! The memory queue keeps the delivery contract, on a paused clock.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forloop_core::conformance::Harness;
 use forloop_core::{MemoryQueue, WorkQueue};
 
+/// Queues by name, so that opening a name twice reaches one queue, as two
+/// processes of one job reach one server-side queue. The first opener's
+/// config is the queue's.
 fn harness() -> Harness {
-    Harness::new(|config| async move {
-        Arc::new(MemoryQueue::with_max_payload(config, 4096)) as Arc<dyn WorkQueue>
+    let queues: Arc<Mutex<HashMap<String, MemoryQueue>>> = Arc::default();
+    Harness::new(move |config| {
+        let queue = queues
+            .lock()
+            .unwrap()
+            .entry(config.name.clone())
+            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096))
+            .clone();
+        async move { Arc::new(queue) as Arc<dyn WorkQueue> }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))

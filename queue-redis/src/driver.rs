@@ -37,6 +37,19 @@ impl Driver for RedisDriver {
         Ok(Arc::new(RedisQueue::connect(&url, config).await?))
     }
 
+    /// Every key of the queue, in one `UNLINK`.
+    async fn delete(
+        &self,
+        address: &QueueAddress,
+        config: &QueueConfig,
+    ) -> Result<bool, QueueError> {
+        let url = server_url(address.url.as_deref());
+        RedisQueue::connect(&url, config.clone())
+            .await?
+            .delete()
+            .await
+    }
+
     /// KEDA's `redis` scaler on the ready list.
     async fn scale_trigger(
         &self,

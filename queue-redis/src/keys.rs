@@ -1,6 +1,7 @@
 //! The key layout and the server: every key of queue `NAME` shares the hash
-//! tag `{forloop:NAME}`, so a queue lives in one Redis Cluster slot; the
-//! server comes from the address, else `REDIS_URL`, else [`DEFAULT_URL`].
+//! tag `{forloop:NAME}`, so a queue would live in one Redis Cluster slot (the
+//! client is not cluster-aware yet); the server comes from the address, else
+//! `REDIS_URL`, else [`DEFAULT_URL`].
 
 use forloop_core::kit::Env;
 

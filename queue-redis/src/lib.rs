@@ -2,8 +2,13 @@
 //!
 //! # Design
 //!
-//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`, so the
-//! design also runs on Redis Cluster (every key of a queue lives in one slot).
+//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`. The
+//! driver talks to one server (or a primary behind a proxy or Sentinel
+//! address); it does not speak the Redis Cluster protocol and does not
+//! follow `MOVED` redirects, so it does not run on Redis Cluster today. The
+//! shared hash tag puts every key of a queue in one slot and every script
+//! touches only its queue's keys, so a cluster-aware client could run the
+//! same scripts unchanged.
 //! Lists and sorted sets hold members `ID:ATTEMPTS`, the item's id and how
 //! many times it has been delivered, so the count travels with the item and
 //! a lease names the exact delivery it belongs to:
@@ -11,7 +16,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `ready` | list | members waiting for a worker, FIFO |
-//! | `leased` | sorted set | member → lease deadline (ms, server clock) |
+//! | `leased` | sorted set | lease `ID:ATTEMPT:NONCE` → deadline (ms, server clock) |
 //! | `delayed` | sorted set | member → when a nacked item is due again |
 //! | `payload`, `attrs` | hashes | id → the item, its encoded attributes |
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
@@ -28,16 +33,37 @@
 //!
 //! - the lease deadline is set at delivery, `TIME` + lease, on the server's
 //!   clock (not at enqueue, and not on a worker's clock);
-//! - a lease token is `(id, attempt)`, the `leased` member; ack, nack, extend
-//!   and dead-letter act only while that member's deadline is ahead, so a
-//!   worker that lost its lease cannot ack the item its successor holds;
+//! - a lease token is `ID:ATTEMPT:NONCE`, the `leased` member, with a nonce
+//!   drawn at random by the puller for each delivery; ack, nack, extend and
+//!   dead-letter act only while that member's deadline is ahead, so a worker
+//!   that lost its lease cannot ack the item its successor holds. The nonce
+//!   is what makes a token name one delivery forever: ids and attempts
+//!   repeat (`dead requeue` starts attempts over and keeps the id; a server
+//!   that lost its keys, failed over to a lagging replica or was restored
+//!   from an older RDB counts `seq` from an earlier point), a random nonce
+//!   kept nowhere on the server does not;
 //! - extend (`ZADD XX`) and nack with delay (`ZADD delayed`) are exact to the
 //!   millisecond; expired leases and due nacks are reaped at the start of every
-//!   pull and backlog call;
+//!   pull and settle call, with the worker's `max_attempts`;
+//! - reads change nothing: `backlog` counts a lapsed lease as ready without
+//!   moving it, and the dead-letter listing only lists. `max_attempts` is the
+//!   workers' setting, so a `runner status` or `runner wait` (whose own
+//!   `--max-attempts` is whatever its user typed, default 5) must not apply
+//!   it: a reaping read once buried items after 5 deliveries under workers
+//!   on 10. Why pure reads rather than storing `max_attempts` in a key at the
+//!   first connect: no hidden state, so a job restarted with a new
+//!   `--max-attempts` uses it, and no rule about which client writes first.
+//!   The cost: a lapsed lease on its last attempt shows as ready, not dead,
+//!   until the next pull or settle call buries it;
 //! - an item released after `max_attempts` deliveries goes to `dead` with a
 //!   reason, so a worker that crashes on an item cannot loop forever;
-//! - the backlog is exact: `LLEN ready + ZCARD delayed`, `ZCARD leased`,
-//!   `LLEN dead`.
+//! - the backlog is exact: `LLEN ready + ZCARD delayed` plus lapsed leases,
+//!   the live leases, `LLEN dead`.
+//!
+//! Bounds: a settle call is cut into script calls of 1000 tokens (Lua's
+//! `unpack` takes about 8000 values), requeue and purge move 1000 dead items
+//! per script call and loop from the client, so no call holds the server
+//! for long; `delete` (`runner queue delete`) `UNLINK`s the queue's keys.
 //!
 //! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
 //! nack and reaping), on a connection of their own whose response timeout is
@@ -56,11 +82,13 @@ pub use error::redact;
 pub use keys::{DEFAULT_URL, URL_ENV};
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::kit::TokenSplit;
+use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -199,7 +227,8 @@ impl RedisQueue {
             .map_err(|e| self.fail(what, e))
     }
 
-    /// Run a settle script over tokens; its reply lists lost positions (1-based).
+    /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
+    /// (all sent at once); each reply lists lost positions (1-based).
     async fn settle(
         &self,
         what: &str,
@@ -207,28 +236,65 @@ impl RedisQueue {
         tokens: &[LeaseToken],
         head: &[String],
     ) -> Result<LeaseReport, QueueError> {
-        let split = TokenSplit::new(tokens, LeaseToken::as_numbers);
+        let split = TokenSplit::new(tokens, lease_id);
         let mut report = LeaseReport {
             lost: split.lost.clone(),
         };
-        if split.known.is_empty() {
-            return Ok(report);
-        }
-        let lost: Vec<usize> = self
-            .run(what, script, |inv| {
-                for arg in head {
-                    inv.arg(arg);
-                }
-                for ((id, attempt), _) in &split.known {
-                    inv.arg(format!("{id}:{attempt}")).arg(*id);
-                }
-            })
-            .await?;
-        // The script answers 1-based positions.
-        report
-            .lost
-            .extend(split.at(lost.into_iter().map(|i| i.wrapping_sub(1))));
+        let positions: Vec<usize> = (0..split.known.len()).collect();
+        let lost = each_chunk(&positions, SETTLE_CHUNK, |chunk| {
+            let first = chunk[0];
+            let known = &split.known[first..first + chunk.len()];
+            async move {
+                let lost: Vec<usize> = self
+                    .run(what, script, |inv| {
+                        for arg in head {
+                            inv.arg(arg);
+                        }
+                        for (id, token) in known {
+                            inv.arg(token.as_text().unwrap_or_default()).arg(id);
+                        }
+                    })
+                    .await?;
+                // 1-based in the chunk, 0-based in `split.known`.
+                Ok(lost
+                    .into_iter()
+                    .map(|i| (first + i).wrapping_sub(1))
+                    .collect())
+            }
+        })
+        .await?;
+        report.lost.extend(split.at(lost));
         Ok(report)
+    }
+
+    /// Run a dead-list script (requeue, purge) a batch at a time until a
+    /// batch comes back short; returns how many items it moved in all.
+    async fn each_dead_batch(&self, what: &str, script: &Script) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let n: u64 = self
+                .run(what, script, |inv| {
+                    inv.arg(DEAD_BATCH);
+                })
+                .await?;
+            total += n;
+            if n < DEAD_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Remove the queue: every key, items and dead letters included
+    /// (`runner queue delete`). `UNLINK`, so the server frees a large queue
+    /// in the background instead of blocking. False when there was nothing.
+    pub async fn delete(&self) -> Result<bool, QueueError> {
+        let mut connection = self.connection.clone();
+        let removed: u64 = redis::cmd("UNLINK")
+            .arg(&self.keys[..])
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.fail("delete", e))?;
+        Ok(removed > 0)
     }
 
     async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
@@ -276,8 +342,47 @@ impl RedisQueue {
     }
 }
 
+/// Most tokens in one settle script call: Lua's `unpack` takes about 8000
+/// values, and a bounded call keeps the server free for others.
+const SETTLE_CHUNK: usize = 1000;
+
+/// Most dead items one requeue or purge script call moves.
+const DEAD_BATCH: u64 = 1000;
+
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
+
+/// A lease `ID:ATTEMPT:NONCE` (see `src/lua/common.lua`): its id and attempt.
+fn lease_parts(lease: &str) -> Option<(&str, u64)> {
+    let mut parts = lease.splitn(3, ':');
+    let id = parts.next()?;
+    let attempt = parts.next()?.parse().ok()?;
+    parts.next()?;
+    id.parse::<u64>().ok()?;
+    Some((id, attempt))
+}
+
+/// The id of a token this driver made; `None` for any other token, which
+/// names no lease here and is reported lost.
+fn lease_id(token: &LeaseToken) -> Option<String> {
+    token
+        .as_text()
+        .and_then(lease_parts)
+        .map(|(id, _)| id.to_string())
+}
+
+/// 64 random bits for one pull's leases, in hex. Random rather than
+/// counted, so no state on the server (which can lose it) and no state in
+/// this process (which can restart) makes a nonce repeat: SipHash under the
+/// standard library's randomly seeded keys, over a process-wide counter.
+fn nonce() -> String {
+    static PULLS: AtomicU64 = AtomicU64::new(0);
+    let n = PULLS.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}",
+        RandomState::new().hash_one((n, std::process::id()))
+    )
+}
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -334,7 +439,8 @@ impl WorkQueue for RedisQueue {
                 .run("pull", &self.scripts.pull, |inv| {
                     inv.arg(max.clamp(1, MAX_BATCH))
                         .arg(millis(self.config.lease))
-                        .arg(self.config.max_attempts);
+                        .arg(self.config.max_attempts)
+                        .arg(nonce());
                 })
                 .await?;
             let (Some(now_ms), Some(next_ms)) = (
@@ -347,16 +453,16 @@ impl WorkQueue for RedisQueue {
             // request left is never later than that.
             let deadline = sent + self.config.lease;
             let deliveries: Vec<Delivery> = reply[2..]
-                .chunks_exact(4)
+                .chunks_exact(3)
                 .filter_map(|chunk| {
-                    let id = as_u64(&chunk[0])?;
-                    let attempt = as_u64(&chunk[1])?;
+                    let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
+                    let (id, attempt) = lease_parts(&lease)?;
                     Some(Delivery {
-                        id: Arc::from(id.to_string()),
-                        payload: as_bytes(&chunk[2]),
-                        attributes: decode_attributes(&as_bytes(&chunk[3])),
-                        token: LeaseToken::from_numbers(id, attempt),
+                        id: Arc::from(id),
+                        payload: as_bytes(&chunk[1]),
+                        attributes: decode_attributes(&as_bytes(&chunk[2])),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        token: LeaseToken::new(lease),
                         deadline,
                     })
                 })
@@ -421,11 +527,7 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let counts: Vec<u64> = self
-            .run("backlog", &self.scripts.backlog, |inv| {
-                inv.arg(self.config.max_attempts);
-            })
-            .await?;
+        let counts: Vec<u64> = self.run("backlog", &self.scripts.backlog, |_| {}).await?;
         let [ready, in_flight, dead] = counts[..] else {
             return Err(malformed("backlog"));
         };
@@ -461,12 +563,30 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.run("dead requeue", &self.scripts.dead_requeue, |_| {})
+        self.each_dead_batch("dead requeue", &self.scripts.dead_requeue)
             .await
     }
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.run("dead purge", &self.scripts.dead_purge, |_| {})
+        self.each_dead_batch("dead purge", &self.scripts.dead_purge)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_drivers_leases_are_read_and_nonces_differ() {
+        assert_eq!(lease_parts("12:3:00ff.0"), Some(("12", 3)));
+        assert_eq!(lease_parts("12:3"), None, "a lease without a nonce");
+        assert_eq!(lease_parts("x:3:n"), None);
+        assert_eq!(lease_id(&LeaseToken::from_numbers(12, 3)), None);
+        assert_eq!(
+            lease_id(&LeaseToken::new("12:3:ab.1")).as_deref(),
+            Some("12")
+        );
+        assert_ne!(nonce(), nonce());
     }
 }

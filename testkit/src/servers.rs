@@ -188,6 +188,27 @@ impl RedisServer {
         self.child.stop_with(libc::SIGTERM);
     }
 
+    /// Delete every key on the server (`FLUSHALL`), as a restart without
+    /// persistence, a failover to an empty replica or an operator would.
+    /// Only for a server of the test's own ([`RedisServer::local`]).
+    pub fn flushall(&self) {
+        assert!(
+            self.dir.is_some(),
+            "flushall would empty a shared server: use RedisServer::local"
+        );
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        let mut reply = [0u8; 5];
+        stream
+            .write_all(b"FLUSHALL\r\n")
+            .and_then(|()| stream.read_exact(&mut reply))
+            .expect("FLUSHALL");
+        assert_eq!(&reply, b"+OK\r\n", "FLUSHALL did not answer OK");
+    }
+
     /// The data directory of a local server.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(DirGuard::path)

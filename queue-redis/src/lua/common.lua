@@ -5,9 +5,12 @@
 -- counter), 9 wake (markers).
 --
 -- Lists and sets hold members "ID:ATTEMPTS": the item's id and how many
--- times it has been delivered, so the count travels with the item and a
--- lease is named by the exact delivery it belongs to. Time is the server's
--- clock, so every worker agrees on deadlines.
+-- times it has been delivered, so the count travels with the item. A lease
+-- (a `leased` member, and the worker's token) is "ID:ATTEMPT:NONCE", the
+-- nonce random per delivery from the puller, so a token names one delivery
+-- forever: ids repeat after a requeue (attempts start over) or a key loss
+-- (`seq` starts over), nonces do not. Time is the server's clock, so every
+-- worker agrees on deadlines.
 local K_READY, K_LEASED, K_DELAYED, K_PAYLOAD, K_ATTRS, K_DEAD, K_REASON, K_SEQ, K_WAKE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
@@ -34,9 +37,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- "ID:ATTEMPTS" or a lease "ID:ATTEMPT:NONCE" -> id, attempts.
 local function split(member)
   local colon = string.find(member, ':', 1, true)
-  return string.sub(member, 1, colon - 1), tonumber(string.sub(member, colon + 1))
+  local nonce = string.find(member, ':', colon + 1, true)
+  return string.sub(member, 1, colon - 1), tonumber(string.sub(member, colon + 1, (nonce or 0) - 1))
+end
+
+-- A lease's member without its nonce: what waits in ready, delayed and dead.
+local function bare(member)
+  local id, attempts = split(member)
+  return id .. ':' .. attempts
 end
 
 local function wake(n)
@@ -56,7 +67,7 @@ end
 
 local function bury(member, reason)
   local id = split(member)
-  redis.call('RPUSH', K_DEAD, member)
+  redis.call('RPUSH', K_DEAD, bare(member))
   redis.call('HSET', K_REASON, id, reason)
 end
 
@@ -67,7 +78,7 @@ local function release(member, max_attempts, why)
   if attempts >= max_attempts then
     bury(member, why .. ' after ' .. attempts .. ' deliveries (max attempts ' .. max_attempts .. ')')
   else
-    redis.call('RPUSH', K_READY, member)
+    redis.call('RPUSH', K_READY, bare(member))
     wake(1)
   end
 end
@@ -88,7 +99,7 @@ local function reap(now, max_attempts)
 end
 
 -- ARGV[first], ARGV[first + 1], ... are (member, id) pairs: the lease's
--- "ID:ATTEMPT" and its id, both from the client, so no string work here.
+-- "ID:ATTEMPT:NONCE" and its id, both from the client, so no string work here.
 -- Returns the members and ids whose lease is still live (deadline ahead)
 -- and the 1-based positions of the others. One call for the whole batch.
 local function split_held(first, now)

@@ -1,11 +1,8 @@
--- Every dead item is deleted for good. Returns how many.
-local n = 0
-while true do
-  local members = redis.call('LPOP', K_DEAD, 1000)
-  if not members then break end
-  local ids = ids_of(members)
-  redis.call('HDEL', K_REASON, unpack(ids))
-  forget_all(ids)
-  n = n + #members
-end
-return n
+-- ARGV: most items to delete. The oldest dead items are deleted for good.
+-- Returns how many; the caller loops while a call deletes a full batch.
+local members = redis.call('LPOP', K_DEAD, tonumber(ARGV[1]))
+if not members then return 0 end
+local ids = ids_of(members)
+redis.call('HDEL', K_REASON, unpack(ids))
+forget_all(ids)
+return #members

@@ -8,7 +8,7 @@ for _, member in ipairs(live) do
   if delay == 0 or attempts >= max_attempts then
     release(member, max_attempts, 'it was nacked')
   else
-    redis.call('ZADD', K_DELAYED, now + delay, member)
+    redis.call('ZADD', K_DELAYED, now + delay, bare(member))
   end
 end
 return lost

@@ -1,7 +1,8 @@
--- ARGV: max, lease ms, max attempts.
--- Returns {now, next_event_ms or -1, id, attempt, payload, attrs, ...}.
+-- ARGV: max, lease ms, max attempts, nonce (random, from the puller).
+-- Returns {now, next_event_ms or -1, lease, payload, attrs, ...}, each
+-- lease "ID:ATTEMPT:NONCE.N", N counting this pull's deliveries.
 -- A fixed number of calls per batch, whatever its size.
-local max, lease, max_attempts = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max, lease, max_attempts, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
 reap(now, max_attempts)
 local members = redis.call('LPOP', K_READY, max)
@@ -34,10 +35,10 @@ local leases = {}
 for n, id in ipairs(ids) do
   -- An item without a payload was purged while it waited: skip it.
   if payloads[n] then
+    local member = id .. ':' .. attempt_text[attempts[n]] .. ':' .. nonce .. '.' .. (#leases / 2)
     leases[#leases + 1] = deadline
-    leases[#leases + 1] = id .. ':' .. attempt_text[attempts[n]]
-    out[#out + 1] = id
-    out[#out + 1] = attempts[n]
+    leases[#leases + 1] = member
+    out[#out + 1] = member
     out[#out + 1] = payloads[n]
     out[#out + 1] = attrs[n] or ''
   end

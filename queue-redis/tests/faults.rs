@@ -1,0 +1,222 @@
+//! Faults a conformance clause cannot stage: lost keys, many tokens at once,
+//! large dead lists, deleting a queue. Each test owns its redis-server.
+
+use std::time::Duration;
+
+use forloop_core::{Driver, LeaseToken, Message, QueueAddress, QueueConfig, WorkQueue};
+use forloop_queue_redis::{RedisDriver, RedisQueue};
+use forloop_testkit::servers::RedisServer;
+
+async fn queue(server: &RedisServer, name: &str, max_attempts: u32) -> RedisQueue {
+    let config = QueueConfig::new(name)
+        .with_lease(Duration::from_secs(30))
+        .with_max_attempts(max_attempts);
+    RedisQueue::connect(server.url(), config)
+        .await
+        .expect("connect to redis")
+}
+
+/// Issue 11 item 1: a server that lost its keys hands out the same ids
+/// again; a token from before the loss must not settle the new delivery.
+#[tokio::test]
+async fn a_token_from_before_a_key_loss_cannot_settle_a_new_item() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "key-loss", 5).await;
+    queue.publish(vec![Message::new("old")]).await.unwrap();
+    let old = queue
+        .pull(1, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+
+    server.flushall();
+    queue.publish(vec![Message::new("new")]).await.unwrap();
+    let new = queue
+        .pull(1, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(&new.payload[..], b"new");
+
+    for report in [
+        queue.ack(std::slice::from_ref(&old.token)).await.unwrap(),
+        queue
+            .nack(std::slice::from_ref(&old.token), Duration::ZERO)
+            .await
+            .unwrap(),
+        queue
+            .extend_deadline(std::slice::from_ref(&old.token), Duration::from_secs(1))
+            .await
+            .unwrap(),
+        queue
+            .dead_letter(std::slice::from_ref(&old.token), "stale")
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(
+            report.lost,
+            std::slice::from_ref(&old.token),
+            "a token from before the key loss settled the new item"
+        );
+    }
+    let report = queue.ack(std::slice::from_ref(&new.token)).await.unwrap();
+    assert!(
+        report.lost.is_empty(),
+        "the new holder lost its lease: {report:?}"
+    );
+}
+
+/// Publish `n` items and lease them all.
+async fn lease_all(queue: &RedisQueue, n: usize) -> Vec<LeaseToken> {
+    let items: Vec<Message> = (0..n).map(|i| Message::new(format!("item-{i}"))).collect();
+    for batch in items.chunks(forloop_queue_redis::MAX_BATCH) {
+        queue.publish(batch.to_vec()).await.expect("publish");
+    }
+    let mut tokens = Vec::new();
+    while tokens.len() < n {
+        let got = queue
+            .pull(n - tokens.len(), Duration::from_secs(1))
+            .await
+            .expect("pull");
+        assert!(!got.is_empty(), "published items were not delivered");
+        tokens.extend(got.into_iter().map(|d| d.token));
+    }
+    tokens
+}
+
+async fn counts(queue: &RedisQueue) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let backlog = queue.backlog().await.expect("backlog");
+    (
+        backlog.ready.value(),
+        backlog.in_flight.value(),
+        backlog.dead.value(),
+    )
+}
+
+/// Issue 11 item 13: one settle call of more tokens than Lua's `unpack`
+/// takes (about 8000) settles them all.
+#[tokio::test]
+async fn a_settle_call_of_ten_thousand_tokens_settles_them_all() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "many-tokens", 5).await;
+    let tokens = lease_all(&queue, 10_000).await;
+    let report = queue.ack(&tokens).await.expect("ack of 10 000 tokens");
+    assert!(report.lost.is_empty(), "{} leases lost", report.lost.len());
+    assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
+}
+
+/// Script calls the server has run since the last `CONFIG RESETSTAT`.
+async fn script_calls(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_eval"))
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+async fn reset_stats(server: &RedisServer) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Issue 11 item 13: requeue and purge of a large dead list run as several
+/// bounded script calls (the server serves others between them), not one.
+#[tokio::test]
+async fn requeue_and_purge_of_a_large_dead_list_run_in_bounded_scripts() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "big-dead", 5).await;
+    // Load the scripts, so that each call below is one EVALSHA.
+    assert_eq!(queue.requeue_dead().await.unwrap(), 0);
+    assert_eq!(queue.purge_dead().await.unwrap(), 0);
+    let tokens = lease_all(&queue, 2500).await;
+    let report = queue
+        .dead_letter(&tokens, "bury")
+        .await
+        .expect("dead_letter");
+    assert!(report.lost.is_empty());
+
+    reset_stats(&server).await;
+    assert_eq!(queue.requeue_dead().await.expect("requeue"), 2500);
+    let calls = script_calls(&server).await;
+    assert!(
+        calls >= 3,
+        "2500 dead items were requeued in {calls} script call(s), wanted batches of at most 1000"
+    );
+    assert_eq!(counts(&queue).await, (Some(2500), Some(0), Some(0)));
+
+    let tokens = lease_all_ready(&queue, 2500).await;
+    queue.dead_letter(&tokens, "bury again").await.unwrap();
+    reset_stats(&server).await;
+    assert_eq!(queue.purge_dead().await.expect("purge"), 2500);
+    let calls = script_calls(&server).await;
+    assert!(
+        calls >= 3,
+        "2500 dead items were purged in {calls} script call(s), wanted batches of at most 1000"
+    );
+    assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
+}
+
+/// Lease `n` items already in the queue.
+async fn lease_all_ready(queue: &RedisQueue, n: usize) -> Vec<LeaseToken> {
+    let mut tokens = Vec::new();
+    while tokens.len() < n {
+        let got = queue
+            .pull(n - tokens.len(), Duration::from_secs(1))
+            .await
+            .expect("pull");
+        assert!(!got.is_empty(), "ready items were not delivered");
+        tokens.extend(got.into_iter().map(|d| d.token));
+    }
+    tokens
+}
+
+/// Issue 11 item 13: `runner queue delete` removes every key of the queue,
+/// and only that queue's.
+#[tokio::test]
+async fn delete_removes_every_key_of_the_queue_and_no_other() {
+    let server = RedisServer::local(false);
+    let doomed = queue(&server, "doomed", 5).await;
+    let kept = queue(&server, "kept", 5).await;
+    for q in [&doomed, &kept] {
+        q.publish(vec![Message::new("a"), Message::new("b")])
+            .await
+            .unwrap();
+        let held = q.pull(1, Duration::from_secs(1)).await.unwrap();
+        q.dead_letter(&[held[0].token.clone()], "dead")
+            .await
+            .unwrap();
+    }
+    let address = QueueAddress::parse(server.url());
+    let config = QueueConfig::new("doomed");
+    assert!(
+        RedisDriver.delete(&address, &config).await.expect("delete"),
+        "delete of a queue with items said there was nothing to remove"
+    );
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("{forloop:doomed}*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "keys left after delete: {left:?}");
+    assert_eq!(counts(&kept).await, (Some(1), Some(0), Some(1)));
+    assert!(
+        !RedisDriver.delete(&address, &config).await.expect("delete"),
+        "a second delete found something to remove"
+    );
+}
