@@ -38,6 +38,7 @@ pub struct Harness {
     lease: Duration,
     slack: Duration,
     stale_tokens_may_settle: Option<&'static str>,
+    stale_calls_unreported: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -64,6 +65,7 @@ impl Harness {
             lease: Duration::from_secs(2),
             slack: Duration::from_millis(500),
             stale_tokens_may_settle: None,
+            stale_calls_unreported: None,
         }
     }
 
@@ -77,6 +79,15 @@ impl Harness {
     /// deadlines once a second).
     pub fn slack(mut self, slack: Duration) -> Self {
         self.slack = slack;
+        self
+    }
+
+    /// Mark a backend that cannot tell a stale token from a live one (it
+    /// answers success and changes nothing, as Pub/Sub does without
+    /// exactly-once delivery): the clauses still check that a stale call
+    /// leaves the new delivery alone, but not that it reports `lost`.
+    pub fn stale_calls_unreported(mut self, why: &'static str) -> Self {
+        self.stale_calls_unreported = Some(why);
         self
     }
 
@@ -242,7 +253,8 @@ pub async fn stale_token_cannot_ack(harness: &Harness) {
 
 /// A token names one delivery, forever: after `dead_letter` and
 /// `requeue_dead`, the first delivery's token settles nothing of the item's
-/// new delivery (which is attempt 1 again), and every call says it is lost.
+/// new delivery (which is attempt 1 again), and nack, extend and
+/// dead-letter say it is lost.
 pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
     if let Some(why) = harness.stale_tokens_may_settle {
         return gated("stale_token_after_requeue_cannot_settle", why);
@@ -275,8 +287,11 @@ pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
         "a requeued item's delivery has the token of its first delivery"
     );
     let stale = std::slice::from_ref(&first.token);
+    // An ack cannot always tell (SQS and Pub/Sub answer success for a stale
+    // receipt and delete nothing): what counts for it is that the new
+    // delivery stays held, checked below.
+    let _ = queue.ack(stale).await.expect("stale ack");
     let reports = [
-        ("ack", queue.ack(stale).await.expect("stale ack")),
         (
             "extend_deadline",
             queue
@@ -297,6 +312,13 @@ pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
         ),
     ];
     for (call, report) in reports {
+        if let Some(why) = harness.stale_calls_unreported {
+            gated(
+                "stale_token_after_requeue_cannot_settle (the `lost` report)",
+                why,
+            );
+            break;
+        }
         assert_eq!(
             report.lost,
             std::slice::from_ref(&first.token),
@@ -351,6 +373,10 @@ pub async fn stale_settle_calls_report_lost(harness: &Harness) {
         ),
     ];
     for (call, report) in reports {
+        if let Some(why) = harness.stale_calls_unreported {
+            gated("stale_settle_calls_report_lost (the `lost` report)", why);
+            break;
+        }
         assert_eq!(
             report.lost,
             std::slice::from_ref(&first.token),
@@ -478,8 +504,10 @@ pub async fn dead_letter_after_max_attempts(harness: &Harness) {
 /// a reader with 1 reads the backlog and the dead letters after each lapsed
 /// lease; the item is still delivered 3 times, then dead.
 pub async fn a_reader_does_not_change_max_attempts(harness: &Harness) {
+    const ATTEMPTS: u32 = 5;
     let name = Harness::fresh_name("reader-rule");
-    let worker = harness.open(&name, 3).await;
+    // 5: the least every backend accepts (Pub/Sub clamps to 5..=100).
+    let worker = harness.open(&name, ATTEMPTS).await;
     let reader = harness.open(&name, 1).await;
     if !worker.capabilities().native_dead_letter {
         return gated(
@@ -488,17 +516,17 @@ pub async fn a_reader_does_not_change_max_attempts(harness: &Harness) {
         );
     }
     publish(&*worker, &["a"]).await;
-    for attempt in 1..=3 {
+    for attempt in 1..=ATTEMPTS {
         let held = pull_one(&*worker, harness.lease + harness.slack * 4)
             .await
             .unwrap_or_else(|| {
                 panic!(
-                    "attempt {attempt} of 3 was not delivered: a reader with max_attempts 1 \
+                    "attempt {attempt} of {ATTEMPTS} was not delivered: a reader with max_attempts 1 \
                      changed the queue"
                 )
             });
         assert_eq!(held.attempt, attempt, "attempt count");
-        if attempt < 3 {
+        if attempt < ATTEMPTS {
             // Let the lease lapse, then read as `runner status` would.
             sleep(harness.lease + harness.slack).await;
             reader.backlog().await.expect("backlog");

@@ -34,9 +34,14 @@ fn harness() -> Harness {
         async move {
             let mut address = SqsAddress::resolve(None, &config.name).expect("address");
             address.staleness = Duration::ZERO;
-            SqsQueue::create_with_client(&client, &address, &config)
-                .await
-                .expect("create the queue");
+            // A second client of the same queue (another max-attempts) finds
+            // it made: SQS keeps max-attempts with the queue, as its redrive.
+            if let Err(error) = SqsQueue::create_with_client(&client, &address, &config).await {
+                assert!(
+                    error.to_string().contains("QueueNameExists"),
+                    "create the queue: {error:?}"
+                );
+            }
             Arc::new(
                 SqsQueue::with_client(address, client, &config)
                     .await
