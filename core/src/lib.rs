@@ -7,7 +7,8 @@
 //! - [`worker`]: the worker loop, written once: pull only into free slots, keep
 //!   leases alive, ack in batches, retry with backoff, dead-letter, shut down on
 //!   a signal and exit only when the queue is drained.
-//! - [`handler`]: what runs on an item: a Rust closure or a command template.
+//! - [`handler`]: what runs on an item: a command per item, a warm process
+//!   per task slot (`--serve`), or a Rust function.
 //! - [`cluster`]: the [`ClusterLauncher`] trait and [`LocalLauncher`].
 //! - `conformance` (feature `conformance`): the delivery contract as public test
 //!   functions that every driver runs against its own backend.
@@ -30,9 +31,9 @@ pub use cluster::{
     ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, LocalLauncher, WorkerCounts,
 };
 pub use error::{QueueError, QueueErrorKind};
-pub use handler::{CommandTemplate, Handler, Task, TaskOutcome};
+pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
     Message, MessageId, QueueConfig, WorkQueue,
 };
-pub use worker::{Worker, WorkerConfig, WorkerExit};
+pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};
