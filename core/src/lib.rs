@@ -10,6 +10,35 @@
 //! - [`handler`]: what runs on an item: a command per item, a warm process
 //!   per task slot (`--serve`), or a Rust function.
 //! - [`cluster`]: the [`ClusterLauncher`] trait and [`LocalLauncher`].
+//! - [`publish_all`]: a whole input, checked first, sent in the largest batches.
+//!
+//! Without the CLI, a program runs its own loop in a few lines: publish,
+//! then run a [`Worker`] until the queue drains, with a [`Shutdown`] it can
+//! trigger (from a signal, an HTTP call, a test):
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use forloop_core::{MemoryQueue, Message, QueueConfig, Shutdown, Worker, WorkerConfig, WorkerExit};
+//!
+//! let queue = Arc::new(MemoryQueue::new(QueueConfig::new("squares")));
+//! let items = (1..=100).map(|n: u64| Message::new(n.to_string())).collect();
+//! forloop_core::publish_all(&*queue, items, |_| {}).await?;
+//!
+//! let handler = forloop_core::handler::for_str(|item: &str| -> Result<(), std::num::ParseIntError> {
+//!     let n: u64 = item.parse()?;
+//!     assert!(n * n >= n);
+//!     Ok(())
+//! });
+//! let shutdown = Shutdown::new(); // shutdown.stop() from anywhere ends it gracefully
+//! let exit = Worker::new(queue, Arc::new(handler))
+//!     .with_config(WorkerConfig { concurrency: 8, ..WorkerConfig::default() })
+//!     .run(shutdown.clone())
+//!     .await?;
+//! assert_eq!(exit, WorkerExit::Drained);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 //! - `conformance` (feature `conformance`): the delivery contract as public test
 //!   functions that every driver runs against its own backend.
 //!
@@ -24,6 +53,7 @@ pub mod conformance;
 mod error;
 mod fasthash;
 pub mod handler;
+mod publish;
 pub mod queue;
 pub mod worker;
 
@@ -32,6 +62,7 @@ pub use cluster::{
 };
 pub use error::{QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
+pub use publish::{PublishError, publish_all};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
     Message, MessageId, QueueConfig, WorkQueue,

@@ -286,6 +286,38 @@ for line in sys.stdin:
 }
 
 #[tokio::test]
+async fn a_json_reply_naming_another_item_fails_the_item_it_reached() {
+    // The second reply to `twice` is written late, after the runner sent
+    // the next item: only the id tells it apart from that item's answer.
+    let script = r#"
+import json, sys, time
+late = None
+for line in sys.stdin:
+    task = json.loads(line)
+    if late:
+        sys.stdout.write(late); sys.stdout.flush(); late = None
+        time.sleep(0.2)
+    sys.stdout.write(json.dumps({"status": "ok", "id": task["id"]}) + "\n"); sys.stdout.flush()
+    if task["item"] == "twice":
+        late = json.dumps({"status": "ok", "id": task["id"]}) + "\n"
+"#;
+    let config = ServeConfig {
+        format: ServeFormat::Json,
+        ..ServeConfig::default()
+    };
+    let handler = python(script, config);
+    assert_eq!(handler.handle(task("twice")).await, TaskOutcome::success());
+    let next = handler.handle(task("next")).await;
+    assert_eq!(next.kind, OutcomeKind::Failed, "{next:?}");
+    assert!(
+        reason(&next).contains("answered item \"next\" (id id-next) with a reply for id id-twice"),
+        "{next:?}"
+    );
+    assert_eq!(handler.handle(task("again")).await, TaskOutcome::success());
+    assert_eq!(handler.processes_started(), 2);
+}
+
+#[tokio::test]
 async fn a_hang_past_the_reply_timeout_kills_the_process_group_and_restarts_it() {
     let dir = scratch("hang");
     let script = r#"while read -r item; do

@@ -36,6 +36,10 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
     if let Some(t) = opts.task_timeout {
         settings.push(("task-timeout", duration(t)));
     }
+    if let Some(mode) = opts.serve {
+        let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
+        settings.push(("serve", mode.get_name().to_string()));
+    }
     settings
 }
 
@@ -78,8 +82,11 @@ fn spec(
         "work".to_string(),
     ];
     argv.extend(worker_flags(opts));
-    argv.push("--".to_string());
-    argv.extend(command.iter().cloned());
+    // No command: the binary's own Rust function.
+    if !command.is_empty() {
+        argv.push("--".to_string());
+        argv.extend(command.iter().cloned());
+    }
     // The launcher waits a little longer than the worker's own grace, so a
     // worker gets to give its items back before it is killed.
     Ok(LaunchSpec::new(context.name.clone(), workers, argv)

@@ -12,7 +12,7 @@ use crate::{Failure, signals};
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
     let Prepared {
         address,
-        template,
+        handler,
         queue,
         ..
     } = context
@@ -22,18 +22,21 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         joblog: open_joblog(&args.worker)?,
         ..Tally::default()
     });
-    let config = worker_config(&args.worker, worker_name(0));
+    let mut config = worker_config(&args.worker, worker_name(0));
+    handler.configure(&mut config);
     tracing::info!(
         queue = %address.spec, name = %context.name, concurrency = config.concurrency,
         "worker {} starting", config.name
     );
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let exit = Worker::new(queue, Arc::new(template))
+    let exit = Worker::new(queue, handler.handler())
         .with_config(config)
         .with_events(tally.clone())
         .run(shutdown)
-        .await?;
+        .await;
+    handler.close(received.exit_code().is_some()).await;
+    let exit = exit?;
     let done = tally.done.load(std::sync::atomic::Ordering::Relaxed);
     let dead = tally.dead_items().len();
     match exit {

@@ -14,7 +14,9 @@
 //! - `fatal MESSAGE`: failed in a way no retry can fix: dead-lettered now.
 //!
 //! The message is optional; the word is case-insensitive and may be followed
-//! by `:`. A reply may also be JSON: `{"status": "error", "message": "..."}`.
+//! by `:`. A reply may also be JSON: `{"status": "error", "message": "..."}`,
+//! and may name the item's `id` (from the `json` format): a reply naming
+//! another id fails the item and restarts the process.
 //! So `while read -r item; do ...; echo ok; done` is a complete serve
 //! process. The next item is written only after the reply to the last one.
 //!
@@ -42,6 +44,14 @@
 //! forever; as a failed attempt it is retried with backoff and
 //! dead-lettered after `max_attempts`, with the exit status as the reason.
 //! Only an item that was never written to the process goes on unharmed.
+//!
+//! A second reply is caught when it reaches the worker before the next item
+//! is written (it usually does: replies written together arrive together).
+//! One that comes later is taken, in the `lines` format, as the next item's
+//! answer; that item's own reply then shows up as stray output, caught
+//! before the item after it. Replies that carry the item's `id` (as
+//! `python/forloop_worker.py` writes them with `--serve=json`) close that
+//! gap: the late reply names the wrong id and fails the item it reached.
 //!
 //! Restarts back off per slot: 100 ms after the first crash, doubling to at
 //! most 30 s, and back to none after the next proper reply; the wait holds
@@ -201,6 +211,11 @@ impl ServeHandler {
     /// for it to exit, then kill it. Slots in use when this is called stop
     /// (kill) their process as soon as their item is settled.
     pub async fn close(&self) {
+        self.close_within(self.config.stop_timeout).await;
+    }
+
+    /// [`close`](Self::close), waiting at most `limit` before the kill.
+    pub async fn close_within(&self, limit: Duration) {
         let idle = {
             let mut pool = self.pool.lock().expect("serve pool");
             pool.closed = true;
@@ -210,15 +225,19 @@ impl ServeHandler {
             let index = slot.index;
             slot.process.map(|mut process| async move {
                 let pid = process.pid();
-                let status = process.stop(self.config.stop_timeout).await;
+                let status = process.stop(limit).await;
                 tracing::debug!(slot = index, pid, status = %describe(status), "serve process stopped");
             })
         });
         futures_util::future::join_all(stops).await;
     }
 
-    fn who(&self, slot: usize, pid: u32) -> String {
-        format!("serve process {pid} (slot {slot}, `{}`)", self.shown)
+    fn who(&self, slot: usize, pid: u32) -> Who<'_> {
+        Who {
+            pid,
+            slot,
+            command: &self.shown,
+        }
     }
 
     fn take_slot(&self) -> Slot {
@@ -350,8 +369,7 @@ impl ServeHandler {
     async fn exchange(
         &self,
         slot: &mut Slot,
-        line: &[u8],
-        item: &str,
+        (line, item, id): (&[u8], &str, &str),
         busy: &mut bool,
     ) -> TaskOutcome {
         let Some(process) = slot.process.as_mut() else {
@@ -405,11 +423,23 @@ impl ServeHandler {
         };
         let outcome = match received {
             Some(Ok(Read::Line(reply))) => match reply::parse(&reply) {
-                Some(outcome) => {
+                Some(reply::Reply {
+                    id: Some(other), ..
+                }) if other != id => {
+                    process.kill_and_reap().await;
+                    let after = slot.last_item.as_deref().map_or_else(String::new, |last| {
+                        format!(" (the last item before it was {last:?})")
+                    });
+                    TaskOutcome::failed(format!(
+                        "{who} answered item {item:?} (id {id}) with a reply for id {other}: a second \
+                         reply to an earlier item{after}. The process was restarted"
+                    ))
+                }
+                Some(reply) => {
                     *busy = false;
                     slot.crashes = 0;
                     slot.last_item = Some(item.to_string());
-                    return outcome;
+                    return reply.outcome;
                 }
                 None => {
                     process.kill_and_reap().await;
@@ -484,6 +514,23 @@ impl ServeHandler {
     }
 }
 
+/// Names a process in messages (made only when one is written).
+struct Who<'a> {
+    pid: u32,
+    slot: usize,
+    command: &'a str,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "serve process {} (slot {}, `{}`)",
+            self.pid, self.slot, self.command
+        )
+    }
+}
+
 /// Gives the slot back to the pool when the task ends or is dropped; a slot
 /// dropped while its process holds an item loses that process.
 struct SlotGuard<'a> {
@@ -527,7 +574,7 @@ impl Handler for ServeHandler {
         let SlotGuard { slot, busy, .. } = &mut guard;
         let slot = slot.as_mut().expect("a slot until the guard drops");
         match self.ready(slot, &item).await {
-            Ok(()) => self.exchange(slot, &line, &item, busy).await,
+            Ok(()) => self.exchange(slot, (&line, &item, &task.id), busy).await,
             Err(outcome) => outcome,
         }
     }

@@ -3,15 +3,22 @@
 //! A reply is a word, optionally followed by a space (or `:`) and a message:
 //! `ok`, `error MESSAGE`, `fatal MESSAGE`. The word is case-insensitive;
 //! a trailing `\r` is ignored. A line that starts with `{` is read as JSON,
-//! `{"status": "ok" | "error" | "fatal", "message": "..."}`.
+//! `{"status": "ok" | "error" | "fatal", "message": "...", "id": "..."}`;
+//! with an `id`, the reply must be for the item that is out.
 
 use crate::TaskOutcome;
 
 /// The longest reply line read; anything longer is not a reply.
 pub(crate) const MAX_REPLY: usize = 64 * 1024;
 
-/// The outcome `line` stands for, or `None` when it is not a reply.
-pub(crate) fn parse(line: &[u8]) -> Option<TaskOutcome> {
+/// A reply: its outcome, and the item id it names (JSON replies only).
+pub(crate) struct Reply {
+    pub(crate) outcome: TaskOutcome,
+    pub(crate) id: Option<String>,
+}
+
+/// The reply `line` stands for, or `None` when it is not a reply.
+pub(crate) fn parse(line: &[u8]) -> Option<Reply> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).ok()?.trim();
@@ -23,10 +30,10 @@ pub(crate) fn parse(line: &[u8]) -> Option<TaskOutcome> {
         None => (text, ""),
     };
     let message = (!message.is_empty()).then(|| message.to_string());
-    outcome(&word.to_ascii_lowercase(), message)
+    outcome(&word.to_ascii_lowercase(), message).map(|outcome| Reply { outcome, id: None })
 }
 
-fn parse_json(text: &str) -> Option<TaskOutcome> {
+fn parse_json(text: &str) -> Option<Reply> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     let status = value.get("status")?.as_str()?.to_ascii_lowercase();
     let message = match value.get("message") {
@@ -34,7 +41,12 @@ fn parse_json(text: &str) -> Option<TaskOutcome> {
         Some(serde_json::Value::String(text)) => Some(text.clone()),
         Some(other) => Some(other.to_string()),
     };
-    outcome(&status, message)
+    let id = match value.get("id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    outcome(&status, message).map(|outcome| Reply { outcome, id })
 }
 
 fn outcome(word: &str, message: Option<String>) -> Option<TaskOutcome> {
@@ -66,7 +78,7 @@ mod tests {
     use crate::handler::OutcomeKind;
 
     fn kind(line: &str) -> Option<(OutcomeKind, Option<String>)> {
-        parse(line.as_bytes()).map(|o| (o.kind, o.reason))
+        parse(line.as_bytes()).map(|r| (r.outcome.kind, r.outcome.reason))
     }
 
     #[test]
@@ -99,6 +111,8 @@ mod tests {
             Some((OutcomeKind::Succeeded, None))
         );
         assert_eq!(kind(r#"{"state":"ok"}"#), None);
+        let reply = parse(br#"{"status":"ok","id":"17"}"#).unwrap();
+        assert_eq!(reply.id.as_deref(), Some("17"));
     }
 
     #[test]
@@ -114,6 +128,6 @@ mod tests {
         ] {
             assert_eq!(kind(line), None, "{line:?}");
         }
-        assert_eq!(parse(b"ok\xff\n"), None);
+        assert!(parse(b"ok\xff\n").is_none());
     }
 }
