@@ -8,18 +8,31 @@ use crate::{Message, MessageId, QueueError, WorkQueue};
 
 /// Why [`publish_all`] stopped.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "publishing failed after {published} of {total} items were sent: {source}. \
-     Items 0..{published} are in the queue; publish the rest (from index {published}) alone"
-)]
+#[error("{}", describe(self))]
 pub struct PublishError {
     /// Items in the queue before the failure: the first `published` of the input.
     pub published: usize,
     /// Items in the input.
     pub total: usize,
-    /// What the queue said.
-    #[source]
-    pub source: QueueError,
+    /// What the queue said (its message is part of this error's, so it is
+    /// not repeated as `source()`).
+    pub cause: QueueError,
+}
+
+fn describe(error: &PublishError) -> String {
+    let PublishError {
+        published,
+        total,
+        cause,
+    } = error;
+    if *published == 0 {
+        format!("nothing of the {total} items was published: {cause}")
+    } else {
+        format!(
+            "publishing failed after {published} of {total} items were sent: {cause}. Items \
+             0..{published} are in the queue; publish the rest (from index {published}) alone"
+        )
+    }
 }
 
 /// Publish `messages` in order: all of them checked first (nothing is sent
@@ -46,11 +59,11 @@ pub async fn publish_all(
 ) -> Result<Vec<MessageId>, PublishError> {
     let total = messages.len();
     let capabilities = queue.capabilities();
-    crate::queue::check_payload_sizes(&messages, capabilities.max_payload).map_err(|source| {
+    crate::queue::check_payload_sizes(&messages, capabilities.max_payload).map_err(|cause| {
         PublishError {
             published: 0,
             total,
-            source,
+            cause,
         }
     })?;
     let batch = capabilities.max_batch.max(1);
@@ -61,11 +74,11 @@ pub async fn publish_all(
         let size = chunk.len();
         match queue.publish(chunk).await {
             Ok(sent) => ids.extend(sent),
-            Err(source) => {
+            Err(cause) => {
                 return Err(PublishError {
                     published: ids.len(),
                     total,
-                    source,
+                    cause,
                 });
             }
         }
