@@ -337,3 +337,42 @@ fn gke_pods_get_the_serve_setting_and_the_command() {
     let lines: Vec<&str> = yaml[at..].lines().skip(1).take(5).map(str::trim).collect();
     assert_eq!(lines, command, "{yaml}");
 }
+
+#[test]
+fn task_timeout_kills_a_hung_serve_process_and_the_item_is_dead_lettered_after_its_attempts() {
+    let dir = scratch("serve-timeout");
+    let input = write_items(&dir, &["slow", "a"]);
+    let started = Instant::now();
+    let output = with_worker(runner(), &dir)
+        .arg("run")
+        .arg(&input)
+        .args([
+            "-j",
+            "1",
+            "--task-timeout",
+            "300ms",
+            "--max-attempts",
+            "2",
+            "--backoff",
+            "10ms",
+        ])
+        .args(["--serve", "--"])
+        .arg("python3")
+        .arg(worker(&dir))
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("2 items: 1 done, 1 dead-lettered"), "{log}");
+    assert!(log.contains("within 300ms (--task-timeout)"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the hung item (60 s) was not cut at its timeout"
+    );
+    let slow: Vec<_> = seen(&dir).into_iter().filter(|s| s.3 == "slow").collect();
+    assert_eq!(slow.len(), 2, "two attempts: {slow:?}");
+    assert_ne!(
+        slow[0].0, slow[1].0,
+        "the hung process was replaced: {slow:?}"
+    );
+}
