@@ -24,6 +24,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin forloop
 COPY --from=build /runner /usr/local/bin/runner
+# `--serve` workers in Python import the helper from here (install python3
+# with EXTRA_PACKAGES; copy your worker into an image built FROM this one).
+COPY python/forloop_worker.py /usr/local/lib/forloop/python/forloop_worker.py
+ENV PYTHONPATH=/usr/local/lib/forloop/python
 USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["tini", "--", "runner"]

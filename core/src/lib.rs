@@ -7,11 +7,42 @@
 //! - [`worker`]: the worker loop, written once: pull only into free slots, keep
 //!   leases alive, ack in batches, retry with backoff, dead-letter, shut down on
 //!   a signal and exit only when the queue is drained.
-//! - [`handler`]: what runs on an item: a Rust closure or a command template.
+//! - [`handler`]: what runs on an item: a command per item, a warm process
+//!   per task slot (`--serve`), or a Rust function.
 //! - [`driver`]: the [`Driver`] plug each backend crate exports (name, URL
 //!   forms, open/create/delete, redaction, autoscaler trigger).
-//! - [`kit`]: plumbing queue drivers share (redaction, and more).
+//! - [`kit`]: plumbing queue drivers share (redaction, the dead-letter
+//!   envelope, held deliveries, chunking, the dead-queue loop, addresses).
 //! - [`cluster`]: the [`ClusterLauncher`] trait and [`LocalLauncher`].
+//! - [`publish_all`]: a whole input, checked first, sent in the largest batches.
+//!
+//! Without the CLI, a program runs its own loop in a few lines: publish,
+//! then run a [`Worker`] until the queue drains, with a [`Shutdown`] it can
+//! trigger (from a signal, an HTTP call, a test):
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use forloop_core::{MemoryQueue, Message, QueueConfig, Shutdown, Worker, WorkerConfig, WorkerExit};
+//!
+//! let queue = Arc::new(MemoryQueue::new(QueueConfig::new("squares")));
+//! let items = (1..=100).map(|n: u64| Message::new(n.to_string())).collect();
+//! forloop_core::publish_all(&*queue, items, |_| {}).await?;
+//!
+//! let handler = forloop_core::handler::for_str(|item: &str| -> Result<(), std::num::ParseIntError> {
+//!     let n: u64 = item.parse()?;
+//!     assert!(n * n >= n);
+//!     Ok(())
+//! });
+//! let shutdown = Shutdown::new(); // shutdown.stop() from anywhere ends it gracefully
+//! let exit = Worker::new(queue, Arc::new(handler))
+//!     .with_config(WorkerConfig { concurrency: 8, ..WorkerConfig::default() })
+//!     .run(shutdown.clone())
+//!     .await?;
+//! assert_eq!(exit, WorkerExit::Drained);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 //! - `conformance` (feature `conformance`): the delivery contract as public test
 //!   functions that every driver runs against its own backend.
 //!
@@ -28,6 +59,7 @@ mod error;
 mod fasthash;
 pub mod handler;
 pub mod kit;
+mod publish;
 pub mod queue;
 pub mod worker;
 
@@ -36,9 +68,10 @@ pub use cluster::{
 };
 pub use driver::{Driver, MemoryDriver, QueueAddress, ScaleTrigger};
 pub use error::{ErrorChain, QueueError, QueueErrorKind};
-pub use handler::{CommandTemplate, Handler, Task, TaskOutcome};
+pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
+pub use publish::{PublishError, publish_all};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
     Message, MessageId, QueueConfig, WorkQueue,
 };
-pub use worker::{Worker, WorkerConfig, WorkerExit};
+pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

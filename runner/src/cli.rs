@@ -122,6 +122,14 @@ pub struct WorkerOpts {
     /// Longest delay between attempts
     #[arg(long, env = "FORLOOP_MAX_BACKOFF", default_value = "5m", value_parser = duration)]
     pub max_backoff: Duration,
+    /// Run CMD as one warm process per task slot instead of once per item:
+    /// it reads items as lines on stdin and answers each with one line on
+    /// stdout: `ok`, `error MESSAGE` (retried) or `fatal MESSAGE`
+    /// (dead-lettered). `--serve=json` writes each item as a JSON object
+    /// with its attempt and attributes. It sees FORLOOP_SLOT
+    #[arg(long, env = "FORLOOP_SERVE", value_enum, num_args = 0..=1, require_equals = true,
+        default_missing_value = "lines", value_name = "FORMAT")]
+    pub serve: Option<ServeMode>,
     /// Write one tab-separated line per finished attempt to FILE
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
@@ -130,6 +138,15 @@ pub struct WorkerOpts {
     /// a worker takes the queue as drained
     #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = nonzero_duration)]
     pub idle_window: Duration,
+}
+
+/// How `--serve` writes items to its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeMode {
+    /// The item, one line.
+    Lines,
+    /// `{"item": ..., "id": ..., "attempt": N, "attributes": {...}}`, one line.
+    Json,
 }
 
 /// `runner run`.

@@ -9,8 +9,30 @@
 //!     runner::main_with(runner::Registry::builtin())
 //! }
 //! ```
+//!
+//! A user with their own Rust function gets the whole CLI with that
+//! function as `f`: `my-tool run ids.txt` (no `-- CMD`) runs it on every
+//! item, and `my-tool --queue redis run ids.txt --workers 4`, `launch` and
+//! `--cluster gke` start workers that run `my-tool work`:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     runner::main_with_handler(
+//!         runner::Registry::builtin(),
+//!         runner::handler::for_str(|item: &str| -> Result<(), std::num::ParseIntError> {
+//!             let n: u64 = item.parse()?;
+//!             println!("{n} squared is {}", n * n);
+//!             Ok(())
+//!         }),
+//!     )
+//! }
+//! ```
+//!
+//! A command after `--` (or `--serve -- CMD`) still works in such a binary,
+//! and runs instead of the built-in function.
 #![deny(missing_docs)]
 
+mod choice;
 pub mod cli;
 mod commands;
 pub mod input;
@@ -23,10 +45,12 @@ mod tally;
 use std::ffi::OsString;
 use std::fmt;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
-pub use forloop_core::{Driver, MemoryDriver, QueueAddress};
+pub use forloop_core::handler;
+pub use forloop_core::{Driver, Handler, MemoryDriver, QueueAddress, Task, TaskOutcome};
 pub use registry::Registry;
 
 /// A failure that ends a command: what to tell the user, and the exit code.
@@ -76,7 +100,23 @@ failure_from!(
 
 /// Run the CLI with `registry`'s drivers, reading the process's arguments.
 pub fn main_with(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    block_on(run_cli(registry, None, Cli::parse()))
+}
+
+/// Run the CLI with `registry`'s drivers and `handler` as the function run
+/// on each item when no command follows `--`. Workers this process starts
+/// (`run` on a shared queue, `launch`, `--cluster gke|k8s`) run this same
+/// program's `work`, so the function travels with the binary (on
+/// Kubernetes: put the binary in the image under the same name).
+pub fn main_with_handler(registry: Registry, handler: impl Handler) -> ExitCode {
+    let handler: Arc<dyn Handler> = Arc::new(handler);
+    match parse_with_builtin(std::env::args_os()) {
+        Ok(cli) => block_on(run_cli(registry, Some(handler), cli)),
+        Err(error) => error.exit(),
+    }
+}
+
+fn block_on(future: impl std::future::Future<Output = u8>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +127,32 @@ pub fn main_with(registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ExitCode::from(runtime.block_on(run_cli(registry, cli)))
+    ExitCode::from(runtime.block_on(future))
+}
+
+/// The command line of a binary with a built-in function: the command after
+/// `--` becomes optional, and help shows the binary's own name.
+fn parse_with_builtin<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if let Some(name) = args
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+    {
+        command = command.bin_name(name);
+    }
+    for sub in ["run", "work", "launch"] {
+        command =
+            command.mut_subcommand(sub, |sub| sub.mut_arg("command", |arg| arg.required(false)));
+    }
+    let matches = command.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Parse `args` (program name first) and run, returning the exit code.
@@ -98,7 +163,27 @@ where
     T: Into<OsString> + Clone,
 {
     match Cli::try_parse_from(args) {
-        Ok(cli) => run_cli(registry, cli).await,
+        Ok(cli) => run_cli(registry, None, cli).await,
+        Err(error) => {
+            let _ = error.print();
+            error.exit_code().try_into().unwrap_or(2)
+        }
+    }
+}
+
+/// [`run_args`] for a binary with a built-in function, as
+/// [`main_with_handler`] runs it.
+pub async fn run_args_with_handler<I, T>(
+    registry: Registry,
+    handler: Arc<dyn Handler>,
+    args: I,
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse_with_builtin(args) {
+        Ok(cli) => run_cli(registry, Some(handler), cli).await,
         Err(error) => {
             let _ = error.print();
             error.exit_code().try_into().unwrap_or(2)
@@ -108,9 +193,9 @@ where
 
 use cli::Cli;
 
-async fn run_cli(registry: Registry, cli: Cli) -> u8 {
+async fn run_cli(registry: Registry, builtin: Option<Arc<dyn Handler>>, cli: Cli) -> u8 {
     init_logging(cli.log_format);
-    match commands::dispatch(&registry, cli).await {
+    match commands::dispatch(&registry, builtin, cli).await {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("runner: error: {failure}");

@@ -177,14 +177,12 @@ impl Handler for CommandTemplate {
             .env("FORLOOP_ITEM", OsStr::from_bytes(item))
             .env("FORLOOP_ATTEMPT", task.attempt.to_string())
             .env("FORLOOP_ITEM_ID", &*task.id)
-            // The worker's way to its queue (credentials included) is not the
-            // command's business.
-            .env_remove("FORLOOP_QUEUE")
             .stdin(Stdio::null())
             // Its own process group: a terminal's Ctrl-C reaches the worker,
             // which decides how running commands end, not every child at once.
             .process_group(0)
             .kill_on_drop(true);
+        super::hide_worker_env(&mut command);
         // No pre_exec hook (e.g. PR_SET_PDEATHSIG): it forces fork+exec
         // instead of posix_spawn and costs ~50% of command-mode throughput
         // (docs/BENCHMARKS.md). So a worker killed with SIGKILL leaves its

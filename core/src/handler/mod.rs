@@ -1,7 +1,12 @@
-//! What runs on an item: a [`Handler`]. Two kinds come with core: a Rust
-//! closure ([`from_fn`]) and a command template ([`CommandTemplate`]).
+//! What runs on an item: a [`Handler`]. Three kinds come with core: a
+//! command per item ([`CommandTemplate`]), a warm process per task slot that
+//! answers item after item ([`ServeHandler`]), and a Rust function
+//! ([`from_fn`] for async code, [`for_str`], [`for_bytes`] and [`for_json`]
+//! for blocking code).
 
+mod blocking;
 mod command;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +16,15 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use blocking::{BlockingHandler, blocking, for_bytes, for_json, for_str};
 pub use command::{CommandError, CommandTemplate};
+
+/// What the worker's environment holds that the user's process must not
+/// inherit: the way to the queue, credentials included.
+pub(crate) fn hide_worker_env(command: &mut tokio::process::Command) {
+    command.env_remove("FORLOOP_QUEUE");
+}
+pub use serve::{ServeConfig, ServeFormat, ServeHandler};
 
 /// One attempt at one item, as a handler sees it.
 #[derive(Debug, Clone)]

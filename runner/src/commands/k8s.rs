@@ -130,8 +130,20 @@ fn spec(
             carry(&mut env, key, &value, &cluster.env_secrets)?;
         }
     }
-    let mut argv = vec!["runner".to_string(), "work".to_string(), "--".to_string()];
-    argv.extend(command.iter().cloned());
+    // The image runs this program by the same name: `runner`, or a user's
+    // own binary with its Rust function built in (then with no command).
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "runner".to_string());
+    let mut argv = vec![program, "work".to_string()];
+    if !command.is_empty() {
+        argv.push("--".to_string());
+        argv.extend(command.iter().cloned());
+    }
     let mut spec = LaunchSpec::new(context.name.clone(), workers, argv)
         .with_image(image)
         .with_grace(opts.grace + EXIT_MARGIN);

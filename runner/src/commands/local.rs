@@ -59,8 +59,11 @@ fn spec(
         "work".to_string(),
     ];
     argv.extend(worker_flags(opts));
-    argv.push("--".to_string());
-    argv.extend(command.iter().cloned());
+    // No command: the binary's own Rust function.
+    if !command.is_empty() {
+        argv.push("--".to_string());
+        argv.extend(command.iter().cloned());
+    }
     // The launcher waits a little longer than the worker's own grace, so a
     // worker gets to give its items back before it is killed.
     Ok(LaunchSpec::new(context.name.clone(), workers, argv)

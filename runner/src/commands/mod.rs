@@ -33,15 +33,22 @@ use forloop_core::{Driver, QueueAddress};
 /// Flags every command shares.
 pub(crate) struct Context<'a> {
     registry: &'a Registry,
+    /// The Rust function built into this binary, if any.
+    builtin: Option<Arc<dyn forloop_core::Handler>>,
     queue: Option<String>,
     name: String,
     cluster: Cluster,
     log_format: crate::cli::LogFormat,
 }
 
-pub(crate) async fn dispatch(registry: &Registry, cli: Cli) -> Result<u8, Failure> {
+pub(crate) async fn dispatch(
+    registry: &Registry,
+    builtin: Option<Arc<dyn forloop_core::Handler>>,
+    cli: Cli,
+) -> Result<u8, Failure> {
     let context = Context {
         registry,
+        builtin,
         queue: cli.queue,
         name: cli.name,
         cluster: cli.cluster,
@@ -164,7 +171,7 @@ impl Context<'_> {
 pub(crate) struct Prepared {
     driver: Arc<dyn Driver>,
     address: QueueAddress,
-    template: forloop_core::CommandTemplate,
+    handler: crate::choice::Chosen,
     queue: Arc<dyn WorkQueue>,
 }
 
@@ -177,8 +184,7 @@ impl Context<'_> {
         argv: &[String],
     ) -> Result<Prepared, Failure> {
         let (driver, address) = self.driver(command, default_queue)?;
-        let template = forloop_core::CommandTemplate::new(argv)?;
-        template.check_program()?;
+        let handler = crate::choice::Chosen::choose(self.builtin.as_ref(), opts, argv)?;
         let queue = self
             .open(&*driver, &address, self.queue_config(Some(opts)))
             .await?;
@@ -186,7 +192,7 @@ impl Context<'_> {
         Ok(Prepared {
             driver,
             address,
-            template,
+            handler,
             queue,
         })
     }

@@ -23,7 +23,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     let Prepared {
         driver,
         address,
-        template,
+        handler: chosen,
         queue,
     } = context
         .prepare("run", Some("memory"), &args.worker, &args.command)
@@ -54,27 +54,38 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     });
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let handler = Arc::new(template);
+    let handler = chosen.handler();
     let mut workers = JoinSet::new();
     for index in 0..args.workers as usize {
+        let mut config = worker_config(&args.worker, worker_name(index));
+        chosen.configure(&mut config);
         let worker = Worker::new(Arc::clone(&queue), handler.clone())
-            .with_config(worker_config(&args.worker, worker_name(index)))
+            .with_config(config)
             .with_events(tally.clone());
         workers.spawn(worker.run(shutdown.clone()));
     }
     let mut interrupted = 0;
     let mut drained = false;
     while let Some(joined) = workers.join_next().await {
-        match joined.map_err(|e| Failure::new(format!("a worker task failed: {e}")))?? {
-            WorkerExit::Drained => {
+        let exit = joined
+            .map_err(|e| Failure::new(format!("a worker task failed: {e}")))
+            .and_then(|exit| exit.map_err(Failure::from));
+        match exit {
+            Ok(WorkerExit::Drained) => {
                 // The memory queue's backlog is exact: once one worker sees it
                 // drained, it is drained for all; let the idle ones go now.
                 drained = true;
                 shutdown.stop();
             }
-            WorkerExit::Stopped { interrupted: n } => interrupted += n,
+            Ok(WorkerExit::Stopped { interrupted: n }) => interrupted += n,
+            Err(failure) => {
+                workers.shutdown().await;
+                chosen.close(true).await;
+                return Err(failure);
+            }
         }
     }
+    chosen.close(received.exit_code().is_some()).await;
     progress.finish();
 
     let done = tally.done.load(Ordering::Relaxed);

@@ -36,6 +36,10 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
     if let Some(t) = opts.task_timeout {
         settings.push(("task-timeout", duration(t)));
     }
+    if let Some(mode) = opts.serve {
+        let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
+        settings.push(("serve", mode.get_name().to_string()));
+    }
     settings
 }
 

@@ -13,7 +13,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     let Prepared {
         driver,
         address,
-        template,
+        handler,
         queue,
         ..
     } = context
@@ -23,18 +23,21 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         joblog: open_joblog(&args.worker)?,
         ..Tally::default()
     });
-    let config = worker_config(&args.worker, worker_name(0));
+    let mut config = worker_config(&args.worker, worker_name(0));
+    handler.configure(&mut config);
     tracing::info!(
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting", config.name
     );
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let exit = Worker::new(queue, Arc::new(template))
+    let exit = Worker::new(queue, handler.handler())
         .with_config(config)
         .with_events(tally.clone())
         .run(shutdown)
-        .await?;
+        .await;
+    handler.close(received.exit_code().is_some()).await;
+    let exit = exit?;
     let done = tally.done.load(std::sync::atomic::Ordering::Relaxed);
     let dead = tally.dead_items().len();
     match exit {

@@ -1,0 +1,94 @@
+//! Which `f` runs the items, chosen once per command from the flags: the
+//! command after `--` once per item, the same command as a warm process per
+//! task slot (`--serve`), or the Rust function built into this binary
+//! ([`crate::main_with_handler`]) when no command is given.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::handler::{ServeConfig, ServeFormat, ServeHandler};
+use forloop_core::{CommandTemplate, Handler, WorkerConfig};
+
+use crate::Failure;
+use crate::cli::{ServeMode, WorkerOpts};
+
+/// The handler of one `run`, `work` or `launch`.
+pub(crate) enum Chosen {
+    /// `-- CMD {}`: a process per item.
+    Command(Arc<CommandTemplate>),
+    /// `--serve -- CMD`: a warm process per task slot.
+    Serve(Arc<ServeHandler>),
+    /// No command: this binary's own Rust function.
+    Builtin(Arc<dyn Handler>),
+}
+
+impl Chosen {
+    /// Choose from the flags, checking up front that the program can start.
+    pub(crate) fn choose(
+        builtin: Option<&Arc<dyn Handler>>,
+        opts: &WorkerOpts,
+        argv: &[String],
+    ) -> Result<Self, Failure> {
+        if argv.is_empty() {
+            return match (builtin, opts.serve) {
+                (_, Some(_)) => Err(Failure::new(
+                    "--serve runs a command as a warm process: put it after `--`, e.g. \
+                     `--serve -- python3 worker.py`",
+                )),
+                (Some(handler), None) => Ok(Self::Builtin(Arc::clone(handler))),
+                (None, None) => Err(forloop_core::handler::CommandError::Empty.into()),
+            };
+        }
+        let template = CommandTemplate::new(argv)?;
+        template.check_program()?;
+        Ok(match opts.serve {
+            None => Self::Command(Arc::new(template)),
+            Some(mode) => {
+                let config = ServeConfig {
+                    format: match mode {
+                        ServeMode::Lines => ServeFormat::Lines,
+                        ServeMode::Json => ServeFormat::Json,
+                    },
+                    // The serve handler times the answer itself, so its
+                    // error can say whether the process ever read the item.
+                    reply_timeout: opts.task_timeout,
+                    ..ServeConfig::default()
+                };
+                Self::Serve(Arc::new(ServeHandler::new(argv, config)?))
+            }
+        })
+    }
+
+    /// The handler for the workers.
+    pub(crate) fn handler(&self) -> Arc<dyn Handler> {
+        match self {
+            Self::Command(template) => Arc::clone(template) as Arc<dyn Handler>,
+            Self::Serve(serve) => Arc::clone(serve) as Arc<dyn Handler>,
+            Self::Builtin(handler) => Arc::clone(handler),
+        }
+    }
+
+    /// Fit the worker's config to the handler.
+    pub(crate) fn configure(&self, config: &mut WorkerConfig) {
+        if let Self::Serve(serve) = self
+            && let Some(limit) = serve.config().reply_timeout
+        {
+            // A backstop only: the serve handler answers at `limit`.
+            config.task_timeout = Some(limit + Duration::from_secs(5));
+        }
+    }
+
+    /// After the workers returned: end the warm processes (end of input,
+    /// then a kill after a short wait: shorter when stopped by a signal,
+    /// whose grace is already spent).
+    pub(crate) async fn close(&self, stopped_by_signal: bool) {
+        if let Self::Serve(serve) = self {
+            let limit = if stopped_by_signal {
+                Duration::from_secs(1)
+            } else {
+                serve.config().stop_timeout
+            };
+            serve.close_within(limit).await;
+        }
+    }
+}
