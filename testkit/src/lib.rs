@@ -3,6 +3,8 @@
 //! - [`servers`]: real test servers (redis-server, the Pub/Sub emulator,
 //!   fauxqs), or a clear failure that says how to start one.
 //! - [`guard`]: cleanup on drop for processes and directories.
+//! - [`proxy`]: a loopback TCP proxy that delays, black-holes and cuts
+//!   connections between a worker and its server.
 //! - [`fake_kube`]: a loopback Kubernetes API whose kubelet runs pods as
 //!   processes.
 //! - [`scenarios`]: end-to-end scenarios written once, run on every backend.
@@ -15,6 +17,7 @@
 
 pub mod fake_kube;
 pub mod guard;
+pub mod proxy;
 pub mod scenarios;
 pub mod servers;
 

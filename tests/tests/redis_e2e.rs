@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use forloop_tests::proxy::{Fault, FaultProxy};
 use forloop_tests::scenarios::{
     dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, sigterm_hands_items_back,
     wait_with_deadline,
@@ -385,4 +386,135 @@ fn the_queue_password_appears_in_no_log_error_argv_or_dry_run() {
             "the password is in an error: {err}"
         );
     }
+}
+
+/// Workers reach Redis through the fault proxy; submit and status go direct.
+fn through(proxy: &FaultProxy, name: &str) -> Command {
+    on(&format!("redis://{}", proxy.address()), name)
+}
+
+#[test]
+fn a_black_hole_of_twice_the_lease_mid_run_loses_nothing() {
+    let server = RedisServer::local(false);
+    let url = server.url().to_string();
+    let proxy = FaultProxy::start(url.trim_start_matches("redis://"));
+    let name = unique("blackhole");
+    let dir = scratch("blackhole");
+    let total = 40;
+    let items: Vec<String> = (0..total).map(|i| format!("b-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    assert!(
+        on(&url, &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (workers, concurrency) = (2, 2);
+    let mut launcher = through(&proxy, &name)
+        .args([
+            "launch",
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--lease",
+            "3s",
+        ])
+        .args(["--max-restarts", "0", "--"])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "300")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while read_records(&out).len() < 4 {
+        assert!(Instant::now() < until, "no progress before the black hole");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Twice the lease: every lease the workers hold lapses unrenewed.
+    proxy.set(Fault::BlackHole);
+    std::thread::sleep(Duration::from_secs(6));
+    proxy.set(Fault::Pass);
+    let status = wait_with_deadline(&mut launcher, Duration::from_secs(120));
+    let output = launcher.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(
+        status.success(),
+        "the workers ride out the partition: {err}"
+    );
+    let records = read_records(&out);
+    let seen: BTreeSet<&str> = records.iter().map(|r| r.item.as_str()).collect();
+    assert_eq!(seen.len(), total, "items lost across the black hole: {err}");
+    // Held: a running task, or a finished one whose ack was in the hole.
+    assert!(
+        records.len() - total <= 2 * workers * concurrency,
+        "only what the workers held may run twice: {} runs of {total} items",
+        records.len()
+    );
+    assert_drained_clean(&url, &name);
+}
+
+#[test]
+fn sigterm_during_a_black_hole_still_exits_within_the_grace() {
+    let server = RedisServer::local(false);
+    let url = server.url().to_string();
+    let proxy = FaultProxy::start(url.trim_start_matches("redis://"));
+    let name = unique("blackhole-term");
+    let dir = scratch("blackhole-term");
+    let input = write_items(&dir, &["t-1".into(), "t-2".into(), "t-3".into()]);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    assert!(
+        on(&url, &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut worker = through(&proxy, &name)
+        .args([
+            "work",
+            "--concurrency",
+            "2",
+            "--lease",
+            "30s",
+            "--grace",
+            "3s",
+            "--",
+        ])
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", "60000")
+        .env("RECORD_STARTED", &started)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    forloop_tests::scenarios::wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(30),
+        "the worker did not start its tasks",
+    );
+    proxy.set(Fault::BlackHole);
+    // Let a renewal (due at 20 s) or any call be caught in the hole first.
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    forloop_tests::scenarios::signal(worker.id(), libc::SIGTERM);
+    // Kubernetes kills at grace + 5 s; the worker must be gone before.
+    let status = wait_with_deadline(&mut worker, Duration::from_secs(3 + 5));
+    let took = sent.elapsed();
+    let output = worker.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(143), "{}", stderr(&output));
+    assert!(took <= Duration::from_secs(8), "took {took:?}");
+    // Once the network heals, both held items are back in the queue (their
+    // hand-back was lost in the hole; the 30 s leases lapse), none lost.
+    proxy.set(Fault::Pass);
+    let status = status_of(&url, &name);
+    let held = status["ready"].as_u64().unwrap() + status["in_flight"].as_u64().unwrap();
+    assert_eq!(held, 3, "every item is still in the queue: {status}");
 }
