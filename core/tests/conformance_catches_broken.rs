@@ -106,6 +106,9 @@ impl WorkQueue for Broken {
         };
         self.inner.nack(tokens, delay).await
     }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner.release(tokens).await
+    }
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],

@@ -217,6 +217,10 @@ impl WorkQueue for PubsubQueue {
         Ok(LeaseReport { lost: split.lost })
     }
 
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.nack(tokens, Duration::ZERO).await
+    }
+
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],
