@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::envelope::DeadStamp;
+use super::handback::Carried;
 use super::tokens::TokenSplit;
 use crate::{Delivery, LeaseToken, Message, MessageId};
 
@@ -122,6 +123,29 @@ impl HeldDeliveries {
             }
         }
         letters
+    }
+
+    /// The items of `tokens` to publish again on a hand-back that costs no
+    /// attempt, each stamped with its id and the attempts it had
+    /// ([`Carried`]). Like [`HeldDeliveries::letters`], nothing is
+    /// forgotten.
+    pub fn handbacks(&self, tokens: &TokenSplit<String>) -> Letters {
+        let map = self.lock();
+        let mut out = Letters {
+            lost: tokens.lost.clone(),
+            ..Letters::default()
+        };
+        for (text, token) in &tokens.known {
+            match map.get(text) {
+                Some(held) => {
+                    let carried = Carried::handed_back(held.id.clone(), held.attempt);
+                    out.messages.push(carried.stamp(held.message.clone()));
+                    out.settled.push((text.clone(), token.clone()));
+                }
+                None => out.lost.push(token.clone()),
+            }
+        }
+        out
     }
 }
 
