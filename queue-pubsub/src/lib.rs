@@ -14,7 +14,9 @@
 //!
 //! # Mapping onto the contract
 //!
-//! - publish: one `Publish` RPC per batch of up to 1,000 items (the client
+//! - publish: one `Publish` RPC per run of up to 1,000 items and 9 MB
+//!   (Pub/Sub refuses requests over 10 MB), one after another, so a failure
+//!   part-way reports exactly the items before it as in (the client
 //!   library's buffering publisher is not used: its default bundles are tiny).
 //! - pull: a unary `Pull` whose deadline travels to the server as
 //!   `grpc-timeout`, so the server ends the wait. A pull is never cancelled

@@ -304,13 +304,24 @@ impl WorkQueue for PubsubQueue {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let messages = batch.iter().map(to_pubsub).collect();
-        let ids = self
-            .publisher
-            .publish_immediately(messages, None)
-            .await
-            .map_err(|s| self.fail("publish", s))?;
-        Ok(ids.into_iter().map(Arc::from).collect())
+        // One request per run of at most 1,000 items and 9 MB (Pub/Sub
+        // refuses requests over 10 MB), one after another, so a failure
+        // part-way says exactly which items went in: those before it.
+        let mut ids: Vec<MessageId> = Vec::with_capacity(batch.len());
+        for chunk in publish_chunks(&batch) {
+            match self.publisher.publish_immediately(chunk, None).await {
+                Ok(sent) => ids.extend(sent.into_iter().map(Arc::from)),
+                Err(status) => {
+                    let error = self.fail("publish", status);
+                    let went = match ids.len() {
+                        0 => "none of this batch went in".to_string(),
+                        n => format!("items 0 to {} of this batch went in", n - 1),
+                    };
+                    return Err(QueueError::new(error.kind(), format!("{error}; {went}")));
+                }
+            }
+        }
+        Ok(ids)
     }
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {

@@ -138,3 +138,21 @@ async fn a_subscription_without_a_dead_letter_policy_is_refused_with_the_fix() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_over_ten_megabytes_is_published_in_pieces() {
+    let (queue, _) = queue_pair("big-batch", QueueConfig::new("x")).await;
+    // 1000 items of 11 KB: 11 MB, past Pub/Sub's 10 MB per request.
+    let item = "x".repeat(11 * 1024);
+    let batch: Vec<Message> = (0..1000).map(|_| Message::new(item.clone())).collect();
+    let ids = queue.publish(batch).await.expect("published in pieces");
+    assert_eq!(ids.len(), 1000);
+    let mut seen = 0;
+    while seen < 1000 {
+        let got = queue.pull(1000, Duration::from_secs(5)).await.unwrap();
+        assert!(!got.is_empty(), "only {seen} of 1000 came back");
+        seen += got.len();
+        let tokens: Vec<_> = got.into_iter().map(|d| d.token).collect();
+        queue.ack(&tokens).await.unwrap();
+    }
+}

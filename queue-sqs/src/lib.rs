@@ -16,7 +16,10 @@
 //!   queue's `MaximumMessageSize` bytes in total (SQS's limits); one driver
 //!   call of up to [`MAX_BATCH`] items sends its tens concurrently. Entries
 //!   that fail on the server's side are sent again (three tries); entries SQS
-//!   refuses are reported by their index in the batch.
+//!   refuses are reported by their index in the batch. A call that fails
+//!   part-way names exactly the items that went in (every ten, every
+//!   round, a failed retry round included); since the tens go concurrently,
+//!   those need not be a prefix of the batch.
 //! - bodies: an item that is valid SQS text (UTF-8 without the control
 //!   characters SQS refuses) is the message body unchanged, so any SQS client
 //!   reads it as is. Other bytes travel base64-encoded, marked by the message

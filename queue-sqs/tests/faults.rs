@@ -234,3 +234,95 @@ async fn a_worker_that_stops_mid_poll_leaves_no_receive_behind() {
         "a receive the departed worker left on the server took the item"
     );
 }
+
+/// A stand-in for SQS that answers the connect calls, takes items 0 and 2
+/// of the first SendMessageBatch but fails item 1 on its side, then refuses
+/// every later request: a retry round that fails after a round that worked.
+fn flaky_sqs() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut batches = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let (mut target, mut length) = (String::new(), 0usize);
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("x-amz-target:") {
+                        target = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let (status, answer) = match target.as_str() {
+                    "amazonsqs.getqueueattributes" => (
+                        200,
+                        r#"{"Attributes":{"MaximumMessageSize":"262144","RedrivePolicy":"{\"deadLetterTargetArn\":\"arn:aws:sqs:us-east-1:000000000000:flaky-dead\",\"maxReceiveCount\":\"5\"}"}}"#.to_string(),
+                    ),
+                    "amazonsqs.getqueueurl" => (
+                        200,
+                        r#"{"QueueUrl":"http://127.0.0.1/000000000000/flaky-dead"}"#.to_string(),
+                    ),
+                    "amazonsqs.sendmessagebatch" if batches == 0 => {
+                        batches += 1;
+                        (
+                            200,
+                            r#"{"Successful":[{"Id":"0","MessageId":"m0","MD5OfMessageBody":"x"},{"Id":"2","MessageId":"m2","MD5OfMessageBody":"x"}],"Failed":[{"Id":"1","SenderFault":false,"Code":"InternalError","Message":"try again"}]}"#.to_string(),
+                        )
+                    }
+                    _ => (
+                        400,
+                        r#"{"__type":"com.amazonaws.sqs#AccessDenied","message":"refused"}"#.to_string(),
+                    ),
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn a_failed_retry_round_still_reports_what_went_in_before_it() {
+    let endpoint = flaky_sqs();
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(&endpoint)
+        .region(Region::new(SqsEmulator::REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "faults"))
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let mut address = address("flaky");
+    address.url = Some(format!("{endpoint}/000000000000/flaky"));
+    let queue = SqsQueue::with_client(address, client, &QueueConfig::new("flaky"))
+        .await
+        .expect("connect");
+    let batch = ["a", "b", "c"].map(Message::new).to_vec();
+    let error = queue
+        .publish(batch)
+        .await
+        .expect_err("item 1 never went in");
+    let text = error.to_string();
+    assert!(text.contains("items 0, 2 of this batch went in"), "{text}");
+}
