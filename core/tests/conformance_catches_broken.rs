@@ -174,6 +174,9 @@ impl WorkQueue for Broken {
             .await?;
         Ok(self.hide_lost(report))
     }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner.release(tokens).await
+    }
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],

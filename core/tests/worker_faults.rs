@@ -78,6 +78,9 @@ impl WorkQueue for Faulty {
     ) -> Result<LeaseReport, QueueError> {
         self.inner.nack(tokens, delay).await
     }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner.release(tokens).await
+    }
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],

@@ -10,8 +10,8 @@ use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
 use forloop_core::{Message, QueueError};
 
 use crate::PubsubQueue;
-use crate::codec::{from_pubsub, to_pubsub};
-use crate::queue::MAX_BATCH;
+use crate::codec::from_pubsub;
+use crate::queue::{MAX_BATCH, publish_chunks};
 
 /// The attribute Pub/Sub sets on items its dead-letter policy forwards.
 pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
@@ -58,12 +58,13 @@ impl DeadQueue for DeadPlace<'_> {
     }
 
     async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
-        let messages = messages.iter().map(to_pubsub).collect();
-        self.queue
-            .publisher
-            .publish_immediately(messages, None)
-            .await
-            .map_err(|s| self.queue.fail("requeue publish", s))?;
+        for chunk in publish_chunks(&messages) {
+            self.queue
+                .publisher
+                .publish_immediately(chunk, None)
+                .await
+                .map_err(|s| self.queue.fail("requeue publish", s))?;
+        }
         Ok(())
     }
 

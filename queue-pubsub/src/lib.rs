@@ -14,24 +14,54 @@
 //!
 //! # Mapping onto the contract
 //!
-//! - publish: one `Publish` RPC per batch of up to 1,000 items (the client
+//! - publish: one `Publish` RPC per run of up to 1,000 items and 9 MB
+//!   (Pub/Sub refuses requests over 10 MB), one after another, so a failure
+//!   part-way reports exactly the items before it as in (the client
 //!   library's buffering publisher is not used: its default bundles are tiny).
 //! - pull: a unary `Pull` whose deadline travels to the server as
 //!   `grpc-timeout`, so the server ends the wait. A pull is never cancelled
 //!   from the client: the emulator keeps a cancelled pull registered and it
-//!   swallows the next message until its ack deadline.
+//!   swallows the next message until its ack deadline. tonic enforces the
+//!   same deadline on the client; when its timer fires before the server's
+//!   empty answer, the pull ends `Cancelled` after the whole wait, which is
+//!   an empty pull too, not a failure. The flip side: a server that accepts
+//!   and never answers (a black-holed network) also reads as empty pulls;
+//!   the other calls (ack, modack, publish) do fail there.
 //! - ack: `Acknowledge`; nack(d) and extend: `ModifyAckDeadline` (0 to 600 s;
 //!   the worker's lease keeper renews longer leases).
 //! - no retry policy on the subscription, on purpose: the worker's own backoff
 //!   is exact (a nack with delay is a modack), and a retry policy would also
 //!   delay the delay-0 handback of a stopping worker, which must be at once.
-//! - attempt: `delivery_attempt`, which Pub/Sub sets only when the
-//!   subscription has a dead-letter policy; `create` always sets one. Without
-//!   it the driver reports 1.
-//! - dead_letter(reason): publish the item in the kit's dead-letter envelope
-//!   ([`REASON_ATTRIBUTE`], [`ATTEMPTS_ATTRIBUTE`] and its id) to
-//!   `NAME-dead`, then ack it. The driver keeps each held delivery's item
-//!   until it is settled, for this ([`forloop_core::kit::HeldDeliveries`]).
+//! - attempt: `delivery_attempt` (plus what a hand-back carried, see below),
+//!   which Pub/Sub sets only when the subscription has a dead-letter policy;
+//!   `create` always sets one, and connect refuses a subscription without
+//!   one (every delivery would read as attempt 1 and a failing item would
+//!   loop forever), naming the `gcloud pubsub subscriptions update` command.
+//! - lease check: Pub/Sub answers a modack on an expired ack id with
+//!   success (the official emulator does, and so does GCP unless the
+//!   subscription has exactly-once delivery), so the driver keeps its own
+//!   record of each lease's end: counted from the pull's answer, moved by
+//!   each renewal sent before it; a renewal sent after it revives nothing
+//!   and reports the lease lost.
+//! - dead_letter(reason): check the lease on that record (gone: reported
+//!   lost, nothing copied), renew it by a modack, publish the item in the
+//!   kit's dead-letter envelope ([`REASON_ATTRIBUTE`], [`ATTEMPTS_ATTRIBUTE`]
+//!   and its id, `forloop-dead-id`) to `NAME-dead`, then ack it. An ack that
+//!   fails after the publish leaves the item dead and live; `dead list` /
+//!   `dead requeue` show and requeue each id once. The driver keeps each
+//!   held delivery's item until it is settled, for this
+//!   ([`forloop_core::kit::HeldDeliveries`]).
+//! - release (the hand-back of a stopping worker): a modack to 0 would count
+//!   as a delivery (`delivery_attempt` rises). Instead, the same lease check
+//!   and modack, then the item is published again to `NAME` with its
+//!   attributes, its id ([`ORIGIN_ID_ATTRIBUTE`]) and the attempts it
+//!   already had ([`CARRIED_ATTEMPTS_ATTRIBUTE`]), then the old delivery is
+//!   acked: three calls (modack, publish, ack). Between the publish and the
+//!   ack the item is in the queue twice, and an ack that fails there leaves
+//!   both (at least once). The next pull takes the two attributes off and
+//!   reports `carried + delivery_attempt`; since the dead-letter policy
+//!   counts only the copy's deliveries, a copy delivered past
+//!   `max_delivery_attempts` in all is dead-lettered by the pull itself.
 //! - dead list / requeue / purge: the kit's loops ([`forloop_core::kit::dead`])
 //!   over `NAME-dead-keep`; the envelope and the dead-letter policy's
 //!   `CloudPubSubDeadLetter*` attributes come off, so a requeued item is
@@ -88,5 +118,7 @@ mod queue;
 pub use address::{BacklogSource, EMULATOR_ENV, MONITORING_ENV, PROJECT_ENV, PubsubAddress};
 pub use dead::DELIVERY_COUNT_ATTRIBUTE;
 pub use driver::PubsubDriver;
-pub use forloop_core::kit::{ATTEMPTS_ATTRIBUTE, REASON_ATTRIBUTE};
+pub use forloop_core::kit::{
+    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
+};
 pub use queue::{MAX_BATCH, MAX_PAYLOAD, PubsubQueue};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::kit::{HeldDeliveries, TokenSplit, dead, whole_seconds};
+use forloop_core::kit::{
+    Carried, HeldDeliveries, Letters, TokenSplit, chunks_within, dead, whole_seconds,
+};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -32,6 +34,49 @@ pub const MAX_BATCH: usize = 1000;
 /// The longest ack deadline Pub/Sub takes, in seconds.
 const MAX_ACK_SECONDS: i32 = 600;
 
+/// Margin before a lease's recorded end within which a dead letter or a
+/// hand-back takes the lease as gone.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// Pub/Sub's limit on one publish request's size, less room for framing.
+const MAX_REQUEST_BYTES: usize = 9_000_000;
+
+/// Messages cut into publish requests within Pub/Sub's count and byte limits.
+pub(crate) fn publish_chunks(
+    messages: &[Message],
+) -> Vec<Vec<gcloud_googleapis::pubsub::v1::PubsubMessage>> {
+    chunks_within(
+        messages.iter().map(to_pubsub),
+        MAX_BATCH,
+        MAX_REQUEST_BYTES,
+        |m| {
+            m.data.len()
+                + m.attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 8)
+                    .sum::<usize>()
+                + 16
+        },
+    )
+}
+
+/// The refusal of a subscription without a dead-letter policy.
+fn no_dead_letter_policy(address: &PubsubAddress) -> QueueError {
+    QueueError::new(
+        forloop_core::QueueErrorKind::Invalid,
+        format!(
+            "Pub/Sub subscription `{sub}` has no dead-letter policy, so Pub/Sub would deliver a failing \
+             item forever and every delivery would read as attempt 1; give it one with `gcloud pubsub \
+             subscriptions update {sub} --project {project} --dead-letter-topic {dead} \
+             --max-delivery-attempts 5`, or delete it and let `runner --queue pubsub://{project}/{name} \
+             queue create` make the queue's resources",
+            sub = address.subscription(),
+            project = address.project,
+            name = address.name,
+            dead = address.dead_topic(),
+        ),
+    )
+}
+
 /// A forloop queue on Pub/Sub.
 pub struct PubsubQueue {
     address: PubsubAddress,
@@ -42,8 +87,11 @@ pub struct PubsubQueue {
     dead_publisher: Publisher,
     pub(crate) raw: RawSubscriber<Channel>,
     ack_deadline: Duration,
-    /// Held deliveries by ack id, for `dead_letter`.
+    /// Held deliveries by ack id, for `dead_letter` and `release`, with the
+    /// end of each lease as far as this process knows it.
     held: HeldDeliveries,
+    /// The dead-letter policy's `max_delivery_attempts`.
+    max_attempts: u32,
     /// The Cloud Monitoring reader, when counts come from there.
     #[cfg(feature = "auth")]
     monitor: Option<monitoring::Monitor>,
@@ -93,6 +141,14 @@ impl PubsubQueue {
             .config(None)
             .await
             .map_err(|s| error("subscription lookup", &address, s))?;
+        let Some(policy) = sub_config.dead_letter_policy.as_ref() else {
+            return Err(no_dead_letter_policy(&address));
+        };
+        let max_attempts = u32::try_from(policy.max_delivery_attempts)
+            .ok()
+            .filter(|n| *n > 0)
+            // Pub/Sub's default when the policy leaves it unset.
+            .unwrap_or(5);
         let one_worker = || {
             Some(PublisherConfig {
                 workers: 1,
@@ -116,6 +172,7 @@ impl PubsubQueue {
                     .max(10),
             ),
             held: HeldDeliveries::new(),
+            max_attempts,
             #[cfg(feature = "auth")]
             monitor: monitor(&address),
             address,
@@ -133,6 +190,88 @@ impl PubsubQueue {
     /// A failed call `what` on this queue.
     pub(crate) fn fail(&self, what: &str, status: Status) -> QueueError {
         error(what, &self.address, status)
+    }
+
+    /// Keep of `letters` only the deliveries whose lease is still live, and
+    /// renew those for a lease, so that a copy is published only by the
+    /// worker that holds the item and while it holds it. Pub/Sub answers a
+    /// modack on an expired ack id with success (the emulator too, and GCP
+    /// unless the subscription has exactly-once delivery), so "live" is this
+    /// process's record of the deadline, with a second of margin.
+    async fn keep_live(&self, letters: &mut Letters) -> Result<(), QueueError> {
+        let texts: Vec<String> = letters.settled.iter().map(|(t, _)| t.clone()).collect();
+        let sent = Instant::now();
+        let gone = self.held.ending_before(&texts, sent + LEASE_MARGIN);
+        if !gone.is_empty() {
+            self.held.forget(&gone);
+            let mut kept = Vec::new();
+            for ((text, token), message) in
+                letters.settled.drain(..).zip(letters.messages.drain(..))
+            {
+                if gone.contains(&text) {
+                    letters.lost.push(token);
+                } else {
+                    kept.push(((text, token), message));
+                }
+            }
+            (letters.settled, letters.messages) = kept.into_iter().unzip();
+        }
+        let live: Vec<String> = letters.settled.iter().map(|(t, _)| t.clone()).collect();
+        if !live.is_empty() {
+            let seconds = whole_seconds(self.ack_deadline).clamp(10, MAX_ACK_SECONDS);
+            self.modify(&self.subscription_name, live.clone(), seconds)
+                .await?;
+            let ended = self.held.extended(&live, sent, sent + self.ack_deadline);
+            debug_assert!(ended.is_empty(), "checked just before");
+        }
+        Ok(())
+    }
+
+    /// Publish `letters` with `publisher`, then ack the deliveries they came
+    /// from; what a dead letter and a free hand-back share. Returns the
+    /// tokens whose lease was gone.
+    async fn move_live(
+        &self,
+        publisher: &Publisher,
+        what: &str,
+        mut letters: Letters,
+    ) -> Result<Vec<LeaseToken>, QueueError> {
+        if letters.messages.is_empty() {
+            return Ok(letters.lost);
+        }
+        self.keep_live(&mut letters).await?;
+        if !letters.messages.is_empty() {
+            for chunk in publish_chunks(&letters.messages) {
+                publisher
+                    .publish_immediately(chunk, None)
+                    .await
+                    .map_err(|s| self.fail(what, s))?;
+            }
+            let ack_ids: Vec<String> = letters.settled.into_iter().map(|(id, _)| id).collect();
+            self.held.forget(&ack_ids);
+            self.acknowledge(&self.subscription_name, ack_ids).await?;
+        }
+        Ok(letters.lost)
+    }
+
+    /// Dead-letter deliveries of handed-back items that had all their
+    /// attempts: the dead-letter policy counts only the deliveries of the
+    /// copy, so the driver moves them itself (it holds their lease now).
+    async fn bury_past_max(
+        &self,
+        mut deliveries: Vec<Delivery>,
+        sent: Instant,
+    ) -> Result<(), QueueError> {
+        let max = self.max_attempts;
+        for delivery in &mut deliveries {
+            // The delivery past the last is not an attempt: none ran it.
+            delivery.attempt = max;
+        }
+        self.held.hold(&deliveries, sent);
+        let tokens: Vec<LeaseToken> = deliveries.into_iter().map(|d| d.token).collect();
+        let reason = format!("delivered {max} times without an ack (max attempts {max})");
+        self.dead_letter(&tokens, &reason).await?;
+        Ok(())
     }
 
     /// The dead-keep subscription, as the kit's loops read it.
@@ -165,34 +304,56 @@ impl WorkQueue for PubsubQueue {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let messages = batch.iter().map(to_pubsub).collect();
-        let ids = self
-            .publisher
-            .publish_immediately(messages, None)
-            .await
-            .map_err(|s| self.fail("publish", s))?;
-        Ok(ids.into_iter().map(Arc::from).collect())
+        // One request per run of at most 1,000 items and 9 MB (Pub/Sub
+        // refuses requests over 10 MB), one after another, so a failure
+        // part-way says exactly which items went in: those before it.
+        let mut ids: Vec<MessageId> = Vec::with_capacity(batch.len());
+        for chunk in publish_chunks(&batch) {
+            match self.publisher.publish_immediately(chunk, None).await {
+                Ok(sent) => ids.extend(sent.into_iter().map(Arc::from)),
+                Err(status) => {
+                    let error = self.fail("publish", status);
+                    let went = match ids.len() {
+                        0 => "none of this batch went in".to_string(),
+                        n => format!("items 0 to {} of this batch went in", n - 1),
+                    };
+                    return Err(QueueError::new(error.kind(), format!("{error}; {went}")));
+                }
+            }
+        }
+        Ok(ids)
     }
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let sent = Instant::now();
         let received = self.pull_raw(&self.subscription_name, max, wait).await?;
-        let deadline = sent + self.ack_deadline;
+        // The server starts a lease when it hands the message out, which on
+        // a long poll can be long after `sent`: count from the answer, less
+        // a margin for the trip back.
+        let deadline = Instant::now() + self.ack_deadline - LEASE_MARGIN;
         let deliveries: Vec<Delivery> = received
             .into_iter()
             .filter_map(|received| {
-                let (message, id) = from_pubsub(received.message?);
+                let (mut message, id) = from_pubsub(received.message?);
+                let carried = Carried::take(&mut message.attributes);
+                let counted = u32::try_from(received.delivery_attempt).unwrap_or(0).max(1);
                 Some(Delivery {
-                    id: Arc::from(id),
+                    id: carried.id.clone().unwrap_or_else(|| Arc::from(id)),
                     payload: message.payload,
                     attributes: message.attributes,
                     token: LeaseToken::new(received.ack_id),
-                    attempt: u32::try_from(received.delivery_attempt).unwrap_or(0).max(1),
+                    attempt: carried.attempt(counted),
                     deadline,
                 })
             })
             .collect();
+        let (deliveries, past_max): (Vec<_>, Vec<_>) = deliveries
+            .into_iter()
+            .partition(|d| d.attempt <= self.max_attempts);
         self.held.hold(&deliveries, sent);
+        if !past_max.is_empty() {
+            self.bury_past_max(past_max, sent).await?;
+        }
         Ok(deliveries)
     }
 
@@ -217,6 +378,14 @@ impl WorkQueue for PubsubQueue {
         Ok(LeaseReport { lost: split.lost })
     }
 
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        let back = self.held.handbacks(&TokenSplit::text(tokens));
+        let lost = self
+            .move_live(&self.publisher, "hand-back publish", back)
+            .await?;
+        Ok(LeaseReport { lost })
+    }
+
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],
@@ -224,9 +393,15 @@ impl WorkQueue for PubsubQueue {
     ) -> Result<LeaseReport, QueueError> {
         let split = TokenSplit::text(tokens);
         let seconds = whole_seconds(lease).clamp(1, MAX_ACK_SECONDS);
-        self.modify(&self.subscription_name, split.texts(), seconds)
+        let sent = Instant::now();
+        let ack_ids = split.texts();
+        self.modify(&self.subscription_name, ack_ids.clone(), seconds)
             .await?;
-        Ok(LeaseReport { lost: split.lost })
+        let granted = Duration::from_secs(u64::try_from(seconds).unwrap_or(1));
+        let ended = self.held.extended(&ack_ids, sent, sent + granted);
+        let mut lost = split.lost.clone();
+        lost.extend(split.tokens_of(&ended));
+        Ok(LeaseReport { lost })
     }
 
     async fn dead_letter(
@@ -235,17 +410,10 @@ impl WorkQueue for PubsubQueue {
         reason: &str,
     ) -> Result<LeaseReport, QueueError> {
         let letters = self.held.letters(&TokenSplit::text(tokens), reason);
-        if !letters.messages.is_empty() {
-            let messages = letters.messages.iter().map(to_pubsub).collect();
-            self.dead_publisher
-                .publish_immediately(messages, None)
-                .await
-                .map_err(|s| self.fail("dead-letter publish", s))?;
-            let ack_ids: Vec<String> = letters.settled.into_iter().map(|(id, _)| id).collect();
-            self.held.forget(&ack_ids);
-            self.acknowledge(&self.subscription_name, ack_ids).await?;
-        }
-        Ok(LeaseReport { lost: letters.lost })
+        let lost = self
+            .move_live(&self.dead_publisher, "dead-letter publish", letters)
+            .await?;
+        Ok(LeaseReport { lost })
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {

@@ -497,6 +497,12 @@ impl WorkQueue for RedisQueue {
         self.settle("nack", &self.scripts.nack, tokens, &head).await
     }
 
+    /// Redis counts deliveries in its scripts, so this hand-back is still
+    /// charged an attempt, as `nack(0)` is.
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.nack(tokens, Duration::ZERO).await
+    }
+
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],

@@ -22,6 +22,14 @@ pub const SQS_BATCH: usize = 10;
 /// Most items in one driver publish or ack call (sent as concurrent tens).
 pub const MAX_BATCH: usize = 100;
 
+/// What one chunk's send did: the items that went in and their ids, the
+/// items SQS refused and why, and the error that ended it early.
+type ChunkSent = (
+    Vec<(usize, MessageId)>,
+    Vec<(usize, String)>,
+    Option<QueueError>,
+);
+
 /// An outgoing message with its index in the caller's batch.
 type Indexed = (usize, String, std::collections::BTreeMap<String, String>);
 
@@ -48,15 +56,13 @@ impl SqsQueue {
         let mut ids: Vec<Option<MessageId>> = vec![None; total];
         let mut refused = Vec::new();
         let mut failure = None;
-        for result in results {
-            match result {
-                Ok((sent, bad)) => {
-                    for (index, id) in sent {
-                        ids[index] = Some(id);
-                    }
-                    refused.extend(bad);
-                }
-                Err(e) => failure = Some(e),
+        for (sent, bad, error) in results {
+            for (index, id) in sent {
+                ids[index] = Some(id);
+            }
+            refused.extend(bad);
+            if error.is_some() {
+                failure = error;
             }
         }
         if refused.is_empty() && failure.is_none() {
@@ -94,15 +100,27 @@ impl SqsQueue {
     }
 
     /// One SendMessageBatch, with failed server-side entries tried again.
-    /// Returns what went in, by batch index, and what SQS refused, with why.
-    async fn send_chunk(
+    /// Returns what went in, by batch index, what SQS refused, with why, and
+    /// the error that ended it early: what went in before a failed retry
+    /// round is still reported as in.
+    async fn send_chunk(&self, url: &str, chunk: Vec<Indexed>) -> ChunkSent {
+        let mut sent = Vec::new();
+        let mut refused = Vec::new();
+        let error = self
+            .send_rounds(url, chunk, &mut sent, &mut refused)
+            .await
+            .err();
+        (sent, refused, error)
+    }
+
+    async fn send_rounds(
         &self,
         url: &str,
         chunk: Vec<Indexed>,
-    ) -> Result<(Vec<(usize, MessageId)>, Vec<(usize, String)>), QueueError> {
+        sent: &mut Vec<(usize, MessageId)>,
+        refused: &mut Vec<(usize, String)>,
+    ) -> Result<(), QueueError> {
         let mut pending = chunk;
-        let mut sent = Vec::new();
-        let mut refused = Vec::new();
         for round in 0..3u32 {
             if pending.is_empty() {
                 break;
@@ -145,7 +163,7 @@ impl SqsQueue {
             }
             pending.retain(|(index, _, _)| retry.contains(index));
         }
-        Ok((sent, refused))
+        Ok(())
     }
 
     /// One ReceiveMessage of up to 10 from `url`.

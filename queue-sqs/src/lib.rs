@@ -16,7 +16,10 @@
 //!   queue's `MaximumMessageSize` bytes in total (SQS's limits); one driver
 //!   call of up to [`MAX_BATCH`] items sends its tens concurrently. Entries
 //!   that fail on the server's side are sent again (three tries); entries SQS
-//!   refuses are reported by their index in the batch.
+//!   refuses are reported by their index in the batch. A call that fails
+//!   part-way names exactly the items that went in (every ten, every
+//!   round, a failed retry round included); since the tens go concurrently,
+//!   those need not be a prefix of the batch.
 //! - bodies: an item that is valid SQS text (UTF-8 without the control
 //!   characters SQS refuses) is the message body unchanged, so any SQS client
 //!   reads it as is. Other bytes travel base64-encoded, marked by the message
@@ -24,7 +27,15 @@
 //! - pull: `ReceiveMessage` of up to 10 with the lease as `VisibilityTimeout`
 //!   and a long poll of `wait` (whole seconds, at most 20); a pull of more
 //!   than 10 sends one long poll and short polls for the rest, concurrently.
-//!   attempt = `ApproximateReceiveCount`; lease token = the receipt handle.
+//!   attempt = `ApproximateReceiveCount` (plus what a hand-back carried, see
+//!   below); lease token = the receipt handle.
+//! - once a receive comes back empty, pulls short-poll (`WaitTimeSeconds=0`)
+//!   every [`QUIET_POLL_EVERY`] until `wait` is up or an item comes, and go
+//!   back to long polls after the first receive that brings something. A
+//!   long poll cannot be called off: one left pending by a worker that
+//!   exits after the drain takes the next item published, which then stays
+//!   invisible for a whole lease (seen on fauxqs). The price is up to two
+//!   requests a second per idle worker instead of one per `wait`.
 //! - ack: `DeleteMessageBatch`. SQS answers success for a stale receipt
 //!   handle and deletes nothing (so a lost lease cannot settle the item, as
 //!   the contract wants), which means an ack cannot report a lost lease
@@ -33,10 +44,30 @@
 //!   invalid or not in flight is a lost lease. SQS caps a message's
 //!   visibility at 12 hours from its receive: longer extensions are cut to
 //!   what is left, and a lease with nothing left is reported lost.
-//! - dead_letter(reason): send the item in the kit's dead-letter envelope
-//!   ([`REASON_ATTRIBUTE`], [`ATTEMPTS_ATTRIBUTE`] and its id) to `NAME-dead`,
-//!   then delete it. The driver keeps each held delivery's item until it is
-//!   settled, for this ([`forloop_core::kit::HeldDeliveries`]).
+//! - dead_letter(reason): first a `ChangeMessageVisibilityBatch` to one
+//!   lease as the lease check (SQS refuses it for a receipt handle whose
+//!   message was received again or deleted: that lease is reported lost and
+//!   nothing is copied), then send the item in the kit's dead-letter
+//!   envelope ([`REASON_ATTRIBUTE`], [`ATTEMPTS_ATTRIBUTE`] and its id,
+//!   `forloop-dead-id`) to `NAME-dead`, then delete it. A delete that fails
+//!   after the send leaves the item dead and live; the worker tries again
+//!   and `dead list` / `dead requeue` show and requeue each id once. The
+//!   driver keeps each held delivery's item until it is settled, for this
+//!   ([`forloop_core::kit::HeldDeliveries`]).
+//! - release (the hand-back of a stopping worker): SQS counts every receive,
+//!   so a `ChangeMessageVisibility` to 0 would charge an attempt. Instead the
+//!   same lease check, then the item is sent again as a new message with its
+//!   attributes, its id ([`ORIGIN_ID_ATTRIBUTE`]) and the attempts it already
+//!   had ([`CARRIED_ATTEMPTS_ATTRIBUTE`]), then the old delivery is deleted:
+//!   three calls per ten items (visibility change, send, delete). Between the
+//!   send and the delete the item is in the queue twice; a delete that fails
+//!   there leaves both (at least once). The next pull takes the two
+//!   attributes off and reports `carried + ApproximateReceiveCount`; since
+//!   the redrive policy counts only the copy's receives, a copy delivered
+//!   past `maxReceiveCount` in all is dead-lettered by the pull itself.
+//! - connect refuses a queue without a redrive policy (every delivery would
+//!   read as attempt 1 and a failing item would loop forever), naming
+//!   `runner queue create` and the `aws sqs set-queue-attributes` command.
 //! - dead list / requeue / purge: the kit's loops ([`forloop_core::kit::dead`])
 //!   over `NAME-dead`; a requeued item is a new message with the attributes
 //!   it had before it died and a fresh receive count.
@@ -64,5 +95,7 @@ pub use batch::{MAX_BATCH, SQS_BATCH};
 pub use client::client;
 pub use codec::ENCODING_ATTRIBUTE;
 pub use driver::SqsDriver;
-pub use forloop_core::kit::{ATTEMPTS_ATTRIBUTE, REASON_ATTRIBUTE};
-pub use queue::{DEFAULT_MAX_PAYLOAD, MAX_VISIBILITY, SqsQueue};
+pub use forloop_core::kit::{
+    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
+};
+pub use queue::{DEFAULT_MAX_PAYLOAD, MAX_VISIBILITY, QUIET_POLL_EVERY, SqsQueue};

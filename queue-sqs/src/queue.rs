@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use forloop_core::kit::{HeldDeliveries, TokenSplit, dead, whole_seconds};
+use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
@@ -42,7 +43,14 @@ pub struct SqsQueue {
     /// Each held delivery's item, for `dead_letter`, and its receive time,
     /// for the 12-hour visibility cap.
     held: HeldDeliveries,
+    /// Whether the last receive came back empty: pulls then short-poll (see
+    /// the crate docs), so a worker that goes away leaves no long poll
+    /// pending on the server to swallow the next item.
+    quiet: AtomicBool,
 }
+
+/// How often a pull short-polls while the queue reads empty.
+pub const QUIET_POLL_EVERY: Duration = Duration::from_millis(500);
 
 impl fmt::Debug for SqsQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +111,20 @@ impl SqsQueue {
             serde_json::Value::String(n) => n.parse().ok(),
             n => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         });
+        if max_receive_count.is_none() {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!(
+                    "SQS queue `{name}` has no redrive policy, so a failing item would be delivered \
+                     forever, each time as attempt 1; give it one with `runner --queue sqs --name {name} \
+                     queue create` (it sets the policy on an existing queue), or with `aws sqs \
+                     set-queue-attributes --queue-url {url} --attributes '{{\"RedrivePolicy\":\
+                     \"{{\\\"deadLetterTargetArn\\\":\\\"<ARN of {dead}>\\\",\\\"maxReceiveCount\\\":\\\"5\\\"}}\"}}'`",
+                    name = address.name,
+                    dead = address.dead_name(),
+                ),
+            ));
+        }
         let dead_name = redrive
             .as_ref()
             .and_then(|r| r["deadLetterTargetArn"].as_str())
@@ -119,6 +141,7 @@ impl SqsQueue {
             max_payload,
             max_receive_count,
             held: HeldDeliveries::new(),
+            quiet: AtomicBool::new(false),
         })
     }
 
@@ -150,6 +173,119 @@ impl SqsQueue {
                 MAX_VISIBILITY.saturating_sub(received.elapsed())
             })
     }
+
+    /// One receive of up to `max` (a long poll of `wait` for the first ten,
+    /// short polls for the rest, so a wide worker fills its slots in one
+    /// round trip without waiting on empty polls).
+    async fn receive_up_to(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, QueueError> {
+        let calls = (0..max.div_ceil(SQS_BATCH)).map(|i| {
+            let n = (max - i * SQS_BATCH).min(SQS_BATCH);
+            let wait = if i == 0 { wait } else { Duration::ZERO };
+            self.receive(&self.url, n, wait, self.lease)
+        });
+        let mut received = Vec::new();
+        let mut failure = None;
+        for result in join_all(calls).await {
+            match result {
+                Ok(messages) => received.extend(messages),
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if received.is_empty() => Err(e),
+            _ => Ok(received),
+        }
+    }
+
+    /// Dead-letter deliveries of handed-back items that had all their
+    /// attempts: the redrive policy counts only the receives of the copy, so
+    /// the driver moves them itself (it holds their lease now).
+    async fn bury_past_max(
+        &self,
+        mut deliveries: Vec<Delivery>,
+        sent: Instant,
+    ) -> Result<(), QueueError> {
+        let max = self.max_receive_count.unwrap_or_default();
+        for delivery in &mut deliveries {
+            // The delivery past the last is not an attempt: none ran it.
+            delivery.attempt = max;
+        }
+        self.held.hold(&deliveries, sent);
+        let tokens: Vec<LeaseToken> = deliveries.into_iter().map(|d| d.token).collect();
+        let reason = format!("delivered {max} times without an ack (max attempts {max})");
+        self.dead_letter(&tokens, &reason).await?;
+        Ok(())
+    }
+
+    /// Keep of `letters` only the deliveries whose lease is still live, and
+    /// renew those for a lease, so that a copy is published only by the
+    /// worker that holds the item and while it holds it. SQS refuses a
+    /// visibility change on a receipt handle whose message was received
+    /// again since (or deleted); those move to `letters.lost`.
+    async fn keep_live(&self, letters: &mut Letters) -> Result<(), QueueError> {
+        let changes: Vec<(String, i32)> = letters
+            .settled
+            .iter()
+            .map(|(handle, _)| {
+                let lease = self.lease.min(self.visibility_left(handle));
+                (
+                    handle.clone(),
+                    whole_seconds(lease).clamp(1, MAX_VISIBILITY_SECONDS),
+                )
+            })
+            .collect();
+        let gone = self.change_visibility(&self.url, &changes).await?;
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.held.forget(&gone);
+        let mut kept = Vec::new();
+        for ((handle, token), message) in letters.settled.drain(..).zip(letters.messages.drain(..))
+        {
+            if gone.contains(&handle) {
+                letters.lost.push(token);
+            } else {
+                kept.push(((handle, token), message));
+            }
+        }
+        (letters.settled, letters.messages) = kept.into_iter().unzip();
+        Ok(())
+    }
+
+    /// Publish `letters` to `url`, then delete the deliveries they came from;
+    /// what a dead letter and a free hand-back share. Returns the tokens
+    /// whose lease was gone.
+    async fn move_live(
+        &self,
+        url: &str,
+        mut letters: Letters,
+    ) -> Result<Vec<LeaseToken>, QueueError> {
+        if letters.messages.is_empty() {
+            return Ok(letters.lost);
+        }
+        self.keep_live(&mut letters).await?;
+        let mut lost = letters.lost;
+        if letters.messages.is_empty() {
+            return Ok(lost);
+        }
+        let outgoing = letters.messages.iter().map(encode).collect();
+        self.send_all(url, outgoing).await?;
+        let handles: Vec<String> = letters.settled.iter().map(|(h, _)| h.clone()).collect();
+        self.held.forget(&handles);
+        let gone = self.delete_handles(&self.url, &handles).await?;
+        lost.extend(
+            letters
+                .settled
+                .into_iter()
+                .filter(|(handle, _)| gone.contains(handle))
+                .map(|(_, token)| token),
+        );
+        Ok(lost)
+    }
 }
 
 #[async_trait]
@@ -180,44 +316,62 @@ impl WorkQueue for SqsQueue {
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let max = max.max(1);
-        let sent = Instant::now();
-        // One long poll; short polls for the rest, so a wide worker fills
-        // its slots in one round trip without waiting on empty polls.
-        let calls = (0..max.div_ceil(SQS_BATCH)).map(|i| {
-            let n = (max - i * SQS_BATCH).min(SQS_BATCH);
-            let wait = if i == 0 { wait } else { Duration::ZERO };
-            self.receive(&self.url, n, wait, self.lease)
-        });
-        let mut received = Vec::new();
-        let mut failure = None;
-        for result in join_all(calls).await {
-            match result {
-                Ok(messages) => received.extend(messages),
-                Err(e) => failure = Some(e),
+        let until = Instant::now() + wait;
+        let (sent, received) = loop {
+            let sent = Instant::now();
+            // Once the queue reads empty, short polls spaced in time stand
+            // in for the long poll: a pull dropped now (the worker exits)
+            // leaves nothing pending on the server.
+            let quiet = self.quiet.load(Ordering::Relaxed);
+            let long = if quiet { Duration::ZERO } else { wait };
+            let received = self.receive_up_to(max, long).await?;
+            self.quiet.store(received.is_empty(), Ordering::Relaxed);
+            let now = Instant::now();
+            if !received.is_empty() || !quiet || now >= until {
+                break (sent, received);
             }
-        }
-        if received.is_empty()
-            && let Some(e) = failure
-        {
-            return Err(e);
-        }
+            tokio::time::sleep_until((now + QUIET_POLL_EVERY).min(until)).await;
+        };
         let deadline = sent + self.lease;
+        let mut past_max = Vec::new();
         let deliveries: Vec<Delivery> = received
             .into_iter()
             .filter_map(|m| {
-                let message = message_of(&m);
-                Some(Delivery {
-                    id: Arc::from(m.message_id().unwrap_or_default()),
+                let mut message = message_of(&m);
+                let carried = Carried::take(&mut message.attributes);
+                let delivery = Delivery {
+                    id: carried
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| Arc::from(m.message_id().unwrap_or_default())),
                     payload: message.payload,
                     attributes: message.attributes,
                     token: LeaseToken::new(m.receipt_handle()?),
-                    attempt: receive_count(&m),
+                    attempt: carried.attempt(receive_count(&m)),
                     deadline,
-                })
+                };
+                if self
+                    .max_receive_count
+                    .is_some_and(|max| delivery.attempt > max)
+                {
+                    past_max.push(delivery);
+                    None
+                } else {
+                    Some(delivery)
+                }
             })
             .collect();
         self.held.hold(&deliveries, sent);
+        if !past_max.is_empty() {
+            self.bury_past_max(past_max, sent).await?;
+        }
         Ok(deliveries)
+    }
+
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        let back = self.held.handbacks(&TokenSplit::text(tokens));
+        let lost = self.move_live(&self.url, back).await?;
+        Ok(LeaseReport { lost })
     }
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
@@ -283,21 +437,7 @@ impl WorkQueue for SqsQueue {
         let letters = self
             .held
             .letters(&TokenSplit::text(tokens), &sqs_text(reason));
-        let mut lost = letters.lost;
-        if !letters.messages.is_empty() {
-            let outgoing = letters.messages.iter().map(encode).collect();
-            self.send_all(dead.url, outgoing).await?;
-            let handles: Vec<String> = letters.settled.iter().map(|(h, _)| h.clone()).collect();
-            self.held.forget(&handles);
-            let gone = self.delete_handles(&self.url, &handles).await?;
-            lost.extend(
-                letters
-                    .settled
-                    .into_iter()
-                    .filter(|(handle, _)| gone.contains(handle))
-                    .map(|(_, token)| token),
-            );
-        }
+        let lost = self.move_live(dead.url, letters).await?;
         Ok(LeaseReport { lost })
     }
 

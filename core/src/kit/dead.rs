@@ -11,13 +11,19 @@
 //!
 //! A crash between publishing and deleting leaves an item both requeued and
 //! still dead: at least once, as everywhere else.
+//!
+//! A driver's dead-letter publish whose delete failed, tried again, leaves
+//! two letters of one item, both stamped with its id ([`DeadStamp::id`]):
+//! list shows each id once, and requeue publishes each id once and deletes
+//! the copies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::envelope::DeadStamp;
+use super::handback::Carried;
 use crate::{DeadLetter, Message, MessageId, QueueError};
 
 /// How long listing hides the messages it looks at (released at once after).
@@ -85,9 +91,12 @@ pub fn unseal<D: DeadQueue + ?Sized>(dead: &D, received: ReceivedDead) -> DeadLe
     let mut message = received.message;
     let stamp = DeadStamp::open(&mut message.attributes);
     let stamp = stamp.or(dead.native_stamp(&mut message.attributes));
-    let attempts = stamp.attempts.unwrap_or(0);
+    // An item the backend dead-lettered after a hand-back still carries
+    // what the hand-back stamped on it.
+    let carried = Carried::take(&mut message.attributes);
+    let attempts = carried.attempt(stamp.attempts.unwrap_or(0));
     DeadLetter {
-        id: stamp.id.unwrap_or(received.id),
+        id: stamp.id.or(carried.id).unwrap_or(received.id),
         reason: stamp
             .reason
             .unwrap_or_else(|| format!("delivered {attempts} times without an ack")),
@@ -106,12 +115,18 @@ pub async fn list<D: DeadQueue + ?Sized>(
         dead.release(received.iter().map(|r| r.handle.clone()).collect())
             .await?;
     }
-    Ok(received.into_iter().map(|r| unseal(dead, r)).collect())
+    let mut seen = HashSet::new();
+    Ok(received
+        .into_iter()
+        .map(|r| unseal(dead, r))
+        .filter(|letter| seen.insert(letter.id.clone()))
+        .collect())
 }
 
 /// Every dead item back to work, fresh ([`crate::WorkQueue::requeue_dead`]).
 pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError> {
     let mut total = 0;
+    let mut seen = HashSet::new();
     loop {
         let received = receive_up_to(dead, dead.batch(), WORK_HOLD).await?;
         if received.is_empty() {
@@ -120,10 +135,14 @@ pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError>
         let handles: Vec<String> = received.iter().map(|r| r.handle.clone()).collect();
         let items: Vec<Message> = received
             .into_iter()
-            .map(|r| unseal(dead, r).message)
+            .map(|r| unseal(dead, r))
+            .filter(|letter| seen.insert(letter.id.clone()))
+            .map(|letter| letter.message)
             .collect();
         total += items.len() as u64;
-        dead.republish(items).await?;
+        if !items.is_empty() {
+            dead.republish(items).await?;
+        }
         dead.delete(handles).await?;
     }
 }
@@ -210,10 +229,11 @@ mod tests {
     fn place() -> Place {
         let item = Message::new("a").with_attribute("k", "v");
         let sealed = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(item.clone());
+        let other = DeadStamp::new(MessageId::from("8"), 3, "exit 1").seal(item.clone());
         let native = item.with_attribute("native-count", "5");
         let stored = ["h1", "h2", "h3"]
             .into_iter()
-            .zip([sealed.clone(), native, sealed])
+            .zip([sealed, native, other])
             .map(|(handle, message)| (handle.to_string(), message, false))
             .collect();
         Place {
@@ -249,6 +269,26 @@ mod tests {
             assert!(!message.attributes.contains_key(REASON_ATTRIBUTE));
             assert_eq!(message, &Message::new("a").with_attribute("k", "v"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_letter_stored_twice_is_listed_and_requeued_once() {
+        let place = place();
+        let twice = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(Message::new("a"));
+        place
+            .stored
+            .lock()
+            .unwrap()
+            .push(("h4".to_string(), twice, false));
+        let listed = list(&place, 10).await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|l| l.id.as_ref()).collect();
+        assert_eq!(ids, ["7", "dead-h2", "8"]);
+        assert_eq!(requeue(&place).await.unwrap(), 3);
+        assert!(
+            place.stored.lock().unwrap().is_empty(),
+            "the copy is deleted"
+        );
+        assert_eq!(place.published.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]

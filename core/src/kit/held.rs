@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::envelope::DeadStamp;
+use super::handback::Carried;
 use super::tokens::TokenSplit;
 use crate::{Delivery, LeaseToken, Message, MessageId};
 
@@ -23,6 +24,10 @@ pub struct HeldDelivery {
     /// When the pull that delivered it was sent (no later than the server's
     /// receive), for backends that cap a lease counted from the receive.
     pub received: Instant,
+    /// When its lease ends, as this process knows it (the pull's deadline,
+    /// moved by [`HeldDeliveries::extended`]): for backends that do not say
+    /// when a lease is gone.
+    pub deadline: Instant,
 }
 
 /// Dead letters ready to publish, from held deliveries.
@@ -66,6 +71,7 @@ impl HeldDeliveries {
                     },
                     attempt: delivery.attempt,
                     received,
+                    deadline: delivery.deadline,
                 };
                 map.insert(text.to_string(), held);
             }
@@ -90,6 +96,36 @@ impl HeldDeliveries {
     /// When the delivery `text` was received, if it is held.
     pub fn received(&self, text: &str) -> Option<Instant> {
         self.lock().get(text).map(|held| held.received)
+    }
+
+    /// The lease of each of `texts` held here, renewed by a call sent at
+    /// `sent`, now ends at `deadline`; except for leases that had ended
+    /// before `sent` (a late renewal revives nothing): those are returned,
+    /// and forgotten.
+    pub fn extended(&self, texts: &[String], sent: Instant, deadline: Instant) -> Vec<String> {
+        let mut map = self.lock();
+        let mut ended = Vec::new();
+        for text in texts {
+            match map.get_mut(text) {
+                Some(held) if held.deadline > sent => held.deadline = deadline,
+                Some(_) => {
+                    map.remove(text);
+                    ended.push(text.clone());
+                }
+                None => {}
+            }
+        }
+        ended
+    }
+
+    /// Those of `texts` whose lease ends before `by` (or that are not held).
+    pub fn ending_before(&self, texts: &[String], by: Instant) -> Vec<String> {
+        let map = self.lock();
+        texts
+            .iter()
+            .filter(|text| map.get(*text).is_none_or(|held| held.deadline <= by))
+            .cloned()
+            .collect()
     }
 
     /// How many deliveries are held.
@@ -122,6 +158,29 @@ impl HeldDeliveries {
             }
         }
         letters
+    }
+
+    /// The items of `tokens` to publish again on a hand-back that costs no
+    /// attempt, each stamped with its id and the attempts it had
+    /// ([`Carried`]). Like [`HeldDeliveries::letters`], nothing is
+    /// forgotten.
+    pub fn handbacks(&self, tokens: &TokenSplit<String>) -> Letters {
+        let map = self.lock();
+        let mut out = Letters {
+            lost: tokens.lost.clone(),
+            ..Letters::default()
+        };
+        for (text, token) in &tokens.known {
+            match map.get(text) {
+                Some(held) => {
+                    let carried = Carried::handed_back(held.id.clone(), held.attempt);
+                    out.messages.push(carried.stamp(held.message.clone()));
+                    out.settled.push((text.clone(), token.clone()));
+                }
+                None => out.lost.push(token.clone()),
+            }
+        }
+        out
     }
 }
 

@@ -7,6 +7,8 @@
 //!   driver stamps on an item it dead-letters, and strips again.
 //! - [`held`]: the deliveries a process holds ([`HeldDeliveries`]), for
 //!   drivers that dead-letter by publishing a copy.
+//! - [`handback`]: the attributes a hand-back that costs no attempt carries
+//!   ([`Carried`]).
 //! - [`tokens`]: lease tokens split into a driver's own and lost ones.
 //! - [`chunks`]: batches cut to a backend request's count and bytes.
 //! - [`seconds`]: durations rounded up to whole seconds.
@@ -18,6 +20,7 @@ pub mod address;
 pub mod chunks;
 pub mod dead;
 pub mod envelope;
+pub mod handback;
 pub mod held;
 mod redact;
 pub mod seconds;
@@ -27,6 +30,7 @@ pub use address::Env;
 pub use chunks::{chunks_within, each_chunk};
 pub use dead::{DeadQueue, ReceivedDead};
 pub use envelope::{ATTEMPTS_ATTRIBUTE, DeadStamp, ID_ATTRIBUTE, REASON_ATTRIBUTE};
+pub use handback::{CARRIED_ATTEMPTS_ATTRIBUTE, Carried, ORIGIN_ID_ATTRIBUTE};
 pub use held::{HeldDeliveries, HeldDelivery, Letters};
 pub use redact::{Redacted, redact_url};
 pub use seconds::whole_seconds;

@@ -79,8 +79,18 @@ enum State {
 struct Item {
     id: MessageId,
     message: Message,
+    /// Deliveries so far; with the id, what a lease token names.
     attempts: u32,
+    /// Deliveries handed back with `release`, which cost no attempt.
+    free: u32,
     state: State,
+}
+
+impl Item {
+    /// The attempts charged: deliveries that were not handed back.
+    fn charged(&self) -> u32 {
+        self.attempts - self.free
+    }
 }
 
 #[derive(Debug, Default)]
@@ -269,8 +279,8 @@ impl Inner {
         let Some(item) = self.items.get_mut(&id) else {
             return;
         };
-        if item.attempts >= max_attempts {
-            let attempts = item.attempts;
+        if item.charged() >= max_attempts {
+            let attempts = item.charged();
             self.bury(
                 id,
                 format!("{why} after {attempts} deliveries (max attempts {max_attempts})"),
@@ -283,10 +293,11 @@ impl Inner {
 
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
+            let attempts = item.charged();
             self.dead.push(DeadLetter {
                 id: item.id,
                 message: item.message,
-                attempts: item.attempts,
+                attempts,
                 reason,
             });
         }
@@ -340,7 +351,7 @@ impl MemoryQueue {
                 payload: item.message.payload.clone(),
                 attributes: item.message.attributes.clone(),
                 token: token(id, attempt),
-                attempt,
+                attempt: item.charged(),
                 deadline,
             });
             inner.granted.push_back((deadline, id, attempt));
@@ -415,6 +426,7 @@ impl WorkQueue for MemoryQueue {
                         id: message_id,
                         message,
                         attempts: 0,
+                        free: 0,
                         state: State::Ready,
                     },
                 );
@@ -472,13 +484,27 @@ impl WorkQueue for MemoryQueue {
         let report = self.settle(tokens, |inner, id| {
             inner.leased -= 1;
             let item = inner.items.get_mut(&id).expect("held items exist");
-            if delay.is_zero() || item.attempts >= max_attempts {
+            if delay.is_zero() || item.charged() >= max_attempts {
                 inner.release(id, max_attempts, "it was nacked");
             } else {
                 item.state = State::Scheduled(due);
                 inner.scheduled.push(Reverse((due, id)));
                 inner.delayed += 1;
             }
+        });
+        self.shared.arrivals.notify_waiters();
+        Ok(report)
+    }
+
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        let report = self.settle(tokens, |inner, id| {
+            inner.leased -= 1;
+            let item = inner.items.get_mut(&id).expect("held items exist");
+            // The token stays unique (deliveries still count up); only the
+            // attempt charged does not move.
+            item.free += 1;
+            item.state = State::Ready;
+            inner.ready.push_back(id);
         });
         self.shared.arrivals.notify_waiters();
         Ok(report)
@@ -528,6 +554,7 @@ impl WorkQueue for MemoryQueue {
                         id: letter.id,
                         message: letter.message,
                         attempts: 0,
+                        free: 0,
                         state: State::Ready,
                     },
                 );
@@ -676,5 +703,32 @@ mod tests {
         assert!(!waiting.is_finished());
         queue.publish(vec![Message::new("late")]).await.unwrap();
         assert_eq!(waiting.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hand_back_costs_no_attempt_and_its_token_stays_spent() {
+        let queue = MemoryQueue::new(QueueConfig::new("m").with_max_attempts(1));
+        queue.publish(vec![Message::new("x")]).await.unwrap();
+        let first = queue.pull(1, Duration::ZERO).await.unwrap().remove(0);
+        assert!(
+            queue
+                .release(std::slice::from_ref(&first.token))
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
+        let second = queue.pull(1, Duration::ZERO).await.unwrap().remove(0);
+        assert_eq!(second.attempt, 1, "the hand-back was charged");
+        assert_ne!(second.token, first.token, "a token names one delivery");
+        let stale = queue.ack(std::slice::from_ref(&first.token)).await.unwrap();
+        assert_eq!(stale.lost, [first.token]);
+        queue.nack(&[second.token], Duration::ZERO).await.unwrap();
+        let backlog = queue.backlog().await.unwrap();
+        assert_eq!(
+            backlog.dead,
+            Count::Exact(1),
+            "its one charged attempt was its last"
+        );
     }
 }

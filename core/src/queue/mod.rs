@@ -357,6 +357,14 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     async fn nack(&self, tokens: &[LeaseToken], delay: Duration)
     -> Result<LeaseReport, QueueError>;
 
+    /// Hand deliveries back without charging an attempt: the next delivery
+    /// of each item reports the attempt this one did, and `max_attempts`
+    /// counts only deliveries that were nacked or lapsed. What the worker
+    /// calls when it stops (a preemption, SIGTERM) with items it did not
+    /// run to the end. Required, with no default, so that a decorator
+    /// cannot silently turn it into a charged `nack`.
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
+
     /// Set the deadline of held deliveries to `now + lease`.
     async fn extend_deadline(
         &self,
@@ -412,6 +420,9 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
         (**self).nack(tokens, delay).await
+    }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        (**self).release(tokens).await
     }
     async fn extend_deadline(
         &self,

@@ -862,8 +862,7 @@ impl Worker {
         let queue = Arc::clone(&self.queue);
         let limit = self.config.call_timeout;
         calls.push(Box::pin(async move {
-            let result =
-                calls::within(limit, "a hand-back", queue.nack(&tokens, Duration::ZERO)).await;
+            let result = calls::within(limit, "a hand-back", queue.release(&tokens)).await;
             Done::GiveBack { tokens, result }
         }));
     }

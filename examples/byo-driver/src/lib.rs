@@ -78,6 +78,10 @@ impl<Q: WorkQueue> WorkQueue for CountingQueue<Q> {
         self.inner.nack(tokens, delay).await
     }
 
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner.release(tokens).await
+    }
+
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],

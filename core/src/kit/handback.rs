@@ -1,0 +1,90 @@
+//! Hand-backs that cost no attempt, for backends that count deliveries
+//! themselves (SQS's receive count, Pub/Sub's delivery attempt): the item is
+//! published again with the attempts it already had and its id in two
+//! attributes, and the old delivery is settled. The driver takes the two
+//! attributes off on the next pull, so handlers and dead letters never see
+//! them, and adds the carried attempts to what the backend counts.
+
+use std::collections::BTreeMap;
+
+use crate::{Message, MessageId};
+
+/// The attribute that carries the attempts an item had before it was
+/// handed back (its next delivery is attempt `carried + backend's count`).
+pub const CARRIED_ATTEMPTS_ATTRIBUTE: &str = "forloop-carried-attempts";
+/// The attribute that carries a handed-back item's id, so it keeps one.
+pub const ORIGIN_ID_ATTRIBUTE: &str = "forloop-origin-id";
+
+/// What a handed-back item carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// The id it had before it was handed back.
+    pub id: Option<MessageId>,
+    /// The attempts charged before it was handed back.
+    pub attempts: u32,
+}
+
+impl Carried {
+    /// What a delivery of `id` at `attempt` carries when it is handed back:
+    /// the attempts before this one, which was not charged.
+    pub fn handed_back(id: MessageId, attempt: u32) -> Self {
+        Self {
+            id: Some(id),
+            attempts: attempt.saturating_sub(1),
+        }
+    }
+
+    /// `message` with these attributes.
+    pub fn stamp(&self, mut message: Message) -> Message {
+        if let Some(id) = &self.id {
+            message
+                .attributes
+                .insert(ORIGIN_ID_ATTRIBUTE.to_string(), id.to_string());
+        }
+        if self.attempts > 0 {
+            message.attributes.insert(
+                CARRIED_ATTEMPTS_ATTRIBUTE.to_string(),
+                self.attempts.to_string(),
+            );
+        }
+        message
+    }
+
+    /// Take these attributes off `attributes` (absent or unreadable: none).
+    pub fn take(attributes: &mut BTreeMap<String, String>) -> Self {
+        Self {
+            id: attributes
+                .remove(ORIGIN_ID_ATTRIBUTE)
+                .filter(|id| !id.is_empty())
+                .map(MessageId::from),
+            attempts: attributes
+                .remove(CARRIED_ATTEMPTS_ATTRIBUTE)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The attempt of a delivery the backend counts as its `counted`th.
+    pub fn attempt(&self, counted: u32) -> u32 {
+        counted.saturating_add(self.attempts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_back_item_keeps_its_id_and_its_attempt() {
+        let item = Message::new("x").with_attribute("k", "v");
+        let carried = Carried::handed_back(MessageId::from("m-1"), 3);
+        let mut again = carried.stamp(item.clone());
+        let taken = Carried::take(&mut again.attributes);
+        assert_eq!(again, item, "only the item's own attributes are left");
+        assert_eq!(taken.id.as_deref(), Some("m-1"));
+        assert_eq!(taken.attempt(1), 3, "its next delivery is attempt 3 again");
+        let mut plain = item.attributes.clone();
+        assert_eq!(Carried::take(&mut plain), Carried::default());
+        assert_eq!(Carried::default().attempt(4), 4);
+    }
+}
