@@ -425,6 +425,43 @@ pub async fn extension_keeps_item_away(harness: &Harness) {
     queue.ack(&[again.token]).await.expect("ack");
 }
 
+/// Handing an item back (`release`: a shutdown, a preemption) makes it
+/// deliverable at once and is no failed attempt: the next delivery has the
+/// same attempt number and a new token, more times than `max_attempts`.
+pub async fn release_costs_no_attempt(harness: &Harness) {
+    let queue = harness.queue("release", 2).await;
+    publish(&*queue, &["a"]).await;
+    let mut last: Option<crate::LeaseToken> = None;
+    for round in 1..=3 {
+        let held = pull_one(&*queue, harness.slack * 4)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "round {round}: a handed-back item was not delivered again at once \
+                     (or it was buried as if its hand-backs had failed)"
+                )
+            });
+        assert_eq!(
+            held.attempt, 1,
+            "round {round}: a hand-back was charged as an attempt"
+        );
+        if let Some(previous) = &last {
+            assert_ne!(&held.token, previous, "a token names one delivery");
+        }
+        let report = queue
+            .release(std::slice::from_ref(&held.token))
+            .await
+            .expect("release");
+        assert!(report.lost.is_empty(), "a held lease was lost: {report:?}");
+        last = Some(held.token);
+    }
+    let held = pull_one(&*queue, harness.slack * 4)
+        .await
+        .expect("the item after its hand-backs");
+    queue.ack(&[held.token]).await.expect("ack");
+    backlog_becomes(harness, &*queue, 0, 0, 0).await;
+}
+
 /// `nack(0)` makes the item deliverable at once.
 pub async fn nack_zero_returns_at_once(harness: &Harness) {
     let queue = harness.queue("nack-zero", 5).await;
@@ -1048,7 +1085,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_each!(($harness) (#[$attr])
             round_trip redelivery_after_deadline stale_token_cannot_ack
             stale_token_after_requeue_cannot_settle stale_settle_calls_report_lost
-            extension_keeps_item_away nack_zero_returns_at_once
+            extension_keeps_item_away release_costs_no_attempt nack_zero_returns_at_once
             nack_delay_returns_after_delay dead_letter_after_max_attempts
             a_reader_does_not_change_max_attempts
             dead_letter_moves_item ack_is_final pull_respects_max

@@ -39,6 +39,8 @@ enum Flaw {
     ReaderBuries,
     /// Publish refuses a request over 1 MiB, below `max_batch × max_payload`.
     RequestBytesCapped,
+    /// A hand-back is a `nack(0)`: it costs an attempt.
+    ReleaseCharges,
 }
 
 #[derive(Debug)]
@@ -175,6 +177,9 @@ impl WorkQueue for Broken {
         Ok(self.hide_lost(report))
     }
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        if self.flaw == Flaw::ReleaseCharges {
+            return self.inner.nack(tokens, Duration::ZERO).await;
+        }
         self.inner.release(tokens).await
     }
     async fn extend_deadline(
@@ -375,6 +380,11 @@ catches!(
     conformance::a_reader_does_not_change_max_attempts
 );
 catches!(
+    release_that_charges_an_attempt,
+    Flaw::ReleaseCharges,
+    conformance::release_costs_no_attempt
+);
+catches!(
     request_bytes_below_the_limits,
     Flaw::RequestBytesCapped,
     conformance::full_batch_of_largest_items
@@ -392,6 +402,7 @@ async fn honest_wrapper_passes() {
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10));
     conformance::ack_is_final(&harness).await;
+    conformance::release_costs_no_attempt(&harness).await;
     conformance::extension_keeps_item_away(&harness).await;
     conformance::nack_delay_returns_after_delay(&harness).await;
     conformance::pull_respects_max(&harness).await;

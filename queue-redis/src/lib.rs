@@ -115,6 +115,7 @@ struct Scripts {
     pull: Script,
     ack: Script,
     nack: Script,
+    release: Script,
     extend: Script,
     dead_letter: Script,
     backlog: Script,
@@ -130,6 +131,7 @@ impl Scripts {
             pull: script!("pull.lua"),
             ack: script!("ack.lua"),
             nack: script!("nack.lua"),
+            release: script!("release.lua"),
             extend: script!("extend.lua"),
             dead_letter: script!("dead_letter.lua"),
             backlog: script!("backlog.lua"),
@@ -497,10 +499,11 @@ impl WorkQueue for RedisQueue {
         self.settle("nack", &self.scripts.nack, tokens, &head).await
     }
 
-    /// Redis counts deliveries in its scripts, so this hand-back is still
-    /// charged an attempt, as `nack(0)` is.
+    /// Back to the front of `ready` with the delivery uncounted
+    /// (`release.lua`): a hand-back costs no attempt.
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.nack(tokens, Duration::ZERO).await
+        self.settle("release", &self.scripts.release, tokens, &[])
+            .await
     }
 
     async fn extend_deadline(

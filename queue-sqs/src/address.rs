@@ -11,8 +11,13 @@ use forloop_core::kit::address::{bad_address, host, parse_url, segments};
 
 use crate::error::invalid;
 
-/// The variable that sets [`forloop_core::Capabilities::backlog_staleness`] (`60s` if unset).
+/// The variable that sets [`forloop_core::Capabilities::backlog_staleness`] (`90s` if unset).
 pub const STALENESS_VAR: &str = "FORLOOP_SQS_STALENESS";
+
+/// How long counts may lag when [`STALENESS_VAR`] is unset: AWS says its
+/// approximate counts settle within about a minute of the last change; half
+/// a minute more, so a reading at the edge of AWS's bound is not trusted.
+pub const DEFAULT_STALENESS: Duration = Duration::from_secs(90);
 /// The queue suffix of the dead-letter queue.
 pub const DEAD_SUFFIX: &str = "-dead";
 
@@ -55,7 +60,7 @@ impl SqsAddress {
                     "{STALENESS_VAR}=`{text}` is not a duration like 60s or 500ms: {e}"
                 ))
             })?,
-            None => Duration::from_secs(60),
+            None => DEFAULT_STALENESS,
         };
         let (name, url, region) = match url {
             None => (name.to_string(), None, None),
@@ -185,7 +190,8 @@ mod tests {
             SqsAddress::parse(None, "q", &Env::empty())
                 .unwrap()
                 .staleness,
-            Duration::from_secs(60)
+            Duration::from_secs(90),
+            "AWS's own minute plus half a minute of margin"
         );
         let bad = Env::empty().with(STALENESS_VAR, "soon");
         let e = SqsAddress::parse(None, "q", &bad).unwrap_err().to_string();

@@ -74,7 +74,7 @@
 //! - backlog: `ApproximateNumberOfMessages` (+ `…Delayed`) as ready,
 //!   `…NotVisible` as in flight, and the dead queue's total as dead, all
 //!   [`Count::Approximate`](forloop_core::Count::Approximate). AWS says the numbers settle within about a
-//!   minute, so [`Capabilities::backlog_staleness`](forloop_core::Capabilities::backlog_staleness) is 60 s unless
+//!   minute, so [`Capabilities::backlog_staleness`](forloop_core::Capabilities::backlog_staleness) is 90 s (AWS's minute and a margin) unless
 //!   [`STALENESS_VAR`] says otherwise (fauxqs counts from its own store
 //!   on every call, so `0s` is right there).
 
@@ -90,7 +90,7 @@ mod driver;
 mod error;
 mod queue;
 
-pub use address::{DEAD_SUFFIX, STALENESS_VAR, SqsAddress};
+pub use address::{DEAD_SUFFIX, DEFAULT_STALENESS, STALENESS_VAR, SqsAddress};
 pub use batch::{MAX_BATCH, SQS_BATCH};
 pub use client::client;
 pub use codec::ENCODING_ATTRIBUTE;
