@@ -518,3 +518,67 @@ fn sigterm_during_a_black_hole_still_exits_within_the_grace() {
     let held = status["ready"].as_u64().unwrap() + status["in_flight"].as_u64().unwrap();
     assert_eq!(held, 3, "every item is still in the queue: {status}");
 }
+
+#[test]
+fn a_frozen_worker_that_comes_back_settles_nothing_it_lost() {
+    let server = RedisServer::local(false);
+    let url = server.url().to_string();
+    let name = unique("frozen");
+    let dir = scratch("frozen");
+    let total = 10;
+    let items: Vec<String> = (0..total).map(|i| format!("f-{i}")).collect();
+    let input = write_items(&dir, &items);
+    let out = dir.join("out.jsonl");
+    let started = dir.join("started");
+    assert!(
+        on(&url, &name)
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let worker = |log: &str| {
+        on(&url, &name)
+            .args(["work", "--concurrency", "2", "--lease", "3s", "--"])
+            .args([RECORD, out.to_str().unwrap()])
+            .env("RECORD_SLEEP_MS", "1000")
+            .env("RECORD_STARTED", &started)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut frozen = worker("frozen.log");
+    forloop_tests::scenarios::wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(30),
+        "the first worker did not start",
+    );
+    // A node that stops answering (SIGSTOP: no renewals, no acks) for well
+    // past its lease, while another worker carries on.
+    forloop_tests::scenarios::signal(frozen.id(), libc::SIGSTOP);
+    let mut other = worker("other.log");
+    std::thread::sleep(Duration::from_secs(8));
+    forloop_tests::scenarios::signal(frozen.id(), libc::SIGCONT);
+    for (child, log) in [(&mut frozen, "frozen.log"), (&mut other, "other.log")] {
+        let status = wait_with_deadline(child, Duration::from_secs(90));
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        assert!(status.success(), "{log}: {text}");
+    }
+    let records = read_records(&out);
+    let seen: BTreeSet<&str> = records.iter().map(|r| r.item.as_str()).collect();
+    assert_eq!(seen.len(), total, "items lost to the frozen worker");
+    assert!(
+        records.len() - total <= 2,
+        "only the two items the frozen worker held may run twice: {} runs",
+        records.len()
+    );
+    let frozen_log = std::fs::read_to_string(dir.join("frozen.log")).unwrap_or_default();
+    assert!(
+        frozen_log.contains("after the lease ended") || frozen_log.contains("its lease ran out"),
+        "the frozen worker must see that its leases are gone, not settle them: {frozen_log}"
+    );
+    assert_drained_clean(&url, &name);
+}
