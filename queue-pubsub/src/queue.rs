@@ -254,26 +254,6 @@ impl PubsubQueue {
         Ok(letters.lost)
     }
 
-    /// Dead-letter deliveries of handed-back items that had all their
-    /// attempts: the dead-letter policy counts only the deliveries of the
-    /// copy, so the driver moves them itself (it holds their lease now).
-    async fn bury_past_max(
-        &self,
-        mut deliveries: Vec<Delivery>,
-        sent: Instant,
-    ) -> Result<(), QueueError> {
-        let max = self.max_attempts;
-        for delivery in &mut deliveries {
-            // The delivery past the last is not an attempt: none ran it.
-            delivery.attempt = max;
-        }
-        self.held.hold(&deliveries, sent);
-        let tokens: Vec<LeaseToken> = deliveries.into_iter().map(|d| d.token).collect();
-        let reason = format!("delivered {max} times without an ack (max attempts {max})");
-        self.dead_letter(&tokens, &reason).await?;
-        Ok(())
-    }
-
     /// The dead-keep subscription, as the kit's loops read it.
     fn dead_place(&self) -> DeadPlace<'_> {
         DeadPlace {
@@ -352,7 +332,10 @@ impl WorkQueue for PubsubQueue {
             .partition(|d| d.attempt <= self.max_attempts);
         self.held.hold(&deliveries, sent);
         if !past_max.is_empty() {
-            self.bury_past_max(past_max, sent).await?;
+            // Handed back after their last attempt: the backend counted only
+            // the copy's deliveries, so the driver buries them itself.
+            let (tokens, reason) = self.held.hold_past_max(past_max, self.max_attempts, sent);
+            self.dead_letter(&tokens, &reason).await?;
         }
         Ok(deliveries)
     }

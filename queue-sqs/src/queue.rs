@@ -201,26 +201,6 @@ impl SqsQueue {
         }
     }
 
-    /// Dead-letter deliveries of handed-back items that had all their
-    /// attempts: the redrive policy counts only the receives of the copy, so
-    /// the driver moves them itself (it holds their lease now).
-    async fn bury_past_max(
-        &self,
-        mut deliveries: Vec<Delivery>,
-        sent: Instant,
-    ) -> Result<(), QueueError> {
-        let max = self.max_receive_count.unwrap_or_default();
-        for delivery in &mut deliveries {
-            // The delivery past the last is not an attempt: none ran it.
-            delivery.attempt = max;
-        }
-        self.held.hold(&deliveries, sent);
-        let tokens: Vec<LeaseToken> = deliveries.into_iter().map(|d| d.token).collect();
-        let reason = format!("delivered {max} times without an ack (max attempts {max})");
-        self.dead_letter(&tokens, &reason).await?;
-        Ok(())
-    }
-
     /// Keep of `letters` only the deliveries whose lease is still live, and
     /// renew those for a lease, so that a copy is published only by the
     /// worker that holds the item and while it holds it. SQS refuses a
@@ -363,7 +343,12 @@ impl WorkQueue for SqsQueue {
             .collect();
         self.held.hold(&deliveries, sent);
         if !past_max.is_empty() {
-            self.bury_past_max(past_max, sent).await?;
+            // Handed back after their last attempt: the backend counted only
+            // the copy's deliveries, so the driver buries them itself.
+            let (tokens, reason) =
+                self.held
+                    .hold_past_max(past_max, self.max_receive_count.unwrap_or_default(), sent);
+            self.dead_letter(&tokens, &reason).await?;
         }
         Ok(deliveries)
     }

@@ -78,6 +78,26 @@ impl HeldDeliveries {
         }
     }
 
+    /// Hold deliveries of handed-back items that already had `max` attempts
+    /// (the backend's own count saw only the copy's deliveries), as the
+    /// driver's to dead-letter itself: returns their tokens and the reason.
+    /// The delivery past the last is no attempt (nothing ran it), so each
+    /// is held as attempt `max`.
+    pub fn hold_past_max(
+        &self,
+        mut deliveries: Vec<Delivery>,
+        max: u32,
+        received: Instant,
+    ) -> (Vec<LeaseToken>, String) {
+        for delivery in &mut deliveries {
+            delivery.attempt = max;
+        }
+        self.hold(&deliveries, received);
+        let tokens = deliveries.into_iter().map(|d| d.token).collect();
+        let reason = format!("delivered {max} times without an ack (max attempts {max})");
+        (tokens, reason)
+    }
+
     /// Split `tokens` and forget the known ones: what ack and nack start with.
     pub fn release(&self, tokens: &[LeaseToken]) -> TokenSplit<String> {
         let split = TokenSplit::text(tokens);
