@@ -597,8 +597,8 @@ async fn sigterm_past_the_grace_gives_the_item_back_and_kills_the_process() {
     );
     wait_ended(read_pid(&dir.join("pid"))).await;
     handler.close().await;
-    // Given back, not failed: the next delivery is attempt 2 of 5, with no
-    // failure recorded against it.
+    // Given back, not failed: the hand-back costs no attempt, so the next
+    // delivery is attempt 1 again.
     let again = queue.pull(1, Duration::ZERO).await.unwrap();
-    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].attempt, 1);
 }
