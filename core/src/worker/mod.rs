@@ -37,9 +37,7 @@ pub mod drain;
 pub mod lease;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasherDefault;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,7 +47,6 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::OptionFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -59,7 +56,6 @@ pub use drain::{DrainDetector, DrainState};
 pub use lease::{GiveUp, LeaseKeeper};
 
 use self::calls::{Calls, Done};
-use crate::fasthash::FastHasher;
 use crate::handler::OutcomeKind;
 use crate::{Delivery, Handler, LeaseToken, QueueError, Task, TaskOutcome, WorkQueue};
 
@@ -254,7 +250,7 @@ struct Finished {
 /// Running tasks. They run on the worker's own task, like
 /// `for_each_concurrent`: handlers await I/O and must not block (use
 /// `spawn_blocking` for CPU-heavy work); this keeps the per-item cost low.
-type Tasks = FuturesUnordered<Pin<Box<dyn Future<Output = Finished> + Send>>>;
+type Tasks = FuturesUnordered<Running>;
 
 type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
 type BacklogFuture = Pin<Box<dyn Future<Output = Result<crate::Backlog, QueueError>> + Send>>;
@@ -352,6 +348,11 @@ impl Worker {
         tokio::pin!(stopped, aborted, timer);
 
         let exit = loop {
+            if !stops.0.is_empty() {
+                for finished in self.stop_tasks(&mut tasks, &mut stops) {
+                    self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
+                }
+            }
             if stopping && tasks.is_empty() && pull.is_none() {
                 break None;
             }
@@ -403,7 +404,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut aborted, if !tasks.is_empty() || pull.is_some() => {
-                    interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
+                    interrupted += self.interrupt(&mut tasks, &mut keeper, &mut calls);
                     break None;
                 }
                 _ = &mut stopped, if !stopping => {
@@ -423,7 +424,7 @@ impl Worker {
                     if busy && grace_end.is_some_and(|end| end <= now) {
                         warn!(worker = %self.config.name, running = tasks.len(),
                             "grace period over: stopping running tasks and giving their items back");
-                        interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
+                        interrupted += self.interrupt(&mut tasks, &mut keeper, &mut calls);
                         break None;
                     }
                     for (token, why) in keeper.give_ups(now) {
@@ -440,7 +441,7 @@ impl Worker {
                     self.finished_call(done, &mut acks, &mut keeper, &mut stops);
                 }
                 Some(finished) = tasks.next() => {
-                    self.settle(finished, &mut keeper, &mut stops, &mut acks, &mut calls, &capabilities);
+                    self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
                     // Settle every task that is already done, then ack them
                     // together: batches grow with load, and no ack waits on a
                     // timer (a worker killed then repeats only what it held).
@@ -449,7 +450,7 @@ impl Worker {
                         let Some(Some(finished)) = tasks.next().now_or_never() else {
                             break;
                         };
-                        self.settle(finished, &mut keeper, &mut stops, &mut acks, &mut calls, &capabilities);
+                        self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
                         burst += 1;
                     }
                     // The last task ended while a pull waits for work: the
@@ -493,7 +494,7 @@ impl Worker {
                             } else {
                                 let now = Instant::now();
                                 for delivery in deliveries {
-                                    self.start(&mut tasks, &mut stops, &mut keeper, delivery, now);
+                                    self.start(&mut tasks, &mut keeper, delivery, now);
                                 }
                             }
                         }
@@ -515,7 +516,7 @@ impl Worker {
         if let Some(error) = &fatal {
             warn!(worker = %self.config.name, error = %crate::ErrorChain(error), running = tasks.len(),
                 "the queue refused for good: giving back what this worker holds before exiting");
-            interrupted += self.interrupt(&mut tasks, &mut stops, &mut keeper, &mut calls);
+            interrupted += self.interrupt(&mut tasks, &mut keeper, &mut calls);
         }
         // What is left to say to the queue gets the rest of the grace and a
         // little more, and is retried until then; nothing waits past that.
@@ -530,29 +531,26 @@ impl Worker {
         }
     }
 
-    fn start(
-        &self,
-        tasks: &mut Tasks,
-        stops: &mut TaskStops,
-        keeper: &mut LeaseKeeper,
-        delivery: Delivery,
-        now: Instant,
-    ) {
+    fn start(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper, delivery: Delivery, now: Instant) {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
-        let stop = stops.add(delivery.token.clone());
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
-        tasks.push(Box::pin(async move {
-            let started = Instant::now();
-            let task = Task {
-                id: delivery.id.clone(),
-                payload: delivery.payload.clone(),
-                attributes: delivery.attributes,
-                attempt: delivery.attempt,
-            };
-            let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
-            let run = async move {
-                match timeout {
+        let running = Running {
+            token: delivery.token.clone(),
+            id: delivery.id.clone(),
+            payload: delivery.payload.clone(),
+            attempt: delivery.attempt,
+            started: now,
+            future: Box::pin(async move {
+                let started = Instant::now();
+                let task = Task {
+                    id: delivery.id.clone(),
+                    payload: delivery.payload.clone(),
+                    attributes: delivery.attributes,
+                    attempt: delivery.attempt,
+                };
+                let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
+                let result = match timeout {
                     Some(limit) => match tokio::time::timeout(limit, run).await {
                         Ok(result) => result,
                         Err(_) => Ok(TaskOutcome::failed(format!(
@@ -560,32 +558,44 @@ impl Worker {
                         ))),
                     },
                     None => run.await,
+                };
+                let outcome = result.unwrap_or_else(|panic| {
+                    TaskOutcome::failed(format!("the handler panicked: {}", panic_message(&*panic)))
+                });
+                Finished {
+                    token: delivery.token,
+                    id: delivery.id,
+                    payload: delivery.payload,
+                    attempt: delivery.attempt,
+                    outcome,
+                    elapsed: started.elapsed(),
                 }
-            };
-            // The worker let the lease go: stop the task, so one copy runs
-            // at a time (dropping the handler's future kills its command).
-            let stopped = async move {
-                match stop.await {
-                    Ok(reason) => reason,
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            let result = tokio::select! {
-                result = run => result,
-                reason = stopped => Ok(TaskOutcome::failed(reason)),
-            };
-            let outcome = result.unwrap_or_else(|panic| {
-                TaskOutcome::failed(format!("the handler panicked: {}", panic_message(&*panic)))
-            });
-            Finished {
-                token: delivery.token,
-                id: delivery.id,
-                payload: delivery.payload,
-                attempt: delivery.attempt,
-                outcome,
-                elapsed: started.elapsed(),
+            }),
+        };
+        tasks.push(running);
+    }
+
+    /// Stop the tasks whose leases the worker let go (one copy of a task at
+    /// a time): their futures are dropped, which kills a command's process
+    /// group, and each attempt ends as failed with the reason. Rare, so the
+    /// running set is rebuilt rather than every task carrying a stop signal.
+    fn stop_tasks(&self, tasks: &mut Tasks, stops: &mut TaskStops) -> Vec<Finished> {
+        let mut stopped = Vec::new();
+        for running in std::mem::take(tasks) {
+            match stops.take(&running.token) {
+                Some(reason) => stopped.push(Finished {
+                    elapsed: running.started.elapsed(),
+                    token: running.token,
+                    id: running.id,
+                    payload: running.payload,
+                    attempt: running.attempt,
+                    outcome: TaskOutcome::failed(reason),
+                }),
+                None => tasks.push(running),
             }
-        }));
+        }
+        stops.0.clear();
+        stopped
     }
 
     fn give_up_reason(&self, why: GiveUp) -> String {
@@ -604,12 +614,10 @@ impl Worker {
         &self,
         finished: Finished,
         keeper: &mut LeaseKeeper,
-        stops: &mut TaskStops,
         acks: &mut AckBuffer,
         calls: &mut Calls<Finished>,
         capabilities: &crate::Capabilities,
     ) {
-        stops.remove(&finished.token);
         if finished.outcome.kind == OutcomeKind::Succeeded {
             // The keeper goes on renewing the lease until the ack has landed,
             // and the attempt is reported then (see `finished_call`).
@@ -837,16 +845,14 @@ impl Worker {
     fn interrupt(
         &self,
         tasks: &mut Tasks,
-        stops: &mut TaskStops,
         keeper: &mut LeaseKeeper,
         calls: &mut Calls<Finished>,
     ) -> usize {
-        // Dropping a task's future stops its work (command handlers kill
-        // their process group).
         // Only the items of running tasks go back: a finished item whose ack
-        // is still on its way must not run again.
+        // is still on its way must not run again. Dropping a task's future
+        // stops its work (command handlers kill their process group).
+        let tokens: Vec<LeaseToken> = tasks.iter().map(|r| r.token.clone()).collect();
         tasks.clear();
-        let tokens = stops.drain();
         for token in &tokens {
             keeper.release(token);
         }
@@ -946,30 +952,39 @@ fn humantime_ish(duration: Duration) -> String {
     }
 }
 
-/// A way to stop each running task from outside: the worker stops a task
-/// when it lets the task's lease go.
+/// Tasks the worker must stop, with why: filled when it lets a lease go,
+/// emptied by [`Worker::stop_tasks`] on the same loop turn.
 #[derive(Default)]
-struct TaskStops(HashMap<LeaseToken, oneshot::Sender<String>, BuildHasherDefault<FastHasher>>);
+struct TaskStops(Vec<(LeaseToken, String)>);
 
 impl TaskStops {
-    fn add(&mut self, token: LeaseToken) -> oneshot::Receiver<String> {
-        let (tx, rx) = oneshot::channel();
-        self.0.insert(token, tx);
-        rx
-    }
-
     fn stop(&mut self, token: &LeaseToken, reason: String) {
-        if let Some(tx) = self.0.remove(token) {
-            let _ = tx.send(reason);
-        }
+        self.0.push((token.clone(), reason));
     }
 
-    fn remove(&mut self, token: &LeaseToken) {
-        self.0.remove(token);
+    fn take(&mut self, token: &LeaseToken) -> Option<String> {
+        let at = self.0.iter().position(|(t, _)| t == token)?;
+        Some(self.0.swap_remove(at).1)
     }
+}
 
-    /// Forget every task, returning their tokens.
-    fn drain(&mut self) -> Vec<LeaseToken> {
-        self.0.drain().map(|(token, _)| token).collect()
+/// A running task, with what the worker needs to stop it from outside.
+struct Running {
+    token: LeaseToken,
+    id: crate::MessageId,
+    payload: Bytes,
+    attempt: u32,
+    started: Instant,
+    future: Pin<Box<dyn Future<Output = Finished> + Send>>,
+}
+
+impl Future for Running {
+    type Output = Finished;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Finished> {
+        self.future.as_mut().poll(cx)
     }
 }
