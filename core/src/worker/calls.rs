@@ -23,16 +23,11 @@ pub(crate) async fn within<T>(
         Ok(result) => result,
         Err(_) => Err(QueueError::new(
             QueueErrorKind::Unavailable,
-            format!("the queue did not answer {what} within {}", humanize(limit)),
+            format!(
+                "the queue did not answer {what} within {}",
+                super::flag_duration(limit)
+            ),
         )),
-    }
-}
-
-fn humanize(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{} s", duration.as_secs())
-    } else {
-        format!("{} ms", duration.as_millis())
     }
 }
 

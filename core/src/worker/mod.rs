@@ -602,7 +602,7 @@ impl Worker {
         match why {
             GiveUp::MaxAge => format!(
                 "stopped after {} (--max-lease-age): raise it for tasks that run longer",
-                humantime_ish(self.config.max_lease_age)
+                flag_duration(self.config.max_lease_age)
             ),
             GiveUp::Lapsed => "stopped: its lease ran out (the queue did not take a renewal), \
                  so another worker may already run the item"
@@ -939,7 +939,7 @@ impl Worker {
 }
 
 /// `1h`, `90s`, `1500ms`: a duration as a flag would be written.
-fn humantime_ish(duration: Duration) -> String {
+fn flag_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     if duration.subsec_millis() != 0 {
         format!("{}ms", duration.as_millis())
