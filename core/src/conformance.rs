@@ -98,6 +98,16 @@ impl Harness {
         self
     }
 
+    /// The lease each test queue grants.
+    pub fn lease_length(&self) -> Duration {
+        self.lease
+    }
+
+    /// How late the backend's timers may fire.
+    pub fn slack_length(&self) -> Duration {
+        self.slack
+    }
+
     /// A fresh queue for one test.
     pub async fn queue(&self, test: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
         self.open(&Self::fresh_name(test), max_attempts).await

@@ -58,6 +58,7 @@ pub mod driver;
 mod error;
 mod fasthash;
 pub mod handler;
+pub mod job;
 pub mod kit;
 mod publish;
 pub mod queue;

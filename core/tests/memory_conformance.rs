@@ -26,3 +26,4 @@ fn harness() -> Harness {
 }
 
 forloop_core::conformance_tests!(harness, #[tokio::test(start_paused = true)]);
+forloop_core::ledger_conformance_tests!(harness, #[tokio::test(start_paused = true)]);

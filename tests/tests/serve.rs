@@ -349,8 +349,10 @@ fn task_timeout_kills_a_hung_serve_process_and_the_item_is_dead_lettered_after_i
         .args([
             "-j",
             "1",
+            // Long enough for python to start on a loaded machine; the hung
+            // item sleeps 60 s.
             "--task-timeout",
-            "300ms",
+            "2s",
             "--max-attempts",
             "2",
             "--backoff",
@@ -364,7 +366,7 @@ fn task_timeout_kills_a_hung_serve_process_and_the_item_is_dead_lettered_after_i
     let log = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains("2 items: 1 done, 1 dead-lettered"), "{log}");
-    assert!(log.contains("within 300ms (--task-timeout)"), "{log}");
+    assert!(log.contains("within 2s (--task-timeout)"), "{log}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the hung item (60 s) was not cut at its timeout"

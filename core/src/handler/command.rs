@@ -21,6 +21,7 @@ pub const PLACEHOLDER: &str = "{}";
 pub struct CommandTemplate {
     argv: Vec<OsString>,
     has_placeholder: bool,
+    fatal_exit_codes: Vec<i32>,
 }
 
 /// Why a command template cannot be used.
@@ -55,7 +56,17 @@ impl CommandTemplate {
         Ok(Self {
             argv,
             has_placeholder,
+            fatal_exit_codes: Vec::new(),
         })
+    }
+
+    /// Exit codes that mean "no attempt can succeed" (bad input, usage
+    /// error): an attempt ending with one is dead-lettered at once instead
+    /// of retried, as Kubernetes' `FailIndex` and AWS Batch's
+    /// `evaluateOnExit` do.
+    pub fn with_fatal_exit_codes(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
+        self.fatal_exit_codes = codes.into_iter().collect();
+        self
     }
 
     /// The argv for one item.
@@ -149,10 +160,14 @@ impl Drop for GroupGuard {
     }
 }
 
-fn describe(status: ExitStatus) -> TaskOutcome {
+fn describe(status: ExitStatus, fatal_exit_codes: &[i32]) -> TaskOutcome {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(0), _) => TaskOutcome::success().with_exit_code(0),
+        (Some(code), _) if fatal_exit_codes.contains(&code) => {
+            TaskOutcome::fatal(format!("exit code {code}, one of --fatal-exit-codes"))
+                .with_exit_code(code)
+        }
         (Some(code), _) => TaskOutcome::failed(format!("exit code {code}")).with_exit_code(code),
         (None, Some(signal)) => {
             TaskOutcome::failed(format!("killed by signal {signal}")).with_exit_code(128 + signal)
@@ -178,6 +193,7 @@ impl Handler for CommandTemplate {
             .env("FORLOOP_ATTEMPT", task.attempt.to_string())
             .env("FORLOOP_ITEM_ID", &*task.id)
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             // Its own process group: a terminal's Ctrl-C reaches the worker,
             // which decides how running commands end, not every child at once.
             .process_group(0)
@@ -205,12 +221,24 @@ impl Handler for CommandTemplate {
         let mut guard = GroupGuard {
             pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
         };
-        let status = child.wait().await;
+        // Its stderr passes through to ours, and its tail goes with the
+        // outcome into the job's receipt.
+        let (exited, exit) = tokio::sync::oneshot::channel::<()>();
+        let stderr = super::stderr::pass_through(child.stderr.take(), async {
+            let _ = exit.await;
+        });
+        let wait = async {
+            let status = child.wait().await;
+            let _ = exited.send(());
+            status
+        };
+        let (status, tail) = tokio::join!(wait, stderr);
         guard.pgid = None;
-        match status {
-            Ok(status) => describe(status),
+        let outcome = match status {
+            Ok(status) => describe(status, &self.fatal_exit_codes),
             Err(error) => TaskOutcome::failed(format!("waiting for the command failed: {error}")),
-        }
+        };
+        outcome.with_stderr_tail(tail.into_text())
     }
 }
 

@@ -7,6 +7,7 @@
 mod blocking;
 mod command;
 pub mod serve;
+mod stderr;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +62,9 @@ pub struct TaskOutcome {
     pub exit_code: Option<i32>,
     /// Why it failed, for people.
     pub reason: Option<String>,
+    /// The last bytes the command wrote to stderr (at most
+    /// [`crate::job::STDERR_TAIL`]), for the job's receipt.
+    pub stderr_tail: Option<String>,
 }
 
 impl TaskOutcome {
@@ -70,6 +74,7 @@ impl TaskOutcome {
             kind: OutcomeKind::Succeeded,
             exit_code: None,
             reason: None,
+            stderr_tail: None,
         }
     }
 
@@ -79,6 +84,7 @@ impl TaskOutcome {
             kind: OutcomeKind::Failed,
             exit_code: None,
             reason: Some(reason.into()),
+            stderr_tail: None,
         }
     }
 
@@ -88,12 +94,19 @@ impl TaskOutcome {
             kind: OutcomeKind::Fatal,
             exit_code: None,
             reason: Some(reason.into()),
+            stderr_tail: None,
         }
     }
 
     /// Record the command's exit code.
     pub fn with_exit_code(mut self, code: i32) -> Self {
         self.exit_code = Some(code);
+        self
+    }
+
+    /// Record the end of the command's stderr (nothing if it wrote none).
+    pub fn with_stderr_tail(mut self, tail: String) -> Self {
+        self.stderr_tail = (!tail.is_empty()).then_some(tail);
         self
     }
 }

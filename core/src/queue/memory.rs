@@ -21,6 +21,7 @@ use super::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, WorkQueue, check_payload_sizes,
 };
+use crate::job::{Ledger, MemoryLedger, Receipt};
 use crate::{QueueError, QueueErrorKind};
 
 /// Live items by id. Ids are handed out in sequence and items mostly finish
@@ -105,6 +106,8 @@ struct Inner {
     /// (due, id) of each delayed nack.
     scheduled: BinaryHeap<Reverse<(Instant, u64)>>,
     dead: Vec<DeadLetter>,
+    /// The jobs of this queue; an item buried here gets its dead receipt.
+    ledger: Arc<MemoryLedger>,
     next_id: u64,
     leased: u64,
     delayed: u64,
@@ -294,6 +297,13 @@ impl Inner {
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
             let attempts = item.charged();
+            let receipt = Receipt::lapsed(
+                &item.message.attributes,
+                &item.message.payload,
+                attempts,
+                &reason,
+            );
+            self.ledger.record_now(receipt.as_slice());
             self.dead.push(DeadLetter {
                 id: item.id,
                 message: item.message,
@@ -571,6 +581,10 @@ impl WorkQueue for MemoryQueue {
         let count = inner.dead.len() as u64;
         inner.dead.clear();
         Ok(count)
+    }
+
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        Some(self.lock().0.ledger.clone())
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
+use crate::job::Ledger;
 
 pub use memory::MemoryQueue;
 
@@ -395,6 +396,14 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Delete every dead item for good; returns how many.
     async fn purge_dead(&self) -> Result<u64, QueueError>;
+
+    /// Where this queue keeps its jobs' manifests and receipts
+    /// ([`crate::job`]). `None` (the default): the backend keeps no jobs,
+    /// so `submit` sends items without one and workers end by the backlog
+    /// rule alone.
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        None
+    }
 }
 
 /// A shared queue is a queue: every call forwards, none falls back to a
@@ -449,6 +458,9 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         (**self).purge_dead().await
+    }
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        (**self).ledger()
     }
 }
 

@@ -1,6 +1,16 @@
 //! `DrainDetector`: decides when the queue is drained, the only reason a
 //! worker exits 0.
 //!
+//! Jobs first: where the queue keeps a ledger and has jobs, the worker is
+//! done when every job is complete (all N items settled), read exactly from
+//! the ledger, whatever the backend can count: no staleness window, no idle
+//! window. An unfinished job keeps every worker, so nobody exits while one
+//! of its items is held, delayed or in flight anywhere. Two things still
+//! bring the backlog in: an exact count that shows items (items without a
+//! job wait in a queue that can say so), and a worker that has itself run
+//! an item without a job (another program's): it ends by the backlog rule
+//! below, as if there were no jobs.
+//!
 //! Exact backlogs are believed at once. Approximate ones must read empty
 //! continuously for the driver's staleness window, with every pull in between
 //! empty too. Where the backend cannot count at all (Pub/Sub's emulator), the
@@ -16,6 +26,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Backlog;
+use crate::job::JobStatus;
+
+/// What one look at the queue found.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// The ledger's jobs (`None`: the queue keeps no ledger).
+    pub jobs: Option<Vec<JobStatus>>,
+    /// The backlog, where it was read.
+    pub backlog: Option<Backlog>,
+}
 
 /// What the detector concluded from one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +61,8 @@ pub struct DrainDetector {
     empty_since: Option<Instant>,
     /// When the last reading (of any kind) was taken.
     last_reading: Option<Instant>,
+    /// This worker ran an item without a job.
+    foreign: bool,
 }
 
 impl DrainDetector {
@@ -52,6 +74,47 @@ impl DrainDetector {
             idle_window,
             empty_since: None,
             last_reading: None,
+            foreign: false,
+        }
+    }
+
+    /// This worker ran an item without a job: from now on it ends by the
+    /// backlog rule too.
+    pub fn foreign_item(&mut self) {
+        self.foreign = true;
+    }
+
+    /// Whether complete jobs alone can end this worker.
+    pub fn trusts_jobs(&self) -> bool {
+        !self.foreign
+    }
+
+    /// Judge one look at the queue: jobs first, then the backlog.
+    pub fn observe_reading(&mut self, reading: &Reading, now: Instant) -> DrainState {
+        let jobs = reading.jobs.as_deref().unwrap_or_default();
+        if !jobs.is_empty() {
+            if jobs.iter().any(|job| !job.is_complete()) {
+                self.empty_since = None;
+                self.last_reading = Some(now);
+                return DrainState::Busy;
+            }
+            if self.trusts_jobs() {
+                let shows_items = reading.backlog.as_ref().is_some_and(|backlog| {
+                    backlog.ready.is_exact()
+                        && backlog.in_flight.is_exact()
+                        && backlog.is_empty() == Some(false)
+                });
+                return if shows_items {
+                    self.busy();
+                    DrainState::Busy
+                } else {
+                    DrainState::Drained
+                };
+            }
+        }
+        match &reading.backlog {
+            Some(backlog) => self.observe(backlog, now),
+            None => DrainState::Busy,
         }
     }
 

@@ -52,11 +52,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use backoff::Backoff;
-pub use drain::{DrainDetector, DrainState};
+pub use drain::{DrainDetector, DrainState, Reading};
 pub use lease::{GiveUp, LeaseKeeper};
 
 use self::calls::{Calls, Done};
 use crate::handler::OutcomeKind;
+use crate::job::{JobItem, Ledger, Receipt, Settled};
 use crate::{Delivery, Handler, LeaseToken, QueueError, Task, TaskOutcome, WorkQueue};
 
 /// How a worker behaves. Every field has a default suited to a network queue.
@@ -233,6 +234,8 @@ pub enum WorkerExit {
 /// One worker: a queue, a handler and the policies between them.
 pub struct Worker {
     queue: Arc<dyn WorkQueue>,
+    /// The queue's jobs, where it keeps them: receipts go here before acks.
+    ledger: Option<Arc<dyn Ledger>>,
     handler: Arc<dyn Handler>,
     config: WorkerConfig,
     events: Arc<dyn WorkerEvents>,
@@ -243,6 +246,7 @@ struct Finished {
     id: crate::MessageId,
     payload: Bytes,
     attempt: u32,
+    job: Option<JobItem>,
     outcome: TaskOutcome,
     elapsed: Duration,
 }
@@ -253,7 +257,7 @@ struct Finished {
 type Tasks = FuturesUnordered<Running>;
 
 type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
-type BacklogFuture = Pin<Box<dyn Future<Output = Result<crate::Backlog, QueueError>> + Send>>;
+type BacklogFuture = Pin<Box<dyn Future<Output = Result<Reading, QueueError>> + Send>>;
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
@@ -282,6 +286,7 @@ impl Worker {
     /// A worker with default config and no observer.
     pub fn new(queue: Arc<dyn WorkQueue>, handler: Arc<dyn Handler>) -> Self {
         Self {
+            ledger: queue.ledger(),
             queue,
             handler,
             config: WorkerConfig::default(),
@@ -362,11 +367,7 @@ impl Worker {
             // backlog reads drained there is nothing for it to bring.
             if !stopping && idle && tasks.is_empty() && backlog.is_none() && acks.is_settled() {
                 idle = false;
-                let queue = Arc::clone(&self.queue);
-                let limit = self.config.call_timeout;
-                backlog = Some(Box::pin(async move {
-                    calls::within(limit, "a backlog read", queue.backlog()).await
-                }));
+                backlog = Some(self.read_end(&capabilities, drain.trusts_jobs()));
             }
             let now = Instant::now();
             if pull.is_none()
@@ -460,12 +461,16 @@ impl Worker {
                 Some(result) = OptionFuture::from(backlog.as_mut()) => {
                     backlog = None;
                     match result {
-                        Ok(reading) => match drain.observe(&reading, Instant::now()) {
+                        Ok(reading) => match drain.observe_reading(&reading, Instant::now()) {
                             DrainState::Drained => {
-                                info!(worker = %self.config.name, "queue drained");
+                                match reading.jobs.as_deref() {
+                                    Some(jobs) if !jobs.is_empty() => info!(worker = %self.config.name,
+                                        jobs = jobs.len(), "every job on the queue is complete"),
+                                    _ => info!(worker = %self.config.name, "queue drained"),
+                                }
                                 break Some(WorkerExit::Drained);
                             }
-                            state => debug!(backlog = ?reading, ?state, "not drained yet"),
+                            state => debug!(?reading, ?state, "not drained yet"),
                         },
                         Err(error) if error.is_retryable() => {
                             warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again");
@@ -494,7 +499,9 @@ impl Worker {
                             } else {
                                 let now = Instant::now();
                                 for delivery in deliveries {
-                                    self.start(&mut tasks, &mut keeper, delivery, now);
+                                    if !self.start(&mut tasks, &mut keeper, delivery, now) {
+                                        drain.foreign_item();
+                                    }
                                 }
                             }
                         }
@@ -531,8 +538,46 @@ impl Worker {
         }
     }
 
-    fn start(&self, tasks: &mut Tasks, keeper: &mut LeaseKeeper, delivery: Delivery, now: Instant) {
+    /// Read what decides the end: the ledger's jobs, and the backlog where
+    /// it is needed (no jobs; an exact count that can show items without
+    /// a job; or this worker ran items without a job).
+    fn read_end(&self, capabilities: &crate::Capabilities, trusts_jobs: bool) -> BacklogFuture {
+        let queue = Arc::clone(&self.queue);
+        let ledger = self.ledger.clone();
+        let limit = self.config.call_timeout;
+        let exact = capabilities.exact_backlog;
+        Box::pin(async move {
+            let jobs = match &ledger {
+                Some(ledger) => Some(calls::within(limit, "a ledger read", ledger.jobs()).await?),
+                None => None,
+            };
+            let by_jobs = jobs.as_deref().is_some_and(|jobs| !jobs.is_empty()) && trusts_jobs;
+            let unfinished = jobs
+                .as_deref()
+                .is_some_and(|jobs| jobs.iter().any(|job| !job.is_complete()));
+            let backlog = if (by_jobs && !exact) || unfinished {
+                None
+            } else {
+                Some(calls::within(limit, "a backlog read", queue.backlog()).await?)
+            };
+            Ok(Reading { jobs, backlog })
+        })
+    }
+
+    /// Start a task for `delivery`; says whether the item belongs to a job.
+    fn start(
+        &self,
+        tasks: &mut Tasks,
+        keeper: &mut LeaseKeeper,
+        delivery: Delivery,
+        now: Instant,
+    ) -> bool {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
+        let job = self
+            .ledger
+            .as_ref()
+            .and_then(|_| JobItem::of(&delivery.attributes));
+        let of_job = job.is_some();
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         let running = Running {
@@ -540,6 +585,7 @@ impl Worker {
             id: delivery.id.clone(),
             payload: delivery.payload.clone(),
             attempt: delivery.attempt,
+            job: job.clone(),
             started: now,
             future: Box::pin(async move {
                 let started = Instant::now();
@@ -567,12 +613,14 @@ impl Worker {
                     id: delivery.id,
                     payload: delivery.payload,
                     attempt: delivery.attempt,
+                    job,
                     outcome,
                     elapsed: started.elapsed(),
                 }
             }),
         };
         tasks.push(running);
+        of_job
     }
 
     /// Stop the tasks whose leases the worker let go (one copy of a task at
@@ -589,6 +637,7 @@ impl Worker {
                     id: running.id,
                     payload: running.payload,
                     attempt: running.attempt,
+                    job: running.job,
                     outcome: TaskOutcome::failed(reason),
                 }),
                 None => tasks.push(running),
@@ -674,10 +723,28 @@ impl Worker {
                 let queue = Arc::clone(&self.queue);
                 let tokens = vec![finished.token.clone()];
                 let limit = self.config.call_timeout;
+                let receipt = self.receipt(&finished, Settled::Dead, Some(&reason));
+                let ledger = self.ledger.clone().filter(|_| receipt.is_some());
                 calls.push(Box::pin(async move {
-                    let result =
-                        calls::within(limit, "a dead-letter", queue.dead_letter(&tokens, &reason))
-                            .await;
+                    let recorded = match (&ledger, receipt) {
+                        (Some(ledger), Some(receipt)) => {
+                            calls::within(limit, "a ledger write", ledger.record(&[receipt])).await
+                        }
+                        _ => Ok(()),
+                    };
+                    // Without its receipt the item is not buried: its lease
+                    // lapses and it comes back, past its last attempt.
+                    let result = match recorded {
+                        Ok(()) => {
+                            calls::within(
+                                limit,
+                                "a dead-letter",
+                                queue.dead_letter(&tokens, &reason),
+                            )
+                            .await
+                        }
+                        Err(error) => Err(error),
+                    };
                     Done::Settle {
                         what: "dead-letter",
                         item,
@@ -688,6 +755,29 @@ impl Worker {
             }
         };
         self.record(&finished, settlement);
+    }
+
+    /// The receipt for settling `finished`, if its item belongs to a job.
+    fn receipt(
+        &self,
+        finished: &Finished,
+        state: Settled,
+        reason: Option<&str>,
+    ) -> Option<Receipt> {
+        let job = finished.job.as_ref()?;
+        Some(Receipt {
+            job: job.job.clone(),
+            seq: job.seq,
+            state,
+            attempt: finished.attempt,
+            exit_code: finished.outcome.exit_code,
+            seconds: finished.elapsed.as_secs_f64(),
+            worker: self.config.name.to_string(),
+            item: crate::job::cut_item(&finished.payload),
+            reason: reason.map(str::to_string),
+            stderr_tail: finished.outcome.stderr_tail.clone(),
+            at: crate::job::unix_millis(),
+        })
     }
 
     fn record(&self, finished: &Finished, settlement: Settlement) {
@@ -709,10 +799,29 @@ impl Worker {
             let batch = std::mem::replace(&mut acks.pending, rest);
             let queue = Arc::clone(&self.queue);
             let limit = self.config.call_timeout;
+            let receipts: Vec<Receipt> = batch
+                .iter()
+                .filter_map(|(_, finished)| self.receipt(finished, Settled::Done, None))
+                .collect();
+            let ledger = self.ledger.clone().filter(|_| !receipts.is_empty());
             acks.in_flight += 1;
             calls.push(Box::pin(async move {
-                let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();
-                let result = calls::within(limit, "an ack", queue.ack(&tokens)).await;
+                // The receipts first: a crash between the two re-runs an
+                // item (its receipt counts once), never loses its count.
+                let recorded = match &ledger {
+                    Some(ledger) => {
+                        calls::within(limit, "a ledger write", ledger.record(&receipts)).await
+                    }
+                    None => Ok(()),
+                };
+                let result = match recorded {
+                    Ok(()) => {
+                        let tokens: Vec<LeaseToken> =
+                            batch.iter().map(|(t, _)| t.clone()).collect();
+                        calls::within(limit, "an ack", queue.ack(&tokens)).await
+                    }
+                    Err(error) => Err(error),
+                };
                 Done::Ack { batch, result }
             }));
         }
@@ -974,6 +1083,7 @@ struct Running {
     id: crate::MessageId,
     payload: Bytes,
     attempt: u32,
+    job: Option<JobItem>,
     started: Instant,
     future: Pin<Box<dyn Future<Output = Finished> + Send>>,
 }

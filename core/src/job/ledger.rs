@@ -1,0 +1,199 @@
+//! The [`Ledger`] trait: where a backend keeps its jobs' manifests and
+//! receipts, and [`MemoryLedger`], the in-process one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::{Book, Manifest, Receipt, SeqSet, Settled};
+use crate::{QueueError, QueueErrorKind};
+
+/// What [`Ledger::begin`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begun {
+    /// The job is new; its manifest is recorded.
+    New,
+    /// The job exists with the same input: a resume, or a repeated submit.
+    Existing(JobStatus),
+}
+
+/// A job's counts, as the ledger has them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStatus {
+    /// The job's manifest.
+    pub manifest: Manifest,
+    /// Items known to be in the queue or past it.
+    pub submitted: u64,
+    /// Items that succeeded.
+    pub done: u64,
+    /// Items dead-lettered (and not done since).
+    pub dead: u64,
+    /// The first and last settlement (Unix milliseconds).
+    pub settled_between: Option<(u64, u64)>,
+}
+
+impl JobStatus {
+    /// Done or dead.
+    pub fn settled(&self) -> u64 {
+        self.done + self.dead
+    }
+
+    /// Items not settled yet.
+    pub fn remaining(&self) -> u64 {
+        self.manifest.total.saturating_sub(self.settled())
+    }
+
+    /// Every item is settled: the job is over.
+    pub fn is_complete(&self) -> bool {
+        self.settled() >= self.manifest.total
+    }
+
+    /// Every item was sent (a job whose submit stopped part-way is not).
+    pub fn is_sealed(&self) -> bool {
+        self.submitted >= self.manifest.total
+    }
+
+    /// Items settled per second, between the first and last settlement.
+    pub fn rate(&self) -> Option<f64> {
+        let (first, last) = self.settled_between?;
+        let secs = (last.saturating_sub(first)) as f64 / 1000.0;
+        (secs > 0.0 && self.settled() > 1).then(|| (self.settled() - 1) as f64 / secs)
+    }
+}
+
+/// A job's item sets, for `--resume`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSeqs {
+    /// The job's manifest.
+    pub manifest: Manifest,
+    /// Items known to be in the queue or past it.
+    pub submitted: SeqSet,
+    /// Items that succeeded.
+    pub done: SeqSet,
+    /// Items dead-lettered.
+    pub dead: SeqSet,
+}
+
+impl JobSeqs {
+    /// Items neither known to be queued nor settled: what a resume sends.
+    pub fn unsent(&self) -> SeqSet {
+        let mut sent = self.submitted.clone();
+        sent.union(&self.done);
+        sent.union(&self.dead);
+        sent.missing_below(self.manifest.total)
+    }
+}
+
+/// Where a backend keeps its jobs: manifests, which items went in, and one
+/// receipt per settled item. Kept in the backend itself (no other service),
+/// readable from any machine. Every write is idempotent: a receipt for an
+/// item already counted changes no count, so callers retry freely.
+#[async_trait]
+pub trait Ledger: Send + Sync + fmt::Debug {
+    /// Record a job's manifest, before its first item is published. An
+    /// existing job with the same total and digest is [`Begun::Existing`];
+    /// one with another input is an [`QueueErrorKind::Invalid`] error that
+    /// says to name the new job.
+    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError>;
+
+    /// Record that `seqs` of `job` are in the queue (after their publish
+    /// succeeded).
+    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError>;
+
+    /// Record settlements, before the acks or dead-letters they stand for.
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError>;
+
+    /// Every job with a manifest, with its counts.
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError>;
+
+    /// One job's item sets (`None`: no such job).
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError>;
+
+    /// One receipt per settled item of `job`, by sequence number.
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError>;
+}
+
+/// The ledger of one process: the memory queue's, and a reference for the
+/// others' tests.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    book: Book,
+    receipts: BTreeMap<(String, u64), Receipt>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record receipts at once (no await): for a queue that dead-letters in
+    /// its own code.
+    pub fn record_now(&self, receipts: &[Receipt]) {
+        let mut state = self.state();
+        state.book.settle(receipts);
+        for receipt in receipts {
+            keep_receipt(&mut state.receipts, receipt);
+        }
+    }
+}
+
+/// Keep one receipt per item: a done one beats a dead one, else the first stays.
+pub(crate) fn keep_receipt(receipts: &mut BTreeMap<(String, u64), Receipt>, receipt: &Receipt) {
+    let key = (receipt.job.clone(), receipt.seq);
+    match receipts.get(&key) {
+        Some(kept) if kept.state == Settled::Done || receipt.state == Settled::Dead => {}
+        _ => {
+            receipts.insert(key, receipt.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
+        self.state()
+            .book
+            .begin(manifest)
+            .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))
+    }
+
+    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
+        self.state().book.submitted(job, seqs);
+        Ok(())
+    }
+
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        self.record_now(receipts);
+        Ok(())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        Ok(self.state().book.status())
+    }
+
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
+        Ok(self.state().book.seqs(job))
+    }
+
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        let state = self.state();
+        Ok(state
+            .receipts
+            .range((job.to_string(), 0)..=(job.to_string(), u64::MAX))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+}
