@@ -18,7 +18,6 @@ use forloop_core::{
     WorkQueue, Worker, WorkerConfig, WorkerExit,
 };
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// A memory queue that cannot count (every backlog count unknown) and
 /// whose `fail_publish`-th publish fails.
@@ -134,7 +133,7 @@ async fn submit(
         items(n),
         None,
         resume,
-        &CancellationToken::new(),
+        &Shutdown::new(),
         |_| {},
     )
     .await
@@ -233,7 +232,7 @@ async fn a_stopped_submit_resumes_without_duplicates_or_gaps() {
     assert_eq!(error.unknown, (20..30).collect());
     let text = error.to_string();
     assert!(
-        text.contains("lines 1-20") && text.contains("--resume"),
+        text.contains("items 1-20") && text.contains("--resume"),
         "{text}"
     );
 

@@ -39,7 +39,8 @@ impl Chosen {
                 (None, None) => Err(forloop_core::handler::CommandError::Empty.into()),
             };
         }
-        let template = CommandTemplate::new(argv)?;
+        let template = CommandTemplate::new(argv)?
+            .with_fatal_exit_codes(opts.fatal_exit_codes.iter().copied());
         template.check_program()?;
         Ok(match opts.serve {
             None => Self::Command(Arc::new(template)),

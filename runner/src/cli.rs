@@ -73,6 +73,10 @@ pub enum Command {
     /// or a Kubernetes Job (--cluster gke|k8s). Exits 0 when the workers
     /// drained the queue.
     Launch(LaunchArgs),
+    /// One record per item of a job: done, dead or pending, with its
+    /// attempts, exit code, seconds, worker and the end of its stderr, from
+    /// any machine (the cluster-wide joblog).
+    Results(ResultsArgs),
     /// Inspect or act on the dead-letter place.
     #[command(subcommand)]
     Dead(DeadCommand),
@@ -134,10 +138,30 @@ pub struct WorkerOpts {
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
     /// Where the queue cannot count its backlog (Pub/Sub on the emulator, or
-    /// without Cloud Monitoring): how long pulls must come back empty before
-    /// a worker takes the queue as drained
+    /// without Cloud Monitoring) and holds items without a job: how long
+    /// pulls must come back empty before a worker takes the queue as drained
     #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = nonzero_duration)]
     pub idle_window: Duration,
+    /// Exit codes that mean "no attempt can succeed" (e.g. `2,64`): an
+    /// attempt ending with one is dead-lettered at once, not retried
+    #[arg(long, env = "FORLOOP_FATAL_EXIT_CODES", value_delimiter = ',', value_name = "CODES",
+        value_parser = clap::value_parser!(i32).range(1..=255))]
+    pub fatal_exit_codes: Vec<i32>,
+}
+
+/// Which job a submit belongs to.
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// The job's name (letters, digits, `.`, `_`, `-`; at most 64). Default:
+    /// the queue's name and a digest of the input, so the same command
+    /// names the same job
+    #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
+    pub job: Option<String>,
+    /// Continue a job that was stopped or partly failed: send only the
+    /// items not yet done or queued (on the memory queue, skip the items
+    /// `--joblog FILE` records as done)
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// How `--serve` writes items to its processes.
@@ -165,6 +189,9 @@ pub struct RunArgs {
     /// How each worker behaves.
     #[command(flatten)]
     pub worker: WorkerOpts,
+    /// Which job.
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
     pub cluster: ClusterOpts,
@@ -186,6 +213,34 @@ pub struct SubmitArgs {
     /// Where items come from.
     #[command(flatten)]
     pub input: InputArgs,
+    /// Which job.
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `runner results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// The job (default: the queue's only job, or its newest)
+    #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
+    pub job: Option<String>,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+    /// Only items in this state
+    #[arg(long, value_enum)]
+    pub state: Option<ResultState>,
+}
+
+/// An item's state in `runner results`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultState {
+    /// It succeeded.
+    Done,
+    /// It was dead-lettered.
+    Dead,
+    /// Not settled yet (queued, running, retrying, or never sent).
+    Pending,
 }
 
 /// `runner work`.
@@ -348,7 +403,8 @@ pub enum QueueCommand {
 /// `runner dead ...`.
 #[derive(Debug, Subcommand)]
 pub enum DeadCommand {
-    /// List dead-lettered items, oldest first: item, attempts, reason.
+    /// List dead-lettered items, oldest first: item, attempts, reason, and
+    /// for items of a job the last exit code and stderr line.
     List {
         /// Show at most this many
         #[arg(long, default_value_t = 100)]

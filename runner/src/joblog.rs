@@ -51,7 +51,27 @@ impl Joblog {
     }
 }
 
-fn escape(item: &[u8]) -> String {
+/// How many times each item (escaped, as in the file) succeeded in the
+/// joblog at `path`: what `run --resume` skips on the memory queue, as GNU
+/// parallel's `--resume` does.
+pub fn done_items(path: &Path) -> std::io::Result<std::collections::HashMap<String, usize>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error),
+    };
+    let mut done = std::collections::HashMap::new();
+    for line in text.lines().filter(|line| *line != HEADER) {
+        let columns: Vec<&str> = line.split('\t').collect();
+        if columns.len() == 6 && columns[5] == "ok" {
+            *done.entry(columns[0].to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// An item as the joblog writes it.
+pub fn escape(item: &[u8]) -> String {
     let text = String::from_utf8_lossy(item);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

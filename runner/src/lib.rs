@@ -69,6 +69,12 @@ impl Failure {
         }
     }
 
+    /// The same failure, ending the process with `code`.
+    pub fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
+    }
+
     /// The exit code this failure ends the process with.
     pub fn code(&self) -> u8 {
         self.code

@@ -50,3 +50,43 @@ pub fn listen(shutdown: Shutdown, grace: Duration) -> Received {
     });
     received
 }
+
+/// Route SIGTERM and SIGINT to `shutdown` while a submit runs: it stops
+/// after the batch on its way and reports what went in. Listening ends
+/// when the returned value is dropped.
+pub fn listen_during_submit(shutdown: Shutdown) -> DuringSubmit {
+    let received = Received::default();
+    let seen = Arc::clone(&received.0);
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let task = tokio::spawn(async move {
+        let (number, name) = tokio::select! {
+            _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
+            _ = int.recv() => (libc::SIGINT, "SIGINT"),
+        };
+        seen.store(number, Ordering::SeqCst);
+        tracing::warn!("{name}: stopping the submit after the batch on its way");
+        shutdown.stop();
+    });
+    DuringSubmit { received, task }
+}
+
+/// Signals heard during a submit; dropping it stops listening.
+#[derive(Debug)]
+pub struct DuringSubmit {
+    received: Received,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DuringSubmit {
+    /// The exit code for a stop by signal, if one came.
+    pub fn exit_code(&self) -> Option<u8> {
+        self.received.exit_code()
+    }
+}
+
+impl Drop for DuringSubmit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -5,7 +5,6 @@
 //! repeated with `resume` and sends exactly what is missing.
 
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use super::{Begun, JobItem, JobStatus, Ledger, Manifest, SeqSet};
 use crate::{Message, QueueError, QueueErrorKind, WorkQueue};
@@ -88,7 +87,7 @@ fn describe(error: &SubmitError) -> String {
         format!("job `{job}`: nothing of the {total} items was sent: {cause}")
     } else {
         format!(
-            "job `{job}`: {} of {total} items are in the queue (lines {}) when this happened: {cause}",
+            "job `{job}`: {} of {total} items are in the queue (items {}, in input order) when this happened: {cause}",
             sent.len(),
             if sent.is_empty() {
                 "none".to_string()
@@ -121,7 +120,7 @@ pub async fn submit_job(
     items: Vec<Message>,
     command: Option<String>,
     resume: bool,
-    stop: &CancellationToken,
+    stop: &crate::Shutdown,
     mut on_batch: impl FnMut(usize),
 ) -> Result<SubmitReport, SubmitError> {
     let total = items.len() as u64;
@@ -192,7 +191,7 @@ pub async fn submit_job(
     let mut count = 0u64;
     let order: Vec<u64> = to_send.iter().collect();
     for seqs in order.chunks(capabilities.max_batch.max(1)) {
-        if stop.is_cancelled() {
+        if stop.is_stopping() {
             return Err(fail(
                 sent,
                 SeqSet::new(),

@@ -1,5 +1,10 @@
 //! `runner dead list | requeue | purge`.
 
+use std::collections::HashMap;
+
+use forloop_core::job::{JobItem, Receipt};
+use forloop_core::{DeadLetter, WorkQueue};
+
 use super::Context;
 use crate::Failure;
 use crate::cli::DeadCommand;
@@ -12,8 +17,13 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
     match command {
         DeadCommand::List { limit, json } => {
             let letters = queue.dead_letters(limit).await?;
+            let receipts = last_attempts(&*queue, &letters).await;
             for letter in &letters {
                 let item = String::from_utf8_lossy(&letter.message.payload);
+                let receipt = JobItem::of(&letter.message.attributes)
+                    .and_then(|i| receipts.get(&(i.job, i.seq)));
+                let exit_code = receipt.and_then(|r| r.exit_code);
+                let stderr_tail = receipt.and_then(|r| r.stderr_tail.as_deref());
                 if json {
                     println!(
                         "{}",
@@ -23,10 +33,21 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
                             "attempts": letter.attempts,
                             "reason": letter.reason,
                             "attributes": letter.message.attributes,
+                            "exit_code": exit_code,
+                            "stderr_tail": stderr_tail,
                         })
                     );
                 } else {
-                    println!("{item}\t{}\t{}", letter.attempts, letter.reason);
+                    let exit = exit_code.map_or(String::new(), |c| c.to_string());
+                    let tail = stderr_tail
+                        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+                        .unwrap_or_default();
+                    println!(
+                        "{item}\t{}\t{}\t{exit}\t{}",
+                        letter.attempts,
+                        letter.reason,
+                        crate::joblog::escape(tail.as_bytes())
+                    );
                 }
             }
             if !json {
@@ -46,4 +67,31 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
         }
     }
     Ok(0)
+}
+
+/// The receipts of the jobs `letters` belong to, by (job, seq): each dead
+/// item's last exit code and stderr. Empty where the queue keeps no jobs.
+async fn last_attempts(
+    queue: &dyn WorkQueue,
+    letters: &[DeadLetter],
+) -> HashMap<(String, u64), Receipt> {
+    let mut receipts = HashMap::new();
+    let Some(ledger) = queue.ledger() else {
+        return receipts;
+    };
+    let mut jobs: Vec<String> = letters
+        .iter()
+        .filter_map(|l| JobItem::of(&l.message.attributes).map(|i| i.job))
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    for job in jobs {
+        match ledger.receipts(&job).await {
+            Ok(list) => receipts.extend(list.into_iter().map(|r| ((r.job.clone(), r.seq), r))),
+            Err(error) => {
+                tracing::warn!(%job, error = %forloop_core::ErrorChain(&error), "cannot read the job's receipts")
+            }
+        }
+    }
+    receipts
 }

@@ -282,7 +282,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         &driver.redact(&address),
     )?;
 
-    let submitted = submit_input(&*queue, &args).await?;
+    let submitted = submit_input(context, &*queue, &args).await?;
     let handle = launcher.launch(&spec).await.map_err(|e| {
         Failure::new(format!(
             "{e}. The {} items are in the queue: fix that and start the workers with \
@@ -296,7 +296,7 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         args.workers
     );
     let progress = Progress::start("done", submitted.total);
-    let (tick, reader) = follow_backlog(&queue, &progress, submitted.total);
+    let (tick, reader) = follow_backlog(&queue, &progress, &submitted);
     let (state, signal) = follow_job(&launcher, &handle, args.worker.grace, |_| {
         let _ = tick.send(());
     })

@@ -157,7 +157,7 @@ pub(crate) async fn run(
     queue: Arc<dyn WorkQueue>,
     queue_spec: &str,
 ) -> Result<u8, Failure> {
-    let submitted = submit_input(&*queue, &args).await?;
+    let submitted = submit_input(context, &*queue, &args).await?;
     let spec = spec(
         context,
         queue_spec,
@@ -168,7 +168,7 @@ pub(crate) async fn run(
     let launcher = LocalLauncher::new();
     let handle = launcher.launch(&spec).await?;
     let progress = Progress::start("done", submitted.total);
-    let (tick, reader) = follow_backlog(&queue, &progress, submitted.total);
+    let (tick, reader) = follow_backlog(&queue, &progress, &submitted);
     let (counts, signal) = supervise(&launcher, &handle, args.worker.grace, || {
         let _ = tick.send(());
     })

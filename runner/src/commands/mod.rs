@@ -7,10 +7,12 @@
 //! both of those and `run` use. Nothing imports back up that chain.
 
 mod dead;
+mod job;
 #[cfg(feature = "k8s")]
 mod k8s;
 mod local;
 mod queue_admin;
+mod results;
 mod run;
 mod shared;
 mod status;
@@ -69,6 +71,7 @@ pub(crate) async fn dispatch(
             true => k8s::launch(&context, args).await,
             _ => local::launch(&context, args).await,
         },
+        Command::Results(args) => results::results(&context, args).await,
         Command::Dead(command) => dead::dead(&context, command).await,
         Command::Cluster(command) => {
             if !context.kubernetes()? {
@@ -273,6 +276,17 @@ fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
 
 /// Publish every item, in the queue's largest batches. On a failure part-way,
 /// say exactly which lines went in, so the rest can be submitted alone.
+/// The largest item `queue` takes from an input: its payload limit, less
+/// the room a job's attributes need where it keeps jobs.
+fn item_room(queue: &dyn WorkQueue) -> usize {
+    let max = queue.capabilities().max_payload;
+    if queue.ledger().is_some() {
+        max.saturating_sub(forloop_core::job::JOB_ATTRIBUTES_ROOM)
+    } else {
+        max
+    }
+}
+
 async fn publish_all(
     queue: &dyn WorkQueue,
     items: &Items,

@@ -11,7 +11,7 @@ use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Context, Prepared, open_joblog, publish_all, worker_config, worker_name};
+use super::{Context, Prepared, open_joblog, worker_config, worker_name};
 use crate::cli::RunArgs;
 use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
@@ -35,14 +35,26 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }
     let rules = ItemRules::command(
-        queue.capabilities().max_payload,
+        super::item_room(&*queue),
         &args.command,
         args.allow_dash_items,
     );
-    let items = read_items(&args.input.input, &rules)?;
+    let mut items = read_items(&args.input.input, &rules)?;
+    if args.job.resume {
+        skip_done(&mut items, &args)?;
+    }
     let total = items.items.len();
     let joblog = open_joblog(&args.worker)?;
-    publish_all(&*queue, &items, None).await?;
+    super::job::send(
+        context,
+        &*queue,
+        &items,
+        &args.job,
+        Some(&args.command),
+        None,
+        &Shutdown::new(),
+    )
+    .await?;
     let blank = items.blank;
     drop(items);
 
@@ -116,6 +128,35 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     } else {
         1
     })
+}
+
+/// `run --resume` on the memory queue: drop the items the joblog records
+/// as done (each as many times as it succeeded there).
+fn skip_done(items: &mut crate::input::Items, args: &RunArgs) -> Result<(), Failure> {
+    let Some(path) = &args.worker.joblog else {
+        return Err(Failure::new(
+            "the memory queue ends with its process, so `run --resume` reads what was done from \
+             the joblog: pass the `--joblog FILE` of the run to resume",
+        ));
+    };
+    let mut done = crate::joblog::done_items(path)
+        .map_err(|e| Failure::new(format!("cannot read the joblog {}: {e}", path.display())))?;
+    let before = items.items.len();
+    let mut keep = Vec::with_capacity(before);
+    for (item, line) in items.items.drain(..).zip(items.lines.drain(..)) {
+        match done.get_mut(&crate::joblog::escape(&item)) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => keep.push((item, line)),
+        }
+    }
+    (items.items, items.lines) = keep.into_iter().unzip();
+    eprintln!(
+        "runner: resuming from {}: {} of {before} items are done there, {} to run",
+        path.display(),
+        before - items.items.len(),
+        items.items.len()
+    );
+    Ok(())
 }
 
 fn round_ms(d: std::time::Duration) -> std::time::Duration {

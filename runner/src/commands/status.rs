@@ -1,9 +1,11 @@
-//! `runner status` and `runner wait`: read the queue's backlog, change nothing.
+//! `runner status` and `runner wait`: read the queue's backlog and its
+//! jobs, change nothing.
 
 use std::time::Duration;
 
+use forloop_core::job::JobStatus;
 use forloop_core::worker::{DrainDetector, DrainState};
-use forloop_core::{Backlog, Count};
+use forloop_core::{Backlog, Count, WorkQueue};
 use tokio::time::Instant;
 
 use super::Context;
@@ -59,14 +61,94 @@ pub(crate) fn status_note(backlog: &Backlog, staleness: Duration, source: Option
     }
 }
 
+/// The queue's jobs (`None`: it keeps none).
+async fn jobs_of(queue: &dyn WorkQueue) -> Result<Option<Vec<JobStatus>>, Failure> {
+    match queue.ledger() {
+        Some(ledger) => Ok(Some(ledger.jobs().await?)),
+        None => Ok(None),
+    }
+}
+
+/// Which rule ends the workers, for people and for `--json`.
+fn end_rule(jobs: Option<&[JobStatus]>) -> (&'static str, &'static str) {
+    match jobs {
+        Some(jobs) if !jobs.is_empty() => (
+            "jobs",
+            "workers exit 0 when every job is complete (done + dead = its items, from the ledger); \
+             items without a job are waited for only where the queue counts exactly",
+        ),
+        Some(_) => (
+            "backlog",
+            "no jobs on this queue yet: workers end when the backlog reads empty",
+        ),
+        None => (
+            "backlog",
+            "this queue keeps no jobs: workers end when the backlog reads empty",
+        ),
+    }
+}
+
+fn job_json(job: &JobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "job": job.manifest.job,
+        "total": job.manifest.total,
+        "submitted": job.submitted,
+        "done": job.done,
+        "dead": job.dead,
+        "remaining": job.remaining(),
+        "complete": job.is_complete(),
+        "rate_per_second": job.rate(),
+        "created": job.manifest.created,
+    })
+}
+
+fn job_line(job: &JobStatus) -> String {
+    let mut line = format!(
+        "job `{}`: {} of {} done, {} dead, {} left",
+        job.manifest.job,
+        job.done,
+        job.manifest.total,
+        job.dead,
+        job.remaining()
+    );
+    if job.is_complete() {
+        line.push_str(" (complete)");
+    } else {
+        if !job.is_sealed() {
+            line.push_str(&format!(
+                "; only {} of {} were sent: `runner submit --resume --job {}` sends the rest",
+                job.submitted, job.manifest.total, job.manifest.job
+            ));
+        }
+        if let Some(rate) = job.rate() {
+            let eta = Duration::from_secs((job.remaining() as f64 / rate).ceil() as u64);
+            line.push_str(&format!(
+                "; {rate:.1}/s, about {} to go",
+                humantime::format_duration(eta)
+            ));
+        }
+    }
+    line
+}
+
 pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("status", None)?;
     let queue = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
     let backlog = queue.backlog().await?;
+    let jobs = jobs_of(&*queue).await?;
+    let (rule, why) = end_rule(jobs.as_deref());
     if args.json {
-        println!("{}", status_json(&backlog));
+        let mut json = status_json(&backlog);
+        json["end_rule"] = rule.into();
+        json["jobs"] = jobs
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(job_json)
+            .collect();
+        println!("{json}");
     } else {
         println!(
             "{}: ready {}, in flight {}, dead {}{}",
@@ -80,6 +162,10 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
                 driver.backlog_source()
             )
         );
+        for job in jobs.as_deref().unwrap_or_default() {
+            println!("{}", job_line(job));
+        }
+        println!("end rule: {why}");
     }
     Ok(0)
 }
@@ -89,6 +175,9 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
     let queue = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
+    if let Some(jobs) = jobs_of(&*queue).await?.filter(|jobs| !jobs.is_empty()) {
+        return wait_for_jobs(context, &*queue, jobs, args.poll).await;
+    }
     let caps = queue.capabilities();
     let mut detector = DrainDetector::new(caps.backlog_staleness, Duration::ZERO);
     let first = queue.backlog().await?;
@@ -130,6 +219,38 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
         return Ok(1);
     }
     eprintln!("`{}` is drained", context.name);
+    Ok(0)
+}
+
+/// `wait` on a queue with jobs: until every job is complete, exactly.
+async fn wait_for_jobs(
+    context: &Context<'_>,
+    queue: &dyn WorkQueue,
+    mut jobs: Vec<JobStatus>,
+    poll: Duration,
+) -> Result<u8, Failure> {
+    let total: u64 = jobs.iter().map(|j| j.manifest.total).sum();
+    let progress = Progress::start("settled", total);
+    let ledger = queue.ledger().expect("jobs come from a ledger");
+    while jobs.iter().any(|j| !j.is_complete()) {
+        progress.set(jobs.iter().map(JobStatus::settled).sum());
+        tokio::time::sleep(poll).await;
+        jobs = ledger.jobs().await?;
+    }
+    progress.finish();
+    let dead: u64 = jobs.iter().map(|j| j.dead).sum();
+    for job in &jobs {
+        eprintln!("{}", job_line(job));
+    }
+    if dead > 0 {
+        eprintln!(
+            "every job on `{}` is complete, but {dead} item(s) were dead-lettered: \
+             `runner results --state dead` shows them",
+            context.name
+        );
+        return Ok(1);
+    }
+    eprintln!("every job on `{}` is complete", context.name);
     Ok(0)
 }
 

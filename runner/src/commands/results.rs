@@ -1,0 +1,147 @@
+//! `runner results`: one record per item of a job, read from the ledger
+//! the workers wrote wherever they ran: the cluster-wide joblog. Changes
+//! nothing.
+
+use std::collections::BTreeMap;
+
+use forloop_core::job::{JobStatus, Receipt, Settled};
+
+use super::Context;
+use crate::Failure;
+use crate::cli::{ResultState, ResultsArgs};
+
+pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<u8, Failure> {
+    let (driver, address) = context.driver("results", None)?;
+    let queue = context
+        .open(&*driver, &address, context.queue_config(None))
+        .await?;
+    let Some(ledger) = queue.ledger() else {
+        return Err(Failure::new(format!(
+            "{} keeps no jobs, so there are no results to show \
+             (for Pub/Sub and SQS, `runner queue create` makes the ledger)",
+            driver.redact(&address)
+        )));
+    };
+    let jobs = ledger.jobs().await?;
+    let job = pick(&jobs, args.job.as_deref())?;
+    let name = &job.manifest.job;
+    let receipts: BTreeMap<u64, Receipt> = ledger
+        .receipts(name)
+        .await?
+        .into_iter()
+        .map(|r| (r.seq, r))
+        .collect();
+    if !args.json {
+        println!("seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail");
+    }
+    for seq in 0..job.manifest.total {
+        let receipt = receipts.get(&seq);
+        let state = match receipt.map(|r| r.state) {
+            Some(Settled::Done) => ResultState::Done,
+            Some(Settled::Dead) => ResultState::Dead,
+            None => ResultState::Pending,
+        };
+        if args.state.is_some_and(|wanted| wanted != state) {
+            continue;
+        }
+        let state_name = match state {
+            ResultState::Done => "done",
+            ResultState::Dead => "dead",
+            ResultState::Pending => "pending",
+        };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "job": name,
+                    "seq": seq,
+                    "state": state_name,
+                    "item": receipt.map(|r| &r.item),
+                    "attempts": receipt.map(|r| r.attempt),
+                    "exit_code": receipt.and_then(|r| r.exit_code),
+                    "seconds": receipt.map(|r| r.seconds),
+                    "worker": receipt.map(|r| &r.worker),
+                    "reason": receipt.and_then(|r| r.reason.as_ref()),
+                    "stderr_tail": receipt.and_then(|r| r.stderr_tail.as_ref()),
+                })
+            );
+        } else {
+            let cell = |text: Option<String>| escape(&text.unwrap_or_default());
+            println!(
+                "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}",
+                cell(receipt.map(|r| r.attempt.to_string())),
+                cell(receipt.and_then(|r| r.exit_code).map(|c| c.to_string())),
+                cell(receipt.map(|r| format!("{:.3}", r.seconds))),
+                cell(receipt.map(|r| r.worker.clone())),
+                cell(receipt.map(|r| r.item.clone())),
+                cell(receipt.and_then(|r| last_line(r.stderr_tail.as_deref()))),
+            );
+        }
+    }
+    if !args.json {
+        eprintln!(
+            "job `{name}`: {} items, {} done, {} dead, {} pending",
+            job.manifest.total,
+            job.done,
+            job.dead,
+            job.remaining()
+        );
+    }
+    Ok(0)
+}
+
+/// The job `--job` names, or the queue's only one; with several, the
+/// newest, saying so.
+pub(crate) fn pick<'a>(
+    jobs: &'a [JobStatus],
+    named: Option<&str>,
+) -> Result<&'a JobStatus, Failure> {
+    let names = || {
+        jobs.iter()
+            .map(|j| j.manifest.job.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match named {
+        Some(name) => jobs.iter().find(|j| j.manifest.job == name).ok_or_else(|| {
+            Failure::new(format!(
+                "no job `{name}` on this queue; its jobs: {}",
+                if jobs.is_empty() {
+                    "none".to_string()
+                } else {
+                    names()
+                }
+            ))
+        }),
+        None => {
+            let newest = jobs
+                .iter()
+                .max_by_key(|j| (j.manifest.created, j.manifest.job.clone()))
+                .ok_or_else(|| {
+                    Failure::new(
+                        "this queue has no jobs yet: `runner submit` or `runner run` makes one",
+                    )
+                })?;
+            if jobs.len() > 1 {
+                eprintln!(
+                    "runner: showing the newest job, `{}`; pick another with --job (jobs: {})",
+                    newest.manifest.job,
+                    names()
+                );
+            }
+            Ok(newest)
+        }
+    }
+}
+
+fn last_line(text: Option<&str>) -> Option<String> {
+    text?
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string)
+}
+
+fn escape(text: &str) -> String {
+    crate::joblog::escape(text.as_bytes())
+}
