@@ -364,3 +364,58 @@ async fn a_task_past_its_max_lease_age_is_stopped_not_left_beside_its_copy() {
     shutdown.abort();
     let _ = timeout(Duration::from_secs(11), run).await;
 }
+
+/// The memory queue lives in the worker's process, so a SIGKILL takes the
+/// queue with it and nothing is left to lose or run again: the end-to-end
+/// "SIGKILL during the ack flush" has no memory form. Its in-process
+/// equivalent: a worker dropped (its task aborted, no goodbye to the queue)
+/// while its acks hang, and a second worker on the same queue.
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
+    let (queue, faults) = faulty(&["a", "b", "c"]).await;
+    faults.ack_hangs.store(true, Ordering::SeqCst);
+    let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u32>::new()));
+    let counted = Arc::clone(&runs);
+    let handler = Arc::new(from_fn(move |task: Task| {
+        *counted
+            .lock()
+            .unwrap()
+            .entry(String::from_utf8_lossy(&task.payload).into_owned())
+            .or_default() += 1;
+        std::future::ready(())
+    }));
+    let first = tokio::spawn(
+        Worker::new(queue.clone(), handler.clone())
+            .with_config(config(2))
+            .run(Shutdown::new()),
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        counts(&queue).await,
+        (0, 3, 0),
+        "every item ran and waits on its ack"
+    );
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    faults.ack_hangs.store(false, Ordering::SeqCst);
+    let exit = timeout(
+        Duration::from_secs(30),
+        Worker::new(queue.clone(), handler)
+            .with_config(config(2))
+            .run(Shutdown::new()),
+    )
+    .await
+    .expect("the second worker drains")
+    .unwrap();
+    assert_eq!(exit, WorkerExit::Drained);
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(
+        runs,
+        [("a", 2), ("b", 2), ("c", 2)]
+            .map(|(i, n)| (i.to_string(), n))
+            .into(),
+        "each item ran once more, because its ack never landed"
+    );
+}
