@@ -27,6 +27,8 @@ struct Faults {
     backlog_hangs: AtomicBool,
     /// Retryable failures the next acks answer with.
     ack_failures: AtomicU32,
+    /// Ack calls made.
+    ack_calls: AtomicU32,
     /// The next pull fails for good (the subscription was deleted).
     pull_fatal: AtomicBool,
 }
@@ -59,6 +61,7 @@ impl WorkQueue for Faulty {
         self.inner.pull(max, wait).await
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.faults.ack_calls.fetch_add(1, Ordering::SeqCst);
         if self.faults.ack_hangs.load(Ordering::SeqCst) {
             return hang().await;
         }
@@ -418,4 +421,34 @@ async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
             .into(),
         "each item ran once more, because its ack never landed"
     );
+}
+
+/// An outage answers every ack at once with a retryable error: the worker
+/// retries with backoff (one warning a retry), not at a fixed rate for as
+/// long as the outage lasts, and the ack lands soon once it ends.
+#[tokio::test(start_paused = true)]
+async fn acks_refused_through_an_outage_are_retried_with_backoff() {
+    let (queue, faults) = faulty(&["a"]).await;
+    faults.ack_failures.store(u32::MAX, Ordering::SeqCst);
+    let (_, handler) = started_items();
+    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler))).with_config(config(1));
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    sleep(Duration::from_secs(60)).await;
+    let calls = faults.ack_calls.load(Ordering::SeqCst);
+    // Doubling from 500 ms to at most 10 s: 0.5 + 1 + 2 + 4 + 8, then every
+    // 10 s: 10 calls in a minute. A fixed 500 ms would be 120.
+    assert!(
+        (5..=12).contains(&calls),
+        "{calls} ack calls in a 60 s outage"
+    );
+    faults.ack_failures.store(0, Ordering::SeqCst);
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        counts(&queue).await,
+        (0, 0, 0),
+        "the ack lands within one retry once the outage ends"
+    );
+    shutdown.stop();
+    let _ = timeout(Duration::from_secs(11), run).await;
 }
