@@ -459,3 +459,61 @@ pub fn sigkill_while_acks_are_in_flight(
         "the held items {held:?} run exactly once more (their ack never landed), the rest once: {text}"
     );
 }
+
+/// The queue server crashes and comes back empty, and nobody makes the
+/// queue again: a worker that runs and holds items must ride out the
+/// outage, then, finding its queue gone, exit non-zero saying so and how to
+/// make it (`create_hint`, the command), not loop and not exit 0.
+pub fn server_comes_back_without_the_queue(
+    direct: impl Fn() -> Command,
+    server: &mut dyn crate::servers::Restartable,
+    create: impl Fn(),
+    work_flags: &[&str],
+    create_hint: &str,
+    record: &str,
+    dir: &Path,
+) {
+    let items: Vec<String> = (1..=6).map(|i| format!("gone-{i}")).collect();
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    create();
+    assert!(
+        direct()
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (out, started, log) = (
+        dir.join("out.jsonl"),
+        dir.join("started"),
+        dir.join("worker.log"),
+    );
+    let mut worker = record_worker(direct(), work_flags, record, &out, &started, 1000, &log);
+    wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(60),
+        "the worker did not start two tasks",
+    );
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker exited while the server was down: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    server.start();
+    let status = wait_with_deadline(&mut worker, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("--- the worker ---\n{text}---");
+    assert!(
+        !status.success() && status.code().is_some(),
+        "a worker whose queue is gone exits non-zero: {status}: {text}"
+    );
+    assert!(
+        text.contains(create_hint),
+        "the worker must say its queue is gone and how to make it ({create_hint}): {text}"
+    );
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
-    poison_item_is_dead_lettered_and_named, server_crash_mid_run, sigkill_while_acks_are_in_flight,
-    sigterm_hands_items_back,
+    poison_item_is_dead_lettered_and_named, server_comes_back_without_the_queue,
+    server_crash_mid_run, sigkill_while_acks_are_in_flight, sigterm_hands_items_back,
 };
 use forloop_tests::servers::{PubsubEmulator, Restartable};
 use forloop_tests::{runner, scratch};
@@ -245,6 +245,23 @@ fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
         &["--lease", "10s", "--idle-window", "3s"],
         "pub/sub",
         8,
+        RECORD,
+        &dir,
+    );
+}
+
+#[test]
+fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() {
+    let mut emulator = PubsubEmulator::local();
+    let host = emulator.host().to_string();
+    let q = queue("gone");
+    let dir = scratch("pubsub-gone");
+    server_comes_back_without_the_queue(
+        || at(&host, &q),
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&host, &q, "10s"),
+        &["--lease", "10s", "--idle-window", "3s"],
+        &format!("runner --queue {q} queue create"),
         RECORD,
         &dir,
     );

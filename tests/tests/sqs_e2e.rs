@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
-    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, server_crash_mid_run,
-    sigkill_while_acks_are_in_flight, sigterm_hands_items_back,
+    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named,
+    server_comes_back_without_the_queue, server_crash_mid_run, sigkill_while_acks_are_in_flight,
+    sigterm_hands_items_back,
 };
 use forloop_tests::servers::{Restartable, SqsEmulator};
 use forloop_tests::{kill_storm, runner, scratch};
@@ -264,6 +265,23 @@ fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
         &["--lease", "3s"],
         "sqs",
         8,
+        RECORD,
+        &dir,
+    );
+}
+
+#[test]
+fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() {
+    let mut emulator = SqsEmulator::local();
+    let endpoint = emulator.endpoint().to_string();
+    let name = unique("gone");
+    let dir = scratch("sqs-gone");
+    server_comes_back_without_the_queue(
+        || at(&endpoint, &name),
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&endpoint, &name, "3s", "5"),
+        &["--lease", "3s"],
+        &format!("runner --queue sqs --name {name} queue create"),
         RECORD,
         &dir,
     );
