@@ -27,6 +27,8 @@ struct Faults {
     backlog_hangs: AtomicBool,
     /// Retryable failures the next acks answer with.
     ack_failures: AtomicU32,
+    /// Ack calls made.
+    ack_calls: AtomicU32,
     /// The next pull fails for good (the subscription was deleted).
     pull_fatal: AtomicBool,
 }
@@ -59,6 +61,7 @@ impl WorkQueue for Faulty {
         self.inner.pull(max, wait).await
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.faults.ack_calls.fetch_add(1, Ordering::SeqCst);
         if self.faults.ack_hangs.load(Ordering::SeqCst) {
             return hang().await;
         }
@@ -362,5 +365,90 @@ async fn a_task_past_its_max_lease_age_is_stopped_not_left_beside_its_copy() {
         "never two copies of one item at once"
     );
     shutdown.abort();
+    let _ = timeout(Duration::from_secs(11), run).await;
+}
+
+/// The memory queue lives in the worker's process, so a SIGKILL takes the
+/// queue with it and nothing is left to lose or run again: the end-to-end
+/// "SIGKILL during the ack flush" has no memory form. Its in-process
+/// equivalent: a worker dropped (its task aborted, no goodbye to the queue)
+/// while its acks hang, and a second worker on the same queue.
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
+    let (queue, faults) = faulty(&["a", "b", "c"]).await;
+    faults.ack_hangs.store(true, Ordering::SeqCst);
+    let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u32>::new()));
+    let counted = Arc::clone(&runs);
+    let handler = Arc::new(from_fn(move |task: Task| {
+        *counted
+            .lock()
+            .unwrap()
+            .entry(String::from_utf8_lossy(&task.payload).into_owned())
+            .or_default() += 1;
+        std::future::ready(())
+    }));
+    let first = tokio::spawn(
+        Worker::new(queue.clone(), handler.clone())
+            .with_config(config(2))
+            .run(Shutdown::new()),
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        counts(&queue).await,
+        (0, 3, 0),
+        "every item ran and waits on its ack"
+    );
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    faults.ack_hangs.store(false, Ordering::SeqCst);
+    let exit = timeout(
+        Duration::from_secs(30),
+        Worker::new(queue.clone(), handler)
+            .with_config(config(2))
+            .run(Shutdown::new()),
+    )
+    .await
+    .expect("the second worker drains")
+    .unwrap();
+    assert_eq!(exit, WorkerExit::Drained);
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(
+        runs,
+        [("a", 2), ("b", 2), ("c", 2)]
+            .map(|(i, n)| (i.to_string(), n))
+            .into(),
+        "each item ran once more, because its ack never landed"
+    );
+}
+
+/// An outage answers every ack at once with a retryable error: the worker
+/// retries with backoff (one warning a retry), not at a fixed rate for as
+/// long as the outage lasts, and the ack lands soon once it ends.
+#[tokio::test(start_paused = true)]
+async fn acks_refused_through_an_outage_are_retried_with_backoff() {
+    let (queue, faults) = faulty(&["a"]).await;
+    faults.ack_failures.store(u32::MAX, Ordering::SeqCst);
+    let (_, handler) = started_items();
+    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler))).with_config(config(1));
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    sleep(Duration::from_secs(60)).await;
+    let calls = faults.ack_calls.load(Ordering::SeqCst);
+    // Doubling from 500 ms to at most 10 s: 0.5 + 1 + 2 + 4 + 8, then every
+    // 10 s: 10 calls in a minute. A fixed 500 ms would be 120.
+    assert!(
+        (5..=12).contains(&calls),
+        "{calls} ack calls in a 60 s outage"
+    );
+    faults.ack_failures.store(0, Ordering::SeqCst);
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        counts(&queue).await,
+        (0, 0, 0),
+        "the ack lands within one retry once the outage ends"
+    );
+    shutdown.stop();
     let _ = timeout(Duration::from_secs(11), run).await;
 }

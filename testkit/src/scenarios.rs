@@ -195,3 +195,325 @@ pub fn dead_requeue_then_purge(on: impl Fn() -> Command, after_requeue: impl FnO
     let said = String::from_utf8_lossy(&purge.stderr);
     assert!(said.contains("purged 0 dead item"), "{said}");
 }
+
+/// The items in `path`, one a line, written for `submit`.
+fn write_items(path: &Path, items: &[String]) {
+    std::fs::write(path, items.join("\n") + "\n").unwrap();
+}
+
+/// How many times each item ran to the end (the `record` helper's file).
+fn runs(out: &Path) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for record in read_records(out) {
+        *runs.entry(record.item).or_insert(0) += 1;
+    }
+    runs
+}
+
+/// A `runner work` running the `record` helper into `out` with 2 slots,
+/// each task taking `sleep_ms`, starts noted in `started`, its stderr in
+/// `log`.
+fn record_worker(
+    mut on: Command,
+    work_flags: &[&str],
+    record: &str,
+    out: &Path,
+    started: &Path,
+    sleep_ms: u64,
+    log: &Path,
+) -> Child {
+    on.args(["work", "--concurrency", "2"])
+        .args(work_flags)
+        .arg("--")
+        .args([record, out.to_str().unwrap()])
+        .env("RECORD_SLEEP_MS", sleep_ms.to_string())
+        .env("RECORD_STARTED", started)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The queue server crashes (SIGKILL, its in-memory data gone) while a
+/// worker runs and holds items, and comes back empty on the same port.
+///
+/// Twelve items; one worker (2 slots, 1 s tasks) reaches the server
+/// through `proxy` (`through`), everything else goes direct (`direct`).
+/// Once four tasks have started (two done, two held) the server is killed
+/// for 6 s. The worker must say so (a warning that names the queue
+/// problem, `backend` in it), retry with backoff rather than spin (at most
+/// `max_warnings` warning lines in the outage), and neither exit nor claim
+/// the queue drained. Then the proxy holds the worker off while the server
+/// starts again, `create` makes the queue again and the operator
+/// re-submits what never finished (the server lost the rest: "nothing
+/// lost" can only mean every item ran once the lost ones are re-submitted).
+/// Once the proxy lets it through, the worker carries on, runs every
+/// re-submitted item and exits 0. Every item ran exactly once: an item that
+/// finished during the outage is not re-submitted, and its lost ack runs
+/// nothing again.
+#[allow(clippy::too_many_arguments)]
+pub fn server_crash_mid_run(
+    direct: impl Fn() -> Command,
+    through: impl Fn() -> Command,
+    proxy: &crate::proxy::FaultProxy,
+    server: &mut dyn crate::servers::Restartable,
+    create: impl Fn(),
+    work_flags: &[&str],
+    backend: &str,
+    max_warnings: usize,
+    record: &str,
+    dir: &Path,
+) {
+    use crate::proxy::Fault;
+    let items: Vec<String> = (1..=12).map(|i| format!("crash-{i}")).collect();
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    create();
+    assert!(
+        direct()
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (out, started, log) = (
+        dir.join("out.jsonl"),
+        dir.join("started"),
+        dir.join("worker.log"),
+    );
+    let mut worker = record_worker(through(), work_flags, record, &out, &started, 1000, &log);
+    wait_for_lines(
+        &started,
+        4,
+        Duration::from_secs(60),
+        "the worker did not start four tasks",
+    );
+    let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    server.kill();
+    let outage = Duration::from_secs(6);
+    let killed = Instant::now();
+    while killed.elapsed() < outage {
+        if let Some(status) = worker.try_wait().unwrap() {
+            panic!(
+                "the worker exited ({status}) while the server was down: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let said = &text[before..];
+    eprintln!("--- the worker during the {outage:?} outage ---\n{said}---");
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("pull failed") && l.contains(backend)),
+        "no warning names the queue problem ({backend}) while the server is down: {said}"
+    );
+    assert!(
+        warnings.len() <= max_warnings,
+        "{} warning lines in a {outage:?} outage (at most {max_warnings}): the worker spins instead of backing off: {said}",
+        warnings.len()
+    );
+    assert!(
+        !said.contains("drained"),
+        "the worker took a server it cannot reach for a drained queue: {said}"
+    );
+
+    proxy.set(Fault::BlackHole);
+    server.start();
+    create();
+    let done = runs(&out);
+    let lost: Vec<String> = items
+        .iter()
+        .filter(|i| !done.contains_key(*i))
+        .cloned()
+        .collect();
+    assert!(
+        lost.len() >= 6,
+        "most items were still queued when the server died: {done:?}"
+    );
+    write_items(&input, &lost);
+    assert!(
+        direct()
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    proxy.set(Fault::Pass);
+
+    let status = wait_with_deadline(&mut worker, Duration::from_secs(90));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the worker must carry on once the server is back and exit 0: {text}"
+    );
+    let runs = runs(&out);
+    let wrong: Vec<_> = items
+        .iter()
+        .filter(|i| runs.get(*i) != Some(&1))
+        .map(|i| (i, runs.get(i).copied().unwrap_or(0)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "each item runs once (item, runs): {wrong:?}: {text}"
+    );
+}
+
+/// A worker SIGKILLed while the acks of its finished items are on their way.
+///
+/// Six items; a first worker (2 slots, 1 s tasks) reaches the queue
+/// through `proxy`. Once it has started two tasks the proxy black-holes,
+/// so when they finish their ack is sent and never answered; it is
+/// SIGKILLed then. A second worker on a clean connection (`direct`) must
+/// run everything, the two held items again (their ack never landed) and
+/// exactly once more, the rest once, and exit 0 (drained). The caller then
+/// checks the queue reads empty where the backend can count.
+pub fn sigkill_while_acks_are_in_flight(
+    direct: impl Fn() -> Command,
+    through: impl Fn() -> Command,
+    proxy: &crate::proxy::FaultProxy,
+    work_flags: &[&str],
+    record: &str,
+    dir: &Path,
+) {
+    use crate::proxy::Fault;
+    let items: Vec<String> = (1..=6).map(|i| format!("ack-{i}")).collect();
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    assert!(
+        direct()
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (out, started) = (dir.join("out.jsonl"), dir.join("started"));
+    let first_log = dir.join("first.log");
+    let mut first = record_worker(
+        through(),
+        work_flags,
+        record,
+        &out,
+        &started,
+        1000,
+        &first_log,
+    );
+    wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(60),
+        "the first worker did not start two tasks",
+    );
+    proxy.set(Fault::BlackHole);
+    let held: Vec<String> = std::fs::read_to_string(&started)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an item"))
+        .collect();
+    // Both finish (the `record` helper writes when a task ends), their ack
+    // goes into the hole; then the worker dies with it unanswered.
+    wait_for_lines(
+        &out,
+        2,
+        Duration::from_secs(10),
+        "the two held tasks did not finish",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first worker is gone before its SIGKILL: {}",
+        std::fs::read_to_string(&first_log).unwrap_or_default()
+    );
+    signal(first.id(), libc::SIGKILL);
+    first.wait().unwrap();
+
+    let second_log = dir.join("second.log");
+    let mut second = record_worker(
+        direct(),
+        work_flags,
+        record,
+        &out,
+        &started,
+        100,
+        &second_log,
+    );
+    let status = wait_with_deadline(&mut second, Duration::from_secs(90));
+    let text = std::fs::read_to_string(&second_log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the second worker drains and exits 0: {text}"
+    );
+    let runs = runs(&out);
+    let expected: BTreeMap<String, usize> = items
+        .iter()
+        .map(|i| (i.clone(), if held.contains(i) { 2 } else { 1 }))
+        .collect();
+    assert_eq!(
+        runs, expected,
+        "the held items {held:?} run exactly once more (their ack never landed), the rest once: {text}"
+    );
+}
+
+/// The queue server crashes and comes back empty, and nobody makes the
+/// queue again: a worker that runs and holds items must ride out the
+/// outage, then, finding its queue gone, exit non-zero saying so and how to
+/// make it (`create_hint`, the command), not loop and not exit 0.
+pub fn server_comes_back_without_the_queue(
+    direct: impl Fn() -> Command,
+    server: &mut dyn crate::servers::Restartable,
+    create: impl Fn(),
+    work_flags: &[&str],
+    create_hint: &str,
+    record: &str,
+    dir: &Path,
+) {
+    let items: Vec<String> = (1..=6).map(|i| format!("gone-{i}")).collect();
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    create();
+    assert!(
+        direct()
+            .arg("submit")
+            .arg(&input)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (out, started, log) = (
+        dir.join("out.jsonl"),
+        dir.join("started"),
+        dir.join("worker.log"),
+    );
+    let mut worker = record_worker(direct(), work_flags, record, &out, &started, 1000, &log);
+    wait_for_lines(
+        &started,
+        2,
+        Duration::from_secs(60),
+        "the worker did not start two tasks",
+    );
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker exited while the server was down: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    server.start();
+    let status = wait_with_deadline(&mut worker, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("--- the worker ---\n{text}---");
+    assert!(
+        !status.success() && status.code().is_some(),
+        "a worker whose queue is gone exits non-zero: {status}: {text}"
+    );
+    assert!(
+        text.contains(create_hint),
+        "the worker must say its queue is gone and how to make it ({create_hint}): {text}"
+    );
+}

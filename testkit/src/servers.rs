@@ -42,6 +42,16 @@ pub fn docker_answers() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A server of the test's own that can crash and come back on the same
+/// port, as a pod or a VM restarting would. Emulators keep their data in
+/// memory only, so a killed one comes back empty.
+pub trait Restartable {
+    /// SIGKILL the server: no clean shutdown, connections reset.
+    fn kill(&mut self);
+    /// Start it again on the same port; returns once it answers.
+    fn start(&mut self);
+}
+
 /// A Redis server for tests.
 pub struct RedisServer {
     url: String,
@@ -303,7 +313,9 @@ const PUBSUB_HELP: &str = "install the official emulator with `apt-get install g
 /// The official Pub/Sub emulator for tests.
 pub struct PubsubEmulator {
     host: String,
-    _child: ProcessGuard,
+    /// The port of an emulator of the test's own ([`PubsubEmulator::local`]).
+    port: Option<u16>,
+    child: ProcessGuard,
     _container: Option<Container<GenericImage>>,
 }
 
@@ -328,7 +340,8 @@ impl PubsubEmulator {
             if let Ok(host) = std::env::var("PUBSUB_EMULATOR_HOST") {
                 return PubsubEmulator {
                     host,
-                    _child: ProcessGuard::default(),
+                    port: None,
+                    child: ProcessGuard::default(),
                     _container: None,
                 };
             }
@@ -354,7 +367,8 @@ impl PubsubEmulator {
                 let port = container.get_host_port_ipv4(8085).expect("mapped port");
                 return PubsubEmulator {
                     host: format!("127.0.0.1:{port}"),
-                    _child: ProcessGuard::default(),
+                    port: None,
+                    child: ProcessGuard::default(),
                     _container: Some(container),
                 };
             }
@@ -365,6 +379,30 @@ impl PubsubEmulator {
     /// An emulator of this test's own, from the local install, on a free port.
     pub fn local() -> PubsubEmulator {
         let port = free_port();
+        let mut emulator = PubsubEmulator {
+            host: format!("127.0.0.1:{port}"),
+            port: Some(port),
+            child: ProcessGuard::default(),
+            _container: None,
+        };
+        emulator.start();
+        emulator
+    }
+}
+
+impl Restartable for PubsubEmulator {
+    fn kill(&mut self) {
+        assert!(
+            self.port.is_some(),
+            "only an emulator of the test's own (PubsubEmulator::local) can be killed"
+        );
+        self.child.stop_with(libc::SIGKILL);
+    }
+
+    fn start(&mut self) {
+        let port = self
+            .port
+            .expect("an emulator of the test's own (PubsubEmulator::local)");
         let mut command = Command::new(PUBSUB_EMULATOR);
         command
             .args(["--host=127.0.0.1", &format!("--port={port}")])
@@ -373,13 +411,8 @@ impl PubsubEmulator {
         let child = spawn_tied(command).unwrap_or_else(|e| {
             panic!("cannot start the Pub/Sub emulator {PUBSUB_EMULATOR} ({e}): {PUBSUB_HELP}")
         });
-        let emulator = PubsubEmulator {
-            host: format!("127.0.0.1:{port}"),
-            _child: ProcessGuard::new(child),
-            _container: None,
-        };
+        self.child = ProcessGuard::new(child);
         wait_for_http_ok(port, Duration::from_secs(60));
-        emulator
     }
 }
 
@@ -418,7 +451,9 @@ const FAUXQS_HELP: &str = "install the fauxqs SQS emulator with \
 /// The fauxqs SQS emulator for tests, started by `scripts/fauxqs.mjs`.
 pub struct SqsEmulator {
     endpoint: String,
-    _child: ProcessGuard,
+    /// The port of an emulator of the test's own ([`SqsEmulator::local`]).
+    port: Option<u16>,
+    child: ProcessGuard,
 }
 
 impl std::fmt::Debug for SqsEmulator {
@@ -463,7 +498,8 @@ impl SqsEmulator {
             {
                 return SqsEmulator {
                     endpoint,
-                    _child: ProcessGuard::default(),
+                    port: None,
+                    child: ProcessGuard::default(),
                 };
             }
             Self::local()
@@ -472,12 +508,23 @@ impl SqsEmulator {
 
     /// An emulator of this test's own, on a free port.
     pub fn local() -> SqsEmulator {
+        let (child, port) = Self::spawn(0);
+        SqsEmulator {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port: Some(port),
+            child: ProcessGuard::new(child),
+        }
+    }
+
+    /// Start `scripts/fauxqs.mjs` on `port` (0: a free one): the child and
+    /// the port it listens on.
+    fn spawn(port: u16) -> (Child, u16) {
         use std::io::BufRead;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fauxqs.mjs");
         let mut command = Command::new("node");
         command
             .arg(&script)
-            .arg("0")
+            .arg(port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = spawn_tied(command).unwrap_or_else(|e| {
@@ -511,9 +558,24 @@ impl SqsEmulator {
                 let _ = std::io::copy(&mut stderr, &mut std::io::sink());
             });
         }
-        SqsEmulator {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _child: ProcessGuard::new(child),
-        }
+        (child, port)
+    }
+}
+
+impl Restartable for SqsEmulator {
+    fn kill(&mut self) {
+        assert!(
+            self.port.is_some(),
+            "only an emulator of the test's own (SqsEmulator::local) can be killed"
+        );
+        self.child.stop_with(libc::SIGKILL);
+    }
+
+    fn start(&mut self) {
+        let port = self
+            .port
+            .expect("an emulator of the test's own (SqsEmulator::local)");
+        let (child, _) = Self::spawn(port);
+        self.child = ProcessGuard::new(child);
     }
 }

@@ -4,8 +4,12 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forloop_tests::scenarios::{poison_item_is_dead_lettered_and_named, sigterm_hands_items_back};
-use forloop_tests::servers::PubsubEmulator;
+use forloop_tests::proxy::FaultProxy;
+use forloop_tests::scenarios::{
+    poison_item_is_dead_lettered_and_named, server_comes_back_without_the_queue,
+    server_crash_mid_run, sigkill_while_acks_are_in_flight, sigterm_hands_items_back,
+};
+use forloop_tests::servers::{PubsubEmulator, Restartable};
 use forloop_tests::{runner, scratch};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_record");
@@ -15,10 +19,16 @@ fn queue(test: &str) -> String {
 }
 
 fn on(queue: &str) -> Command {
+    at(PubsubEmulator::shared().host(), queue)
+}
+
+/// `runner --queue QUEUE` on the emulator at `host` (one of the test's own,
+/// or a fault proxy in front of one).
+fn at(host: &str, queue: &str) -> Command {
     let mut command = runner();
     command
         .args(["--queue", queue])
-        .env("PUBSUB_EMULATOR_HOST", PubsubEmulator::shared().host());
+        .env("PUBSUB_EMULATOR_HOST", host);
     command
 }
 
@@ -27,7 +37,11 @@ fn stderr(output: &Output) -> String {
 }
 
 fn create(queue: &str, lease: &str) {
-    let output = on(queue)
+    create_at(PubsubEmulator::shared().host(), queue, lease);
+}
+
+fn create_at(host: &str, queue: &str, lease: &str) {
+    let output = at(host, queue)
         .args(["queue", "create", "--lease", lease])
         .output()
         .unwrap();
@@ -194,4 +208,61 @@ fn status_says_counts_come_from_cloud_monitoring() {
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(out.contains("cannot count its backlog here"), "{out}");
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
+    let q = queue("ack-kill");
+    create(&q, "10s");
+    let proxy = FaultProxy::start(PubsubEmulator::shared().host());
+    let dir = scratch("pubsub-ack-kill");
+    // The emulator cannot count: the idle window outlasts the lease, so the
+    // second worker waits for the held items to come back.
+    sigkill_while_acks_are_in_flight(
+        || on(&q),
+        || at(&proxy.address(), &q),
+        &proxy,
+        &["--lease", "10s", "--idle-window", "12s"],
+        RECORD,
+        &dir,
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
+    let mut emulator = PubsubEmulator::local();
+    let host = emulator.host().to_string();
+    let proxy = FaultProxy::start(&host);
+    let q = queue("crash");
+    let dir = scratch("pubsub-crash");
+    server_crash_mid_run(
+        || at(&host, &q),
+        || at(&proxy.address(), &q),
+        &proxy,
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&host, &q, "10s"),
+        &["--lease", "10s", "--idle-window", "3s"],
+        "pub/sub",
+        8,
+        RECORD,
+        &dir,
+    );
+}
+
+#[test]
+fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() {
+    let mut emulator = PubsubEmulator::local();
+    let host = emulator.host().to_string();
+    let q = queue("gone");
+    let dir = scratch("pubsub-gone");
+    server_comes_back_without_the_queue(
+        || at(&host, &q),
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&host, &q, "10s"),
+        &["--lease", "10s", "--idle-window", "3s"],
+        &format!("runner --queue {q} queue create"),
+        RECORD,
+        &dir,
+    );
 }

@@ -582,3 +582,21 @@ fn a_frozen_worker_that_comes_back_settles_nothing_it_lost() {
     );
     assert_drained_clean(&url, &name);
 }
+
+#[test]
+fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
+    let server = RedisServer::local(false);
+    let url = server.url().to_string();
+    let proxy = FaultProxy::start(url.trim_start_matches("redis://"));
+    let name = unique("ack-kill");
+    let dir = scratch("ack-kill");
+    forloop_tests::scenarios::sigkill_while_acks_are_in_flight(
+        || on(&url, &name),
+        || through(&proxy, &name),
+        &proxy,
+        &["--lease", "3s"],
+        RECORD,
+        &dir,
+    );
+    assert_drained_clean(&url, &name);
+}

@@ -5,10 +5,13 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
-    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, sigterm_hands_items_back,
+    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named,
+    server_comes_back_without_the_queue, server_crash_mid_run, sigkill_while_acks_are_in_flight,
+    sigterm_hands_items_back,
 };
-use forloop_tests::servers::SqsEmulator;
+use forloop_tests::servers::{Restartable, SqsEmulator};
 use forloop_tests::{kill_storm, runner, scratch};
 
 const RECORD: &str = env!("CARGO_BIN_EXE_record");
@@ -28,12 +31,24 @@ fn on(name: &str) -> Command {
     command
 }
 
+/// [`on`], but reaching SQS at `endpoint` (an emulator of the test's own,
+/// or a fault proxy in front of one).
+fn at(endpoint: &str, name: &str) -> Command {
+    let mut command = on(name);
+    command.env("AWS_ENDPOINT_URL_SQS", endpoint);
+    command
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn create(name: &str, lease: &str, max_attempts: &str) {
-    let output = on(name)
+    create_at(SqsEmulator::shared().endpoint(), name, lease, max_attempts);
+}
+
+fn create_at(endpoint: &str, name: &str, lease: &str, max_attempts: &str) {
+    let output = at(endpoint, name)
         .args([
             "queue",
             "create",
@@ -204,5 +219,70 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
             .status()
             .unwrap()
             .success()
+    );
+}
+
+#[test]
+fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
+    let name = unique("ack-kill");
+    create(&name, "3s", "5");
+    let endpoint = SqsEmulator::shared().endpoint();
+    let proxy = FaultProxy::start(endpoint.trim_start_matches("http://"));
+    let via = format!("http://{}", proxy.address());
+    let dir = scratch("sqs-ack-kill");
+    sigkill_while_acks_are_in_flight(
+        || on(&name),
+        || at(&via, &name),
+        &proxy,
+        &["--lease", "3s"],
+        RECORD,
+        &dir,
+    );
+    assert_drained_clean(&name);
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
+    let mut emulator = SqsEmulator::local();
+    let endpoint = emulator.endpoint().to_string();
+    let proxy = FaultProxy::start(endpoint.trim_start_matches("http://"));
+    let via = format!("http://{}", proxy.address());
+    let name = unique("crash");
+    let dir = scratch("sqs-crash");
+    server_crash_mid_run(
+        || at(&endpoint, &name),
+        || at(&via, &name),
+        &proxy,
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&endpoint, &name, "3s", "5"),
+        &["--lease", "3s"],
+        "sqs",
+        8,
+        RECORD,
+        &dir,
+    );
+}
+
+#[test]
+fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() {
+    let mut emulator = SqsEmulator::local();
+    let endpoint = emulator.endpoint().to_string();
+    let name = unique("gone");
+    let dir = scratch("sqs-gone");
+    server_comes_back_without_the_queue(
+        || at(&endpoint, &name),
+        &mut emulator as &mut dyn Restartable,
+        || create_at(&endpoint, &name, "3s", "5"),
+        &["--lease", "3s"],
+        &format!("runner --queue sqs --name {name} queue create"),
+        RECORD,
+        &dir,
     );
 }

@@ -85,7 +85,8 @@ pub struct WorkerConfig {
     /// Acks sent in one call at most (default 500, capped by the queue's max batch).
     /// Tasks that finish together are acked together; no ack waits for more.
     pub ack_batch: usize,
-    /// After an ack call failed, how long until it is tried again (default 500 ms).
+    /// After an ack call failed, how long until it is tried again (default
+    /// 500 ms); each further failure in a row doubles the wait, up to 10 s.
     pub ack_interval: Duration,
     /// The longest any one queue call may take before it counts as failed
     /// and is retried (default 10 s; pulls get their long poll on top, and
@@ -273,7 +274,14 @@ struct AckBuffer {
     in_flight: usize,
     /// After a failed ack: not before then.
     flush_at: Option<Instant>,
+    /// Ack calls failed in a row: the retry waits double each time.
+    failures: u32,
 }
+
+/// The longest wait between two tries of a failing ack: a long outage is
+/// not hammered (nor logged) twice a second, and once it ends the acks land
+/// well within a lease.
+const ACK_RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl AckBuffer {
     /// Every success so far has its ack answered.
@@ -330,6 +338,7 @@ impl Worker {
             pending: Vec::with_capacity(ack_batch),
             in_flight: 0,
             flush_at: None,
+            failures: 0,
         };
         let mut pull: Option<PullFuture> = None;
         let mut backlog: Option<BacklogFuture> = None;
@@ -840,6 +849,9 @@ impl Worker {
                 acks.in_flight -= 1;
                 let retryable = matches!(&result, Err(error) if error.is_retryable());
                 if !retryable {
+                    acks.failures = 0;
+                }
+                if !retryable {
                     for (token, _) in &batch {
                         keeper.release(token);
                     }
@@ -862,9 +874,14 @@ impl Worker {
                         }
                     }
                     Err(error) if error.is_retryable() => {
-                        warn!(error = %crate::ErrorChain(&error), pending = batch.len(), "ack failed; retrying shortly");
+                        acks.failures += 1;
+                        let interval = self.config.ack_interval;
+                        let retry_in = interval
+                            .saturating_mul(1 << (acks.failures - 1).min(10))
+                            .min(ACK_RETRY_MAX.max(interval));
+                        warn!(error = %crate::ErrorChain(&error), pending = batch.len(), ?retry_in, "ack failed; retrying");
                         acks.pending.extend(batch);
-                        acks.flush_at = Some(Instant::now() + self.config.ack_interval);
+                        acks.flush_at = Some(Instant::now() + retry_in);
                     }
                     Err(error) => {
                         warn!(error = %crate::ErrorChain(&error), dropped = batch.len(), "ack failed for good; those items will run again");
