@@ -74,10 +74,11 @@ struct Broken {
     requeued: Mutex<HashMap<Bytes, u32>>,
     /// `TokensNameItems`: the inner token of each item's latest delivery.
     latest: Mutex<HashMap<LeaseToken, LeaseToken>>,
+    /// The config the queue was opened with (its lease and max attempts).
     config: QueueConfig,
     /// Deliveries on their last attempt, with the deadline their holder was told.
     last: Mutex<Vec<(LeaseToken, Instant)>>,
-    /// When each delayed nack falls due.
+    /// `BacklogHidesDelayed`: when each delayed nack falls due.
     delayed: Mutex<Vec<Instant>>,
 }
 
@@ -123,6 +124,15 @@ impl Broken {
     /// The flaws of the last attempt, before and after an inner pull.
     async fn last_attempt_flaws(&self, got: &[Delivery]) -> Result<(), QueueError> {
         use Flaw::*;
+        if !matches!(
+            self.flaw,
+            LastLeaseHeldForever
+                | LastLapseRedelivers
+                | DelayedNackAtMaxLoses
+                | DelayedNackAtMaxRedelivers
+        ) {
+            return Ok(());
+        }
         let lapsed: Vec<LeaseToken> = {
             let mut last = self.last.lock().unwrap();
             let now = Instant::now();
@@ -250,7 +260,7 @@ impl WorkQueue for Broken {
         } else {
             delay
         };
-        if !delay.is_zero() {
+        if self.flaw == Flaw::BacklogHidesDelayed && !delay.is_zero() {
             self.delayed.lock().unwrap().push(Instant::now() + delay);
         }
         if let [token] = tokens
