@@ -11,9 +11,10 @@ use bytes::Bytes;
 use forloop_core::conformance::{self, Harness};
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
-    Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
+    Message, MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Flaw {
@@ -41,7 +42,29 @@ enum Flaw {
     RequestBytesCapped,
     /// A hand-back is a `nack(0)`: it costs an attempt.
     ReleaseCharges,
+    /// A last attempt is leased for 12 hours behind the holder's back
+    /// (a receive at the longest visibility): when its holder dies, the item
+    /// is neither delivered nor dead.
+    LastLeaseHeldForever,
+    /// When a last attempt's lease lapses, the item is handed back free,
+    /// and delivered again forever.
+    LastLapseRedelivers,
+    /// `nack(d)` on the last attempt deletes the item.
+    DelayedNackAtMaxLoses,
+    /// `nack(d)` on the last attempt hands the item back free.
+    DelayedNackAtMaxRedelivers,
+    /// The backlog counts an item nowhere while its nack's delay runs.
+    BacklogHidesDelayed,
+    /// A pull receives for 12 hours, then shortens the lease to the
+    /// queue's after a round trip: a pull dropped in between hides its
+    /// items for 12 hours.
+    PullHidesThenShortens,
+    /// The backlog says `Unknown` while `exact_backlog` is advertised.
+    UnknownBacklog,
 }
+
+/// What the inner queue grants at most: a lease "for ever" in these tests.
+const FOREVER: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug)]
 struct Broken {
@@ -51,6 +74,12 @@ struct Broken {
     requeued: Mutex<HashMap<Bytes, u32>>,
     /// `TokensNameItems`: the inner token of each item's latest delivery.
     latest: Mutex<HashMap<LeaseToken, LeaseToken>>,
+    /// The config the queue was opened with (its lease and max attempts).
+    config: QueueConfig,
+    /// Deliveries on their last attempt, with the deadline their holder was told.
+    last: Mutex<Vec<(LeaseToken, Instant)>>,
+    /// `BacklogHidesDelayed`: when each delayed nack falls due.
+    delayed: Mutex<Vec<Instant>>,
 }
 
 impl Broken {
@@ -82,6 +111,53 @@ impl Broken {
             .map(|(outer, _)| outer.clone())
             .collect();
         Ok(LeaseReport { lost })
+    }
+
+    /// Whether `token` is a delivery on its last attempt, forgetting it.
+    fn take_last(&self, token: &LeaseToken) -> bool {
+        let mut last = self.last.lock().unwrap();
+        let before = last.len();
+        last.retain(|(held, _)| held != token);
+        last.len() < before
+    }
+
+    /// The flaws of the last attempt, before and after an inner pull.
+    async fn last_attempt_flaws(&self, got: &[Delivery]) -> Result<(), QueueError> {
+        use Flaw::*;
+        if !matches!(
+            self.flaw,
+            LastLeaseHeldForever
+                | LastLapseRedelivers
+                | DelayedNackAtMaxLoses
+                | DelayedNackAtMaxRedelivers
+        ) {
+            return Ok(());
+        }
+        let lapsed: Vec<LeaseToken> = {
+            let mut last = self.last.lock().unwrap();
+            let now = Instant::now();
+            let (lapsed, live) = last.drain(..).partition(|(_, at)| *at <= now);
+            *last = live;
+            lapsed.into_iter().map(|(token, _)| token).collect()
+        };
+        if self.flaw == LastLapseRedelivers && !lapsed.is_empty() {
+            self.inner.release(&lapsed).await?;
+        }
+        for delivery in got {
+            if delivery.attempt < self.config.max_attempts {
+                continue;
+            }
+            if matches!(self.flaw, LastLeaseHeldForever | LastLapseRedelivers) {
+                self.inner
+                    .extend_deadline(std::slice::from_ref(&delivery.token), FOREVER)
+                    .await?;
+            }
+            self.last
+                .lock()
+                .unwrap()
+                .push((delivery.token.clone(), delivery.deadline));
+        }
+        Ok(())
     }
 
     fn hide_lost(&self, report: LeaseReport) -> LeaseReport {
@@ -137,7 +213,20 @@ impl WorkQueue for Broken {
         } else {
             max
         };
+        if self.flaw == Flaw::LastLapseRedelivers {
+            // Look for lapsed last attempts before the inner pull waits.
+            self.last_attempt_flaws(&[]).await?;
+        }
         let mut got = self.inner.pull(max, wait).await?;
+        self.last_attempt_flaws(&got).await?;
+        if self.flaw == Flaw::PullHidesThenShortens && !got.is_empty() {
+            let tokens: Vec<_> = got.iter().map(|d| d.token.clone()).collect();
+            self.inner.extend_deadline(&tokens, FOREVER).await?;
+            tokio::task::yield_now().await;
+            self.inner
+                .extend_deadline(&tokens, self.config.lease)
+                .await?;
+        }
         if self.flaw == Flaw::AttemptAlwaysOne {
             got.iter_mut().for_each(|d| d.attempt = 1);
         }
@@ -171,6 +260,19 @@ impl WorkQueue for Broken {
         } else {
             delay
         };
+        if self.flaw == Flaw::BacklogHidesDelayed && !delay.is_zero() {
+            self.delayed.lock().unwrap().push(Instant::now() + delay);
+        }
+        if let [token] = tokens
+            && !delay.is_zero()
+            && self.take_last(token)
+        {
+            match self.flaw {
+                Flaw::DelayedNackAtMaxLoses => return self.inner.ack(tokens).await,
+                Flaw::DelayedNackAtMaxRedelivers => return self.inner.release(tokens).await,
+                _ => {}
+            }
+        }
         let report = self
             .settle(tokens, |t| async move { self.inner.nack(&t, delay).await })
             .await?;
@@ -220,7 +322,28 @@ impl WorkQueue for Broken {
                 .dead_letter(&tokens, "buried by a reader")
                 .await?;
         }
-        self.inner.backlog().await
+        let mut backlog = self.inner.backlog().await?;
+        match self.flaw {
+            Flaw::UnknownBacklog => {
+                backlog.ready = Count::Unknown;
+                backlog.in_flight = Count::Unknown;
+                backlog.dead = Count::Unknown;
+            }
+            Flaw::BacklogHidesDelayed => {
+                let now = Instant::now();
+                let waiting = self
+                    .delayed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|at| **at > now)
+                    .count();
+                let ready = backlog.ready.value().unwrap_or(0);
+                backlog.ready = Count::Exact(ready.saturating_sub(waiting as u64));
+            }
+            _ => {}
+        }
+        Ok(backlog)
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let letters = self.inner.dead_letters(limit).await?;
@@ -271,10 +394,13 @@ fn broken(flaw: Flaw) -> Harness {
     let queues = named_queues();
     Harness::new(move |config| {
         let broken = Broken {
-            inner: queues(config),
+            inner: queues(config.clone()),
             flaw,
             requeued: Mutex::default(),
             latest: Mutex::default(),
+            config,
+            last: Mutex::default(),
+            delayed: Mutex::default(),
         };
         async move { Arc::new(broken) as Arc<dyn WorkQueue> }
     })
@@ -389,6 +515,42 @@ catches!(
     Flaw::RequestBytesCapped,
     conformance::full_batch_of_largest_items
 );
+catches!(
+    last_lease_held_forever,
+    Flaw::LastLeaseHeldForever,
+    conformance::lease_lapse_at_max_attempts_dead_letters
+);
+catches!(
+    last_lapse_redelivers,
+    Flaw::LastLapseRedelivers,
+    conformance::lease_lapse_at_max_attempts_dead_letters
+);
+catches!(
+    delayed_nack_at_max_loses,
+    Flaw::DelayedNackAtMaxLoses,
+    conformance::delayed_nack_at_max_attempts_dead_letters
+);
+catches!(
+    delayed_nack_at_max_redelivers,
+    Flaw::DelayedNackAtMaxRedelivers,
+    conformance::delayed_nack_at_max_attempts_dead_letters
+);
+catches!(
+    backlog_that_hides_delayed_items,
+    Flaw::BacklogHidesDelayed,
+    conformance::backlog_counts_a_delayed_item
+);
+catches!(
+    pull_that_hides_then_shortens,
+    Flaw::PullHidesThenShortens,
+    conformance::dropped_pull_swallows_nothing
+);
+// A clause that never asked for exactness: the unknown counts fail it now.
+catches!(
+    unknown_counts_with_exact_backlog,
+    Flaw::UnknownBacklog,
+    conformance::dead_letter_moves_item
+);
 
 /// And the unbroken queue passes the same functions, so the failures above
 /// come from the flaws, not from the wrapper.
@@ -417,4 +579,8 @@ async fn honest_wrapper_passes() {
     conformance::stale_settle_calls_report_lost(&harness).await;
     conformance::a_reader_does_not_change_max_attempts(&harness).await;
     conformance::full_batch_of_largest_items(&harness).await;
+    conformance::lease_lapse_at_max_attempts_dead_letters(&harness).await;
+    conformance::delayed_nack_at_max_attempts_dead_letters(&harness).await;
+    conformance::backlog_counts_a_delayed_item(&harness).await;
+    conformance::dropped_pull_swallows_nothing(&harness).await;
 }

@@ -431,9 +431,13 @@ impl WorkQueue for RedisQueue {
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let until = Instant::now() + wait;
-        // After a wake marker, one more look, then answer even if empty: the
-        // marker may mean the queue was just drained, which the worker should
-        // see now rather than at the end of its wait.
+        // After a wake marker, one more look, then answer even if empty when
+        // the queue reads drained (nothing leased or delayed either): the
+        // marker may mean it was just drained, which the worker should see
+        // now rather than at the end of its wait. A marker can also be stale
+        // (a publish whose items a pull took without blocking): with a lease
+        // or a delayed nack still to fall due, keep waiting for it, or a pull
+        // would come back empty at once with an item due within its wait.
         let mut woken = false;
         loop {
             let sent = Instant::now();
@@ -470,7 +474,7 @@ impl WorkQueue for RedisQueue {
                 })
                 .collect();
             let now = Instant::now();
-            if !deliveries.is_empty() || now >= until || woken {
+            if !deliveries.is_empty() || now >= until || (woken && next_ms < 0) {
                 return Ok(deliveries);
             }
             let mut block = until - now;
