@@ -8,6 +8,7 @@
 //! - [`fake_kube`]: a loopback Kubernetes API whose kubelet runs pods as
 //!   processes.
 //! - [`scenarios`]: end-to-end scenarios written once, run on every backend.
+//! - [`jobs`]: the same for jobs: exact end, stranded items, resume.
 //! - here: finding the `runner` binary, scratch directories, and reading what
 //!   the `record` helper wrote.
 //!
@@ -17,6 +18,7 @@
 
 pub mod fake_kube;
 pub mod guard;
+pub mod jobs;
 pub mod proxy;
 pub mod scenarios;
 pub mod servers;

@@ -107,6 +107,8 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         .env("RECORD_SLEEP_MS", "20");
     kill_storm(launch, &out, &items, concurrency);
     assert_drained_clean(server.url(), &name);
+    // The ledger counted each item once, however many times it ran.
+    forloop_tests::jobs::assert_every_item_settled_once(&|| on(server.url(), &name), items.len());
 }
 
 #[test]
@@ -599,4 +601,41 @@ fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
         &dir,
     );
     assert_drained_clean(&url, &name);
+}
+
+#[test]
+fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
+    let server = RedisServer::local(false);
+    let name = unique("stranded");
+    forloop_tests::jobs::stranded_item_waits_for_its_lease(
+        || on(server.url(), &name),
+        &["--idle-window", "1s"],
+        RECORD,
+        &scratch("stranded"),
+        Duration::from_secs(4),
+    );
+}
+
+#[test]
+fn a_run_stopped_by_sigint_resumes_without_duplicates_or_gaps() {
+    let server = RedisServer::local(false);
+    let name = unique("resume-run");
+    forloop_tests::jobs::run_resumes_after_sigint(
+        || on(server.url(), &name),
+        &[],
+        RECORD,
+        &scratch("resume-run"),
+    );
+}
+
+#[test]
+fn a_submit_stopped_by_sigint_says_what_went_in_and_resumes_exactly() {
+    let server = RedisServer::local(false);
+    let name = unique("resume-submit");
+    forloop_tests::jobs::submit_resumes_after_sigint(
+        || on(server.url(), &name),
+        RECORD,
+        &scratch("resume-submit"),
+        300_000,
+    );
 }

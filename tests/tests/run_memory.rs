@@ -490,3 +490,58 @@ fn an_item_that_would_reach_the_command_as_an_option_is_refused() {
     let args: BTreeSet<_> = read_records(&out).into_iter().map(|r| r.args).collect();
     assert!(args.contains(&vec!["--exec=touch /tmp/pwned".to_string()]));
 }
+
+#[test]
+fn run_resume_reads_the_joblog_and_runs_only_what_is_not_done() {
+    let dir = scratch("resume-joblog");
+    let out = dir.join("out.jsonl");
+    let joblog = dir.join("joblog.tsv");
+    let items: Vec<String> = (0..10).map(|i| format!("item {i}")).collect();
+    let input = items.join("\n");
+    let joblog_flag = ["--joblog", joblog.to_str().unwrap(), "--max-attempts", "1"];
+    let mut first = runner();
+    first
+        .arg("run")
+        .arg(dir.join("items.txt"))
+        .args(joblog_flag)
+        .arg("--")
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "item 7");
+    std::fs::write(dir.join("items.txt"), &input).unwrap();
+    let output = first.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(read_records(&out).len(), 9);
+
+    let output = run_items(
+        &dir,
+        input.as_bytes(),
+        &["--resume", joblog_flag[0], joblog_flag[1]],
+        &[RECORD, out.to_str().unwrap()],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("9 of 10 items are done there, 1 to run"), "{err}");
+    let items_run: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(items_run.len(), 10, "only the failed item ran again: {items_run:?}");
+    assert_eq!(items_run.last().map(String::as_str), Some("item 7"));
+}
+
+#[test]
+fn a_fatal_exit_code_is_dead_lettered_at_once_without_retries() {
+    let dir = scratch("fatal-codes");
+    let out = dir.join("out.jsonl");
+    std::fs::write(dir.join("items.txt"), "good\nbad\n").unwrap();
+    let mut command = runner();
+    command
+        .arg("run")
+        .arg(dir.join("items.txt"))
+        .args(["--fatal-exit-codes", "2,3", "--max-attempts", "5", "--backoff", "10ms"])
+        .arg("--")
+        .args([RECORD, out.to_str().unwrap()])
+        .env("RECORD_FAIL", "bad");
+    let output = command.output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("exit code 3, one of --fatal-exit-codes"), "{err}");
+    assert!(err.contains("0 failed attempts retried"), "no retry of a fatal exit: {err}");
+}
