@@ -76,10 +76,12 @@ mod codec;
 mod driver;
 mod error;
 mod keys;
+mod ledger;
 
 pub use driver::RedisDriver;
 pub use error::redact;
 pub use keys::{DEFAULT_URL, URL_ENV};
+pub use ledger::RedisLedger;
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -579,6 +581,10 @@ impl WorkQueue for RedisQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.each_dead_batch("dead purge", &self.scripts.dead_purge)
             .await
+    }
+
+    fn ledger(&self) -> Option<Arc<dyn forloop_core::job::Ledger>> {
+        Some(Arc::new(RedisLedger))
     }
 }
 
