@@ -76,22 +76,53 @@ local function job_key(job, part) return JOB_PREFIX .. job .. ':' .. part end
 -- Redis bit offsets stop below 2^32.
 local MAX_SEQ = 4294967295
 
+-- A job's keys, built once per script call; `dead_exists` saves a GETBIT
+-- per done item while the job has no dead bitmap (the common case).
+local job_keys_cache = {}
+local function job_keys(job)
+  local k = job_keys_cache[job]
+  if not k then
+    k = {
+      submitted = job_key(job, 'submitted'), done = job_key(job, 'done'),
+      dead = job_key(job, 'dead'), receipts = job_key(job, 'receipts'),
+      pending = {},
+    }
+    k.dead_exists = redis.call('EXISTS', k.dead) == 1
+    job_keys_cache[job] = k
+  end
+  return k
+end
+
 -- Count one settlement of (job, seq): once; done beats dead. Keep one
 -- receipt per item: a done one replaces a dead one, else the first stays
 -- (the done bit tells which kind is kept). Never creates a bitmap it only
--- clears, so a done item does not allocate a `dead` bitmap.
+-- clears. Done receipts wait in `pending` for one HSET per job
+-- (`flush_receipts`); a later dead receipt of the same item sees its done
+-- bit and leaves it.
 local function settle_one(job, seq, done, receipt)
-  redis.call('SETBIT', job_key(job, 'submitted'), seq, 1)
-  local receipts = job_key(job, 'receipts')
+  local k = job_keys(job)
+  redis.call('SETBIT', k.submitted, seq, 1)
   if done then
-    local dead = job_key(job, 'dead')
-    if redis.call('GETBIT', dead, seq) == 1 then redis.call('SETBIT', dead, seq, 0) end
-    if redis.call('SETBIT', job_key(job, 'done'), seq, 1) == 0 then
-      redis.call('HSET', receipts, seq, receipt)
+    if k.dead_exists and redis.call('GETBIT', k.dead, seq) == 1 then
+      redis.call('SETBIT', k.dead, seq, 0)
     end
-  elseif redis.call('GETBIT', job_key(job, 'done'), seq) == 0 then
-    redis.call('SETBIT', job_key(job, 'dead'), seq, 1)
-    redis.call('HSETNX', receipts, seq, receipt)
+    if redis.call('SETBIT', k.done, seq, 1) == 0 then
+      local pending = k.pending
+      pending[#pending + 1] = seq
+      pending[#pending + 1] = receipt
+    end
+  elseif redis.call('GETBIT', k.done, seq) == 0 then
+    redis.call('SETBIT', k.dead, seq, 1)
+    k.dead_exists = true
+    redis.call('HSETNX', k.receipts, seq, receipt)
+  end
+end
+
+-- Write the done receipts `settle_one` kept back.
+local function flush_receipts()
+  for _, k in pairs(job_keys_cache) do
+    if #k.pending > 0 then redis.call('HSET', k.receipts, unpack(k.pending)) end
+    k.pending = {}
   end
 end
 

@@ -13,5 +13,6 @@ for i = 1, #ARGV, 5 do
     if tonumber(at) > tonumber(b[2]) then b[2] = at end
   end
 end
+flush_receipts()
 for job, b in pairs(between) do settled_between(job, b[1], b[2]) end
 return 0
