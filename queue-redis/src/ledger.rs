@@ -39,7 +39,7 @@ use crate::{Link, SETTLE_CHUNK};
 
 /// The largest sequence number a bitmap holds (Redis bit offsets are
 /// below 2^32).
-pub const MAX_SEQ: u64 = u32::MAX as u64;
+pub(crate) const MAX_SEQ: u64 = u32::MAX as u64;
 
 /// Most commands in one `submitted` pipeline.
 const PIPE_CHUNK: usize = 1000;
@@ -298,8 +298,8 @@ impl Ledger for RedisLedger {
                 _ => Err(malformed("ledger seqs")),
             };
         };
-        let manifest: Manifest = serde_json::from_slice(&as_bytes(manifest))
-            .map_err(|_| malformed("ledger seqs"))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&as_bytes(manifest)).map_err(|_| malformed("ledger seqs"))?;
         Ok(Some(JobSeqs {
             manifest,
             submitted: bitmap_seqs(&as_bytes(submitted)),
@@ -308,7 +308,7 @@ impl Ledger for RedisLedger {
         }))
     }
 
-    /// `HSCAN`, [`SCAN_COUNT`] at a time, so a job of a million receipts
+    /// `HSCAN`, 1000 fields at a time, so a job of a million receipts
     /// never holds the server in one reply.
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
         let key = self.key(job, "receipts");

@@ -2,7 +2,8 @@
 //!
 //! # Design
 //!
-//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`. The
+//! Each queue is twelve keys, plus four per job, sharing one hash tag,
+//! `{forloop:NAME}`. The
 //! driver talks to one server (or a primary behind a proxy or Sentinel
 //! address); it does not speak the Redis Cluster protocol and does not
 //! follow `MOVED` redirects, so it does not run on Redis Cluster today. The
@@ -22,6 +23,8 @@
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
 //! | `seq` | string | the id counter |
 //! | `wake` | list | markers that wake blocked pullers |
+//! | `jobs`, `settled`, `ledger` | hash, hash, set | the ledger: manifests, first/last settlement, job names (see Jobs) |
+//! | `job:JOB:submitted`, `:done`, `:dead`, `:receipts` | bitmaps, hash | one job's items by seq, its receipts |
 //!
 //! Every operation is one Lua script (`src/lua/`), so each is atomic and one
 //! round trip, and each does a fixed number of Redis calls per batch
@@ -64,6 +67,39 @@
 //! `unpack` takes about 8000 values), requeue and purge move 1000 dead items
 //! per script call and loop from the client, so no call holds the server
 //! for long; `delete` (`runner queue delete`) `UNLINK`s the queue's keys.
+//!
+//! # Jobs
+//!
+//! The queue keeps its jobs' ledger ([`RedisLedger`], returned by
+//! [`WorkQueue::ledger`]) in the keys above, beside its items: it moves with
+//! the queue, two clients of a queue share it, and `delete` removes it. A
+//! job's submitted, done and dead items are bitmaps (bit = seq: 125 KB per
+//! million items each, counted by `BITCOUNT`), its receipts a hash seq →
+//! JSON, its manifest a field of `jobs`. Each (job, seq) counts once and
+//! done beats dead inside one script (`record.lua`), so receipts may be
+//! re-sent freely. An item of a job that Redis buries by itself (its lease
+//! lapsed on its last attempt, reaped by the next pull or settle call) gets
+//! its dead receipt in the same script as the burial (`common.lua`, read from
+//! the item's stored attributes), so the job still ends.
+//!
+//! What it costs:
+//!
+//! - **per ack batch**: one more script call before the ack (`record.lua`,
+//!   1000 receipts a call at most): five arguments per item (job, seq,
+//!   state, time, the receipt's JSON: about 140 bytes for a short item,
+//!   at most about 5 KB with 1 KB of item and 4 KB of stderr), and inside
+//!   it two `SETBIT`s per item (a third while the job has dead items) plus
+//!   one variadic `HSET` and four bookkeeping calls per job. Measured on
+//!   Redis 7.0 over loopback, 100 000 items in batches of 500: about 6 µs
+//!   of server time per item, against about 2.6 µs for the ack itself.
+//! - **per item stored**: two or three bits, and its receipt (its JSON plus
+//!   about 50 bytes of hash overhead) until the queue is deleted.
+//! - **per worker**: `jobs()` about once a second while idle: one script
+//!   call (`jobs.lua`) reading every manifest and three `BITCOUNT`s per job:
+//!   about 30 µs of server time for a job of 100 000 items.
+//!
+//! Scripts name the per-job keys themselves (job names are data), all under
+//! the queue's hash tag, so they stay in the queue's slot.
 //!
 //! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
 //! nack and reaping), on a connection of their own whose response timeout is
@@ -175,7 +211,7 @@ pub(crate) struct Link {
 impl Link {
     /// A failed call `what`, naming the queue and the server (no password).
     pub(crate) fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
-        error(&format!("{what} (queue `{}`)", self.name), &self.shown_url, e)
+        failure(what, &self.name, &self.shown_url, e)
     }
 
     /// Run `script` with the queue's keys and the arguments `args` adds.
@@ -216,6 +252,11 @@ impl Link {
             .await
             .map_err(|e| self.fail(what, e))
     }
+}
+
+/// A failed call `what` on queue `name` at `url`.
+fn failure(what: &str, name: &str, url: &str, e: redis::RedisError) -> QueueError {
+    error(&format!("{what} (queue `{name}`)"), url, e)
 }
 
 /// A forloop queue in Redis.
@@ -550,7 +591,8 @@ impl WorkQueue for RedisQueue {
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let head = [self.config.max_attempts.to_string()];
-        self.settle("ack", &self.link.scripts.ack, tokens, &head).await
+        self.settle("ack", &self.link.scripts.ack, tokens, &head)
+            .await
     }
 
     async fn nack(
@@ -562,7 +604,8 @@ impl WorkQueue for RedisQueue {
             millis(delay).to_string(),
             self.config.max_attempts.to_string(),
         ];
-        self.settle("nack", &self.link.scripts.nack, tokens, &head).await
+        self.settle("nack", &self.link.scripts.nack, tokens, &head)
+            .await
     }
 
     /// Back to the front of `ready` with the delivery uncounted
@@ -602,7 +645,9 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let counts: Vec<u64> = self.run("backlog", &self.link.scripts.backlog, |_| {}).await?;
+        let counts: Vec<u64> = self
+            .run("backlog", &self.link.scripts.backlog, |_| {})
+            .await?;
         let [ready, in_flight, dead] = counts[..] else {
             return Err(malformed("backlog"));
         };
@@ -668,5 +713,19 @@ mod tests {
             Some("12")
         );
         assert_ne!(nonce(), nonce());
+    }
+
+    #[test]
+    fn errors_name_the_queue_and_never_the_password() {
+        let e = failure(
+            "ledger record",
+            "videos",
+            "redis://:hunter2@host:6379",
+            redis::RedisError::from((redis::ErrorKind::Io, "down")),
+        );
+        let text = e.to_string();
+        assert!(text.contains("ledger record (queue `videos`)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(e.kind(), QueueErrorKind::Unavailable);
     }
 }

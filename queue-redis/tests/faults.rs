@@ -288,14 +288,23 @@ async fn burials_write_readable_receipts_and_the_workers_receipt_stays() {
         .unwrap();
     // Item 0's holder dies; the next pull reaps and buries it.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(queue.pull(1, Duration::from_millis(10)).await.unwrap().is_empty());
+    assert!(
+        queue
+            .pull(1, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let status = &ledger.jobs().await.unwrap()[0];
     assert_eq!((status.done, status.dead), (0, 2), "{status:?}");
     assert!(status.is_complete());
     let receipts = ledger.receipts("j").await.unwrap();
     assert_eq!(receipts.len(), 2, "{receipts:?}");
     let lapsed = &receipts[0];
-    assert_eq!((lapsed.seq, lapsed.state, lapsed.attempt), (0, Settled::Dead, 1));
+    assert_eq!(
+        (lapsed.seq, lapsed.state, lapsed.attempt),
+        (0, Settled::Dead, 1)
+    );
     assert_eq!(lapsed.item, "x".repeat(1023), "cut on a character boundary");
     assert!(
         lapsed.reason.as_deref().unwrap().contains("lease expired"),
@@ -322,7 +331,16 @@ async fn a_large_job_reads_back_exactly() {
     submitted.remove(12_345);
     ledger.submitted("j", &submitted).await.unwrap();
     let receipts: Vec<Receipt> = (0..3000u64)
-        .map(|i| receipt(i * 333 + 7, if i % 10 == 0 { Settled::Dead } else { Settled::Done }))
+        .map(|i| {
+            receipt(
+                i * 333 + 7,
+                if i % 10 == 0 {
+                    Settled::Dead
+                } else {
+                    Settled::Done
+                },
+            )
+        })
         .collect();
     ledger.record(&receipts).await.unwrap();
     let status = &ledger.jobs().await.unwrap()[0];
@@ -331,7 +349,10 @@ async fn a_large_job_reads_back_exactly() {
         (999_989, 2700, 300),
         "{status:?}"
     );
-    assert_eq!(status.settled_between, Some((1_700_000_000_007, 1_700_000_000_000 + 2999 * 333 + 7)));
+    assert_eq!(
+        status.settled_between,
+        Some((1_700_000_000_007, 1_700_000_000_000 + 2999 * 333 + 7))
+    );
     let seqs = ledger.seqs("j").await.unwrap().unwrap();
     let mut unsent: SeqSet = (999_990..1_000_000).collect();
     unsent.insert(12_345);
@@ -339,7 +360,10 @@ async fn a_large_job_reads_back_exactly() {
     assert_eq!(seqs.done.len() + seqs.dead.len(), 3000);
     let back = ledger.receipts("j").await.unwrap();
     assert_eq!(back.len(), 3000);
-    assert_eq!(back, receipts, "receipts changed on the way or came out of order");
+    assert_eq!(
+        back, receipts,
+        "receipts changed on the way or came out of order"
+    );
 }
 
 /// Issue 12: within one `record` call (done receipts are written at its
