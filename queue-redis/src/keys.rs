@@ -12,13 +12,22 @@ pub const URL_ENV: &str = "REDIS_URL";
 
 /// The keys of one queue, in the order the Lua scripts take them
 /// (`src/lua/common.lua`).
-pub(crate) const PARTS: [&str; 9] = [
-    "ready", "leased", "delayed", "payload", "attrs", "dead", "reason", "seq", "wake",
+/// The last three are the ledger's ([`crate::RedisLedger`]); each job adds
+/// its own keys, [`job_key`].
+pub(crate) const PARTS: [&str; 12] = [
+    "ready", "leased", "delayed", "payload", "attrs", "dead", "reason", "seq", "wake", "jobs",
+    "settled", "ledger",
 ];
 
 /// The key `part` of queue `name`.
 pub(crate) fn key(name: &str, part: &str) -> String {
     format!("{{forloop:{name}}}:{part}")
+}
+
+/// The key `part` (`submitted`, `done`, `dead`, `receipts`) of `job` in
+/// queue `name`, as `src/lua/common.lua` spells it.
+pub(crate) fn job_key(name: &str, job: &str, part: &str) -> String {
+    key(name, &format!("job:{job}:{part}"))
 }
 
 /// The list of items waiting for a worker.
@@ -45,6 +54,7 @@ mod tests {
     fn keys_share_one_hash_tag_and_the_server_falls_back() {
         assert_eq!(ready("videos"), "{forloop:videos}:ready");
         assert_eq!(key("v", PARTS[8]), "{forloop:v}:wake");
+        assert_eq!(job_key("v", "j-1", "done"), "{forloop:v}:job:j-1:done");
         let env = Env::empty().with(URL_ENV, "redis://r:1");
         assert_eq!(server_url_in(Some("redis://a"), &env), "redis://a");
         assert_eq!(server_url_in(None, &env), "redis://r:1");

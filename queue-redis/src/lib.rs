@@ -2,7 +2,8 @@
 //!
 //! # Design
 //!
-//! Each queue is nine keys sharing one hash tag, `{forloop:NAME}`. The
+//! Each queue is twelve keys, plus four per job, sharing one hash tag,
+//! `{forloop:NAME}`. The
 //! driver talks to one server (or a primary behind a proxy or Sentinel
 //! address); it does not speak the Redis Cluster protocol and does not
 //! follow `MOVED` redirects, so it does not run on Redis Cluster today. The
@@ -22,6 +23,8 @@
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
 //! | `seq` | string | the id counter |
 //! | `wake` | list | markers that wake blocked pullers |
+//! | `jobs`, `settled`, `ledger` | hash, hash, set | the ledger: manifests, first/last settlement, job names (see Jobs) |
+//! | `job:JOB:submitted`, `:done`, `:dead`, `:receipts` | bitmaps, hash | one job's items by seq, its receipts |
 //!
 //! Every operation is one Lua script (`src/lua/`), so each is atomic and one
 //! round trip, and each does a fixed number of Redis calls per batch
@@ -65,6 +68,39 @@
 //! per script call and loop from the client, so no call holds the server
 //! for long; `delete` (`runner queue delete`) `UNLINK`s the queue's keys.
 //!
+//! # Jobs
+//!
+//! The queue keeps its jobs' ledger ([`RedisLedger`], returned by
+//! [`WorkQueue::ledger`]) in the keys above, beside its items: it moves with
+//! the queue, two clients of a queue share it, and `delete` removes it. A
+//! job's submitted, done and dead items are bitmaps (bit = seq: 125 KB per
+//! million items each, counted by `BITCOUNT`), its receipts a hash seq →
+//! JSON, its manifest a field of `jobs`. Each (job, seq) counts once and
+//! done beats dead inside one script (`record.lua`), so receipts may be
+//! re-sent freely. An item of a job that Redis buries by itself (its lease
+//! lapsed on its last attempt, reaped by the next pull or settle call) gets
+//! its dead receipt in the same script as the burial (`common.lua`, read from
+//! the item's stored attributes), so the job still ends.
+//!
+//! What it costs:
+//!
+//! - **per ack batch**: one more script call before the ack (`record.lua`,
+//!   1000 receipts a call at most): five arguments per item (job, seq,
+//!   state, time, the receipt's JSON: about 140 bytes for a short item,
+//!   at most about 5 KB with 1 KB of item and 4 KB of stderr), and inside
+//!   it two `SETBIT`s per item (a third while the job has dead items) plus
+//!   one variadic `HSET` and four bookkeeping calls per job. Measured on
+//!   Redis 7.0 over loopback, 100 000 items in batches of 500: about 6 µs
+//!   of server time per item, against about 2.6 µs for the ack itself.
+//! - **per item stored**: two or three bits, and its receipt (its JSON plus
+//!   about 50 bytes of hash overhead) until the queue is deleted.
+//! - **per worker**: `jobs()` about once a second while idle: one script
+//!   call (`jobs.lua`) reading every manifest and three `BITCOUNT`s per job:
+//!   about 30 µs of server time for a job of 100 000 items.
+//!
+//! Scripts name the per-job keys themselves (job names are data), all under
+//! the queue's hash tag, so they stay in the queue's slot.
+//!
 //! Pulls that find nothing block with `BLPOP` on `wake` (pushed by publish,
 //! nack and reaping), on a connection of their own whose response timeout is
 //! longer than the block; everything else shares one auto-reconnecting
@@ -76,10 +112,12 @@ mod codec;
 mod driver;
 mod error;
 mod keys;
+mod ledger;
 
 pub use driver::RedisDriver;
 pub use error::redact;
 pub use keys::{DEFAULT_URL, URL_ENV};
+pub use ledger::RedisLedger;
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -122,6 +160,11 @@ struct Scripts {
     dead_list: Script,
     dead_requeue: Script,
     dead_purge: Script,
+    record: Script,
+    begin: Script,
+    jobs: Script,
+    seqs: Script,
+    delete: Script,
 }
 
 impl Scripts {
@@ -138,6 +181,11 @@ impl Scripts {
             dead_list: script!("dead_list.lua"),
             dead_requeue: script!("dead_requeue.lua"),
             dead_purge: script!("dead_purge.lua"),
+            record: script!("record.lua"),
+            begin: script!("begin.lua"),
+            jobs: script!("jobs.lua"),
+            seqs: script!("seqs.lua"),
+            delete: script!("delete.lua"),
         }
     }
 }
@@ -148,22 +196,83 @@ pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 /// Most items in one publish call (one Lua script call).
 pub const MAX_BATCH: usize = 1000;
 
+/// What every call needs, shared by the queue and its ledger: the
+/// auto-reconnecting connection (its response timeout is every call's
+/// deadline), the queue's keys in the scripts' order, the scripts.
+#[derive(Clone)]
+pub(crate) struct Link {
+    connection: ConnectionManager,
+    keys: Arc<[String; keys::PARTS.len()]>,
+    scripts: Arc<Scripts>,
+    shown_url: String,
+    name: String,
+}
+
+impl Link {
+    /// A failed call `what`, naming the queue and the server (no password).
+    pub(crate) fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
+        failure(what, &self.name, &self.shown_url, e)
+    }
+
+    /// Run `script` with the queue's keys and the arguments `args` adds.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, QueueError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.iter() {
+            invocation.key(key);
+        }
+        args(&mut invocation);
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// Send `pipe` and wait for it to finish.
+    pub(crate) async fn pipe(&self, what: &str, pipe: &redis::Pipeline) -> Result<(), QueueError> {
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// One command's reply.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, QueueError> {
+        let mut connection = self.connection.clone();
+        cmd.query_async(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+}
+
+/// A failed call `what` on queue `name` at `url`.
+fn failure(what: &str, name: &str, url: &str, e: redis::RedisError) -> QueueError {
+    error(&format!("{what} (queue `{name}`)"), url, e)
+}
+
 /// A forloop queue in Redis.
 pub struct RedisQueue {
     client: Client,
-    shown_url: String,
-    connection: ConnectionManager,
+    link: Link,
     /// Connections for blocking pulls, reused; one per concurrent puller.
     blocking: Mutex<Vec<MultiplexedConnection>>,
-    keys: [String; 9],
     config: QueueConfig,
-    scripts: Arc<Scripts>,
+    ledger: Arc<RedisLedger>,
 }
 
 impl fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisQueue")
-            .field("url", &self.shown_url)
+            .field("url", &self.link.shown_url)
             .field("name", &self.config.name)
             .finish_non_exhaustive()
     }
@@ -190,15 +299,19 @@ impl RedisQueue {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(|e| error("connection", url, e))?;
-        let keys = keys::PARTS.map(|part| keys::key(&config.name, part));
+        let link = Link {
+            connection,
+            keys: Arc::new(keys::PARTS.map(|part| keys::key(&config.name, part))),
+            scripts: Arc::new(Scripts::new()),
+            shown_url,
+            name: config.name.to_string(),
+        };
         Ok(Self {
             client,
-            shown_url,
-            connection,
+            ledger: Arc::new(RedisLedger::new(link.clone())),
+            link,
             blocking: Mutex::new(Vec::new()),
-            keys,
             config,
-            scripts: Arc::new(Scripts::new()),
         })
     }
 
@@ -208,7 +321,7 @@ impl RedisQueue {
     }
 
     fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
-        error(what, &self.shown_url, e)
+        self.link.fail(what, e)
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -217,16 +330,12 @@ impl RedisQueue {
         script: &Script,
         args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
     ) -> Result<T, QueueError> {
-        let mut invocation = script.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
-        }
-        args(&mut invocation);
-        let mut connection = self.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| self.fail(what, e))
+        self.link.run(what, script, args).await
+    }
+
+    /// This queue's jobs (also [`WorkQueue::ledger`]).
+    pub fn jobs_ledger(&self) -> Arc<RedisLedger> {
+        Arc::clone(&self.ledger)
     }
 
     /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
@@ -286,16 +395,14 @@ impl RedisQueue {
         }
     }
 
-    /// Remove the queue: every key, items and dead letters included
-    /// (`runner queue delete`). `UNLINK`, so the server frees a large queue
-    /// in the background instead of blocking. False when there was nothing.
+    /// Remove the queue: every key, items, dead letters and jobs' ledgers
+    /// included (`runner queue delete`, `delete.lua`). `UNLINK`, so the
+    /// server frees a large queue in the background instead of blocking.
+    /// False when there was nothing.
     pub async fn delete(&self) -> Result<bool, QueueError> {
-        let mut connection = self.connection.clone();
-        let removed: u64 = redis::cmd("UNLINK")
-            .arg(&self.keys[..])
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| self.fail("delete", e))?;
+        let removed: u64 = self
+            .run("delete", &self.link.scripts.delete, |_| {})
+            .await?;
         Ok(removed > 0)
     }
 
@@ -326,7 +433,7 @@ impl RedisQueue {
             .clamp(Duration::from_millis(10), MAX_BLOCK)
             .as_secs_f64();
         let result: Result<Value, _> = redis::cmd("BLPOP")
-            .arg(&self.keys[8])
+            .arg(&self.link.keys[8])
             .arg(seconds)
             .query_async(&mut connection)
             .await;
@@ -346,7 +453,7 @@ impl RedisQueue {
 
 /// Most tokens in one settle script call: Lua's `unpack` takes about 8000
 /// values, and a bounded call keeps the server free for others.
-const SETTLE_CHUNK: usize = 1000;
+pub(crate) const SETTLE_CHUNK: usize = 1000;
 
 /// Most dead items one requeue or purge script call moves.
 const DEAD_BATCH: u64 = 1000;
@@ -416,7 +523,7 @@ impl WorkQueue for RedisQueue {
         }
         let n = batch.len() as u64;
         let first: u64 = self
-            .run("publish", &self.scripts.publish, |inv| {
+            .run("publish", &self.link.scripts.publish, |inv| {
                 inv.arg(n);
                 for message in &batch {
                     inv.arg(&message.payload[..])
@@ -442,7 +549,7 @@ impl WorkQueue for RedisQueue {
         loop {
             let sent = Instant::now();
             let reply: Vec<Value> = self
-                .run("pull", &self.scripts.pull, |inv| {
+                .run("pull", &self.link.scripts.pull, |inv| {
                     inv.arg(max.clamp(1, MAX_BATCH))
                         .arg(millis(self.config.lease))
                         .arg(self.config.max_attempts)
@@ -488,7 +595,8 @@ impl WorkQueue for RedisQueue {
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let head = [self.config.max_attempts.to_string()];
-        self.settle("ack", &self.scripts.ack, tokens, &head).await
+        self.settle("ack", &self.link.scripts.ack, tokens, &head)
+            .await
     }
 
     async fn nack(
@@ -500,13 +608,14 @@ impl WorkQueue for RedisQueue {
             millis(delay).to_string(),
             self.config.max_attempts.to_string(),
         ];
-        self.settle("nack", &self.scripts.nack, tokens, &head).await
+        self.settle("nack", &self.link.scripts.nack, tokens, &head)
+            .await
     }
 
     /// Back to the front of `ready` with the delivery uncounted
     /// (`release.lua`): a hand-back costs no attempt.
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.settle("release", &self.scripts.release, tokens, &[])
+        self.settle("release", &self.link.scripts.release, tokens, &[])
             .await
     }
 
@@ -518,7 +627,7 @@ impl WorkQueue for RedisQueue {
         let lease = lease.min(self.capabilities().max_deadline);
         self.settle(
             "extend",
-            &self.scripts.extend,
+            &self.link.scripts.extend,
             tokens,
             &[millis(lease).to_string()],
         )
@@ -532,7 +641,7 @@ impl WorkQueue for RedisQueue {
     ) -> Result<LeaseReport, QueueError> {
         self.settle(
             "dead-letter",
-            &self.scripts.dead_letter,
+            &self.link.scripts.dead_letter,
             tokens,
             &[reason.to_string()],
         )
@@ -540,7 +649,9 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let counts: Vec<u64> = self.run("backlog", &self.scripts.backlog, |_| {}).await?;
+        let counts: Vec<u64> = self
+            .run("backlog", &self.link.scripts.backlog, |_| {})
+            .await?;
         let [ready, in_flight, dead] = counts[..] else {
             return Err(malformed("backlog"));
         };
@@ -554,7 +665,7 @@ impl WorkQueue for RedisQueue {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let reply: Vec<Value> = self
-            .run("dead list", &self.scripts.dead_list, |inv| {
+            .run("dead list", &self.link.scripts.dead_list, |inv| {
                 inv.arg(limit.max(1));
             })
             .await?;
@@ -576,13 +687,18 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.each_dead_batch("dead requeue", &self.scripts.dead_requeue)
+        self.each_dead_batch("dead requeue", &self.link.scripts.dead_requeue)
             .await
     }
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.each_dead_batch("dead purge", &self.scripts.dead_purge)
+        self.each_dead_batch("dead purge", &self.link.scripts.dead_purge)
             .await
+    }
+
+    /// The jobs' ledger, in this queue's keys ([`RedisLedger`]).
+    fn ledger(&self) -> Option<Arc<dyn forloop_core::job::Ledger>> {
+        Some(self.jobs_ledger())
     }
 }
 
@@ -601,5 +717,19 @@ mod tests {
             Some("12")
         );
         assert_ne!(nonce(), nonce());
+    }
+
+    #[test]
+    fn errors_name_the_queue_and_never_the_password() {
+        let e = failure(
+            "ledger record",
+            "videos",
+            "redis://:hunter2@host:6379",
+            redis::RedisError::from((redis::ErrorKind::Io, "down")),
+        );
+        let text = e.to_string();
+        assert!(text.contains("ledger record (queue `videos`)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(e.kind(), QueueErrorKind::Unavailable);
     }
 }

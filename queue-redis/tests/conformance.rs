@@ -25,3 +25,4 @@ fn harness() -> Harness {
 }
 
 forloop_core::conformance_tests!(harness);
+forloop_core::ledger_conformance_tests!(harness);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use forloop_core::job::{JobItem, Ledger, Manifest, Receipt, SeqSet, Settled};
 use forloop_core::{Driver, LeaseToken, Message, QueueAddress, QueueConfig, WorkQueue};
 use forloop_queue_redis::{RedisDriver, RedisQueue};
 use forloop_testkit::servers::RedisServer;
@@ -192,6 +193,14 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
     let doomed = queue(&server, "doomed", 5).await;
     let kept = queue(&server, "kept", 5).await;
     for q in [&doomed, &kept] {
+        let ledger = q.jobs_ledger();
+        ledger.begin(&Manifest::new("j", 3, "d")).await.unwrap();
+        ledger.submitted("j", &SeqSet::first(3)).await.unwrap();
+        ledger.record(&[receipt(0, Settled::Done)]).await.unwrap();
+        // A job with receipts and no manifest has keys too.
+        let mut stray = receipt(0, Settled::Dead);
+        stray.job = "stray".to_string();
+        ledger.record(&[stray]).await.unwrap();
         q.publish(vec![Message::new("a"), Message::new("b")])
             .await
             .unwrap();
@@ -215,8 +224,184 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         .unwrap();
     assert!(left.is_empty(), "keys left after delete: {left:?}");
     assert_eq!(counts(&kept).await, (Some(1), Some(0), Some(1)));
+    let jobs = kept.jobs_ledger().jobs().await.unwrap();
+    assert_eq!((jobs.len(), jobs[0].done), (1, 1), "{jobs:?}");
     assert!(
         !RedisDriver.delete(&address, &config).await.expect("delete"),
         "a second delete found something to remove"
+    );
+}
+
+fn receipt(seq: u64, state: Settled) -> Receipt {
+    Receipt {
+        job: "j".to_string(),
+        seq,
+        state,
+        attempt: 1,
+        exit_code: Some(0),
+        seconds: 0.25,
+        worker: "w/0".to_string(),
+        item: format!("item {seq}"),
+        reason: None,
+        stderr_tail: None,
+        at: 1_700_000_000_000 + seq,
+    }
+}
+
+fn job_message(payload: &str, seq: u64) -> Message {
+    let mut message = Message::new(payload.to_string());
+    JobItem {
+        job: "j".to_string(),
+        seq,
+    }
+    .stamp(&mut message.attributes);
+    message
+}
+
+/// Issue 12: an item the backend buries by itself gets a dead receipt that
+/// reads back whole (its item cut at 1 KB on a character boundary); an
+/// item the worker dead-letters keeps the worker's fuller receipt.
+#[tokio::test]
+async fn burials_write_readable_receipts_and_the_workers_receipt_stays() {
+    let server = RedisServer::local(false);
+    let config = QueueConfig::new("burials")
+        .with_lease(Duration::from_millis(200))
+        .with_max_attempts(1);
+    let queue = RedisQueue::connect(server.url(), config).await.unwrap();
+    let ledger = queue.jobs_ledger();
+    ledger.begin(&Manifest::new("j", 2, "d")).await.unwrap();
+    // 1023 ASCII bytes then a 2-byte character: the cut falls inside it.
+    let long = format!("{}é{}", "x".repeat(1023), "y".repeat(100));
+    queue
+        .publish(vec![job_message(&long, 0), job_message("kept", 1)])
+        .await
+        .unwrap();
+    let held = queue.pull(2, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(held.len(), 2);
+    // The worker's receipt for item 1, then its dead-letter.
+    let mut worker = receipt(1, Settled::Dead);
+    worker.reason = Some("exit code 3 on attempt 1 of 1".to_string());
+    ledger.record(std::slice::from_ref(&worker)).await.unwrap();
+    queue
+        .dead_letter(std::slice::from_ref(&held[1].token), "exit code 3")
+        .await
+        .unwrap();
+    // Item 0's holder dies; the next pull reaps and buries it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        queue
+            .pull(1, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let status = &ledger.jobs().await.unwrap()[0];
+    assert_eq!((status.done, status.dead), (0, 2), "{status:?}");
+    assert!(status.is_complete());
+    let receipts = ledger.receipts("j").await.unwrap();
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    let lapsed = &receipts[0];
+    assert_eq!(
+        (lapsed.seq, lapsed.state, lapsed.attempt),
+        (0, Settled::Dead, 1)
+    );
+    assert_eq!(lapsed.item, "x".repeat(1023), "cut on a character boundary");
+    assert!(
+        lapsed.reason.as_deref().unwrap().contains("lease expired"),
+        "{lapsed:?}"
+    );
+    assert_eq!(receipts[1], worker, "the worker's receipt was replaced");
+    let seqs = ledger.seqs("j").await.unwrap().unwrap();
+    assert_eq!(seqs.dead, SeqSet::first(2));
+    assert!(seqs.unsent().is_empty());
+}
+
+/// Issue 12: a million-item job costs bitmaps, not ranges of work: a whole
+/// `submitted` call and scattered receipts read back exactly.
+#[tokio::test]
+async fn a_large_job_reads_back_exactly() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "large-job", 5).await;
+    let ledger = queue.jobs_ledger();
+    ledger
+        .begin(&Manifest::new("j", 1_000_000, "d"))
+        .await
+        .unwrap();
+    let mut submitted = SeqSet::first(999_990);
+    submitted.remove(12_345);
+    ledger.submitted("j", &submitted).await.unwrap();
+    let receipts: Vec<Receipt> = (0..3000u64)
+        .map(|i| {
+            receipt(
+                i * 333 + 7,
+                if i % 10 == 0 {
+                    Settled::Dead
+                } else {
+                    Settled::Done
+                },
+            )
+        })
+        .collect();
+    ledger.record(&receipts).await.unwrap();
+    let status = &ledger.jobs().await.unwrap()[0];
+    assert_eq!(
+        (status.submitted, status.done, status.dead),
+        (999_989, 2700, 300),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.settled_between,
+        Some((1_700_000_000_007, 1_700_000_000_000 + 2999 * 333 + 7))
+    );
+    let seqs = ledger.seqs("j").await.unwrap().unwrap();
+    let mut unsent: SeqSet = (999_990..1_000_000).collect();
+    unsent.insert(12_345);
+    assert_eq!(seqs.unsent(), unsent);
+    assert_eq!(seqs.done.len() + seqs.dead.len(), 3000);
+    let back = ledger.receipts("j").await.unwrap();
+    assert_eq!(back.len(), 3000);
+    assert_eq!(
+        back, receipts,
+        "receipts changed on the way or came out of order"
+    );
+}
+
+/// Issue 12: within one `record` call (done receipts are written at its
+/// end) the reference rules hold: each item counts once, done beats dead
+/// both ways round, and of two done receipts the first stays.
+#[tokio::test]
+async fn one_record_call_keeps_the_reference_rules() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "one-call", 5).await;
+    let ledger = queue.jobs_ledger();
+    let reference = forloop_core::job::MemoryLedger::new();
+    let mut second_done = receipt(7, Settled::Done);
+    second_done.worker = "another".to_string();
+    let batch = [
+        receipt(5, Settled::Done),
+        receipt(5, Settled::Dead),
+        receipt(6, Settled::Dead),
+        receipt(6, Settled::Done),
+        receipt(7, Settled::Done),
+        second_done,
+        receipt(8, Settled::Dead),
+        receipt(8, Settled::Dead),
+    ];
+    let manifest = Manifest::new("j", 9, "d");
+    for l in [&*ledger as &dyn Ledger, &reference] {
+        l.begin(&manifest).await.unwrap();
+        l.record(&batch).await.unwrap();
+    }
+    assert_eq!(
+        ledger.jobs().await.unwrap(),
+        reference.jobs().await.unwrap()
+    );
+    assert_eq!(
+        ledger.receipts("j").await.unwrap(),
+        reference.receipts("j").await.unwrap()
+    );
+    assert_eq!(
+        ledger.seqs("j").await.unwrap(),
+        reference.seqs("j").await.unwrap()
     );
 }

@@ -2,7 +2,10 @@
 -- 1 ready (list), 2 leased (zset member -> deadline ms), 3 delayed (zset
 -- member -> due ms), 4 payload (hash id -> item), 5 attrs (hash id ->
 -- attributes), 6 dead (list), 7 reason (hash id -> why dead), 8 seq (id
--- counter), 9 wake (markers).
+-- counter), 9 wake (markers), 10 jobs (hash job -> manifest JSON), 11
+-- settled (hash job -> "FIRST LAST", ms), 12 ledger (set of every job with
+-- keys). Per job, beside them (same hash tag): `job:JOB:submitted`, `done`,
+-- `dead` (bitmaps, bit = seq) and `job:JOB:receipts` (hash seq -> JSON).
 --
 -- Lists and sets hold members "ID:ATTEMPTS": the item's id and how many
 -- times it has been delivered, so the count travels with the item. A lease
@@ -13,6 +16,7 @@
 -- worker agrees on deadlines.
 local K_READY, K_LEASED, K_DELAYED, K_PAYLOAD, K_ATTRS, K_DEAD, K_REASON, K_SEQ, K_WAKE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_JOBS, K_SETTLED, K_LEDGER = KEYS[10], KEYS[11], KEYS[12]
 
 -- A permanent member of `leased`, longer than zset-max-listpack-value (64
 -- bytes), at +inf so it never lapses: it keeps the set in its skiplist
@@ -65,10 +69,140 @@ local function wake_if_drained()
   end
 end
 
+-- The ledger (see `src/ledger.rs`). A job's keys: '{forloop:NAME}:job:JOB:PART'.
+local JOB_PREFIX = string.sub(K_READY, 1, #K_READY - #'ready') .. 'job:'
+local function job_key(job, part) return JOB_PREFIX .. job .. ':' .. part end
+
+-- Redis bit offsets stop below 2^32.
+local MAX_SEQ = 4294967295
+
+-- A job's keys, built once per script call; `dead_exists` saves a GETBIT
+-- per done item while the job has no dead bitmap (the common case).
+local job_keys_cache = {}
+local function job_keys(job)
+  local k = job_keys_cache[job]
+  if not k then
+    k = {
+      submitted = job_key(job, 'submitted'), done = job_key(job, 'done'),
+      dead = job_key(job, 'dead'), receipts = job_key(job, 'receipts'),
+      pending = {},
+    }
+    k.dead_exists = redis.call('EXISTS', k.dead) == 1
+    job_keys_cache[job] = k
+  end
+  return k
+end
+
+-- Count one settlement of (job, seq): once; done beats dead. Keep one
+-- receipt per item: a done one replaces a dead one, else the first stays
+-- (the done bit tells which kind is kept). Never creates a bitmap it only
+-- clears. Done receipts wait in `pending` for one HSET per job
+-- (`flush_receipts`); a later dead receipt of the same item sees its done
+-- bit and leaves it.
+local function settle_one(job, seq, done, receipt)
+  local k = job_keys(job)
+  redis.call('SETBIT', k.submitted, seq, 1)
+  if done then
+    if k.dead_exists and redis.call('GETBIT', k.dead, seq) == 1 then
+      redis.call('SETBIT', k.dead, seq, 0)
+    end
+    if redis.call('SETBIT', k.done, seq, 1) == 0 then
+      local pending = k.pending
+      pending[#pending + 1] = seq
+      pending[#pending + 1] = receipt
+    end
+  elseif redis.call('GETBIT', k.done, seq) == 0 then
+    redis.call('SETBIT', k.dead, seq, 1)
+    k.dead_exists = true
+    redis.call('HSETNX', k.receipts, seq, receipt)
+  end
+end
+
+-- Write the done receipts `settle_one` kept back.
+local function flush_receipts()
+  for _, k in pairs(job_keys_cache) do
+    if #k.pending > 0 then redis.call('HSET', k.receipts, unpack(k.pending)) end
+    k.pending = {}
+  end
+end
+
+-- Widen `job`'s first/last settlement to take in [first, last] (ms, as text).
+local function settled_between(job, first, last)
+  redis.call('SADD', K_LEDGER, job)
+  local was = redis.call('HGET', K_SETTLED, job)
+  if was then
+    local a, b = string.match(was, '^(%d+) (%d+)$')
+    if a and tonumber(a) < tonumber(first) then first = a end
+    if b and tonumber(b) > tonumber(last) then last = b end
+  end
+  redis.call('HSET', K_SETTLED, job, first .. ' ' .. last)
+end
+
+-- A job's counts: {manifest, submitted, done, dead, "FIRST LAST" or ''}.
+local function job_status(job, manifest)
+  return {
+    manifest,
+    redis.call('BITCOUNT', job_key(job, 'submitted')),
+    redis.call('BITCOUNT', job_key(job, 'done')),
+    redis.call('BITCOUNT', job_key(job, 'dead')),
+    redis.call('HGET', K_SETTLED, job) or '',
+  }
+end
+
+-- The job and seq (canonical text) an item's encoded attributes name
+-- ("len:key len:value ...", see `src/codec.rs`), or nil.
+local function job_of(attrs)
+  if not attrs or not string.find(attrs, '11:forloop-job', 1, true) then return nil end
+  local fields, key, pos = {}, nil, 1
+  while true do
+    local colon = string.find(attrs, ':', pos, true)
+    local len = colon and tonumber(string.sub(attrs, pos, colon - 1))
+    if not len or colon + len > #attrs then break end
+    local part = string.sub(attrs, colon + 1, colon + len)
+    if key then fields[key], key = part, nil else key = part end
+    pos = colon + len + 1
+  end
+  local job, seq = fields['forloop-job'], fields['forloop-seq']
+  if not job or not seq or not string.match(seq, '^%d+$') then return nil end
+  seq = tonumber(seq)
+  if seq > MAX_SEQ then return nil end
+  return job, string.format('%d', seq)
+end
+
+-- At most 1024 bytes of an item, cut on a UTF-8 character boundary.
+local function cut_item(payload)
+  if #payload <= 1024 then return payload end
+  local cut = 1024
+  while cut > 0 do
+    local b = string.byte(payload, cut + 1)
+    if b < 128 or b >= 192 then break end
+    cut = cut - 1
+  end
+  return string.sub(payload, 1, cut)
+end
+
+-- An item of a job is buried: its dead receipt, in the same script as the
+-- burial (so a lapse on the last attempt still ends the job). The worker
+-- writes its own, fuller receipt before it dead-letters; that one came
+-- first and stays.
+local function record_burial(id, attempts, reason)
+  local job, seq = job_of(redis.call('HGET', K_ATTRS, id))
+  if not job then return end
+  local now = tostring(now_ms())
+  local receipt = cjson.encode({
+    job = job, seq = tonumber(seq), state = 'dead', attempt = attempts, seconds = 0,
+    worker = '', item = cut_item(redis.call('HGET', K_PAYLOAD, id) or ''),
+    reason = reason, at = tonumber(now),
+  })
+  settle_one(job, seq, false, receipt)
+  settled_between(job, now, now)
+end
+
 local function bury(member, reason)
-  local id = split(member)
+  local id, attempts = split(member)
   redis.call('RPUSH', K_DEAD, bare(member))
   redis.call('HSET', K_REASON, id, reason)
+  record_burial(id, attempts, reason)
 end
 
 -- Release a delivery whose lease ended: deliver the item again, or bury it

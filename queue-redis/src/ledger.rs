@@ -1,0 +1,412 @@
+//! The queue's [`Ledger`], kept in the queue's own keys (same hash tag), so
+//! it moves with the queue and `queue delete` removes it.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `jobs` | hash | job → manifest (JSON) |
+//! | `settled` | hash | job → `FIRST LAST`, the first and last settlement (ms) |
+//! | `ledger` | set | every job with keys, for `delete` |
+//! | `job:JOB:submitted`, `done`, `dead` | bitmaps | bit `seq` set: the item is in that set |
+//! | `job:JOB:receipts` | hash | seq → receipt (JSON) |
+//!
+//! A bitmap costs 125 KB per million items and counts with `BITCOUNT`;
+//! the receipts (up to 1 KB of item and 4 KB of stderr each) are what a
+//! large job spends its memory on. Sequence numbers stop below 2^32 (a
+//! Redis bit offset).
+//!
+//! Writes that must agree are one script each (`record.lua`, `begin.lua`,
+//! and the burial in `common.lua`), so done beats dead and each (job, seq)
+//! counts once whatever the interleaving; `submitted` only sets bits (a
+//! union), so it is a plain pipeline.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use forloop_core::job::{
+    Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, Settled,
+};
+use forloop_core::kit::each_chunk;
+use forloop_core::{QueueError, QueueErrorKind};
+use redis::Value;
+use tracing::warn;
+
+use crate::codec::{as_bytes, as_u64};
+use crate::error::malformed;
+use crate::keys::job_key;
+use crate::{Link, SETTLE_CHUNK};
+
+/// The largest sequence number a bitmap holds (Redis bit offsets are
+/// below 2^32).
+pub(crate) const MAX_SEQ: u64 = u32::MAX as u64;
+
+/// Most commands in one `submitted` pipeline.
+const PIPE_CHUNK: usize = 1000;
+
+/// Most bytes one `SETRANGE` writes.
+const MAX_SETRANGE: u64 = 1 << 20;
+
+/// Most fields one `HSCAN` step asks for.
+const SCAN_COUNT: u64 = 1000;
+
+/// The jobs of one Redis queue: manifests, submitted/done/dead bitmaps and
+/// one receipt per settled item ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger)).
+pub struct RedisLedger {
+    link: Link,
+}
+
+impl fmt::Debug for RedisLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLedger")
+            .field("url", &self.link.shown_url)
+            .field("queue", &self.link.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLedger {
+    pub(crate) fn new(link: Link) -> Self {
+        Self { link }
+    }
+
+    fn key(&self, job: &str, part: &str) -> String {
+        job_key(&self.link.name, job, part)
+    }
+}
+
+fn invalid(message: String) -> QueueError {
+    QueueError::new(QueueErrorKind::Invalid, message)
+}
+
+fn check_seq(job: &str, seq: u64) -> Result<(), QueueError> {
+    if seq > MAX_SEQ {
+        return Err(invalid(format!(
+            "item {seq} of job `{job}` is past the redis ledger's last sequence number ({MAX_SEQ})"
+        )));
+    }
+    Ok(())
+}
+
+/// A job's status as `job_status` in `common.lua` returns it:
+/// `[manifest, submitted, done, dead, "FIRST LAST" or ""]`.
+fn status_of(reply: &[Value]) -> Option<JobStatus> {
+    let [manifest, submitted, done, dead, between] = reply else {
+        return None;
+    };
+    let manifest: Manifest = serde_json::from_slice(&as_bytes(manifest)).ok()?;
+    let between = String::from_utf8_lossy(&as_bytes(between)).into_owned();
+    let settled_between = between
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    Some(JobStatus {
+        manifest,
+        submitted: as_u64(submitted)?,
+        done: as_u64(done)?,
+        dead: as_u64(dead)?,
+        settled_between,
+    })
+}
+
+/// Why `manifest` is refused where `known` is recorded: the words the
+/// reference ledger ([`Book::begin`]) uses.
+fn refusal(known: &Manifest, manifest: &Manifest) -> String {
+    let mut book = Book::default();
+    let _ = book.begin(known);
+    match book.begin(manifest) {
+        Err(message) => message,
+        Ok(_) => format!(
+            "job `{}` already exists with another input; name this one with `--job NEW-NAME`",
+            known.job
+        ),
+    }
+}
+
+/// How to set the bits of `range`: single bits at the unaligned ends,
+/// whole `0xff` bytes between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BitOp {
+    /// `SETBIT key seq 1`.
+    Bit(u64),
+    /// `SETRANGE key byte "\xff" * len`.
+    Bytes { byte: u64, len: u64 },
+}
+
+fn bit_ops(range: Range<u64>, out: &mut Vec<BitOp>) {
+    let (mut seq, end) = (range.start, range.end);
+    while seq < end && seq % 8 != 0 {
+        out.push(BitOp::Bit(seq));
+        seq += 1;
+    }
+    let mut byte = seq / 8;
+    let mut whole = end.saturating_sub(seq) / 8;
+    seq += whole * 8;
+    while whole > 0 {
+        let len = whole.min(MAX_SETRANGE);
+        out.push(BitOp::Bytes { byte, len });
+        byte += len;
+        whole -= len;
+    }
+    while seq < end {
+        out.push(BitOp::Bit(seq));
+        seq += 1;
+    }
+}
+
+/// The set a Redis bitmap holds (bit 0 is the high bit of byte 0).
+fn bitmap_seqs(bytes: &[u8]) -> SeqSet {
+    let mut set = SeqSet::new();
+    let mut start: Option<u64> = None;
+    for (i, &byte) in bytes.iter().enumerate() {
+        match (byte, start) {
+            (0xff, Some(_)) | (0, None) => continue,
+            _ => {}
+        }
+        let base = i as u64 * 8;
+        for bit in 0..8 {
+            let on = byte & (0x80 >> bit) != 0;
+            match (on, start) {
+                (true, None) => start = Some(base + bit),
+                (false, Some(first)) => {
+                    set.insert_range(first..base + bit);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(first) = start {
+        set.insert_range(first..bytes.len() as u64 * 8);
+    }
+    set
+}
+
+#[async_trait]
+impl Ledger for RedisLedger {
+    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
+        let json = serde_json::to_vec(manifest)
+            .map_err(|e| invalid(format!("job `{}`: {e}", manifest.job)))?;
+        let reply: Vec<Value> = self
+            .link
+            .run("ledger begin", &self.link.scripts.begin, |inv| {
+                inv.arg(&manifest.job).arg(json);
+            })
+            .await?;
+        if reply.is_empty() {
+            return Ok(Begun::New);
+        }
+        let status = status_of(&reply).ok_or_else(|| malformed("ledger begin"))?;
+        let known = &status.manifest;
+        if known.total == manifest.total && known.digest == manifest.digest {
+            Ok(Begun::Existing(status))
+        } else {
+            Err(invalid(refusal(known, manifest)))
+        }
+    }
+
+    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
+        let Some(last) = seqs.ranges().last() else {
+            return Ok(());
+        };
+        check_seq(job, last.end - 1)?;
+        let mut ops = Vec::new();
+        for range in seqs.ranges() {
+            bit_ops(range.clone(), &mut ops);
+        }
+        let key = self.key(job, "submitted");
+        let mut first = true;
+        for chunk in ops.chunks(PIPE_CHUNK) {
+            let mut pipe = redis::pipe();
+            if first {
+                pipe.cmd("SADD").arg(&self.link.keys[11]).arg(job).ignore();
+                first = false;
+            }
+            for op in chunk {
+                match *op {
+                    BitOp::Bit(seq) => pipe.cmd("SETBIT").arg(&key).arg(seq).arg(1),
+                    BitOp::Bytes { byte, len } => pipe
+                        .cmd("SETRANGE")
+                        .arg(&key)
+                        .arg(byte)
+                        .arg(vec![0xffu8; len as usize]),
+                }
+                .ignore();
+            }
+            self.link.pipe("ledger submitted", &pipe).await?;
+        }
+        Ok(())
+    }
+
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        let mut rows = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            check_seq(&receipt.job, receipt.seq)?;
+            let json = serde_json::to_vec(receipt).map_err(|e| {
+                invalid(format!(
+                    "the receipt of item {} of job `{}`: {e}",
+                    receipt.seq, receipt.job
+                ))
+            })?;
+            rows.push((receipt, json));
+        }
+        each_chunk(&rows, SETTLE_CHUNK, |chunk| async move {
+            let _: Value = self
+                .link
+                .run("ledger record", &self.link.scripts.record, |inv| {
+                    for (receipt, json) in chunk {
+                        let state = match receipt.state {
+                            Settled::Done => "done",
+                            Settled::Dead => "dead",
+                        };
+                        inv.arg(&receipt.job)
+                            .arg(receipt.seq)
+                            .arg(state)
+                            .arg(receipt.at)
+                            .arg(json);
+                    }
+                })
+                .await?;
+            Ok(Vec::<()>::new())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        let reply: Vec<Value> = self
+            .link
+            .run("ledger jobs", &self.link.scripts.jobs, |_| {})
+            .await?;
+        let mut jobs = reply
+            .chunks_exact(6)
+            .map(|row| status_of(&row[1..]).ok_or_else(|| malformed("ledger jobs")))
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by(|a, b| a.manifest.job.cmp(&b.manifest.job));
+        Ok(jobs)
+    }
+
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
+        let reply: Vec<Value> = self
+            .link
+            .run("ledger seqs", &self.link.scripts.seqs, |inv| {
+                inv.arg(job);
+            })
+            .await?;
+        let [manifest, submitted, done, dead] = &reply[..] else {
+            return match reply.len() {
+                0 => Ok(None),
+                _ => Err(malformed("ledger seqs")),
+            };
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&as_bytes(manifest)).map_err(|_| malformed("ledger seqs"))?;
+        Ok(Some(JobSeqs {
+            manifest,
+            submitted: bitmap_seqs(&as_bytes(submitted)),
+            done: bitmap_seqs(&as_bytes(done)),
+            dead: bitmap_seqs(&as_bytes(dead)),
+        }))
+    }
+
+    /// `HSCAN`, 1000 fields at a time, so a job of a million receipts
+    /// never holds the server in one reply.
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        let key = self.key(job, "receipts");
+        let mut kept = BTreeMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<Vec<u8>>) = self
+                .link
+                .query(
+                    "ledger receipts",
+                    redis::cmd("HSCAN")
+                        .arg(&key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT),
+                )
+                .await?;
+            for pair in pairs.chunks_exact(2) {
+                match serde_json::from_str::<Receipt>(&String::from_utf8_lossy(&pair[1])) {
+                    Ok(receipt) => {
+                        kept.insert(receipt.seq, receipt);
+                    }
+                    Err(e) => warn!(
+                        job,
+                        seq = %String::from_utf8_lossy(&pair[0]),
+                        error = %e,
+                        "skipped an unreadable receipt"
+                    ),
+                }
+            }
+            if next == 0 {
+                return Ok(kept.into_values().collect());
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Redis does with `ops` on an empty bitmap.
+    fn apply(ops: &[BitOp]) -> Vec<u8> {
+        let mut bitmap = Vec::new();
+        let grow = |bitmap: &mut Vec<u8>, len: usize| {
+            if bitmap.len() < len {
+                bitmap.resize(len, 0);
+            }
+        };
+        for op in ops {
+            match *op {
+                BitOp::Bit(seq) => {
+                    grow(&mut bitmap, seq as usize / 8 + 1);
+                    bitmap[seq as usize / 8] |= 0x80 >> (seq % 8);
+                }
+                BitOp::Bytes { byte, len } => {
+                    grow(&mut bitmap, (byte + len) as usize);
+                    bitmap[byte as usize..(byte + len) as usize].fill(0xff);
+                }
+            }
+        }
+        bitmap
+    }
+
+    #[test]
+    fn ranges_become_bits_and_bits_become_ranges() {
+        let sets: Vec<SeqSet> = vec![
+            SeqSet::new(),
+            SeqSet::first(1),
+            SeqSet::first(8),
+            SeqSet::first(100),
+            (3..5).chain(7..30).chain(64..65).chain(70..200).collect(),
+            (13..14).collect(),
+        ];
+        for set in sets {
+            let mut ops = Vec::new();
+            for range in set.ranges() {
+                bit_ops(range.clone(), &mut ops);
+            }
+            assert!(ops.len() <= 16 * set.ranges().len(), "{ops:?}");
+            assert_eq!(bitmap_seqs(&apply(&ops)), set, "{ops:?}");
+        }
+        assert_eq!(
+            bitmap_seqs(&[0b0110_0000, 0, 0xff, 0x01]),
+            [1, 2].into_iter().chain(16..24).chain(31..32).collect()
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_job_flag_and_bad_seqs_are_refused() {
+        let known = Manifest::new("j", 3, "d1");
+        let message = refusal(&known, &Manifest::new("j", 4, "d2"));
+        assert!(message.contains("--job"), "{message}");
+        assert!(check_seq("j", MAX_SEQ).is_ok());
+        assert_eq!(
+            check_seq("j", MAX_SEQ + 1).unwrap_err().kind(),
+            QueueErrorKind::Invalid
+        );
+    }
+}

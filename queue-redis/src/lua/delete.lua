@@ -1,0 +1,8 @@
+-- No ARGV. Removes the queue: its keys and every job's keys (UNLINK, so a
+-- large queue is freed in the background). Returns how many keys existed.
+local n = 0
+for _, job in ipairs(redis.call('SMEMBERS', K_LEDGER)) do
+  n = n + redis.call('UNLINK', job_key(job, 'submitted'), job_key(job, 'done'),
+    job_key(job, 'dead'), job_key(job, 'receipts'))
+end
+return n + redis.call('UNLINK', unpack(KEYS))
