@@ -12,9 +12,32 @@ use forloop_core::{MemoryQueue, Message, QueueConfig, Task, WorkQueue};
 
 use crate::{BenchArgs, Failure};
 
-async fn publish(queue: &dyn WorkQueue, items: u64) -> Result<f64, Failure> {
-    let batch = queue.capabilities().max_batch as u64;
+/// Publish `items`; with `job`, as one job through the queue's ledger, so
+/// the workers write a receipt for every item (the ledger's cost).
+async fn publish(queue: &dyn WorkQueue, items: u64, job: bool) -> Result<f64, Failure> {
     let started = Instant::now();
+    if job {
+        let ledger = queue
+            .ledger()
+            .ok_or_else(|| Failure::new("--job: this queue keeps no ledger"))?;
+        let messages = (0..items)
+            .map(|i| Message::new(Bytes::from(i.to_string())))
+            .collect();
+        forloop_core::job::submit_job(
+            queue,
+            &*ledger,
+            "bench",
+            messages,
+            None,
+            false,
+            &Shutdown::new(),
+            |_| {},
+        )
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
+        return Ok(items as f64 / started.elapsed().as_secs_f64());
+    }
+    let batch = queue.capabilities().max_batch as u64;
     let mut sent = 0u64;
     while sent < items {
         let n = (items - sent).min(batch);
@@ -73,7 +96,7 @@ pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new(
         QueueConfig::new("bench").with_max_attempts(1),
     ));
-    let publish_rate = publish(&*queue, args.items).await?;
+    let publish_rate = publish(&*queue, args.items, args.job).await?;
     let started = Instant::now();
     let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency, None).await?;
     let secs = started.elapsed().as_secs_f64();
@@ -115,7 +138,7 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
     if queue.backlog().await?.is_empty().is_none() {
         // Cannot count (Pub/Sub): worker loops in this process, stopped
         // when every published item was handled.
-        let publish_rate = publish(&*queue, args.items).await?;
+        let publish_rate = publish(&*queue, args.items, args.job).await?;
         let started = Instant::now();
         let handled = drain_here(
             Arc::clone(&queue),
@@ -135,7 +158,7 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    let publish_rate = publish(&*queue, args.items).await?;
+    let publish_rate = publish(&*queue, args.items, args.job).await?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
     // `--command` workers are the product's own `runner work`, built beside
     // this binary (`cargo build --release -p forloop-runner -p forloop-benches`).

@@ -53,6 +53,10 @@ pub(crate) struct BenchArgs {
     /// with the same guarantees
     #[arg(long)]
     raw: bool,
+    /// Publish the items as one job: workers then write a receipt to the
+    /// queue's ledger for every item (what the ledger costs)
+    #[arg(long)]
+    job: bool,
     /// Be one worker process of a shared-queue bench (the harness starts these)
     #[arg(long)]
     drain: bool,

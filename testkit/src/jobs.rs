@@ -32,7 +32,11 @@ pub fn assert_every_item_settled_once(on: &impl Fn() -> Command, n: usize) -> (u
     let records = results(on);
     assert_eq!(records.len(), n, "one record per item of the job");
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (0..n as u64).collect::<Vec<_>>(), "each seq once, in order");
+    assert_eq!(
+        seqs,
+        (0..n as u64).collect::<Vec<_>>(),
+        "each seq once, in order"
+    );
     let state = |s: &str| records.iter().filter(|r| r["state"] == s).count();
     let (done, dead, pending) = (state("done"), state("dead"), state("pending"));
     assert_eq!(pending, 0, "items still pending after the run: {records:?}");
@@ -70,14 +74,22 @@ pub fn stranded_item_waits_for_its_lease(
     };
     // The holder takes the first item and sleeps on it; then it dies.
     let mut holder = worker("600000");
-    wait_for_lines(&started, 1, Duration::from_secs(30), "the holder did not start its item");
+    wait_for_lines(
+        &started,
+        1,
+        Duration::from_secs(30),
+        "the holder did not start its item",
+    );
     holder.kill().unwrap();
     let _ = holder.wait();
     let killed = Instant::now();
     let mut survivor = worker("0");
     let status = wait_with_deadline(&mut survivor, lease * 3 + Duration::from_secs(60));
     let ran = killed.elapsed();
-    assert!(status.success(), "the survivor ends with 0 once the job is complete");
+    assert!(
+        status.success(),
+        "the survivor ends with 0 once the job is complete"
+    );
     assert!(
         ran + Duration::from_millis(500) >= lease,
         "the survivor exited {ran:?} after the holder died, before its {lease:?} lease ran out: \
@@ -86,7 +98,11 @@ pub fn stranded_item_waits_for_its_lease(
     let done: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
     let mut sorted = done.clone();
     sorted.sort();
-    assert_eq!(sorted, ["free-1", "free-2", "held"], "every item ran once to the end");
+    assert_eq!(
+        sorted,
+        ["free-1", "free-2", "held"],
+        "every item ran once to the end"
+    );
     assert_eq!(assert_every_item_settled_once(&on, 3), (3, 0));
 }
 
@@ -94,17 +110,31 @@ pub fn stranded_item_waits_for_its_lease(
 /// `--resume`: every item runs to success exactly once across both runs
 /// (nothing done is sent again, nothing queued is duplicated, nothing is
 /// skipped), and the ledger counts each once.
-pub fn run_resumes_after_sigint(on: impl Fn() -> Command, run_flags: &[&str], record: &str, dir: &Path) {
+pub fn run_resumes_after_sigint(
+    on: impl Fn() -> Command,
+    run_flags: &[&str],
+    record: &str,
+    dir: &Path,
+) {
     let n = 40;
     let items: Vec<String> = (0..n).map(|i| format!("r-{i}")).collect();
     let input = dir.join("items.txt");
     std::fs::write(&input, items.join("\n")).unwrap();
     let out = dir.join("out.jsonl");
     let started = dir.join("started");
-    let run = || {
+    let run = |job_flags: &[&str]| {
         let mut command = on();
         command
-            .args(["run", "--workers", "2", "--concurrency", "2", "--grace", "5s"])
+            .args([
+                "run",
+                "--workers",
+                "2",
+                "--concurrency",
+                "2",
+                "--grace",
+                "5s",
+            ])
+            .args(job_flags)
             .args(run_flags)
             .arg(&input)
             .arg("--")
@@ -114,18 +144,23 @@ pub fn run_resumes_after_sigint(on: impl Fn() -> Command, run_flags: &[&str], re
             .stderr(Stdio::piped());
         command
     };
-    let mut first = run().arg("--job").arg("resumed").spawn().unwrap();
+    let mut first = run(&["--job", "resumed"]).spawn().unwrap();
     // Not the first line: let some items finish first.
-    wait_for_lines(&out, 8, Duration::from_secs(60), "the first run did not get going");
+    wait_for_lines(
+        &out,
+        8,
+        Duration::from_secs(60),
+        "the first run did not get going",
+    );
     signal(first.id(), libc::SIGINT);
     let status = wait_with_deadline(&mut first, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "SIGINT ends run with 130");
     let done_first = read_records(&out).len();
-    assert!(done_first < n, "the first run finished everything before SIGINT");
-    let output = run()
-        .args(["--job", "resumed", "--resume"])
-        .output()
-        .unwrap();
+    assert!(
+        done_first < n,
+        "the first run finished everything before SIGINT"
+    );
+    let output = run(&["--job", "resumed", "--resume"]).output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert!(log.contains("resuming job `resumed`"), "{log}");
@@ -141,18 +176,39 @@ pub fn run_resumes_after_sigint(on: impl Fn() -> Command, run_flags: &[&str], re
 
 /// `runner submit` stopped by SIGINT part-way says exactly which lines went
 /// in; `submit --resume` sends exactly the rest: the workers then run every
-/// item once.
-pub fn submit_resumes_after_sigint(on: impl Fn() -> Command, record: &str, dir: &Path, n: usize) {
+/// item once. `slow_on` reaches the queue through a delaying proxy, so the
+/// signal lands between batches.
+pub fn submit_resumes_after_sigint(
+    on: impl Fn() -> Command,
+    slow_on: impl Fn() -> Command,
+    record: &str,
+    dir: &Path,
+    n: usize,
+) {
     let items: Vec<String> = (0..n).map(|i| format!("s-{i}")).collect();
     let input = dir.join("items.txt");
     std::fs::write(&input, items.join("\n")).unwrap();
-    let mut submit = on()
+    let submit = slow_on()
         .args(["submit", "--job", "halved"])
         .arg(&input)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGINT once the first batches are in (the ledger says so).
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = on().args(["status", "--json"]).output().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&status.stdout).unwrap_or(serde_json::Value::Null);
+        if json["jobs"][0]["submitted"].as_u64().is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the submit sent nothing within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     signal(submit.id(), libc::SIGINT);
     let output = submit.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
@@ -161,7 +217,10 @@ pub fn submit_resumes_after_sigint(on: impl Fn() -> Command, record: &str, dir: 
         Some(130),
         "the submit of {n} items finished before SIGINT (enlarge the input) or failed: {log}"
     );
-    assert!(log.contains("stopped part-way") && log.contains("--resume"), "{log}");
+    assert!(
+        log.contains("stopped part-way") && log.contains("--resume"),
+        "{log}"
+    );
     let output = on()
         .args(["submit", "--job", "halved", "--resume"])
         .arg(&input)
@@ -179,7 +238,11 @@ pub fn submit_resumes_after_sigint(on: impl Fn() -> Command, record: &str, dir: 
         .unwrap();
     assert!(status.success());
     let records = read_records(&out);
-    assert_eq!(records.len(), n, "every item ran once: none skipped, none sent twice");
+    assert_eq!(
+        records.len(),
+        n,
+        "every item ran once: none skipped, none sent twice"
+    );
     assert_eq!(assert_every_item_settled_once(&on, n), (n, 0));
 }
 

@@ -631,11 +631,14 @@ fn a_run_stopped_by_sigint_resumes_without_duplicates_or_gaps() {
 #[test]
 fn a_submit_stopped_by_sigint_says_what_went_in_and_resumes_exactly() {
     let server = RedisServer::local(false);
+    let proxy = FaultProxy::start(server.url().trim_start_matches("redis://"));
+    proxy.set(Fault::Delay(Duration::from_millis(100)));
     let name = unique("resume-submit");
     forloop_tests::jobs::submit_resumes_after_sigint(
         || on(server.url(), &name),
+        || through(&proxy, &name),
         RECORD,
         &scratch("resume-submit"),
-        300_000,
+        3000,
     );
 }

@@ -520,9 +520,16 @@ fn run_resume_reads_the_joblog_and_runs_only_what_is_not_done() {
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{err}");
-    assert!(err.contains("9 of 10 items are done there, 1 to run"), "{err}");
+    assert!(
+        err.contains("9 of 10 items are done there, 1 to run"),
+        "{err}"
+    );
     let items_run: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
-    assert_eq!(items_run.len(), 10, "only the failed item ran again: {items_run:?}");
+    assert_eq!(
+        items_run.len(),
+        10,
+        "only the failed item ran again: {items_run:?}"
+    );
     assert_eq!(items_run.last().map(String::as_str), Some("item 7"));
 }
 
@@ -535,13 +542,26 @@ fn a_fatal_exit_code_is_dead_lettered_at_once_without_retries() {
     command
         .arg("run")
         .arg(dir.join("items.txt"))
-        .args(["--fatal-exit-codes", "2,3", "--max-attempts", "5", "--backoff", "10ms"])
+        .args([
+            "--fatal-exit-codes",
+            "2,3",
+            "--max-attempts",
+            "5",
+            "--backoff",
+            "10ms",
+        ])
         .arg("--")
         .args([RECORD, out.to_str().unwrap()])
         .env("RECORD_FAIL", "bad");
     let output = command.output().unwrap();
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.contains("exit code 3, one of --fatal-exit-codes"), "{err}");
-    assert!(err.contains("0 failed attempts retried"), "no retry of a fatal exit: {err}");
+    assert!(
+        err.contains("exit code 3, one of --fatal-exit-codes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 failed attempts retried"),
+        "no retry of a fatal exit: {err}"
+    );
 }
