@@ -116,6 +116,8 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         .args([RECORD, out.to_str().unwrap()])
         .env("RECORD_SLEEP_MS", "100");
     forloop_tests::kill_storm(launch, &out, &items, concurrency);
+    // The ledger counted each item once, however many times it ran.
+    forloop_tests::jobs::assert_every_item_settled_once(&|| on(&q), items.len());
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
 
@@ -265,4 +267,38 @@ fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() 
         RECORD,
         &dir,
     );
+}
+
+#[test]
+fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
+    // Pub/Sub's shortest lease is 10 s; an idle window of 1 s would have
+    // let the survivor exit long before the held item came back.
+    let q = queue("stranded");
+    create(&q, "10s");
+    forloop_tests::jobs::stranded_item_waits_for_its_lease(
+        || on(&q),
+        &["--idle-window", "1s"],
+        RECORD,
+        &scratch("pubsub-stranded"),
+        Duration::from_secs(10),
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
+    // The emulator cannot count: without jobs, the end waits out the idle
+    // window (30 s by default). With the ledger it follows the last item.
+    let q = queue("end300");
+    create(&q, "10s");
+    let lag = forloop_tests::jobs::run_ends_soon_after_its_last_item(
+        || on(&q),
+        &[],
+        RECORD,
+        &scratch("pubsub-end300"),
+        300,
+        Duration::from_secs(2),
+    );
+    eprintln!("pubsub: the run ended {lag:?} after its last item");
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }

@@ -213,6 +213,8 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
         .env("RECORD_SLEEP_MS", "100");
     kill_storm(launch, &out, &items, concurrency);
     assert_drained_clean(&name);
+    // The ledger counted each item once, however many times it ran.
+    forloop_tests::jobs::assert_every_item_settled_once(&|| on(&name), items.len());
     assert!(
         on(&name)
             .args(["queue", "delete"])
@@ -285,4 +287,40 @@ fn a_worker_whose_queue_is_lost_in_an_emulator_crash_exits_non_zero_saying_so() 
         RECORD,
         &dir,
     );
+}
+
+#[test]
+fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
+    let name = unique("stranded");
+    create(&name, "6s", "5");
+    forloop_tests::jobs::stranded_item_waits_for_its_lease(
+        || on(&name),
+        &["--idle-window", "1s"],
+        RECORD,
+        &scratch("sqs-stranded"),
+        Duration::from_secs(6),
+    );
+    assert!(on(&name).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
+    // AWS's staleness setting: approximate counts are trusted only after
+    // 90 s of empty readings. A job's end does not wait for them.
+    let name = unique("end300");
+    create(&name, "30s", "5");
+    let lag = forloop_tests::jobs::run_ends_soon_after_its_last_item(
+        || {
+            let mut command = on(&name);
+            command.env_remove("FORLOOP_SQS_STALENESS");
+            command
+        },
+        &[],
+        RECORD,
+        &scratch("sqs-end300"),
+        300,
+        Duration::from_secs(2),
+    );
+    eprintln!("sqs: the run ended {lag:?} after its last item");
+    assert!(on(&name).args(["queue", "delete"]).status().unwrap().success());
 }
