@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use forloop_core::QueueError;
-use forloop_core::job::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger};
+use forloop_core::job::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
 use forloop_core::kit::HeldDeliveries;
 
 use crate::admin::ensure_queue;
+use crate::batch::SQS_BATCH;
 use crate::client::queue_url;
 use crate::{SqsAddress, SqsQueue};
 
@@ -80,7 +81,14 @@ impl SqsQueue {
             Arc::new(self.sibling(&names[i], urls[i].clone())) as Arc<dyn forloop_core::WorkQueue>
         });
         let main = Arc::new(self.sibling(&self.address.name, self.url().to_string()));
-        Ok(Some(Arc::new(SheetLedger::new(books, results, main))))
+        // Ten a pull: one ReceiveMessage (a bigger pull is ten of them).
+        let options = SheetOptions {
+            batch: SQS_BATCH,
+            ..SheetOptions::default()
+        };
+        Ok(Some(Arc::new(SheetLedger::with_options(
+            books, results, main, options,
+        ))))
     }
 
     /// Another client of queue `name` at `url`, with this one's connection:

@@ -74,6 +74,12 @@ pub struct SheetOptions {
     pub dead_every: Duration,
     /// Most dead items one look lists.
     pub dead_limit: usize,
+    /// A writer that has not read the book sheets for this long merges a
+    /// few pulls of them after its write ([`Ledger::record`]), so that a
+    /// busy run, whose workers do not read, leaves few sheets behind.
+    pub compact_every: Duration,
+    /// Most pulls of such a merge.
+    pub compact_pulls: usize,
     /// The longest pause before a read looks again when it found no sheet
     /// although the ledger has some (another reader held them).
     pub held_retry: Duration,
@@ -89,6 +95,8 @@ impl Default for SheetOptions {
             dead_every: Duration::from_secs(2),
             dead_limit: 1000,
             held_retry: Duration::from_millis(200),
+            compact_every: Duration::from_secs(5),
+            compact_pulls: 10,
         }
     }
 }
@@ -165,6 +173,8 @@ pub struct SheetLedger {
     known: Mutex<Book>,
     /// When the dead place was last listed.
     dead_look: Mutex<Option<Instant>>,
+    /// When the book sheets were last read (for compaction on write).
+    last_read: Mutex<Option<Instant>>,
     /// One book read at a time in this process (its readers would only
     /// take sheets from each other).
     book_cycle: tokio::sync::Mutex<()>,
@@ -215,6 +225,7 @@ impl SheetLedger {
             options,
             known: Mutex::new(Book::default()),
             dead_look: Mutex::new(None),
+            last_read: Mutex::new(None),
             book_cycle: tokio::sync::Mutex::new(()),
             results_cycle: tokio::sync::Mutex::new(()),
         }
@@ -270,10 +281,16 @@ impl SheetLedger {
 
     /// Pull every visible sheet of `kind` from `queue` (see
     /// [`SheetOptions`]), decoding each with `decode`.
+    /// A book read stops at the first pull that brings less than a full
+    /// batch (what is left, if anything, is merged by the next read: an
+    /// under-count for a moment, and the shortest hold on the sheets); a
+    /// listing (`until_empty`) goes on to an empty pull.
     async fn read<T>(
         &self,
         queue: &dyn WorkQueue,
         kind: &str,
+        until_empty: bool,
+        max_pulls: usize,
         decode: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Read<T>, QueueError> {
         let batch = self
@@ -287,7 +304,7 @@ impl SheetLedger {
             foreign: Vec::new(),
         };
         let mut seen = HashSet::new();
-        for _ in 0..self.options.max_pulls.max(1) {
+        for _ in 0..max_pulls.max(1) {
             self.calls.add(PULLS, 1);
             let pulled = match queue.pull(batch, self.options.wait).await {
                 Ok(pulled) => pulled,
@@ -301,6 +318,7 @@ impl SheetLedger {
             if pulled.is_empty() {
                 break;
             }
+            let partial = pulled.len() < batch;
             // Let this process's other tasks run between pulls (a long read
             // of an in-process queue would not otherwise).
             tokio::task::yield_now().await;
@@ -327,7 +345,7 @@ impl SheetLedger {
                     }
                 }
             }
-            if wrapped {
+            if wrapped || (partial && !until_empty) {
                 break;
             }
         }
@@ -338,17 +356,29 @@ impl SheetLedger {
     /// Read, merge and rewrite the book sheets; with `fold_dead`, count the
     /// items of incomplete jobs found in the main queue's dead place.
     async fn read_book(&self, fold_dead: bool) -> Result<Book, QueueError> {
+        self.read_book_within(fold_dead, self.options.max_pulls, RETRIES_WHEN_HELD)
+            .await
+    }
+
+    async fn read_book_within(
+        &self,
+        fold_dead: bool,
+        max_pulls: usize,
+        retries: usize,
+    ) -> Result<Book, QueueError> {
         let _cycle = self.book_cycle.lock().await;
-        let mut read = self.read(&*self.books, BOOK_SHEET, decode_book).await?;
+        *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let read_once = || self.read(&*self.books, BOOK_SHEET, false, max_pulls, decode_book);
+        let mut read = read_once().await?;
         // Nothing read where something is known: another reader holds the
         // sheets for the moment of its cycle. Look again a little later, at
         // a random moment, so two readers in step do not starve one another.
-        for _ in 0..RETRIES_WHEN_HELD {
+        for _ in 0..retries {
             if !read.tokens.is_empty() || self.known().jobs.is_empty() {
                 break;
             }
             tokio::time::sleep(jitter(self.options.held_retry)).await;
-            read = self.read(&*self.books, BOOK_SHEET, decode_book).await?;
+            read = read_once().await?;
         }
         let mut book = self.known().clone();
         for sheet in &read.sheets {
@@ -595,6 +625,23 @@ impl Ledger for SheetLedger {
         sheet.settle(receipts);
         self.publish_book(&sheet).await?;
         self.learn(&sheet);
+        let due = self
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= self.options.compact_every);
+        if due {
+            // The write is done whatever happens here.
+            if let Err(error) = self
+                .read_book_within(false, self.options.compact_pulls, 0)
+                .await
+            {
+                tracing::debug!(
+                    "{:?}: merging book sheets after a write: {error}",
+                    self.books
+                );
+            }
+        }
         Ok(())
     }
 
@@ -613,7 +660,13 @@ impl Ledger for SheetLedger {
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
         let _cycle = self.results_cycle.lock().await;
         let read = self
-            .read(&*self.results, RECEIPT_SHEET, decode_receipts)
+            .read(
+                &*self.results,
+                RECEIPT_SHEET,
+                true,
+                self.options.max_pulls,
+                decode_receipts,
+            )
             .await?;
         let mut kept: BTreeMap<(String, u64), Receipt> = BTreeMap::new();
         for receipt in read.sheets.iter().flatten() {

@@ -93,7 +93,8 @@ async fn a_read_merges_every_sheet_into_one() {
     assert_eq!((status.done, status.is_complete()), (10, true));
     assert_eq!(siblings.book_sheets().await, 1, "the read left one sheet");
     // A fresh reader (no memory) reads the one sheet and leaves one: an
-    // idle read is two pulls (the last one empty), one publish, one ack.
+    // idle read is one pull (it brought less than a batch), one publish,
+    // one ack.
     let again = siblings.ledger();
     assert!(again.jobs().await.unwrap()[0].is_complete());
     assert_eq!(siblings.book_sheets().await, 1);
@@ -106,7 +107,7 @@ async fn a_read_merges_every_sheet_into_one() {
             calls.releases,
             calls.dead_looks
         ),
-        (2, 1, 1, 0, 0),
+        (1, 1, 1, 0, 0),
         "{calls:?}"
     );
     // Receipts: one per item, and the listing consumed nothing.
@@ -286,4 +287,21 @@ fn a_small_book_is_one_sheet() {
     let mut book = Book::default();
     book.begin(&Manifest::new("j", 3, "d")).unwrap();
     assert_eq!(book_sheets(&book, MAX_SHEET).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_writer_keeps_the_sheets_few() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 100, "d")).await.unwrap();
+    for seq in 0..100 {
+        writer
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let sheets = siblings.book_sheets().await;
+    assert!(sheets <= 6, "{sheets} book sheets after 100 writes");
+    assert_eq!(done(&siblings.ledger(), "j").await, 100);
 }
