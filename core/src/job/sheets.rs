@@ -42,7 +42,7 @@ use super::book::Entry;
 use super::ledger::keep_receipt;
 use super::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet};
 use crate::kit::chunks_within;
-use crate::{LeaseToken, Message, QueueError, QueueErrorKind, WorkQueue};
+use crate::{DeadLetter, LeaseToken, Message, QueueError, QueueErrorKind, WorkQueue};
 
 /// The attribute that marks a sheet and says which kind it is.
 pub const SHEET_ATTRIBUTE: &str = "forloop-sheet";
@@ -70,7 +70,8 @@ pub struct SheetOptions {
     pub max_pulls: usize,
     /// The largest sheet written (cut to the sibling's `max_payload`).
     pub max_sheet: usize,
-    /// Least time between two looks at the main queue's dead place.
+    /// Least time between two looks at the main queue's dead place, and how
+    /// long the incomplete jobs' counts must stand still before one.
     pub dead_every: Duration,
     /// Most dead items one look lists.
     pub dead_limit: usize,
@@ -171,8 +172,10 @@ pub struct SheetLedger {
     options: SheetOptions,
     /// Everything this process has read or written: still true (books grow).
     known: Mutex<Book>,
-    /// When the dead place was last listed.
-    dead_look: Mutex<Option<Instant>>,
+    /// When the dead place was last listed, and the progress seen.
+    dead_look: Mutex<DeadLook>,
+    /// The look at the dead place under way.
+    dead_task: Mutex<Option<DeadListing>>,
     /// When the book sheets were last read (for compaction on write).
     last_read: Mutex<Option<Instant>>,
     /// One book read at a time in this process (its readers would only
@@ -188,6 +191,18 @@ impl fmt::Debug for SheetLedger {
             .field("results", &self.results)
             .finish_non_exhaustive()
     }
+}
+
+/// A look at the dead place on its own task.
+type DeadListing = tokio::task::JoinHandle<Result<Vec<DeadLetter>, QueueError>>;
+
+/// When to list the dead place.
+#[derive(Debug, Default)]
+struct DeadLook {
+    /// The last listing.
+    last: Option<Instant>,
+    /// The incomplete jobs' settled count, and since when it is that.
+    progress: Option<(u64, Instant)>,
 }
 
 /// What one read of a sibling found.
@@ -224,8 +239,9 @@ impl SheetLedger {
             main,
             options,
             known: Mutex::new(Book::default()),
-            dead_look: Mutex::new(None),
+            dead_look: Mutex::new(DeadLook::default()),
             last_read: Mutex::new(None),
+            dead_task: Mutex::new(None),
             book_cycle: tokio::sync::Mutex::new(()),
             results_cycle: tokio::sync::Mutex::new(()),
         }
@@ -354,7 +370,8 @@ impl SheetLedger {
     }
 
     /// Read, merge and rewrite the book sheets; with `fold_dead`, count the
-    /// items of incomplete jobs found in the main queue's dead place.
+    /// items of incomplete jobs (as far as this process knew them) found in
+    /// the main queue's dead place.
     async fn read_book(&self, fold_dead: bool) -> Result<Book, QueueError> {
         self.read_book_within(fold_dead, self.options.max_pulls, RETRIES_WHEN_HELD)
             .await
@@ -368,6 +385,14 @@ impl SheetLedger {
     ) -> Result<Book, QueueError> {
         let _cycle = self.book_cycle.lock().await;
         *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        // The dead place on what this process knew, before the sheets are
+        // held (see `lapsed`).
+        let known = self.known().clone();
+        let lapsed = if fold_dead {
+            self.lapsed(&known).await
+        } else {
+            Vec::new()
+        };
         let read_once = || self.read(&*self.books, BOOK_SHEET, false, max_pulls, decode_book);
         let mut read = read_once().await?;
         // Nothing read where something is known: another reader holds the
@@ -385,9 +410,7 @@ impl SheetLedger {
             book.merge(sheet);
         }
         let before = book.clone();
-        if fold_dead && self.dead_look_due(&book) {
-            self.fold_dead(&mut book).await;
-        }
+        book.settle(&lapsed);
         let changed = book != before;
         self.learn(&book);
         if read.tokens.is_empty() && !changed {
@@ -417,23 +440,59 @@ impl SheetLedger {
         Ok(book)
     }
 
+    /// Whether to list the dead place now: some job is incomplete, its
+    /// settled count has not moved for `dead_every` (while items settle,
+    /// the ones that lapsed can wait for the run to stall), and the last
+    /// look is `dead_every` old. A process's first read always looks.
     fn dead_look_due(&self, book: &Book) -> bool {
-        if book.status().iter().all(JobStatus::is_complete) {
+        let open: Vec<JobStatus> = book
+            .status()
+            .into_iter()
+            .filter(|s| !s.is_complete())
+            .collect();
+        if open.is_empty() {
             return false;
         }
-        let mut last = self.dead_look.lock().unwrap_or_else(|e| e.into_inner());
+        let settled: u64 = open.iter().map(JobStatus::settled).sum();
         let now = Instant::now();
-        if last.is_some_and(|at| now.saturating_duration_since(at) < self.options.dead_every) {
-            return false;
+        let mut look = self.dead_look.lock().unwrap_or_else(|e| e.into_inner());
+        let stalled = match look.progress {
+            Some((seen, since)) if seen == settled => {
+                now.saturating_duration_since(since) >= self.options.dead_every
+            }
+            Some(_) => {
+                look.progress = Some((settled, now));
+                false
+            }
+            None => {
+                look.progress = Some((settled, now));
+                true
+            }
+        };
+        let rested = look
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.options.dead_every);
+        if stalled && rested {
+            look.last = Some(now);
+            true
+        } else {
+            false
         }
-        *last = Some(now);
-        true
     }
 
     /// Lapsed receipts for the items of a job in the main queue's dead place.
     async fn dead_receipts(&self, wanted: impl Fn(&str) -> bool) -> Vec<Receipt> {
         self.calls.add(DEAD_LOOKS, 1);
-        match self.main.dead_letters(self.options.dead_limit).await {
+        let listed = self.main.dead_letters(self.options.dead_limit).await;
+        self.lapsed_of(listed, wanted)
+    }
+
+    fn lapsed_of(
+        &self,
+        listed: Result<Vec<DeadLetter>, QueueError>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<Receipt> {
+        match listed {
             Ok(letters) => letters
                 .iter()
                 .filter_map(|letter| {
@@ -457,15 +516,41 @@ impl SheetLedger {
         }
     }
 
-    async fn fold_dead(&self, book: &mut Book) {
+    /// Lapsed receipts for the items of `book`'s incomplete jobs found by
+    /// the last look at the main queue's dead place, and a new look started
+    /// when one is due. The look runs on its own task: a listing can take a
+    /// second (SQS ends it with a long poll), and neither the caller nor
+    /// the sheets should wait for it; what it finds counts at the next read.
+    async fn lapsed(&self, book: &Book) -> Vec<Receipt> {
         let open: HashSet<String> = book
             .status()
             .into_iter()
             .filter(|s| !s.is_complete())
             .map(|s| s.manifest.job)
             .collect();
-        let receipts = self.dead_receipts(|job| open.contains(job)).await;
-        book.settle(&receipts);
+        let finished = {
+            let mut task = self.dead_task.lock().unwrap_or_else(|e| e.into_inner());
+            if task.as_ref().is_some_and(|t| t.is_finished()) {
+                task.take()
+            } else {
+                None
+            }
+        };
+        let mut lapsed = Vec::new();
+        if let Some(task) = finished {
+            match task.await {
+                Ok(listed) => lapsed = self.lapsed_of(listed, |job| open.contains(job)),
+                Err(error) => tracing::warn!("the ledger's look at the dead place failed: {error}"),
+            }
+        }
+        let mut task = self.dead_task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.is_none() && self.dead_look_due(book) {
+            self.calls.add(DEAD_LOOKS, 1);
+            let main = self.main.clone();
+            let limit = self.options.dead_limit;
+            *task = Some(tokio::spawn(async move { main.dead_letters(limit).await }));
+        }
+        lapsed
     }
 }
 

@@ -239,6 +239,9 @@ async fn items_the_backend_dead_letters_are_counted_and_kept() {
             .unwrap()
             .is_empty()
     );
+    // The read after the look counts it (the look runs on its own task).
+    ledger.jobs().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
     let status = &ledger.jobs().await.unwrap()[0];
     assert_eq!(
         (status.done, status.dead, status.is_complete()),
@@ -304,4 +307,25 @@ async fn a_busy_writer_keeps_the_sheets_few() {
     let sheets = siblings.book_sheets().await;
     assert!(sheets <= 6, "{sheets} book sheets after 100 writes");
     assert_eq!(done(&siblings.ledger(), "j").await, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_place_is_listed_when_the_job_stalls() {
+    let siblings = Siblings::new();
+    let ledger = siblings.ledger();
+    ledger.begin(&Manifest::new("j", 100, "d")).await.unwrap();
+    ledger.jobs().await.unwrap();
+    assert_eq!(ledger.calls().dead_looks, 1, "a first read looks");
+    for seq in 0..10 {
+        ledger
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ledger.jobs().await.unwrap();
+    }
+    assert_eq!(ledger.calls().dead_looks, 1, "looked while items settled");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ledger.jobs().await.unwrap();
+    assert_eq!(ledger.calls().dead_looks, 2, "no look once the job stalled");
 }
