@@ -104,10 +104,10 @@
 //! fake in tests; plain `http://` endpoints get no token), and
 //! `FORLOOP_MONITORING_ENDPOINT=off` turns it off.
 //!
-//! # Design notes
-//!
-//! How `runner` could know exactly when a job is done, with a ledger kept in
-//! Pub/Sub itself, is designed in `docs/design/pubsub-job-ledger.md`.
+//! These counts are what workers end by for items without a job and on
+//! queues made before the ledger. Items of a job end by the job ledger
+//! (`NAME-ledger`, `NAME-results`, see the layout), exactly and whatever
+//! Monitoring says; how, and what it costs, is in `docs/design/job-ledger.md`.
 
 #![deny(missing_docs)]
 
