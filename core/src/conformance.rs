@@ -41,6 +41,7 @@ pub struct Harness {
     slack: Duration,
     stale_tokens_may_settle: Option<&'static str>,
     stale_calls_unreported: Option<&'static str>,
+    least_attempts: u32,
 }
 
 impl std::fmt::Debug for Harness {
@@ -68,6 +69,7 @@ impl Harness {
             slack: Duration::from_millis(500),
             stale_tokens_may_settle: None,
             stale_calls_unreported: None,
+            least_attempts: 1,
         }
     }
 
@@ -98,6 +100,19 @@ impl Harness {
     pub fn stale_tokens_may_settle(mut self, why: &'static str) -> Self {
         self.stale_tokens_may_settle = Some(why);
         self
+    }
+
+    /// The least `max_attempts` the backend's dead-letter rule takes
+    /// (Pub/Sub: 5); clauses that need an item buried on its first
+    /// delivery fail it this many times less one first. Default 1.
+    pub fn least_attempts(mut self, attempts: u32) -> Self {
+        self.least_attempts = attempts.max(1);
+        self
+    }
+
+    /// The least `max_attempts` the backend takes (see [`Harness::least_attempts`]).
+    pub fn least_attempts_taken(&self) -> u32 {
+        self.least_attempts
     }
 
     /// The lease each test queue grants.

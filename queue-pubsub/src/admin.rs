@@ -9,10 +9,13 @@ use gcloud_pubsub::subscription::SubscriptionConfig;
 
 use crate::client::connect_all;
 use crate::error::error;
+use crate::ledger::create_siblings;
 use crate::{PubsubAddress, PubsubQueue};
 
 impl PubsubQueue {
-    /// Create the queue's topics and subscriptions where missing. The
+    /// Create the queue's topics and subscriptions where missing, and the
+    /// job ledger's siblings (`NAME-ledger`, `NAME-results`, each a topic
+    /// and a subscription with no dead-letter policy). The
     /// subscription's ack deadline is `config.lease` (10 to 600 s) and its
     /// dead-letter policy forwards after `config.max_attempts` deliveries
     /// (clamped to Pub/Sub's 5 to 100). On GCP, the Pub/Sub service agent
@@ -72,13 +75,20 @@ impl PubsubQueue {
                     .map_err(|s| fail("subscription creation", s))?;
             }
         }
-        Ok(())
+        create_siblings(&client, address).await
     }
 
-    /// Delete the queue's subscriptions and topics (items included).
+    /// Delete the queue's subscriptions and topics, the ledger's siblings
+    /// too (items included).
     pub async fn delete(address: &PubsubAddress) -> Result<(), QueueError> {
         let (client, _) = connect_all(address).await?;
-        for name in [address.subscription(), address.dead_subscription()] {
+        let [books, results] = address.ledger_siblings();
+        for name in [
+            address.subscription(),
+            address.dead_subscription(),
+            books.subscription(),
+            results.subscription(),
+        ] {
             let handle = client.subscription(&name);
             if handle
                 .exists(None)
@@ -91,7 +101,12 @@ impl PubsubQueue {
                     .map_err(|s| error("subscription deletion", address, s))?;
             }
         }
-        for name in [address.topic(), address.dead_topic()] {
+        for name in [
+            address.topic(),
+            address.dead_topic(),
+            books.topic(),
+            results.topic(),
+        ] {
             let handle = client.topic(&name);
             if handle
                 .exists(None)

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! A queue named `NAME` in project `PROJECT` is four resources, made by
+//! A queue named `NAME` in project `PROJECT` is eight resources, made by
 //! [`PubsubQueue::create`] (`runner queue create`):
 //!
 //! | resource | name | role |
@@ -11,6 +11,13 @@
 //! | subscription | `NAME-workers` | workers pull from here; its ack deadline is the lease; its dead-letter policy forwards an item after `max_attempts` deliveries (Pub/Sub allows 5 to 100) |
 //! | topic | `NAME-dead` | the dead-letter place |
 //! | subscription | `NAME-dead-keep` | keeps dead items for `runner dead list / requeue / purge` |
+//! | topic, subscription | `NAME-ledger`, `NAME-ledger-workers` | the job ledger's book sheets ([`forloop_core::job::SheetLedger`]); no dead-letter policy |
+//! | topic, subscription | `NAME-results`, `NAME-results-workers` | the job ledger's receipt sheets (`runner results`); no dead-letter policy |
+//!
+//! A queue made before the ledger (no `NAME-ledger-workers`) opens without
+//! one ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger) is `None`,
+//! with a note): its items go without a job and workers end by the backlog
+//! rule until `runner queue create` adds the siblings.
 //!
 //! # Mapping onto the contract
 //!
@@ -97,10 +104,10 @@
 //! fake in tests; plain `http://` endpoints get no token), and
 //! `FORLOOP_MONITORING_ENDPOINT=off` turns it off.
 //!
-//! # Design notes
-//!
-//! How `runner` could know exactly when a job is done, with a ledger kept in
-//! Pub/Sub itself, is designed in `docs/design/pubsub-job-ledger.md`.
+//! These counts are what workers end by for items without a job and on
+//! queues made before the ledger. Items of a job end by the job ledger
+//! (`NAME-ledger`, `NAME-results`, see the layout), exactly and whatever
+//! Monitoring says; how, and what it costs, is in `docs/design/job-ledger.md`.
 
 #![deny(missing_docs)]
 
@@ -112,6 +119,7 @@ mod codec;
 mod dead;
 mod driver;
 mod error;
+mod ledger;
 pub mod monitoring;
 mod queue;
 
@@ -121,4 +129,5 @@ pub use driver::PubsubDriver;
 pub use forloop_core::kit::{
     ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
 };
+pub use ledger::{SHEET_LEASE, SHEET_WAIT};
 pub use queue::{MAX_BATCH, MAX_PAYLOAD, PubsubQueue};

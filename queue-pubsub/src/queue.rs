@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use forloop_core::job::{Ledger, SheetLedger};
 use forloop_core::kit::{
     Carried, HeldDeliveries, Letters, TokenSplit, chunks_within, dead, whole_seconds,
 };
@@ -17,6 +18,7 @@ use forloop_core::{
 use gcloud_gax::conn::Channel;
 use gcloud_gax::grpc::Status;
 use gcloud_googleapis::pubsub::v1::subscriber_client::SubscriberClient as RawSubscriber;
+use gcloud_pubsub::client::Client;
 use gcloud_pubsub::publisher::{Publisher, PublisherConfig};
 use gcloud_pubsub::subscription::Subscription;
 use tokio::time::Instant;
@@ -79,7 +81,7 @@ fn no_dead_letter_policy(address: &PubsubAddress) -> QueueError {
 
 /// A forloop queue on Pub/Sub.
 pub struct PubsubQueue {
-    address: PubsubAddress,
+    pub(crate) address: PubsubAddress,
     pub(crate) subscription: Subscription,
     subscription_name: String,
     dead_subscription: Subscription,
@@ -95,6 +97,8 @@ pub struct PubsubQueue {
     /// The Cloud Monitoring reader, when counts come from there.
     #[cfg(feature = "auth")]
     monitor: Option<monitoring::Monitor>,
+    /// The job ledger in the sibling topics, where they exist.
+    pub(crate) ledger: Option<Arc<SheetLedger>>,
 }
 
 impl fmt::Debug for PubsubQueue {
@@ -136,19 +140,34 @@ impl PubsubQueue {
         let (client, raw) = connect_all(&address).await?;
         #[cfg(not(feature = "auth"))]
         no_monitor(&address);
+        let mut queue = Self::open_with(address, &client, raw, false).await?;
+        queue.ledger = queue.open_ledger(&client).await?;
+        Ok(queue)
+    }
+
+    /// Open the subscription of `address` on a connection made. A sheet
+    /// sibling of the ledger (`sheets`) has no dead-letter policy: its
+    /// messages are never buried.
+    pub(crate) async fn open_with(
+        address: PubsubAddress,
+        client: &Client,
+        raw: RawSubscriber<Channel>,
+        sheets: bool,
+    ) -> Result<Self, QueueError> {
         let subscription = client.subscription(&address.subscription());
         let (_, sub_config) = subscription
             .config(None)
             .await
             .map_err(|s| error("subscription lookup", &address, s))?;
-        let Some(policy) = sub_config.dead_letter_policy.as_ref() else {
-            return Err(no_dead_letter_policy(&address));
+        let max_attempts = match sub_config.dead_letter_policy.as_ref() {
+            None if sheets => u32::MAX,
+            None => return Err(no_dead_letter_policy(&address)),
+            Some(policy) => u32::try_from(policy.max_delivery_attempts)
+                .ok()
+                .filter(|n| *n > 0)
+                // Pub/Sub's default when the policy leaves it unset.
+                .unwrap_or(5),
         };
-        let max_attempts = u32::try_from(policy.max_delivery_attempts)
-            .ok()
-            .filter(|n| *n > 0)
-            // Pub/Sub's default when the policy leaves it unset.
-            .unwrap_or(5);
         let one_worker = || {
             Some(PublisherConfig {
                 workers: 1,
@@ -174,7 +193,8 @@ impl PubsubQueue {
             held: HeldDeliveries::new(),
             max_attempts,
             #[cfg(feature = "auth")]
-            monitor: monitor(&address),
+            monitor: if sheets { None } else { monitor(&address) },
+            ledger: None,
             address,
         })
     }
@@ -422,5 +442,9 @@ impl WorkQueue for PubsubQueue {
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()).await
+    }
+
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        self.ledger.clone().map(|ledger| ledger as Arc<dyn Ledger>)
     }
 }

@@ -33,6 +33,24 @@ fn harness() -> Harness {
     .stale_calls_unreported(
         "Pub/Sub answers modack and ack of an expired ack id with success and changes nothing",
     )
+    // The dead-letter policy takes 5 to 100 attempts.
+    .least_attempts(5)
 }
 
 forloop_core::conformance_tests!(harness);
+
+mod ledger {
+    use super::harness;
+
+    forloop_core::ledger_conformance_tests!(harness);
+
+    /// Not a clause: what the ledger asks of this backend in a run of 400
+    /// items on 4 workers, ack batches of 10, then 5 idle reads each (the
+    /// numbers in docs/design/job-ledger.md).
+    #[tokio::test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn ledger_cost() {
+        let cost = forloop_core::job::conformance::ledger_cost(&harness(), 400, 4, 10, 5).await;
+        println!("{cost:#?}");
+    }
+}

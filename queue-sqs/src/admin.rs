@@ -8,13 +8,15 @@ use forloop_core::{QueueConfig, QueueError, QueueErrorKind};
 
 use crate::client::{client, queue_url};
 use crate::error::error;
+use crate::ledger::create_siblings;
 use crate::{SqsAddress, SqsQueue};
 
 const RETENTION_SECONDS: &str = "1209600"; // 14 days, SQS's longest
 
 impl SqsQueue {
-    /// Create `NAME-dead` and `NAME` where missing (or update their
-    /// attributes where present): `NAME`'s visibility timeout is
+    /// Create `NAME-dead`, `NAME` and the job ledger's siblings
+    /// `NAME-ledger` and `NAME-results` (no redrive: a sheet is never
+    /// buried) where missing (or update their attributes where present): `NAME`'s visibility timeout is
     /// `config.lease` and its redrive policy moves an item to `NAME-dead`
     /// after `config.max_attempts` receives (SQS allows 1 to 1,000). Both
     /// keep messages 14 days, SQS's longest.
@@ -57,10 +59,11 @@ impl SqsQueue {
             (QueueAttributeName::RedrivePolicy, redrive),
         ];
         ensure_queue(client, address, &address.name, attributes).await?;
-        Ok(())
+        create_siblings(client, address).await
     }
 
-    /// Delete `NAME` and `NAME-dead`, items included. (AWS lets a deleted
+    /// Delete `NAME`, `NAME-dead` and the ledger's `NAME-ledger` and
+    /// `NAME-results`, items included. (AWS lets a deleted
     /// name be made again only after 60 s.)
     pub async fn delete(address: &SqsAddress) -> Result<(), QueueError> {
         Self::delete_with_client(&client(address).await?, address).await
@@ -71,7 +74,8 @@ impl SqsQueue {
         client: &Client,
         address: &SqsAddress,
     ) -> Result<(), QueueError> {
-        for name in [address.name.clone(), address.dead_name()] {
+        let [books, results] = address.ledger_names();
+        for name in [address.name.clone(), address.dead_name(), books, results] {
             if let Some(url) = queue_url(client, address, &name).await? {
                 client
                     .delete_queue()
@@ -87,7 +91,7 @@ impl SqsQueue {
 
 /// Make the queue `name` with `attributes`, or set them on it if it exists
 /// with others; returns its URL.
-async fn ensure_queue(
+pub(crate) async fn ensure_queue(
     client: &Client,
     address: &SqsAddress,
     name: &str,

@@ -2,13 +2,20 @@
 //!
 //! # Layout
 //!
-//! A queue named `NAME` is two standard SQS queues, made by
+//! A queue named `NAME` is four standard SQS queues, made by
 //! [`SqsQueue::create`] (`runner queue create`):
 //!
 //! | queue | role |
 //! | --- | --- |
 //! | `NAME` | items; its `VisibilityTimeout` is the default lease and its `RedrivePolicy` moves an item to `NAME-dead` once it was received more than `max_attempts` times |
 //! | `NAME-dead` | the dead-letter place, read by `runner dead list / requeue / purge` |
+//! | `NAME-ledger` | the job ledger's book sheets ([`forloop_core::job::SheetLedger`]); no redrive |
+//! | `NAME-results` | the job ledger's receipt sheets (`runner results`); no redrive |
+//!
+//! A queue made before the ledger (no `NAME-ledger`) opens without one
+//! ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger) is `None`, with
+//! a note): its items go without a job and workers end by the backlog rule
+//! until `runner queue create` adds the siblings.
 //!
 //! # Mapping onto the contract
 //!
@@ -88,6 +95,7 @@ mod codec;
 mod dead;
 mod driver;
 mod error;
+mod ledger;
 mod queue;
 
 pub use address::{DEAD_SUFFIX, DEFAULT_STALENESS, STALENESS_VAR, SqsAddress};
@@ -98,4 +106,5 @@ pub use driver::SqsDriver;
 pub use forloop_core::kit::{
     ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
 };
+pub use ledger::SHEET_LEASE;
 pub use queue::{DEFAULT_MAX_PAYLOAD, MAX_VISIBILITY, QUIET_POLL_EVERY, SqsQueue};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
+use forloop_core::job::{Ledger, SheetLedger};
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -35,18 +36,20 @@ const MAX_VISIBILITY_SECONDS: i32 = 43_200;
 pub struct SqsQueue {
     pub(crate) address: SqsAddress,
     pub(crate) client: Client,
-    url: String,
-    dead_url: Option<String>,
-    lease: Duration,
+    pub(crate) url: String,
+    pub(crate) dead_url: Option<String>,
+    pub(crate) lease: Duration,
     pub(crate) max_payload: usize,
     pub(crate) max_receive_count: Option<u32>,
     /// Each held delivery's item, for `dead_letter`, and its receive time,
     /// for the 12-hour visibility cap.
-    held: HeldDeliveries,
+    pub(crate) held: HeldDeliveries,
     /// Whether the last receive came back empty: pulls then short-poll (see
     /// the crate docs), so a worker that goes away leaves no long poll
     /// pending on the server to swallow the next item.
-    quiet: AtomicBool,
+    pub(crate) quiet: AtomicBool,
+    /// The job ledger in the sibling queues, where they exist.
+    pub(crate) ledger: Option<Arc<SheetLedger>>,
 }
 
 /// How often a pull short-polls while the queue reads empty.
@@ -132,7 +135,7 @@ impl SqsQueue {
             .map(str::to_string)
             .unwrap_or_else(|| address.dead_name());
         let dead_url = queue_url(&client, &address, &dead_name).await?;
-        Ok(Self {
+        let mut queue = Self {
             address,
             client,
             url,
@@ -142,7 +145,10 @@ impl SqsQueue {
             max_receive_count,
             held: HeldDeliveries::new(),
             quiet: AtomicBool::new(false),
-        })
+            ledger: None,
+        };
+        queue.ledger = queue.open_ledger().await?;
+        Ok(queue)
     }
 
     /// The queue's URL.
@@ -457,5 +463,9 @@ impl WorkQueue for SqsQueue {
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()?).await
+    }
+
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        self.ledger.clone().map(|ledger| ledger as Arc<dyn Ledger>)
     }
 }

@@ -54,3 +54,19 @@ fn harness() -> Harness {
 }
 
 forloop_core::conformance_tests!(harness);
+
+mod ledger {
+    use super::harness;
+
+    forloop_core::ledger_conformance_tests!(harness);
+
+    /// Not a clause: what the ledger asks of this backend in a run of 400
+    /// items on 4 workers, ack batches of 10, then 5 idle reads each (the
+    /// numbers in docs/design/job-ledger.md).
+    #[tokio::test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn ledger_cost() {
+        let cost = forloop_core::job::conformance::ledger_cost(&harness(), 400, 4, 10, 5).await;
+        println!("{cost:#?}");
+    }
+}

@@ -103,7 +103,17 @@ impl Book {
     pub fn merge(&mut self, other: &Book) {
         for (job, theirs) in &other.jobs {
             let ours = self.jobs.entry(job.clone()).or_default();
-            if ours.manifest.is_none() {
+            // Two manifests for one job (two submits of different inputs
+            // under one name at the same moment): the older wins, the same
+            // way whatever the order of the merge.
+            let theirs_first = match (&ours.manifest, &theirs.manifest) {
+                (None, Some(_)) => true,
+                (Some(o), Some(t)) => {
+                    (t.created, &t.digest, t.total) < (o.created, &o.digest, o.total)
+                }
+                _ => false,
+            };
+            if theirs_first {
                 ours.manifest.clone_from(&theirs.manifest);
             }
             ours.submitted.union(&theirs.submitted);

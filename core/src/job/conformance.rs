@@ -169,7 +169,11 @@ pub async fn ledger_is_shared_between_clients(harness: &Harness) {
 /// An item of a job that the backend dead-letters by itself (its holder
 /// died on its last attempt) is counted dead: the job can still end.
 pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
-    let queue = harness.queue("ledger_lapse", 1).await;
+    // Buried after its first delivery where the backend allows it; where it
+    // takes no fewer than `least` attempts, the first ones fail (nack) and
+    // the holder dies on the last.
+    let least = harness.least_attempts_taken();
+    let queue = harness.queue("ledger_lapse", least).await;
     let ledger = ledger_of(&queue).await;
     ledger
         .begin(&Manifest::new("job-e", 1, "d"))
@@ -186,6 +190,17 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
         .submitted("job-e", &SeqSet::first(1))
         .await
         .expect("submitted");
+    for attempt in 1..least {
+        let failed = queue
+            .pull(1, harness.slack_length() * 4)
+            .await
+            .expect("pull");
+        assert_eq!(failed.len(), 1, "attempt {attempt} was not delivered");
+        queue
+            .nack(&[failed[0].token.clone()], Duration::ZERO)
+            .await
+            .expect("nack");
+    }
     let held = queue
         .pull(1, harness.slack_length() * 4)
         .await
@@ -202,7 +217,7 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
             .expect("pull");
         assert!(
             again.is_empty(),
-            "an item past max attempts (1) was delivered again: {again:?}"
+            "an item past max attempts ({least}) was delivered again: {again:?}"
         );
         let status = &ledger.jobs().await.expect("jobs")[0];
         if status.dead == 1 {
@@ -213,6 +228,159 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
             Instant::now() < until,
             "the backend dead-lettered the item but the ledger never counted it: {status:?}"
         );
+    }
+}
+
+/// What [`ledger_cost`] measured: the ledger's calls to the backend,
+/// summed over every client.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerCost {
+    /// Items in the job.
+    pub items: u64,
+    /// Worker clients.
+    pub workers: usize,
+    /// Items per ack batch (one `record` each).
+    pub batch: usize,
+    /// `record` calls made.
+    pub records: u64,
+    /// Calls from `begin` to the last worker seeing the job complete.
+    pub run: super::SheetCalls,
+    /// `jobs` reads in the idle phase, and their calls.
+    pub idle_reads: u64,
+    /// Calls of the idle phase (every job complete, every worker reading).
+    pub idle: super::SheetCalls,
+    /// How long after the last record the last worker saw the job complete.
+    pub end_seen_after: Duration,
+}
+
+fn sum_calls(ledgers: &[Arc<dyn Ledger>]) -> super::SheetCalls {
+    let mut sum = super::SheetCalls::default();
+    for calls in ledgers.iter().filter_map(|l| l.calls()) {
+        sum.pulls += calls.pulls;
+        sum.sheets_read += calls.sheets_read;
+        sum.publishes += calls.publishes;
+        sum.sheets_written += calls.sheets_written;
+        sum.bytes_written += calls.bytes_written;
+        sum.acks += calls.acks;
+        sum.releases += calls.releases;
+        sum.dead_looks += calls.dead_looks;
+    }
+    sum
+}
+
+/// Not a clause: run a job of `items` through `workers` clients the way
+/// workers do (pull up to `batch`, record, ack; after an empty pull read
+/// `jobs` until the job is complete), then `idle_reads` reads per worker,
+/// and count what the ledger asked of the backend.
+pub async fn ledger_cost(
+    harness: &Harness,
+    items: u64,
+    workers: usize,
+    batch: usize,
+    idle_reads: usize,
+) -> LedgerCost {
+    let name = Harness::fresh_name("ledger_cost");
+    let mut queues = Vec::new();
+    for _ in 0..workers {
+        queues.push(harness.open(&name, 5).await);
+    }
+    let mut ledgers = Vec::new();
+    for queue in &queues {
+        ledgers.push(ledger_of(queue).await);
+    }
+    ledgers[0]
+        .begin(&Manifest::new("cost", items, "d"))
+        .await
+        .expect("begin");
+    let messages: Vec<Message> = (0..items)
+        .map(|seq| {
+            let mut message = Message::new(format!("item {seq}"));
+            JobItem {
+                job: "cost".to_string(),
+                seq,
+            }
+            .stamp(&mut message.attributes);
+            message
+        })
+        .collect();
+    let max_batch = queues[0].capabilities().max_batch.min(100);
+    for chunk in messages.chunks(max_batch) {
+        queues[0].publish(chunk.to_vec()).await.expect("publish");
+    }
+    ledgers[0]
+        .submitted("cost", &SeqSet::first(items))
+        .await
+        .expect("submitted");
+    let last_record = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (queue, ledger) in queues.iter().cloned().zip(ledgers.iter().cloned()) {
+        let last_record = last_record.clone();
+        let records = records.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let held = queue
+                    .pull(batch, Duration::from_millis(500))
+                    .await
+                    .expect("pull");
+                if held.is_empty() {
+                    let jobs = ledger.jobs().await.expect("jobs");
+                    if jobs.iter().all(|job| job.is_complete()) && !jobs.is_empty() {
+                        return Instant::now();
+                    }
+                    sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                let receipts: Vec<Receipt> = held
+                    .iter()
+                    .filter_map(|d| JobItem::of(&d.attributes))
+                    .map(|item| {
+                        let mut r = receipt(&item.job, item.seq, Settled::Done);
+                        r.stderr_tail = None;
+                        r.item = format!("item {}", item.seq);
+                        r
+                    })
+                    .collect();
+                ledger.record(&receipts).await.expect("record");
+                records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *last_record.lock().unwrap() = Instant::now();
+                let tokens: Vec<_> = held.into_iter().map(|d| d.token).collect();
+                queue.ack(&tokens).await.expect("ack");
+            }
+        }));
+    }
+    let mut last_seen = Instant::now();
+    for task in tasks {
+        last_seen = last_seen.max(task.await.expect("worker"));
+    }
+    let end_seen_after = last_seen.saturating_duration_since(*last_record.lock().unwrap());
+    let run = sum_calls(&ledgers);
+    for _ in 0..idle_reads {
+        for ledger in &ledgers {
+            let jobs = ledger.jobs().await.expect("jobs");
+            assert!(jobs[0].is_complete(), "{jobs:?}");
+        }
+    }
+    let after = sum_calls(&ledgers);
+    let idle = super::SheetCalls {
+        pulls: after.pulls - run.pulls,
+        sheets_read: after.sheets_read - run.sheets_read,
+        publishes: after.publishes - run.publishes,
+        sheets_written: after.sheets_written - run.sheets_written,
+        bytes_written: after.bytes_written - run.bytes_written,
+        acks: after.acks - run.acks,
+        releases: after.releases - run.releases,
+        dead_looks: after.dead_looks - run.dead_looks,
+    };
+    LedgerCost {
+        items,
+        workers,
+        batch,
+        records: records.load(std::sync::atomic::Ordering::Relaxed),
+        run,
+        idle_reads: (idle_reads * workers) as u64,
+        idle,
+        end_seen_after,
     }
 }
 

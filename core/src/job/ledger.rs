@@ -114,6 +114,12 @@ pub trait Ledger: Send + Sync + fmt::Debug {
 
     /// One receipt per settled item of `job`, by sequence number.
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError>;
+
+    /// What this ledger has asked of the backend so far, where it counts
+    /// (the [`super::SheetLedger`] does); `None` by default.
+    fn calls(&self) -> Option<super::SheetCalls> {
+        None
+    }
 }
 
 /// The ledger of one process: the memory queue's, and a reference for the

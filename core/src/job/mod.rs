@@ -22,6 +22,7 @@ mod book;
 pub mod conformance;
 mod ledger;
 mod seqs;
+mod sheets;
 mod submit;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,10 @@ use serde::{Deserialize, Serialize};
 pub use book::Book;
 pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, MemoryLedger};
 pub use seqs::SeqSet;
+pub use sheets::{
+    BOOK_SHEET, LEDGER_SUFFIX, MAX_SHEET, RECEIPT_SHEET, RESULTS_SUFFIX, SHEET_ATTRIBUTE,
+    SheetCalls, SheetLedger, SheetOptions, book_sheets,
+};
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, SubmitError, SubmitReport, default_job_name, input_digest, submit_job,
 };

@@ -1,0 +1,799 @@
+//! [`SheetLedger`]: a [`Ledger`] kept as messages ("sheets") in two sibling
+//! queues of a job's queue, for backends that can neither count exactly nor
+//! be re-read (SQS, Pub/Sub). Written once here; a driver only names, makes
+//! and opens the siblings. The design and its costs are in
+//! `docs/design/job-ledger.md`.
+//!
+//! - `NAME-ledger` holds **book sheets**: serialized [`Book`]s (manifests
+//!   and sequence sets, no details). Every write publishes one small sheet.
+//!   A read pulls every visible sheet, merges them (and everything this
+//!   process already knew) into one book, publishes that book as one sheet
+//!   (more if it is too big for one message) and only then acks the sheets
+//!   it read. A crash between the publish and the acks leaves duplicates,
+//!   which the union absorbs; a crash before the publish leaves the sheets
+//!   to come back after their lease. Nothing is lost either way.
+//! - `NAME-results` holds **receipt sheets**, the details (exit code,
+//!   stderr tail) one JSON array per `record` call, read only by
+//!   [`Ledger::receipts`], which compacts them the same way.
+//!
+//! A book only grows: sets are unions and "done beats dead" only ever turns
+//! a dead item done. So every book a process has ever read or written is
+//! still true, and [`SheetLedger`] keeps one in memory and merges it into
+//! every read: a reader that finds the sheets held by another reader (they
+//! are leased to it for the moment of its cycle) answers what it knew a
+//! moment ago, an under-count, never an over-count.
+//!
+//! Items the backend dead-letters by itself (their holder died on the last
+//! attempt) never get a receipt from a worker. [`Ledger::jobs`] lists the
+//! main queue's dead place, when a job is incomplete, and counts the items
+//! of a job found there as dead, persisting that in the merged sheet.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::book::Entry;
+use super::ledger::keep_receipt;
+use super::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet};
+use crate::kit::chunks_within;
+use crate::{DeadLetter, LeaseToken, Message, QueueError, QueueErrorKind, WorkQueue};
+
+/// The attribute that marks a sheet and says which kind it is.
+pub const SHEET_ATTRIBUTE: &str = "forloop-sheet";
+/// [`SHEET_ATTRIBUTE`] of a book sheet.
+pub const BOOK_SHEET: &str = "book-1";
+/// [`SHEET_ATTRIBUTE`] of a receipt sheet.
+pub const RECEIPT_SHEET: &str = "receipts-1";
+/// The suffix of the sibling that keeps book sheets: `NAME-ledger`.
+pub const LEDGER_SUFFIX: &str = "-ledger";
+/// The suffix of the sibling that keeps receipt sheets: `NAME-results`.
+pub const RESULTS_SUFFIX: &str = "-results";
+/// The largest sheet written, whatever the backend takes: a read stays light.
+pub const MAX_SHEET: usize = 256 * 1024;
+
+/// How a [`SheetLedger`] reads and writes.
+#[derive(Debug, Clone)]
+pub struct SheetOptions {
+    /// How long each pull of a read waits for a sheet. Zero (the default):
+    /// a read ends on the first empty answer.
+    pub wait: Duration,
+    /// Most sheets one pull asks for (cut to the sibling's `max_batch`).
+    pub batch: usize,
+    /// Most pulls in one read; a ledger bigger than this is read in parts,
+    /// each read merging the next part (an under-count in between).
+    pub max_pulls: usize,
+    /// The largest sheet written (cut to the sibling's `max_payload`).
+    pub max_sheet: usize,
+    /// Least time between two looks at the main queue's dead place, and how
+    /// long the incomplete jobs' counts must stand still before one.
+    pub dead_every: Duration,
+    /// Most dead items one look lists.
+    pub dead_limit: usize,
+    /// A writer that has not read the book sheets for this long merges a
+    /// few pulls of them after its write ([`Ledger::record`]), so that a
+    /// busy run, whose workers do not read, leaves few sheets behind.
+    pub compact_every: Duration,
+    /// Most pulls of such a merge.
+    pub compact_pulls: usize,
+    /// The longest pause before a read looks again when it found no sheet
+    /// although the ledger has some (another reader held them).
+    pub held_retry: Duration,
+}
+
+impl Default for SheetOptions {
+    fn default() -> Self {
+        Self {
+            wait: Duration::ZERO,
+            batch: 100,
+            max_pulls: 1000,
+            max_sheet: MAX_SHEET,
+            dead_every: Duration::from_secs(2),
+            dead_limit: 1000,
+            held_retry: Duration::from_millis(200),
+            compact_every: Duration::from_secs(5),
+            compact_pulls: 10,
+        }
+    }
+}
+
+/// What a [`SheetLedger`] has asked of its queues so far: the cost of the
+/// ledger, by call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SheetCalls {
+    /// `pull` calls on the siblings.
+    pub pulls: u64,
+    /// Sheets those pulls brought.
+    pub sheets_read: u64,
+    /// `publish` calls on the siblings.
+    pub publishes: u64,
+    /// Sheets published.
+    pub sheets_written: u64,
+    /// Bytes of the sheets published.
+    pub bytes_written: u64,
+    /// `ack` calls on the siblings.
+    pub acks: u64,
+    /// `release` calls on the siblings.
+    pub releases: u64,
+    /// `dead_letters` calls on the main queue.
+    pub dead_looks: u64,
+}
+
+impl SheetCalls {
+    /// Every call to the backend.
+    pub fn total(&self) -> u64 {
+        self.pulls + self.publishes + self.acks + self.releases + self.dead_looks
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters([AtomicU64; 8]);
+
+impl Counters {
+    fn add(&self, which: usize, n: u64) {
+        self.0[which].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> SheetCalls {
+        let n = |i: usize| self.0[i].load(Ordering::Relaxed);
+        SheetCalls {
+            pulls: n(PULLS),
+            sheets_read: n(SHEETS_READ),
+            publishes: n(PUBLISHES),
+            sheets_written: n(SHEETS_WRITTEN),
+            bytes_written: n(BYTES_WRITTEN),
+            acks: n(ACKS),
+            releases: n(RELEASES),
+            dead_looks: n(DEAD_LOOKS),
+        }
+    }
+}
+
+const PULLS: usize = 0;
+const SHEETS_READ: usize = 1;
+const PUBLISHES: usize = 2;
+const SHEETS_WRITTEN: usize = 3;
+const BYTES_WRITTEN: usize = 4;
+const ACKS: usize = 5;
+const RELEASES: usize = 6;
+const DEAD_LOOKS: usize = 7;
+
+/// A [`Ledger`] kept as sheets in two sibling queues (see the module docs).
+pub struct SheetLedger {
+    calls: Counters,
+    books: Arc<dyn WorkQueue>,
+    results: Arc<dyn WorkQueue>,
+    main: Arc<dyn WorkQueue>,
+    options: SheetOptions,
+    /// Everything this process has read or written: still true (books grow).
+    known: Mutex<Book>,
+    /// When the dead place was last listed, and the progress seen.
+    dead_look: Mutex<DeadLook>,
+    /// The look at the dead place under way.
+    dead_task: Mutex<Option<DeadListing>>,
+    /// When the book sheets were last read (for compaction on write).
+    last_read: Mutex<Option<Instant>>,
+    /// One book read at a time in this process (its readers would only
+    /// take sheets from each other).
+    book_cycle: tokio::sync::Mutex<()>,
+    results_cycle: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for SheetLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SheetLedger")
+            .field("books", &self.books)
+            .field("results", &self.results)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A look at the dead place on its own task.
+type DeadListing = tokio::task::JoinHandle<Result<Vec<DeadLetter>, QueueError>>;
+
+/// When to list the dead place.
+#[derive(Debug, Default)]
+struct DeadLook {
+    /// The last listing.
+    last: Option<Instant>,
+    /// The incomplete jobs' settled count, and since when it is that.
+    progress: Option<(u64, Instant)>,
+}
+
+/// What one read of a sibling found.
+struct Read<T> {
+    sheets: Vec<T>,
+    /// Tokens of the sheets read, to ack once the merged sheet is out.
+    tokens: Vec<LeaseToken>,
+    /// Tokens of deliveries that were no sheet of this kind: given back.
+    foreign: Vec<LeaseToken>,
+}
+
+impl SheetLedger {
+    /// A ledger in `books` (`NAME-ledger`) and `results` (`NAME-results`)
+    /// for the items of `main`, whose dead place it reads.
+    pub fn new(
+        books: Arc<dyn WorkQueue>,
+        results: Arc<dyn WorkQueue>,
+        main: Arc<dyn WorkQueue>,
+    ) -> Self {
+        Self::with_options(books, results, main, SheetOptions::default())
+    }
+
+    /// [`SheetLedger::new`] with `options`.
+    pub fn with_options(
+        books: Arc<dyn WorkQueue>,
+        results: Arc<dyn WorkQueue>,
+        main: Arc<dyn WorkQueue>,
+        options: SheetOptions,
+    ) -> Self {
+        Self {
+            calls: Counters::default(),
+            books,
+            results,
+            main,
+            options,
+            known: Mutex::new(Book::default()),
+            dead_look: Mutex::new(DeadLook::default()),
+            last_read: Mutex::new(None),
+            dead_task: Mutex::new(None),
+            book_cycle: tokio::sync::Mutex::new(()),
+            results_cycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The calls made so far (see [`SheetCalls`]).
+    pub fn calls(&self) -> SheetCalls {
+        self.calls.snapshot()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn learn(&self, book: &Book) {
+        self.known().merge(book);
+    }
+
+    fn max_sheet(queue: &dyn WorkQueue, options: &SheetOptions) -> usize {
+        options
+            .max_sheet
+            .min(queue.capabilities().max_payload)
+            .max(1024)
+    }
+
+    /// Publish `payloads` as sheets of `kind`, in batches the queue takes.
+    async fn publish_sheets(
+        &self,
+        queue: &dyn WorkQueue,
+        kind: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), QueueError> {
+        self.calls.add(SHEETS_WRITTEN, payloads.len() as u64);
+        self.calls
+            .add(BYTES_WRITTEN, payloads.iter().map(|p| p.len() as u64).sum());
+        let max_batch = queue.capabilities().max_batch.max(1);
+        let messages: Vec<Message> = payloads
+            .into_iter()
+            .map(|p| Message::new(Bytes::from(p)).with_attribute(SHEET_ATTRIBUTE, kind))
+            .collect();
+        for chunk in messages.chunks(max_batch) {
+            self.calls.add(PUBLISHES, 1);
+            queue.publish(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_book(&self, book: &Book) -> Result<(), QueueError> {
+        let max = Self::max_sheet(&*self.books, &self.options);
+        self.publish_sheets(&*self.books, BOOK_SHEET, book_sheets(book, max))
+            .await
+    }
+
+    /// Pull every visible sheet of `kind` from `queue` (see
+    /// [`SheetOptions`]), decoding each with `decode`.
+    /// A book read stops at the first pull that brings less than a full
+    /// batch (what is left, if anything, is merged by the next read: an
+    /// under-count for a moment, and the shortest hold on the sheets); a
+    /// listing (`until_empty`) goes on to an empty pull.
+    async fn read<T>(
+        &self,
+        queue: &dyn WorkQueue,
+        kind: &str,
+        until_empty: bool,
+        max_pulls: usize,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Read<T>, QueueError> {
+        let batch = self
+            .options
+            .batch
+            .min(queue.capabilities().max_batch)
+            .max(1);
+        let mut read = Read {
+            sheets: Vec::new(),
+            tokens: Vec::new(),
+            foreign: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for _ in 0..max_pulls.max(1) {
+            self.calls.add(PULLS, 1);
+            let pulled = match queue.pull(batch, self.options.wait).await {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    self.give_back(queue, &read.tokens).await;
+                    self.give_back(queue, &read.foreign).await;
+                    return Err(error);
+                }
+            };
+            self.calls.add(SHEETS_READ, pulled.len() as u64);
+            if pulled.is_empty() {
+                break;
+            }
+            let partial = pulled.len() < batch;
+            // Let this process's other tasks run between pulls (a long read
+            // of an in-process queue would not otherwise).
+            tokio::task::yield_now().await;
+            let mut wrapped = false;
+            for delivery in pulled {
+                // A sheet seen twice: its lease lapsed during this read,
+                // which has gone round the whole sibling.
+                wrapped |= !seen.insert(delivery.id.clone());
+                let sheet = (delivery.attributes.get(SHEET_ATTRIBUTE).map(String::as_str)
+                    == Some(kind))
+                .then(|| decode(&delivery.payload))
+                .flatten();
+                match sheet {
+                    Some(sheet) => {
+                        read.sheets.push(sheet);
+                        read.tokens.push(delivery.token);
+                    }
+                    None => {
+                        tracing::warn!(
+                            "{queue:?}: message {} is no {kind} sheet this version reads; left in place",
+                            delivery.id
+                        );
+                        read.foreign.push(delivery.token);
+                    }
+                }
+            }
+            if wrapped || (partial && !until_empty) {
+                break;
+            }
+        }
+        self.give_back(queue, &read.foreign).await;
+        Ok(read)
+    }
+
+    /// Read, merge and rewrite the book sheets; with `fold_dead`, count the
+    /// items of incomplete jobs (as far as this process knew them) found in
+    /// the main queue's dead place.
+    async fn read_book(&self, fold_dead: bool) -> Result<Book, QueueError> {
+        self.read_book_within(fold_dead, self.options.max_pulls, RETRIES_WHEN_HELD)
+            .await
+    }
+
+    async fn read_book_within(
+        &self,
+        fold_dead: bool,
+        max_pulls: usize,
+        retries: usize,
+    ) -> Result<Book, QueueError> {
+        let _cycle = self.book_cycle.lock().await;
+        *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        // The dead place on what this process knew, before the sheets are
+        // held (see `lapsed`).
+        let known = self.known().clone();
+        let lapsed = if fold_dead {
+            self.lapsed(&known).await
+        } else {
+            Vec::new()
+        };
+        let read_once = || self.read(&*self.books, BOOK_SHEET, false, max_pulls, decode_book);
+        let mut read = read_once().await?;
+        // Nothing read where something is known: another reader holds the
+        // sheets for the moment of its cycle. Look again a little later, at
+        // a random moment, so two readers in step do not starve one another.
+        for _ in 0..retries {
+            if !read.tokens.is_empty() || self.known().jobs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(jitter(self.options.held_retry)).await;
+            read = read_once().await?;
+        }
+        let mut book = self.known().clone();
+        for sheet in &read.sheets {
+            book.merge(sheet);
+        }
+        let before = book.clone();
+        book.settle(&lapsed);
+        let changed = book != before;
+        self.learn(&book);
+        if read.tokens.is_empty() && !changed {
+            return Ok(book);
+        }
+        // Publish before ack: a crash in between leaves duplicates only.
+        match self.publish_book(&book).await {
+            Ok(()) => {
+                self.calls.add(ACKS, 1);
+                if let Err(error) = self.books.ack(&read.tokens).await {
+                    tracing::warn!(
+                        "{:?}: acking {} book sheets after their merge failed (they come back and merge again): {error}",
+                        self.books,
+                        read.tokens.len()
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "{:?}: publishing the merged book failed; the {} sheets read go back: {error}",
+                    self.books,
+                    read.tokens.len()
+                );
+                self.give_back(&*self.books, &read.tokens).await;
+            }
+        }
+        Ok(book)
+    }
+
+    /// Whether to list the dead place now: some job is incomplete, its
+    /// settled count has not moved for `dead_every` (while items settle,
+    /// the ones that lapsed can wait for the run to stall), and the last
+    /// look is `dead_every` old. A process's first read always looks.
+    fn dead_look_due(&self, book: &Book) -> bool {
+        let open: Vec<JobStatus> = book
+            .status()
+            .into_iter()
+            .filter(|s| !s.is_complete())
+            .collect();
+        if open.is_empty() {
+            return false;
+        }
+        let settled: u64 = open.iter().map(JobStatus::settled).sum();
+        let now = Instant::now();
+        let mut look = self.dead_look.lock().unwrap_or_else(|e| e.into_inner());
+        let stalled = match look.progress {
+            Some((seen, since)) if seen == settled => {
+                now.saturating_duration_since(since) >= self.options.dead_every
+            }
+            Some(_) => {
+                look.progress = Some((settled, now));
+                false
+            }
+            None => {
+                look.progress = Some((settled, now));
+                true
+            }
+        };
+        let rested = look
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.options.dead_every);
+        if stalled && rested {
+            look.last = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Lapsed receipts for the items of a job in the main queue's dead place.
+    async fn dead_receipts(&self, wanted: impl Fn(&str) -> bool) -> Vec<Receipt> {
+        self.calls.add(DEAD_LOOKS, 1);
+        let listed = self.main.dead_letters(self.options.dead_limit).await;
+        self.lapsed_of(listed, wanted)
+    }
+
+    fn lapsed_of(
+        &self,
+        listed: Result<Vec<DeadLetter>, QueueError>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<Receipt> {
+        match listed {
+            Ok(letters) => letters
+                .iter()
+                .filter_map(|letter| {
+                    Receipt::lapsed(
+                        &letter.message.attributes,
+                        &letter.message.payload,
+                        letter.attempts,
+                        &letter.reason,
+                    )
+                })
+                .filter(|receipt| wanted(&receipt.job))
+                .collect(),
+            Err(error) if error.kind() == QueueErrorKind::Unsupported => Vec::new(),
+            Err(error) => {
+                tracing::warn!(
+                    "{:?}: listing the dead place for the ledger failed: {error}",
+                    self.main
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Lapsed receipts for the items of `book`'s incomplete jobs found by
+    /// the last look at the main queue's dead place, and a new look started
+    /// when one is due. The look runs on its own task: a listing can take a
+    /// second (SQS ends it with a long poll), and neither the caller nor
+    /// the sheets should wait for it; what it finds counts at the next read.
+    async fn lapsed(&self, book: &Book) -> Vec<Receipt> {
+        let open: HashSet<String> = book
+            .status()
+            .into_iter()
+            .filter(|s| !s.is_complete())
+            .map(|s| s.manifest.job)
+            .collect();
+        let finished = {
+            let mut task = self.dead_task.lock().unwrap_or_else(|e| e.into_inner());
+            if task.as_ref().is_some_and(|t| t.is_finished()) {
+                task.take()
+            } else {
+                None
+            }
+        };
+        let mut lapsed = Vec::new();
+        if let Some(task) = finished {
+            match task.await {
+                Ok(listed) => lapsed = self.lapsed_of(listed, |job| open.contains(job)),
+                Err(error) => tracing::warn!("the ledger's look at the dead place failed: {error}"),
+            }
+        }
+        let mut task = self.dead_task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.is_none() && self.dead_look_due(book) {
+            self.calls.add(DEAD_LOOKS, 1);
+            let main = self.main.clone();
+            let limit = self.options.dead_limit;
+            *task = Some(tokio::spawn(async move { main.dead_letters(limit).await }));
+        }
+        lapsed
+    }
+}
+
+/// How many times a read looks again when another reader held the sheets.
+const RETRIES_WHEN_HELD: usize = 2;
+
+/// A random pause of up to `most` (at least a tenth of it).
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let tenth = most / 10;
+    tenth + (most - tenth).mul_f64((random % 1000) as f64 / 1000.0)
+}
+
+impl SheetLedger {
+    /// Hand deliveries back without charging an attempt; a failure only
+    /// means they come back after their lease.
+    async fn give_back(&self, queue: &dyn WorkQueue, tokens: &[LeaseToken]) {
+        if tokens.is_empty() {
+            return;
+        }
+        self.calls.add(RELEASES, 1);
+        if let Err(error) = queue.release(tokens).await {
+            tracing::warn!(
+                "{queue:?}: handing back {} sheets failed (they come back after their lease): {error}",
+                tokens.len()
+            );
+        }
+    }
+}
+
+fn decode_book(payload: &[u8]) -> Option<Book> {
+    serde_json::from_slice(payload).ok()
+}
+
+fn decode_receipts(payload: &[u8]) -> Option<Vec<Receipt>> {
+    serde_json::from_slice(payload).ok()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("books and receipts serialize")
+}
+
+/// `book` as sheets of at most `max` bytes each: whole if it fits, else by
+/// job, and a job too big for one sheet by runs of its ranges. Merging the
+/// sheets gives `book` back.
+pub fn book_sheets(book: &Book, max: usize) -> Vec<Vec<u8>> {
+    let whole = encode(book);
+    if whole.len() <= max {
+        return vec![whole];
+    }
+    // Room for the wrapper around the pieces of one sheet.
+    let room = max.saturating_sub(256).max(512);
+    let mut pieces: Vec<(String, Entry, usize)> = Vec::new();
+    for (job, entry) in &book.jobs {
+        for part in split_entry(entry, room) {
+            let size = encode(&part).len() + job.len() + 8;
+            pieces.push((job.clone(), part, size));
+        }
+    }
+    chunks_within(pieces, usize::MAX, room, |(_, _, size)| *size)
+        .into_iter()
+        .map(|chunk| {
+            let mut sheet = Book::default();
+            for (job, part, _) in chunk {
+                let mut one = Book::default();
+                one.jobs.insert(job, part);
+                sheet.merge(&one);
+            }
+            encode(&sheet)
+        })
+        .collect()
+}
+
+/// One job's entry in parts of about `room` bytes: the manifest and times
+/// in the first, then runs of ranges of each set.
+fn split_entry(entry: &Entry, room: usize) -> Vec<Entry> {
+    if encode(entry).len() <= room {
+        return vec![entry.clone()];
+    }
+    // A range is at most `[u64,u64],`: 43 bytes.
+    let per_part = (room / 43).max(1);
+    let mut parts = vec![Entry {
+        manifest: entry.manifest.clone(),
+        settled_between: entry.settled_between,
+        ..Entry::default()
+    }];
+    for which in 0..3 {
+        let set = match which {
+            0 => &entry.submitted,
+            1 => &entry.done,
+            _ => &entry.dead,
+        };
+        for run in set.ranges().chunks(per_part) {
+            let mut part = Entry::default();
+            let target = match which {
+                0 => &mut part.submitted,
+                1 => &mut part.done,
+                _ => &mut part.dead,
+            };
+            for range in run {
+                target.insert_range(range.clone());
+            }
+            parts.push(part);
+        }
+    }
+    parts
+}
+
+#[async_trait]
+impl Ledger for SheetLedger {
+    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
+        let mut book = self.read_book(false).await?;
+        if !book.jobs.contains_key(&manifest.job) {
+            // Another reader may hold the sheets for the moment of its
+            // cycle: look once more before calling the job new.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            book = self.read_book(false).await?;
+        }
+        let begun = book
+            .begin(manifest)
+            .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))?;
+        if begun == Begun::New {
+            let mut sheet = Book::default();
+            sheet
+                .begin(manifest)
+                .expect("a new book takes any manifest");
+            self.publish_book(&sheet).await?;
+            self.learn(&sheet);
+        }
+        Ok(begun)
+    }
+
+    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
+        let mut sheet = Book::default();
+        sheet.submitted(job, seqs);
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(())
+    }
+
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let max = Self::max_sheet(&*self.results, &self.options).saturating_sub(64);
+        let details: Vec<Vec<u8>> =
+            chunks_within(receipts.iter(), usize::MAX, max, |r| encode(*r).len() + 1)
+                .into_iter()
+                .map(|chunk| encode(&chunk))
+                .collect();
+        self.publish_sheets(&*self.results, RECEIPT_SHEET, details)
+            .await?;
+        let mut sheet = Book::default();
+        sheet.settle(receipts);
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        let due = self
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= self.options.compact_every);
+        if due {
+            // The write is done whatever happens here.
+            if let Err(error) = self
+                .read_book_within(false, self.options.compact_pulls, 0)
+                .await
+            {
+                tracing::debug!(
+                    "{:?}: merging book sheets after a write: {error}",
+                    self.books
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        Ok(self.read_book(true).await?.status())
+    }
+
+    fn calls(&self) -> Option<SheetCalls> {
+        Some(self.calls())
+    }
+
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
+        Ok(self.read_book(false).await?.seqs(job))
+    }
+
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        let _cycle = self.results_cycle.lock().await;
+        let read = self
+            .read(
+                &*self.results,
+                RECEIPT_SHEET,
+                true,
+                self.options.max_pulls,
+                decode_receipts,
+            )
+            .await?;
+        let mut kept: BTreeMap<(String, u64), Receipt> = BTreeMap::new();
+        for receipt in read.sheets.iter().flatten() {
+            keep_receipt(&mut kept, receipt);
+        }
+        if !read.tokens.is_empty() {
+            // Compact: every receipt kept, as few sheets as fit, then the
+            // sheets read go (publish before ack, as for books).
+            let max = Self::max_sheet(&*self.results, &self.options).saturating_sub(64);
+            let sheets: Vec<Vec<u8>> =
+                chunks_within(kept.values(), usize::MAX, max, |r| encode(*r).len() + 1)
+                    .into_iter()
+                    .map(|chunk| encode(&chunk))
+                    .collect();
+            match self
+                .publish_sheets(&*self.results, RECEIPT_SHEET, sheets)
+                .await
+            {
+                Ok(()) => {
+                    self.calls.add(ACKS, 1);
+                    if let Err(error) = self.results.ack(&read.tokens).await {
+                        tracing::warn!(
+                            "{:?}: acking receipt sheets after their compaction failed (duplicates only): {error}",
+                            self.results
+                        );
+                    }
+                }
+                Err(error) => {
+                    self.give_back(&*self.results, &read.tokens).await;
+                    return Err(error);
+                }
+            }
+        }
+        for receipt in self.dead_receipts(|j| j == job).await {
+            keep_receipt(&mut kept, &receipt);
+        }
+        Ok(kept
+            .range((job.to_string(), 0)..=(job.to_string(), u64::MAX))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

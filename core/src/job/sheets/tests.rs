@@ -1,0 +1,331 @@
+//! The read-merge-write on memory siblings, with the tokio clock paused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::job::{JobItem, Settled};
+use crate::{MemoryQueue, QueueConfig};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+struct Siblings {
+    books: Arc<dyn WorkQueue>,
+    results: Arc<dyn WorkQueue>,
+    main: Arc<dyn WorkQueue>,
+}
+
+impl Siblings {
+    fn new() -> Self {
+        let open = |name: &str, attempts| {
+            Arc::new(MemoryQueue::new(
+                QueueConfig::new(name)
+                    .with_lease(LEASE)
+                    .with_max_attempts(attempts),
+            )) as Arc<dyn WorkQueue>
+        };
+        Self {
+            books: open("q-ledger", 1000),
+            results: open("q-results", 1000),
+            main: open("q", 1),
+        }
+    }
+
+    fn ledger(&self) -> SheetLedger {
+        self.ledger_with(SheetOptions::default())
+    }
+
+    fn ledger_with(&self, options: SheetOptions) -> SheetLedger {
+        SheetLedger::with_options(
+            self.books.clone(),
+            self.results.clone(),
+            self.main.clone(),
+            options,
+        )
+    }
+
+    /// Book sheets waiting, exactly (the memory queue counts).
+    async fn book_sheets(&self) -> u64 {
+        self.books.backlog().await.unwrap().ready.value().unwrap()
+    }
+}
+
+fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
+    Receipt {
+        job: job.into(),
+        seq,
+        state,
+        attempt: 1,
+        exit_code: Some(0),
+        seconds: 0.5,
+        worker: "w".into(),
+        item: format!("item {seq}"),
+        reason: None,
+        stderr_tail: None,
+        at: 1_000 + seq,
+    }
+}
+
+async fn done(ledger: &SheetLedger, job: &str) -> u64 {
+    ledger
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .find(|s| s.manifest.job == job)
+        .map_or(0, |s| s.done)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_merges_every_sheet_into_one() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 10, "d")).await.unwrap();
+    for seq in 0..10 {
+        writer
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(siblings.book_sheets().await, 11);
+    let reader = siblings.ledger();
+    let status = &reader.jobs().await.unwrap()[0];
+    assert_eq!((status.done, status.is_complete()), (10, true));
+    assert_eq!(siblings.book_sheets().await, 1, "the read left one sheet");
+    // A fresh reader (no memory) reads the one sheet and leaves one: an
+    // idle read is one pull (it brought less than a batch), one publish,
+    // one ack.
+    let again = siblings.ledger();
+    assert!(again.jobs().await.unwrap()[0].is_complete());
+    assert_eq!(siblings.book_sheets().await, 1);
+    let calls = again.calls();
+    assert_eq!(
+        (
+            calls.pulls,
+            calls.publishes,
+            calls.acks,
+            calls.releases,
+            calls.dead_looks
+        ),
+        (1, 1, 1, 0, 0),
+        "{calls:?}"
+    );
+    // Receipts: one per item, and the listing consumed nothing.
+    let receipts = siblings.ledger().receipts("j").await.unwrap();
+    assert_eq!(receipts.len(), 10);
+    assert_eq!(siblings.ledger().receipts("j").await.unwrap(), receipts);
+    let results = siblings.results.backlog().await.unwrap();
+    assert_eq!(
+        results.ready.value(),
+        Some(1),
+        "receipts compacted to one sheet"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_readers_at_once_under_count_and_converge() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 40, "d")).await.unwrap();
+    for seq in 0..40 {
+        writer
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+    }
+    // One sheet per pull, so the two reads interleave and each takes a part.
+    let options = SheetOptions {
+        batch: 1,
+        ..SheetOptions::default()
+    };
+    let a = siblings.ledger_with(options.clone());
+    let b = siblings.ledger_with(options);
+    let (seen_a, seen_b) = tokio::join!(done(&a, "j"), done(&b, "j"));
+    assert!(
+        seen_a <= 40 && seen_b <= 40,
+        "over-count: {seen_a} {seen_b}"
+    );
+    assert!(
+        seen_a < 40 || seen_b < 40,
+        "the readers did not overlap ({seen_a}, {seen_b}): the test shows nothing"
+    );
+    // The next cycles converge, each reader's answer never shrinking.
+    let mut last = (seen_a, seen_b);
+    for _ in 0..4 {
+        let now = tokio::join!(done(&a, "j"), done(&b, "j"));
+        assert!(now.0 >= last.0 && now.1 >= last.1 && now.0 <= 40 && now.1 <= 40);
+        last = now;
+    }
+    assert_eq!(last, (40, 40));
+    assert!(siblings.book_sheets().await <= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_dies_mid_cycle_loses_nothing() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 5, "d")).await.unwrap();
+    writer
+        .record(&[
+            receipt("j", 0, Settled::Done),
+            receipt("j", 1, Settled::Dead),
+        ])
+        .await
+        .unwrap();
+    // Reader 1 pulls every sheet and dies before publishing the merge.
+    let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let fresh = siblings.ledger();
+    assert!(
+        fresh.jobs().await.unwrap().is_empty(),
+        "under-count: the sheets are held"
+    );
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let status = &fresh.jobs().await.unwrap()[0];
+    assert_eq!(
+        (status.done, status.dead),
+        (1, 1),
+        "after the lease, all is back"
+    );
+
+    // Reader 2 pulls, publishes its merge and dies before the acks:
+    // duplicates, counted once.
+    writer
+        .record(&[receipt("j", 2, Settled::Done)])
+        .await
+        .unwrap();
+    let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
+    let mut merged = Book::default();
+    for delivery in &held {
+        merged.merge(&decode_book(&delivery.payload).unwrap());
+    }
+    let messages = book_sheets(&merged, MAX_SHEET)
+        .into_iter()
+        .map(|sheet| Message::new(sheet).with_attribute(SHEET_ATTRIBUTE, BOOK_SHEET))
+        .collect();
+    siblings.books.publish(messages).await.unwrap();
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let status = &siblings.ledger().jobs().await.unwrap()[0];
+    assert_eq!((status.done, status.dead), (2, 1), "{status:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_the_backend_dead_letters_are_counted_and_kept() {
+    let siblings = Siblings::new();
+    let ledger = siblings.ledger();
+    ledger.begin(&Manifest::new("j", 2, "d")).await.unwrap();
+    let mut first = Message::new("a");
+    JobItem {
+        job: "j".into(),
+        seq: 0,
+    }
+    .stamp(&mut first.attributes);
+    siblings.main.publish(vec![first]).await.unwrap();
+    ledger
+        .record(&[receipt("j", 1, Settled::Done)])
+        .await
+        .unwrap();
+    // Its holder dies on its only attempt: the queue buries it itself.
+    assert_eq!(
+        siblings.main.pull(1, Duration::ZERO).await.unwrap().len(),
+        1
+    );
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    assert!(
+        siblings
+            .main
+            .pull(1, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The read after the look counts it (the look runs on its own task).
+    ledger.jobs().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let status = &ledger.jobs().await.unwrap()[0];
+    assert_eq!(
+        (status.done, status.dead, status.is_complete()),
+        (1, 1, true)
+    );
+    // Persisted: a reader that never lists the dead place sees it too.
+    siblings.main.purge_dead().await.unwrap();
+    let status = &siblings.ledger().jobs().await.unwrap()[0];
+    assert_eq!(status.dead, 1, "{status:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_big_book_is_split_to_fit_and_merges_back() {
+    let siblings = Siblings::new();
+    let ledger = siblings.ledger_with(SheetOptions {
+        max_sheet: 2048,
+        ..SheetOptions::default()
+    });
+    ledger.begin(&Manifest::new("j", 2000, "d")).await.unwrap();
+    // Every other item done: 500 ranges, far more than one 2 KiB sheet.
+    let receipts: Vec<Receipt> = (0..1000)
+        .step_by(2)
+        .map(|seq| receipt("j", seq, Settled::Done))
+        .collect();
+    ledger.record(&receipts).await.unwrap();
+    let reader = siblings.ledger_with(SheetOptions {
+        max_sheet: 2048,
+        ..SheetOptions::default()
+    });
+    assert_eq!(reader.jobs().await.unwrap()[0].done, 500);
+    let sheets = siblings.books.pull(1000, Duration::ZERO).await.unwrap();
+    assert!(sheets.len() > 1, "{}", sheets.len());
+    let mut book = Book::default();
+    for sheet in &sheets {
+        assert!(sheet.payload.len() <= 2048, "{}", sheet.payload.len());
+        book.merge(&decode_book(&sheet.payload).unwrap());
+    }
+    assert_eq!(book.status_of("j").unwrap().done, 500);
+    // Receipt sheets fit too.
+    let results = siblings.results.pull(1000, Duration::ZERO).await.unwrap();
+    assert!(results.len() > 1 && results.iter().all(|r| r.payload.len() <= 2048));
+}
+
+#[test]
+fn a_small_book_is_one_sheet() {
+    let mut book = Book::default();
+    book.begin(&Manifest::new("j", 3, "d")).unwrap();
+    assert_eq!(book_sheets(&book, MAX_SHEET).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_writer_keeps_the_sheets_few() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 100, "d")).await.unwrap();
+    for seq in 0..100 {
+        writer
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let sheets = siblings.book_sheets().await;
+    assert!(sheets <= 6, "{sheets} book sheets after 100 writes");
+    assert_eq!(done(&siblings.ledger(), "j").await, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_place_is_listed_when_the_job_stalls() {
+    let siblings = Siblings::new();
+    let ledger = siblings.ledger();
+    ledger.begin(&Manifest::new("j", 100, "d")).await.unwrap();
+    ledger.jobs().await.unwrap();
+    assert_eq!(ledger.calls().dead_looks, 1, "a first read looks");
+    for seq in 0..10 {
+        ledger
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ledger.jobs().await.unwrap();
+    }
+    assert_eq!(ledger.calls().dead_looks, 1, "looked while items settled");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ledger.jobs().await.unwrap();
+    assert_eq!(ledger.calls().dead_looks, 2, "no look once the job stalled");
+}
