@@ -300,7 +300,13 @@ fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
         &scratch("sqs-stranded"),
         Duration::from_secs(6),
     );
-    assert!(on(&name).args(["queue", "delete"]).status().unwrap().success());
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 #[test]
@@ -322,5 +328,11 @@ fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
         Duration::from_secs(2),
     );
     eprintln!("sqs: the run ended {lag:?} after its last item");
-    assert!(on(&name).args(["queue", "delete"]).status().unwrap().success());
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
 }

@@ -132,7 +132,9 @@ pub struct MemoryLedger {
 #[derive(Debug, Default)]
 struct MemoryState {
     book: Book,
-    receipts: BTreeMap<(String, u64), Receipt>,
+    /// By job, then by seq: items mostly settle near their input order,
+    /// so a dense vector beats a map keyed by (job, seq) per item.
+    receipts: std::collections::HashMap<String, Vec<Option<Receipt>>>,
 }
 
 impl MemoryLedger {
@@ -150,20 +152,32 @@ impl MemoryLedger {
     pub fn record_now(&self, receipts: &[Receipt]) {
         let mut state = self.state();
         state.book.settle(receipts);
+        let MemoryState { receipts: kept, .. } = &mut *state;
         for receipt in receipts {
-            keep_receipt(&mut state.receipts, receipt);
+            if !kept.contains_key(&receipt.job) {
+                kept.insert(receipt.job.clone(), Vec::new());
+            }
+            let slots = kept.get_mut(&receipt.job).expect("just made");
+            let Ok(seq) = usize::try_from(receipt.seq) else {
+                continue;
+            };
+            if slots.len() <= seq {
+                slots.resize(seq + 1, None);
+            }
+            let slot = &mut slots[seq];
+            if keeps(slot.as_ref(), receipt) {
+                *slot = Some(receipt.clone());
+            }
         }
     }
 }
 
-/// Keep one receipt per item: a done one beats a dead one, else the first stays.
-pub(crate) fn keep_receipt(receipts: &mut BTreeMap<(String, u64), Receipt>, receipt: &Receipt) {
-    let key = (receipt.job.clone(), receipt.seq);
-    match receipts.get(&key) {
-        Some(kept) if kept.state == Settled::Done || receipt.state == Settled::Dead => {}
-        _ => {
-            receipts.insert(key, receipt.clone());
-        }
+/// Whether `receipt` replaces `kept`, one receipt per item: a done one
+/// beats a dead one, else the first stays.
+pub(crate) fn keeps(kept: Option<&Receipt>, receipt: &Receipt) -> bool {
+    match kept {
+        Some(kept) => kept.state == Settled::Dead && receipt.state == Settled::Done,
+        None => true,
     }
 }
 
@@ -198,8 +212,16 @@ impl Ledger for MemoryLedger {
         let state = self.state();
         Ok(state
             .receipts
-            .range((job.to_string(), 0)..=(job.to_string(), u64::MAX))
-            .map(|(_, r)| r.clone())
-            .collect())
+            .get(job)
+            .map(|slots| slots.iter().flatten().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// Keep one receipt per item in `receipts` (the rule of [`keeps`]).
+pub(crate) fn keep_receipt(receipts: &mut BTreeMap<(String, u64), Receipt>, receipt: &Receipt) {
+    let key = (receipt.job.clone(), receipt.seq);
+    if keeps(receipts.get(&key), receipt) {
+        receipts.insert(key, receipt.clone());
     }
 }
