@@ -65,6 +65,12 @@ fn ids_sent_by_boto3_are_all_processed_by_runner_work() {
         file.to_str().unwrap(),
     ]);
     assert_eq!(String::from_utf8_lossy(&sent.stdout).trim(), "50");
+    // boto3's items carry no job: `status` names the rule that ends the
+    // workers for them.
+    let status = on(&name).args(["status", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["end_rule"], "backlog", "{json}");
+    assert_eq!(json["jobs"], serde_json::json!([]), "{json}");
 
     let out = dir.join("out.jsonl");
     let work = on(&name)
@@ -112,11 +118,11 @@ fn items_submitted_by_runner_reach_boto3_unchanged() {
         .lines()
         .map(|line| {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(
-                value["attributes"],
-                serde_json::json!({}),
-                "runner adds no attributes"
-            );
+            // The item itself is unchanged; runner adds only its job and
+            // position, which other programs may ignore.
+            let attributes = value["attributes"].as_object().unwrap();
+            let keys: Vec<&str> = attributes.keys().map(String::as_str).collect();
+            assert_eq!(keys, ["forloop-job", "forloop-seq"], "{value}");
             value["body"].as_str().unwrap().to_string()
         })
         .collect();
