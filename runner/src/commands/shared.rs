@@ -266,7 +266,7 @@ async fn summarize_job(
     }
     if !status.is_complete() {
         eprintln!(
-            "runner: the workers have ended but {} items of job `{job}` are not settled: \
+            "runner: the workers have ended but {} items are still in the queue (not settled in job `{job}`): \
              `runner status` shows them, `runner launch` (or `runner work`) finishes them",
             status.remaining()
         );
