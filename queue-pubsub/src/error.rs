@@ -16,7 +16,8 @@ pub(crate) fn error(what: &str, address: &PubsubAddress, status: Status) -> Queu
             QueueErrorKind::NotFound,
             format!(
                 "; create it with `runner --queue pubsub://{}/{} queue create`",
-                address.project, address.name
+                address.project,
+                forloop_core::job::sibling_owner(&address.name)
             ),
         ),
         Code::PermissionDenied | Code::Unauthenticated => (

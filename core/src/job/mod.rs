@@ -35,7 +35,7 @@ pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, MemoryLedger};
 pub use seqs::SeqSet;
 pub use sheets::{
     BOOK_SHEET, LEDGER_SUFFIX, MAX_SHEET, RECEIPT_SHEET, RESULTS_SUFFIX, SHEET_ATTRIBUTE,
-    SheetCalls, SheetLedger, SheetOptions, book_sheets,
+    SheetCalls, SheetLedger, SheetOptions, book_sheets, sibling_owner,
 };
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, SubmitError, SubmitReport, default_job_name, input_digest, submit_job,

@@ -54,6 +54,15 @@ pub const RECEIPT_SHEET: &str = "receipts-1";
 pub const LEDGER_SUFFIX: &str = "-ledger";
 /// The suffix of the sibling that keeps receipt sheets: `NAME-results`.
 pub const RESULTS_SUFFIX: &str = "-results";
+
+/// The queue a ledger sibling belongs to (`videos` for `videos-ledger`):
+/// what to name in an error's "create it with ..." hint, since `runner
+/// queue create` of the queue makes its siblings too.
+pub fn sibling_owner(name: &str) -> &str {
+    name.strip_suffix(LEDGER_SUFFIX)
+        .or_else(|| name.strip_suffix(RESULTS_SUFFIX))
+        .unwrap_or(name)
+}
 /// The largest sheet written, whatever the backend takes: a read stays light.
 pub const MAX_SHEET: usize = 256 * 1024;
 

@@ -27,7 +27,10 @@ use super::handback::Carried;
 use crate::{DeadLetter, Message, MessageId, QueueError};
 
 /// How long listing hides the messages it looks at (released at once after).
-pub const LIST_HOLD: Duration = Duration::from_secs(30);
+/// Short: a lister that dies mid-way (a worker exiting while the ledger
+/// looks at the dead place) hides the items only this long; a listing that
+/// outlasts it sees some items twice, and the listing drops duplicates by id.
+pub const LIST_HOLD: Duration = Duration::from_secs(5);
 /// How long requeue and purge hide a batch while they work on it.
 pub const WORK_HOLD: Duration = Duration::from_secs(60);
 
