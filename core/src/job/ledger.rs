@@ -120,6 +120,11 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     fn calls(&self) -> Option<super::SheetCalls> {
         None
     }
+
+    /// Finish what the ledger does on its own (a look at the dead place
+    /// under way) before the process exits, so nothing it holds is left
+    /// hidden. The worker calls it on its way out. Default: nothing to do.
+    async fn close(&self) {}
 }
 
 /// The ledger of one process: the memory queue's, and a reference for the

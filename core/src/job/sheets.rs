@@ -525,6 +525,19 @@ impl SheetLedger {
         }
     }
 
+    /// Wait (a few seconds at most) for the look at the dead place under
+    /// way: its listing holds the dead items until it releases them.
+    async fn finish_look(&self) {
+        let task = self
+            .dead_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
     /// Lapsed receipts for the items of `book`'s incomplete jobs found by
     /// the last look at the main queue's dead place, and a new look started
     /// when one is due. The look runs on its own task: a listing can take a
@@ -673,6 +686,10 @@ fn split_entry(entry: &Entry, room: usize) -> Vec<Entry> {
 
 #[async_trait]
 impl Ledger for SheetLedger {
+    async fn close(&self) {
+        self.finish_look().await;
+    }
+
     async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
         let mut book = self.read_book(false).await?;
         if !book.jobs.contains_key(&manifest.job) {

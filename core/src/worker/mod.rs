@@ -540,6 +540,9 @@ impl Worker {
             grace_end.unwrap_or_else(Instant::now).max(Instant::now()) + self.config.settle_budget;
         self.settle_all(calls, acks, &mut keeper, &mut stops, ack_batch, until)
             .await;
+        if let Some(ledger) = &self.ledger {
+            ledger.close().await;
+        }
         match (fatal, exit) {
             (Some(error), _) => Err(error),
             (None, Some(exit)) => Ok(exit),
