@@ -76,33 +76,51 @@ pub struct SubmitError {
 }
 
 fn describe(error: &SubmitError) -> String {
-    let SubmitError {
-        job,
-        total,
-        sent,
-        unknown,
-        cause,
-    } = error;
-    let mut text = if sent.is_empty() && unknown.is_empty() {
-        format!("job `{job}`: nothing of the {total} items was sent: {cause}")
-    } else {
-        format!(
-            "job `{job}`: {} of {total} items are in the queue (items {}, in input order) when this happened: {cause}",
+    error.describe("items", |set| set.to_string())
+}
+
+impl SubmitError {
+    /// Say what went in and what to do, naming item positions with
+    /// `places` as `unit` (1-based item numbers here; `runner` names the
+    /// input's line numbers instead).
+    pub fn describe(&self, unit: &str, places: impl Fn(&SeqSet) -> String) -> String {
+        let SubmitError {
+            job,
+            total,
+            sent,
+            unknown,
+            cause,
+        } = self;
+        let cause = crate::ErrorChain(cause);
+        if sent.is_empty() && unknown.is_empty() {
+            return format!("job `{job}`: nothing of the {total} items was sent: {cause}");
+        }
+        let sent_places = if sent.is_empty() {
+            "none".to_string()
+        } else {
+            places(sent)
+        };
+        let mut text = format!(
+            "job `{job}` stopped part-way: {} of {total} items are in the queue ({unit} {sent_places}): {cause}",
             sent.len(),
-            if sent.is_empty() {
-                "none".to_string()
-            } else {
-                sent.to_string()
+        );
+        if !unknown.is_empty() {
+            let mut sentence = unit.to_string();
+            if let Some(first) = sentence.get_mut(..1) {
+                first.make_ascii_uppercase();
             }
-        )
-    };
-    if !unknown.is_empty() {
-        text.push_str(&format!(". Lines {unknown} may or may not have gone in"));
+            text.push_str(&format!(
+                ". {sentence} {} may or may not have gone in",
+                places(unknown)
+            ));
+        }
+        if self.cause.kind() != QueueErrorKind::PayloadTooLarge {
+            text.push_str(&format!(
+                ". Run the same command with `--resume` (and `--job {job}` if you named it) to send exactly what is missing"
+            ));
+        }
+        text
     }
-    if error.cause.kind() != QueueErrorKind::PayloadTooLarge {
-        text.push_str(". The same command with `--resume` sends exactly what is missing");
-    }
-    text
 }
 
 /// Submit `items` as job `job`: check every item, record the manifest,

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use forloop_core::job::{self, JobStatus, SeqSet, SubmitError};
 use forloop_core::worker::Shutdown;
-use forloop_core::{ErrorChain, Message, QueueErrorKind, WorkQueue};
+use forloop_core::{Message, WorkQueue};
 
 use super::Context;
 use crate::Failure;
@@ -106,41 +106,7 @@ pub(crate) async fn send(
 
 /// A stopped submit, in the input's line numbers.
 fn explain(error: &SubmitError, lines: &[usize]) -> String {
-    let SubmitError {
-        job,
-        total,
-        sent,
-        unknown,
-        cause,
-    } = error;
-    if sent.is_empty() && unknown.is_empty() {
-        return format!(
-            "job `{job}`: nothing of the {total} items was sent: {}",
-            ErrorChain(cause)
-        );
-    }
-    let mut text = format!(
-        "job `{job}` stopped part-way: {} of {total} items are in the queue (lines {}): {}",
-        sent.len(),
-        if sent.is_empty() {
-            "none".to_string()
-        } else {
-            line_ranges(sent, lines)
-        },
-        ErrorChain(cause)
-    );
-    if !unknown.is_empty() {
-        text.push_str(&format!(
-            ". Lines {} may or may not have gone in",
-            line_ranges(unknown, lines)
-        ));
-    }
-    if cause.kind() != QueueErrorKind::PayloadTooLarge {
-        text.push_str(&format!(
-            ". Run the same command with `--resume` (and `--job {job}` if you named it) to send exactly what is missing"
-        ));
-    }
-    text
+    error.describe("lines", |set| line_ranges(set, lines))
 }
 
 /// Item positions as line numbers: `3-40, 52`.
