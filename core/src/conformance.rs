@@ -259,7 +259,7 @@ pub async fn round_trip(harness: &Harness) {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    assert_eq!(delivery.attributes, want, "attributes changed");
+    assert_eq!(*delivery.attributes, want, "attributes changed");
     assert_eq!(
         delivery.id, ids[0],
         "delivery id differs from the published id"
@@ -1286,7 +1286,7 @@ pub async fn requeue_dead_gives_fresh_items(harness: &Harness) {
     for (delivery, item) in back.iter().zip(&items) {
         assert_eq!(delivery.payload, item.payload, "a requeued item changed");
         assert_eq!(
-            delivery.attributes, item.attributes,
+            *delivery.attributes, item.attributes,
             "a requeued item must have exactly the attributes it had before it died"
         );
         assert_eq!(delivery.attempt, 1, "a requeued item starts at attempt 1");
@@ -1344,7 +1344,7 @@ pub async fn requeue_after_native_dead_letter_restores_attributes(harness: &Harn
         .await
         .expect("the requeued item");
     assert_eq!(
-        back.attributes, items[0].attributes,
+        *back.attributes, items[0].attributes,
         "attributes after requeue"
     );
     assert_eq!(back.attempt, 1, "a requeued item starts at attempt 1");

@@ -183,7 +183,7 @@ async fn a_job_ends_when_every_item_is_settled_where_the_queue_cannot_count() {
     assert_eq!(receipts.len(), 20);
     let dead = receipts.iter().find(|r| r.state == Settled::Dead).unwrap();
     assert_eq!(
-        (dead.seq, dead.item.as_str(), dead.worker.as_str()),
+        (dead.seq, &*dead.item_text(), &*dead.worker),
         (7, "item-7", "w1")
     );
     assert!(

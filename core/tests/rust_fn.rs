@@ -18,7 +18,7 @@ fn task(payload: &[u8]) -> Task {
     Task {
         id: Arc::from("1"),
         payload: Bytes::copy_from_slice(payload),
-        attributes: BTreeMap::new(),
+        attributes: BTreeMap::new().into(),
         attempt: 1,
     }
 }

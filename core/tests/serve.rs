@@ -33,7 +33,7 @@ fn task(item: &str) -> Task {
     Task {
         id: Arc::from(format!("id-{item}")),
         payload: Bytes::from(item.to_string()),
-        attributes: BTreeMap::new(),
+        attributes: BTreeMap::new().into(),
         attempt: 1,
     }
 }

@@ -340,7 +340,7 @@ impl WorkQueue for PubsubQueue {
                 Some(Delivery {
                     id: carried.id.clone().unwrap_or_else(|| Arc::from(id)),
                     payload: message.payload,
-                    attributes: message.attributes,
+                    attributes: message.attributes.into(),
                     token: LeaseToken::new(received.ack_id),
                     attempt: carried.attempt(counted),
                     deadline,

@@ -258,7 +258,7 @@ impl Ledger for RedisLedger {
                             Settled::Done => "done",
                             Settled::Dead => "dead",
                         };
-                        inv.arg(&receipt.job)
+                        inv.arg(&*receipt.job)
                             .arg(receipt.seq)
                             .arg(state)
                             .arg(receipt.at)

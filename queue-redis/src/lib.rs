@@ -573,7 +573,7 @@ impl WorkQueue for RedisQueue {
                     Some(Delivery {
                         id: Arc::from(id),
                         payload: as_bytes(&chunk[1]),
-                        attributes: decode_attributes(&as_bytes(&chunk[2])),
+                        attributes: decode_attributes(&as_bytes(&chunk[2])).into(),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                         token: LeaseToken::new(lease),
                         deadline,

@@ -199,7 +199,7 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         ledger.record(&[receipt(0, Settled::Done)]).await.unwrap();
         // A job with receipts and no manifest has keys too.
         let mut stray = receipt(0, Settled::Dead);
-        stray.job = "stray".to_string();
+        stray.job = "stray".into();
         ledger.record(&[stray]).await.unwrap();
         q.publish(vec![Message::new("a"), Message::new("b")])
             .await
@@ -234,14 +234,14 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
 
 fn receipt(seq: u64, state: Settled) -> Receipt {
     Receipt {
-        job: "j".to_string(),
+        job: "j".into(),
         seq,
         state,
         attempt: 1,
         exit_code: Some(0),
         seconds: 0.25,
-        worker: "w/0".to_string(),
-        item: format!("item {seq}"),
+        worker: "w/0".into(),
+        item: format!("item {seq}").into(),
         reason: None,
         stderr_tail: None,
         at: 1_700_000_000_000 + seq,
@@ -251,7 +251,7 @@ fn receipt(seq: u64, state: Settled) -> Receipt {
 fn job_message(payload: &str, seq: u64) -> Message {
     let mut message = Message::new(payload.to_string());
     JobItem {
-        job: "j".to_string(),
+        job: "j".into(),
         seq,
     }
     .stamp(&mut message.attributes);
@@ -376,7 +376,7 @@ async fn one_record_call_keeps_the_reference_rules() {
     let ledger = queue.jobs_ledger();
     let reference = forloop_core::job::MemoryLedger::new();
     let mut second_done = receipt(7, Settled::Done);
-    second_done.worker = "another".to_string();
+    second_done.worker = "another".into();
     let batch = [
         receipt(5, Settled::Done),
         receipt(5, Settled::Dead),

@@ -331,7 +331,7 @@ impl WorkQueue for SqsQueue {
                         .clone()
                         .unwrap_or_else(|| Arc::from(m.message_id().unwrap_or_default())),
                     payload: message.payload,
-                    attributes: message.attributes,
+                    attributes: message.attributes.into(),
                     token: LeaseToken::new(m.receipt_handle()?),
                     attempt: carried.attempt(receive_count(&m)),
                     deadline,

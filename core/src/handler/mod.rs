@@ -35,7 +35,7 @@ pub struct Task {
     /// The item.
     pub payload: Bytes,
     /// Attributes published with the item.
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: std::sync::Arc<BTreeMap<String, String>>,
     /// 1 on the first attempt.
     pub attempt: u32,
 }

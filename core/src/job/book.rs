@@ -83,12 +83,18 @@ impl Book {
     /// Count `receipts`: each (job, seq) once; done beats dead.
     pub fn settle(&mut self, receipts: &[Receipt]) {
         for receipt in receipts {
-            let entry = self.jobs.entry(receipt.job.clone()).or_default();
+            // Looked up by `&str`: a name is allocated once per job, not per item.
+            if !self.jobs.contains_key(&*receipt.job) {
+                self.jobs.insert(receipt.job.to_string(), Entry::default());
+            }
+            let entry = self.jobs.get_mut(&*receipt.job).expect("just made");
             entry.submitted.insert(receipt.seq);
             match receipt.state {
                 Settled::Done => {
                     entry.done.insert(receipt.seq);
-                    entry.dead.remove(receipt.seq);
+                    if !entry.dead.is_empty() {
+                        entry.dead.remove(receipt.seq);
+                    }
                 }
                 Settled::Dead if !entry.done.contains(receipt.seq) => {
                     entry.dead.insert(receipt.seq);
@@ -177,7 +183,7 @@ mod tests {
             exit_code: None,
             seconds: 0.0,
             worker: "w".into(),
-            item: String::new(),
+            item: bytes::Bytes::new(),
             reason: None,
             stderr_tail: None,
             at: 1000 + seq,

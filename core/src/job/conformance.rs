@@ -26,14 +26,14 @@ async fn ledger_of(queue: &Arc<dyn WorkQueue>) -> Arc<dyn Ledger> {
 
 fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
     Receipt {
-        job: job.to_string(),
+        job: job.into(),
         seq,
         state,
         attempt: 2,
         exit_code: Some(if state == Settled::Done { 0 } else { 3 }),
         seconds: 1.5,
-        worker: "pod-7/0".to_string(),
-        item: format!("item \"{seq}\" café"),
+        worker: "pod-7/0".into(),
+        item: format!("item \"{seq}\" café").into(),
         reason: (state == Settled::Dead).then(|| "exit code 3 on attempt 2 of 2".to_string()),
         stderr_tail: Some("line one\nlast line ✓\n".to_string()),
         at: 1_700_000_000_000 + seq,
@@ -181,7 +181,7 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
         .expect("begin");
     let mut message = Message::new("doomed");
     JobItem {
-        job: "job-e".to_string(),
+        job: "job-e".into(),
         seq: 0,
     }
     .stamp(&mut message.attributes);
@@ -296,7 +296,7 @@ pub async fn ledger_cost(
         .map(|seq| {
             let mut message = Message::new(format!("item {seq}"));
             JobItem {
-                job: "cost".to_string(),
+                job: "cost".into(),
                 seq,
             }
             .stamp(&mut message.attributes);
@@ -337,7 +337,7 @@ pub async fn ledger_cost(
                     .map(|item| {
                         let mut r = receipt(&item.job, item.seq, Settled::Done);
                         r.stderr_tail = None;
-                        r.item = format!("item {}", item.seq);
+                        r.item = format!("item {}", item.seq).into();
                         r
                     })
                     .collect();

@@ -159,10 +159,10 @@ impl MemoryLedger {
         state.book.settle(receipts);
         let MemoryState { receipts: kept, .. } = &mut *state;
         for receipt in receipts {
-            if !kept.contains_key(&receipt.job) {
-                kept.insert(receipt.job.clone(), Vec::new());
+            if !kept.contains_key(&*receipt.job) {
+                kept.insert(receipt.job.to_string(), Vec::new());
             }
-            let slots = kept.get_mut(&receipt.job).expect("just made");
+            let slots = kept.get_mut(&*receipt.job).expect("just made");
             let Ok(seq) = usize::try_from(receipt.seq) else {
                 continue;
             };
@@ -224,7 +224,10 @@ impl Ledger for MemoryLedger {
 }
 
 /// Keep one receipt per item in `receipts` (the rule of [`keeps`]).
-pub(crate) fn keep_receipt(receipts: &mut BTreeMap<(String, u64), Receipt>, receipt: &Receipt) {
+pub(crate) fn keep_receipt(
+    receipts: &mut BTreeMap<(std::sync::Arc<str>, u64), Receipt>,
+    receipt: &Receipt,
+) {
     let key = (receipt.job.clone(), receipt.seq);
     if keeps(receipts.get(&key), receipt) {
         receipts.insert(key, receipt.clone());

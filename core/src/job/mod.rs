@@ -25,10 +25,13 @@ mod seqs;
 mod sheets;
 mod submit;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use book::Book;
 pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, MemoryLedger};
@@ -107,10 +110,14 @@ pub enum Settled {
 }
 
 /// The record of the attempt that settled one item of a job.
+///
+/// Built for every item a worker settles, so its parts are shared rather
+/// than copied: the job and worker names are reference-counted and the item
+/// is the payload's own bytes (see `docs/BENCHMARKS.md`, the ledger's cost).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The job.
-    pub job: String,
+    pub job: Arc<str>,
     /// The item's sequence number in the job.
     pub seq: u64,
     /// Done or dead.
@@ -123,9 +130,11 @@ pub struct Receipt {
     /// How long the attempt ran.
     pub seconds: f64,
     /// The worker that ran it.
-    pub worker: String,
-    /// The item (cut at [`MAX_RECEIPT_ITEM`] bytes).
-    pub item: String,
+    pub worker: Arc<str>,
+    /// The item, cut at [`MAX_RECEIPT_ITEM`] bytes ([`cut_item`]); text in
+    /// every encoding ([`Receipt::item_text`]).
+    #[serde(serialize_with = "item_as_text", deserialize_with = "item_from_text")]
+    pub item: Bytes,
     /// Why it failed, for dead items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -159,20 +168,35 @@ impl Receipt {
             attempt,
             exit_code: None,
             seconds: 0.0,
-            worker: String::new(),
-            item: cut_item(payload),
+            worker: Arc::from(""),
+            item: cut_item(&Bytes::copy_from_slice(
+                &payload[..payload.len().min(MAX_RECEIPT_ITEM + 1)],
+            )),
             reason: Some(reason.to_string()),
             stderr_tail: None,
             at: unix_millis(),
         })
     }
+
+    /// The item as text (invalid UTF-8 replaced).
+    pub fn item_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.item)
+    }
+}
+
+fn item_as_text<S: Serializer>(item: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&String::from_utf8_lossy(item))
+}
+
+fn item_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+    String::deserialize(deserializer).map(Bytes::from)
 }
 
 /// An item's place in its job, read from its attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobItem {
     /// The job.
-    pub job: String,
+    pub job: Arc<str>,
     /// Its sequence number.
     pub seq: u64,
 }
@@ -180,17 +204,28 @@ pub struct JobItem {
 impl JobItem {
     /// The job and sequence number in `attributes`, if the item has both.
     pub fn of(attributes: &BTreeMap<String, String>) -> Option<JobItem> {
-        let job = attributes.get(JOB_ATTRIBUTE)?;
+        Self::of_known(attributes, &mut None)
+    }
+
+    /// As [`JobItem::of`], sharing the name in `known` when the item's job
+    /// is that one (a worker's items mostly are), else keeping the new name
+    /// there: no allocation per item.
+    pub fn of_known(
+        attributes: &BTreeMap<String, String>,
+        known: &mut Option<Arc<str>>,
+    ) -> Option<JobItem> {
+        let name = attributes.get(JOB_ATTRIBUTE)?;
         let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
-        Some(JobItem {
-            job: job.clone(),
-            seq,
-        })
+        let job = match known {
+            Some(job) if **job == **name => Arc::clone(job),
+            _ => known.insert(Arc::from(name.as_str())).clone(),
+        };
+        Some(JobItem { job, seq })
     }
 
     /// Stamp `attributes` with this job and sequence number.
     pub fn stamp(&self, attributes: &mut BTreeMap<String, String>) {
-        attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.clone());
+        attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.to_string());
         attributes.insert(SEQ_ATTRIBUTE.to_string(), self.seq.to_string());
     }
 }
@@ -201,14 +236,22 @@ impl fmt::Display for JobItem {
     }
 }
 
-/// `payload` as text, cut at [`MAX_RECEIPT_ITEM`] bytes (on a character boundary).
-pub fn cut_item(payload: &[u8]) -> String {
-    let text = String::from_utf8_lossy(payload);
-    let mut end = text.len().min(MAX_RECEIPT_ITEM);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// What a receipt keeps of `payload`: all of it, shared, up to
+/// [`MAX_RECEIPT_ITEM`] bytes; else a copy of its first bytes, cut on a
+/// character boundary where the payload is text (a copy, so that a receipt
+/// does not keep a large payload alive).
+pub fn cut_item(payload: &Bytes) -> Bytes {
+    if payload.len() <= MAX_RECEIPT_ITEM {
+        return payload.clone();
     }
-    text[..end].to_string()
+    let mut end = MAX_RECEIPT_ITEM;
+    if std::str::from_utf8(&payload[..end]).is_err() {
+        // Back off at most 3 bytes to the start of a cut character.
+        while end > MAX_RECEIPT_ITEM - 3 && (payload[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+    }
+    Bytes::copy_from_slice(&payload[..end])
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.
@@ -216,4 +259,61 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_shares_a_short_item_and_copies_the_start_of_a_long_one() {
+        let short = Bytes::from("video-42");
+        let kept = cut_item(&short);
+        assert_eq!(kept, short);
+        assert_eq!(
+            kept.as_ptr(),
+            short.as_ptr(),
+            "a short item is shared, not copied"
+        );
+
+        let long = Bytes::from("x".repeat(MAX_RECEIPT_ITEM + 500));
+        let kept = cut_item(&long);
+        assert_eq!(kept.len(), MAX_RECEIPT_ITEM);
+        assert_ne!(
+            kept.as_ptr(),
+            long.as_ptr(),
+            "a long item's start is copied"
+        );
+    }
+
+    #[test]
+    fn a_cut_item_ends_on_a_character_boundary() {
+        // 'é' is two bytes; at odd offsets the 1 KiB cut falls inside one.
+        let text = format!("a{}", "é".repeat(MAX_RECEIPT_ITEM));
+        let kept = cut_item(&Bytes::from(text));
+        assert_eq!(kept.len(), MAX_RECEIPT_ITEM - 1);
+        let receipt_text = std::str::from_utf8(&kept).expect("whole characters");
+        assert!(receipt_text.ends_with('é'));
+    }
+
+    #[test]
+    fn a_receipt_encodes_its_item_as_text() {
+        let receipt = Receipt {
+            job: "j".into(),
+            seq: 3,
+            state: Settled::Done,
+            attempt: 1,
+            exit_code: Some(0),
+            seconds: 0.5,
+            worker: "w/0".into(),
+            item: Bytes::from("naïve \"item\""),
+            reason: None,
+            stderr_tail: None,
+            at: 7,
+        };
+        let json = serde_json::to_string(&receipt).unwrap();
+        assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
+        let back: Receipt = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, receipt);
+    }
 }

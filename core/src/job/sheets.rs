@@ -779,7 +779,7 @@ impl Ledger for SheetLedger {
                 decode_receipts,
             )
             .await?;
-        let mut kept: BTreeMap<(String, u64), Receipt> = BTreeMap::new();
+        let mut kept: BTreeMap<(Arc<str>, u64), Receipt> = BTreeMap::new();
         for receipt in read.sheets.iter().flatten() {
             keep_receipt(&mut kept, receipt);
         }
@@ -815,7 +815,7 @@ impl Ledger for SheetLedger {
             keep_receipt(&mut kept, &receipt);
         }
         Ok(kept
-            .range((job.to_string(), 0)..=(job.to_string(), u64::MAX))
+            .range((Arc::from(job), 0)..=(Arc::from(job), u64::MAX))
             .map(|(_, r)| r.clone())
             .collect())
     }

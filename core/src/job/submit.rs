@@ -4,6 +4,8 @@
 //! it, so a submit that stopped part-way (Ctrl-C, a failed publish) is
 //! repeated with `resume` and sends exactly what is missing.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use super::{Begun, JobItem, JobStatus, Ledger, Manifest, SeqSet};
@@ -208,6 +210,7 @@ pub async fn submit_job(
     let mut sent = SeqSet::new();
     let mut count = 0u64;
     let order: Vec<u64> = to_send.iter().collect();
+    let name: Arc<str> = Arc::from(job);
     for seqs in order.chunks(capabilities.max_batch.max(1)) {
         if stop.is_stopping() {
             return Err(fail(
@@ -221,7 +224,7 @@ pub async fn submit_job(
             .map(|&seq| {
                 let mut message = slots[seq as usize].take().expect("each seq once");
                 JobItem {
-                    job: job.to_string(),
+                    job: Arc::clone(&name),
                     seq,
                 }
                 .stamp(&mut message.attributes);

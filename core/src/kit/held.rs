@@ -67,7 +67,7 @@ impl HeldDeliveries {
                     id: delivery.id.clone(),
                     message: Message {
                         payload: delivery.payload.clone(),
-                        attributes: delivery.attributes.clone(),
+                        attributes: (*delivery.attributes).clone(),
                     },
                     attempt: delivery.attempt,
                     received,
@@ -215,7 +215,7 @@ mod tests {
         Delivery {
             id: MessageId::from(format!("id-{token}")),
             payload: "item".into(),
-            attributes: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            attributes: BTreeMap::from([("k".to_string(), "v".to_string())]).into(),
             token: LeaseToken::new(token),
             attempt,
             deadline: Instant::now(),

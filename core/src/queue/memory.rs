@@ -9,11 +9,12 @@
 //! the state is always as of `now`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -79,7 +80,9 @@ enum State {
 #[derive(Debug)]
 struct Item {
     id: MessageId,
-    message: Message,
+    payload: Bytes,
+    /// Shared with every delivery: a pull copies no attribute.
+    attributes: Arc<BTreeMap<String, String>>,
     /// Deliveries so far; with the id, what a lease token names.
     attempts: u32,
     /// Deliveries handed back with `release`, which cost no attempt.
@@ -88,6 +91,24 @@ struct Item {
 }
 
 impl Item {
+    fn new(id: MessageId, message: Message) -> Self {
+        Self {
+            id,
+            payload: message.payload,
+            attributes: Arc::new(message.attributes),
+            attempts: 0,
+            free: 0,
+            state: State::Ready,
+        }
+    }
+
+    fn into_message(self) -> Message {
+        Message {
+            payload: self.payload,
+            attributes: Arc::unwrap_or_clone(self.attributes),
+        }
+    }
+
     /// The attempts charged: deliveries that were not handed back.
     fn charged(&self) -> u32 {
         self.attempts - self.free
@@ -297,16 +318,11 @@ impl Inner {
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
             let attempts = item.charged();
-            let receipt = Receipt::lapsed(
-                &item.message.attributes,
-                &item.message.payload,
-                attempts,
-                &reason,
-            );
+            let receipt = Receipt::lapsed(&item.attributes, &item.payload, attempts, &reason);
             self.ledger.record_now(receipt.as_slice());
             self.dead.push(DeadLetter {
-                id: item.id,
-                message: item.message,
+                id: Arc::clone(&item.id),
+                message: item.into_message(),
                 attempts,
                 reason,
             });
@@ -358,8 +374,8 @@ impl MemoryQueue {
             let attempt = item.attempts;
             out.push(Delivery {
                 id: Arc::clone(&item.id),
-                payload: item.message.payload.clone(),
-                attributes: item.message.attributes.clone(),
+                payload: item.payload.clone(),
+                attributes: Arc::clone(&item.attributes),
                 token: token(id, attempt),
                 attempt: item.charged(),
                 deadline,
@@ -430,16 +446,7 @@ impl WorkQueue for MemoryQueue {
                 inner.next_id += 1;
                 let message_id: MessageId = Arc::from(id.to_string());
                 ids.push(Arc::clone(&message_id));
-                inner.items.insert(
-                    id,
-                    Item {
-                        id: message_id,
-                        message,
-                        attempts: 0,
-                        free: 0,
-                        state: State::Ready,
-                    },
-                );
+                inner.items.insert(id, Item::new(message_id, message));
                 inner.ready.push_back(id);
             }
             ids
@@ -558,16 +565,7 @@ impl WorkQueue for MemoryQueue {
                 // Requeued items start over: fresh ids keep the slab in order.
                 let id = inner.next_id;
                 inner.next_id += 1;
-                inner.items.insert(
-                    id,
-                    Item {
-                        id: letter.id,
-                        message: letter.message,
-                        attempts: 0,
-                        free: 0,
-                        state: State::Ready,
-                    },
-                );
+                inner.items.insert(id, Item::new(letter.id, letter.message));
                 inner.ready.push_back(id);
             }
             count

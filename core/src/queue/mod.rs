@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
-use crate::job::Ledger;
+use crate::job::{Ledger, Receipt};
 
 pub use memory::MemoryQueue;
 
@@ -121,8 +121,9 @@ pub struct Delivery {
     pub id: MessageId,
     /// The item.
     pub payload: Bytes,
-    /// Attributes published with the item.
-    pub attributes: BTreeMap<String, String>,
+    /// Attributes published with the item: shared, so that handing them
+    /// on (to the handler, to a dead letter) copies nothing.
+    pub attributes: Arc<BTreeMap<String, String>>,
     /// The lease: ack, nack or extend with it.
     pub token: LeaseToken,
     /// 1 on the first delivery, then one more on each redelivery.
@@ -354,6 +355,25 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Settle deliveries for good. Acking twice is harmless.
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
 
+    /// Record `receipts` in the queue's [`Ledger`], then ack `tokens`: how
+    /// a worker settles the items of a job that succeeded. The receipts
+    /// come first, so a crash between the two re-runs an item (its receipt
+    /// counts once) and never loses its count. The default makes the two
+    /// calls; a backend that can do both in one round trip (Redis: one
+    /// script) overrides it, keeping that order or making the two one.
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[Receipt],
+    ) -> Result<LeaseReport, QueueError> {
+        if !receipts.is_empty()
+            && let Some(ledger) = self.ledger()
+        {
+            ledger.record(receipts).await?;
+        }
+        self.ack(tokens).await
+    }
+
     /// Give deliveries back, to be delivered again after `delay` (0: at once).
     async fn nack(&self, tokens: &[LeaseToken], delay: Duration)
     -> Result<LeaseReport, QueueError>;
@@ -422,6 +442,13 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         (**self).ack(tokens).await
+    }
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[Receipt],
+    ) -> Result<LeaseReport, QueueError> {
+        (**self).ack_recorded(tokens, receipts).await
     }
     async fn nack(
         &self,

@@ -350,6 +350,8 @@ impl Worker {
         let mut grace_end: Option<Instant> = None;
         let mut interrupted = 0usize;
         let mut fatal: Option<QueueError> = None;
+        // The job name last seen, shared by the receipts of its items.
+        let mut known_job: Option<Arc<str>> = None;
         // Made once: a fresh cancellation future per loop turn costs more
         // than the rest of a no-op item.
         let stopped = shutdown.stop.cancelled();
@@ -508,7 +510,7 @@ impl Worker {
                             } else {
                                 let now = Instant::now();
                                 for delivery in deliveries {
-                                    if !self.start(&mut tasks, &mut keeper, delivery, now) {
+                                    if !self.start(&mut tasks, &mut keeper, delivery, now, &mut known_job) {
                                         drain.foreign_item();
                                     }
                                 }
@@ -583,12 +585,13 @@ impl Worker {
         keeper: &mut LeaseKeeper,
         delivery: Delivery,
         now: Instant,
+        known_job: &mut Option<Arc<str>>,
     ) -> bool {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
         let job = self
             .ledger
             .as_ref()
-            .and_then(|_| JobItem::of(&delivery.attributes));
+            .and_then(|_| JobItem::of_known(&delivery.attributes, known_job));
         let of_job = job.is_some();
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
@@ -735,7 +738,8 @@ impl Worker {
                 let queue = Arc::clone(&self.queue);
                 let tokens = vec![finished.token.clone()];
                 let limit = self.config.call_timeout;
-                let receipt = self.receipt(&finished, Settled::Dead, Some(&reason));
+                let at = crate::job::unix_millis();
+                let receipt = self.receipt(&finished, Settled::Dead, Some(&reason), at);
                 let ledger = self.ledger.clone().filter(|_| receipt.is_some());
                 calls.push(Box::pin(async move {
                     let recorded = match (&ledger, receipt) {
@@ -775,6 +779,7 @@ impl Worker {
         finished: &Finished,
         state: Settled,
         reason: Option<&str>,
+        at: u64,
     ) -> Option<Receipt> {
         let job = finished.job.as_ref()?;
         Some(Receipt {
@@ -784,11 +789,11 @@ impl Worker {
             attempt: finished.attempt,
             exit_code: finished.outcome.exit_code,
             seconds: finished.elapsed.as_secs_f64(),
-            worker: self.config.name.to_string(),
+            worker: Arc::clone(&self.config.name),
             item: crate::job::cut_item(&finished.payload),
             reason: reason.map(str::to_string),
             stderr_tail: finished.outcome.stderr_tail.clone(),
-            at: crate::job::unix_millis(),
+            at,
         })
     }
 
@@ -811,28 +816,26 @@ impl Worker {
             let batch = std::mem::replace(&mut acks.pending, rest);
             let queue = Arc::clone(&self.queue);
             let limit = self.config.call_timeout;
+            // One clock reading a batch: its items are acked together.
+            let at = crate::job::unix_millis();
             let receipts: Vec<Receipt> = batch
                 .iter()
-                .filter_map(|(_, finished)| self.receipt(finished, Settled::Done, None))
+                .filter_map(|(_, finished)| self.receipt(finished, Settled::Done, None, at))
                 .collect();
-            let ledger = self.ledger.clone().filter(|_| !receipts.is_empty());
             acks.in_flight += 1;
             calls.push(Box::pin(async move {
-                // The receipts first: a crash between the two re-runs an
-                // item (its receipt counts once), never loses its count.
-                let recorded = match &ledger {
-                    Some(ledger) => {
-                        calls::within(limit, "a ledger write", ledger.record(&receipts)).await
-                    }
-                    None => Ok(()),
-                };
-                let result = match recorded {
-                    Ok(()) => {
-                        let tokens: Vec<LeaseToken> =
-                            batch.iter().map(|(t, _)| t.clone()).collect();
-                        calls::within(limit, "an ack", queue.ack(&tokens)).await
-                    }
-                    Err(error) => Err(error),
+                let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();
+                // The receipts first (or with the ack): a crash between the
+                // two re-runs an item, never loses its count.
+                let result = if receipts.is_empty() {
+                    calls::within(limit, "an ack", queue.ack(&tokens)).await
+                } else {
+                    calls::within(
+                        limit,
+                        "a receipt and ack",
+                        queue.ack_recorded(&tokens, &receipts),
+                    )
+                    .await
                 };
                 Done::Ack { batch, result }
             }));

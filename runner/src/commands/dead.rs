@@ -74,12 +74,12 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
 async fn last_attempts(
     queue: &dyn WorkQueue,
     letters: &[DeadLetter],
-) -> HashMap<(String, u64), Receipt> {
+) -> HashMap<(std::sync::Arc<str>, u64), Receipt> {
     let mut receipts = HashMap::new();
     let Some(ledger) = queue.ledger() else {
         return receipts;
     };
-    let mut jobs: Vec<String> = letters
+    let mut jobs: Vec<std::sync::Arc<str>> = letters
         .iter()
         .filter_map(|l| JobItem::of(&l.message.attributes).map(|i| i.job))
         .collect();

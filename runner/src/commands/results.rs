@@ -56,7 +56,7 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                     "job": name,
                     "seq": seq,
                     "state": state_name,
-                    "item": receipt.map(|r| &r.item),
+                    "item": receipt.map(|r| r.item_text()),
                     "attempts": receipt.map(|r| r.attempt),
                     "exit_code": receipt.and_then(|r| r.exit_code),
                     "seconds": receipt.map(|r| r.seconds),
@@ -72,8 +72,8 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                 cell(receipt.map(|r| r.attempt.to_string())),
                 cell(receipt.and_then(|r| r.exit_code).map(|c| c.to_string())),
                 cell(receipt.map(|r| format!("{:.3}", r.seconds))),
-                cell(receipt.map(|r| r.worker.clone())),
-                cell(receipt.map(|r| r.item.clone())),
+                cell(receipt.map(|r| r.worker.to_string())),
+                cell(receipt.map(|r| r.item_text().into_owned())),
                 cell(receipt.and_then(|r| last_line(r.stderr_tail.as_deref()))),
             );
         }

@@ -59,7 +59,7 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         exit_code: Some(0),
         seconds: 0.5,
         worker: "w".into(),
-        item: format!("item {seq}"),
+        item: format!("item {seq}").into(),
         reason: None,
         stderr_tail: None,
         at: 1_000 + seq,
