@@ -37,6 +37,25 @@ pub struct Entry {
 }
 
 impl Entry {
+    fn settle(&mut self, receipts: &[Receipt]) {
+        for receipt in receipts {
+            self.submitted.insert(receipt.seq);
+            match receipt.state {
+                Settled::Done => {
+                    self.done.insert(receipt.seq);
+                    if !self.dead.is_empty() {
+                        self.dead.remove(receipt.seq);
+                    }
+                }
+                Settled::Dead if !self.done.contains(receipt.seq) => {
+                    self.dead.insert(receipt.seq);
+                }
+                Settled::Dead => {}
+            }
+            self.settled_at(receipt.at);
+        }
+    }
+
     fn settled_at(&mut self, at: u64) {
         self.settled_between = Some(match self.settled_between {
             Some((first, last)) => (first.min(at), last.max(at)),
@@ -82,26 +101,14 @@ impl Book {
 
     /// Count `receipts`: each (job, seq) once; done beats dead.
     pub fn settle(&mut self, receipts: &[Receipt]) {
-        for receipt in receipts {
-            // Looked up by `&str`: a name is allocated once per job, not per item.
-            if !self.jobs.contains_key(&*receipt.job) {
-                self.jobs.insert(receipt.job.to_string(), Entry::default());
+        // A batch's receipts are mostly of one job: one lookup per run.
+        for run in receipts.chunk_by(|a, b| a.job == b.job) {
+            let job = &*run[0].job;
+            if !self.jobs.contains_key(job) {
+                self.jobs.insert(job.to_string(), Entry::default());
             }
-            let entry = self.jobs.get_mut(&*receipt.job).expect("just made");
-            entry.submitted.insert(receipt.seq);
-            match receipt.state {
-                Settled::Done => {
-                    entry.done.insert(receipt.seq);
-                    if !entry.dead.is_empty() {
-                        entry.dead.remove(receipt.seq);
-                    }
-                }
-                Settled::Dead if !entry.done.contains(receipt.seq) => {
-                    entry.dead.insert(receipt.seq);
-                }
-                Settled::Dead => {}
-            }
-            entry.settled_at(receipt.at);
+            let entry = self.jobs.get_mut(job).expect("just made");
+            entry.settle(run);
         }
     }
 
@@ -145,10 +152,13 @@ impl Book {
     pub fn status_of(&self, job: &str) -> Option<JobStatus> {
         let entry = self.jobs.get(job)?;
         let manifest = entry.manifest.clone()?;
+        // Only the job's own items count: a seq past its total (a stray
+        // attribute) must not complete it.
+        let total = manifest.total;
         Some(JobStatus {
-            submitted: entry.submitted.len(),
-            done: entry.done.len(),
-            dead: entry.dead.len(),
+            submitted: entry.submitted.len_below(total),
+            done: entry.done.len_below(total),
+            dead: entry.dead.len_below(total),
             settled_between: entry.settled_between,
             manifest,
         })
@@ -237,6 +247,29 @@ mod tests {
         assert_eq!(ab, ba);
         let status = ab.status_of("j").unwrap();
         assert_eq!((status.done, status.dead), (2, 1));
+    }
+
+    #[test]
+    fn a_seq_past_the_total_counts_for_nothing() {
+        // A stray `forloop-seq` (another program's item, a bug) must not
+        // complete a job whose own items are still out.
+        let mut book = Book::default();
+        book.begin(&Manifest::new("j", 2, "d")).unwrap();
+        book.settle(&[
+            receipt("j", 0, Settled::Done),
+            receipt("j", 2, Settled::Done),
+            receipt("j", 7, Settled::Dead),
+        ]);
+        let status = book.status_of("j").unwrap();
+        assert_eq!(
+            (
+                status.done,
+                status.dead,
+                status.submitted,
+                status.is_complete()
+            ),
+            (1, 0, 1, false)
+        );
     }
 
     #[test]

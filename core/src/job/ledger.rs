@@ -157,25 +157,48 @@ impl MemoryLedger {
     pub fn record_now(&self, receipts: &[Receipt]) {
         let mut state = self.state();
         state.book.settle(receipts);
-        let MemoryState { receipts: kept, .. } = &mut *state;
-        for receipt in receipts {
-            if !kept.contains_key(&*receipt.job) {
-                kept.insert(receipt.job.to_string(), Vec::new());
+        let MemoryState {
+            book,
+            receipts: kept,
+        } = &mut *state;
+        for run in receipts.chunk_by(|a, b| a.job == b.job) {
+            let job = &*run[0].job;
+            // Kept only for the job's own items: a stray seq (up to 2^64)
+            // must not size the vector.
+            let total = book
+                .jobs
+                .get(job)
+                .and_then(|entry| entry.manifest.as_ref())
+                .map_or(0, |manifest| manifest.total);
+            if !kept.contains_key(job) {
+                // Sized for the whole job at once: growing by doubling
+                // would copy every receipt kept so far.
+                let size = usize::try_from(total).unwrap_or(0).min(MAX_PRESIZED);
+                kept.insert(job.to_string(), Vec::with_capacity(size));
             }
-            let slots = kept.get_mut(&*receipt.job).expect("just made");
-            let Ok(seq) = usize::try_from(receipt.seq) else {
-                continue;
-            };
-            if slots.len() <= seq {
-                slots.resize(seq + 1, None);
-            }
-            let slot = &mut slots[seq];
-            if keeps(slot.as_ref(), receipt) {
-                *slot = Some(receipt.clone());
+            let slots = kept.get_mut(job).expect("just made");
+            for receipt in run {
+                let Some(seq) = (receipt.seq < total)
+                    .then(|| usize::try_from(receipt.seq).ok())
+                    .flatten()
+                else {
+                    continue;
+                };
+                if slots.len() <= seq {
+                    slots.resize(seq + 1, None);
+                }
+                let slot = &mut slots[seq];
+                if keeps(slot.as_ref(), receipt) {
+                    *slot = Some(receipt.clone());
+                }
             }
         }
     }
 }
+
+/// The most receipt slots made at once for one job (16 M): past it, the
+/// vector grows as receipts come.
+const MAX_PRESIZED: usize = 1 << 24;
 
 /// Whether `receipt` replaces `kept`, one receipt per item: a done one
 /// beats a dead one, else the first stays.

@@ -161,6 +161,15 @@ impl SeqSet {
         self.ranges.iter().map(|r| r.end - r.start).sum()
     }
 
+    /// How many numbers in the set are below `n`.
+    pub fn len_below(&self, n: u64) -> u64 {
+        self.ranges
+            .iter()
+            .take_while(|r| r.start < n)
+            .map(|r| r.end.min(n) - r.start)
+            .sum()
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
