@@ -231,6 +231,111 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
     }
 }
 
+/// Only a job's own items count: a receipt whose seq is past the job's
+/// total (a stray `forloop-seq`, near 2^32 even) or of a job with no
+/// manifest neither completes anything nor comes back as a result.
+pub async fn ledger_ignores_seqs_past_the_total(harness: &Harness) {
+    let queue = harness.queue("ledger_stray", 5).await;
+    let ledger = ledger_of(&queue).await;
+    ledger
+        .begin(&Manifest::new("job-s", 2, "d"))
+        .await
+        .expect("begin");
+    ledger
+        .record(&[
+            receipt("job-s", 0, Settled::Done),
+            receipt("job-s", 2, Settled::Done),
+            receipt("job-s", u64::from(u32::MAX) - 1, Settled::Dead),
+            receipt("no-manifest", 0, Settled::Done),
+        ])
+        .await
+        .expect("a stray receipt is ignored, not refused");
+    let jobs = ledger.jobs().await.expect("jobs");
+    let names: Vec<&str> = jobs.iter().map(|j| j.manifest.job.as_str()).collect();
+    assert_eq!(names, ["job-s"], "only jobs with a manifest are listed");
+    let status = &jobs[0];
+    assert_eq!((status.done, status.dead), (1, 0), "{status:?}");
+    assert!(
+        !status.is_complete(),
+        "stray seqs completed the job: {status:?}"
+    );
+    let seqs: Vec<u64> = ledger
+        .receipts("job-s")
+        .await
+        .expect("receipts")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, [0], "a stray receipt came back as a result");
+}
+
+/// [`WorkQueue::ack_recorded`] records and acks: the item is counted once
+/// however often the call is repeated (a retried batch), is not delivered
+/// again, and its receipt comes back whole.
+pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
+    let queue = harness.queue("ledger_ack_recorded", 5).await;
+    let ledger = ledger_of(&queue).await;
+    ledger
+        .begin(&Manifest::new("job-f", 2, "d"))
+        .await
+        .expect("begin");
+    let messages = (0..2)
+        .map(|seq| {
+            let mut message = Message::new(format!("item {seq}"));
+            JobItem {
+                job: "job-f".into(),
+                seq,
+            }
+            .stamp(&mut message.attributes);
+            message
+        })
+        .collect();
+    queue.publish(messages).await.expect("publish");
+    let mut held = Vec::new();
+    let until = Instant::now() + harness.slack_length() * 4 + Duration::from_secs(5);
+    while held.len() < 2 {
+        held.extend(
+            queue
+                .pull(2, Duration::from_millis(500))
+                .await
+                .expect("pull"),
+        );
+        assert!(Instant::now() < until, "the job's items were not delivered");
+    }
+    let receipts: Vec<Receipt> = held
+        .iter()
+        .map(|d| {
+            let item = JobItem::of(&d.attributes).expect("a job's item");
+            let mut r = receipt(&item.job, item.seq, Settled::Done);
+            r.item = d.payload.clone();
+            r
+        })
+        .collect();
+    let tokens: Vec<_> = held.iter().map(|d| d.token.clone()).collect();
+    let report = queue
+        .ack_recorded(&tokens, &receipts)
+        .await
+        .expect("ack_recorded");
+    assert!(report.lost.is_empty(), "{report:?}");
+    // The batch again, as a worker retries one whose answer it lost.
+    queue
+        .ack_recorded(&tokens, &receipts)
+        .await
+        .expect("ack_recorded again");
+    let status = &ledger.jobs().await.expect("jobs")[0];
+    assert_eq!((status.done, status.dead), (2, 0), "{status:?}");
+    assert!(status.is_complete(), "{status:?}");
+    let back = ledger.receipts("job-f").await.expect("receipts");
+    let mut want = receipts.clone();
+    want.sort_by_key(|r| r.seq);
+    assert_eq!(back, want, "receipts changed on the way");
+    let again = queue
+        .pull(2, harness.lease_length() + harness.slack_length())
+        .await
+        .expect("pull");
+    assert!(again.is_empty(), "an acked item came back: {again:?}");
+}
+
 /// What [`ledger_cost`] measured: the ledger's calls to the backend,
 /// summed over every client.
 #[derive(Debug, Clone, Copy)]
@@ -396,7 +501,9 @@ macro_rules! ledger_conformance_tests {
             ledger_counts_each_item_once
             ledger_remembers_what_was_submitted
             ledger_is_shared_between_clients
-            ledger_counts_items_the_backend_dead_letters);
+            ledger_counts_items_the_backend_dead_letters
+            ledger_ignores_seqs_past_the_total
+            ledger_ack_recorded_counts_once_and_settles);
     };
 }
 

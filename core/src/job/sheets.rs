@@ -769,6 +769,12 @@ impl Ledger for SheetLedger {
     }
 
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        // Only the job's own items: none past its total, none without one.
+        let total = self
+            .read_book(false)
+            .await?
+            .status_of(job)
+            .map_or(0, |status| status.manifest.total);
         let _cycle = self.results_cycle.lock().await;
         let read = self
             .read(
@@ -815,7 +821,7 @@ impl Ledger for SheetLedger {
             keep_receipt(&mut kept, &receipt);
         }
         Ok(kept
-            .range((Arc::from(job), 0)..=(Arc::from(job), u64::MAX))
+            .range((Arc::from(job), 0)..(Arc::from(job), total))
             .map(|(_, r)| r.clone())
             .collect())
     }
