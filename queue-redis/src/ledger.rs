@@ -17,7 +17,10 @@
 //! Writes that must agree are one script each (`record.lua`, `begin.lua`,
 //! and the burial in `common.lua`), so done beats dead and each (job, seq)
 //! counts once whatever the interleaving; `submitted` only sets bits (a
-//! union), so it is a plain pipeline.
+//! union), so it is a plain pipeline. The scripts read the manifest's total
+//! once per job per call and settle no seq at or past it (nor any of a job
+//! without a manifest), so a stray `forloop-seq` neither completes a job
+//! nor grows its bitmaps.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -91,11 +91,15 @@ struct Item {
 }
 
 impl Item {
-    fn new(id: MessageId, message: Message) -> Self {
+    fn new(id: MessageId, message: Message, none: &Arc<BTreeMap<String, String>>) -> Self {
         Self {
             id,
             payload: message.payload,
-            attributes: Arc::new(message.attributes),
+            attributes: if message.attributes.is_empty() {
+                Arc::clone(none)
+            } else {
+                Arc::new(message.attributes)
+            },
             attempts: 0,
             free: 0,
             state: State::Ready,
@@ -129,6 +133,9 @@ struct Inner {
     dead: Vec<DeadLetter>,
     /// The jobs of this queue; an item buried here gets its dead receipt.
     ledger: Arc<MemoryLedger>,
+    /// Shared by every item published without attributes, so those cost
+    /// no allocation.
+    no_attributes: Arc<BTreeMap<String, String>>,
     next_id: u64,
     leased: u64,
     delayed: u64,
@@ -446,7 +453,8 @@ impl WorkQueue for MemoryQueue {
                 inner.next_id += 1;
                 let message_id: MessageId = Arc::from(id.to_string());
                 ids.push(Arc::clone(&message_id));
-                inner.items.insert(id, Item::new(message_id, message));
+                let item = Item::new(message_id, message, &inner.no_attributes);
+                inner.items.insert(id, item);
                 inner.ready.push_back(id);
             }
             ids
@@ -565,7 +573,8 @@ impl WorkQueue for MemoryQueue {
                 // Requeued items start over: fresh ids keep the slab in order.
                 let id = inner.next_id;
                 inner.next_id += 1;
-                inner.items.insert(id, Item::new(letter.id, letter.message));
+                let item = Item::new(letter.id, letter.message, &inner.no_attributes);
+                inner.items.insert(id, item);
                 inner.ready.push_back(id);
             }
             count

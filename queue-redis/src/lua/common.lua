@@ -77,7 +77,8 @@ local function job_key(job, part) return JOB_PREFIX .. job .. ':' .. part end
 local MAX_SEQ = 4294967295
 
 -- A job's keys, built once per script call; `dead_exists` saves a GETBIT
--- per done item while the job has no dead bitmap (the common case).
+-- per done item while the job has no dead bitmap (the common case);
+-- `total` is the manifest's (0 without one: no seq of it counts).
 local job_keys_cache = {}
 local function job_keys(job)
   local k = job_keys_cache[job]
@@ -85,8 +86,13 @@ local function job_keys(job)
     k = {
       submitted = job_key(job, 'submitted'), done = job_key(job, 'done'),
       dead = job_key(job, 'dead'), receipts = job_key(job, 'receipts'),
-      pending = {},
+      pending = {}, total = 0,
     }
+    local manifest = redis.call('HGET', K_JOBS, job)
+    if manifest then
+      local ok, decoded = pcall(cjson.decode, manifest)
+      if ok and type(decoded) == 'table' then k.total = tonumber(decoded.total) or 0 end
+    end
     k.dead_exists = redis.call('EXISTS', k.dead) == 1
     job_keys_cache[job] = k
   end
@@ -98,9 +104,12 @@ end
 -- (the done bit tells which kind is kept). Never creates a bitmap it only
 -- clears. Done receipts wait in `pending` for one HSET per job
 -- (`flush_receipts`); a later dead receipt of the same item sees its done
--- bit and leaves it.
+-- bit and leaves it. A seq at or past the job's total, or of a job with no
+-- manifest, is no item of it: ignored, so a stray `forloop-seq` can
+-- neither complete a job nor grow its bitmaps. Returns whether it counted.
 local function settle_one(job, seq, done, receipt)
   local k = job_keys(job)
+  if tonumber(seq) >= k.total then return false end
   redis.call('SETBIT', k.submitted, seq, 1)
   if done then
     if k.dead_exists and redis.call('GETBIT', k.dead, seq) == 1 then
@@ -116,6 +125,7 @@ local function settle_one(job, seq, done, receipt)
     k.dead_exists = true
     redis.call('HSETNX', k.receipts, seq, receipt)
   end
+  return true
 end
 
 -- Write the done receipts `settle_one` kept back.
@@ -194,8 +204,7 @@ local function record_burial(id, attempts, reason)
     worker = '', item = cut_item(redis.call('HGET', K_PAYLOAD, id) or ''),
     reason = reason, at = tonumber(now),
   })
-  settle_one(job, seq, false, receipt)
-  settled_between(job, now, now)
+  if settle_one(job, seq, false, receipt) then settled_between(job, now, now) end
 end
 
 local function bury(member, reason)

@@ -246,7 +246,7 @@ async fn summarize_job(
             for receipt in dead.take(20) {
                 eprintln!(
                     "  dead: {:?}: {}",
-                    receipt.item,
+                    receipt.item_text(),
                     receipt.reason.as_deref().unwrap_or("dead-lettered")
                 );
             }
