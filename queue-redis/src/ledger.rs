@@ -7,11 +7,15 @@
 //! | `settled` | hash | job → `FIRST LAST`, the first and last settlement (ms) |
 //! | `ledger` | set | every job with keys, for `delete` |
 //! | `job:JOB:submitted`, `done`, `dead` | bitmaps | bit `seq` set: the item is in that set |
-//! | `job:JOB:receipts` | hash | seq → receipt (JSON) |
+//! | `job:JOB:receipts` | hash | `bSEQ` → the done receipts of one `record` call (JSON lines, SEQ the first); seq → a dead receipt (JSON) |
 //!
 //! A bitmap costs 125 KB per million items and counts with `BITCOUNT`;
 //! the receipts (up to 1 KB of item and 4 KB of stderr each) are what a
-//! large job spends its memory on. Sequence numbers stop below 2^32 (a
+//! large job spends its memory on. Done receipts are written a batch to a
+//! field, so the server does one `HSET` and no per-item hash entry for
+//! them (a field per item cost about as much server time as the ack
+//! itself); dead ones, rare and replaced when the item is done after all,
+//! keep a field each. Sequence numbers stop below 2^32 (a
 //! Redis bit offset).
 //!
 //! Writes that must agree are one script each (`record.lua`, `begin.lua`,
@@ -23,15 +27,15 @@
 //! nor grows its bitmaps.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::Range;
 
 use async_trait::async_trait;
 use forloop_core::job::{
     Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, Settled,
 };
-use forloop_core::kit::each_chunk;
 use forloop_core::{QueueError, QueueErrorKind};
+use futures_util::future::join_all;
 use redis::Value;
 use tracing::warn;
 
@@ -44,6 +48,10 @@ use crate::{Link, SETTLE_CHUNK};
 /// below 2^32).
 pub(crate) const MAX_SEQ: u64 = u32::MAX as u64;
 
+/// At most this many bytes of receipts in one `record.lua` call (so in one
+/// hash field of done receipts); a receipt is at most ~5 KiB.
+const RECORD_BYTES: usize = 256 * 1024;
+
 /// Most commands in one `submitted` pipeline.
 const PIPE_CHUNK: usize = 1000;
 
@@ -51,7 +59,7 @@ const PIPE_CHUNK: usize = 1000;
 const MAX_SETRANGE: u64 = 1 << 20;
 
 /// Most fields one `HSCAN` step asks for.
-const SCAN_COUNT: u64 = 1000;
+const SCAN_COUNT: u64 = 100;
 
 /// The jobs of one Redis queue: manifests, submitted/done/dead bitmaps and
 /// one receipt per settled item ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger)).
@@ -241,7 +249,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        let mut rows = Vec::with_capacity(receipts.len());
+        let mut calls: Vec<RecordCall<'_>> = Vec::new();
         for receipt in receipts {
             check_seq(&receipt.job, receipt.seq)?;
             let json = serde_json::to_vec(receipt).map_err(|e| {
@@ -250,29 +258,38 @@ impl Ledger for RedisLedger {
                     receipt.seq, receipt.job
                 ))
             })?;
-            rows.push((receipt, json));
+            let open = calls
+                .iter_mut()
+                .rev()
+                .find(|call| call.job == &*receipt.job && call.takes(json.len()));
+            match open {
+                Some(call) => call.add(receipt, json),
+                None => {
+                    let mut call = RecordCall::new(&receipt.job, receipt.at);
+                    call.add(receipt, json);
+                    calls.push(call);
+                }
+            }
         }
-        each_chunk(&rows, SETTLE_CHUNK, |chunk| async move {
+        join_all(calls.iter().map(|call| async move {
             let _: Value = self
                 .link
                 .run("ledger record", &self.link.scripts.record, |inv| {
-                    for (receipt, json) in chunk {
-                        let state = match receipt.state {
-                            Settled::Done => "done",
-                            Settled::Dead => "dead",
-                        };
-                        inv.arg(&*receipt.job)
-                            .arg(receipt.seq)
-                            .arg(state)
-                            .arg(receipt.at)
-                            .arg(json);
+                    inv.arg(call.job)
+                        .arg(call.first)
+                        .arg(call.last)
+                        .arg(&call.seqs)
+                        .arg(&call.lines);
+                    for (seq, json) in &call.dead {
+                        inv.arg(seq).arg(json);
                     }
                 })
                 .await?;
-            Ok(Vec::<()>::new())
-        })
-        .await?;
-        Ok(())
+            Ok::<_, QueueError>(())
+        }))
+        .await
+        .into_iter()
+        .collect()
     }
 
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
@@ -330,22 +347,88 @@ impl Ledger for RedisLedger {
                 )
                 .await?;
             for pair in pairs.chunks_exact(2) {
-                match serde_json::from_str::<Receipt>(&String::from_utf8_lossy(&pair[1])) {
-                    Ok(receipt) => {
-                        kept.insert(receipt.seq, receipt);
+                // `bSEQ`: a record call's done receipts, one JSON a line;
+                // else one receipt under its seq.
+                for line in pair[1].split(|b| *b == b'\n') {
+                    match serde_json::from_slice::<Receipt>(line) {
+                        Ok(receipt) => keep(&mut kept, receipt),
+                        Err(e) => warn!(
+                            job,
+                            field = %String::from_utf8_lossy(&pair[0]),
+                            error = %e,
+                            "skipped an unreadable receipt"
+                        ),
                     }
-                    Err(e) => warn!(
-                        job,
-                        seq = %String::from_utf8_lossy(&pair[0]),
-                        error = %e,
-                        "skipped an unreadable receipt"
-                    ),
                 }
             }
             if next == 0 {
                 return Ok(kept.into_values().collect());
             }
             cursor = next;
+        }
+    }
+}
+
+/// One `record.lua` call: receipts of one job, at most [`SETTLE_CHUNK`] of
+/// them and about [`RECORD_BYTES`]. The done ones travel as two arguments
+/// (their seqs as text, their receipts as JSON lines) and become one hash
+/// field; the dead ones as a (seq, JSON) pair each.
+struct RecordCall<'a> {
+    job: &'a str,
+    first: u64,
+    last: u64,
+    count: usize,
+    bytes: usize,
+    seqs: String,
+    lines: Vec<u8>,
+    dead: Vec<(u64, Vec<u8>)>,
+}
+
+impl<'a> RecordCall<'a> {
+    fn new(job: &'a str, at: u64) -> Self {
+        Self {
+            job,
+            first: at,
+            last: at,
+            count: 0,
+            bytes: 0,
+            seqs: String::new(),
+            lines: Vec::new(),
+            dead: Vec::new(),
+        }
+    }
+
+    /// Whether a receipt of `len` bytes of JSON fits.
+    fn takes(&self, len: usize) -> bool {
+        self.count < SETTLE_CHUNK && self.bytes + len <= RECORD_BYTES
+    }
+
+    fn add(&mut self, receipt: &Receipt, json: Vec<u8>) {
+        self.count += 1;
+        self.bytes += json.len();
+        self.first = self.first.min(receipt.at);
+        self.last = self.last.max(receipt.at);
+        match receipt.state {
+            Settled::Done => {
+                if !self.seqs.is_empty() {
+                    self.seqs.push(',');
+                    self.lines.push(b'\n');
+                }
+                let _ = write!(self.seqs, "{}", receipt.seq);
+                self.lines.extend_from_slice(&json);
+            }
+            Settled::Dead => self.dead.push((receipt.seq, json)),
+        }
+    }
+}
+
+/// Keep one receipt per seq, as the scripts count: a done one beats a dead
+/// one, else the first read stays.
+fn keep(kept: &mut BTreeMap<u64, Receipt>, receipt: Receipt) {
+    match kept.get(&receipt.seq) {
+        Some(old) if !(old.state == Settled::Dead && receipt.state == Settled::Done) => {}
+        _ => {
+            kept.insert(receipt.seq, receipt);
         }
     }
 }

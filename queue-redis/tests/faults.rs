@@ -197,7 +197,7 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         ledger.begin(&Manifest::new("j", 3, "d")).await.unwrap();
         ledger.submitted("j", &SeqSet::first(3)).await.unwrap();
         ledger.record(&[receipt(0, Settled::Done)]).await.unwrap();
-        // A job with receipts and no manifest has keys too.
+        // A receipt of a job with no manifest is ignored.
         let mut stray = receipt(0, Settled::Dead);
         stray.job = "stray".into();
         ledger.record(&[stray]).await.unwrap();
@@ -230,6 +230,81 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         !RedisDriver.delete(&address, &config).await.expect("delete"),
         "a second delete found something to remove"
     );
+}
+
+/// Issue 12 (ledger cost): the done receipts of one record call are one
+/// hash field, not one per item, and read back whole, one per seq, past
+/// many `HSCAN` pages; a dead receipt stays under its seq until its item
+/// is done.
+#[tokio::test]
+async fn a_record_calls_done_receipts_are_one_field_and_read_back_whole() {
+    let server = RedisServer::local(false);
+    let q = queue(&server, "batched", 5).await;
+    let ledger = q.jobs_ledger();
+    let total = 3000;
+    ledger.begin(&Manifest::new("j", total, "d")).await.unwrap();
+    ledger
+        .record(&[receipt(7, Settled::Dead), receipt(8, Settled::Dead)])
+        .await
+        .unwrap();
+    let done: Vec<Receipt> = (0..total)
+        .filter(|seq| *seq != 8)
+        .map(|seq| receipt(seq, Settled::Done))
+        .collect();
+    ledger.record(&done).await.unwrap();
+    // Again: a redelivered batch writes no second field.
+    ledger.record(&done[..500]).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("{forloop:batched}:job:j:receipts")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // 3000 receipts of ~200 bytes in calls of at most 1000: 3 fields, and
+    // item 8's dead receipt; item 7's went when it was done.
+    assert_eq!(fields.len(), 4, "{fields:?}");
+    assert!(fields.contains(&"8".to_string()), "{fields:?}");
+    let status = &ledger.jobs().await.unwrap()[0];
+    assert_eq!((status.done, status.dead), (total - 1, 1), "{status:?}");
+    let receipts = ledger.receipts("j").await.unwrap();
+    assert_eq!(receipts.len(), total as usize);
+    for (seq, got) in receipts.iter().enumerate() {
+        let state = if seq == 8 {
+            Settled::Dead
+        } else {
+            Settled::Done
+        };
+        assert_eq!(*got, receipt(seq as u64, state), "receipt {seq}");
+    }
+}
+
+/// The bitmaps take a call's seqs a window at a time, or bit by bit when
+/// they are far apart; either way a seq twice in one call, or past the
+/// total, counts once or not at all, and its receipt is kept once.
+#[tokio::test]
+async fn far_apart_and_repeated_seqs_in_one_call_count_once() {
+    let server = RedisServer::local(false);
+    let q = queue(&server, "spread", 5).await;
+    let ledger = q.jobs_ledger();
+    ledger
+        .begin(&Manifest::new("j", 200_000, "d"))
+        .await
+        .unwrap();
+    for seqs in [[5, 6, 5, 200_000], [5, 150_000, 150_000, 7]] {
+        let batch: Vec<Receipt> = seqs.iter().map(|s| receipt(*s, Settled::Done)).collect();
+        ledger.record(&batch).await.unwrap();
+    }
+    let status = &ledger.jobs().await.unwrap()[0];
+    assert_eq!((status.done, status.submitted), (4, 4), "{status:?}");
+    let seqs: Vec<u64> = ledger
+        .receipts("j")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, [5, 6, 7, 150_000]);
 }
 
 fn receipt(seq: u64, state: Settled) -> Receipt {

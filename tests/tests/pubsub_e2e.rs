@@ -246,7 +246,7 @@ fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
         || create_at(&host, &q, "10s"),
         &["--lease", "10s", "--idle-window", "3s"],
         "pub/sub",
-        8,
+        5,
         RECORD,
         &dir,
     );

@@ -266,7 +266,7 @@ fn a_worker_rides_out_an_emulator_crash_and_runs_what_is_resubmitted() {
         || create_at(&endpoint, &name, "3s", "5"),
         &["--lease", "3s"],
         "sqs",
-        8,
+        5,
         RECORD,
         &dir,
     );

@@ -5,7 +5,9 @@
 -- counter), 9 wake (markers), 10 jobs (hash job -> manifest JSON), 11
 -- settled (hash job -> "FIRST LAST", ms), 12 ledger (set of every job with
 -- keys). Per job, beside them (same hash tag): `job:JOB:submitted`, `done`,
--- `dead` (bitmaps, bit = seq) and `job:JOB:receipts` (hash seq -> JSON).
+-- `dead` (bitmaps, bit = seq) and `job:JOB:receipts` (hash: seq -> a dead
+-- receipt's JSON; `bSEQ` -> the done receipts of one record call, JSON
+-- lines, SEQ the first of them).
 --
 -- Lists and sets hold members "ID:ATTEMPTS": the item's id and how many
 -- times it has been delivered, so the count travels with the item. A lease
@@ -86,7 +88,7 @@ local function job_keys(job)
     k = {
       submitted = job_key(job, 'submitted'), done = job_key(job, 'done'),
       dead = job_key(job, 'dead'), receipts = job_key(job, 'receipts'),
-      pending = {}, total = 0,
+      total = 0,
     }
     local manifest = redis.call('HGET', K_JOBS, job)
     if manifest then
@@ -99,41 +101,106 @@ local function job_keys(job)
   return k
 end
 
--- Count one settlement of (job, seq): once; done beats dead. Keep one
--- receipt per item: a done one replaces a dead one, else the first stays
--- (the done bit tells which kind is kept). Never creates a bitmap it only
--- clears. Done receipts wait in `pending` for one HSET per job
--- (`flush_receipts`); a later dead receipt of the same item sees its done
--- bit and leaves it. A seq at or past the job's total, or of a job with no
--- manifest, is no item of it: ignored, so a stray `forloop-seq` can
--- neither complete a job nor grow its bitmaps. Returns whether it counted.
-local function settle_one(job, seq, done, receipt)
+-- Bitmaps spanned by at most this many bytes are updated with one GETRANGE
+-- and one SETRANGE, the bits set in Lua; wider spreads go bit by bit.
+local WINDOW = 4096
+
+-- Set the bit of every seq of `seqs` (numbers) in bitmap `key`; returns,
+-- per seq in order, whether it was set already (a seq twice in `seqs` was
+-- set already the second time). Never clears a bit.
+local function mark(key, seqs)
+  local lo, hi = seqs[1], seqs[1]
+  for _, seq in ipairs(seqs) do
+    if seq < lo then lo = seq elseif seq > hi then hi = seq end
+  end
+  local first, last = math.floor(lo / 8), math.floor(hi / 8)
+  local was = {}
+  if last - first >= WINDOW then
+    for i, seq in ipairs(seqs) do was[i] = redis.call('SETBIT', key, seq, 1) == 1 end
+    return was
+  end
+  local bytes = {string.byte(redis.call('GETRANGE', key, first, last), 1, -1)}
+  for i = #bytes + 1, last - first + 1 do bytes[i] = 0 end
+  for i, seq in ipairs(seqs) do
+    local at = math.floor(seq / 8) - first + 1
+    local mask = bit.rshift(128, seq % 8)
+    was[i] = bit.band(bytes[at], mask) ~= 0
+    bytes[at] = bit.bor(bytes[at], mask)
+  end
+  redis.call('SETRANGE', key, first, string.char(unpack(bytes)))
+  return was
+end
+
+-- A seq below the job's total: an item of it. A seq at or past the total,
+-- or of a job with no manifest, is ignored, so a stray `forloop-seq` can
+-- neither complete a job nor grow its bitmaps.
+local function counts(job, seq)
+  return tonumber(seq) < job_keys(job).total
+end
+
+-- Count one dead settlement of (job, seq): once, and not once the item is
+-- done (done beats dead); its receipt kept unless one is already there.
+local function settle_dead(job, seq, receipt)
   local k = job_keys(job)
-  if tonumber(seq) >= k.total then return false end
   redis.call('SETBIT', k.submitted, seq, 1)
-  if done then
-    if k.dead_exists and redis.call('GETBIT', k.dead, seq) == 1 then
-      redis.call('SETBIT', k.dead, seq, 0)
-    end
-    if redis.call('SETBIT', k.done, seq, 1) == 0 then
-      local pending = k.pending
-      pending[#pending + 1] = seq
-      pending[#pending + 1] = receipt
-    end
-  elseif redis.call('GETBIT', k.done, seq) == 0 then
+  if redis.call('GETBIT', k.done, seq) == 0 then
     redis.call('SETBIT', k.dead, seq, 1)
     k.dead_exists = true
     redis.call('HSETNX', k.receipts, seq, receipt)
   end
-  return true
 end
 
--- Write the done receipts `settle_one` kept back.
-local function flush_receipts()
-  for _, k in pairs(job_keys_cache) do
-    if #k.pending > 0 then redis.call('HSET', k.receipts, unpack(k.pending)) end
-    k.pending = {}
+-- Count done settlements of one job: `seqs` ("3,4,9", text) and `lines`,
+-- their receipts as JSON lines, in the same order. The bitmaps take them
+-- a window at a time (`mark`), and the receipts of items done for the
+-- first time go into ONE hash field, `b` and the first such seq: the
+-- server does no per-item command and keeps no per-item hash entry for a
+-- done item (per-item fields cost as much server time as the ack itself;
+-- docs/BENCHMARKS.md). Lines are only split when some are left out (a
+-- seq done before, twice here, or not of the job). A dead receipt the
+-- item had is dropped: done beats dead. Returns whether any seq counted.
+local function settle_done(job, seqs, lines)
+  local k = job_keys(job)
+  local all, kept = {}, {}
+  for seq in string.gmatch(seqs, '%d+') do
+    seq = tonumber(seq)
+    all[#all + 1] = seq
+    if seq < k.total then kept[#kept + 1] = seq end
   end
+  if #kept == 0 then return false end
+  mark(k.submitted, kept)
+  local was = mark(k.done, kept)
+  local fresh = {}
+  for i, seq in ipairs(kept) do
+    if not was[i] then fresh[#fresh + 1] = seq end
+  end
+  if #fresh == 0 then return true end
+  if #fresh < #all then
+    -- Keep the lines of the fresh seqs: walk both lists in order.
+    local out, n, want = {}, 0, 1
+    for line in string.gmatch(lines, '[^\n]+') do
+      n = n + 1
+      if all[n] == fresh[want] then
+        out[#out + 1] = line
+        want = want + 1
+      end
+    end
+    lines = table.concat(out, '\n')
+  end
+  if k.dead_exists then
+    local stale = {}
+    for _, seq in ipairs(fresh) do
+      if redis.call('SETBIT', k.dead, seq, 0) == 1 then stale[#stale + 1] = seq end
+    end
+    if #stale > 0 then redis.call('HDEL', k.receipts, unpack(stale)) end
+  end
+  -- The first fresh seq names the field; it is fresh nowhere else, unless
+  -- the done bitmap alone was lost: then a suffix keeps the old field.
+  local field, n = 'b' .. fresh[1], 0
+  while redis.call('HSETNX', k.receipts, n == 0 and field or (field .. '.' .. n), lines) == 0 do
+    n = n + 1
+  end
+  return true
 end
 
 -- Widen `job`'s first/last settlement to take in [first, last] (ms, as text).
@@ -204,7 +271,9 @@ local function record_burial(id, attempts, reason)
     worker = '', item = cut_item(redis.call('HGET', K_PAYLOAD, id) or ''),
     reason = reason, at = tonumber(now),
   })
-  if settle_one(job, seq, false, receipt) then settled_between(job, now, now) end
+  if not counts(job, seq) then return end
+  settle_dead(job, seq, receipt)
+  settled_between(job, now, now)
 end
 
 local function bury(member, reason)

@@ -1,20 +1,16 @@
--- ARGV: (job, seq, 'done' or 'dead', at ms, receipt JSON) per receipt.
--- Counts each (job, seq) once, done beating dead, keeps one receipt per
--- item, and widens each job's first/last settlement. A seq past its job's
--- total, or of a job with no manifest, settles nothing. Returns nothing.
-local between = {}
-for i = 1, #ARGV, 5 do
-  local job, at = ARGV[i], ARGV[i + 3]
-  if settle_one(job, ARGV[i + 1], ARGV[i + 2] == 'done', ARGV[i + 4]) then
-    local b = between[job]
-    if not b then
-      between[job] = {at, at}
-    else
-      if tonumber(at) < tonumber(b[1]) then b[1] = at end
-      if tonumber(at) > tonumber(b[2]) then b[2] = at end
-    end
+-- ARGV: job, first and last settlement (ms), the done items' seqs ("3,4,9"),
+-- their receipts (JSON lines, same order), then (seq, receipt JSON) per
+-- dead item. One job a call. Counts each (job, seq) once, done beating
+-- dead, keeps one receipt per item, and widens the job's first/last
+-- settlement. A seq past the job's total, or of a job with no manifest,
+-- settles nothing. The done ones go first, so a dead one sees its done bit.
+local job = ARGV[1]
+local counted = ARGV[4] ~= '' and settle_done(job, ARGV[4], ARGV[5])
+for i = 6, #ARGV, 2 do
+  if counts(job, ARGV[i]) then
+    settle_dead(job, ARGV[i], ARGV[i + 1])
+    counted = true
   end
 end
-flush_receipts()
-for job, b in pairs(between) do settled_between(job, b[1], b[2]) end
+if counted then settled_between(job, ARGV[2], ARGV[3]) end
 return 0
