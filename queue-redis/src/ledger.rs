@@ -27,7 +27,7 @@
 //! nor grows its bitmaps.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::ops::Range;
 
 use async_trait::async_trait;
@@ -42,6 +42,7 @@ use tracing::warn;
 use crate::codec::{as_bytes, as_u64};
 use crate::error::malformed;
 use crate::keys::job_key;
+use crate::receipts::{DoneLines, read_field};
 use crate::{Link, SETTLE_CHUNK};
 
 /// The largest sequence number a bitmap holds (Redis bit offsets are
@@ -252,34 +253,34 @@ impl Ledger for RedisLedger {
         let mut calls: Vec<RecordCall<'_>> = Vec::new();
         for receipt in receipts {
             check_seq(&receipt.job, receipt.seq)?;
-            let json = serde_json::to_vec(receipt).map_err(|e| {
-                invalid(format!(
-                    "the receipt of item {} of job `{}`: {e}",
-                    receipt.seq, receipt.job
-                ))
-            })?;
+            // About what the receipt adds: its item and stderr dominate.
+            let len = 64 + receipt.item.len() + receipt.stderr_tail.as_ref().map_or(0, String::len);
             let open = calls
                 .iter_mut()
                 .rev()
-                .find(|call| call.job == &*receipt.job && call.takes(json.len()));
+                .find(|call| call.job == &*receipt.job && call.takes(len));
             match open {
-                Some(call) => call.add(receipt, json),
+                Some(call) => call.add(receipt)?,
                 None => {
                     let mut call = RecordCall::new(&receipt.job, receipt.at);
-                    call.add(receipt, json);
+                    call.add(receipt)?;
                     calls.push(call);
                 }
             }
         }
         join_all(calls.iter().map(|call| async move {
+            let window = call.done.window();
             let _: Value = self
                 .link
                 .run("ledger record", &self.link.scripts.record, |inv| {
-                    inv.arg(call.job)
-                        .arg(call.first)
-                        .arg(call.last)
-                        .arg(&call.seqs)
-                        .arg(&call.lines);
+                    inv.arg(call.job).arg(call.first).arg(call.last);
+                    match &window {
+                        Some((start, mask)) => inv.arg(start).arg(mask),
+                        None => inv.arg("").arg(""),
+                    };
+                    inv.arg(call.done.high().unwrap_or(0))
+                        .arg(&call.done.seqs)
+                        .arg(&call.done.lines);
                     for (seq, json) in &call.dead {
                         inv.arg(seq).arg(json);
                     }
@@ -347,18 +348,17 @@ impl Ledger for RedisLedger {
                 )
                 .await?;
             for pair in pairs.chunks_exact(2) {
-                // `bSEQ`: a record call's done receipts, one JSON a line;
-                // else one receipt under its seq.
-                for line in pair[1].split(|b| *b == b'\n') {
-                    match serde_json::from_slice::<Receipt>(line) {
-                        Ok(receipt) => keep(&mut kept, receipt),
-                        Err(e) => warn!(
-                            job,
-                            field = %String::from_utf8_lossy(&pair[0]),
-                            error = %e,
-                            "skipped an unreadable receipt"
-                        ),
-                    }
+                let (read, bad) = read_field(&pair[1]);
+                for receipt in read {
+                    keep(&mut kept, receipt);
+                }
+                for error in bad {
+                    warn!(
+                        job,
+                        field = %String::from_utf8_lossy(&pair[0]),
+                        error,
+                        "skipped an unreadable receipt"
+                    );
                 }
             }
             if next == 0 {
@@ -370,17 +370,16 @@ impl Ledger for RedisLedger {
 }
 
 /// One `record.lua` call: receipts of one job, at most [`SETTLE_CHUNK`] of
-/// them and about [`RECORD_BYTES`]. The done ones travel as two arguments
-/// (their seqs as text, their receipts as JSON lines) and become one hash
-/// field; the dead ones as a (seq, JSON) pair each.
+/// them and about [`RECORD_BYTES`]. The done ones travel as a batch
+/// ([`DoneLines`]: their bitmap window, their seqs, their lines) and become
+/// one hash field; the dead ones as a (seq, JSON) pair each.
 struct RecordCall<'a> {
     job: &'a str,
     first: u64,
     last: u64,
     count: usize,
     bytes: usize,
-    seqs: String,
-    lines: Vec<u8>,
+    done: DoneLines,
     dead: Vec<(u64, Vec<u8>)>,
 }
 
@@ -392,33 +391,37 @@ impl<'a> RecordCall<'a> {
             last: at,
             count: 0,
             bytes: 0,
-            seqs: String::new(),
-            lines: Vec::new(),
+            done: DoneLines::default(),
             dead: Vec::new(),
         }
     }
 
-    /// Whether a receipt of `len` bytes of JSON fits.
+    /// Whether one more receipt of about `len` bytes fits.
     fn takes(&self, len: usize) -> bool {
         self.count < SETTLE_CHUNK && self.bytes + len <= RECORD_BYTES
     }
 
-    fn add(&mut self, receipt: &Receipt, json: Vec<u8>) {
+    fn add(&mut self, receipt: &Receipt) -> Result<(), QueueError> {
+        let unreadable = |e: serde_json::Error| {
+            invalid(format!(
+                "the receipt of item {} of job `{}`: {e}",
+                receipt.seq, receipt.job
+            ))
+        };
         self.count += 1;
-        self.bytes += json.len();
         self.first = self.first.min(receipt.at);
         self.last = self.last.max(receipt.at);
+        let before = self.done.lines.len();
         match receipt.state {
-            Settled::Done => {
-                if !self.seqs.is_empty() {
-                    self.seqs.push(',');
-                    self.lines.push(b'\n');
-                }
-                let _ = write!(self.seqs, "{}", receipt.seq);
-                self.lines.extend_from_slice(&json);
+            Settled::Done => self.done.push(receipt).map_err(unreadable)?,
+            Settled::Dead => {
+                let json = serde_json::to_vec(receipt).map_err(unreadable)?;
+                self.bytes += json.len();
+                self.dead.push((receipt.seq, json));
             }
-            Settled::Dead => self.dead.push((receipt.seq, json)),
         }
+        self.bytes += self.done.lines.len() - before;
+        Ok(())
     }
 }
 

@@ -113,6 +113,7 @@ mod driver;
 mod error;
 mod keys;
 mod ledger;
+mod receipts;
 
 pub use driver::RedisDriver;
 pub use error::redact;

@@ -150,42 +150,71 @@ local function settle_dead(job, seq, receipt)
   end
 end
 
--- Count done settlements of one job: `seqs` ("3,4,9", text) and `lines`,
--- their receipts as JSON lines, in the same order. The bitmaps take them
--- a window at a time (`mark`), and the receipts of items done for the
--- first time go into ONE hash field, `b` and the first such seq: the
--- server does no per-item command and keeps no per-item hash entry for a
--- done item (per-item fields cost as much server time as the ack itself;
--- docs/BENCHMARKS.md). Lines are only split when some are left out (a
--- seq done before, twice here, or not of the job). A dead receipt the
--- item had is dropped: done beats dead. Returns whether any seq counted.
-local function settle_done(job, seqs, lines)
+-- OR `mask` into bitmap `key` from byte `start` on. With `fresh_only`,
+-- first check that none of its bits is set already; if one is, change
+-- nothing and return false.
+local function or_window(key, start, mask, fresh_only)
+  local m = {string.byte(mask, 1, -1)}
+  local o = {string.byte(redis.call('GETRANGE', key, start, start + #m - 1), 1, -1)}
+  for i = 1, #m do
+    local a = o[i] or 0
+    if fresh_only and bit.band(a, m[i]) ~= 0 then return false end
+    o[i] = bit.bor(a, m[i])
+  end
+  redis.call('SETRANGE', key, start, string.char(unpack(o, 1, #m)))
+  return true
+end
+
+-- Count done settlements of one job. `seqs` ("3,4,9", text) and `lines`
+-- (`src/receipts.rs`: a header line, then a receipt a line, same order)
+-- say which; `start` and `mask`, when not '', are their bitmap window and
+-- `high` their largest seq. The fast path (every seq of the job and none
+-- settled before: a worker's ack batch) ORs the window into the bitmaps
+-- and keeps `lines` whole as ONE hash field, `b` and the first seq: no
+-- per-item command and no per-item hash entry (per-item fields cost as
+-- much server time as the ack itself; docs/BENCHMARKS.md). Otherwise the
+-- seqs go one by one (`mark`) and only the lines of items done for the
+-- first time are kept. A dead receipt the item had is dropped: done beats
+-- dead. Returns whether any seq counted.
+local function settle_done(job, start, mask, high, seqs, lines)
   local k = job_keys(job)
-  local all, kept = {}, {}
-  for seq in string.gmatch(seqs, '%d+') do
-    seq = tonumber(seq)
-    all[#all + 1] = seq
-    if seq < k.total then kept[#kept + 1] = seq end
-  end
-  if #kept == 0 then return false end
-  mark(k.submitted, kept)
-  local was = mark(k.done, kept)
-  local fresh = {}
-  for i, seq in ipairs(kept) do
-    if not was[i] then fresh[#fresh + 1] = seq end
-  end
-  if #fresh == 0 then return true end
-  if #fresh < #all then
-    -- Keep the lines of the fresh seqs: walk both lists in order.
-    local out, n, want = {}, 0, 1
-    for line in string.gmatch(lines, '[^\n]+') do
-      n = n + 1
-      if all[n] == fresh[want] then
-        out[#out + 1] = line
-        want = want + 1
-      end
+  local fresh
+  if mask ~= '' and tonumber(high) < k.total and or_window(k.done, start, mask, true) then
+    or_window(k.submitted, start, mask, false)
+    if k.dead_exists then
+      fresh = {}
+      for seq in string.gmatch(seqs, '%d+') do fresh[#fresh + 1] = tonumber(seq) end
+    else
+      fresh = {tonumber(string.match(seqs, '^%d+'))}
     end
-    lines = table.concat(out, '\n')
+  else
+    local all, kept = {}, {}
+    for seq in string.gmatch(seqs, '%d+') do
+      seq = tonumber(seq)
+      all[#all + 1] = seq
+      if seq < k.total then kept[#kept + 1] = seq end
+    end
+    if #kept == 0 then return false end
+    mark(k.submitted, kept)
+    local was = mark(k.done, kept)
+    fresh = {}
+    for i, seq in ipairs(kept) do
+      if not was[i] then fresh[#fresh + 1] = seq end
+    end
+    if #fresh == 0 then return true end
+    if #fresh < #all then
+      -- Keep the header and the lines of the fresh seqs, walking both
+      -- lists in order.
+      local out, n, want = {}, -1, 1
+      for line in string.gmatch(lines, '[^\n]+') do
+        n = n + 1
+        if n == 0 or all[n] == fresh[want] then
+          out[#out + 1] = line
+          if n > 0 then want = want + 1 end
+        end
+      end
+      lines = table.concat(out, '\n')
+    end
   end
   if k.dead_exists then
     local stale = {}
