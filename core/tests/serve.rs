@@ -34,6 +34,7 @@ fn task(item: &str) -> Task {
         id: Arc::from(format!("id-{item}")),
         payload: Bytes::from(item.to_string()),
         attributes: BTreeMap::new().into(),
+        job: None,
         attempt: 1,
     }
 }
