@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep, sleep_until};
 
+use crate::job::JobItem;
 use crate::{
     Backlog, Count, DeadLetter, Delivery, Message, QueueConfig, QueueErrorKind, WorkQueue,
 };
@@ -241,32 +242,61 @@ async fn backlog_becomes(
     }
 }
 
-/// Payload bytes, attributes and ids survive the trip; a first delivery is attempt 1.
+/// Payload bytes, attributes, jobs and ids survive the trip; a first
+/// delivery is attempt 1. An item's job comes back as its job, not among
+/// its attributes.
 pub async fn round_trip(harness: &Harness) {
     let queue = harness.queue("round_trip", 5).await;
     let payload = b"caf\xc3\xa9 \"quoted\" $(x); \x00\xff".to_vec();
     let message = Message::new(payload.clone())
         .with_attribute("origin", "conformance")
         .with_attribute("n", "1");
-    let ids = queue.publish(vec![message]).await.expect("publish");
-    assert_eq!(ids.len(), 1, "publish returns one id per item");
-    let before = Instant::now();
-    let delivery = pull_one(&*queue, harness.slack * 4)
+    let of_job = Message::new("of a job")
+        .with_attribute("origin", "conformance")
+        .with_job(JobItem::new("round-trip", 7));
+    let ids = queue
+        .publish(vec![message, of_job.clone()])
         .await
-        .expect("the published item");
+        .expect("publish");
+    assert_eq!(ids.len(), 2, "publish returns one id per item");
+    let before = Instant::now();
+    let mut held = pull_n(harness, &*queue, 2).await;
+    assert_eq!(held.len(), 2, "the published items were not delivered");
+    // The item without a job first.
+    held.sort_by_key(|d| d.job.is_some());
+    let delivery = held.remove(0);
     assert_eq!(&delivery.payload[..], &payload[..], "payload bytes changed");
     let want: BTreeMap<_, _> = [("n", "1"), ("origin", "conformance")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     assert_eq!(*delivery.attributes, want, "attributes changed");
+    assert_eq!(delivery.job, None, "an item without a job got one");
     assert_eq!(
         delivery.id, ids[0],
         "delivery id differs from the published id"
     );
     assert_eq!(delivery.attempt, 1, "a first delivery is attempt 1");
     assert!(delivery.deadline > before, "the deadline is in the future");
-    queue.ack(&[delivery.token]).await.expect("ack");
+    let job_delivery = held.remove(0);
+    assert_eq!(
+        job_delivery.payload, of_job.payload,
+        "payload bytes changed"
+    );
+    assert_eq!(job_delivery.job, of_job.job, "an item's job changed");
+    assert_eq!(
+        *job_delivery.attributes, of_job.attributes,
+        "an item's attributes changed, or show its job"
+    );
+    assert_eq!(
+        job_delivery.id, ids[1],
+        "delivery id differs from the published id"
+    );
+    assert_eq!(job_delivery.attempt, 1, "a first delivery is attempt 1");
+    queue
+        .ack(&[delivery.token, job_delivery.token])
+        .await
+        .expect("ack");
 }
 
 /// An unacked item comes back after its deadline, as a new attempt.
@@ -1151,13 +1181,20 @@ pub async fn empty_pull_returns_within_wait(harness: &Harness) {
     );
 }
 
-/// Items with attributes of their own, for the dead-letter clauses.
+/// Items with attributes of their own, for the dead-letter clauses; the
+/// even ones are items of a job (with no manifest), which a dead letter,
+/// its listing and a requeue must keep.
 fn marked_items(test: &str, n: usize) -> Vec<Message> {
     (0..n)
         .map(|i| {
-            Message::new(format!("{test}-{i}"))
+            let item = Message::new(format!("{test}-{i}"))
                 .with_attribute("origin", "conformance")
-                .with_attribute("n", i.to_string())
+                .with_attribute("n", i.to_string());
+            if i % 2 == 0 {
+                item.with_job(JobItem::new(format!("{test}-job"), i as u64))
+            } else {
+                item
+            }
         })
         .collect()
 }
@@ -1289,6 +1326,7 @@ pub async fn requeue_dead_gives_fresh_items(harness: &Harness) {
             *delivery.attributes, item.attributes,
             "a requeued item must have exactly the attributes it had before it died"
         );
+        assert_eq!(delivery.job, item.job, "a requeued item lost its job");
         assert_eq!(delivery.attempt, 1, "a requeued item starts at attempt 1");
     }
     let tokens: Vec<_> = back.into_iter().map(|d| d.token).collect();
@@ -1347,6 +1385,7 @@ pub async fn requeue_after_native_dead_letter_restores_attributes(harness: &Harn
         *back.attributes, items[0].attributes,
         "attributes after requeue"
     );
+    assert_eq!(back.job, items[0].job, "the job after requeue");
     assert_eq!(back.attempt, 1, "a requeued item starts at attempt 1");
     queue.ack(&[back.token]).await.expect("ack");
 }

@@ -59,7 +59,7 @@ impl WorkQueue for Blind {
                 "publish refused",
             ));
         }
-        let seqs = batch.iter().filter_map(|m| job::JobItem::of(&m.attributes));
+        let seqs = batch.iter().filter_map(|m| m.job.clone());
         self.published.lock().unwrap().extend(seqs.map(|i| i.seq));
         self.inner.publish(batch).await
     }

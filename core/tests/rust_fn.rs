@@ -19,6 +19,7 @@ fn task(payload: &[u8]) -> Task {
         id: Arc::from("1"),
         payload: Bytes::copy_from_slice(payload),
         attributes: BTreeMap::new().into(),
+        job: None,
         attempt: 1,
     }
 }

@@ -34,6 +34,7 @@ fn task(item: &str) -> Task {
         id: Arc::from(format!("id-{item}")),
         payload: Bytes::from(item.to_string()),
         attributes: BTreeMap::new().into(),
+        job: None,
         attempt: 1,
     }
 }
@@ -315,6 +316,39 @@ for line in sys.stdin:
     );
     assert_eq!(handler.handle(task("again")).await, TaskOutcome::success());
     assert_eq!(handler.processes_started(), 2);
+}
+
+/// The JSON line of a job's item shows its job and seq among its
+/// attributes, as published (`forloop-job`, `forloop-seq`).
+#[tokio::test]
+async fn a_json_line_shows_a_jobs_item_with_its_job_attributes() {
+    let dir = scratch("json-job");
+    let script = format!(
+        r#"
+import json, sys
+for line in sys.stdin:
+    open({seen:?}, "a").write(json.dumps(json.loads(line)["attributes"], sort_keys=True) + "\n")
+    sys.stdout.write("ok\n"); sys.stdout.flush()
+"#,
+        seen = dir.join("seen").display().to_string()
+    );
+    let config = ServeConfig {
+        format: ServeFormat::Json,
+        ..ServeConfig::default()
+    };
+    let handler = python(&script, config);
+    let mut of_job = task("a");
+    of_job.attributes = BTreeMap::from([("k".to_string(), "v".to_string())]).into();
+    of_job.job = Some(forloop_core::job::JobItem::new("j", 4));
+    assert_eq!(handler.handle(of_job).await, TaskOutcome::success());
+    assert_eq!(handler.handle(task("b")).await, TaskOutcome::success());
+    assert_eq!(
+        lines(&dir.join("seen")),
+        [
+            r#"{"forloop-job": "j", "forloop-seq": "4", "k": "v"}"#,
+            "{}"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! attributes as its attributes, unchanged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use forloop_core::Message;
@@ -12,7 +13,7 @@ pub(crate) fn to_pubsub(message: &Message) -> PubsubMessage {
     PubsubMessage {
         data: message.payload.to_vec(),
         attributes: message
-            .attributes
+            .wire_attributes()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
@@ -20,14 +21,19 @@ pub(crate) fn to_pubsub(message: &Message) -> PubsubMessage {
     }
 }
 
-/// The item a received message carries, and its id.
-pub(crate) fn from_pubsub(message: PubsubMessage) -> (Message, String) {
+/// The item a received message carries (its job's name shared with
+/// `known`, [`Message::from_wire`]), and its id.
+pub(crate) fn from_pubsub(
+    message: PubsubMessage,
+    known: &mut Option<Arc<str>>,
+) -> (Message, String) {
     let id = message.message_id.clone();
     (
-        Message {
-            payload: Bytes::from(message.data),
-            attributes: message.attributes.into_iter().collect::<BTreeMap<_, _>>(),
-        },
+        Message::from_wire(
+            Bytes::from(message.data),
+            message.attributes.into_iter().collect::<BTreeMap<_, _>>(),
+            known,
+        ),
         id,
     )
 }
@@ -41,6 +47,18 @@ mod tests {
         let item = Message::new(b"a\x00b".to_vec()).with_attribute("k", "v");
         let mut sent = to_pubsub(&item);
         sent.message_id = "9".to_string();
-        assert_eq!(from_pubsub(sent), (item, "9".to_string()));
+        assert_eq!(from_pubsub(sent, &mut None), (item, "9".to_string()));
+    }
+
+    #[test]
+    fn a_job_travels_as_its_two_attributes() {
+        let item = Message::new("x")
+            .with_attribute("k", "v")
+            .with_job(forloop_core::job::JobItem::new("j", 3));
+        let sent = to_pubsub(&item);
+        let mut keys: Vec<&str> = sent.attributes.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["forloop-job", "forloop-seq", "k"]);
+        assert_eq!(from_pubsub(sent, &mut None).0, item);
     }
 }

@@ -36,10 +36,11 @@ impl DeadQueue for DeadPlace<'_> {
             .queue
             .pull_raw(&self.subscription, max, Duration::from_secs(2))
             .await?;
+        let mut known_job = None;
         Ok(received
             .into_iter()
             .filter_map(|received| {
-                let (message, id) = from_pubsub(received.message?);
+                let (message, id) = from_pubsub(received.message?, &mut known_job);
                 Some(ReceivedDead {
                     handle: received.ack_id,
                     id: Arc::from(id),

@@ -331,16 +331,18 @@ impl WorkQueue for PubsubQueue {
         // a long poll can be long after `sent`: count from the answer, less
         // a margin for the trip back.
         let deadline = Instant::now() + self.ack_deadline - LEASE_MARGIN;
+        let mut known_job = None;
         let deliveries: Vec<Delivery> = received
             .into_iter()
             .filter_map(|received| {
-                let (mut message, id) = from_pubsub(received.message?);
+                let (mut message, id) = from_pubsub(received.message?, &mut known_job);
                 let carried = Carried::take(&mut message.attributes);
                 let counted = u32::try_from(received.delivery_attempt).unwrap_or(0).max(1);
                 Some(Delivery {
                     id: carried.id.clone().unwrap_or_else(|| Arc::from(id)),
                     payload: message.payload,
                     attributes: message.attributes.into(),
+                    job: message.job,
                     token: LeaseToken::new(received.ack_id),
                     attempt: carried.attempt(counted),
                     deadline,

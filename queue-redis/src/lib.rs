@@ -127,6 +127,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use forloop_core::job::JobItem;
 use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
@@ -528,7 +529,7 @@ impl WorkQueue for RedisQueue {
                 inv.arg(n);
                 for message in &batch {
                     inv.arg(&message.payload[..])
-                        .arg(encode_attributes(&message.attributes));
+                        .arg(encode_attributes(&message.wire_attributes()));
                 }
             })
             .await?;
@@ -566,15 +567,19 @@ impl WorkQueue for RedisQueue {
             // The server starts the lease at its `now`; counting from when the
             // request left is never later than that.
             let deadline = sent + self.config.lease;
+            let mut known_job = None;
             let deliveries: Vec<Delivery> = reply[2..]
                 .chunks_exact(3)
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
+                    let mut attributes = decode_attributes(&as_bytes(&chunk[2]));
+                    let job = JobItem::take_from(&mut attributes, &mut known_job);
                     Some(Delivery {
                         id: Arc::from(id),
                         payload: as_bytes(&chunk[1]),
-                        attributes: decode_attributes(&as_bytes(&chunk[2])).into(),
+                        attributes: attributes.into(),
+                        job,
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                         token: LeaseToken::new(lease),
                         deadline,
@@ -670,6 +675,7 @@ impl WorkQueue for RedisQueue {
                 inv.arg(limit.max(1));
             })
             .await?;
+        let mut known_job = None;
         Ok(reply
             .chunks_exact(5)
             .map(|chunk| DeadLetter {
@@ -678,10 +684,11 @@ impl WorkQueue for RedisQueue {
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(0),
                 reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
-                message: Message {
-                    payload: as_bytes(&chunk[3]),
-                    attributes: decode_attributes(&as_bytes(&chunk[4])),
-                },
+                message: Message::from_wire(
+                    as_bytes(&chunk[3]),
+                    decode_attributes(&as_bytes(&chunk[4])),
+                    &mut known_job,
+                ),
             })
             .take(limit)
             .collect())

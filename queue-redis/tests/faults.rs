@@ -324,13 +324,7 @@ fn receipt(seq: u64, state: Settled) -> Receipt {
 }
 
 fn job_message(payload: &str, seq: u64) -> Message {
-    let mut message = Message::new(payload.to_string());
-    JobItem {
-        job: "j".into(),
-        seq,
-    }
-    .stamp(&mut message.attributes);
-    message
+    Message::new(payload.to_string()).with_job(JobItem::new("j", seq))
 }
 
 /// Issue 12: an item the backend buries by itself gets a dead receipt that

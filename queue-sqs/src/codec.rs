@@ -3,6 +3,7 @@
 //! [`ENCODING_ATTRIBUTE`]; attributes as `String` message attributes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
@@ -27,7 +28,7 @@ pub(crate) fn is_sqs_text(text: &str) -> bool {
 
 /// The body and attributes a message travels as.
 pub(crate) fn encode(message: &Message) -> Outgoing {
-    let mut attributes = message.attributes.clone();
+    let mut attributes = message.wire_attributes().into_owned();
     let body = match std::str::from_utf8(&message.payload) {
         Ok(text) if is_sqs_text(text) && !text.is_empty() => text.to_string(),
         // SQS refuses an empty body.
@@ -74,8 +75,13 @@ pub(crate) fn entry(
         .map_err(|e| invalid(format!("message {id}: {e}")))
 }
 
-/// The item a body and its attributes carry.
-pub(crate) fn decode(body: &str, mut attributes: BTreeMap<String, String>) -> Message {
+/// The item a body and its attributes carry (its job's name shared with
+/// `known`, [`Message::from_wire`]).
+pub(crate) fn decode(
+    body: &str,
+    mut attributes: BTreeMap<String, String>,
+    known: &mut Option<Arc<str>>,
+) -> Message {
     let payload = match attributes.remove(ENCODING_ATTRIBUTE).as_deref() {
         Some("empty") => Bytes::new(),
         Some("base64") => aws_smithy_types::base64::decode(body)
@@ -83,14 +89,14 @@ pub(crate) fn decode(body: &str, mut attributes: BTreeMap<String, String>) -> Me
             .unwrap_or_else(|_| Bytes::copy_from_slice(body.as_bytes())),
         _ => Bytes::copy_from_slice(body.as_bytes()),
     };
-    Message {
-        payload,
-        attributes,
-    }
+    Message::from_wire(payload, attributes, known)
 }
 
 /// The item a received message carries.
-pub(crate) fn message_of(received: &aws_sdk_sqs::types::Message) -> Message {
+pub(crate) fn message_of(
+    received: &aws_sdk_sqs::types::Message,
+    known: &mut Option<Arc<str>>,
+) -> Message {
     let attributes = received
         .message_attributes()
         .map(|map| {
@@ -99,7 +105,7 @@ pub(crate) fn message_of(received: &aws_sdk_sqs::types::Message) -> Message {
                 .collect()
         })
         .unwrap_or_default();
-    decode(received.body().unwrap_or_default(), attributes)
+    decode(received.body().unwrap_or_default(), attributes, known)
 }
 
 /// The delivery attempt: SQS's receive count.
@@ -142,9 +148,20 @@ mod tests {
             attributes.get(ENCODING_ATTRIBUTE).map(String::as_str),
             Some("base64")
         );
-        assert_eq!(decode(&body, attributes), binary);
+        assert_eq!(decode(&body, attributes, &mut None), binary);
         let (body, attributes) = encode(&Message::new(""));
-        assert_eq!(decode(&body, attributes), Message::new(""));
+        assert_eq!(decode(&body, attributes, &mut None), Message::new(""));
+    }
+
+    #[test]
+    fn a_job_travels_as_its_two_attributes() {
+        let item = Message::new("x")
+            .with_attribute("k", "v")
+            .with_job(forloop_core::job::JobItem::new("j", 3));
+        let (body, attributes) = encode(&item);
+        let keys: Vec<&str> = attributes.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["forloop-job", "forloop-seq", "k"]);
+        assert_eq!(decode(&body, attributes, &mut None), item);
     }
 
     #[test]

@@ -30,13 +30,14 @@ impl DeadQueue for DeadPlace<'_> {
             .queue
             .receive(self.url, max.min(SQS_BATCH), Duration::from_secs(1), hold)
             .await?;
+        let mut known_job = None;
         Ok(received
             .iter()
             .filter_map(|m| {
                 Some(ReceivedDead {
                     handle: m.receipt_handle()?.to_string(),
                     id: Arc::from(m.message_id().unwrap_or_default()),
-                    message: message_of(m),
+                    message: message_of(m, &mut known_job),
                 })
             })
             .collect())

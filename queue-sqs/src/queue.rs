@@ -320,10 +320,11 @@ impl WorkQueue for SqsQueue {
         };
         let deadline = sent + self.lease;
         let mut past_max = Vec::new();
+        let mut known_job = None;
         let deliveries: Vec<Delivery> = received
             .into_iter()
             .filter_map(|m| {
-                let mut message = message_of(&m);
+                let mut message = message_of(&m, &mut known_job);
                 let carried = Carried::take(&mut message.attributes);
                 let delivery = Delivery {
                     id: carried
@@ -332,6 +333,7 @@ impl WorkQueue for SqsQueue {
                         .unwrap_or_else(|| Arc::from(m.message_id().unwrap_or_default())),
                     payload: message.payload,
                     attributes: message.attributes.into(),
+                    job: message.job,
                     token: LeaseToken::new(m.receipt_handle()?),
                     attempt: carried.attempt(receive_count(&m)),
                     deadline,

@@ -182,6 +182,11 @@ pub fn poison_item_is_dead_lettered_and_named(
     let line: serde_json::Value = serde_json::from_slice(&list.stdout).expect("one JSON line");
     assert_eq!(line["item"], "poison pill");
     assert_eq!(line["attempts"], 3);
+    // An item of the run's job shows its job and seq among its attributes,
+    // and its last exit code from the job's receipt.
+    assert!(line["attributes"]["forloop-job"].is_string(), "{line}");
+    assert_eq!(line["attributes"]["forloop-seq"], "20", "{line}");
+    assert_eq!(line["exit_code"], 3, "{line}");
     assert!(
         line["reason"]
             .as_str()

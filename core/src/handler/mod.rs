@@ -34,8 +34,11 @@ pub struct Task {
     pub id: crate::MessageId,
     /// The item.
     pub payload: Bytes,
-    /// Attributes published with the item.
+    /// Attributes published with the item (its own: the job is
+    /// [`Task::job`]).
     pub attributes: std::sync::Arc<BTreeMap<String, String>>,
+    /// The job the item belongs to and its sequence number there.
+    pub job: Option<crate::job::JobItem>,
     /// 1 on the first attempt.
     pub attempt: u32,
 }

@@ -179,12 +179,7 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
         .begin(&Manifest::new("job-e", 1, "d"))
         .await
         .expect("begin");
-    let mut message = Message::new("doomed");
-    JobItem {
-        job: "job-e".into(),
-        seq: 0,
-    }
-    .stamp(&mut message.attributes);
+    let message = Message::new("doomed").with_job(JobItem::new("job-e", 0));
     queue.publish(vec![message]).await.expect("publish");
     ledger
         .submitted("job-e", &SeqSet::first(1))
@@ -280,15 +275,7 @@ pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
         .await
         .expect("begin");
     let messages = (0..2)
-        .map(|seq| {
-            let mut message = Message::new(format!("item {seq}"));
-            JobItem {
-                job: "job-f".into(),
-                seq,
-            }
-            .stamp(&mut message.attributes);
-            message
-        })
+        .map(|seq| Message::new(format!("item {seq}")).with_job(JobItem::new("job-f", seq)))
         .collect();
     queue.publish(messages).await.expect("publish");
     let mut held = Vec::new();
@@ -305,7 +292,7 @@ pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
     let receipts: Vec<Receipt> = held
         .iter()
         .map(|d| {
-            let item = JobItem::of(&d.attributes).expect("a job's item");
+            let item = d.job.clone().expect("a job's item");
             let mut r = receipt(&item.job, item.seq, Settled::Done);
             r.item = d.payload.clone();
             r
@@ -398,15 +385,7 @@ pub async fn ledger_cost(
         .await
         .expect("begin");
     let messages: Vec<Message> = (0..items)
-        .map(|seq| {
-            let mut message = Message::new(format!("item {seq}"));
-            JobItem {
-                job: "cost".into(),
-                seq,
-            }
-            .stamp(&mut message.attributes);
-            message
-        })
+        .map(|seq| Message::new(format!("item {seq}")).with_job(JobItem::new("cost", seq)))
         .collect();
     let max_batch = queues[0].capabilities().max_batch.min(100);
     for chunk in messages.chunks(max_batch) {
@@ -438,7 +417,7 @@ pub async fn ledger_cost(
                 }
                 let receipts: Vec<Receipt> = held
                     .iter()
-                    .filter_map(|d| JobItem::of(&d.attributes))
+                    .filter_map(|d| d.job.clone())
                     .map(|item| {
                         let mut r = receipt(&item.job, item.seq, Settled::Done);
                         r.stderr_tail = None;

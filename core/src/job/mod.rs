@@ -152,18 +152,12 @@ pub const STDERR_TAIL: usize = 4096;
 
 impl Receipt {
     /// The receipt a backend writes when it dead-letters an item of a job by
-    /// itself (its lease lapsed on the last attempt): what the item's
-    /// attributes say, with no exit code or stderr.
-    pub fn lapsed(
-        attributes: &BTreeMap<String, String>,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Option<Receipt> {
-        let item = JobItem::of(attributes)?;
-        Some(Receipt {
-            job: item.job,
-            seq: item.seq,
+    /// itself (its lease lapsed on the last attempt): the item's job and
+    /// payload, with no exit code or stderr.
+    pub fn lapsed(job: &JobItem, payload: &[u8], attempt: u32, reason: &str) -> Receipt {
+        Receipt {
+            job: Arc::clone(&job.job),
+            seq: job.seq,
             state: Settled::Dead,
             attempt,
             exit_code: None,
@@ -175,7 +169,7 @@ impl Receipt {
             reason: Some(reason.to_string()),
             stderr_tail: None,
             at: unix_millis(),
-        })
+        }
     }
 
     /// The item as text (invalid UTF-8 replaced).
@@ -192,7 +186,14 @@ fn item_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D
     String::deserialize(deserializer).map(Bytes::from)
 }
 
-/// An item's place in its job, read from its attributes.
+/// An item's place in its job: [`crate::Message::job`] and
+/// [`crate::Delivery::job`].
+///
+/// On the wire (a backend's message attributes) it travels as the two
+/// attributes [`JOB_ATTRIBUTE`] and [`SEQ_ATTRIBUTE`]: a driver writes them
+/// with [`crate::Message::wire_attributes`] and takes them back off with
+/// [`JobItem::take_from`] (or [`crate::Message::from_wire`]), so that
+/// attributes hold only an item's own everywhere else.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobItem {
     /// The job.
@@ -202,31 +203,57 @@ pub struct JobItem {
 }
 
 impl JobItem {
-    /// The job and sequence number in `attributes`, if the item has both.
-    pub fn of(attributes: &BTreeMap<String, String>) -> Option<JobItem> {
-        Self::of_known(attributes, &mut None)
+    /// An item of `job` at `seq`.
+    pub fn new(job: impl Into<Arc<str>>, seq: u64) -> Self {
+        Self {
+            job: job.into(),
+            seq,
+        }
     }
 
-    /// As [`JobItem::of`], sharing the name in `known` when the item's job
-    /// is that one (a worker's items mostly are), else keeping the new name
-    /// there: no allocation per item.
-    pub fn of_known(
-        attributes: &BTreeMap<String, String>,
+    /// Take the job and sequence number out of attributes read off the
+    /// wire, if the item has both and the sequence number reads: the two
+    /// attributes are removed. A malformed pair (one of the two missing, a
+    /// sequence number that is no number) is left in `attributes` and the
+    /// item has no job. The name is shared with `known` when it is that
+    /// one (a pull's items mostly are of one job), else kept there: one
+    /// allocation per job, not per item.
+    pub fn take_from(
+        attributes: &mut BTreeMap<String, String>,
         known: &mut Option<Arc<str>>,
     ) -> Option<JobItem> {
-        let name = attributes.get(JOB_ATTRIBUTE)?;
         let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
+        let name = attributes.get(JOB_ATTRIBUTE)?;
         let job = match known {
             Some(job) if **job == **name => Arc::clone(job),
             _ => known.insert(Arc::from(name.as_str())).clone(),
         };
+        attributes.remove(JOB_ATTRIBUTE);
+        attributes.remove(SEQ_ATTRIBUTE);
         Some(JobItem { job, seq })
     }
 
-    /// Stamp `attributes` with this job and sequence number.
+    /// Write this job and sequence number into `attributes`, as they travel
+    /// on the wire.
     pub fn stamp(&self, attributes: &mut BTreeMap<String, String>) {
         attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.to_string());
         attributes.insert(SEQ_ATTRIBUTE.to_string(), self.seq.to_string());
+    }
+}
+
+/// `attributes` as they travel on the wire for an item of `job`: with the
+/// job's two attributes when it has one (a copy), else as they are.
+pub fn wire_attributes<'a>(
+    job: Option<&JobItem>,
+    attributes: &'a BTreeMap<String, String>,
+) -> Cow<'a, BTreeMap<String, String>> {
+    match job {
+        Some(job) => {
+            let mut stamped = attributes.clone();
+            job.stamp(&mut stamped);
+            Cow::Owned(stamped)
+        }
+        None => Cow::Borrowed(attributes),
     }
 }
 
@@ -315,5 +342,57 @@ mod tests {
         assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
         let back: Receipt = serde_json::from_str(&json).unwrap();
         assert_eq!(back, receipt);
+    }
+
+    fn attributes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_job_comes_off_the_wire_attributes_and_goes_back_on() {
+        let mut known = None;
+        let mut wire = attributes(&[("k", "v"), (JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "7")]);
+        let job = JobItem::take_from(&mut wire, &mut known).expect("a job");
+        assert_eq!(job, JobItem::new("j", 7));
+        assert_eq!(
+            wire,
+            attributes(&[("k", "v")]),
+            "the job's keys are taken off"
+        );
+
+        let mut again = attributes(&[(JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "8")]);
+        let second = JobItem::take_from(&mut again, &mut known).expect("a job");
+        assert!(Arc::ptr_eq(&job.job, &second.job), "one name per job");
+
+        let message = crate::Message::new("x")
+            .with_attribute("k", "v")
+            .with_job(job.clone());
+        assert_eq!(message.attributes, attributes(&[("k", "v")]));
+        let on_wire = message.wire_attributes();
+        assert_eq!(
+            *on_wire,
+            attributes(&[("k", "v"), (JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "7")])
+        );
+        let back = crate::Message::from_wire("x", on_wire.into_owned(), &mut None);
+        assert_eq!(back, message);
+        let plain = crate::Message::new("y").with_attribute("k", "v");
+        assert!(matches!(plain.wire_attributes(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_malformed_job_stays_in_the_attributes() {
+        for pairs in [
+            &[(JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "seven")][..],
+            &[(JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "-1")][..],
+            &[(JOB_ATTRIBUTE, "j")][..],
+            &[(SEQ_ATTRIBUTE, "3")][..],
+        ] {
+            let mut wire = attributes(pairs);
+            assert_eq!(JobItem::take_from(&mut wire, &mut None), None, "{pairs:?}");
+            assert_eq!(wire, attributes(pairs), "left as they were");
+        }
     }
 }

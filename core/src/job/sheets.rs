@@ -505,12 +505,13 @@ impl SheetLedger {
             Ok(letters) => letters
                 .iter()
                 .filter_map(|letter| {
-                    Receipt::lapsed(
-                        &letter.message.attributes,
+                    let job = letter.message.job.as_ref()?;
+                    Some(Receipt::lapsed(
+                        job,
                         &letter.message.payload,
                         letter.attempts,
                         &letter.reason,
-                    )
+                    ))
                 })
                 .filter(|receipt| wanted(&receipt.job))
                 .collect(),

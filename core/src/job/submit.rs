@@ -222,13 +222,11 @@ pub async fn submit_job(
         let batch: Vec<Message> = seqs
             .iter()
             .map(|&seq| {
-                let mut message = slots[seq as usize].take().expect("each seq once");
-                JobItem {
+                let message = slots[seq as usize].take().expect("each seq once");
+                message.with_job(JobItem {
                     job: Arc::clone(&name),
                     seq,
-                }
-                .stamp(&mut message.attributes);
-                message
+                })
             })
             .collect();
         let batch_seqs: SeqSet = seqs.iter().copied().collect();

@@ -17,7 +17,7 @@ use crate::{Delivery, LeaseToken, Message, MessageId};
 pub struct HeldDelivery {
     /// The item's id.
     pub id: MessageId,
-    /// The item and its attributes.
+    /// The item, its attributes and its job.
     pub message: Message,
     /// Its delivery attempt.
     pub attempt: u32,
@@ -68,6 +68,7 @@ impl HeldDeliveries {
                     message: Message {
                         payload: delivery.payload.clone(),
                         attributes: (*delivery.attributes).clone(),
+                        job: delivery.job.clone(),
                     },
                     attempt: delivery.attempt,
                     received,
@@ -216,6 +217,7 @@ mod tests {
             id: MessageId::from(format!("id-{token}")),
             payload: "item".into(),
             attributes: BTreeMap::from([("k".to_string(), "v".to_string())]).into(),
+            job: Some(crate::job::JobItem::new("j", 4)),
             token: LeaseToken::new(token),
             attempt,
             deadline: Instant::now(),
@@ -239,6 +241,11 @@ mod tests {
         assert_eq!(attributes[REASON_ATTRIBUTE], "exit 1");
         assert_eq!(attributes[ATTEMPTS_ATTRIBUTE], "3");
         assert_eq!(attributes["k"], "v");
+        assert_eq!(
+            letters.messages[0].job,
+            Some(crate::job::JobItem::new("j", 4)),
+            "a dead letter keeps its job"
+        );
         assert_eq!(letters.settled, [("a".to_string(), tokens[0].clone())]);
         assert_eq!(letters.lost, [tokens[2].clone(), tokens[1].clone()]);
         assert_eq!(held.len(), 2, "letters forget nothing by themselves");

@@ -22,7 +22,7 @@ use super::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, WorkQueue, check_payload_sizes,
 };
-use crate::job::{Ledger, MemoryLedger, Receipt};
+use crate::job::{JobItem, Ledger, MemoryLedger, Receipt};
 use crate::{QueueError, QueueErrorKind};
 
 /// Live items by id. Ids are handed out in sequence and items mostly finish
@@ -83,6 +83,8 @@ struct Item {
     payload: Bytes,
     /// Shared with every delivery: a pull copies no attribute.
     attributes: Arc<BTreeMap<String, String>>,
+    /// Its job, kept as is: no attribute text.
+    job: Option<JobItem>,
     /// Deliveries so far; with the id, what a lease token names.
     attempts: u32,
     /// Deliveries handed back with `release`, which cost no attempt.
@@ -100,6 +102,7 @@ impl Item {
             } else {
                 Arc::new(message.attributes)
             },
+            job: message.job,
             attempts: 0,
             free: 0,
             state: State::Ready,
@@ -110,6 +113,7 @@ impl Item {
         Message {
             payload: self.payload,
             attributes: Arc::unwrap_or_clone(self.attributes),
+            job: self.job,
         }
     }
 
@@ -136,6 +140,10 @@ struct Inner {
     /// Shared by every item published without attributes, so those cost
     /// no allocation.
     no_attributes: Arc<BTreeMap<String, String>>,
+    /// The last job name read off an item's attributes (another program
+    /// may publish a job's items with the wire attributes), shared by the
+    /// items of that job.
+    known_job: Option<Arc<str>>,
     next_id: u64,
     leased: u64,
     delayed: u64,
@@ -325,8 +333,10 @@ impl Inner {
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
             let attempts = item.charged();
-            let receipt = Receipt::lapsed(&item.attributes, &item.payload, attempts, &reason);
-            self.ledger.record_now(receipt.as_slice());
+            if let Some(job) = &item.job {
+                let receipt = Receipt::lapsed(job, &item.payload, attempts, &reason);
+                self.ledger.record_now(std::slice::from_ref(&receipt));
+            }
             self.dead.push(DeadLetter {
                 id: Arc::clone(&item.id),
                 message: item.into_message(),
@@ -383,6 +393,7 @@ impl MemoryQueue {
                 id: Arc::clone(&item.id),
                 payload: item.payload.clone(),
                 attributes: Arc::clone(&item.attributes),
+                job: item.job.clone(),
                 token: token(id, attempt),
                 attempt: item.charged(),
                 deadline,
@@ -448,7 +459,13 @@ impl WorkQueue for MemoryQueue {
             let (mut inner, _) = self.lock();
             let mut ids = Vec::with_capacity(batch.len());
             inner.items.reserve(batch.len());
-            for message in batch {
+            for mut message in batch {
+                if !message.attributes.is_empty() {
+                    // A job written as attributes, as on any other backend,
+                    // becomes the item's job (the field, where set, wins).
+                    let stamped = JobItem::take_from(&mut message.attributes, &mut inner.known_job);
+                    message.job = message.job.or(stamped);
+                }
                 let id = inner.next_id;
                 inner.next_id += 1;
                 let message_id: MessageId = Arc::from(id.to_string());

@@ -24,6 +24,7 @@
 
 mod memory;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -34,25 +35,31 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
-use crate::job::{Ledger, Receipt};
+use crate::job::{JobItem, Ledger, Receipt};
 
 pub use memory::MemoryQueue;
 
-/// An item to publish: the payload bytes and optional string attributes.
+/// An item to publish: the payload bytes, optional string attributes and
+/// the item's place in a job, if it has one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// The item itself.
     pub payload: Bytes,
-    /// Key/value metadata that travels with the item.
+    /// Key/value metadata that travels with the item: the item's own, never
+    /// the job's ([`Message::job`]).
     pub attributes: BTreeMap<String, String>,
+    /// The job the item belongs to and its sequence number there. On the
+    /// wire it travels as two attributes ([`Message::wire_attributes`]).
+    pub job: Option<JobItem>,
 }
 
 impl Message {
-    /// A message with `payload` and no attributes.
+    /// A message with `payload`, no attributes and no job.
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Self {
             payload: payload.into(),
             attributes: BTreeMap::new(),
+            job: None,
         }
     }
 
@@ -60,6 +67,37 @@ impl Message {
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.insert(key.into(), value.into());
         self
+    }
+
+    /// Make it an item of a job.
+    pub fn with_job(mut self, job: JobItem) -> Self {
+        self.job = Some(job);
+        self
+    }
+
+    /// The attributes as a backend carries them: the item's own plus, for an
+    /// item of a job, [`crate::job::JOB_ATTRIBUTE`] and
+    /// [`crate::job::SEQ_ATTRIBUTE`] (a copy only then). What a driver that
+    /// stores attributes writes.
+    pub fn wire_attributes(&self) -> Cow<'_, BTreeMap<String, String>> {
+        crate::job::wire_attributes(self.job.as_ref(), &self.attributes)
+    }
+
+    /// The message a backend's payload and attributes carry: a job in the
+    /// attributes moves to [`Message::job`] ([`JobItem::take_from`], which
+    /// shares the job's name with `known`). What a driver that stores
+    /// attributes reads.
+    pub fn from_wire(
+        payload: impl Into<Bytes>,
+        mut attributes: BTreeMap<String, String>,
+        known: &mut Option<Arc<str>>,
+    ) -> Self {
+        let job = JobItem::take_from(&mut attributes, known);
+        Self {
+            payload: payload.into(),
+            attributes,
+            job,
+        }
     }
 }
 
@@ -122,8 +160,11 @@ pub struct Delivery {
     /// The item.
     pub payload: Bytes,
     /// Attributes published with the item: shared, so that handing them
-    /// on (to the handler, to a dead letter) copies nothing.
+    /// on (to the handler, to a dead letter) copies nothing. The item's own
+    /// only: its job is [`Delivery::job`].
     pub attributes: Arc<BTreeMap<String, String>>,
+    /// The job the item belongs to and its sequence number there.
+    pub job: Option<JobItem>,
     /// The lease: ack, nack or extend with it.
     pub token: LeaseToken,
     /// 1 on the first delivery, then one more on each redelivery.
@@ -145,7 +186,7 @@ pub struct LeaseReport {
 pub struct DeadLetter {
     /// The item's id.
     pub id: MessageId,
-    /// The item and its attributes.
+    /// The item, its attributes and its job.
     pub message: Message,
     /// How many times it was delivered.
     pub attempts: u32,

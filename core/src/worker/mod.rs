@@ -350,8 +350,6 @@ impl Worker {
         let mut grace_end: Option<Instant> = None;
         let mut interrupted = 0usize;
         let mut fatal: Option<QueueError> = None;
-        // The job name last seen, shared by the receipts of its items.
-        let mut known_job: Option<Arc<str>> = None;
         // Made once: a fresh cancellation future per loop turn costs more
         // than the rest of a no-op item.
         let stopped = shutdown.stop.cancelled();
@@ -510,7 +508,7 @@ impl Worker {
                             } else {
                                 let now = Instant::now();
                                 for delivery in deliveries {
-                                    if !self.start(&mut tasks, &mut keeper, delivery, now, &mut known_job) {
+                                    if !self.start(&mut tasks, &mut keeper, delivery, now) {
                                         drain.foreign_item();
                                     }
                                 }
@@ -585,13 +583,9 @@ impl Worker {
         keeper: &mut LeaseKeeper,
         delivery: Delivery,
         now: Instant,
-        known_job: &mut Option<Arc<str>>,
     ) -> bool {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
-        let job = self
-            .ledger
-            .as_ref()
-            .and_then(|_| JobItem::of_known(&delivery.attributes, known_job));
+        let job = self.ledger.as_ref().and(delivery.job.clone());
         let of_job = job.is_some();
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
@@ -608,6 +602,7 @@ impl Worker {
                     id: delivery.id.clone(),
                     payload: delivery.payload.clone(),
                     attributes: delivery.attributes,
+                    job: delivery.job,
                     attempt: delivery.attempt,
                 };
                 let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use forloop_core::job::{JobItem, Receipt};
+use forloop_core::job::Receipt;
 use forloop_core::{DeadLetter, WorkQueue};
 
 use super::Context;
@@ -20,8 +20,11 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
             let receipts = last_attempts(&*queue, &letters).await;
             for letter in &letters {
                 let item = String::from_utf8_lossy(&letter.message.payload);
-                let receipt = JobItem::of(&letter.message.attributes)
-                    .and_then(|i| receipts.get(&(i.job, i.seq)));
+                let receipt = letter
+                    .message
+                    .job
+                    .as_ref()
+                    .and_then(|i| receipts.get(&(i.job.clone(), i.seq)));
                 let exit_code = receipt.and_then(|r| r.exit_code);
                 let stderr_tail = receipt.and_then(|r| r.stderr_tail.as_deref());
                 if json {
@@ -32,7 +35,8 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
                             "item": item,
                             "attempts": letter.attempts,
                             "reason": letter.reason,
-                            "attributes": letter.message.attributes,
+                            // As published: a job's item shows its job and seq.
+                            "attributes": letter.message.wire_attributes(),
                             "exit_code": exit_code,
                             "stderr_tail": stderr_tail,
                         })
@@ -81,7 +85,7 @@ async fn last_attempts(
     };
     let mut jobs: Vec<std::sync::Arc<str>> = letters
         .iter()
-        .filter_map(|l| JobItem::of(&l.message.attributes).map(|i| i.job))
+        .filter_map(|l| l.message.job.as_ref().map(|i| i.job.clone()))
         .collect();
     jobs.sort();
     jobs.dedup();

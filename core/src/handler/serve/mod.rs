@@ -302,7 +302,8 @@ impl ServeHandler {
                     "item": item,
                     "id": &*task.id,
                     "attempt": task.attempt,
-                    "attributes": task.attributes,
+                    // As published: a job's item shows its job and seq.
+                    "attributes": crate::job::wire_attributes(task.job.as_ref(), &task.attributes),
                 }))
                 .expect("JSON of strings and numbers")
             }

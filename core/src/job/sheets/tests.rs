@@ -214,12 +214,7 @@ async fn items_the_backend_dead_letters_are_counted_and_kept() {
     let siblings = Siblings::new();
     let ledger = siblings.ledger();
     ledger.begin(&Manifest::new("j", 2, "d")).await.unwrap();
-    let mut first = Message::new("a");
-    JobItem {
-        job: "j".into(),
-        seq: 0,
-    }
-    .stamp(&mut first.attributes);
+    let first = Message::new("a").with_job(JobItem::new("j", 0));
     siblings.main.publish(vec![first]).await.unwrap();
     ledger
         .record(&[receipt("j", 1, Settled::Done)])
