@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Book, Manifest, Receipt, SeqSet, Settled};
@@ -139,7 +140,66 @@ struct MemoryState {
     book: Book,
     /// By job, then by seq: items mostly settle near their input order,
     /// so a dense vector beats a map keyed by (job, seq) per item.
-    receipts: std::collections::HashMap<String, Vec<Option<Receipt>>>,
+    receipts: std::collections::HashMap<String, Slots>,
+}
+
+/// One job's kept receipts, by seq.
+#[derive(Debug)]
+struct Slots {
+    job: Arc<str>,
+    slots: Vec<Option<Kept>>,
+}
+
+/// A receipt as the memory ledger keeps it: job and seq are its slot's
+/// place, and what only some attempts have (a reason, a stderr tail) is
+/// boxed, so a slot is about half a [`Receipt`] (at a million items ~90
+/// MB rather than ~150 MB, the page faults of which were most of what a
+/// job cost the memory queue; docs/BENCHMARKS.md).
+#[derive(Debug, Clone)]
+struct Kept {
+    worker: Arc<str>,
+    item: Bytes,
+    at: u64,
+    seconds: f64,
+    exit_code: Option<i32>,
+    attempt: u32,
+    state: Settled,
+    /// The reason and the stderr tail, when there is either.
+    said: Option<Box<(Option<String>, Option<String>)>>,
+}
+
+impl Kept {
+    fn of(receipt: &Receipt) -> Self {
+        let said = (receipt.reason.is_some() || receipt.stderr_tail.is_some())
+            .then(|| Box::new((receipt.reason.clone(), receipt.stderr_tail.clone())));
+        Self {
+            worker: Arc::clone(&receipt.worker),
+            item: receipt.item.clone(),
+            at: receipt.at,
+            seconds: receipt.seconds,
+            exit_code: receipt.exit_code,
+            attempt: receipt.attempt,
+            state: receipt.state,
+            said,
+        }
+    }
+
+    fn receipt(&self, job: &Arc<str>, seq: u64) -> Receipt {
+        let (reason, stderr_tail) = self.said.as_deref().cloned().unwrap_or_default();
+        Receipt {
+            job: Arc::clone(job),
+            seq,
+            state: self.state,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            seconds: self.seconds,
+            worker: Arc::clone(&self.worker),
+            item: self.item.clone(),
+            reason,
+            stderr_tail,
+            at: self.at,
+        }
+    }
 }
 
 impl MemoryLedger {
@@ -174,9 +234,13 @@ impl MemoryLedger {
                 // Sized for the whole job at once: growing by doubling
                 // would copy every receipt kept so far.
                 let size = usize::try_from(total).unwrap_or(0).min(MAX_PRESIZED);
-                kept.insert(job.to_string(), Vec::with_capacity(size));
+                let slots = Slots {
+                    job: Arc::clone(&run[0].job),
+                    slots: Vec::with_capacity(size),
+                };
+                kept.insert(job.to_string(), slots);
             }
-            let slots = kept.get_mut(job).expect("just made");
+            let slots = &mut kept.get_mut(job).expect("just made").slots;
             for receipt in run {
                 let Some(seq) = (receipt.seq < total)
                     .then(|| usize::try_from(receipt.seq).ok())
@@ -188,8 +252,12 @@ impl MemoryLedger {
                     slots.resize(seq + 1, None);
                 }
                 let slot = &mut slots[seq];
-                if keeps(slot.as_ref(), receipt) {
-                    *slot = Some(receipt.clone());
+                let replaces = match slot {
+                    Some(kept) => kept.state == Settled::Dead && receipt.state == Settled::Done,
+                    None => true,
+                };
+                if replaces {
+                    *slot = Some(Kept::of(receipt));
                 }
             }
         }
@@ -241,7 +309,13 @@ impl Ledger for MemoryLedger {
         Ok(state
             .receipts
             .get(job)
-            .map(|slots| slots.iter().flatten().cloned().collect())
+            .map(|kept| {
+                let job = &kept.job;
+                (0u64..)
+                    .zip(&kept.slots)
+                    .filter_map(|(seq, slot)| slot.as_ref().map(|k| k.receipt(job, seq)))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
@@ -254,5 +328,40 @@ pub(crate) fn keep_receipt(
     let key = (receipt.job.clone(), receipt.seq);
     if keeps(receipts.get(&key), receipt) {
         receipts.insert(key, receipt.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_slot_is_much_smaller_than_a_receipt_and_gives_it_back_whole() {
+        // The memory ledger keeps one slot per item of a job: its size is
+        // what a million items cost in memory.
+        let (slot, whole) = (
+            std::mem::size_of::<Option<Kept>>(),
+            std::mem::size_of::<Option<Receipt>>(),
+        );
+        assert!(slot * 3 <= whole * 2, "{slot} bytes a slot against {whole}");
+        let mut receipt = Receipt {
+            job: "j".into(),
+            seq: 1,
+            state: Settled::Dead,
+            attempt: 3,
+            exit_code: Some(2),
+            seconds: 1.5,
+            worker: "w/0".into(),
+            item: Bytes::from_static(b"it"),
+            reason: Some("exit code 2".into()),
+            stderr_tail: Some("boom".into()),
+            at: 7,
+        };
+        let kept = Kept::of(&receipt);
+        assert_eq!(kept.receipt(&receipt.job, 1), receipt);
+        (receipt.reason, receipt.stderr_tail) = (None, None);
+        let kept = Kept::of(&receipt);
+        assert!(kept.said.is_none());
+        assert_eq!(kept.receipt(&receipt.job, 1), receipt);
     }
 }
