@@ -211,19 +211,26 @@ pub fn dead_requeue_then_purge(on: impl Fn() -> Command, after_requeue: impl FnO
 }
 
 /// What a `WARN` log line is about: its message without the time, the
-/// span before it, or the fields after it.
+/// span before it, the fields after it, or its numbers (so a spin whose
+/// counts change is still one kind).
 fn warning_kind(line: &str) -> String {
     let message = line.split_once("WARN ").map_or(line, |(_, rest)| rest);
     let message = message.split_once("}: ").map_or(message, |(_, rest)| rest);
-    message
+    let words: Vec<&str> = message
         .split_whitespace()
         .take_while(|word| !word.contains('='))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_string()
+        .collect();
+    let text = words.join(" ");
+    let text = text.split(':').next().unwrap_or_default();
+    let mut kind = String::new();
+    for c in text.chars() {
+        if !c.is_ascii_digit() {
+            kind.push(c);
+        } else if !kind.ends_with('#') {
+            kind.push('#');
+        }
+    }
+    kind
 }
 
 /// The items in `path`, one a line, written for `submit`.
@@ -575,4 +582,24 @@ pub fn server_comes_back_without_the_queue(
         text.contains(create_hint),
         "the worker must say its queue is gone and how to make it ({create_hint}): {text}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warning_kind;
+
+    #[test]
+    fn a_warnings_kind_ignores_time_span_fields_and_numbers() {
+        let a = "2026-12-03T07:58:31.72Z  WARN SqsQueue { address: sqs://q }: handing back 3 sheets failed (they come back): sqs visibility change failed";
+        let b = "2026-12-03T07:58:33.10Z  WARN SqsQueue { address: sqs://q }: handing back 12 sheets failed (they come back): other";
+        assert_eq!(warning_kind(a), warning_kind(b));
+        assert_eq!(
+            warning_kind("t  WARN could not extend leases error=timeout count=2"),
+            "could not extend leases"
+        );
+        assert_ne!(
+            warning_kind("t  WARN pull failed; retrying error=x"),
+            warning_kind("t  WARN ack failed; retrying error=x")
+        );
+    }
 }
