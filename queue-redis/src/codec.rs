@@ -1,6 +1,8 @@
 //! Items and replies as the Lua scripts speak them: attributes as one
-//! netstring-like blob, replies as Redis values.
+//! netstring-like blob, an item with attributes as one stored value (the
+//! envelope), replies as Redis values.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -17,6 +19,50 @@ pub(crate) fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8
         }
     }
     out
+}
+
+/// What starts a stored value that is an envelope: [`pack`].
+pub(crate) const ENVELOPE: &[u8] = b"\xff\x00FLA1";
+
+/// The value an item is stored as, in the `payload` hash: the payload
+/// itself when it has no attributes, else the envelope: [`ENVELOPE`], the
+/// encoded attributes' length, `:`, the attributes, the payload (also for
+/// a bare payload that happens to start like an envelope). One hash entry
+/// per item rather than one in `payload` and one in `attrs`: a job's items
+/// all carry attributes, and the second entry cost the server about as
+/// much as the job's receipt (docs/BENCHMARKS.md). `common.lua` opens it
+/// too (`open_value`).
+pub(crate) fn pack<'a>(payload: &'a [u8], attributes: &[u8]) -> Cow<'a, [u8]> {
+    if attributes.is_empty() && !payload.starts_with(ENVELOPE) {
+        return Cow::Borrowed(payload);
+    }
+    let length = attributes.len().to_string();
+    let mut out =
+        Vec::with_capacity(ENVELOPE.len() + length.len() + 1 + attributes.len() + payload.len());
+    out.extend_from_slice(ENVELOPE);
+    out.extend_from_slice(length.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(attributes);
+    out.extend_from_slice(payload);
+    Cow::Owned(out)
+}
+
+/// A stored value's payload and, for an envelope, its encoded attributes
+/// (`None`: a bare payload, whose attributes, from before envelopes, may be
+/// in the `attrs` hash). Shares `value`'s bytes.
+pub(crate) fn unpack(value: Bytes) -> (Bytes, Option<Bytes>) {
+    let Some(rest) = value.strip_prefix(ENVELOPE) else {
+        return (value, None);
+    };
+    let parsed = rest.iter().position(|&b| b == b':').and_then(|colon| {
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        let start = ENVELOPE.len() + colon + 1;
+        (start + len <= value.len()).then_some((start, start + len))
+    });
+    match parsed {
+        Some((start, end)) => (value.slice(end..), Some(value.slice(start..end))),
+        None => (value, None),
+    }
 }
 
 /// The attributes [`encode_attributes`] wrote.
@@ -74,6 +120,37 @@ pub(crate) fn as_i64(value: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_envelope_round_trips_and_a_bare_payload_stays_bare() {
+        let attributes = encode_attributes(
+            &[("forloop-job", "j"), ("k", "v:1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        for payload in [
+            &b"item 1"[..],
+            b"",
+            b"\xff\x00FLA1 looks like one",
+            b"12:ab",
+        ] {
+            let packed = pack(payload, &attributes).into_owned();
+            let (back, attrs) = unpack(Bytes::from(packed));
+            assert_eq!(
+                (&back[..], attrs.as_deref()),
+                (payload, Some(&attributes[..]))
+            );
+            let bare = pack(payload, b"").into_owned();
+            let (back, attrs) = unpack(Bytes::from(bare));
+            assert_eq!(&back[..], payload);
+            assert_eq!(attrs.is_some(), payload.starts_with(ENVELOPE));
+        }
+        assert!(matches!(pack(b"plain", b""), Cow::Borrowed(_)));
+        // A value from before envelopes, or a broken one, is a bare payload.
+        let (back, attrs) = unpack(Bytes::from_static(b"\xff\x00FLA1x:"));
+        assert_eq!((&back[..], attrs), (&b"\xff\x00FLA1x:"[..], None));
+    }
 
     #[test]
     fn attributes_round_trip_any_text() {

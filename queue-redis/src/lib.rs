@@ -19,7 +19,7 @@
 //! | `ready` | list | members waiting for a worker, FIFO |
 //! | `leased` | sorted set | lease `ID:ATTEMPT:NONCE` → deadline (ms, server clock) |
 //! | `delayed` | sorted set | member → when a nacked item is due again |
-//! | `payload`, `attrs` | hashes | id → the item, its encoded attributes |
+//! | `payload`, `attrs` | hashes | id → the item, enveloped with its attributes when it has any (`codec::pack`); `attrs`: id → attributes of items stored before envelopes |
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
 //! | `seq` | string | the id counter |
 //! | `wake` | list | markers that wake blocked pullers |
@@ -138,7 +138,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::time::Instant;
 
-use crate::codec::{as_bytes, as_i64, as_u64, decode_attributes, encode_attributes};
+use crate::codec::{as_bytes, as_i64, as_u64, decode_attributes, encode_attributes, pack, unpack};
 use crate::error::{error, malformed};
 
 macro_rules! script {
@@ -528,8 +528,8 @@ impl WorkQueue for RedisQueue {
             .run("publish", &self.link.scripts.publish, |inv| {
                 inv.arg(n);
                 for message in &batch {
-                    inv.arg(&message.payload[..])
-                        .arg(encode_attributes(&message.wire_attributes()));
+                    let attributes = encode_attributes(&message.wire_attributes());
+                    inv.arg(&*pack(&message.payload, &attributes));
                 }
             })
             .await?;
@@ -573,11 +573,13 @@ impl WorkQueue for RedisQueue {
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
-                    let mut attributes = decode_attributes(&as_bytes(&chunk[2]));
+                    let (payload, packed) = unpack(as_bytes(&chunk[1]));
+                    let stored = packed.unwrap_or_else(|| as_bytes(&chunk[2]));
+                    let mut attributes = decode_attributes(&stored);
                     let job = JobItem::take_from(&mut attributes, &mut known_job);
                     Some(Delivery {
                         id: Arc::from(id),
-                        payload: as_bytes(&chunk[1]),
+                        payload,
                         attributes: attributes.into(),
                         job,
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
@@ -678,17 +680,21 @@ impl WorkQueue for RedisQueue {
         let mut known_job = None;
         Ok(reply
             .chunks_exact(5)
-            .map(|chunk| DeadLetter {
-                id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
-                attempts: as_u64(&chunk[1])
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(0),
-                reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
-                message: Message::from_wire(
-                    as_bytes(&chunk[3]),
-                    decode_attributes(&as_bytes(&chunk[4])),
-                    &mut known_job,
-                ),
+            .map(|chunk| {
+                let (payload, packed) = unpack(as_bytes(&chunk[3]));
+                let stored = packed.unwrap_or_else(|| as_bytes(&chunk[4]));
+                DeadLetter {
+                    id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
+                    attempts: as_u64(&chunk[1])
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
+                    message: Message::from_wire(
+                        payload,
+                        decode_attributes(&stored),
+                        &mut known_job,
+                    ),
+                }
             })
             .take(limit)
             .collect())

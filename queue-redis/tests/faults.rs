@@ -307,6 +307,56 @@ async fn far_apart_and_repeated_seqs_in_one_call_count_once() {
     assert_eq!(seqs, [5, 6, 7, 150_000]);
 }
 
+/// An item stored before envelopes (its attributes in the `attrs` hash)
+/// is still delivered with them, and its job read; one stored now keeps
+/// its attributes in its own value and leaves `attrs` empty.
+#[tokio::test]
+async fn items_stored_before_envelopes_keep_their_attributes() {
+    let server = RedisServer::local(false);
+    let q = queue(&server, "legacy", 5).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let attrs = "11:forloop-job1:j11:forloop-seq1:41:k1:v";
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("{forloop:legacy}:payload")
+        .arg("900")
+        .arg("old item")
+        .ignore()
+        .cmd("HSET")
+        .arg("{forloop:legacy}:attrs")
+        .arg("900")
+        .arg(attrs)
+        .ignore()
+        .cmd("RPUSH")
+        .arg("{forloop:legacy}:ready")
+        .arg("900:0")
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    q.publish(vec![
+        Message::new("new item")
+            .with_attribute("k", "v")
+            .with_job(JobItem::new("j", 5)),
+    ])
+    .await
+    .unwrap();
+    let got = q.pull(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(got.len(), 2);
+    for (delivery, payload, seq) in [(&got[0], "old item", 4), (&got[1], "new item", 5)] {
+        assert_eq!(&delivery.payload[..], payload.as_bytes());
+        assert_eq!(delivery.attributes.get("k").map(String::as_str), Some("v"));
+        assert_eq!(delivery.job, Some(JobItem::new("j", seq)));
+    }
+    let stored: u64 = redis::cmd("HLEN")
+        .arg("{forloop:legacy}:attrs")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "a new item wrote to attrs");
+}
+
 fn receipt(seq: u64, state: Settled) -> Receipt {
     Receipt {
         job: "j".into(),

@@ -1,7 +1,8 @@
 -- Shared by every forloop script. KEYS, all in one hash tag:
 -- 1 ready (list), 2 leased (zset member -> deadline ms), 3 delayed (zset
--- member -> due ms), 4 payload (hash id -> item), 5 attrs (hash id ->
--- attributes), 6 dead (list), 7 reason (hash id -> why dead), 8 seq (id
+-- member -> due ms), 4 payload (hash id -> the item, with its attributes
+-- in an envelope when it has any: `open_value`), 5 attrs (hash id ->
+-- attributes, only for items stored before envelopes), 6 dead (list), 7 reason (hash id -> why dead), 8 seq (id
 -- counter), 9 wake (markers), 10 jobs (hash job -> manifest JSON), 11
 -- settled (hash job -> "FIRST LAST", ms), 12 ledger (set of every job with
 -- keys). Per job, beside them (same hash tag): `job:JOB:submitted`, `done`,
@@ -287,17 +288,31 @@ local function cut_item(payload)
   return string.sub(payload, 1, cut)
 end
 
+-- What starts a stored value that is an envelope (`src/codec.rs`, `pack`).
+local ENVELOPE = '\255\0FLA1'
+
+-- A stored value's payload and, for an envelope, its encoded attributes.
+local function open_value(value)
+  if string.sub(value, 1, #ENVELOPE) ~= ENVELOPE then return value, nil end
+  local colon = string.find(value, ':', #ENVELOPE + 1, true)
+  local len = colon and tonumber(string.sub(value, #ENVELOPE + 1, colon - 1))
+  if not len or colon + len > #value then return value, nil end
+  return string.sub(value, colon + len + 1), string.sub(value, colon + 1, colon + len)
+end
+
 -- An item of a job is buried: its dead receipt, in the same script as the
 -- burial (so a lapse on the last attempt still ends the job). The worker
 -- writes its own, fuller receipt before it dead-letters; that one came
--- first and stays.
+-- first and stays. Attributes are in the envelope, or (an item from
+-- before envelopes) in `attrs`.
 local function record_burial(id, attempts, reason)
-  local job, seq = job_of(redis.call('HGET', K_ATTRS, id))
+  local payload, attrs = open_value(redis.call('HGET', K_PAYLOAD, id) or '')
+  local job, seq = job_of(attrs or redis.call('HGET', K_ATTRS, id))
   if not job then return end
   local now = tostring(now_ms())
   local receipt = cjson.encode({
     job = job, seq = tonumber(seq), state = 'dead', attempt = attempts, seconds = 0,
-    worker = '', item = cut_item(redis.call('HGET', K_PAYLOAD, id) or ''),
+    worker = '', item = cut_item(payload),
     reason = reason, at = tonumber(now),
   })
   if not counts(job, seq) then return end
