@@ -425,14 +425,13 @@ impl<'a> RecordCall<'a> {
     }
 }
 
-/// Keep one receipt per seq, as the scripts count: a done one beats a dead
-/// one, else the first read stays.
+/// Keep one receipt per seq, as the scripts count ([`Settled::replaces`]).
 fn keep(kept: &mut BTreeMap<u64, Receipt>, receipt: Receipt) {
-    match kept.get(&receipt.seq) {
-        Some(old) if !(old.state == Settled::Dead && receipt.state == Settled::Done) => {}
-        _ => {
-            kept.insert(receipt.seq, receipt);
-        }
+    if receipt
+        .state
+        .replaces(kept.get(&receipt.seq).map(|old| old.state))
+    {
+        kept.insert(receipt.seq, receipt);
     }
 }
 

@@ -17,6 +17,15 @@ async fn queue(server: &RedisServer, name: &str, max_attempts: u32) -> RedisQueu
         .expect("connect to redis")
 }
 
+/// A plain client of `server`, to look at or stage its keys directly.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// Issue 11 item 1: a server that lost its keys hands out the same ids
 /// again; a token from before the loss must not settle the new delivery.
 #[tokio::test]
@@ -108,8 +117,7 @@ async fn a_settle_call_of_ten_thousand_tokens_settles_them_all() {
 
 /// Script calls the server has run since the last `CONFIG RESETSTAT`.
 async fn script_calls(server: &RedisServer) -> u64 {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw(server).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut connection)
@@ -125,8 +133,7 @@ async fn script_calls(server: &RedisServer) -> u64 {
 }
 
 async fn reset_stats(server: &RedisServer) {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw(server).await;
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut connection)
@@ -215,8 +222,7 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         RedisDriver.delete(&address, &config).await.expect("delete"),
         "delete of a queue with items said there was nothing to remove"
     );
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw(&server).await;
     let left: Vec<String> = redis::cmd("KEYS")
         .arg("{forloop:doomed}*")
         .query_async(&mut connection)
@@ -254,8 +260,7 @@ async fn a_record_calls_done_receipts_are_one_field_and_read_back_whole() {
     ledger.record(&done).await.unwrap();
     // Again: a redelivered batch writes no second field.
     ledger.record(&done[..500]).await.unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw(&server).await;
     let fields: Vec<String> = redis::cmd("HKEYS")
         .arg("{forloop:batched}:job:j:receipts")
         .query_async(&mut connection)
@@ -314,8 +319,7 @@ async fn far_apart_and_repeated_seqs_in_one_call_count_once() {
 async fn items_stored_before_envelopes_keep_their_attributes() {
     let server = RedisServer::local(false);
     let q = queue(&server, "legacy", 5).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = raw(&server).await;
     let attrs = "11:forloop-job1:j11:forloop-seq1:41:k1:v";
     let _: () = redis::pipe()
         .cmd("HSET")

@@ -252,11 +252,7 @@ impl MemoryLedger {
                     slots.resize(seq + 1, None);
                 }
                 let slot = &mut slots[seq];
-                let replaces = match slot {
-                    Some(kept) => kept.state == Settled::Dead && receipt.state == Settled::Done,
-                    None => true,
-                };
-                if replaces {
+                if receipt.state.replaces(slot.as_ref().map(|kept| kept.state)) {
                     *slot = Some(Kept::of(receipt));
                 }
             }
@@ -267,15 +263,6 @@ impl MemoryLedger {
 /// The most receipt slots made at once for one job (16 M): past it, the
 /// vector grows as receipts come.
 const MAX_PRESIZED: usize = 1 << 24;
-
-/// Whether `receipt` replaces `kept`, one receipt per item: a done one
-/// beats a dead one, else the first stays.
-pub(crate) fn keeps(kept: Option<&Receipt>, receipt: &Receipt) -> bool {
-    match kept {
-        Some(kept) => kept.state == Settled::Dead && receipt.state == Settled::Done,
-        None => true,
-    }
-}
 
 #[async_trait]
 impl Ledger for MemoryLedger {
@@ -320,13 +307,16 @@ impl Ledger for MemoryLedger {
     }
 }
 
-/// Keep one receipt per item in `receipts` (the rule of [`keeps`]).
+/// Keep one receipt per item in `receipts` (the rule of [`Settled::replaces`]).
 pub(crate) fn keep_receipt(
     receipts: &mut BTreeMap<(std::sync::Arc<str>, u64), Receipt>,
     receipt: &Receipt,
 ) {
     let key = (receipt.job.clone(), receipt.seq);
-    if keeps(receipts.get(&key), receipt) {
+    if receipt
+        .state
+        .replaces(receipts.get(&key).map(|kept| kept.state))
+    {
         receipts.insert(key, receipt.clone());
     }
 }

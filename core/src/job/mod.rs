@@ -109,6 +109,19 @@ pub enum Settled {
     Dead,
 }
 
+impl Settled {
+    /// Whether a receipt settled this way replaces the one a ledger keeps
+    /// for the item (settled `kept`, or none): one receipt per item, a done
+    /// one beating a dead one (the item was requeued and succeeded), else
+    /// the first. Every ledger keeps receipts by this rule.
+    pub fn replaces(self, kept: Option<Settled>) -> bool {
+        match kept {
+            Some(kept) => kept == Settled::Dead && self == Settled::Done,
+            None => true,
+        }
+    }
+}
+
 /// The record of the attempt that settled one item of a job.
 ///
 /// Built for every item a worker settles, so its parts are shared rather
@@ -291,6 +304,15 @@ pub fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_done_receipt_replaces_a_dead_one_and_otherwise_the_first_stays() {
+        use Settled::{Dead, Done};
+        assert!(Done.replaces(None) && Dead.replaces(None));
+        assert!(Done.replaces(Some(Dead)));
+        assert!(!Dead.replaces(Some(Done)));
+        assert!(!Done.replaces(Some(Done)) && !Dead.replaces(Some(Dead)));
+    }
 
     #[test]
     fn a_receipt_shares_a_short_item_and_copies_the_start_of_a_long_one() {
