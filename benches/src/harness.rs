@@ -91,22 +91,75 @@ async fn drain_here(
     Ok(handled.load(Ordering::Relaxed))
 }
 
+/// This process's CPU time and minor page faults so far (`/proc/self/stat`;
+/// zeros where it cannot be read).
+#[derive(Debug, Default)]
+struct Usage {
+    user_ticks: u64,
+    system_ticks: u64,
+    minor_faults: u64,
+}
+
+impl Usage {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command's closing parenthesis, from field 3 on.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+        Self {
+            minor_faults: field(10),
+            user_ticks: field(14),
+            system_ticks: field(15),
+        }
+    }
+
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            user_ticks: self.user_ticks.saturating_sub(before.user_ticks),
+            system_ticks: self.system_ticks.saturating_sub(before.system_ticks),
+            minor_faults: self.minor_faults.saturating_sub(before.minor_faults),
+        }
+    }
+}
+
+impl std::fmt::Display for Usage {
+    /// In clock ticks of 10 ms (Linux's USER_HZ).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "user {:.2} s sys {:.2} s, {} minor faults",
+            self.user_ticks as f64 / 100.0,
+            self.system_ticks as f64 / 100.0,
+            self.minor_faults
+        )
+    }
+}
+
 /// The bench on the memory queue: the worker loop in this process.
 pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new(
         QueueConfig::new("bench").with_max_attempts(1),
     ));
     let publish_rate = publish(&*queue, args.items, args.job).await?;
-    let started = Instant::now();
+    let (started, before) = (Instant::now(), Usage::now());
     let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency, None).await?;
     let secs = started.elapsed().as_secs_f64();
+    let used = Usage::now().since(&before);
     let backlog = queue.backlog().await?;
     println!(
-        "queue memory  items {}  workers {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s)  handled {handled}  left {:?}/{:?}",
+        "queue memory  items {}  workers {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s, cpu {})  handled {handled}  left {:?}/{:?}",
         args.items,
         args.workers,
         args.concurrency,
         args.items as f64 / secs,
+        used,
         backlog.ready,
         backlog.in_flight,
     );

@@ -39,21 +39,26 @@ pub struct Entry {
 impl Entry {
     fn settle(&mut self, receipts: &[Receipt]) {
         for receipt in receipts {
-            self.submitted.insert(receipt.seq);
-            match receipt.state {
-                Settled::Done => {
-                    self.done.insert(receipt.seq);
-                    if !self.dead.is_empty() {
-                        self.dead.remove(receipt.seq);
-                    }
-                }
-                Settled::Dead if !self.done.contains(receipt.seq) => {
-                    self.dead.insert(receipt.seq);
-                }
-                Settled::Dead => {}
-            }
-            self.settled_at(receipt.at);
+            self.settle_one(receipt);
         }
+    }
+
+    /// Count one receipt of this job: once; done beats dead.
+    pub(crate) fn settle_one(&mut self, receipt: &Receipt) {
+        self.submitted.insert(receipt.seq);
+        match receipt.state {
+            Settled::Done => {
+                self.done.insert(receipt.seq);
+                if !self.dead.is_empty() {
+                    self.dead.remove(receipt.seq);
+                }
+            }
+            Settled::Dead if !self.done.contains(receipt.seq) => {
+                self.dead.insert(receipt.seq);
+            }
+            Settled::Dead => {}
+        }
+        self.settled_at(receipt.at);
     }
 
     fn settled_at(&mut self, at: u64) {
@@ -102,14 +107,17 @@ impl Book {
     /// Count `receipts`: each (job, seq) once; done beats dead.
     pub fn settle(&mut self, receipts: &[Receipt]) {
         // A batch's receipts are mostly of one job: one lookup per run.
-        for run in receipts.chunk_by(|a, b| a.job == b.job) {
-            let job = &*run[0].job;
-            if !self.jobs.contains_key(job) {
-                self.jobs.insert(job.to_string(), Entry::default());
-            }
-            let entry = self.jobs.get_mut(job).expect("just made");
-            entry.settle(run);
+        for run in receipts.chunk_by(Receipt::same_job) {
+            self.entry(&run[0].job).settle(run);
         }
+    }
+
+    /// `job`'s entry, made empty if it has none.
+    pub(crate) fn entry(&mut self, job: &str) -> &mut Entry {
+        if !self.jobs.contains_key(job) {
+            self.jobs.insert(job.to_string(), Entry::default());
+        }
+        self.jobs.get_mut(job).expect("just made")
     }
 
     /// Add everything `other` knows.

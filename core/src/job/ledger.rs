@@ -1,16 +1,14 @@
 //! The [`Ledger`] trait: where a backend keeps its jobs' manifests and
-//! receipts, and [`MemoryLedger`], the in-process one.
+//! receipts ([`super::MemoryLedger`] is the in-process one).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 
-use super::{Book, Manifest, Receipt, SeqSet, Settled};
-use crate::{QueueError, QueueErrorKind};
+use super::{Manifest, Receipt, SeqSet};
+use crate::QueueError;
 
 /// What [`Ledger::begin`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +94,7 @@ impl JobSeqs {
 pub trait Ledger: Send + Sync + fmt::Debug {
     /// Record a job's manifest, before its first item is published. An
     /// existing job with the same total and digest is [`Begun::Existing`];
-    /// one with another input is an [`QueueErrorKind::Invalid`] error that
+    /// one with another input is an [`crate::QueueErrorKind::Invalid`] error that
     /// says to name the new job.
     async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError>;
 
@@ -128,185 +126,6 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     async fn close(&self) {}
 }
 
-/// The ledger of one process: the memory queue's, and a reference for the
-/// others' tests.
-#[derive(Debug, Default)]
-pub struct MemoryLedger {
-    state: Mutex<MemoryState>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryState {
-    book: Book,
-    /// By job, then by seq: items mostly settle near their input order,
-    /// so a dense vector beats a map keyed by (job, seq) per item.
-    receipts: std::collections::HashMap<String, Slots>,
-}
-
-/// One job's kept receipts, by seq.
-#[derive(Debug)]
-struct Slots {
-    job: Arc<str>,
-    slots: Vec<Option<Kept>>,
-}
-
-/// A receipt as the memory ledger keeps it: job and seq are its slot's
-/// place, and what only some attempts have (a reason, a stderr tail) is
-/// boxed, so a slot is about half a [`Receipt`] (at a million items ~90
-/// MB rather than ~150 MB, the page faults of which were most of what a
-/// job cost the memory queue; docs/BENCHMARKS.md).
-#[derive(Debug, Clone)]
-struct Kept {
-    worker: Arc<str>,
-    item: Bytes,
-    at: u64,
-    seconds: f64,
-    exit_code: Option<i32>,
-    attempt: u32,
-    state: Settled,
-    /// The reason and the stderr tail, when there is either.
-    said: Option<Box<(Option<String>, Option<String>)>>,
-}
-
-impl Kept {
-    fn of(receipt: &Receipt) -> Self {
-        let said = (receipt.reason.is_some() || receipt.stderr_tail.is_some())
-            .then(|| Box::new((receipt.reason.clone(), receipt.stderr_tail.clone())));
-        Self {
-            worker: Arc::clone(&receipt.worker),
-            item: receipt.item.clone(),
-            at: receipt.at,
-            seconds: receipt.seconds,
-            exit_code: receipt.exit_code,
-            attempt: receipt.attempt,
-            state: receipt.state,
-            said,
-        }
-    }
-
-    fn receipt(&self, job: &Arc<str>, seq: u64) -> Receipt {
-        let (reason, stderr_tail) = self.said.as_deref().cloned().unwrap_or_default();
-        Receipt {
-            job: Arc::clone(job),
-            seq,
-            state: self.state,
-            attempt: self.attempt,
-            exit_code: self.exit_code,
-            seconds: self.seconds,
-            worker: Arc::clone(&self.worker),
-            item: self.item.clone(),
-            reason,
-            stderr_tail,
-            at: self.at,
-        }
-    }
-}
-
-impl MemoryLedger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Record receipts at once (no await): for a queue that dead-letters in
-    /// its own code.
-    pub fn record_now(&self, receipts: &[Receipt]) {
-        let mut state = self.state();
-        state.book.settle(receipts);
-        let MemoryState {
-            book,
-            receipts: kept,
-        } = &mut *state;
-        for run in receipts.chunk_by(|a, b| a.job == b.job) {
-            let job = &*run[0].job;
-            // Kept only for the job's own items: a stray seq (up to 2^64)
-            // must not size the vector.
-            let total = book
-                .jobs
-                .get(job)
-                .and_then(|entry| entry.manifest.as_ref())
-                .map_or(0, |manifest| manifest.total);
-            if !kept.contains_key(job) {
-                // Sized for the whole job at once: growing by doubling
-                // would copy every receipt kept so far.
-                let size = usize::try_from(total).unwrap_or(0).min(MAX_PRESIZED);
-                let slots = Slots {
-                    job: Arc::clone(&run[0].job),
-                    slots: Vec::with_capacity(size),
-                };
-                kept.insert(job.to_string(), slots);
-            }
-            let slots = &mut kept.get_mut(job).expect("just made").slots;
-            for receipt in run {
-                let Some(seq) = (receipt.seq < total)
-                    .then(|| usize::try_from(receipt.seq).ok())
-                    .flatten()
-                else {
-                    continue;
-                };
-                if slots.len() <= seq {
-                    slots.resize(seq + 1, None);
-                }
-                let slot = &mut slots[seq];
-                if receipt.state.replaces(slot.as_ref().map(|kept| kept.state)) {
-                    *slot = Some(Kept::of(receipt));
-                }
-            }
-        }
-    }
-}
-
-/// The most receipt slots made at once for one job (16 M): past it, the
-/// vector grows as receipts come.
-const MAX_PRESIZED: usize = 1 << 24;
-
-#[async_trait]
-impl Ledger for MemoryLedger {
-    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
-        self.state()
-            .book
-            .begin(manifest)
-            .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))
-    }
-
-    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
-        self.state().book.submitted(job, seqs);
-        Ok(())
-    }
-
-    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        self.record_now(receipts);
-        Ok(())
-    }
-
-    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
-        Ok(self.state().book.status())
-    }
-
-    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
-        Ok(self.state().book.seqs(job))
-    }
-
-    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
-        let state = self.state();
-        Ok(state
-            .receipts
-            .get(job)
-            .map(|kept| {
-                let job = &kept.job;
-                (0u64..)
-                    .zip(&kept.slots)
-                    .filter_map(|(seq, slot)| slot.as_ref().map(|k| k.receipt(job, seq)))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
-
 /// Keep one receipt per item in `receipts` (the rule of [`Settled::replaces`]).
 pub(crate) fn keep_receipt(
     receipts: &mut BTreeMap<(std::sync::Arc<str>, u64), Receipt>,
@@ -318,40 +137,5 @@ pub(crate) fn keep_receipt(
         .replaces(receipts.get(&key).map(|kept| kept.state))
     {
         receipts.insert(key, receipt.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kept_slot_is_much_smaller_than_a_receipt_and_gives_it_back_whole() {
-        // The memory ledger keeps one slot per item of a job: its size is
-        // what a million items cost in memory.
-        let (slot, whole) = (
-            std::mem::size_of::<Option<Kept>>(),
-            std::mem::size_of::<Option<Receipt>>(),
-        );
-        assert!(slot * 3 <= whole * 2, "{slot} bytes a slot against {whole}");
-        let mut receipt = Receipt {
-            job: "j".into(),
-            seq: 1,
-            state: Settled::Dead,
-            attempt: 3,
-            exit_code: Some(2),
-            seconds: 1.5,
-            worker: "w/0".into(),
-            item: Bytes::from_static(b"it"),
-            reason: Some("exit code 2".into()),
-            stderr_tail: Some("boom".into()),
-            at: 7,
-        };
-        let kept = Kept::of(&receipt);
-        assert_eq!(kept.receipt(&receipt.job, 1), receipt);
-        (receipt.reason, receipt.stderr_tail) = (None, None);
-        let kept = Kept::of(&receipt);
-        assert!(kept.said.is_none());
-        assert_eq!(kept.receipt(&receipt.job, 1), receipt);
     }
 }

@@ -21,6 +21,7 @@ mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod ledger;
+mod memory_ledger;
 mod seqs;
 mod sheets;
 mod submit;
@@ -34,7 +35,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use book::Book;
-pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, MemoryLedger};
+pub use ledger::{Begun, JobSeqs, JobStatus, Ledger};
+pub use memory_ledger::MemoryLedger;
 pub use seqs::SeqSet;
 pub use sheets::{
     BOOK_SHEET, LEDGER_SUFFIX, MAX_SHEET, RECEIPT_SHEET, RESULTS_SUFFIX, SHEET_ATTRIBUTE,
@@ -164,6 +166,12 @@ pub const MAX_RECEIPT_ITEM: usize = 1024;
 pub const STDERR_TAIL: usize = 4096;
 
 impl Receipt {
+    /// Whether `a` and `b` are of one job (a batch's receipts mostly are:
+    /// the names are then one `Arc`, and comparing them costs nothing).
+    pub fn same_job(a: &Receipt, b: &Receipt) -> bool {
+        Arc::ptr_eq(&a.job, &b.job) || a.job == b.job
+    }
+
     /// The receipt a backend writes when it dead-letters an item of a job by
     /// itself (its lease lapsed on the last attempt): the item's job and
     /// payload, with no exit code or stderr.
@@ -236,14 +244,21 @@ impl JobItem {
         known: &mut Option<Arc<str>>,
     ) -> Option<JobItem> {
         let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
-        let name = attributes.get(JOB_ATTRIBUTE)?;
-        let job = match known {
-            Some(job) if **job == **name => Arc::clone(job),
-            _ => known.insert(Arc::from(name.as_str())).clone(),
-        };
+        let item = Self::shared(attributes.get(JOB_ATTRIBUTE)?, seq, known);
         attributes.remove(JOB_ATTRIBUTE);
         attributes.remove(SEQ_ATTRIBUTE);
-        Some(JobItem { job, seq })
+        Some(item)
+    }
+
+    /// An item of job `name` at `seq`, the name shared with `known` when it
+    /// is that one, else kept there (see [`JobItem::take_from`]): for a
+    /// driver that stores the job in its own form.
+    pub fn shared(name: &str, seq: u64, known: &mut Option<Arc<str>>) -> JobItem {
+        let job = match known {
+            Some(job) if **job == *name => Arc::clone(job),
+            _ => known.insert(Arc::from(name)).clone(),
+        };
+        JobItem { job, seq }
     }
 
     /// Write this job and sequence number into `attributes`, as they travel

@@ -260,6 +260,12 @@ type Tasks = FuturesUnordered<Running>;
 type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
 type BacklogFuture = Pin<Box<dyn Future<Output = Result<Reading, QueueError>> + Send>>;
 
+/// `elapsed` in seconds, cut to whole microseconds (integer work: no
+/// rounding call per item).
+fn micros(elapsed: Duration) -> f64 {
+    elapsed.as_secs() as f64 + f64::from(elapsed.subsec_micros()) / 1e6
+}
+
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -769,6 +775,8 @@ impl Worker {
     }
 
     /// The receipt for settling `finished`, if its item belongs to a job.
+    /// Its `seconds` are whole microseconds: finer is noise, and every
+    /// digit is stored once per item.
     fn receipt(
         &self,
         finished: &Finished,
@@ -783,7 +791,7 @@ impl Worker {
             state,
             attempt: finished.attempt,
             exit_code: finished.outcome.exit_code,
-            seconds: finished.elapsed.as_secs_f64(),
+            seconds: micros(finished.elapsed),
             worker: Arc::clone(&self.config.name),
             item: crate::job::cut_item(&finished.payload),
             reason: reason.map(str::to_string),
@@ -813,10 +821,17 @@ impl Worker {
             let limit = self.config.call_timeout;
             // One clock reading a batch: its items are acked together.
             let at = crate::job::unix_millis();
-            let receipts: Vec<Receipt> = batch
-                .iter()
-                .filter_map(|(_, finished)| self.receipt(finished, Settled::Done, None, at))
-                .collect();
+            // Sized once: a `filter_map` collect starts small and grows by
+            // doubling, copying every receipt again at each step.
+            let mut receipts: Vec<Receipt> = Vec::new();
+            if batch.iter().any(|(_, finished)| finished.job.is_some()) {
+                receipts.reserve_exact(batch.len());
+                receipts.extend(
+                    batch.iter().filter_map(|(_, finished)| {
+                        self.receipt(finished, Settled::Done, None, at)
+                    }),
+                );
+            }
             acks.in_flight += 1;
             calls.push(Box::pin(async move {
                 let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();

@@ -1,0 +1,347 @@
+//! [`MemoryLedger`]: the ledger of one process, the memory queue's, and a
+//! reference for the other ledgers' tests.
+//!
+//! It keeps every settled item's receipt for as long as the process runs,
+//! so what a receipt costs to keep is what a job costs the memory queue
+//! (docs/BENCHMARKS.md). A job's receipts are columns, not [`Receipt`]s:
+//! per item a 40-byte [`Slot`] in pages of [`PAGE`] made as receipts
+//! arrive, the item's bytes copied into its page's arena (so the payload's
+//! own buffer is freed with the delivery, and the memory it held is what
+//! the next page is made of), the worker an index into the job's few
+//! worker names, and the rare reason or stderr tail in a side table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, Settled};
+use crate::{QueueError, QueueErrorKind};
+
+/// The ledger of one process: the memory queue's, and a reference for the
+/// others' tests.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    book: Book,
+    receipts: HashMap<Arc<str>, JobReceipts>,
+}
+
+/// Slots in one page: 40 KiB, small enough to come from the heap's free
+/// memory rather than fresh pages of the kernel's.
+const PAGE: usize = 1024;
+
+/// One job's receipts, by seq.
+#[derive(Debug)]
+struct JobReceipts {
+    job: Arc<str>,
+    /// Page `n` holds seqs `n * PAGE ..`; made when its first receipt
+    /// comes.
+    pages: Vec<Option<Page>>,
+    /// The workers named by the slots' `worker`.
+    workers: Vec<Arc<str>>,
+    /// By seq: the reason and stderr tail of the receipts that have either.
+    said: HashMap<u64, (Option<String>, Option<String>)>,
+}
+
+#[derive(Debug)]
+struct Page {
+    /// Made with room for [`PAGE`] and filled up to the highest slot
+    /// written: items settle about in order, so a slot is mostly written
+    /// once, when it is reached, not cleared first as well.
+    slots: Vec<Slot>,
+    /// The slots' items, end to end (a replaced receipt's stay behind).
+    items: Vec<u8>,
+}
+
+/// A receipt as a page keeps it; the job and seq are its place.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: u64,
+    seconds: f64,
+    item_start: u32,
+    item_len: u32,
+    exit_code: i32,
+    attempt: u32,
+    worker: u32,
+    /// 0: no receipt; else [`Slot::DONE`] or [`Slot::DEAD`].
+    state: u8,
+    has_exit_code: bool,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        at: 0,
+        seconds: 0.0,
+        item_start: 0,
+        item_len: 0,
+        exit_code: 0,
+        attempt: 0,
+        worker: 0,
+        state: 0,
+        has_exit_code: false,
+    };
+    const DONE: u8 = 1;
+    const DEAD: u8 = 2;
+
+    fn state(&self) -> Option<Settled> {
+        match self.state {
+            Slot::DONE => Some(Settled::Done),
+            Slot::DEAD => Some(Settled::Dead),
+            _ => None,
+        }
+    }
+}
+
+impl JobReceipts {
+    fn new(job: Arc<str>) -> Self {
+        Self {
+            job,
+            pages: Vec::new(),
+            workers: Vec::new(),
+            said: HashMap::new(),
+        }
+    }
+
+    /// The index of `worker` in [`JobReceipts::workers`], added if new. A
+    /// job has few workers and a batch one: the last is checked first.
+    fn worker(&mut self, worker: &Arc<str>) -> u32 {
+        if let Some(last) = self.workers.last()
+            && (Arc::ptr_eq(last, worker) || last == worker)
+        {
+            return (self.workers.len() - 1) as u32;
+        }
+        match self.workers.iter().position(|w| w == worker) {
+            Some(i) => i as u32,
+            None => {
+                self.workers.push(Arc::clone(worker));
+                (self.workers.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Keep `receipt` unless its item has one that stays
+    /// ([`Settled::replaces`]).
+    fn keep(&mut self, receipt: &Receipt) {
+        let Ok(seq) = usize::try_from(receipt.seq) else {
+            return;
+        };
+        let (page, index) = (seq / PAGE, seq % PAGE);
+        if self.pages.len() <= page {
+            self.pages.resize_with(page + 1, || None);
+        }
+        let kept = self.pages[page]
+            .as_ref()
+            .and_then(|page| page.slots.get(index)?.state());
+        if !receipt.state.replaces(kept) {
+            return;
+        }
+        let worker = self.worker(&receipt.worker);
+        let page = self.pages[page].get_or_insert_with(|| Page {
+            slots: Vec::with_capacity(PAGE),
+            items: Vec::new(),
+        });
+        if page.slots.len() <= index {
+            page.slots.resize(index + 1, Slot::EMPTY);
+        }
+        // A page's items stay far below 4 GiB (items are cut at 1 KiB).
+        let item_start = u32::try_from(page.items.len()).unwrap_or(u32::MAX);
+        page.items.extend_from_slice(&receipt.item);
+        page.slots[index] = Slot {
+            at: receipt.at,
+            seconds: receipt.seconds,
+            item_start,
+            item_len: u32::try_from(receipt.item.len()).unwrap_or(u32::MAX),
+            exit_code: receipt.exit_code.unwrap_or(0),
+            attempt: receipt.attempt,
+            worker,
+            state: match receipt.state {
+                Settled::Done => Slot::DONE,
+                Settled::Dead => Slot::DEAD,
+            },
+            has_exit_code: receipt.exit_code.is_some(),
+        };
+        if receipt.reason.is_some() || receipt.stderr_tail.is_some() {
+            let said = (receipt.reason.clone(), receipt.stderr_tail.clone());
+            self.said.insert(receipt.seq, said);
+        } else if !self.said.is_empty() {
+            self.said.remove(&receipt.seq);
+        }
+    }
+
+    /// Every receipt kept, by seq.
+    fn receipts(&self) -> Vec<Receipt> {
+        let mut out = Vec::new();
+        for (first, page) in (0u64..)
+            .step_by(PAGE)
+            .zip(&self.pages)
+            .filter_map(|(first, page)| Some((first, page.as_ref()?)))
+        {
+            for (seq, slot) in (first..).zip(page.slots.iter()) {
+                let Some(state) = slot.state() else {
+                    continue;
+                };
+                let start = slot.item_start as usize;
+                let item = &page.items[start..start + slot.item_len as usize];
+                let (reason, stderr_tail) = self.said.get(&seq).cloned().unwrap_or_default();
+                out.push(Receipt {
+                    job: Arc::clone(&self.job),
+                    seq,
+                    state,
+                    attempt: slot.attempt,
+                    exit_code: slot.has_exit_code.then_some(slot.exit_code),
+                    seconds: slot.seconds,
+                    worker: Arc::clone(&self.workers[slot.worker as usize]),
+                    item: Bytes::copy_from_slice(item),
+                    reason,
+                    stderr_tail,
+                    at: slot.at,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record receipts at once (no await): for a queue that dead-letters in
+    /// its own code.
+    pub fn record_now(&self, receipts: &[Receipt]) {
+        let mut state = self.state();
+        let MemoryState {
+            book,
+            receipts: by_job,
+        } = &mut *state;
+        for run in receipts.chunk_by(Receipt::same_job) {
+            let job = &run[0].job;
+            let entry = book.entry(job);
+            // Kept only for the job's own items: a stray seq (up to 2^64)
+            // must not size anything.
+            let total = entry.manifest.as_ref().map_or(0, |manifest| manifest.total);
+            let kept = match by_job.get_mut(&**job) {
+                Some(kept) => kept,
+                None => by_job
+                    .entry(Arc::clone(job))
+                    .or_insert_with(|| JobReceipts::new(Arc::clone(job))),
+            };
+            // One pass: a batch's receipts are read once while in cache.
+            for receipt in run {
+                entry.settle_one(receipt);
+                if receipt.seq < total {
+                    kept.keep(receipt);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
+        self.state()
+            .book
+            .begin(manifest)
+            .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))
+    }
+
+    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
+        self.state().book.submitted(job, seqs);
+        Ok(())
+    }
+
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        self.record_now(receipts);
+        Ok(())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        Ok(self.state().book.status())
+    }
+
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
+        Ok(self.state().book.seqs(job))
+    }
+
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        Ok(self
+            .state()
+            .receipts
+            .get(job)
+            .map(JobReceipts::receipts)
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(seq: u64, state: Settled, worker: &str) -> Receipt {
+        Receipt {
+            job: "j".into(),
+            seq,
+            state,
+            attempt: 3,
+            exit_code: Some(2),
+            seconds: 1.5,
+            worker: worker.into(),
+            item: Bytes::from(format!("item {seq}")),
+            reason: Some("exit code 2".into()),
+            stderr_tail: Some("boom".into()),
+            at: 7,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_a_quarter_of_a_receipt() {
+        // One slot per item of a job: its size is what a million items
+        // cost in memory, beside their items' bytes.
+        let (slot, whole) = (size_of::<Slot>(), size_of::<Receipt>());
+        assert!(
+            slot <= 40 && slot * 3 <= whole,
+            "{slot} bytes a slot against {whole}"
+        );
+    }
+
+    #[tokio::test]
+    async fn receipts_come_back_whole_across_pages_and_replaced_by_the_rule() {
+        let ledger = MemoryLedger::new();
+        let total = 3 * PAGE as u64;
+        ledger.begin(&Manifest::new("j", total, "d")).await.unwrap();
+        let mut sent = vec![
+            receipt(0, Settled::Dead, "w/0"),
+            receipt(PAGE as u64 + 5, Settled::Done, "w/1"),
+            receipt(total - 1, Settled::Done, "w/0"),
+        ];
+        sent[1].exit_code = None;
+        (sent[2].reason, sent[2].stderr_tail) = (None, None);
+        // A stray seq past the total, and a dead receipt after a done one.
+        let mut stray = receipt(total, Settled::Done, "w/0");
+        stray.item = Bytes::from_static(b"stray");
+        let late = receipt(PAGE as u64 + 5, Settled::Dead, "w/2");
+        ledger.record(&sent).await.unwrap();
+        ledger.record(&[stray, late]).await.unwrap();
+        assert_eq!(ledger.receipts("j").await.unwrap(), sent);
+        // Done replaces dead, and drops the dead one's reason.
+        let mut done = receipt(0, Settled::Done, "w/2");
+        (done.reason, done.stderr_tail) = (None, None);
+        ledger.record(std::slice::from_ref(&done)).await.unwrap();
+        sent[0] = done;
+        assert_eq!(ledger.receipts("j").await.unwrap(), sent);
+        assert!(ledger.receipts("other").await.unwrap().is_empty());
+    }
+}
