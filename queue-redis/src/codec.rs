@@ -5,7 +5,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use std::io::Write as _;
+
 use bytes::Bytes;
+use forloop_core::job::JobItem;
 use redis::Value;
 
 /// Attributes as `len:key len:value ...` (netstring-like, any bytes allowed).
@@ -24,22 +27,43 @@ pub(crate) fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8
 /// What starts a stored value that is an envelope: [`pack`].
 pub(crate) const ENVELOPE: &[u8] = b"\xff\x00FLA1";
 
+/// What starts the envelope of an item of a job: [`pack`].
+pub(crate) const JOB_ENVELOPE: &[u8] = b"\xff\x00FLJ1";
+
 /// The value an item is stored as, in the `payload` hash: the payload
-/// itself when it has no attributes, else the envelope: [`ENVELOPE`], the
-/// encoded attributes' length, `:`, the attributes, the payload (also for
-/// a bare payload that happens to start like an envelope). One hash entry
-/// per item rather than one in `payload` and one in `attrs`: a job's items
-/// all carry attributes, and the second entry cost the server about as
-/// much as the job's receipt (docs/BENCHMARKS.md). `common.lua` opens it
-/// too (`open_value`).
-pub(crate) fn pack<'a>(payload: &'a [u8], attributes: &[u8]) -> Cow<'a, [u8]> {
-    if attributes.is_empty() && !payload.starts_with(ENVELOPE) {
+/// itself when it has no job and no attributes; else an envelope, one of
+///
+/// - [`ENVELOPE`], the encoded attributes' length, `:`, the attributes,
+///   the payload;
+/// - [`JOB_ENVELOPE`], the seq, `:`, the job name's length, `:`, the job
+///   name, the encoded attributes' length, `:`, the attributes (the job's
+///   two excluded), the payload.
+///
+/// A bare payload that happens to start like an envelope is stored in
+/// one. One hash entry per item rather than one in `payload` and one in
+/// `attrs`: a job's items all carry their job, and the second entry cost
+/// the server about as much as the job's receipt. The job has a form of
+/// its own, not its two attributes, because every byte of an item passes
+/// through Lua twice (publish, pull) and Lua hashes each string whole
+/// (docs/BENCHMARKS.md). `common.lua` opens both (`open_value`).
+pub(crate) fn pack<'a>(
+    payload: &'a [u8],
+    job: Option<&JobItem>,
+    attributes: &[u8],
+) -> Cow<'a, [u8]> {
+    let looks_packed = payload.starts_with(ENVELOPE) || payload.starts_with(JOB_ENVELOPE);
+    if job.is_none() && attributes.is_empty() && !looks_packed {
         return Cow::Borrowed(payload);
     }
     let length = attributes.len().to_string();
-    let mut out =
-        Vec::with_capacity(ENVELOPE.len() + length.len() + 1 + attributes.len() + payload.len());
-    out.extend_from_slice(ENVELOPE);
+    let mut out = Vec::with_capacity(40 + length.len() + attributes.len() + payload.len());
+    match job {
+        Some(job) => {
+            out.extend_from_slice(JOB_ENVELOPE);
+            let _ = write!(out, "{}:{}:{}", job.seq, job.job.len(), job.job);
+        }
+        None => out.extend_from_slice(ENVELOPE),
+    }
     out.extend_from_slice(length.as_bytes());
     out.push(b':');
     out.extend_from_slice(attributes);
@@ -47,22 +71,70 @@ pub(crate) fn pack<'a>(payload: &'a [u8], attributes: &[u8]) -> Cow<'a, [u8]> {
     Cow::Owned(out)
 }
 
-/// A stored value's payload and, for an envelope, its encoded attributes
-/// (`None`: a bare payload, whose attributes, from before envelopes, may be
-/// in the `attrs` hash). Shares `value`'s bytes.
-pub(crate) fn unpack(value: Bytes) -> (Bytes, Option<Bytes>) {
-    let Some(rest) = value.strip_prefix(ENVELOPE) else {
-        return (value, None);
+/// A stored value, opened.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Stored {
+    /// The item's payload.
+    pub(crate) payload: Bytes,
+    /// Its encoded attributes, when the value is an envelope (`None`: a
+    /// bare payload, whose attributes, from before envelopes, may be in
+    /// the `attrs` hash).
+    pub(crate) attributes: Option<Bytes>,
+    /// Its seq and job name, when the value is a job's envelope.
+    pub(crate) job: Option<(u64, Bytes)>,
+}
+
+/// Open a stored value ([`pack`]); a value that does not parse is a bare
+/// payload. Shares `value`'s bytes.
+pub(crate) fn unpack(value: Bytes) -> Stored {
+    let bare = |value| Stored {
+        payload: value,
+        attributes: None,
+        job: None,
     };
-    let parsed = rest.iter().position(|&b| b == b':').and_then(|colon| {
-        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-        let start = ENVELOPE.len() + colon + 1;
-        (start + len <= value.len()).then_some((start, start + len))
-    });
-    match parsed {
-        Some((start, end)) => (value.slice(end..), Some(value.slice(start..end))),
-        None => (value, None),
+    let mut at;
+    let mut job = None;
+    if value.starts_with(ENVELOPE) {
+        at = ENVELOPE.len();
+    } else if value.starts_with(JOB_ENVELOPE) {
+        at = JOB_ENVELOPE.len();
+        let Some(seq) = number(&value, &mut at) else {
+            return bare(value);
+        };
+        let Some(name) = counted(&value, &mut at) else {
+            return bare(value);
+        };
+        job = Some((seq, name));
+    } else {
+        return bare(value);
     }
+    let Some(attributes) = counted(&value, &mut at) else {
+        return bare(value);
+    };
+    Stored {
+        payload: value.slice(at..),
+        attributes: Some(attributes),
+        job,
+    }
+}
+
+/// The decimal number at `value[*at..]` up to a `:`; moves `at` past it.
+fn number(value: &[u8], at: &mut usize) -> Option<u64> {
+    let rest = value.get(*at..)?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let n = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    *at += colon + 1;
+    Some(n)
+}
+
+/// The `LEN:BYTES` at `value[*at..]`; moves `at` past it.
+fn counted(value: &Bytes, at: &mut usize) -> Option<Bytes> {
+    let mut end = *at;
+    let len = usize::try_from(number(value, &mut end)?).ok()?;
+    let bytes = value.get(end..end.checked_add(len)?)?;
+    let bytes = value.slice_ref(bytes);
+    *at = end + len;
+    Some(bytes)
 }
 
 /// The attributes [`encode_attributes`] wrote.
@@ -124,32 +196,61 @@ mod tests {
     #[test]
     fn an_envelope_round_trips_and_a_bare_payload_stays_bare() {
         let attributes = encode_attributes(
-            &[("forloop-job", "j"), ("k", "v:1")]
+            &[("k", "v:1"), ("a", "")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
+        let job = JobItem::new("videos-3f2a:9", 12);
         for payload in [
             &b"item 1"[..],
             b"",
             b"\xff\x00FLA1 looks like one",
+            b"\xff\x00FLJ1 looks like one",
             b"12:ab",
         ] {
-            let packed = pack(payload, &attributes).into_owned();
-            let (back, attrs) = unpack(Bytes::from(packed));
-            assert_eq!(
-                (&back[..], attrs.as_deref()),
-                (payload, Some(&attributes[..]))
-            );
-            let bare = pack(payload, b"").into_owned();
-            let (back, attrs) = unpack(Bytes::from(bare));
-            assert_eq!(&back[..], payload);
-            assert_eq!(attrs.is_some(), payload.starts_with(ENVELOPE));
+            for (job, attributes) in [
+                (None, &attributes[..]),
+                (Some(&job), &attributes[..]),
+                (Some(&job), b""),
+            ] {
+                let packed = pack(payload, job, attributes).into_owned();
+                assert_eq!(
+                    unpack(Bytes::from(packed)),
+                    Stored {
+                        payload: Bytes::copy_from_slice(payload),
+                        attributes: Some(Bytes::copy_from_slice(attributes)),
+                        job: job.map(|j| (j.seq, Bytes::from(j.job.to_string()))),
+                    }
+                );
+            }
+            let bare = unpack(Bytes::from(pack(payload, None, b"").into_owned()));
+            assert_eq!(&bare.payload[..], payload);
+            assert_eq!(bare.job, None);
+            let looks_packed = payload.starts_with(ENVELOPE) || payload.starts_with(JOB_ENVELOPE);
+            assert_eq!(bare.attributes.is_some(), looks_packed);
         }
-        assert!(matches!(pack(b"plain", b""), Cow::Borrowed(_)));
+        assert!(matches!(pack(b"plain", None, b""), Cow::Borrowed(_)));
         // A value from before envelopes, or a broken one, is a bare payload.
-        let (back, attrs) = unpack(Bytes::from_static(b"\xff\x00FLA1x:"));
-        assert_eq!((&back[..], attrs), (&b"\xff\x00FLA1x:"[..], None));
+        for broken in [
+            &b"\xff\x00FLA1x:"[..],
+            b"\xff\x00FLA1",
+            b"\xff\x00FLJ1x:1:j0:",
+            b"\xff\x00FLJ13:9:j0:",
+            b"\xff\x00FLJ13:1:j",
+            b"\xff\x00FLJ13:1:j5:ab",
+        ] {
+            let value = Bytes::from_static(broken);
+            assert_eq!(
+                unpack(value.clone()),
+                Stored {
+                    payload: value,
+                    attributes: None,
+                    job: None
+                },
+                "{broken:?}"
+            );
+        }
     }
 
     #[test]

@@ -250,40 +250,12 @@ impl Ledger for RedisLedger {
     }
 
     async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        let mut calls: Vec<RecordCall<'_>> = Vec::new();
-        for receipt in receipts {
-            check_seq(&receipt.job, receipt.seq)?;
-            // About what the receipt adds: its item and stderr dominate.
-            let len = 64 + receipt.item.len() + receipt.stderr_tail.as_ref().map_or(0, String::len);
-            let open = calls
-                .iter_mut()
-                .rev()
-                .find(|call| call.job == &*receipt.job && call.takes(len));
-            match open {
-                Some(call) => call.add(receipt)?,
-                None => {
-                    let mut call = RecordCall::new(&receipt.job, receipt.at);
-                    call.add(receipt)?;
-                    calls.push(call);
-                }
-            }
-        }
+        let calls = record_calls(receipts)?;
         join_all(calls.iter().map(|call| async move {
-            let window = call.done.window();
             let _: Value = self
                 .link
                 .run("ledger record", &self.link.scripts.record, |inv| {
-                    inv.arg(call.job).arg(call.first).arg(call.last);
-                    match &window {
-                        Some((start, mask)) => inv.arg(start).arg(mask),
-                        None => inv.arg("").arg(""),
-                    };
-                    inv.arg(call.done.high().unwrap_or(0))
-                        .arg(&call.done.seqs)
-                        .arg(&call.done.lines);
-                    for (seq, json) in &call.dead {
-                        inv.arg(seq).arg(json);
-                    }
+                    call.args(inv)
                 })
                 .await?;
             Ok::<_, QueueError>(())
@@ -369,11 +341,35 @@ impl Ledger for RedisLedger {
     }
 }
 
+/// `receipts` as `record.lua` calls: one job a call, at most
+/// [`SETTLE_CHUNK`] receipts and about [`RECORD_BYTES`] each.
+pub(crate) fn record_calls(receipts: &[Receipt]) -> Result<Vec<RecordCall<'_>>, QueueError> {
+    let mut calls: Vec<RecordCall<'_>> = Vec::new();
+    for receipt in receipts {
+        check_seq(&receipt.job, receipt.seq)?;
+        // About what the receipt adds: its item and stderr dominate.
+        let len = 64 + receipt.item.len() + receipt.stderr_tail.as_ref().map_or(0, String::len);
+        let open = calls
+            .iter_mut()
+            .rev()
+            .find(|call| call.job == &*receipt.job && call.takes(len));
+        match open {
+            Some(call) => call.add(receipt)?,
+            None => {
+                let mut call = RecordCall::new(&receipt.job, receipt.at);
+                call.add(receipt)?;
+                calls.push(call);
+            }
+        }
+    }
+    Ok(calls)
+}
+
 /// One `record.lua` call: receipts of one job, at most [`SETTLE_CHUNK`] of
 /// them and about [`RECORD_BYTES`]. The done ones travel as a batch
 /// ([`DoneLines`]: their bitmap window, their seqs, their lines) and become
 /// one hash field; the dead ones as a (seq, JSON) pair each.
-struct RecordCall<'a> {
+pub(crate) struct RecordCall<'a> {
     job: &'a str,
     first: u64,
     last: u64,
@@ -393,6 +389,21 @@ impl<'a> RecordCall<'a> {
             bytes: 0,
             done: DoneLines::default(),
             dead: Vec::new(),
+        }
+    }
+
+    /// Its arguments, `record.lua`'s ARGV, added to `inv`.
+    pub(crate) fn args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(self.job).arg(self.first).arg(self.last);
+        match self.done.window() {
+            Some((start, mask)) => inv.arg(start).arg(mask),
+            None => inv.arg("").arg(""),
+        };
+        inv.arg(self.done.high().unwrap_or(0))
+            .arg(&self.done.seqs)
+            .arg(&self.done.lines);
+        for (seq, json) in &self.dead {
+            inv.arg(seq).arg(json);
         }
     }
 

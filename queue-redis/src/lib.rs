@@ -19,7 +19,7 @@
 //! | `ready` | list | members waiting for a worker, FIFO |
 //! | `leased` | sorted set | lease `ID:ATTEMPT:NONCE` → deadline (ms, server clock) |
 //! | `delayed` | sorted set | member → when a nacked item is due again |
-//! | `payload`, `attrs` | hashes | id → the item, enveloped with its attributes when it has any (`codec::pack`); `attrs`: id → attributes of items stored before envelopes |
+//! | `payload`, `attrs` | hashes | id → the item, enveloped with its job and attributes when it has either (`codec::pack`); `attrs`: id → attributes of items stored before envelopes |
 //! | `dead`, `reason` | list, hash | dead-lettered members, oldest first; id → why |
 //! | `seq` | string | the id counter |
 //! | `wake` | list | markers that wake blocked pullers |
@@ -74,26 +74,27 @@
 //! [`WorkQueue::ledger`]) in the keys above, beside its items: it moves with
 //! the queue, two clients of a queue share it, and `delete` removes it. A
 //! job's submitted, done and dead items are bitmaps (bit = seq: 125 KB per
-//! million items each, counted by `BITCOUNT`), its receipts a hash seq →
-//! JSON, its manifest a field of `jobs`. Each (job, seq) counts once and
-//! done beats dead inside one script (`record.lua`), so receipts may be
+//! million items each, counted by `BITCOUNT`), its receipts a hash (a
+//! field per ack batch of done ones, a field per dead one), its manifest a
+//! field of `jobs`. Each (job, seq) counts once and done beats dead inside
+//! one script (`record.lua`, `ack_recorded.lua`), so receipts may be
 //! re-sent freely. An item of a job that Redis buries by itself (its lease
 //! lapsed on its last attempt, reaped by the next pull or settle call) gets
 //! its dead receipt in the same script as the burial (`common.lua`, read from
-//! the item's stored attributes), so the job still ends.
+//! the item's stored value), so the job still ends.
 //!
 //! What it costs:
 //!
-//! - **per ack batch**: one more script call before the ack (`record.lua`,
-//!   1000 receipts a call at most): five arguments per item (job, seq,
-//!   state, time, the receipt's JSON: about 140 bytes for a short item,
-//!   at most about 5 KB with 1 KB of item and 4 KB of stderr), and inside
-//!   it two `SETBIT`s per item (a third while the job has dead items) plus
-//!   one variadic `HSET` and four bookkeeping calls per job. Measured on
-//!   Redis 7.0 over loopback, 100 000 items in batches of 500: about 6 µs
-//!   of server time per item, against about 2.6 µs for the ack itself.
-//! - **per item stored**: two or three bits, and its receipt (its JSON plus
-//!   about 50 bytes of hash overhead) until the queue is deleted.
+//! - **per ack batch**: nothing more: the receipts travel in the ack's own
+//!   script call (`ack_recorded.lua`), the done ones as one hash field of
+//!   short JSON lines (`src/receipts.rs`, ~35 bytes plus the item per
+//!   receipt) and a bitmap window ORed into `done` and `submitted` with
+//!   one `GETRANGE`/`SETRANGE` each; a dead one is a field of its own.
+//! - **per item**: its job and seq in its stored value (`codec::pack`,
+//!   ~20 bytes with a short job name, read by every pull); two bits, and
+//!   its receipt line until the queue is deleted. Measured on Redis 7.0
+//!   (docs/BENCHMARKS.md): 47.3 k server instructions per item published
+//!   and processed with a job, against 44.0 k without.
 //! - **per worker**: `jobs()` about once a second while idle: one script
 //!   call (`jobs.lua`) reading every manifest and three `BITCOUNT`s per job:
 //!   about 30 µs of server time for a job of 100 000 items.
@@ -120,6 +121,7 @@ pub use error::redact;
 pub use keys::{DEFAULT_URL, URL_ENV};
 pub use ledger::RedisLedger;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,7 +129,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::job::JobItem;
+use bytes::Bytes;
+use forloop_core::job::{JobItem, Ledger, Receipt};
 use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
@@ -154,6 +157,7 @@ struct Scripts {
     publish: Script,
     pull: Script,
     ack: Script,
+    ack_recorded: Script,
     nack: Script,
     release: Script,
     extend: Script,
@@ -175,6 +179,7 @@ impl Scripts {
             publish: script!("publish.lua"),
             pull: script!("pull.lua"),
             ack: script!("ack.lua"),
+            ack_recorded: script!("ack_recorded.lua"),
             nack: script!("nack.lua"),
             release: script!("release.lua"),
             extend: script!("extend.lua"),
@@ -463,6 +468,28 @@ const DEAD_BATCH: u64 = 1000;
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
 
+/// The message a stored value holds ([`codec::pack`]), its attributes
+/// from `attrs` (the `attrs` hash's entry, for an item stored before
+/// envelopes) when the value is bare. The job's name is shared with
+/// `known_job` ([`JobItem::shared`]).
+fn open(value: Bytes, attrs: &Value, known_job: &mut Option<Arc<str>>) -> Message {
+    let stored = unpack(value);
+    let encoded = stored.attributes.unwrap_or_else(|| as_bytes(attrs));
+    let attributes = decode_attributes(&encoded);
+    match stored.job {
+        Some((seq, name)) => Message {
+            payload: stored.payload,
+            attributes,
+            job: Some(JobItem::shared(
+                &String::from_utf8_lossy(&name),
+                seq,
+                known_job,
+            )),
+        },
+        None => Message::from_wire(stored.payload, attributes, known_job),
+    }
+}
+
 /// A lease `ID:ATTEMPT:NONCE` (see `src/lua/common.lua`): its id and attempt.
 fn lease_parts(lease: &str) -> Option<(&str, u64)> {
     let mut parts = lease.splitn(3, ':');
@@ -528,8 +555,8 @@ impl WorkQueue for RedisQueue {
             .run("publish", &self.link.scripts.publish, |inv| {
                 inv.arg(n);
                 for message in &batch {
-                    let attributes = encode_attributes(&message.wire_attributes());
-                    inv.arg(&*pack(&message.payload, &attributes));
+                    let attributes = encode_attributes(&message.attributes);
+                    inv.arg(&*pack(&message.payload, message.job.as_ref(), &attributes));
                 }
             })
             .await?;
@@ -568,20 +595,23 @@ impl WorkQueue for RedisQueue {
             // request left is never later than that.
             let deadline = sent + self.config.lease;
             let mut known_job = None;
+            let none = Arc::new(BTreeMap::new());
             let deliveries: Vec<Delivery> = reply[2..]
                 .chunks_exact(3)
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
-                    let (payload, packed) = unpack(as_bytes(&chunk[1]));
-                    let stored = packed.unwrap_or_else(|| as_bytes(&chunk[2]));
-                    let mut attributes = decode_attributes(&stored);
-                    let job = JobItem::take_from(&mut attributes, &mut known_job);
+                    let message = open(as_bytes(&chunk[1]), &chunk[2], &mut known_job);
+                    let attributes = if message.attributes.is_empty() {
+                        Arc::clone(&none)
+                    } else {
+                        Arc::new(message.attributes)
+                    };
                     Some(Delivery {
                         id: Arc::from(id),
-                        payload,
-                        attributes: attributes.into(),
-                        job,
+                        payload: message.payload,
+                        attributes,
+                        job: message.job,
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                         token: LeaseToken::new(lease),
                         deadline,
@@ -605,6 +635,39 @@ impl WorkQueue for RedisQueue {
         let head = [self.config.max_attempts.to_string()];
         self.settle("ack", &self.link.scripts.ack, tokens, &head)
             .await
+    }
+
+    /// A worker's ack batch is one job's receipts and at most
+    /// 1000 leases (a settle chunk): one `ack_recorded.lua` call, one round
+    /// trip, where the receipts and the ack land together or not at all
+    /// (two calls re-run an item whose ack fails after its receipt).
+    /// Anything larger records, then acks.
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[Receipt],
+    ) -> Result<LeaseReport, QueueError> {
+        let calls = ledger::record_calls(receipts)?;
+        let split = TokenSplit::new(tokens, lease_id);
+        let ([call], true) = (&calls[..], split.known.len() <= SETTLE_CHUNK) else {
+            self.ledger.record(receipts).await?;
+            return self.ack(tokens).await;
+        };
+        let known = &split.known;
+        let lost: Vec<usize> = self
+            .run("receipt and ack", &self.link.scripts.ack_recorded, |inv| {
+                inv.arg(1 + 2 * known.len()).arg(self.config.max_attempts);
+                for (id, token) in known {
+                    inv.arg(token.as_text().unwrap_or_default()).arg(id);
+                }
+                call.args(inv);
+            })
+            .await?;
+        // 1-based positions in `split.known`.
+        let lost = split.at(lost.into_iter().map(|i| i.wrapping_sub(1)));
+        let mut report = LeaseReport { lost: split.lost };
+        report.lost.extend(lost);
+        Ok(report)
     }
 
     async fn nack(
@@ -680,21 +743,13 @@ impl WorkQueue for RedisQueue {
         let mut known_job = None;
         Ok(reply
             .chunks_exact(5)
-            .map(|chunk| {
-                let (payload, packed) = unpack(as_bytes(&chunk[3]));
-                let stored = packed.unwrap_or_else(|| as_bytes(&chunk[4]));
-                DeadLetter {
-                    id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
-                    attempts: as_u64(&chunk[1])
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(0),
-                    reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
-                    message: Message::from_wire(
-                        payload,
-                        decode_attributes(&stored),
-                        &mut known_job,
-                    ),
-                }
+            .map(|chunk| DeadLetter {
+                id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
+                attempts: as_u64(&chunk[1])
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
+                message: open(as_bytes(&chunk[3]), &chunk[4], &mut known_job),
             })
             .take(limit)
             .collect())

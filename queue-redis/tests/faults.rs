@@ -115,7 +115,9 @@ async fn a_settle_call_of_ten_thousand_tokens_settles_them_all() {
     assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
 }
 
-/// Script calls the server has run since the last `CONFIG RESETSTAT`.
+/// Script calls the server has run since the last `CONFIG RESETSTAT`,
+/// less those that failed (the first call of a script the server has not
+/// cached fails with NOSCRIPT and is sent again whole).
 async fn script_calls(server: &RedisServer) -> u64 {
     let mut connection = raw(server).await;
     let info: String = redis::cmd("INFO")
@@ -126,8 +128,12 @@ async fn script_calls(server: &RedisServer) -> u64 {
     info.lines()
         .filter(|line| line.starts_with("cmdstat_eval"))
         .filter_map(|line| {
+            let stat = |name: &str| -> Option<u64> {
+                let field = line.split(&format!(",{name}=")).nth(1)?;
+                field.split(',').next()?.parse().ok()
+            };
             let calls = line.split("calls=").nth(1)?.split(',').next()?;
-            calls.parse::<u64>().ok()
+            Some(calls.parse::<u64>().ok()? - stat("failed_calls").unwrap_or(0))
         })
         .sum()
 }
@@ -312,20 +318,36 @@ async fn far_apart_and_repeated_seqs_in_one_call_count_once() {
     assert_eq!(seqs, [5, 6, 7, 150_000]);
 }
 
-/// An item stored before envelopes (its attributes in the `attrs` hash)
-/// is still delivered with them, and its job read; one stored now keeps
-/// its attributes in its own value and leaves `attrs` empty.
+/// Items stored by earlier releases stay readable: one from before
+/// envelopes (its attributes in the `attrs` hash) and one from before the
+/// job's envelope (its job as two attributes in an attributes envelope)
+/// are delivered with their attributes and job, as one stored now is, and
+/// the server buries each with a dead receipt of the right seq. A new item
+/// keeps its attributes in its own value and leaves `attrs` alone.
 #[tokio::test]
-async fn items_stored_before_envelopes_keep_their_attributes() {
+async fn items_stored_by_earlier_releases_keep_their_attributes_and_job() {
     let server = RedisServer::local(false);
-    let q = queue(&server, "legacy", 5).await;
+    let config = QueueConfig::new("legacy")
+        .with_lease(Duration::from_millis(300))
+        .with_max_attempts(1);
+    let q = RedisQueue::connect(server.url(), config).await.unwrap();
+    q.jobs_ledger()
+        .begin(&Manifest::new("j", 7, "d"))
+        .await
+        .unwrap();
     let mut c = raw(&server).await;
     let attrs = "11:forloop-job1:j11:forloop-seq1:41:k1:v";
+    // The attributes envelope of the release before, its job as attributes.
+    let mid_attrs = attrs.replace("1:4", "1:6");
+    let mut enveloped = b"\xff\x00FLA1".to_vec();
+    enveloped.extend_from_slice(format!("{}:{mid_attrs}mid item", mid_attrs.len()).as_bytes());
     let _: () = redis::pipe()
         .cmd("HSET")
         .arg("{forloop:legacy}:payload")
         .arg("900")
         .arg("old item")
+        .arg("901")
+        .arg(&enveloped)
         .ignore()
         .cmd("HSET")
         .arg("{forloop:legacy}:attrs")
@@ -335,6 +357,7 @@ async fn items_stored_before_envelopes_keep_their_attributes() {
         .cmd("RPUSH")
         .arg("{forloop:legacy}:ready")
         .arg("900:0")
+        .arg("901:0")
         .ignore()
         .query_async(&mut c)
         .await
@@ -347,10 +370,15 @@ async fn items_stored_before_envelopes_keep_their_attributes() {
     .await
     .unwrap();
     let got = q.pull(10, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(got.len(), 2);
-    for (delivery, payload, seq) in [(&got[0], "old item", 4), (&got[1], "new item", 5)] {
+    assert_eq!(got.len(), 3);
+    for (delivery, payload, seq) in [
+        (&got[0], "old item", 4),
+        (&got[1], "mid item", 6),
+        (&got[2], "new item", 5),
+    ] {
         assert_eq!(&delivery.payload[..], payload.as_bytes());
         assert_eq!(delivery.attributes.get("k").map(String::as_str), Some("v"));
+        assert_eq!(delivery.attributes.len(), 1, "{delivery:?}");
         assert_eq!(delivery.job, Some(JobItem::new("j", seq)));
     }
     let stored: u64 = redis::cmd("HLEN")
@@ -359,6 +387,27 @@ async fn items_stored_before_envelopes_keep_their_attributes() {
         .await
         .unwrap();
     assert_eq!(stored, 1, "a new item wrote to attrs");
+    // Their holder dies; the next pull reaps and buries all three.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        q.pull(1, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let receipts = q.jobs_ledger().receipts("j").await.unwrap();
+    let dead: Vec<(u64, Settled, &[u8])> = receipts
+        .iter()
+        .map(|r| (r.seq, r.state, &r.item[..]))
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            (4, Settled::Dead, &b"old item"[..]),
+            (5, Settled::Dead, b"new item"),
+            (6, Settled::Dead, b"mid item")
+        ]
+    );
 }
 
 fn receipt(seq: u64, state: Settled) -> Receipt {
@@ -527,4 +576,58 @@ async fn one_record_call_keeps_the_reference_rules() {
         ledger.seqs("j").await.unwrap(),
         reference.seqs("j").await.unwrap()
     );
+}
+
+/// Issue 12 (ledger cost): a worker's ack batch of one job is one script
+/// call that records its receipts and settles its leases, reporting
+/// exactly the leases it did not hold; a batch of two jobs still records
+/// every receipt before its ack.
+#[tokio::test]
+async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
+    let server = RedisServer::local(false);
+    let queue = queue(&server, "ack-recorded", 5).await;
+    let ledger = queue.jobs_ledger();
+    for job in ["j", "k"] {
+        ledger.begin(&Manifest::new(job, 4, "d")).await.unwrap();
+    }
+    let messages = (0..4).map(|seq| job_message(&format!("item {seq}"), seq));
+    queue.publish(messages.collect()).await.unwrap();
+    let tokens = lease_all_ready(&queue, 4).await;
+    queue.ack(&tokens[3..]).await.unwrap();
+    let foreign = LeaseToken::new("not-a-redis-lease");
+    let batch = [
+        tokens[0].clone(),
+        tokens[3].clone(),
+        foreign.clone(),
+        tokens[1].clone(),
+    ];
+    let receipts: Vec<Receipt> = (0..2).map(|seq| receipt(seq, Settled::Done)).collect();
+
+    reset_stats(&server).await;
+    let report = queue.ack_recorded(&batch, &receipts).await.unwrap();
+    assert_eq!(
+        script_calls(&server).await,
+        1,
+        "receipts and ack in one call"
+    );
+    let mut lost = report.lost.clone();
+    lost.sort_by_key(|t| format!("{t:?}"));
+    let mut want = vec![tokens[3].clone(), foreign];
+    want.sort_by_key(|t| format!("{t:?}"));
+    assert_eq!(lost, want, "the wrong leases were reported lost");
+    let status = &ledger.jobs().await.unwrap();
+    let j = status.iter().find(|s| s.manifest.job == "j").unwrap();
+    assert_eq!((j.done, j.dead), (2, 0), "{j:?}");
+    assert_eq!(counts(&queue).await, (Some(0), Some(1), Some(0)));
+
+    // Two jobs in one batch: recorded (one call each), then acked.
+    let mut other = receipt(2, Settled::Done);
+    other.job = "k".into();
+    let receipts = [receipt(2, Settled::Done), other];
+    let report = queue.ack_recorded(&tokens[2..3], &receipts).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    let status = ledger.jobs().await.unwrap();
+    let done: Vec<u64> = status.iter().map(|s| s.done).collect();
+    assert_eq!(done, [3, 1], "{status:?}");
+    assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
 }

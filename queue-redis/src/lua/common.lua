@@ -1,7 +1,7 @@
 -- Shared by every forloop script. KEYS, all in one hash tag:
 -- 1 ready (list), 2 leased (zset member -> deadline ms), 3 delayed (zset
--- member -> due ms), 4 payload (hash id -> the item, with its attributes
--- in an envelope when it has any: `open_value`), 5 attrs (hash id ->
+-- member -> due ms), 4 payload (hash id -> the item, with its job and
+-- attributes in an envelope when it has either: `open_value`), 5 attrs (hash id ->
 -- attributes, only for items stored before envelopes), 6 dead (list), 7 reason (hash id -> why dead), 8 seq (id
 -- counter), 9 wake (markers), 10 jobs (hash job -> manifest JSON), 11
 -- settled (hash job -> "FIRST LAST", ms), 12 ledger (set of every job with
@@ -256,6 +256,15 @@ local function job_status(job, manifest)
   }
 end
 
+-- A job and seq read off an item, checked: the seq as canonical text, or
+-- nil when either is missing or the seq is no seq.
+local function job_seq(job, seq)
+  if not job or not seq or not string.match(seq, '^%d+$') then return nil end
+  seq = tonumber(seq)
+  if seq > MAX_SEQ then return nil end
+  return job, string.format('%d', seq)
+end
+
 -- The job and seq (canonical text) an item's encoded attributes name
 -- ("len:key len:value ...", see `src/codec.rs`), or nil.
 local function job_of(attrs)
@@ -269,11 +278,7 @@ local function job_of(attrs)
     if key then fields[key], key = part, nil else key = part end
     pos = colon + len + 1
   end
-  local job, seq = fields['forloop-job'], fields['forloop-seq']
-  if not job or not seq or not string.match(seq, '^%d+$') then return nil end
-  seq = tonumber(seq)
-  if seq > MAX_SEQ then return nil end
-  return job, string.format('%d', seq)
+  return job_seq(fields['forloop-job'], fields['forloop-seq'])
 end
 
 -- At most 1024 bytes of an item, cut on a UTF-8 character boundary.
@@ -288,16 +293,36 @@ local function cut_item(payload)
   return string.sub(payload, 1, cut)
 end
 
--- What starts a stored value that is an envelope (`src/codec.rs`, `pack`).
-local ENVELOPE = '\255\0FLA1'
+-- What starts a stored value that is an envelope, and the envelope of an
+-- item of a job (`src/codec.rs`, `pack`).
+local ENVELOPE, JOB_ENVELOPE = '\255\0FLA1', '\255\0FLJ1'
 
--- A stored value's payload and, for an envelope, its encoded attributes.
+-- The `LEN:BYTES` at `value`'s byte `at`: the bytes and the byte after
+-- them, or nil.
+local function length_prefixed(value, at)
+  local len = string.match(value, '^(%d+):', at)
+  if not len then return nil end
+  local from = at + #len + 1
+  local to = from + tonumber(len) - 1
+  if to > #value then return nil end
+  return string.sub(value, from, to), to + 1
+end
+
+-- A stored value's payload and, for an envelope, its encoded attributes,
+-- and for a job's envelope the job and seq (text, unchecked).
 local function open_value(value)
-  if string.sub(value, 1, #ENVELOPE) ~= ENVELOPE then return value, nil end
-  local colon = string.find(value, ':', #ENVELOPE + 1, true)
-  local len = colon and tonumber(string.sub(value, #ENVELOPE + 1, colon - 1))
-  if not len or colon + len > #value then return value, nil end
-  return string.sub(value, colon + len + 1), string.sub(value, colon + 1, colon + len)
+  local head, at, job, seq = string.sub(value, 1, #ENVELOPE), #ENVELOPE + 1, nil, nil
+  if head == JOB_ENVELOPE then
+    seq = string.match(value, '^(%d+):', at)
+    if not seq then return value, nil end
+    job, at = length_prefixed(value, at + #seq + 1)
+    if not job then return value, nil end
+  elseif head ~= ENVELOPE then
+    return value, nil
+  end
+  local attrs, rest = length_prefixed(value, at)
+  if not attrs then return value, nil end
+  return string.sub(value, rest), attrs, job, seq
 end
 
 -- An item of a job is buried: its dead receipt, in the same script as the
@@ -306,8 +331,12 @@ end
 -- first and stays. Attributes are in the envelope, or (an item from
 -- before envelopes) in `attrs`.
 local function record_burial(id, attempts, reason)
-  local payload, attrs = open_value(redis.call('HGET', K_PAYLOAD, id) or '')
-  local job, seq = job_of(attrs or redis.call('HGET', K_ATTRS, id))
+  local payload, attrs, job, seq = open_value(redis.call('HGET', K_PAYLOAD, id) or '')
+  if job then
+    job, seq = job_seq(job, seq)
+  else
+    job, seq = job_of(attrs or redis.call('HGET', K_ATTRS, id))
+  end
   if not job then return end
   local now = tostring(now_ms())
   local receipt = cjson.encode({
@@ -386,4 +415,41 @@ local function ids_of(members)
   local ids = {}
   for n, member in ipairs(members) do ids[n] = split(member) end
   return ids
+end
+
+-- Record one job's settlements; `args[at]` onwards as record.lua's ARGV
+-- (see there). Returns nothing.
+local function record(args, at)
+  local job = args[at]
+  local counted = args[at + 6] ~= ''
+    and settle_done(job, args[at + 3], args[at + 4], args[at + 5], args[at + 6], args[at + 7])
+  for i = at + 8, #args, 2 do
+    if counts(job, args[i]) then
+      settle_dead(job, args[i], args[i + 1])
+      counted = true
+    end
+  end
+  if counted then settled_between(job, args[at + 1], args[at + 2]) end
+end
+
+-- Ack: `args[at]` is max attempts, `args[at + 1 .. last]` (member, id)
+-- pairs. Returns the 1-based positions of lost leases. Expired leases are
+-- reaped first, so a member still in `leased` is live, and one ZREM both
+-- checks and settles it (an integer reply: no score to format and parse,
+-- measured in BENCHMARKS.md).
+local function ack(args, at, last)
+  reap(now_ms(), tonumber(args[at]))
+  local ids, lost = {}, {}
+  for i = at + 1, last, 2 do
+    if redis.call('ZREM', K_LEASED, args[i]) == 1 then
+      ids[#ids + 1] = args[i + 1]
+    else
+      lost[#lost + 1] = (i - at + 1) / 2
+    end
+  end
+  if #ids > 0 then
+    forget_all(ids)
+    wake_if_drained()
+  end
+  return lost
 end
