@@ -452,7 +452,13 @@ impl SheetLedger {
     /// Whether to list the dead place now: some job is incomplete, its
     /// settled count has not moved for `dead_every` (while items settle,
     /// the ones that lapsed can wait for the run to stall), and the last
-    /// look is `dead_every` old. A process's first read always looks.
+    /// look is `dead_every` old. A process's first read starts the clock
+    /// rather than looking: a worker's first read comes when it first runs
+    /// out of work, mostly near a job's end, and a look under way then
+    /// held its exit (a listing is released before the process ends) by
+    /// the dead place's long poll, so a short job ended up to a second
+    /// late on SQS. Items that lapsed while no worker ran are found once
+    /// the job has not moved for `dead_every`.
     fn dead_look_due(&self, book: &Book) -> bool {
         let open: Vec<JobStatus> = book
             .status()
@@ -475,7 +481,7 @@ impl SheetLedger {
             }
             None => {
                 look.progress = Some((settled, now));
-                true
+                false
             }
         };
         let rested = look
