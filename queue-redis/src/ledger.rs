@@ -392,6 +392,11 @@ impl<'a> RecordCall<'a> {
         }
     }
 
+    /// How many arguments [`RecordCall::args`] adds.
+    pub(crate) fn arg_count(&self) -> usize {
+        8 + 2 * self.dead.len()
+    }
+
     /// Its arguments, `record.lua`'s ARGV, added to `inv`.
     pub(crate) fn args(&self, inv: &mut redis::ScriptInvocation<'_>) {
         inv.arg(self.job).arg(self.first).arg(self.last);

@@ -346,13 +346,30 @@ impl RedisQueue {
     }
 
     /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
-    /// (all sent at once); each reply lists lost positions (1-based).
+    /// (all sent at once), `head` its first arguments; each reply lists
+    /// lost positions (1-based).
     async fn settle(
         &self,
         what: &str,
         script: &Script,
         tokens: &[LeaseToken],
         head: &[String],
+    ) -> Result<LeaseReport, QueueError> {
+        self.settle_after(what, script, tokens, &|inv| {
+            for arg in head {
+                inv.arg(arg);
+            }
+        })
+        .await
+    }
+
+    /// [`RedisQueue::settle`], the first arguments written by `head`.
+    async fn settle_after(
+        &self,
+        what: &str,
+        script: &Script,
+        tokens: &[LeaseToken],
+        head: &(dyn Fn(&mut redis::ScriptInvocation<'_>) + Sync),
     ) -> Result<LeaseReport, QueueError> {
         let split = TokenSplit::new(tokens, lease_id);
         let mut report = LeaseReport {
@@ -365,9 +382,7 @@ impl RedisQueue {
             async move {
                 let lost: Vec<usize> = self
                     .run(what, script, |inv| {
-                        for arg in head {
-                            inv.arg(arg);
-                        }
+                        head(inv);
                         for (id, token) in known {
                             inv.arg(token.as_text().unwrap_or_default()).arg(id);
                         }
@@ -648,26 +663,22 @@ impl WorkQueue for RedisQueue {
         receipts: &[Receipt],
     ) -> Result<LeaseReport, QueueError> {
         let calls = ledger::record_calls(receipts)?;
-        let split = TokenSplit::new(tokens, lease_id);
-        let ([call], true) = (&calls[..], split.known.len() <= SETTLE_CHUNK) else {
+        let ([call], true) = (&calls[..], tokens.len() <= SETTLE_CHUNK) else {
             self.ledger.record(receipts).await?;
             return self.ack(tokens).await;
         };
-        let known = &split.known;
-        let lost: Vec<usize> = self
-            .run("receipt and ack", &self.link.scripts.ack_recorded, |inv| {
-                inv.arg(1 + 2 * known.len()).arg(self.config.max_attempts);
-                for (id, token) in known {
-                    inv.arg(token.as_text().unwrap_or_default()).arg(id);
-                }
+        let max_attempts = self.config.max_attempts;
+        self.settle_after(
+            "receipt and ack",
+            &self.link.scripts.ack_recorded,
+            tokens,
+            &|inv| {
+                inv.arg(call.arg_count());
                 call.args(inv);
-            })
-            .await?;
-        // 1-based positions in `split.known`.
-        let lost = split.at(lost.into_iter().map(|i| i.wrapping_sub(1)));
-        let mut report = LeaseReport { lost: split.lost };
-        report.lost.extend(lost);
-        Ok(report)
+                inv.arg(max_attempts);
+            },
+        )
+        .await
     }
 
     async fn nack(

@@ -1,8 +1,8 @@
--- ARGV: N, then ack.lua's N arguments (max attempts, (member, id) pairs),
--- then record.lua's. A worker's ack batch of one job in one call: the
+-- ARGV: R, then record.lua's R arguments, then ack.lua's (max attempts,
+-- (member, id) pairs). A worker's ack batch of one job in one call: the
 -- receipts are recorded and the leases settled together (the two-call
 -- order, record then ack, re-runs an item whose ack fails after its
 -- receipt; here both land or neither does). Returns ack.lua's reply.
-local n = tonumber(ARGV[1])
-record(ARGV, n + 2)
-return ack(ARGV, 2, n + 1)
+local r = tonumber(ARGV[1])
+record(ARGV, 2, r + 1)
+return ack(ARGV, r + 2, #ARGV)

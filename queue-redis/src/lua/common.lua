@@ -417,13 +417,13 @@ local function ids_of(members)
   return ids
 end
 
--- Record one job's settlements; `args[at]` onwards as record.lua's ARGV
+-- Record one job's settlements; `args[at .. last]` as record.lua's ARGV
 -- (see there). Returns nothing.
-local function record(args, at)
+local function record(args, at, last)
   local job = args[at]
   local counted = args[at + 6] ~= ''
     and settle_done(job, args[at + 3], args[at + 4], args[at + 5], args[at + 6], args[at + 7])
-  for i = at + 8, #args, 2 do
+  for i = at + 8, last, 2 do
     if counts(job, args[i]) then
       settle_dead(job, args[i], args[i + 1])
       counted = true

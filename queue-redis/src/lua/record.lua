@@ -6,5 +6,5 @@
 -- job's first/last settlement. A seq past the job's total, or of a job
 -- with no manifest, settles nothing. The done ones go first, so a dead
 -- one sees its done bit.
-record(ARGV, 1)
+record(ARGV, 1, #ARGV)
 return 0
