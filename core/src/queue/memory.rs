@@ -378,7 +378,7 @@ impl MemoryQueue {
     fn take(&self, max: usize, until: Instant) -> Result<Vec<Delivery>, Empty> {
         let (mut inner, now) = self.lock();
         let deadline = now + self.shared.config.lease;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(inner.ready.len()));
         while out.len() < max {
             let Some(id) = inner.ready.pop_front() else {
                 break;

@@ -815,8 +815,15 @@ impl Worker {
     /// Send the buffered acks, at most `ack_batch` a call.
     fn flush_acks(&self, acks: &mut AckBuffer, calls: &mut Calls<Finished>, ack_batch: usize) {
         while !acks.pending.is_empty() {
-            let rest = acks.pending.split_off(acks.pending.len().min(ack_batch));
-            let batch = std::mem::replace(&mut acks.pending, rest);
+            // The next batch starts with the room this one had: a vector
+            // regrown by doubling copies every finished task again.
+            let batch = if acks.pending.len() <= ack_batch {
+                let room = acks.pending.capacity();
+                std::mem::replace(&mut acks.pending, Vec::with_capacity(room))
+            } else {
+                let rest = acks.pending.split_off(ack_batch);
+                std::mem::replace(&mut acks.pending, rest)
+            };
             let queue = Arc::clone(&self.queue);
             let limit = self.config.call_timeout;
             // One clock reading a batch: its items are acked together.
