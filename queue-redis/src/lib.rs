@@ -130,7 +130,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use forloop_core::job::{JobItem, Ledger, Receipt};
+use forloop_core::job::{JobItem, Ledger, Receipt, ReceiptRef};
 use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
@@ -660,11 +660,12 @@ impl WorkQueue for RedisQueue {
     async fn ack_recorded(
         &self,
         tokens: &[LeaseToken],
-        receipts: &[Receipt],
+        receipts: &[ReceiptRef<'_>],
     ) -> Result<LeaseReport, QueueError> {
-        let calls = ledger::record_calls(receipts)?;
+        let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+        let calls = ledger::record_calls(&receipts)?;
         let ([call], true) = (&calls[..], tokens.len() <= SETTLE_CHUNK) else {
-            self.ledger.record(receipts).await?;
+            self.ledger.record(&receipts).await?;
             return self.ack(tokens).await;
         };
         let max_attempts = self.config.max_attempts;

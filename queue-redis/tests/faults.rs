@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use forloop_core::job::{JobItem, Ledger, Manifest, Receipt, SeqSet, Settled};
+use forloop_core::job::{JobItem, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled};
 use forloop_core::{Driver, LeaseToken, Message, QueueAddress, QueueConfig, WorkQueue};
 use forloop_queue_redis::{RedisDriver, RedisQueue};
 use forloop_testkit::servers::RedisServer;
@@ -410,6 +410,10 @@ async fn items_stored_by_earlier_releases_keep_their_attributes_and_job() {
     );
 }
 
+fn borrowed(receipts: &[Receipt]) -> Vec<ReceiptRef<'_>> {
+    receipts.iter().map(Receipt::borrowed).collect()
+}
+
 fn receipt(seq: u64, state: Settled) -> Receipt {
     Receipt {
         job: "j".into(),
@@ -604,7 +608,10 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     let receipts: Vec<Receipt> = (0..2).map(|seq| receipt(seq, Settled::Done)).collect();
 
     reset_stats(&server).await;
-    let report = queue.ack_recorded(&batch, &receipts).await.unwrap();
+    let report = queue
+        .ack_recorded(&batch, &borrowed(&receipts))
+        .await
+        .unwrap();
     assert_eq!(
         script_calls(&server).await,
         1,
@@ -624,7 +631,10 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     let mut other = receipt(2, Settled::Done);
     other.job = "k".into();
     let receipts = [receipt(2, Settled::Done), other];
-    let report = queue.ack_recorded(&tokens[2..3], &receipts).await.unwrap();
+    let report = queue
+        .ack_recorded(&tokens[2..3], &borrowed(&receipts))
+        .await
+        .unwrap();
     assert!(report.lost.is_empty(), "{report:?}");
     let status = ledger.jobs().await.unwrap();
     let done: Vec<u64> = status.iter().map(|s| s.done).collect();

@@ -39,26 +39,27 @@ pub struct Entry {
 impl Entry {
     fn settle(&mut self, receipts: &[Receipt]) {
         for receipt in receipts {
-            self.settle_one(receipt);
+            self.settle_one(receipt.seq, receipt.state, receipt.at);
         }
     }
 
-    /// Count one receipt of this job: once; done beats dead.
-    pub(crate) fn settle_one(&mut self, receipt: &Receipt) {
-        self.submitted.insert(receipt.seq);
-        match receipt.state {
+    /// Count one receipt of this job (item `seq`, settled `state` at
+    /// `at`): once; done beats dead.
+    pub(crate) fn settle_one(&mut self, seq: u64, state: Settled, at: u64) {
+        self.submitted.insert(seq);
+        match state {
             Settled::Done => {
-                self.done.insert(receipt.seq);
+                self.done.insert(seq);
                 if !self.dead.is_empty() {
-                    self.dead.remove(receipt.seq);
+                    self.dead.remove(seq);
                 }
             }
-            Settled::Dead if !self.done.contains(receipt.seq) => {
-                self.dead.insert(receipt.seq);
+            Settled::Dead if !self.done.contains(seq) => {
+                self.dead.insert(seq);
             }
             Settled::Dead => {}
         }
-        self.settled_at(receipt.at);
+        self.settled_at(at);
     }
 
     fn settled_at(&mut self, at: u64) {

@@ -299,14 +299,15 @@ pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
         })
         .collect();
     let tokens: Vec<_> = held.iter().map(|d| d.token.clone()).collect();
+    let borrowed: Vec<_> = receipts.iter().map(Receipt::borrowed).collect();
     let report = queue
-        .ack_recorded(&tokens, &receipts)
+        .ack_recorded(&tokens, &borrowed)
         .await
         .expect("ack_recorded");
     assert!(report.lost.is_empty(), "{report:?}");
     // The batch again, as a worker retries one whose answer it lost.
     queue
-        .ack_recorded(&tokens, &receipts)
+        .ack_recorded(&tokens, &borrowed)
         .await
         .expect("ack_recorded again");
     let status = &ledger.jobs().await.expect("jobs")[0];

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, Settled};
+use super::{
+    Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled,
+};
 use crate::{QueueError, QueueErrorKind};
 
 /// The ledger of one process: the memory queue's, and a reference for the
@@ -150,7 +152,7 @@ impl JobReceipts {
 
     /// Keep `receipt` unless its item has one that stays
     /// ([`Settled::replaces`]).
-    fn keep(&mut self, receipt: &Receipt) {
+    fn keep(&mut self, receipt: &ReceiptRef<'_>) {
         let Ok(seq) = usize::try_from(receipt.seq) else {
             return;
         };
@@ -164,8 +166,8 @@ impl JobReceipts {
         if !receipt.state.replaces(kept) {
             return;
         }
-        let worker = self.worker(&receipt.worker);
-        let (arena, item) = (&mut self.arena, &receipt.item);
+        let worker = self.worker(receipt.worker);
+        let (arena, item) = (&mut self.arena, receipt.item);
         let page = self.pages[page].get_or_insert_with(|| Page {
             slots: Vec::with_capacity(PAGE),
             items: Vec::with_capacity((*arena).max(PAGE * item.len())),
@@ -179,7 +181,8 @@ impl JobReceipts {
         let item_start = u32::try_from(page.items.len()).unwrap_or(u32::MAX);
         page.items.extend_from_slice(item);
         self.arena = self.arena.max(page.items.len());
-        let at = i32::try_from(i128::from(receipt.at) - i128::from(page.since)).ok();
+        // The signed distance (times are far below 2^63 ms).
+        let at = i32::try_from(receipt.at.wrapping_sub(page.since) as i64).ok();
         let slot = Slot {
             seconds: receipt.seconds,
             at: at.unwrap_or(0),
@@ -201,8 +204,8 @@ impl JobReceipts {
         }
         if receipt.reason.is_some() || receipt.stderr_tail.is_some() || at.is_none() {
             let rare = Rare {
-                reason: receipt.reason.clone(),
-                stderr_tail: receipt.stderr_tail.clone(),
+                reason: receipt.reason.map(str::to_string),
+                stderr_tail: receipt.stderr_tail.map(str::to_string),
                 at: at.is_none().then_some(receipt.at),
             };
             self.rare.insert(receipt.seq, rare);
@@ -259,13 +262,21 @@ impl MemoryLedger {
     /// Record receipts at once (no await): for a queue that dead-letters in
     /// its own code.
     pub fn record_now(&self, receipts: &[Receipt]) {
+        let borrowed: Vec<ReceiptRef<'_>> = receipts.iter().map(Receipt::borrowed).collect();
+        self.record_borrowed(&borrowed);
+    }
+
+    /// Record receipts at once, as a worker hands them over (the memory
+    /// queue's `ack_recorded`): nothing of theirs is owned, so nothing is
+    /// counted or dropped per receipt.
+    pub fn record_borrowed(&self, receipts: &[ReceiptRef<'_>]) {
         let mut state = self.state();
         let MemoryState {
             book,
             receipts: by_job,
         } = &mut *state;
-        for run in receipts.chunk_by(Receipt::same_job) {
-            let job = &run[0].job;
+        for run in receipts.chunk_by(ReceiptRef::same_job) {
+            let job = run[0].job;
             let entry = book.entry(job);
             // Kept only for the job's own items: a stray seq (up to 2^64)
             // must not size anything.
@@ -278,7 +289,7 @@ impl MemoryLedger {
             };
             // One pass: a batch's receipts are read once while in cache.
             for receipt in run {
-                entry.settle_one(receipt);
+                entry.settle_one(receipt.seq, receipt.state, receipt.at);
                 if receipt.seq < total {
                     kept.keep(receipt);
                 }

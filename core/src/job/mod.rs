@@ -197,6 +197,78 @@ impl Receipt {
     pub fn item_text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.item)
     }
+
+    /// This receipt, borrowed.
+    pub fn borrowed(&self) -> ReceiptRef<'_> {
+        ReceiptRef {
+            job: &self.job,
+            seq: self.seq,
+            state: self.state,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            seconds: self.seconds,
+            worker: &self.worker,
+            item: &self.item,
+            reason: self.reason.as_deref(),
+            stderr_tail: self.stderr_tail.as_deref(),
+            at: self.at,
+        }
+    }
+}
+
+/// A [`Receipt`] borrowed from what it records: how a worker hands an ack
+/// batch's receipts to [`crate::WorkQueue::ack_recorded`]. Made for every
+/// item a worker settles, so making one copies nothing and counts no
+/// reference (a ledger in memory keeps it without ever owning it);
+/// [`ReceiptRef::to_receipt`] makes the owned one a ledger write needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReceiptRef<'a> {
+    /// The job.
+    pub job: &'a Arc<str>,
+    /// The item's sequence number in the job.
+    pub seq: u64,
+    /// Done or dead.
+    pub state: Settled,
+    /// Which attempt settled it (1-based).
+    pub attempt: u32,
+    /// The command's exit code, where there was one.
+    pub exit_code: Option<i32>,
+    /// How long the attempt ran.
+    pub seconds: f64,
+    /// The worker that ran it.
+    pub worker: &'a Arc<str>,
+    /// The item, cut at [`MAX_RECEIPT_ITEM`] bytes ([`cut_slice`]).
+    pub item: &'a [u8],
+    /// Why it failed, for dead items.
+    pub reason: Option<&'a str>,
+    /// The end of what the command wrote to stderr.
+    pub stderr_tail: Option<&'a str>,
+    /// When it was settled (Unix milliseconds).
+    pub at: u64,
+}
+
+impl ReceiptRef<'_> {
+    /// The owned receipt (the item copied).
+    pub fn to_receipt(&self) -> Receipt {
+        Receipt {
+            job: Arc::clone(self.job),
+            seq: self.seq,
+            state: self.state,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            seconds: self.seconds,
+            worker: Arc::clone(self.worker),
+            item: Bytes::copy_from_slice(self.item),
+            reason: self.reason.map(str::to_string),
+            stderr_tail: self.stderr_tail.map(str::to_string),
+            at: self.at,
+        }
+    }
+
+    /// Whether `a` and `b` are of one job (see [`Receipt::same_job`]).
+    pub fn same_job(a: &ReceiptRef<'_>, b: &ReceiptRef<'_>) -> bool {
+        Arc::ptr_eq(a.job, b.job) || a.job == b.job
+    }
 }
 
 fn item_as_text<S: Serializer>(item: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
@@ -296,8 +368,19 @@ impl fmt::Display for JobItem {
 /// character boundary where the payload is text (a copy, so that a receipt
 /// does not keep a large payload alive).
 pub fn cut_item(payload: &Bytes) -> Bytes {
-    if payload.len() <= MAX_RECEIPT_ITEM {
+    let kept = cut_slice(payload);
+    if kept.len() == payload.len() {
         return payload.clone();
+    }
+    Bytes::copy_from_slice(kept)
+}
+
+/// What a receipt keeps of `payload`: all of it up to [`MAX_RECEIPT_ITEM`]
+/// bytes, else its first bytes, cut on a character boundary where the
+/// payload is text.
+pub fn cut_slice(payload: &[u8]) -> &[u8] {
+    if payload.len() <= MAX_RECEIPT_ITEM {
+        return payload;
     }
     let mut end = MAX_RECEIPT_ITEM;
     if std::str::from_utf8(&payload[..end]).is_err() {
@@ -306,7 +389,7 @@ pub fn cut_item(payload: &Bytes) -> Bytes {
             end -= 1;
         }
     }
-    Bytes::copy_from_slice(&payload[..end])
+    &payload[..end]
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.
@@ -379,6 +462,24 @@ mod tests {
         assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
         let back: Receipt = serde_json::from_str(&json).unwrap();
         assert_eq!(back, receipt);
+    }
+
+    #[test]
+    fn a_borrowed_receipt_owns_every_field_again() {
+        let receipt = Receipt {
+            job: "j".into(),
+            seq: 3,
+            state: Settled::Dead,
+            attempt: 2,
+            exit_code: Some(-9),
+            seconds: 0.25,
+            worker: "w/1".into(),
+            item: Bytes::from("x"),
+            reason: Some("killed".into()),
+            stderr_tail: Some("oom".into()),
+            at: 11,
+        };
+        assert_eq!(receipt.borrowed().to_receipt(), receipt);
     }
 
     fn attributes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

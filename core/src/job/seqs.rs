@@ -79,7 +79,17 @@ impl SeqSet {
     }
 
     /// Add one number.
+    #[inline]
     pub fn insert(&mut self, seq: u64) {
+        // Fast path, inline: the number is in or just past the last range
+        // (a ledger counts every item this way, mostly in order).
+        if let Some(last) = self.ranges.last_mut()
+            && seq >= last.start
+            && seq <= last.end
+        {
+            last.end = last.end.max(seq.saturating_add(1));
+            return;
+        }
         self.insert_range(seq..seq.saturating_add(1));
     }
 

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
-use crate::job::{JobItem, Ledger, Receipt};
+use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
 
 pub use memory::MemoryQueue;
 
@@ -402,15 +402,18 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// counts once) and never loses its count. The default makes the two
     /// calls; a backend that can do both in one round trip (Redis: one
     /// script) overrides it, keeping that order or making the two one.
+    /// The receipts are borrowed from the worker's finished tasks; the
+    /// default makes them [`Receipt`]s for [`Ledger::record`].
     async fn ack_recorded(
         &self,
         tokens: &[LeaseToken],
-        receipts: &[Receipt],
+        receipts: &[ReceiptRef<'_>],
     ) -> Result<LeaseReport, QueueError> {
         if !receipts.is_empty()
             && let Some(ledger) = self.ledger()
         {
-            ledger.record(receipts).await?;
+            let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+            ledger.record(&receipts).await?;
         }
         self.ack(tokens).await
     }
@@ -487,7 +490,7 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     async fn ack_recorded(
         &self,
         tokens: &[LeaseToken],
-        receipts: &[Receipt],
+        receipts: &[ReceiptRef<'_>],
     ) -> Result<LeaseReport, QueueError> {
         (**self).ack_recorded(tokens, receipts).await
     }

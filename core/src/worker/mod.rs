@@ -57,7 +57,7 @@ pub use lease::{GiveUp, LeaseKeeper};
 
 use self::calls::{Calls, Done};
 use crate::handler::OutcomeKind;
-use crate::job::{JobItem, Ledger, Receipt, Settled};
+use crate::job::{JobItem, Ledger, ReceiptRef, Settled};
 use crate::{Delivery, Handler, LeaseToken, QueueError, Task, TaskOutcome, WorkQueue};
 
 /// How a worker behaves. Every field has a default suited to a network queue.
@@ -264,6 +264,32 @@ type BacklogFuture = Pin<Box<dyn Future<Output = Result<Reading, QueueError>> + 
 /// rounding call per item).
 fn micros(elapsed: Duration) -> f64 {
     elapsed.as_secs() as f64 + f64::from(elapsed.subsec_micros()) / 1e6
+}
+
+/// The receipt for settling `finished`, if its item belongs to a job.
+/// Its `seconds` are whole microseconds: finer is noise, and every digit
+/// is stored once per item.
+fn receipt<'a>(
+    finished: &'a Finished,
+    worker: &'a Arc<str>,
+    state: Settled,
+    reason: Option<&'a str>,
+    at: u64,
+) -> Option<ReceiptRef<'a>> {
+    let job = finished.job.as_ref()?;
+    Some(ReceiptRef {
+        job: &job.job,
+        seq: job.seq,
+        state,
+        attempt: finished.attempt,
+        exit_code: finished.outcome.exit_code,
+        seconds: micros(finished.elapsed),
+        worker,
+        item: crate::job::cut_slice(&finished.payload),
+        reason,
+        stderr_tail: finished.outcome.stderr_tail.as_deref(),
+        at,
+    })
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -740,7 +766,14 @@ impl Worker {
                 let tokens = vec![finished.token.clone()];
                 let limit = self.config.call_timeout;
                 let at = crate::job::unix_millis();
-                let receipt = self.receipt(&finished, Settled::Dead, Some(&reason), at);
+                let receipt = receipt(
+                    &finished,
+                    &self.config.name,
+                    Settled::Dead,
+                    Some(&reason),
+                    at,
+                )
+                .map(|receipt| receipt.to_receipt());
                 let ledger = self.ledger.clone().filter(|_| receipt.is_some());
                 calls.push(Box::pin(async move {
                     let recorded = match (&ledger, receipt) {
@@ -774,32 +807,6 @@ impl Worker {
         self.record(&finished, settlement);
     }
 
-    /// The receipt for settling `finished`, if its item belongs to a job.
-    /// Its `seconds` are whole microseconds: finer is noise, and every
-    /// digit is stored once per item.
-    fn receipt(
-        &self,
-        finished: &Finished,
-        state: Settled,
-        reason: Option<&str>,
-        at: u64,
-    ) -> Option<Receipt> {
-        let job = finished.job.as_ref()?;
-        Some(Receipt {
-            job: job.job.clone(),
-            seq: job.seq,
-            state,
-            attempt: finished.attempt,
-            exit_code: finished.outcome.exit_code,
-            seconds: micros(finished.elapsed),
-            worker: Arc::clone(&self.config.name),
-            item: crate::job::cut_item(&finished.payload),
-            reason: reason.map(str::to_string),
-            stderr_tail: finished.outcome.stderr_tail.clone(),
-            at,
-        })
-    }
-
     fn record(&self, finished: &Finished, settlement: Settlement) {
         self.events.attempt_finished(&AttemptRecord {
             id: &finished.id,
@@ -828,31 +835,28 @@ impl Worker {
             let limit = self.config.call_timeout;
             // One clock reading a batch: its items are acked together.
             let at = crate::job::unix_millis();
-            // Sized once: a `filter_map` collect starts small and grows by
-            // doubling, copying every receipt again at each step.
-            let mut receipts: Vec<Receipt> = Vec::new();
-            if batch.iter().any(|(_, finished)| finished.job.is_some()) {
-                receipts.reserve_exact(batch.len());
-                receipts.extend(
-                    batch.iter().filter_map(|(_, finished)| {
-                        self.receipt(finished, Settled::Done, None, at)
-                    }),
-                );
-            }
+            let of_jobs = batch.iter().any(|(_, finished)| finished.job.is_some());
+            let worker = Arc::clone(&self.config.name);
             acks.in_flight += 1;
             calls.push(Box::pin(async move {
                 let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();
                 // The receipts first (or with the ack): a crash between the
                 // two re-runs an item, never loses its count.
-                let result = if receipts.is_empty() {
-                    calls::within(limit, "an ack", queue.ack(&tokens)).await
-                } else {
+                let result = if of_jobs {
+                    // Borrowed from the batch: nothing copied or counted
+                    // per item; sized once, not regrown by doubling.
+                    let mut receipts = Vec::with_capacity(batch.len());
+                    receipts.extend(batch.iter().filter_map(|(_, finished)| {
+                        receipt(finished, &worker, Settled::Done, None, at)
+                    }));
                     calls::within(
                         limit,
                         "a receipt and ack",
                         queue.ack_recorded(&tokens, &receipts),
                     )
                     .await
+                } else {
+                    calls::within(limit, "an ack", queue.ack(&tokens)).await
                 };
                 Done::Ack { batch, result }
             }));
