@@ -144,9 +144,12 @@ impl std::fmt::Display for Usage {
 
 /// The bench on the memory queue: the worker loop in this process.
 pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
-    let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new(
-        QueueConfig::new("bench").with_max_attempts(1),
-    ));
+    let queue = MemoryQueue::new(QueueConfig::new("bench").with_max_attempts(1));
+    let queue: Arc<dyn WorkQueue> = Arc::new(if args.keep_receipts {
+        queue.with_done_receipts()
+    } else {
+        queue
+    });
     let publish_rate = publish(&*queue, args.items, args.job).await?;
     let (started, before) = (Instant::now(), Usage::now());
     let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency, None).await?;

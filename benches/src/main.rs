@@ -57,6 +57,10 @@ pub(crate) struct BenchArgs {
     /// queue's ledger for every item (what the ledger costs)
     #[arg(long)]
     job: bool,
+    /// Memory queue with --job: keep every done item's receipt too
+    /// (`MemoryQueue::with_done_receipts`), not only the dead items'
+    #[arg(long)]
+    keep_receipts: bool,
     /// Be one worker process of a shared-queue bench (the harness starts these)
     #[arg(long)]
     drain: bool,

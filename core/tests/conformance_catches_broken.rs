@@ -385,7 +385,7 @@ fn named_queues() -> impl Fn(QueueConfig) -> MemoryQueue + Send + Sync + 'static
             .lock()
             .unwrap()
             .entry(config.name.clone())
-            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096))
+            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096).with_done_receipts())
             .clone()
     }
 }

@@ -36,7 +36,8 @@ impl Blind {
 
     fn failing_publish(lease: Duration, fail_publish: u32) -> Arc<Self> {
         Arc::new(Self {
-            inner: MemoryQueue::new(QueueConfig::new("jobs").with_lease(lease)),
+            inner: MemoryQueue::new(QueueConfig::new("jobs").with_lease(lease))
+                .with_done_receipts(),
             publishes: AtomicU32::new(0),
             fail_publish,
             published: Mutex::default(),

@@ -17,7 +17,7 @@ fn harness() -> Harness {
             .lock()
             .unwrap()
             .entry(config.name.clone())
-            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096))
+            .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096).with_done_receipts())
             .clone();
         async move { Arc::new(queue) as Arc<dyn WorkQueue> }
     })

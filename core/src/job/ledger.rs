@@ -111,7 +111,10 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// One job's item sets (`None`: no such job).
     async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError>;
 
-    /// One receipt per settled item of `job`, by sequence number.
+    /// One receipt per settled item of `job`, by sequence number. A ledger
+    /// in one process's memory may keep the dead items' receipts only (the
+    /// memory queue's, unless made with
+    /// [`crate::MemoryQueue::with_done_receipts`]); it returns those.
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError>;
 
     /// What this ledger has asked of the backend so far, where it counts

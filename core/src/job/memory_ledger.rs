@@ -1,9 +1,10 @@
 //! [`MemoryLedger`]: the ledger of one process, the memory queue's, and a
 //! reference for the other ledgers' tests.
 //!
-//! It keeps every settled item's receipt for as long as the process runs,
-//! so what a receipt costs to keep is what a job costs the memory queue
-//! (docs/BENCHMARKS.md). A job's receipts are columns, not [`Receipt`]s:
+//! It counts every item, and keeps a receipt for every settled item, or
+//! for the dead ones only (the memory queue's default), for as long as the
+//! process runs (docs/BENCHMARKS.md: what keeping them costs). A job's
+//! receipts are columns, not [`Receipt`]s:
 //! per item a 32-byte [`Slot`] in pages of [`PAGE`] made as receipts
 //! arrive, the item's bytes copied into its page's arena (so the payload's
 //! own buffer is freed with the delivery, and the memory it held is what
@@ -25,9 +26,23 @@ use crate::{QueueError, QueueErrorKind};
 
 /// The ledger of one process: the memory queue's, and a reference for the
 /// others' tests.
-#[derive(Debug, Default)]
+///
+/// It counts every item. It keeps every receipt ([`MemoryLedger::new`]),
+/// or the dead items' only ([`MemoryLedger::without_done_receipts`], the
+/// memory queue's unless asked): a done receipt kept in memory for the
+/// life of a process that nobody else can read costs ~40 bytes per item,
+/// without bound, for a record `runner run` never reads (its per-item
+/// record is `--joblog`).
+#[derive(Debug)]
 pub struct MemoryLedger {
     state: Mutex<MemoryState>,
+    keep_done: bool,
+}
+
+impl Default for MemoryLedger {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -214,6 +229,22 @@ impl JobReceipts {
         }
     }
 
+    /// Keep no receipt for `seq` (done, where done receipts are not kept):
+    /// a dead one it had is replaced by nothing.
+    fn forget(&mut self, seq: u64) {
+        let Ok(seq) = usize::try_from(seq) else {
+            return;
+        };
+        if let Some(Some(page)) = self.pages.get_mut(seq / PAGE)
+            && let Some(slot) = page.slots.get_mut(seq % PAGE)
+        {
+            slot.state = 0;
+        }
+        if !self.rare.is_empty() {
+            self.rare.remove(&(seq as u64));
+        }
+    }
+
     /// Every receipt kept, by seq.
     fn receipts(&self) -> Vec<Receipt> {
         let mut out = Vec::new();
@@ -250,9 +281,21 @@ impl JobReceipts {
 }
 
 impl MemoryLedger {
-    /// An empty ledger.
+    /// An empty ledger that keeps every receipt.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            state: Mutex::default(),
+            keep_done: true,
+        }
+    }
+
+    /// An empty ledger that counts every item but keeps only the dead
+    /// items' receipts: [`Ledger::receipts`] returns those.
+    pub fn without_done_receipts() -> Self {
+        Self {
+            keep_done: false,
+            ..Self::new()
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -290,8 +333,13 @@ impl MemoryLedger {
             // One pass: a batch's receipts are read once while in cache.
             for receipt in run {
                 entry.settle_one(receipt.seq, receipt.state, receipt.at);
-                if receipt.seq < total {
+                if receipt.seq >= total {
+                    continue;
+                }
+                if self.keep_done || receipt.state == Settled::Dead {
                     kept.keep(receipt);
+                } else {
+                    kept.forget(receipt.seq);
                 }
             }
         }
@@ -364,6 +412,43 @@ mod tests {
             slot <= 32 && slot * 4 <= whole,
             "{slot} bytes a slot against {whole}"
         );
+    }
+
+    #[tokio::test]
+    async fn without_done_receipts_it_counts_every_item_and_keeps_the_dead_ones() {
+        let ledger = MemoryLedger::without_done_receipts();
+        ledger.begin(&Manifest::new("j", 4, "d")).await.unwrap();
+        let dead = receipt(2, Settled::Dead, "w/0");
+        ledger
+            .record(&[
+                receipt(0, Settled::Dead, "w/0"),
+                receipt(1, Settled::Done, "w/0"),
+                dead.clone(),
+            ])
+            .await
+            .unwrap();
+        // Item 0 requeued and done: its dead receipt goes.
+        ledger
+            .record(&[receipt(0, Settled::Done, "w/1")])
+            .await
+            .unwrap();
+        assert_eq!(ledger.receipts("j").await.unwrap(), [dead]);
+        let status = &ledger.jobs().await.unwrap()[0];
+        assert_eq!((status.done, status.dead), (2, 1));
+        // Done items alone make no page at all.
+        let ledger = MemoryLedger::without_done_receipts();
+        ledger.begin(&Manifest::new("k", 9000, "d")).await.unwrap();
+        let done: Vec<Receipt> = (0..9000)
+            .map(|seq| {
+                let mut r = receipt(seq, Settled::Done, "w/0");
+                r.job = "k".into();
+                r
+            })
+            .collect();
+        ledger.record(&done).await.unwrap();
+        let state = ledger.state();
+        assert!(state.receipts["k"].pages.is_empty());
+        assert_eq!(state.book.status_of("k").unwrap().done, 9000);
     }
 
     #[tokio::test]

@@ -193,12 +193,24 @@ impl MemoryQueue {
         };
         Self {
             shared: Arc::new(Shared {
-                inner: Mutex::new(Inner::default()),
+                inner: Mutex::new(Inner {
+                    ledger: Arc::new(MemoryLedger::without_done_receipts()),
+                    ..Inner::default()
+                }),
                 arrivals: Notify::new(),
                 config,
                 capabilities,
             }),
         }
+    }
+
+    /// Keep a receipt for every settled item of a job, done ones too, for
+    /// [`Ledger::receipts`] to return (by default only the dead items'
+    /// are kept: see [`MemoryLedger`]). Call it on a new queue, before
+    /// [`WorkQueue::ledger`] hands the ledger out.
+    pub fn with_done_receipts(self) -> Self {
+        self.lock().0.ledger = Arc::new(MemoryLedger::new());
+        self
     }
 
     /// The items in the dead-letter place, oldest first.
@@ -640,6 +652,40 @@ mod tests {
 
     fn queue() -> MemoryQueue {
         MemoryQueue::new(QueueConfig::new("test").with_lease(Duration::from_secs(30)))
+    }
+
+    #[tokio::test]
+    async fn done_receipts_are_kept_only_when_asked() {
+        for (queue, kept) in [(queue(), 0), (queue().with_done_receipts(), 1)] {
+            let ledger = queue.ledger().unwrap();
+            let manifest = crate::job::Manifest::new("j", 1, "d");
+            ledger.begin(&manifest).await.unwrap();
+            let message = Message::new("x").with_job(JobItem::new("j", 0));
+            queue.publish(vec![message]).await.unwrap();
+            let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
+            let job = held.job.clone().unwrap();
+            let receipt = Receipt {
+                job: job.job,
+                seq: job.seq,
+                state: crate::job::Settled::Done,
+                attempt: 1,
+                exit_code: Some(0),
+                seconds: 0.5,
+                worker: "w".into(),
+                item: held.payload.clone(),
+                reason: None,
+                stderr_tail: None,
+                at: 1,
+            };
+            let report = queue
+                .ack_recorded(&[held.token], &[receipt.borrowed()])
+                .await
+                .unwrap();
+            assert!(report.lost.is_empty());
+            assert_eq!(ledger.receipts("j").await.unwrap().len(), kept);
+            let status = &ledger.jobs().await.unwrap()[0];
+            assert!(status.is_complete(), "{status:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
