@@ -2,9 +2,10 @@
 //! reference for the other ledgers' tests.
 //!
 //! It counts every item, and keeps a receipt for every settled item, or
-//! for the dead ones only (the memory queue's default), for as long as the
-//! process runs (docs/BENCHMARKS.md: what keeping them costs). A job's
-//! receipts are columns, not [`Receipt`]s:
+//! for the dead ones only (the memory queue's default; they are then kept
+//! whole, by seq), for as long as the process runs (docs/BENCHMARKS.md:
+//! what keeping them costs). Every receipt kept is columns, not
+//! [`Receipt`]s:
 //! per item a 32-byte [`Slot`] in pages of [`PAGE`] made as receipts
 //! arrive, the item's bytes copied into its page's arena (so the payload's
 //! own buffer is freed with the delivery, and the memory it held is what
@@ -13,7 +14,7 @@
 //! and what is rare (a reason, a stderr tail, a time far from its page's)
 //! in a side table.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -71,6 +72,10 @@ struct JobReceipts {
     arena: usize,
     /// By seq: what only some receipts have.
     rare: HashMap<u64, Rare>,
+    /// By seq, where done receipts are not kept: the dead items'
+    /// receipts (then no page is made: a few dead items of a large job
+    /// must not cost the pages they fall in).
+    dead: BTreeMap<u64, Receipt>,
 }
 
 /// What a [`Slot`] has no room for.
@@ -145,6 +150,7 @@ impl JobReceipts {
             workers: Vec::new(),
             rare: HashMap::new(),
             arena: 0,
+            dead: BTreeMap::new(),
         }
     }
 
@@ -229,25 +235,26 @@ impl JobReceipts {
         }
     }
 
-    /// Keep no receipt for `seq` (done, where done receipts are not kept):
-    /// a dead one it had is replaced by nothing.
-    fn forget(&mut self, seq: u64) {
-        let Ok(seq) = usize::try_from(seq) else {
-            return;
-        };
-        if let Some(Some(page)) = self.pages.get_mut(seq / PAGE)
-            && let Some(slot) = page.slots.get_mut(seq % PAGE)
-        {
-            slot.state = 0;
-        }
-        if !self.rare.is_empty() {
-            self.rare.remove(&(seq as u64));
+    /// Where done receipts are not kept: keep `receipt` if it is the
+    /// item's first dead one, or drop its dead one if it is done.
+    fn keep_dead_only(&mut self, receipt: &ReceiptRef<'_>) {
+        match receipt.state {
+            Settled::Dead => {
+                self.dead
+                    .entry(receipt.seq)
+                    .or_insert_with(|| receipt.to_receipt());
+            }
+            Settled::Done if !self.dead.is_empty() => {
+                self.dead.remove(&receipt.seq);
+            }
+            Settled::Done => {}
         }
     }
 
     /// Every receipt kept, by seq.
     fn receipts(&self) -> Vec<Receipt> {
-        let mut out = Vec::new();
+        // One of the two stores is empty: which depends on the ledger.
+        let mut out: Vec<Receipt> = self.dead.values().cloned().collect();
         for (first, page) in (0u64..)
             .step_by(PAGE)
             .zip(&self.pages)
@@ -336,10 +343,10 @@ impl MemoryLedger {
                 if receipt.seq >= total {
                     continue;
                 }
-                if self.keep_done || receipt.state == Settled::Dead {
+                if self.keep_done {
                     kept.keep(receipt);
                 } else {
-                    kept.forget(receipt.seq);
+                    kept.keep_dead_only(receipt);
                 }
             }
         }
@@ -435,7 +442,8 @@ mod tests {
         assert_eq!(ledger.receipts("j").await.unwrap(), [dead]);
         let status = &ledger.jobs().await.unwrap()[0];
         assert_eq!((status.done, status.dead), (2, 1));
-        // Done items alone make no page at all.
+        assert!(ledger.state().receipts["j"].pages.is_empty());
+        // Done items alone make no page at all, nor a dead one among them.
         let ledger = MemoryLedger::without_done_receipts();
         ledger.begin(&Manifest::new("k", 9000, "d")).await.unwrap();
         let done: Vec<Receipt> = (0..9000)
@@ -445,10 +453,15 @@ mod tests {
                 r
             })
             .collect();
-        ledger.record(&done).await.unwrap();
+        ledger.record(&done[..8999]).await.unwrap();
+        let mut last = done[8999].clone();
+        last.state = Settled::Dead;
+        ledger.record(&[last.clone()]).await.unwrap();
+        assert_eq!(ledger.receipts("k").await.unwrap(), [last]);
         let state = ledger.state();
         assert!(state.receipts["k"].pages.is_empty());
-        assert_eq!(state.book.status_of("k").unwrap().done, 9000);
+        let status = state.book.status_of("k").unwrap();
+        assert_eq!((status.done, status.dead), (8999, 1));
     }
 
     #[tokio::test]
