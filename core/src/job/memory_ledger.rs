@@ -238,16 +238,21 @@ impl JobReceipts {
     /// Where done receipts are not kept: keep `receipt` if it is the
     /// item's first dead one, or drop its dead one if it is done.
     fn keep_dead_only(&mut self, receipt: &ReceiptRef<'_>) {
+        if self.dead.is_empty() && receipt.state == Settled::Done {
+            return;
+        }
+        let kept = self.dead.get(&receipt.seq).map(|kept| kept.state);
+        if !receipt.state.replaces(kept) {
+            return;
+        }
         match receipt.state {
             Settled::Dead => {
-                self.dead
-                    .entry(receipt.seq)
-                    .or_insert_with(|| receipt.to_receipt());
+                self.dead.insert(receipt.seq, receipt.to_receipt());
             }
-            Settled::Done if !self.dead.is_empty() => {
+            // The done receipt that replaces it is not kept.
+            Settled::Done => {
                 self.dead.remove(&receipt.seq);
             }
-            Settled::Done => {}
         }
     }
 
