@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use forloop_core::kit::is_secret_name;
 use forloop_core::{LaunchError, LaunchSpec, ScaleTrigger};
 use serde_json::{Value, json};
 
@@ -52,52 +53,10 @@ fn is_quantity(text: &str) -> bool {
         && SUFFIXES.contains(&suffix)
 }
 
-/// Environment variable names that hold secrets: refused in plain `env`.
-fn looks_secret(key: &str) -> bool {
-    let key = key.to_ascii_uppercase();
-    [
-        "PASS", // PASSWORD, PASSWD, PASSPHRASE, DB_PASS
-        "SECRET",
-        "TOKEN",
-        "CREDENTIAL",
-        "PRIVATE_KEY",
-        "ACCESS_KEY",
-        "API_KEY",
-        "APIKEY",
-        "AUTH", // AUTH_HEADER, BASIC_AUTH, OAUTH_...
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-}
-
-/// Query parameters that carry a credential besides those [`looks_secret`]
-/// names: Google API keys (`key=`), Azure SAS and signed-URL signatures.
-const SECRET_QUERY_PARAMETERS: [&str; 4] = ["KEY", "SIG", "SIGNATURE", "CODE"];
-
-/// Whether a value carries a credential in a URL: a password
-/// (`scheme://user:pass@host`) or a token in its query string
-/// (`?token=`, `&api_key=`, `?key=`, `&sig=`, `X-Amz-Signature=`). Such
-/// values never go into a manifest.
-pub fn has_url_secret(value: &str) -> bool {
-    let Some((_, rest)) = value.split_once("://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let password = authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-    let query = rest
-        .split_once('?')
-        .map_or("", |(_, query)| query.split('#').next().unwrap_or(""));
-    password
-        || query.split(['&', ';']).any(|pair| {
-            let name = pair.split('=').next().unwrap_or("").to_ascii_uppercase();
-            let last = name.rsplit(['-', '_', '.']).next().unwrap_or("");
-            looks_secret(&name)
-                || SECRET_QUERY_PARAMETERS.contains(&name.as_str())
-                || SECRET_QUERY_PARAMETERS.contains(&last)
-        })
-}
+/// Whether a value carries a credential in a URL: core's one definition,
+/// the same rules by which every log line hides it. Such values never go
+/// into a manifest.
+pub use forloop_core::kit::has_url_secret;
 
 fn seconds(d: Duration) -> u64 {
     // Round up: a grace of 10.5 s must not become 10.
@@ -153,7 +112,7 @@ fn check(spec: &LaunchSpec, options: &K8sOptions) -> Result<(), LaunchError> {
                 "`{key}` is not a valid environment variable name"
             )));
         }
-        if looks_secret(key) || has_url_secret(value) {
+        if is_secret_name(key) || has_url_secret(value) {
             return Err(LaunchError::new(format!(
                 "the worker environment variable {key} looks like a credential; credentials never \
                  go into a manifest. Put it in a Kubernetes Secret (kubectl create secret generic \

@@ -13,8 +13,9 @@
 //! - [`chunks`]: batches cut to a backend request's count and bytes.
 //! - [`seconds`]: durations rounded up to whole seconds.
 //! - [`dead`]: list, requeue and purge over a dead-letter queue ([`DeadQueue`]).
-//! - [`redact_url`] and [`Redacted`]: addresses shown without passwords or
-//!   tokens.
+//! - [`is_secret_name`] and [`has_url_secret`]: what counts as a secret,
+//!   defined once; [`redact_url`] and [`Redacted`]: addresses shown without
+//!   one.
 
 pub mod address;
 pub mod chunks;
@@ -32,6 +33,6 @@ pub use dead::{DeadQueue, ReceivedDead};
 pub use envelope::{ATTEMPTS_ATTRIBUTE, DeadStamp, ID_ATTRIBUTE, REASON_ATTRIBUTE};
 pub use handback::{CARRIED_ATTEMPTS_ATTRIBUTE, Carried, ORIGIN_ID_ATTRIBUTE};
 pub use held::{HeldDeliveries, HeldDelivery, Letters};
-pub use redact::{Redacted, redact_url};
+pub use redact::{Redacted, has_url_secret, is_secret_name, redact_url};
 pub use seconds::whole_seconds;
 pub use tokens::TokenSplit;
