@@ -73,6 +73,6 @@ pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
 pub use publish::{PublishError, publish_all};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
-    Message, MessageId, QueueConfig, WorkQueue,
+    Message, MessageId, QueueConfig, QueueDecorator, WorkQueue,
 };
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

@@ -15,13 +15,20 @@
 //!    nack), it goes to the dead-letter place and [`Backlog::dead`] counts it.
 //! 5. No item is held without a lease: a pull returns at most `max` items, so a
 //!    worker that asks only for its free slots prefetches nothing.
-//! 6. Drain: `ready == 0 && in_flight == 0`, stable over the driver's
-//!    [`Capabilities::backlog_staleness`], is the only reason a worker exits 0.
+//! 6. Drain: a worker exits 0 only when the work is known to be done. Where
+//!    the queue's [`Ledger`] has jobs, that is every job complete (each of
+//!    its N items settled, done or dead), read exactly from the ledger, with
+//!    no exact count still showing items. A queue without jobs, and a worker
+//!    that has run an item without one (another producer's), end by the
+//!    backlog: `ready == 0 && in_flight == 0`, stable over the driver's
+//!    [`Capabilities::backlog_staleness`], a count the backend cannot give
+//!    never taken as zero (the worker's `DrainDetector` decides).
 //!
 //! A lease token names one delivery, not the item: once the lease is lost
 //! (deadline passed, item delivered again), the old token can no longer ack,
 //! nack or extend, and the call reports it in [`LeaseReport::lost`].
 
+mod decorator;
 mod memory;
 
 use std::borrow::Cow;
@@ -37,6 +44,7 @@ use tokio::time::Instant;
 use crate::QueueError;
 use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
 
+pub use decorator::QueueDecorator;
 pub use memory::MemoryQueue;
 
 /// An item to publish: the payload bytes, optional string attributes and

@@ -1,8 +1,9 @@
 //! Bring your own driver.
 //!
 //! A driver is two small pieces: a [`WorkQueue`] (here `CountingQueue`, a
-//! decorator that counts every call and forwards to the memory queue: swap
-//! the inner queue for your backend's client) and a [`Driver`] that the
+//! [`QueueDecorator`] that counts what is published and acked and forwards
+//! every call to the memory queue: swap the inner queue for your backend's
+//! client and implement [`WorkQueue`] itself) and a [`Driver`] that the
 //! runner's registry finds by name (`--queue counting`) or URL scheme
 //! (`--queue counting://anything`). `src/bin/my-runner.rs` is the whole
 //! binary: `runner::main_with(Registry::builtin().with(CountingDriver))`.
@@ -10,12 +11,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::{
-    Backlog, Capabilities, DeadLetter, Delivery, Driver, LeaseReport, LeaseToken, MemoryQueue,
-    Message, MessageId, QueueAddress, QueueConfig, QueueError, WorkQueue,
+    Driver, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId, QueueAddress, QueueConfig,
+    QueueDecorator, QueueError, WorkQueue,
 };
 
 /// Counts calls on the way through to any queue.
@@ -42,10 +42,13 @@ impl<Q> CountingQueue<Q> {
     }
 }
 
+/// A decorator names only the calls it changes: every other call, the
+/// ledger included, goes to the inner queue by [`QueueDecorator`]'s
+/// defaults, so a call the contract adds later cannot be dropped here.
 #[async_trait]
-impl<Q: WorkQueue> WorkQueue for CountingQueue<Q> {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl<Q: WorkQueue> QueueDecorator for CountingQueue<Q> {
+    fn inner(&self) -> &dyn WorkQueue {
+        &self.inner
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
@@ -58,60 +61,12 @@ impl<Q: WorkQueue> WorkQueue for CountingQueue<Q> {
         Ok(ids)
     }
 
-    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
-        self.inner.pull(max, wait).await
-    }
-
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let report = self.inner.ack(tokens).await?;
         let acked = (tokens.len() - report.lost.len()) as u64;
         let total = self.acked.fetch_add(acked, Ordering::Relaxed) + acked;
         tracing::info!("counting: {total} items acked");
         Ok(report)
-    }
-
-    async fn nack(
-        &self,
-        tokens: &[LeaseToken],
-        delay: Duration,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.nack(tokens, delay).await
-    }
-
-    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.inner.release(tokens).await
-    }
-
-    async fn extend_deadline(
-        &self,
-        tokens: &[LeaseToken],
-        lease: Duration,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.extend_deadline(tokens, lease).await
-    }
-
-    async fn dead_letter(
-        &self,
-        tokens: &[LeaseToken],
-        reason: &str,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.dead_letter(tokens, reason).await
-    }
-
-    async fn backlog(&self) -> Result<Backlog, QueueError> {
-        self.inner.backlog().await
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(limit).await
-    }
-
-    async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.inner.requeue_dead().await
-    }
-
-    async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.inner.purge_dead().await
     }
 }
 

@@ -1,0 +1,217 @@
+//! Decorators: a queue that wraps another and changes a few of its calls
+//! (counts them, logs them, injects faults in a test), written once so that
+//! a wrapper names only what it changes and can never drop a call.
+//!
+//! Hand-written forwarding drops calls silently: a method with a default
+//! in [`WorkQueue`] (such as [`WorkQueue::ledger`]) that a wrapper forgets
+//! takes the default, not the inner queue's answer, and the wrapped queue
+//! quietly stops keeping jobs. Here every call has one forwarding default,
+//! and the blanket impl that makes a decorator a [`WorkQueue`] is checked
+//! under `clippy::missing_trait_methods`: a call added to the contract
+//! later is a lint error here until it is forwarded.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, Message, MessageId,
+    WorkQueue,
+};
+use crate::QueueError;
+use crate::job::{Ledger, Receipt, ReceiptRef};
+
+/// A queue that wraps another: implement [`inner`](Self::inner) and the
+/// calls you change; every other call goes to the inner queue unchanged,
+/// and the wrapper is a [`WorkQueue`] by the blanket impl below.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use forloop_core::queue::QueueDecorator;
+/// use forloop_core::{LeaseReport, LeaseToken, MemoryQueue, QueueConfig, QueueError, WorkQueue};
+///
+/// /// Counts acked items on the way through.
+/// #[derive(Debug)]
+/// struct Counting {
+///     inner: MemoryQueue,
+///     acked: AtomicU64,
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl QueueDecorator for Counting {
+///     fn inner(&self) -> &dyn WorkQueue {
+///         &self.inner
+///     }
+///     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+///         let report = self.inner.ack(tokens).await?;
+///         self.acked.fetch_add((tokens.len() - report.lost.len()) as u64, Ordering::Relaxed);
+///         Ok(report)
+///     }
+/// }
+///
+/// let queue: Box<dyn WorkQueue> = Box::new(Counting {
+///     inner: MemoryQueue::new(QueueConfig::new("q")),
+///     acked: AtomicU64::new(0),
+/// });
+/// assert!(queue.ledger().is_some(), "the memory queue's ledger, forwarded");
+/// ```
+///
+/// A type that is a decorator has each call twice in scope (here and on
+/// [`WorkQueue`]); call it through `dyn WorkQueue`, as the worker does, or
+/// name the trait (`WorkQueue::publish(&queue, batch)`).
+#[async_trait]
+pub trait QueueDecorator: Send + Sync + fmt::Debug {
+    /// The queue this one wraps.
+    fn inner(&self) -> &dyn WorkQueue;
+
+    /// [`WorkQueue::capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        self.inner().capabilities()
+    }
+    /// [`WorkQueue::publish`].
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        self.inner().publish(batch).await
+    }
+    /// [`WorkQueue::pull`].
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.inner().pull(max, wait).await
+    }
+    /// [`WorkQueue::ack`].
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner().ack(tokens).await
+    }
+    /// [`WorkQueue::ack_recorded`]: the receipts go to [`ledger`](Self::ledger),
+    /// then the tokens through this decorator's own [`ack`](Self::ack), so a
+    /// wrapper that changes `ack` sees every ack, a job's too. (The inner
+    /// queue's one-round-trip form, where it has one, is not used: a
+    /// decorator that wants it overrides this call.)
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        if !receipts.is_empty()
+            && let Some(ledger) = self.ledger()
+        {
+            let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+            ledger.record(&receipts).await?;
+        }
+        self.ack(tokens).await
+    }
+    /// [`WorkQueue::nack`].
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.inner().nack(tokens, delay).await
+    }
+    /// [`WorkQueue::release`].
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.inner().release(tokens).await
+    }
+    /// [`WorkQueue::extend_deadline`].
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.inner().extend_deadline(tokens, lease).await
+    }
+    /// [`WorkQueue::dead_letter`].
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        self.inner().dead_letter(tokens, reason).await
+    }
+    /// [`WorkQueue::backlog`].
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        self.inner().backlog().await
+    }
+    /// [`WorkQueue::dead_letters`].
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner().dead_letters(limit).await
+    }
+    /// [`WorkQueue::requeue_dead`].
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        self.inner().requeue_dead().await
+    }
+    /// [`WorkQueue::purge_dead`].
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        self.inner().purge_dead().await
+    }
+    /// [`WorkQueue::ledger`].
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        self.inner().ledger()
+    }
+}
+
+/// A decorator is a queue: every call goes to its [`QueueDecorator`] form,
+/// none falls back to a [`WorkQueue`] default (the lint makes a forgotten
+/// call an error).
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl<D: QueueDecorator> WorkQueue for D {
+    fn capabilities(&self) -> Capabilities {
+        QueueDecorator::capabilities(self)
+    }
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        QueueDecorator::publish(self, batch).await
+    }
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        QueueDecorator::pull(self, max, wait).await
+    }
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::ack(self, tokens).await
+    }
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::ack_recorded(self, tokens, receipts).await
+    }
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::nack(self, tokens, delay).await
+    }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::release(self, tokens).await
+    }
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::extend_deadline(self, tokens, lease).await
+    }
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::dead_letter(self, tokens, reason).await
+    }
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        QueueDecorator::backlog(self).await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        QueueDecorator::dead_letters(self, limit).await
+    }
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        QueueDecorator::requeue_dead(self).await
+    }
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        QueueDecorator::purge_dead(self).await
+    }
+    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
+        QueueDecorator::ledger(self)
+    }
+}
