@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::handler::from_fn;
-use forloop_core::job::{self, Ledger, SeqSet, Settled};
+use forloop_core::job::{self, SeqSet, Settled};
 use forloop_core::worker::Shutdown;
 use forloop_core::{
-    Backlog, Capabilities, CommandTemplate, Count, DeadLetter, Delivery, LeaseReport, LeaseToken,
-    MemoryQueue, Message, MessageId, QueueConfig, QueueError, QueueErrorKind, Task, TaskOutcome,
-    WorkQueue, Worker, WorkerConfig, WorkerExit,
+    Backlog, Capabilities, CommandTemplate, Count, MemoryQueue, Message, MessageId, QueueConfig,
+    QueueDecorator, QueueError, QueueErrorKind, Task, TaskOutcome, WorkQueue, Worker, WorkerConfig,
+    WorkerExit,
 };
 use tokio::time::Instant;
 
@@ -46,7 +46,10 @@ impl Blind {
 }
 
 #[async_trait]
-impl WorkQueue for Blind {
+impl QueueDecorator for Blind {
+    fn inner(&self) -> &dyn WorkQueue {
+        &self.inner
+    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(1 << 20, 10)
             .with_deadlines(Duration::from_millis(1), Duration::from_secs(600))
@@ -64,36 +67,6 @@ impl WorkQueue for Blind {
         self.published.lock().unwrap().extend(seqs.map(|i| i.seq));
         self.inner.publish(batch).await
     }
-    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
-        self.inner.pull(max, wait).await
-    }
-    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.inner.ack(tokens).await
-    }
-    async fn nack(
-        &self,
-        tokens: &[LeaseToken],
-        delay: Duration,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.nack(tokens, delay).await
-    }
-    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.inner.release(tokens).await
-    }
-    async fn extend_deadline(
-        &self,
-        tokens: &[LeaseToken],
-        lease: Duration,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.extend_deadline(tokens, lease).await
-    }
-    async fn dead_letter(
-        &self,
-        tokens: &[LeaseToken],
-        reason: &str,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.dead_letter(tokens, reason).await
-    }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         Ok(Backlog {
             ready: Count::Unknown,
@@ -101,18 +74,6 @@ impl WorkQueue for Blind {
             dead: Count::Unknown,
             age: Duration::ZERO,
         })
-    }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(limit).await
-    }
-    async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.inner.requeue_dead().await
-    }
-    async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.inner.purge_dead().await
-    }
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        self.inner.ledger()
     }
 }
 
@@ -126,7 +87,7 @@ async fn submit(
     n: usize,
     resume: bool,
 ) -> Result<job::SubmitReport, job::SubmitError> {
-    let ledger = queue.ledger().unwrap();
+    let ledger = WorkQueue::ledger(queue).unwrap();
     job::submit_job(
         queue,
         &*ledger,

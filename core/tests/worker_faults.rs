@@ -13,9 +13,8 @@ use async_trait::async_trait;
 use forloop_core::handler::from_fn;
 use forloop_core::worker::{AttemptRecord, Settlement, Shutdown, WorkerEvents};
 use forloop_core::{
-    Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message,
-    MessageId, QueueConfig, QueueError, QueueErrorKind, Task, WorkQueue, Worker, WorkerConfig,
-    WorkerExit,
+    Backlog, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, QueueConfig, QueueDecorator,
+    QueueError, QueueErrorKind, Task, WorkQueue, Worker, WorkerConfig, WorkerExit,
 };
 use tokio::time::{Instant, sleep, timeout};
 
@@ -44,12 +43,9 @@ async fn hang<T>() -> T {
 }
 
 #[async_trait]
-impl WorkQueue for Faulty {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
-        self.inner.publish(batch).await
+impl QueueDecorator for Faulty {
+    fn inner(&self) -> &dyn WorkQueue {
+        &self.inner
     }
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         if self.faults.pull_fatal.swap(false, Ordering::SeqCst) {
@@ -74,16 +70,6 @@ impl WorkQueue for Faulty {
         }
         self.inner.ack(tokens).await
     }
-    async fn nack(
-        &self,
-        tokens: &[LeaseToken],
-        delay: Duration,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.nack(tokens, delay).await
-    }
-    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
-        self.inner.release(tokens).await
-    }
     async fn extend_deadline(
         &self,
         tokens: &[LeaseToken],
@@ -94,27 +80,11 @@ impl WorkQueue for Faulty {
         }
         self.inner.extend_deadline(tokens, lease).await
     }
-    async fn dead_letter(
-        &self,
-        tokens: &[LeaseToken],
-        reason: &str,
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.dead_letter(tokens, reason).await
-    }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         if self.faults.backlog_hangs.load(Ordering::SeqCst) {
             return hang().await;
         }
         self.inner.backlog().await
-    }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(limit).await
-    }
-    async fn requeue_dead(&self) -> Result<u64, QueueError> {
-        self.inner.requeue_dead().await
-    }
-    async fn purge_dead(&self) -> Result<u64, QueueError> {
-        self.inner.purge_dead().await
     }
 }
 
