@@ -23,18 +23,11 @@ async fn publish(queue: &dyn WorkQueue, items: u64, job: bool) -> Result<f64, Fa
         let messages = (0..items)
             .map(|i| Message::new(Bytes::from(i.to_string())))
             .collect();
-        forloop_core::job::submit_job(
-            queue,
-            &*ledger,
-            "bench",
-            messages,
-            None,
-            false,
-            &Shutdown::new(),
-            |_| {},
-        )
-        .await
-        .map_err(|e| Failure::new(e.to_string()))?;
+        forloop_core::job::Submit::new(queue, messages)
+            .job(&*ledger, "bench")
+            .send()
+            .await
+            .map_err(|e| Failure::new(e.to_string()))?;
         return Ok(items as f64 / started.elapsed().as_secs_f64());
     }
     let batch = queue.capabilities().max_batch as u64;

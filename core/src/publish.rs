@@ -1,9 +1,11 @@
 //! Publishing a whole input from a library: every item is checked against
 //! the queue's payload limit before anything is sent, then the items go out
 //! in the queue's largest batches. A failure part-way says exactly how many
-//! went in, so the rest can be published alone. (`runner submit` does the
-//! same, with line numbers and a progress bar.)
+//! went in, so the rest can be published alone. It is [`Submit`] without a
+//! job, with the ids kept: one path puts every input into a queue
+//! (`runner submit` too, with line numbers and a progress bar).
 
+use crate::job::Submit;
 use crate::{Message, MessageId, QueueError, WorkQueue};
 
 /// Why [`publish_all`] stopped.
@@ -55,34 +57,19 @@ fn describe(error: &PublishError) -> String {
 pub async fn publish_all(
     queue: &dyn WorkQueue,
     messages: Vec<Message>,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize) + Send,
 ) -> Result<Vec<MessageId>, PublishError> {
     let total = messages.len();
-    let capabilities = queue.capabilities();
-    crate::queue::check_payload_sizes(&messages, capabilities.max_payload).map_err(|cause| {
-        PublishError {
-            published: 0,
+    Submit::new(queue, messages)
+        .on_batch(on_batch)
+        .keep_ids()
+        .send()
+        .await
+        .map(|report| report.ids)
+        .map_err(|error| PublishError {
+            // Plain items go in order, so what went in is a prefix.
+            published: error.sent.len() as usize,
             total,
-            cause,
-        }
-    })?;
-    let batch = capabilities.max_batch.max(1);
-    let mut ids = Vec::with_capacity(total);
-    let mut rest = messages.into_iter().peekable();
-    while rest.peek().is_some() {
-        let chunk: Vec<Message> = rest.by_ref().take(batch).collect();
-        let size = chunk.len();
-        match queue.publish(chunk).await {
-            Ok(sent) => ids.extend(sent),
-            Err(cause) => {
-                return Err(PublishError {
-                    published: ids.len(),
-                    total,
-                    cause,
-                });
-            }
-        }
-        on_batch(size);
-    }
-    Ok(ids)
+            cause: error.cause,
+        })
 }

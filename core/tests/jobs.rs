@@ -88,17 +88,11 @@ async fn submit(
     resume: bool,
 ) -> Result<job::SubmitReport, job::SubmitError> {
     let ledger = WorkQueue::ledger(queue).unwrap();
-    job::submit_job(
-        queue,
-        &*ledger,
-        job,
-        items(n),
-        None,
-        resume,
-        &Shutdown::new(),
-        |_| {},
-    )
-    .await
+    job::Submit::new(queue, items(n))
+        .job(&*ledger, job)
+        .resume(resume)
+        .send()
+        .await
 }
 
 fn config(name: &str) -> WorkerConfig {

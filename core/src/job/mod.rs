@@ -43,7 +43,8 @@ pub use sheets::{
     SheetCalls, SheetLedger, SheetOptions, book_sheets, sibling_owner,
 };
 pub use submit::{
-    JOB_ATTRIBUTES_ROOM, SubmitError, SubmitReport, default_job_name, input_digest, submit_job,
+    JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
+    submit_job,
 };
 
 /// The attribute naming an item's job.

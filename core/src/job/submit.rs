@@ -49,22 +49,25 @@ pub fn default_job_name(queue: &str, digest: &str) -> String {
 /// What a submit did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubmitReport {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (`None`: sent as plain items).
+    pub job: Option<String>,
     /// Items in the input (the job's N).
     pub total: u64,
     /// Items sent now.
     pub sent: u64,
     /// Where the job existed: its counts before this submit.
     pub resumed: Option<JobStatus>,
+    /// The ids the queue gave the items sent, in order, where
+    /// [`Submit::keep_ids`] asked for them (else empty).
+    pub ids: Vec<crate::MessageId>,
 }
 
 /// Why [`submit_job`] stopped, and exactly where.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", describe(self))]
 pub struct SubmitError {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (`None`: plain items).
+    pub job: Option<String>,
     /// Items in the input.
     pub total: u64,
     /// Items the queue took and the ledger records as sent.
@@ -94,8 +97,12 @@ impl SubmitError {
             cause,
         } = self;
         let cause = crate::ErrorChain(cause);
+        let what = match job {
+            Some(job) => format!("job `{job}`"),
+            None => "publishing".to_string(),
+        };
         if sent.is_empty() && unknown.is_empty() {
-            return format!("job `{job}`: nothing of the {total} items was sent: {cause}");
+            return format!("{what}: nothing of the {total} items was sent: {cause}");
         }
         let sent_places = if sent.is_empty() {
             "none".to_string()
@@ -103,7 +110,7 @@ impl SubmitError {
             places(sent)
         };
         let mut text = format!(
-            "job `{job}` stopped part-way: {} of {total} items are in the queue ({unit} {sent_places}): {cause}",
+            "{what} stopped part-way: {} of {total} items are in the queue ({unit} {sent_places}): {cause}",
             sent.len(),
         );
         if !unknown.is_empty() {
@@ -116,22 +123,21 @@ impl SubmitError {
                 places(unknown)
             ));
         }
-        if self.cause.kind() != QueueErrorKind::PayloadTooLarge {
-            text.push_str(&format!(
+        match job {
+            _ if self.cause.kind() == QueueErrorKind::PayloadTooLarge => {}
+            Some(job) => text.push_str(&format!(
                 ". Run the same command with `--resume` (and `--job {job}` if you named it) to send exactly what is missing"
-            ));
+            )),
+            None => text.push_str(&format!(
+                ". Send the rest alone: the {unit} not listed as in the queue"
+            )),
         }
         text
     }
 }
 
-/// Submit `items` as job `job`: check every item, record the manifest,
-/// then publish what is not already in the queue or settled (everything,
-/// for a new job) in the queue's largest batches, marking each batch
-/// submitted once the queue took it. An existing job of the same input
-/// is refused unless `resume`; an existing job of another input always is.
-/// `stop` ends it between batches (Ctrl-C); `on_batch` hears each batch's
-/// size.
+/// Send `items` as job `job`; the same as [`Submit`] with every option
+/// given at once (kept for callers written before it).
 #[allow(clippy::too_many_arguments)]
 pub async fn submit_job(
     queue: &dyn WorkQueue,
@@ -141,109 +147,246 @@ pub async fn submit_job(
     command: Option<String>,
     resume: bool,
     stop: &crate::Shutdown,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize) + Send,
 ) -> Result<SubmitReport, SubmitError> {
-    let total = items.len() as u64;
-    let fail = |sent: SeqSet, unknown: SeqSet, cause: QueueError| SubmitError {
-        job: job.to_string(),
-        total,
-        sent,
-        unknown,
-        cause,
-    };
-    super::check_job_name(job).map_err(|m| {
-        fail(
-            SeqSet::new(),
-            SeqSet::new(),
-            QueueError::new(QueueErrorKind::Invalid, m),
-        )
-    })?;
-    let capabilities = queue.capabilities();
-    let room = capabilities.max_payload.saturating_sub(JOB_ATTRIBUTES_ROOM);
-    crate::queue::check_payload_sizes(&items, room)
-        .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?;
-    let mut manifest = Manifest::new(
-        job,
-        total,
-        input_digest(items.iter().map(|m| &m.payload[..])),
-    );
-    manifest.command = command;
-    let begun = ledger
-        .begin(&manifest)
-        .await
-        .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?;
-    let (to_send, resumed) = match begun {
-        Begun::New => (SeqSet::first(total), None),
-        Begun::Existing(status) if resume => {
-            let seqs = ledger
-                .seqs(job)
-                .await
-                .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?
-                .ok_or_else(|| {
-                    fail(
-                        SeqSet::new(),
-                        SeqSet::new(),
-                        QueueError::new(
-                            QueueErrorKind::NotFound,
-                            format!("job `{job}` vanished from the ledger"),
-                        ),
-                    )
-                })?;
-            (seqs.unsent(), Some(status))
-        }
-        Begun::Existing(status) => {
-            return Err(fail(
-                SeqSet::new(),
-                SeqSet::new(),
-                QueueError::new(
-                    QueueErrorKind::Invalid,
-                    format!(
-                        "job `{job}` was submitted before ({} of {} done, {} dead, {} sent): add `--resume` to send \
-                         only what is missing, or name a new job with `--job NAME` to run everything again",
-                        status.done, status.manifest.total, status.dead, status.submitted
-                    ),
-                ),
-            ));
-        }
-    };
-    let mut slots: Vec<Option<Message>> = items.into_iter().map(Some).collect();
-    let mut sent = SeqSet::new();
-    let mut count = 0u64;
-    let order: Vec<u64> = to_send.iter().collect();
-    let name: Arc<str> = Arc::from(job);
-    for seqs in order.chunks(capabilities.max_batch.max(1)) {
-        if stop.is_stopping() {
-            return Err(fail(
-                sent,
-                SeqSet::new(),
-                QueueError::new(QueueErrorKind::Other, "stopped by a signal"),
-            ));
-        }
-        let batch: Vec<Message> = seqs
-            .iter()
-            .map(|&seq| {
-                let message = slots[seq as usize].take().expect("each seq once");
-                message.with_job(JobItem {
-                    job: Arc::clone(&name),
-                    seq,
-                })
-            })
-            .collect();
-        let batch_seqs: SeqSet = seqs.iter().copied().collect();
-        if let Err(cause) = queue.publish(batch).await {
-            return Err(fail(sent, batch_seqs, cause));
-        }
-        if let Err(cause) = ledger.submitted(job, &batch_seqs).await {
-            return Err(fail(sent, batch_seqs, cause));
-        }
-        sent.union(&batch_seqs);
-        count += seqs.len() as u64;
-        on_batch(seqs.len());
+    let mut submit = Submit::new(queue, items)
+        .job(ledger, job)
+        .resume(resume)
+        .stop(stop)
+        .on_batch(on_batch);
+    if let Some(command) = command {
+        submit = submit.command(command);
     }
-    Ok(SubmitReport {
-        job: job.to_string(),
-        total,
-        sent: count,
-        resumed,
-    })
+    submit.send().await
+}
+
+/// The one way an input goes into a queue, as a job or as plain items:
+/// every item checked first (nothing is sent if one is over the payload
+/// limit, less a job's room), then, for a job, its manifest recorded and
+/// what is not already sent or settled published (everything, for a new
+/// job) in the queue's largest batches, each batch marked submitted once
+/// the queue took it. An existing job of the same input is refused unless
+/// [`resume`](Self::resume); an existing job of another input always is.
+/// A [`stop`](Self::stop) signal ends it between batches; a failure says
+/// exactly which items went in ([`SubmitError`]).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use forloop_core::job::Submit;
+/// use forloop_core::{MemoryQueue, Message, QueueConfig, WorkQueue};
+///
+/// let queue = MemoryQueue::new(QueueConfig::new("docs"));
+/// let ledger = queue.ledger().expect("the memory queue keeps jobs");
+/// let items = (0..2500).map(|i| Message::new(i.to_string())).collect();
+/// let report = Submit::new(&queue, items).job(&*ledger, "nightly").send().await?;
+/// assert_eq!((report.total, report.sent), (2500, 2500));
+/// # Ok::<(), forloop_core::job::SubmitError>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "a Submit does nothing until `send` is awaited"]
+pub struct Submit<'a> {
+    queue: &'a dyn WorkQueue,
+    items: Vec<Message>,
+    job: Option<(&'a dyn Ledger, &'a str)>,
+    command: Option<String>,
+    resume: bool,
+    stop: Option<&'a crate::Shutdown>,
+    on_batch: Box<dyn FnMut(usize) + Send + 'a>,
+    keep_ids: bool,
+}
+
+impl std::fmt::Debug for Submit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submit")
+            .field("queue", &self.queue)
+            .field("items", &self.items.len())
+            .field("job", &self.job.map(|(_, name)| name))
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Submit<'a> {
+    /// Send `items` to `queue` as plain items (no job), unless
+    /// [`job`](Self::job) names one.
+    pub fn new(queue: &'a dyn WorkQueue, items: Vec<Message>) -> Self {
+        Self {
+            queue,
+            items,
+            job: None,
+            command: None,
+            resume: false,
+            stop: None,
+            on_batch: Box::new(|_| {}),
+            keep_ids: false,
+        }
+    }
+
+    /// Send them as job `name`, recorded in `ledger` (the queue's).
+    pub fn job(mut self, ledger: &'a dyn Ledger, name: &'a str) -> Self {
+        self.job = Some((ledger, name));
+        self
+    }
+
+    /// Record the command the job's items run under in its manifest.
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+
+    /// Continue an existing job of the same input: send only what it lacks.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Stop between batches once `stop` is triggered (Ctrl-C).
+    pub fn stop(mut self, stop: &'a crate::Shutdown) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Hear each sent batch's size (for a progress bar).
+    pub fn on_batch(mut self, on_batch: impl FnMut(usize) + Send + 'a) -> Self {
+        self.on_batch = Box::new(on_batch);
+        self
+    }
+
+    /// Keep the ids the queue gives, in [`SubmitReport::ids`].
+    pub fn keep_ids(mut self) -> Self {
+        self.keep_ids = true;
+        self
+    }
+
+    /// Check, record and publish; see [`Submit`].
+    pub async fn send(self) -> Result<SubmitReport, SubmitError> {
+        let Submit {
+            queue,
+            items,
+            job,
+            command,
+            resume,
+            stop,
+            mut on_batch,
+            keep_ids,
+        } = self;
+        let total = items.len() as u64;
+        let name = job.map(|(_, name)| name);
+        let fail = |sent: SeqSet, unknown: SeqSet, cause: QueueError| SubmitError {
+            job: name.map(str::to_string),
+            total,
+            sent,
+            unknown,
+            cause,
+        };
+        let capabilities = queue.capabilities();
+        let room = match job {
+            Some(_) => capabilities.max_payload.saturating_sub(JOB_ATTRIBUTES_ROOM),
+            None => capabilities.max_payload,
+        };
+        if let Some(name) = name {
+            super::check_job_name(name).map_err(|m| {
+                fail(
+                    SeqSet::new(),
+                    SeqSet::new(),
+                    QueueError::new(QueueErrorKind::Invalid, m),
+                )
+            })?;
+        }
+        crate::queue::check_payload_sizes(&items, room)
+            .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?;
+        let (to_send, resumed) = match job {
+            Some((ledger, name)) => {
+                let mut manifest = Manifest::new(
+                    name,
+                    total,
+                    input_digest(items.iter().map(|m| &m.payload[..])),
+                );
+                manifest.command = command;
+                begin(ledger, &manifest, resume)
+                    .await
+                    .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?
+            }
+            None => (SeqSet::first(total), None),
+        };
+        let mut slots: Vec<Option<Message>> = items.into_iter().map(Some).collect();
+        let mut sent = SeqSet::new();
+        let mut ids = Vec::new();
+        let mut count = 0u64;
+        let order: Vec<u64> = to_send.iter().collect();
+        let shared: Option<Arc<str>> = name.map(Arc::from);
+        for seqs in order.chunks(capabilities.max_batch.max(1)) {
+            if stop.is_some_and(crate::Shutdown::is_stopping) {
+                return Err(fail(
+                    sent,
+                    SeqSet::new(),
+                    QueueError::new(QueueErrorKind::Other, "stopped by a signal"),
+                ));
+            }
+            let batch: Vec<Message> = seqs
+                .iter()
+                .map(|&seq| {
+                    let message = slots[seq as usize].take().expect("each seq once");
+                    match &shared {
+                        Some(job) => message.with_job(JobItem {
+                            job: Arc::clone(job),
+                            seq,
+                        }),
+                        None => message,
+                    }
+                })
+                .collect();
+            let batch_seqs: SeqSet = seqs.iter().copied().collect();
+            match queue.publish(batch).await {
+                Ok(given) if keep_ids => ids.extend(given),
+                Ok(_) => {}
+                Err(cause) => return Err(fail(sent, batch_seqs, cause)),
+            }
+            if let Some((ledger, name)) = job
+                && let Err(cause) = ledger.submitted(name, &batch_seqs).await
+            {
+                return Err(fail(sent, batch_seqs, cause));
+            }
+            sent.union(&batch_seqs);
+            count += seqs.len() as u64;
+            on_batch(seqs.len());
+        }
+        Ok(SubmitReport {
+            job: name.map(str::to_string),
+            total,
+            sent: count,
+            resumed,
+            ids,
+        })
+    }
+}
+
+/// Record a job's manifest: what to send (every item for a new job, what
+/// is missing for a resumed one) and the counts it had before.
+async fn begin(
+    ledger: &dyn Ledger,
+    manifest: &Manifest,
+    resume: bool,
+) -> Result<(SeqSet, Option<JobStatus>), QueueError> {
+    let job = &manifest.job;
+    match ledger.begin(manifest).await? {
+        Begun::New => Ok((SeqSet::first(manifest.total), None)),
+        Begun::Existing(status) if resume => {
+            let seqs = ledger.seqs(job).await?.ok_or_else(|| {
+                QueueError::new(
+                    QueueErrorKind::NotFound,
+                    format!("job `{job}` vanished from the ledger"),
+                )
+            })?;
+            Ok((seqs.unsent(), Some(status)))
+        }
+        Begun::Existing(status) => Err(QueueError::new(
+            QueueErrorKind::Invalid,
+            format!(
+                "job `{job}` was submitted before ({} of {} done, {} dead, {} sent): add `--resume` to send \
+                 only what is missing, or name a new job with `--job NAME` to run everything again",
+                status.done, status.manifest.total, status.dead, status.submitted
+            ),
+        )),
+    }
 }

@@ -95,7 +95,7 @@ pub(crate) async fn send(
     .await;
     match result {
         Ok(report) => Ok(Sent {
-            job: Some(report.job),
+            job: report.job,
             total: report.total,
             sent: report.sent,
             resumed: report.resumed,
