@@ -13,10 +13,12 @@ use gcloud_googleapis::pubsub::v1::{
 use gcloud_gax::conn::Channel;
 use gcloud_gax::grpc::Status;
 use gcloud_googleapis::pubsub::v1::subscriber_client::SubscriberClient as RawSubscriber;
+use gcloud_pubsub::subscription::Subscription;
 use tokio::time::Instant;
 
-use crate::PubsubQueue;
-use crate::queue::MAX_BATCH;
+use crate::PubsubAddress;
+use crate::codec::MAX_BATCH;
+use crate::error::error;
 
 /// A unary pull of up to `max` from `subscription` that ends after `wait`
 /// with what came, or nothing. The deadline travels to the server as
@@ -57,10 +59,26 @@ pub(crate) async fn bounded_pull(
     }
 }
 
-impl PubsubQueue {
+/// What the subscription calls go through: the raw channel for bounded
+/// pulls, the client of a subscription for acks and modacks, and the
+/// address errors name. Below the queue, so the queue and its dead place
+/// share these calls.
+#[derive(Clone, Copy)]
+pub(crate) struct SubscriberCalls<'a> {
+    pub(crate) address: &'a PubsubAddress,
+    pub(crate) raw: &'a RawSubscriber<Channel>,
+    pub(crate) subscription: &'a Subscription,
+}
+
+impl SubscriberCalls<'_> {
+    /// A failed call `what`.
+    fn fail(self, what: &str, status: Status) -> QueueError {
+        error(what, self.address, status)
+    }
+
     /// A unary pull the server ends after `wait` (never cancelled here).
     pub(crate) async fn pull_raw(
-        &self,
+        self,
         subscription: &str,
         max: usize,
         wait: Duration,
@@ -72,7 +90,7 @@ impl PubsubQueue {
 
     /// Set the ack deadline of `ack_ids` on `subscription` to `seconds` from now.
     pub(crate) async fn modify(
-        &self,
+        self,
         subscription: &str,
         ack_ids: Vec<String>,
         seconds: i32,
@@ -96,7 +114,7 @@ impl PubsubQueue {
 
     /// Settle `ack_ids` on `subscription` for good.
     pub(crate) async fn acknowledge(
-        &self,
+        self,
         subscription: &str,
         ack_ids: Vec<String>,
     ) -> Result<(), QueueError> {
@@ -122,7 +140,6 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::PubsubAddress;
     use crate::client::connect_all;
 
     /// A server that accepts connections and never says a word.

@@ -9,8 +9,8 @@ use gcloud_pubsub::apiv1::conn_pool::ConnectionManager;
 use gcloud_pubsub::client::{Client, ClientConfig};
 
 use crate::PubsubAddress;
+use crate::codec::MAX_PAYLOAD;
 use crate::error::unreachable;
-use crate::queue::MAX_PAYLOAD;
 
 async fn client_config(address: &PubsubAddress) -> Result<ClientConfig, QueueError> {
     let mut config = ClientConfig {

@@ -1,12 +1,38 @@
 //! Items as Pub/Sub carries them: the payload as the message's data, the
-//! attributes as its attributes, unchanged.
+//! attributes as its attributes, unchanged; and Pub/Sub's limits on a
+//! message and a request, with items cut into requests within them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use forloop_core::Message;
+use forloop_core::kit::chunks_within;
 use gcloud_googleapis::pubsub::v1::PubsubMessage;
+
+/// Largest item, in bytes (Pub/Sub's limit is 10 MB per message).
+pub const MAX_PAYLOAD: usize = 10_000_000;
+/// Most items in one publish call (Pub/Sub's per-request limit).
+pub const MAX_BATCH: usize = 1000;
+/// Pub/Sub's limit on one publish request's size, less room for framing.
+const MAX_REQUEST_BYTES: usize = 9_000_000;
+
+/// Messages cut into publish requests within Pub/Sub's count and byte limits.
+pub(crate) fn publish_chunks(messages: &[Message]) -> Vec<Vec<PubsubMessage>> {
+    chunks_within(
+        messages.iter().map(to_pubsub),
+        MAX_BATCH,
+        MAX_REQUEST_BYTES,
+        |m| {
+            m.data.len()
+                + m.attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 8)
+                    .sum::<usize>()
+                + 16
+        },
+    )
+}
 
 /// The message an item is published as.
 pub(crate) fn to_pubsub(message: &Message) -> PubsubMessage {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
 use forloop_core::{Message, QueueError};
+use gcloud_pubsub::publisher::Publisher;
 
-use crate::PubsubQueue;
-use crate::codec::from_pubsub;
-use crate::queue::{MAX_BATCH, publish_chunks};
+use crate::batch::SubscriberCalls;
+use crate::codec::{MAX_BATCH, from_pubsub, publish_chunks};
+use crate::error::error;
 
 /// The attribute Pub/Sub sets on items its dead-letter policy forwards.
 pub const DELIVERY_COUNT_ATTRIBUTE: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
@@ -20,7 +21,9 @@ const POLICY_ATTRIBUTES: &str = "CloudPubSubDeadLetter";
 
 /// `NAME-dead-keep`, read and settled through the queue's clients.
 pub(crate) struct DeadPlace<'a> {
-    pub(crate) queue: &'a PubsubQueue,
+    pub(crate) calls: SubscriberCalls<'a>,
+    /// The queue's topic, where a requeued item goes.
+    pub(crate) publisher: &'a Publisher,
     pub(crate) subscription: String,
 }
 
@@ -33,7 +36,7 @@ impl DeadQueue for DeadPlace<'_> {
     /// The subscription's own ack deadline (60 s) is the hold.
     async fn receive(&self, max: usize, _hold: Duration) -> Result<Vec<ReceivedDead>, QueueError> {
         let received = self
-            .queue
+            .calls
             .pull_raw(&self.subscription, max, Duration::from_secs(2))
             .await?;
         let mut known_job = None;
@@ -51,20 +54,19 @@ impl DeadQueue for DeadPlace<'_> {
     }
 
     async fn release(&self, handles: Vec<String>) -> Result<(), QueueError> {
-        self.queue.modify(&self.subscription, handles, 0).await
+        self.calls.modify(&self.subscription, handles, 0).await
     }
 
     async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError> {
-        self.queue.acknowledge(&self.subscription, handles).await
+        self.calls.acknowledge(&self.subscription, handles).await
     }
 
     async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
         for chunk in publish_chunks(&messages) {
-            self.queue
-                .publisher
+            self.publisher
                 .publish_immediately(chunk, None)
                 .await
-                .map_err(|s| self.queue.fail("requeue publish", s))?;
+                .map_err(|s| error("requeue publish", self.calls.address, s))?;
         }
         Ok(())
     }

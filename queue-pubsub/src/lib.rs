@@ -124,10 +124,11 @@ pub mod monitoring;
 mod queue;
 
 pub use address::{BacklogSource, EMULATOR_ENV, MONITORING_ENV, PROJECT_ENV, PubsubAddress};
+pub use codec::{MAX_BATCH, MAX_PAYLOAD};
 pub use dead::DELIVERY_COUNT_ATTRIBUTE;
 pub use driver::PubsubDriver;
 pub use forloop_core::kit::{
     ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
 };
 pub use ledger::{SHEET_LEASE, SHEET_WAIT};
-pub use queue::{MAX_BATCH, MAX_PAYLOAD, PubsubQueue};
+pub use queue::PubsubQueue;

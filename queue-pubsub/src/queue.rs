@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::job::{Ledger, SheetLedger};
-use forloop_core::kit::{
-    Carried, HeldDeliveries, Letters, TokenSplit, chunks_within, dead, whole_seconds,
-};
+use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
@@ -23,43 +21,19 @@ use gcloud_pubsub::publisher::{Publisher, PublisherConfig};
 use gcloud_pubsub::subscription::Subscription;
 use tokio::time::Instant;
 
+use crate::batch::SubscriberCalls;
 use crate::client::connect_all;
-use crate::codec::{from_pubsub, to_pubsub};
+use crate::codec::{MAX_BATCH, MAX_PAYLOAD, from_pubsub, publish_chunks};
 use crate::dead::DeadPlace;
 use crate::error::error;
 use crate::{PubsubAddress, monitoring};
 
-/// Largest item, in bytes (Pub/Sub's limit is 10 MB per message).
-pub const MAX_PAYLOAD: usize = 10_000_000;
-/// Most items in one publish call (Pub/Sub's per-request limit).
-pub const MAX_BATCH: usize = 1000;
 /// The longest ack deadline Pub/Sub takes, in seconds.
 const MAX_ACK_SECONDS: i32 = 600;
 
 /// Margin before a lease's recorded end within which a dead letter or a
 /// hand-back takes the lease as gone.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
-/// Pub/Sub's limit on one publish request's size, less room for framing.
-const MAX_REQUEST_BYTES: usize = 9_000_000;
-
-/// Messages cut into publish requests within Pub/Sub's count and byte limits.
-pub(crate) fn publish_chunks(
-    messages: &[Message],
-) -> Vec<Vec<gcloud_googleapis::pubsub::v1::PubsubMessage>> {
-    chunks_within(
-        messages.iter().map(to_pubsub),
-        MAX_BATCH,
-        MAX_REQUEST_BYTES,
-        |m| {
-            m.data.len()
-                + m.attributes
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 8)
-                    .sum::<usize>()
-                + 16
-        },
-    )
-}
 
 /// The refusal of a subscription without a dead-letter policy.
 fn no_dead_letter_policy(address: &PubsubAddress) -> QueueError {
@@ -239,7 +213,8 @@ impl PubsubQueue {
         let live: Vec<String> = letters.settled.iter().map(|(t, _)| t.clone()).collect();
         if !live.is_empty() {
             let seconds = whole_seconds(self.ack_deadline).clamp(10, MAX_ACK_SECONDS);
-            self.modify(&self.subscription_name, live.clone(), seconds)
+            self.calls()
+                .modify(&self.subscription_name, live.clone(), seconds)
                 .await?;
             let ended = self.held.extended(&live, sent, sent + self.ack_deadline);
             debug_assert!(ended.is_empty(), "checked just before");
@@ -269,15 +244,27 @@ impl PubsubQueue {
             }
             let ack_ids: Vec<String> = letters.settled.into_iter().map(|(id, _)| id).collect();
             self.held.forget(&ack_ids);
-            self.acknowledge(&self.subscription_name, ack_ids).await?;
+            self.calls()
+                .acknowledge(&self.subscription_name, ack_ids)
+                .await?;
         }
         Ok(letters.lost)
+    }
+
+    /// The subscription calls, through this queue's clients.
+    fn calls(&self) -> SubscriberCalls<'_> {
+        SubscriberCalls {
+            address: &self.address,
+            raw: &self.raw,
+            subscription: &self.subscription,
+        }
     }
 
     /// The dead-keep subscription, as the kit's loops read it.
     fn dead_place(&self) -> DeadPlace<'_> {
         DeadPlace {
-            queue: self,
+            calls: self.calls(),
+            publisher: &self.publisher,
             subscription: self.dead_subscription.fully_qualified_name().to_string(),
         }
     }
@@ -326,7 +313,10 @@ impl WorkQueue for PubsubQueue {
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let sent = Instant::now();
-        let received = self.pull_raw(&self.subscription_name, max, wait).await?;
+        let received = self
+            .calls()
+            .pull_raw(&self.subscription_name, max, wait)
+            .await?;
         // The server starts a lease when it hands the message out, which on
         // a long poll can be long after `sent`: count from the answer, less
         // a margin for the trip back.
@@ -364,7 +354,8 @@ impl WorkQueue for PubsubQueue {
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let split = self.held.release(tokens);
-        self.acknowledge(&self.subscription_name, split.texts())
+        self.calls()
+            .acknowledge(&self.subscription_name, split.texts())
             .await?;
         Ok(LeaseReport { lost: split.lost })
     }
@@ -378,7 +369,8 @@ impl WorkQueue for PubsubQueue {
         let ack_ids = split.texts();
         self.held.forget(&ack_ids);
         let seconds = whole_seconds(delay).min(MAX_ACK_SECONDS);
-        self.modify(&self.subscription_name, ack_ids, seconds)
+        self.calls()
+            .modify(&self.subscription_name, ack_ids, seconds)
             .await?;
         Ok(LeaseReport { lost: split.lost })
     }
@@ -400,7 +392,8 @@ impl WorkQueue for PubsubQueue {
         let seconds = whole_seconds(lease).clamp(1, MAX_ACK_SECONDS);
         let sent = Instant::now();
         let ack_ids = split.texts();
-        self.modify(&self.subscription_name, ack_ids.clone(), seconds)
+        self.calls()
+            .modify(&self.subscription_name, ack_ids.clone(), seconds)
             .await?;
         let granted = Duration::from_secs(u64::try_from(seconds).unwrap_or(1));
         let ended = self.held.extended(&ack_ids, sent, sent + granted);

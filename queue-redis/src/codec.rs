@@ -4,10 +4,11 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-
 use std::io::Write as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use forloop_core::Message;
 use forloop_core::job::JobItem;
 use redis::Value;
 
@@ -186,6 +187,28 @@ pub(crate) fn as_i64(value: &Value) -> Option<i64> {
         Value::Int(n) => Some(*n),
         Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
         _ => None,
+    }
+}
+
+/// The message a stored value holds ([`pack`]), its attributes
+/// from `attrs` (the `attrs` hash's entry, for an item stored before
+/// envelopes) when the value is bare. The job's name is shared with
+/// `known_job` ([`JobItem::shared`]).
+pub(crate) fn open(value: Bytes, attrs: &Value, known_job: &mut Option<Arc<str>>) -> Message {
+    let stored = unpack(value);
+    let encoded = stored.attributes.unwrap_or_else(|| as_bytes(attrs));
+    let attributes = decode_attributes(&encoded);
+    match stored.job {
+        Some((seq, name)) => Message {
+            payload: stored.payload,
+            attributes,
+            job: Some(JobItem::shared(
+                &String::from_utf8_lossy(&name),
+                seq,
+                known_job,
+            )),
+        },
+        None => Message::from_wire(stored.payload, attributes, known_job),
     }
 }
 

@@ -42,8 +42,8 @@ use tracing::warn;
 use crate::codec::{as_bytes, as_u64};
 use crate::error::malformed;
 use crate::keys::job_key;
+use crate::link::{Link, SETTLE_CHUNK};
 use crate::receipts::{DoneLines, read_field};
-use crate::{Link, SETTLE_CHUNK};
 
 /// The largest sequence number a bitmap holds (Redis bit offsets are
 /// below 2^32).
@@ -230,7 +230,10 @@ impl Ledger for RedisLedger {
         for chunk in ops.chunks(PIPE_CHUNK) {
             let mut pipe = redis::pipe();
             if first {
-                pipe.cmd("SADD").arg(&self.link.keys[11]).arg(job).ignore();
+                pipe.cmd("SADD")
+                    .arg(&self.link.keys.ledger)
+                    .arg(job)
+                    .ignore();
                 first = false;
             }
             for op in chunk {

@@ -5,11 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use forloop_core::QueueError;
 use forloop_core::kit::Env;
 use forloop_core::kit::address::{bad_address, host, parse_url, segments};
-
-use crate::error::invalid;
+use forloop_core::{QueueError, QueueErrorKind};
 
 /// The variable that sets [`forloop_core::Capabilities::backlog_staleness`] (`90s` if unset).
 pub const STALENESS_VAR: &str = "FORLOOP_SQS_STALENESS";
@@ -56,9 +54,10 @@ impl SqsAddress {
     pub fn parse(url: Option<&str>, name: &str, env: &Env) -> Result<Self, QueueError> {
         let staleness = match env.get(STALENESS_VAR) {
             Some(text) => humantime::parse_duration(text).map_err(|e| {
-                invalid(format!(
-                    "{STALENESS_VAR}=`{text}` is not a duration like 60s or 500ms: {e}"
-                ))
+                QueueError::new(
+                    QueueErrorKind::Invalid,
+                    format!("{STALENESS_VAR}=`{text}` is not a duration like 60s or 500ms: {e}"),
+                )
             })?,
             None => DEFAULT_STALENESS,
         };
@@ -121,9 +120,12 @@ impl SqsAddress {
 /// still fit. FIFO queues (`.fifo`) need message groups forloop does not use.
 fn check_name(name: &str) -> Result<(), QueueError> {
     if name.ends_with(".fifo") {
-        return Err(invalid(format!(
-            "`{name}` is a FIFO queue; forloop uses standard SQS queues (FIFO ordering would hold a whole group behind one slow item)"
-        )));
+        return Err(QueueError::new(
+            QueueErrorKind::Invalid,
+            format!(
+                "`{name}` is a FIFO queue; forloop uses standard SQS queues (FIFO ordering would hold a whole group behind one slow item)"
+            ),
+        ));
     }
     let ok = !name.is_empty()
         && name.len() <= 80 - DEAD_SUFFIX.len()
@@ -131,10 +133,13 @@ fn check_name(name: &str) -> Result<(), QueueError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
-        return Err(invalid(format!(
-            "`{name}` cannot name an SQS queue: use 1 to {} letters, digits, - or _",
-            80 - DEAD_SUFFIX.len()
-        )));
+        return Err(QueueError::new(
+            QueueErrorKind::Invalid,
+            format!(
+                "`{name}` cannot name an SQS queue: use 1 to {} letters, digits, - or _",
+                80 - DEAD_SUFFIX.len()
+            ),
+        ));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Making and deleting a queue's two SQS queues (`runner queue create`,
-//! `runner queue delete`).
+//! Making and deleting a queue's SQS queues (`runner queue create`,
+//! `runner queue delete`): `NAME`, `NAME-dead` and the job ledger's
+//! siblings `NAME-ledger` and `NAME-results`.
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -8,10 +9,12 @@ use forloop_core::{QueueConfig, QueueError, QueueErrorKind};
 
 use crate::client::{client, queue_url};
 use crate::error::error;
-use crate::ledger::create_siblings;
 use crate::{SqsAddress, SqsQueue};
 
 const RETENTION_SECONDS: &str = "1209600"; // 14 days, SQS's longest
+
+/// SQS's longest queue name.
+const MAX_NAME: usize = 80;
 
 impl SqsQueue {
     /// Create `NAME-dead`, `NAME` and the job ledger's siblings
@@ -89,9 +92,26 @@ impl SqsQueue {
     }
 }
 
+/// Make the siblings where missing; a name too long for them keeps no ledger.
+async fn create_siblings(client: &Client, address: &SqsAddress) -> Result<(), QueueError> {
+    let names = address.ledger_names();
+    if names.iter().any(|name| name.len() > MAX_NAME) {
+        tracing::warn!(
+            "SQS queue `{}` gets no job ledger: `{}` would be longer than SQS's {MAX_NAME} characters",
+            address.name,
+            names[1]
+        );
+        return Ok(());
+    }
+    for name in names {
+        ensure_queue(client, address, &name, Vec::new()).await?;
+    }
+    Ok(())
+}
+
 /// Make the queue `name` with `attributes`, or set them on it if it exists
 /// with others; returns its URL.
-pub(crate) async fn ensure_queue(
+async fn ensure_queue(
     client: &Client,
     address: &SqsAddress,
     name: &str,

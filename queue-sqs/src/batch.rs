@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
@@ -13,7 +14,7 @@ use forloop_core::kit::{chunks_within, each_chunk, whole_seconds};
 use forloop_core::{MessageId, QueueError, QueueErrorKind};
 use futures_util::future::join_all;
 
-use crate::SqsQueue;
+use crate::SqsAddress;
 use crate::codec::{Outgoing, entry, wire_size};
 use crate::error::{error, invalid};
 
@@ -33,11 +34,21 @@ type ChunkSent = (
 /// An outgoing message with its index in the caller's batch.
 type Indexed = (usize, String, std::collections::BTreeMap<String, String>);
 
-impl SqsQueue {
+/// What the batch calls go through: a queue's client, its address (which
+/// errors name) and its byte limit (which sends keep). Below the queue, so
+/// the queue, its dead place and its ledger share these calls.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchCalls<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) address: &'a SqsAddress,
+    pub(crate) max_payload: usize,
+}
+
+impl<'a> BatchCalls<'a> {
     /// Send `messages` (already checked against the size limit) to `url`,
     /// in requests of at most 10 entries and `max_payload` bytes, all at once.
     pub(crate) async fn send_all(
-        &self,
+        self,
         url: &str,
         messages: Vec<Outgoing>,
     ) -> Result<Vec<MessageId>, QueueError> {
@@ -103,7 +114,7 @@ impl SqsQueue {
     /// Returns what went in, by batch index, what SQS refused, with why, and
     /// the error that ended it early: what went in before a failed retry
     /// round is still reported as in.
-    async fn send_chunk(&self, url: &str, chunk: Vec<Indexed>) -> ChunkSent {
+    async fn send_chunk(self, url: &str, chunk: Vec<Indexed>) -> ChunkSent {
         let mut sent = Vec::new();
         let mut refused = Vec::new();
         let error = self
@@ -114,7 +125,7 @@ impl SqsQueue {
     }
 
     async fn send_rounds(
-        &self,
+        self,
         url: &str,
         chunk: Vec<Indexed>,
         sent: &mut Vec<(usize, MessageId)>,
@@ -139,7 +150,7 @@ impl SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| error("publish", &self.address, e))?;
+                .map_err(|e| error("publish", self.address, e))?;
             for ok in out.successful() {
                 if let Ok(index) = ok.id().parse::<usize>() {
                     sent.push((index, Arc::from(ok.message_id())));
@@ -168,7 +179,7 @@ impl SqsQueue {
 
     /// One ReceiveMessage of up to 10 from `url`.
     pub(crate) async fn receive(
-        &self,
+        self,
         url: &str,
         max: usize,
         wait: Duration,
@@ -186,14 +197,14 @@ impl SqsQueue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| error("receive", &self.address, e))?;
+            .map_err(|e| error("receive", self.address, e))?;
         Ok(out.messages.unwrap_or_default())
     }
 
     /// DeleteMessageBatch in tens, all at once; returns the handles SQS
     /// called invalid.
     pub(crate) async fn delete_handles(
-        &self,
+        self,
         url: &str,
         handles: &[String],
     ) -> Result<Vec<String>, QueueError> {
@@ -216,7 +227,7 @@ impl SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| error("delete", &self.address, e))?;
+                .map_err(|e| error("delete", self.address, e))?;
             let mut lost = Vec::new();
             let mut retry = Vec::new();
             for failed in out.failed() {
@@ -238,7 +249,7 @@ impl SqsQueue {
                     .receipt_handle(&handle)
                     .send()
                     .await
-                    .map_err(|e| error("delete", &self.address, e))?;
+                    .map_err(|e| error("delete", self.address, e))?;
             }
             Ok(lost)
         })
@@ -248,7 +259,7 @@ impl SqsQueue {
     /// ChangeMessageVisibilityBatch in tens, all at once, each handle with
     /// its own timeout; returns the handles whose lease is gone.
     pub(crate) async fn change_visibility(
-        &self,
+        self,
         url: &str,
         changes: &[(String, i32)],
     ) -> Result<Vec<String>, QueueError> {
@@ -272,7 +283,7 @@ impl SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| error("visibility change", &self.address, e))?;
+                .map_err(|e| error("visibility change", self.address, e))?;
             let mut lost = Vec::new();
             for failed in out.failed() {
                 let Some((handle, timeout)) =
@@ -290,7 +301,7 @@ impl SqsQueue {
                         .visibility_timeout(*timeout)
                         .send()
                         .await
-                        .map_err(|e| error("visibility change", &self.address, e))?;
+                        .map_err(|e| error("visibility change", self.address, e))?;
                 }
             }
             Ok(lost)
@@ -299,7 +310,7 @@ impl SqsQueue {
     }
 
     /// Visible, in-flight and delayed counts of the queue at `url`.
-    pub(crate) async fn counts(&self, url: &str) -> Result<(u64, u64, u64), QueueError> {
+    pub(crate) async fn counts(self, url: &str) -> Result<(u64, u64, u64), QueueError> {
         let out = self
             .client
             .get_queue_attributes()
@@ -309,7 +320,7 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| error("queue attributes", &self.address, e))?;
+            .map_err(|e| error("queue attributes", self.address, e))?;
         let get = |name: QueueAttributeName| {
             out.attributes()
                 .and_then(|a| a.get(&name))

@@ -9,14 +9,18 @@ use async_trait::async_trait;
 use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
 use forloop_core::{Message, QueueError};
 
-use crate::SqsQueue;
-use crate::batch::{MAX_BATCH, SQS_BATCH};
+use crate::batch::{BatchCalls, MAX_BATCH, SQS_BATCH};
 use crate::codec::{encode, message_of};
 
 /// `NAME-dead`, read and settled through the queue's client.
 pub(crate) struct DeadPlace<'a> {
-    pub(crate) queue: &'a SqsQueue,
+    pub(crate) calls: BatchCalls<'a>,
+    /// `NAME-dead`'s URL.
     pub(crate) url: &'a str,
+    /// `NAME`'s URL, where a requeued item goes.
+    pub(crate) main_url: &'a str,
+    /// The redrive policy's `maxReceiveCount`.
+    pub(crate) max_receive_count: Option<u32>,
 }
 
 #[async_trait]
@@ -27,7 +31,7 @@ impl DeadQueue for DeadPlace<'_> {
 
     async fn receive(&self, max: usize, hold: Duration) -> Result<Vec<ReceivedDead>, QueueError> {
         let received = self
-            .queue
+            .calls
             .receive(self.url, max.min(SQS_BATCH), Duration::from_secs(1), hold)
             .await?;
         let mut known_job = None;
@@ -45,25 +49,25 @@ impl DeadQueue for DeadPlace<'_> {
 
     async fn release(&self, handles: Vec<String>) -> Result<(), QueueError> {
         let changes: Vec<(String, i32)> = handles.into_iter().map(|h| (h, 0)).collect();
-        self.queue.change_visibility(self.url, &changes).await?;
+        self.calls.change_visibility(self.url, &changes).await?;
         Ok(())
     }
 
     async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError> {
-        self.queue.delete_handles(self.url, &handles).await?;
+        self.calls.delete_handles(self.url, &handles).await?;
         Ok(())
     }
 
     async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
         let outgoing = messages.iter().map(encode).collect();
-        self.queue.send_all(self.queue.url(), outgoing).await?;
+        self.calls.send_all(self.main_url, outgoing).await?;
         Ok(())
     }
 
     /// The redrive policy moves an item after `maxReceiveCount` receives and
     /// adds no attributes.
     fn native_stamp(&self, _: &mut BTreeMap<String, String>) -> DeadStamp {
-        let attempts = self.queue.max_receive_count;
+        let attempts = self.max_receive_count;
         DeadStamp {
             reason: Some(format!(
                 "received {} times without an ack (SQS redrive policy)",

@@ -1,5 +1,6 @@
 //! The job ledger's two sibling queues, `NAME-ledger` (book sheets) and
-//! `NAME-results` (receipt sheets): naming, making and opening them. The
+//! `NAME-results` (receipt sheets): naming and opening them (`admin.rs`
+//! makes them, with the queue). The
 //! ledger itself is [`forloop_core::job::SheetLedger`], the same on every
 //! backend that cannot count; `docs/design/job-ledger.md` says how it works
 //! and what it costs.
@@ -12,12 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
 use forloop_core::QueueError;
 use forloop_core::job::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
 use forloop_core::kit::HeldDeliveries;
 
-use crate::admin::ensure_queue;
 use crate::batch::SQS_BATCH;
 use crate::client::queue_url;
 use crate::{SqsAddress, SqsQueue};
@@ -26,34 +25,11 @@ use crate::{SqsAddress, SqsQueue};
 /// dies mid-read hides them from the others (an under-count, never a loss).
 pub const SHEET_LEASE: Duration = Duration::from_secs(30);
 
-/// SQS's longest queue name.
-const MAX_NAME: usize = 80;
-
 impl SqsAddress {
     /// The names of the ledger's sibling queues: `NAME-ledger`, `NAME-results`.
     pub fn ledger_names(&self) -> [String; 2] {
         [LEDGER_SUFFIX, RESULTS_SUFFIX].map(|suffix| format!("{}{suffix}", self.name))
     }
-}
-
-/// Make the siblings where missing; a name too long for them keeps no ledger.
-pub(crate) async fn create_siblings(
-    client: &Client,
-    address: &SqsAddress,
-) -> Result<(), QueueError> {
-    let names = address.ledger_names();
-    if names.iter().any(|name| name.len() > MAX_NAME) {
-        tracing::warn!(
-            "SQS queue `{}` gets no job ledger: `{}` would be longer than SQS's {MAX_NAME} characters",
-            address.name,
-            names[1]
-        );
-        return Ok(());
-    }
-    for name in names {
-        ensure_queue(client, address, &name, Vec::new()).await?;
-    }
-    Ok(())
 }
 
 impl SqsQueue {

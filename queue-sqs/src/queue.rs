@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::SqsAddress;
-use crate::batch::{MAX_BATCH, SQS_BATCH};
+use crate::batch::{BatchCalls, MAX_BATCH, SQS_BATCH};
 use crate::client::{client, queue_url};
 use crate::codec::{encode, message_of, receive_count, sqs_text, wire_size};
 use crate::dead::DeadPlace;
@@ -156,6 +156,15 @@ impl SqsQueue {
         &self.url
     }
 
+    /// The batch calls, through this queue's client.
+    pub(crate) fn calls(&self) -> BatchCalls<'_> {
+        BatchCalls {
+            client: &self.client,
+            address: &self.address,
+            max_payload: self.max_payload,
+        }
+    }
+
     /// The dead-letter queue, as the kit's loops read it.
     fn dead_place(&self) -> Result<DeadPlace<'_>, QueueError> {
         let url = self.dead_url.as_deref().ok_or_else(|| {
@@ -168,7 +177,12 @@ impl SqsQueue {
                 ),
             )
         })?;
-        Ok(DeadPlace { queue: self, url })
+        Ok(DeadPlace {
+            calls: self.calls(),
+            url,
+            main_url: &self.url,
+            max_receive_count: self.max_receive_count,
+        })
     }
 
     /// What is left of the 12 hours from the receive of the delivery `handle`.
@@ -191,7 +205,7 @@ impl SqsQueue {
         let calls = (0..max.div_ceil(SQS_BATCH)).map(|i| {
             let n = (max - i * SQS_BATCH).min(SQS_BATCH);
             let wait = if i == 0 { wait } else { Duration::ZERO };
-            self.receive(&self.url, n, wait, self.lease)
+            self.calls().receive(&self.url, n, wait, self.lease)
         });
         let mut received = Vec::new();
         let mut failure = None;
@@ -224,7 +238,7 @@ impl SqsQueue {
                 )
             })
             .collect();
-        let gone = self.change_visibility(&self.url, &changes).await?;
+        let gone = self.calls().change_visibility(&self.url, &changes).await?;
         if gone.is_empty() {
             return Ok(());
         }
@@ -259,10 +273,10 @@ impl SqsQueue {
             return Ok(lost);
         }
         let outgoing = letters.messages.iter().map(encode).collect();
-        self.send_all(url, outgoing).await?;
+        self.calls().send_all(url, outgoing).await?;
         let handles: Vec<String> = letters.settled.iter().map(|(h, _)| h.clone()).collect();
         self.held.forget(&handles);
-        let gone = self.delete_handles(&self.url, &handles).await?;
+        let gone = self.calls().delete_handles(&self.url, &handles).await?;
         lost.extend(
             letters
                 .settled
@@ -297,7 +311,7 @@ impl WorkQueue for SqsQueue {
         if encoded.is_empty() {
             return Ok(Vec::new());
         }
-        self.send_all(&self.url, encoded).await
+        self.calls().send_all(&self.url, encoded).await
     }
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -369,7 +383,10 @@ impl WorkQueue for SqsQueue {
 
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let split = self.held.release(tokens);
-        let gone = self.delete_handles(&self.url, &split.texts()).await?;
+        let gone = self
+            .calls()
+            .delete_handles(&self.url, &split.texts())
+            .await?;
         Ok(LeaseReport {
             lost: split.lost_with(&gone),
         })
@@ -392,7 +409,7 @@ impl WorkQueue for SqsQueue {
             })
             .collect();
         self.held.forget(&split.texts());
-        let gone = self.change_visibility(&self.url, &changes).await?;
+        let gone = self.calls().change_visibility(&self.url, &changes).await?;
         Ok(LeaseReport {
             lost: split.lost_with(&gone),
         })
@@ -416,7 +433,7 @@ impl WorkQueue for SqsQueue {
                 changes.push((handle.clone(), seconds));
             }
         }
-        let gone = self.change_visibility(&self.url, &changes).await?;
+        let gone = self.calls().change_visibility(&self.url, &changes).await?;
         lost.extend(split.tokens_of(&gone));
         Ok(LeaseReport { lost })
     }
@@ -435,10 +452,11 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn backlog(&self) -> Result<Backlog, QueueError> {
-        let main = self.counts(&self.url);
+        let main = self.calls().counts(&self.url);
         let dead = async {
             match &self.dead_url {
                 Some(url) => self
+                    .calls()
                     .counts(url)
                     .await
                     .map(|(a, b, c)| Count::Approximate(a + b + c)),

@@ -33,75 +33,36 @@
 
 pub mod backoff;
 mod calls;
+mod config;
 pub mod drain;
+mod events;
 pub mod lease;
+mod shutdown;
+mod tasks;
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::OptionFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use backoff::Backoff;
+pub use config::WorkerConfig;
 pub use drain::{DrainDetector, DrainState, Reading};
+pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
 pub use lease::{GiveUp, LeaseKeeper};
+pub use shutdown::Shutdown;
 
 use self::calls::{Calls, Done};
+use self::tasks::{Finished, TaskStops, Tasks};
 use crate::handler::OutcomeKind;
-use crate::job::{JobItem, Ledger, ReceiptRef, Settled};
-use crate::{Delivery, Handler, LeaseToken, QueueError, Task, TaskOutcome, WorkQueue};
-
-/// How a worker behaves. Every field has a default suited to a network queue.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Tasks running at once (default 1).
-    pub concurrency: usize,
-    /// Lease length each renewal asks for (default 30 s).
-    pub lease: Duration,
-    /// Longest an item is held before the keeper lets its lease lapse
-    /// (default 1 h, as Google's client libraries' max lease duration).
-    pub max_lease_age: Duration,
-    /// Attempts before an item is dead-lettered (default 5).
-    pub max_attempts: u32,
-    /// Per-attempt time limit; an attempt over it fails and is retried (default none).
-    pub task_timeout: Option<Duration>,
-    /// Delay between attempts of a failing item.
-    pub backoff: Backoff,
-    /// After a stop signal, how long running tasks may still finish (default 10 s,
-    /// inside the ~15 s a spot VM gets).
-    pub grace: Duration,
-    /// Longest wait of one pull (default 1 s): also how often an idle worker
-    /// checks for drain.
-    pub poll: Duration,
-    /// Acks sent in one call at most (default 500, capped by the queue's max batch).
-    /// Tasks that finish together are acked together; no ack waits for more.
-    pub ack_batch: usize,
-    /// After an ack call failed, how long until it is tried again (default
-    /// 500 ms); each further failure in a row doubles the wait, up to 10 s.
-    pub ack_interval: Duration,
-    /// The longest any one queue call may take before it counts as failed
-    /// and is retried (default 10 s; pulls get their long poll on top, and
-    /// renewals at most a third of the lease).
-    pub call_timeout: Duration,
-    /// After the grace period, how long the worker may still spend handing
-    /// items back and flushing acks before it exits (default 4 s, inside
-    /// the 5 s Kubernetes gives past the grace).
-    pub settle_budget: Duration,
-    /// Where the backend cannot count its backlog: how long pulls must come
-    /// back empty before the queue is taken as drained (default 30 s).
-    pub idle_window: Duration,
-    /// This worker's name in events and the joblog.
-    pub name: Arc<str>,
-}
+use crate::job::{Ledger, ReceiptRef, Settled};
+use crate::{Delivery, Handler, LeaseToken, QueueError, WorkQueue};
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,113 +70,6 @@ impl std::fmt::Debug for Worker {
             .field("queue", &self.queue)
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 1,
-            lease: Duration::from_secs(30),
-            max_lease_age: Duration::from_secs(3600),
-            max_attempts: 5,
-            task_timeout: None,
-            backoff: Backoff::default(),
-            grace: Duration::from_secs(10),
-            poll: Duration::from_secs(1),
-            ack_batch: 500,
-            ack_interval: Duration::from_millis(500),
-            call_timeout: Duration::from_secs(10),
-            settle_budget: Duration::from_secs(4),
-            idle_window: Duration::from_secs(30),
-            name: Arc::from("worker"),
-        }
-    }
-}
-
-/// How an attempt ended, from the queue's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
-    /// Acked (or queued for the next ack flush).
-    Acked,
-    /// Nacked; it comes back after `delay`.
-    Retrying {
-        /// Delay before the next attempt.
-        delay: Duration,
-    },
-    /// Moved to the dead-letter place.
-    DeadLettered,
-    /// Succeeded, but the queue did not take the ack (the lease had ended,
-    /// or the ack failed for good): the item will run again.
-    Unsettled,
-}
-
-/// One finished attempt, as observers see it.
-#[derive(Debug, Clone, Copy)]
-pub struct AttemptRecord<'a> {
-    /// The item's id.
-    pub id: &'a str,
-    /// The item.
-    pub payload: &'a [u8],
-    /// Which attempt this was (1-based).
-    pub attempt: u32,
-    /// What the handler reported.
-    pub outcome: &'a TaskOutcome,
-    /// What the worker did with the item.
-    pub settlement: Settlement,
-    /// How long the attempt ran.
-    pub elapsed: Duration,
-    /// The worker's name.
-    pub worker: &'a str,
-}
-
-/// Watches a worker's attempts: progress bars, joblogs, summaries.
-pub trait WorkerEvents: Send + Sync {
-    /// An attempt ended and its item was settled.
-    fn attempt_finished(&self, record: &AttemptRecord<'_>);
-}
-
-/// Observes nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoEvents;
-
-impl WorkerEvents for NoEvents {
-    fn attempt_finished(&self, _record: &AttemptRecord<'_>) {}
-}
-
-/// Tells workers to stop: `stop` starts a graceful shutdown, `abort` cuts the
-/// grace short (a second Ctrl-C).
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    stop: CancellationToken,
-    abort: CancellationToken,
-}
-
-impl Shutdown {
-    /// A fresh, untriggered shutdown.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stop pulling; let running tasks finish within the grace period.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
-    /// Stop now: drop running tasks and give their items back.
-    pub fn abort(&self) {
-        self.stop.cancel();
-        self.abort.cancel();
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// Wait until a stop is requested.
-    pub async fn stopping(&self) {
-        self.stop.cancelled().await;
     }
 }
 
@@ -241,21 +95,6 @@ pub struct Worker {
     config: WorkerConfig,
     events: Arc<dyn WorkerEvents>,
 }
-
-struct Finished {
-    token: LeaseToken,
-    id: crate::MessageId,
-    payload: Bytes,
-    attempt: u32,
-    job: Option<JobItem>,
-    outcome: TaskOutcome,
-    elapsed: Duration,
-}
-
-/// Running tasks. They run on the worker's own task, like
-/// `for_each_concurrent`: handlers await I/O and must not block (use
-/// `spawn_blocking` for CPU-heavy work); this keeps the per-item cost low.
-type Tasks = FuturesUnordered<Running>;
 
 type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
 type BacklogFuture = Pin<Box<dyn Future<Output = Result<Reading, QueueError>> + Send>>;
@@ -290,14 +129,6 @@ fn receipt<'a>(
         stderr_tail: finished.outcome.stderr_tail.as_deref(),
         at,
     })
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic".to_string())
 }
 
 /// Successes waiting for their ack, and the ack calls in flight.
@@ -608,87 +439,6 @@ impl Worker {
         })
     }
 
-    /// Start a task for `delivery`; says whether the item belongs to a job.
-    fn start(
-        &self,
-        tasks: &mut Tasks,
-        keeper: &mut LeaseKeeper,
-        delivery: Delivery,
-        now: Instant,
-    ) -> bool {
-        keeper.hold(delivery.token.clone(), delivery.deadline, now);
-        let job = self.ledger.as_ref().and(delivery.job.clone());
-        let of_job = job.is_some();
-        let handler = Arc::clone(&self.handler);
-        let timeout = self.config.task_timeout;
-        let running = Running {
-            token: delivery.token.clone(),
-            id: delivery.id.clone(),
-            payload: delivery.payload.clone(),
-            attempt: delivery.attempt,
-            job: job.clone(),
-            started: now,
-            future: Box::pin(async move {
-                let started = Instant::now();
-                let task = Task {
-                    id: delivery.id.clone(),
-                    payload: delivery.payload.clone(),
-                    attributes: delivery.attributes,
-                    job: delivery.job,
-                    attempt: delivery.attempt,
-                };
-                let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
-                let result = match timeout {
-                    Some(limit) => match tokio::time::timeout(limit, run).await {
-                        Ok(result) => result,
-                        Err(_) => Ok(TaskOutcome::failed(format!(
-                            "timed out after {limit:?} (--task-timeout)"
-                        ))),
-                    },
-                    None => run.await,
-                };
-                let outcome = result.unwrap_or_else(|panic| {
-                    TaskOutcome::failed(format!("the handler panicked: {}", panic_message(&*panic)))
-                });
-                Finished {
-                    token: delivery.token,
-                    id: delivery.id,
-                    payload: delivery.payload,
-                    attempt: delivery.attempt,
-                    job,
-                    outcome,
-                    elapsed: started.elapsed(),
-                }
-            }),
-        };
-        tasks.push(running);
-        of_job
-    }
-
-    /// Stop the tasks whose leases the worker let go (one copy of a task at
-    /// a time): their futures are dropped, which kills a command's process
-    /// group, and each attempt ends as failed with the reason. Rare, so the
-    /// running set is rebuilt rather than every task carrying a stop signal.
-    fn stop_tasks(&self, tasks: &mut Tasks, stops: &mut TaskStops) -> Vec<Finished> {
-        let mut stopped = Vec::new();
-        for running in std::mem::take(tasks) {
-            match stops.take(&running.token) {
-                Some(reason) => stopped.push(Finished {
-                    elapsed: running.started.elapsed(),
-                    token: running.token,
-                    id: running.id,
-                    payload: running.payload,
-                    attempt: running.attempt,
-                    job: running.job,
-                    outcome: TaskOutcome::failed(reason),
-                }),
-                None => tasks.push(running),
-            }
-        }
-        stops.0.clear();
-        stopped
-    }
-
     fn give_up_reason(&self, why: GiveUp) -> String {
         match why {
             GiveUp::MaxAge => format!(
@@ -993,102 +743,6 @@ impl Worker {
             }
         }));
     }
-
-    /// Drop every running task and give its item back at once.
-    fn interrupt(
-        &self,
-        tasks: &mut Tasks,
-        keeper: &mut LeaseKeeper,
-        calls: &mut Calls<Finished>,
-    ) -> usize {
-        // Only the items of running tasks go back: a finished item whose ack
-        // is still on its way must not run again. Dropping a task's future
-        // stops its work (command handlers kill their process group).
-        let tokens: Vec<LeaseToken> = tasks.iter().map(|r| r.token.clone()).collect();
-        tasks.clear();
-        for token in &tokens {
-            keeper.release(token);
-        }
-        let count = tokens.len();
-        self.give_back(tokens, calls);
-        count
-    }
-
-    fn give_back(&self, tokens: Vec<LeaseToken>, calls: &mut Calls<Finished>) {
-        if tokens.is_empty() {
-            return;
-        }
-        let queue = Arc::clone(&self.queue);
-        let limit = self.config.call_timeout;
-        calls.push(Box::pin(async move {
-            let result = calls::within(limit, "a hand-back", queue.release(&tokens)).await;
-            Done::GiveBack { tokens, result }
-        }));
-    }
-
-    /// The last word with the queue: wait for calls in flight, send what is
-    /// still buffered, retry what fails, until `until`.
-    async fn settle_all(
-        &self,
-        mut calls: Calls<Finished>,
-        mut acks: AckBuffer,
-        keeper: &mut LeaseKeeper,
-        stops: &mut TaskStops,
-        ack_batch: usize,
-        until: Instant,
-    ) {
-        let mut backs: Vec<LeaseToken> = Vec::new();
-        let mut backs_at = Instant::now();
-        loop {
-            let now = Instant::now();
-            if acks.in_flight == 0
-                && !acks.pending.is_empty()
-                && acks.flush_at.is_none_or(|at| at <= now)
-            {
-                acks.flush_at = None;
-                self.flush_acks(&mut acks, &mut calls, ack_batch);
-            }
-            if !backs.is_empty() && backs_at <= now {
-                self.give_back(std::mem::take(&mut backs), &mut calls);
-            }
-            let next = if calls.is_empty() {
-                if acks.pending.is_empty() && backs.is_empty() {
-                    return;
-                }
-                // Only retries wait: sleep until the first is due.
-                let at = [acks.flush_at, (!backs.is_empty()).then_some(backs_at)]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(now);
-                if at < until {
-                    tokio::time::sleep_until(at).await;
-                    continue;
-                }
-                None
-            } else {
-                tokio::time::timeout_at(until, calls.next())
-                    .await
-                    .ok()
-                    .flatten()
-            };
-            let Some(done) = next else {
-                warn!(worker = %self.config.name, acks = acks.pending.len() + acks.in_flight,
-                    "out of time to settle with the queue: what is unsettled runs again after its lease");
-                return;
-            };
-            if let Done::GiveBack {
-                tokens,
-                result: Err(error),
-            } = &done
-                && error.is_retryable()
-            {
-                backs.extend(tokens.iter().cloned());
-                backs_at = Instant::now() + self.config.ack_interval;
-            }
-            self.finished_call(done, &mut acks, keeper, stops);
-        }
-    }
 }
 
 /// `1h`, `90s`, `1500ms`: a duration as a flag would be written.
@@ -1102,43 +756,5 @@ fn flag_duration(duration: Duration) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
-    }
-}
-
-/// Tasks the worker must stop, with why: filled when it lets a lease go,
-/// emptied by [`Worker::stop_tasks`] on the same loop turn.
-#[derive(Default)]
-struct TaskStops(Vec<(LeaseToken, String)>);
-
-impl TaskStops {
-    fn stop(&mut self, token: &LeaseToken, reason: String) {
-        self.0.push((token.clone(), reason));
-    }
-
-    fn take(&mut self, token: &LeaseToken) -> Option<String> {
-        let at = self.0.iter().position(|(t, _)| t == token)?;
-        Some(self.0.swap_remove(at).1)
-    }
-}
-
-/// A running task, with what the worker needs to stop it from outside.
-struct Running {
-    token: LeaseToken,
-    id: crate::MessageId,
-    payload: Bytes,
-    attempt: u32,
-    job: Option<JobItem>,
-    started: Instant,
-    future: Pin<Box<dyn Future<Output = Finished> + Send>>,
-}
-
-impl Future for Running {
-    type Output = Finished;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Finished> {
-        self.future.as_mut().poll(cx)
     }
 }

@@ -1,0 +1,184 @@
+//! The connection every call of a queue and its ledger shares: one
+//! auto-reconnecting client whose response timeout is every call's
+//! deadline, the queue's keys, and the Lua scripts they run with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::{QueueError, QueueErrorKind};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use crate::error::{error, redact};
+use crate::keys::QueueKeys;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// One script per operation: `common.lua`, then the operation's own file
+/// (`src/lua/`).
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) pull: Script,
+    pub(crate) ack: Script,
+    pub(crate) ack_recorded: Script,
+    pub(crate) nack: Script,
+    pub(crate) release: Script,
+    pub(crate) extend: Script,
+    pub(crate) dead_letter: Script,
+    pub(crate) backlog: Script,
+    pub(crate) dead_list: Script,
+    pub(crate) dead_requeue: Script,
+    pub(crate) dead_purge: Script,
+    pub(crate) record: Script,
+    pub(crate) begin: Script,
+    pub(crate) jobs: Script,
+    pub(crate) seqs: Script,
+    pub(crate) delete: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            publish: script!("publish.lua"),
+            pull: script!("pull.lua"),
+            ack: script!("ack.lua"),
+            ack_recorded: script!("ack_recorded.lua"),
+            nack: script!("nack.lua"),
+            release: script!("release.lua"),
+            extend: script!("extend.lua"),
+            dead_letter: script!("dead_letter.lua"),
+            backlog: script!("backlog.lua"),
+            dead_list: script!("dead_list.lua"),
+            dead_requeue: script!("dead_requeue.lua"),
+            dead_purge: script!("dead_purge.lua"),
+            record: script!("record.lua"),
+            begin: script!("begin.lua"),
+            jobs: script!("jobs.lua"),
+            seqs: script!("seqs.lua"),
+            delete: script!("delete.lua"),
+        }
+    }
+}
+
+/// Most tokens in one settle script call: Lua's `unpack` takes about 8000
+/// values, and a bounded call keeps the server free for others.
+pub(crate) const SETTLE_CHUNK: usize = 1000;
+
+/// What every call needs, shared by the queue and its ledger: the
+/// auto-reconnecting connection (its response timeout is every call's
+/// deadline), the queue's keys by name, the scripts.
+#[derive(Clone)]
+pub(crate) struct Link {
+    connection: ConnectionManager,
+    pub(crate) keys: Arc<QueueKeys>,
+    pub(crate) scripts: Arc<Scripts>,
+    pub(crate) shown_url: String,
+    pub(crate) name: String,
+}
+
+impl Link {
+    /// Connect to the queue `name` on the server at `url`: the client (for
+    /// the blocking connections a pull opens) and the shared link.
+    pub(crate) async fn connect(url: &str, name: &str) -> Result<(Client, Self), QueueError> {
+        let shown_url = redact(url);
+        let client = Client::open(url).map_err(|e| {
+            QueueError::new(
+                QueueErrorKind::Invalid,
+                format!("`{shown_url}` is not a Redis URL (expected redis://host:port[/db])"),
+            )
+            .with_source(e)
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(|e| error("connection", url, e))?;
+        let link = Self {
+            connection,
+            keys: Arc::new(QueueKeys::new(name)),
+            scripts: Arc::new(Scripts::new()),
+            shown_url,
+            name: name.to_string(),
+        };
+        Ok((client, link))
+    }
+
+    /// A failed call `what`, naming the queue and the server (no password).
+    pub(crate) fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
+        failure(what, &self.name, &self.shown_url, e)
+    }
+
+    /// Run `script` with the queue's keys and the arguments `args` adds.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, QueueError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.in_script_order() {
+            invocation.key(key);
+        }
+        args(&mut invocation);
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// Send `pipe` and wait for it to finish.
+    pub(crate) async fn pipe(&self, what: &str, pipe: &redis::Pipeline) -> Result<(), QueueError> {
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// One command's reply.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, QueueError> {
+        let mut connection = self.connection.clone();
+        cmd.query_async(&mut connection)
+            .await
+            .map_err(|e| self.fail(what, e))
+    }
+}
+
+/// A failed call `what` on queue `name` at `url`.
+fn failure(what: &str, name: &str, url: &str, e: redis::RedisError) -> QueueError {
+    error(&format!("{what} (queue `{name}`)"), url, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_queue_and_never_the_password() {
+        let e = failure(
+            "ledger record",
+            "videos",
+            "redis://:hunter2@host:6379",
+            redis::RedisError::from((redis::ErrorKind::Io, "down")),
+        );
+        let text = e.to_string();
+        assert!(text.contains("ledger record (queue `videos`)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(e.kind(), QueueErrorKind::Unavailable);
+    }
+}

@@ -1,0 +1,469 @@
+//! The queue: [`RedisQueue`] and its [`WorkQueue`] methods, each one script
+//! call (a settle call one per [`SETTLE_CHUNK`] tokens), and the blocking
+//! wait of a pull that found nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use forloop_core::job::{Ledger, Receipt, ReceiptRef};
+use forloop_core::kit::{TokenSplit, each_chunk};
+use forloop_core::queue::check_payload_sizes;
+use forloop_core::{
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::time::Instant;
+
+use crate::codec::{as_bytes, as_i64, as_u64, encode_attributes, open, pack};
+use crate::error::malformed;
+use crate::keys;
+use crate::lease::{lease_id, lease_parts, nonce};
+use crate::ledger::{self, RedisLedger};
+use crate::link::{Link, SETTLE_CHUNK};
+
+/// Largest item accepted, in bytes.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Most items in one publish call (one Lua script call).
+pub const MAX_BATCH: usize = 1000;
+
+/// A forloop queue in Redis.
+pub struct RedisQueue {
+    client: Client,
+    link: Link,
+    /// Connections for blocking pulls, reused; one per concurrent puller.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    config: QueueConfig,
+    ledger: Arc<RedisLedger>,
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("url", &self.link.shown_url)
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisQueue {
+    /// Connect to the queue `config.name` on the server at `url`
+    /// (`redis://[:password@]host:port[/db]`, or `rediss://` with the `tls` feature).
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
+        let (client, link) = Link::connect(url, &config.name).await?;
+        Ok(Self {
+            client,
+            ledger: Arc::new(RedisLedger::new(link.clone())),
+            link,
+            blocking: Mutex::new(Vec::new()),
+            config,
+        })
+    }
+
+    /// Connect using `REDIS_URL`, or [`DEFAULT_URL`](crate::DEFAULT_URL).
+    pub async fn from_env(config: QueueConfig) -> Result<Self, QueueError> {
+        Self::connect(&keys::server_url(None), config).await
+    }
+
+    fn fail(&self, what: &str, e: redis::RedisError) -> QueueError {
+        self.link.fail(what, e)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, QueueError> {
+        self.link.run(what, script, args).await
+    }
+
+    /// This queue's jobs (also [`WorkQueue::ledger`]).
+    pub fn jobs_ledger(&self) -> Arc<RedisLedger> {
+        Arc::clone(&self.ledger)
+    }
+
+    /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
+    /// (all sent at once), `head` its first arguments; each reply lists
+    /// lost positions (1-based).
+    async fn settle(
+        &self,
+        what: &str,
+        script: &Script,
+        tokens: &[LeaseToken],
+        head: &[String],
+    ) -> Result<LeaseReport, QueueError> {
+        self.settle_after(what, script, tokens, &|inv| {
+            for arg in head {
+                inv.arg(arg);
+            }
+        })
+        .await
+    }
+
+    /// [`RedisQueue::settle`], the first arguments written by `head`.
+    async fn settle_after(
+        &self,
+        what: &str,
+        script: &Script,
+        tokens: &[LeaseToken],
+        head: &(dyn Fn(&mut redis::ScriptInvocation<'_>) + Sync),
+    ) -> Result<LeaseReport, QueueError> {
+        let split = TokenSplit::new(tokens, lease_id);
+        let mut report = LeaseReport {
+            lost: split.lost.clone(),
+        };
+        let positions: Vec<usize> = (0..split.known.len()).collect();
+        let lost = each_chunk(&positions, SETTLE_CHUNK, |chunk| {
+            let first = chunk[0];
+            let known = &split.known[first..first + chunk.len()];
+            async move {
+                let lost: Vec<usize> = self
+                    .run(what, script, |inv| {
+                        head(inv);
+                        for (id, token) in known {
+                            inv.arg(token.as_text().unwrap_or_default()).arg(id);
+                        }
+                    })
+                    .await?;
+                // 1-based in the chunk, 0-based in `split.known`.
+                Ok(lost
+                    .into_iter()
+                    .map(|i| (first + i).wrapping_sub(1))
+                    .collect())
+            }
+        })
+        .await?;
+        report.lost.extend(split.at(lost));
+        Ok(report)
+    }
+
+    /// Run a dead-list script (requeue, purge) a batch at a time until a
+    /// batch comes back short; returns how many items it moved in all.
+    async fn each_dead_batch(&self, what: &str, script: &Script) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let n: u64 = self
+                .run(what, script, |inv| {
+                    inv.arg(DEAD_BATCH);
+                })
+                .await?;
+            total += n;
+            if n < DEAD_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Remove the queue: every key, items, dead letters and jobs' ledgers
+    /// included (`runner queue delete`, `delete.lua`). `UNLINK`, so the
+    /// server frees a large queue in the background instead of blocking.
+    /// False when there was nothing.
+    pub async fn delete(&self) -> Result<bool, QueueError> {
+        let removed: u64 = self
+            .run("delete", &self.link.scripts.delete, |_| {})
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+        if let Some(connection) = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Ok(connection);
+        }
+        // A pull blocks for at most `wait`, capped below; the response timeout
+        // must outlast the block, or every idle pull would fail.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.fail("connection", e))
+    }
+
+    /// Block until a wake marker arrives (true) or `timeout` passes (false).
+    async fn block(&self, timeout: Duration) -> Result<bool, QueueError> {
+        let mut connection = self.blocking_connection().await?;
+        let seconds = timeout
+            .clamp(Duration::from_millis(10), MAX_BLOCK)
+            .as_secs_f64();
+        let result: Result<Value, _> = redis::cmd("BLPOP")
+            .arg(&self.link.keys.wake)
+            .arg(seconds)
+            .query_async(&mut connection)
+            .await;
+        match result {
+            Ok(value) => {
+                self.blocking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(connection);
+                Ok(!matches!(value, Value::Nil))
+            }
+            // Drop the connection: it may be broken or still blocked.
+            Err(e) => Err(self.fail("blocking pull", e)),
+        }
+    }
+}
+
+/// Most dead items one requeue or purge script call moves.
+const DEAD_BATCH: u64 = 1000;
+
+/// Longest single BLPOP; a longer wait loops.
+const MAX_BLOCK: Duration = Duration::from_secs(20);
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl WorkQueue for RedisQueue {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(MAX_PAYLOAD, MAX_BATCH)
+            .with_deadlines(Duration::from_millis(10), Duration::from_secs(12 * 3600))
+            .with_native_dead_letter(true)
+            .with_delayed_nack(true)
+            .with_exact_backlog()
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+        check_payload_sizes(&batch, MAX_PAYLOAD)?;
+        if batch.len() > MAX_BATCH {
+            return Err(QueueError::new(
+                QueueErrorKind::Invalid,
+                format!(
+                    "a batch of {} items is over the redis driver's limit of {MAX_BATCH}",
+                    batch.len()
+                ),
+            ));
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.len() as u64;
+        let first: u64 = self
+            .run("publish", &self.link.scripts.publish, |inv| {
+                inv.arg(n);
+                for message in &batch {
+                    let attributes = encode_attributes(&message.attributes);
+                    inv.arg(&*pack(&message.payload, message.job.as_ref(), &attributes));
+                }
+            })
+            .await?;
+        Ok((first..first + n)
+            .map(|id| Arc::from(id.to_string()))
+            .collect())
+    }
+
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let until = Instant::now() + wait;
+        // After a wake marker, one more look, then answer even if empty when
+        // the queue reads drained (nothing leased or delayed either): the
+        // marker may mean it was just drained, which the worker should see
+        // now rather than at the end of its wait. A marker can also be stale
+        // (a publish whose items a pull took without blocking): with a lease
+        // or a delayed nack still to fall due, keep waiting for it, or a pull
+        // would come back empty at once with an item due within its wait.
+        let mut woken = false;
+        loop {
+            let sent = Instant::now();
+            let reply: Vec<Value> = self
+                .run("pull", &self.link.scripts.pull, |inv| {
+                    inv.arg(max.clamp(1, MAX_BATCH))
+                        .arg(millis(self.config.lease))
+                        .arg(self.config.max_attempts)
+                        .arg(nonce());
+                })
+                .await?;
+            let (Some(now_ms), Some(next_ms)) = (
+                reply.first().and_then(as_i64),
+                reply.get(1).and_then(as_i64),
+            ) else {
+                return Err(malformed("pull"));
+            };
+            // The server starts the lease at its `now`; counting from when the
+            // request left is never later than that.
+            let deadline = sent + self.config.lease;
+            let mut known_job = None;
+            let none = Arc::new(BTreeMap::new());
+            let deliveries: Vec<Delivery> = reply[2..]
+                .chunks_exact(3)
+                .filter_map(|chunk| {
+                    let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
+                    let (id, attempt) = lease_parts(&lease)?;
+                    let message = open(as_bytes(&chunk[1]), &chunk[2], &mut known_job);
+                    let attributes = if message.attributes.is_empty() {
+                        Arc::clone(&none)
+                    } else {
+                        Arc::new(message.attributes)
+                    };
+                    Some(Delivery {
+                        id: Arc::from(id),
+                        payload: message.payload,
+                        attributes,
+                        job: message.job,
+                        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        token: LeaseToken::new(lease),
+                        deadline,
+                    })
+                })
+                .collect();
+            let now = Instant::now();
+            if !deliveries.is_empty() || now >= until || (woken && next_ms < 0) {
+                return Ok(deliveries);
+            }
+            let mut block = until - now;
+            if next_ms >= 0 {
+                let next = Duration::from_millis(u64::try_from(next_ms - now_ms).unwrap_or(0));
+                block = block.min(next + Duration::from_millis(1));
+            }
+            woken = self.block(block).await?;
+        }
+    }
+
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        let head = [self.config.max_attempts.to_string()];
+        self.settle("ack", &self.link.scripts.ack, tokens, &head)
+            .await
+    }
+
+    /// A worker's ack batch is one job's receipts and at most
+    /// 1000 leases (a settle chunk): one `ack_recorded.lua` call, one round
+    /// trip, where the receipts and the ack land together or not at all
+    /// (two calls re-run an item whose ack fails after its receipt).
+    /// Anything larger records, then acks.
+    async fn ack_recorded(
+        &self,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+        let calls = ledger::record_calls(&receipts)?;
+        let ([call], true) = (&calls[..], tokens.len() <= SETTLE_CHUNK) else {
+            self.ledger.record(&receipts).await?;
+            return self.ack(tokens).await;
+        };
+        let max_attempts = self.config.max_attempts;
+        self.settle_after(
+            "receipt and ack",
+            &self.link.scripts.ack_recorded,
+            tokens,
+            &|inv| {
+                inv.arg(call.arg_count());
+                call.args(inv);
+                inv.arg(max_attempts);
+            },
+        )
+        .await
+    }
+
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let head = [
+            millis(delay).to_string(),
+            self.config.max_attempts.to_string(),
+        ];
+        self.settle("nack", &self.link.scripts.nack, tokens, &head)
+            .await
+    }
+
+    /// Back to the front of `ready` with the delivery uncounted
+    /// (`release.lua`): a hand-back costs no attempt.
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.settle("release", &self.link.scripts.release, tokens, &[])
+            .await
+    }
+
+    async fn extend_deadline(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let lease = lease.min(self.capabilities().max_deadline);
+        self.settle(
+            "extend",
+            &self.link.scripts.extend,
+            tokens,
+            &[millis(lease).to_string()],
+        )
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        self.settle(
+            "dead-letter",
+            &self.link.scripts.dead_letter,
+            tokens,
+            &[reason.to_string()],
+        )
+        .await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let counts: Vec<u64> = self
+            .run("backlog", &self.link.scripts.backlog, |_| {})
+            .await?;
+        let [ready, in_flight, dead] = counts[..] else {
+            return Err(malformed("backlog"));
+        };
+        Ok(Backlog {
+            ready: Count::Exact(ready),
+            in_flight: Count::Exact(in_flight),
+            dead: Count::Exact(dead),
+            age: Duration::ZERO,
+        })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let reply: Vec<Value> = self
+            .run("dead list", &self.link.scripts.dead_list, |inv| {
+                inv.arg(limit.max(1));
+            })
+            .await?;
+        let mut known_job = None;
+        Ok(reply
+            .chunks_exact(5)
+            .map(|chunk| DeadLetter {
+                id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
+                attempts: as_u64(&chunk[1])
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
+                message: open(as_bytes(&chunk[3]), &chunk[4], &mut known_job),
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, QueueError> {
+        self.each_dead_batch("dead requeue", &self.link.scripts.dead_requeue)
+            .await
+    }
+
+    async fn purge_dead(&self) -> Result<u64, QueueError> {
+        self.each_dead_batch("dead purge", &self.link.scripts.dead_purge)
+            .await
+    }
+
+    /// The jobs' ledger, in this queue's keys ([`RedisLedger`]).
+    fn ledger(&self) -> Option<Arc<dyn forloop_core::job::Ledger>> {
+        Some(self.jobs_ledger())
+    }
+}
