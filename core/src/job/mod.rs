@@ -39,8 +39,7 @@ pub use ledger::{Begun, JobSeqs, JobStatus, Ledger};
 pub use memory_ledger::MemoryLedger;
 pub use seqs::SeqSet;
 pub use sheets::{
-    BOOK_SHEET, LEDGER_SUFFIX, MAX_SHEET, RECEIPT_SHEET, RESULTS_SUFFIX, SHEET_ATTRIBUTE,
-    SheetCalls, SheetLedger, SheetOptions, book_sheets, sibling_owner,
+    LEDGER_SUFFIX, RESULTS_SUFFIX, SheetCalls, SheetLedger, SheetOptions, sibling_owner,
 };
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,

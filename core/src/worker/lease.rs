@@ -176,24 +176,16 @@ impl LeaseKeeper {
     }
 
     /// Whether a lease is held past its deadline (renewal failed or max age).
-    pub fn expired(&self, token: &LeaseToken, now: Instant) -> bool {
+    #[cfg(test)]
+    fn expired(&self, token: &LeaseToken, now: Instant) -> bool {
         self.leases
             .get(token)
             .is_some_and(|lease| lease.deadline <= now)
     }
 
-    /// Every held lease.
-    pub fn tokens(&self) -> Vec<LeaseToken> {
-        self.leases.keys().cloned().collect()
-    }
-
-    /// How many leases are held.
-    pub fn len(&self) -> usize {
-        self.leases.len()
-    }
-
     /// Whether no lease is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.leases.is_empty()
     }
 

@@ -2,7 +2,7 @@
 //!
 //! What happens to an item, step by step:
 //! 1. It is pulled only into a free slot (never prefetched), and its lease is
-//!    handed to the [`LeaseKeeper`].
+//!    handed to the lease keeper (`lease.rs`).
 //! 2. While the handler runs, the keeper renews the lease a third before it
 //!    ends, up to `max_lease_age`. Past that age, or when a renewal goes
 //!    unanswered until the deadline, the keeper lets the lease go and the
@@ -31,12 +31,12 @@
 //! that cannot pass (the subscription was deleted) ends the worker after it
 //! gave back what it holds and flushed its acks.
 
-pub mod backoff;
+mod backoff;
 mod calls;
 mod config;
 pub mod drain;
 mod events;
-pub mod lease;
+mod lease;
 mod shutdown;
 mod tasks;
 
@@ -55,7 +55,7 @@ pub use backoff::Backoff;
 pub use config::WorkerConfig;
 pub use drain::{DrainDetector, DrainState, Reading};
 pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
-pub use lease::{GiveUp, LeaseKeeper};
+pub(crate) use lease::{GiveUp, LeaseKeeper};
 pub use shutdown::Shutdown;
 
 use self::calls::{Calls, Done};
