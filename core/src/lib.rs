@@ -60,6 +60,7 @@ mod fasthash;
 pub mod handler;
 pub mod job;
 pub mod kit;
+pub mod memory;
 mod publish;
 pub mod queue;
 pub mod worker;
@@ -67,12 +68,13 @@ pub mod worker;
 pub use cluster::{
     ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, LocalLauncher, WorkerCounts,
 };
-pub use driver::{Driver, MemoryDriver, QueueAddress, ScaleTrigger};
+pub use driver::{Driver, QueueAddress, ScaleTrigger};
 pub use error::{ErrorChain, QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
+pub use memory::{MemoryDriver, MemoryQueue};
 pub use publish::{PublishError, publish_all};
 pub use queue::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
-    Message, MessageId, QueueConfig, QueueDecorator, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    MessageId, QueueConfig, QueueDecorator, WorkQueue,
 };
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

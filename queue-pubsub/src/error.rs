@@ -17,7 +17,7 @@ pub(crate) fn error(what: &str, address: &PubsubAddress, status: Status) -> Queu
             format!(
                 "; create it with `runner --queue pubsub://{}/{} queue create`",
                 address.project,
-                forloop_core::job::sibling_owner(&address.name)
+                forloop_core::kit::sibling_owner(&address.name)
             ),
         ),
         Code::PermissionDenied | Code::Unauthenticated => (

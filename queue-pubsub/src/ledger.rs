@@ -1,7 +1,7 @@
 //! The job ledger's two sibling topics, `NAME-ledger` (book sheets) and
 //! `NAME-results` (receipt sheets), each with one subscription
 //! (`NAME-ledger-workers`, `NAME-results-workers`): naming, making and
-//! opening them. The ledger itself is [`forloop_core::job::SheetLedger`],
+//! opening them. The ledger itself is [`forloop_core::kit::SheetLedger`],
 //! the same on every backend that cannot count; `docs/design/job-ledger.md`
 //! says how it works and what it costs.
 //!
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::job::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
+use forloop_core::kit::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
 use forloop_core::{QueueError, WorkQueue};
 use gcloud_pubsub::client::Client;
 use gcloud_pubsub::subscription::SubscriptionConfig;

@@ -11,7 +11,7 @@
 //! | subscription | `NAME-workers` | workers pull from here; its ack deadline is the lease; its dead-letter policy forwards an item after `max_attempts` deliveries (Pub/Sub allows 5 to 100) |
 //! | topic | `NAME-dead` | the dead-letter place |
 //! | subscription | `NAME-dead-keep` | keeps dead items for `runner dead list / requeue / purge` |
-//! | topic, subscription | `NAME-ledger`, `NAME-ledger-workers` | the job ledger's book sheets ([`forloop_core::job::SheetLedger`]); no dead-letter policy |
+//! | topic, subscription | `NAME-ledger`, `NAME-ledger-workers` | the job ledger's book sheets ([`forloop_core::kit::SheetLedger`]); no dead-letter policy |
 //! | topic, subscription | `NAME-results`, `NAME-results-workers` | the job ledger's receipt sheets (`runner results`); no dead-letter policy |
 //!
 //! A queue made before the ledger (no `NAME-ledger-workers`) opens without

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::job::{Ledger, SheetLedger};
+use forloop_core::job::Ledger;
+use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{

@@ -550,7 +550,7 @@ async fn one_record_call_keeps_the_reference_rules() {
     let server = RedisServer::local(false);
     let queue = queue(&server, "one-call", 5).await;
     let ledger = queue.jobs_ledger();
-    let reference = forloop_core::job::MemoryLedger::new();
+    let reference = forloop_core::memory::MemoryLedger::new();
     let mut second_done = receipt(7, Settled::Done);
     second_done.worker = "another".into();
     let batch = [

@@ -111,7 +111,7 @@ impl SqsAddress {
     pub(crate) fn create_hint(&self) -> String {
         format!(
             "create it with `runner --queue sqs --name {} queue create` (same AWS account and region)",
-            forloop_core::job::sibling_owner(&self.name)
+            forloop_core::kit::sibling_owner(&self.name)
         )
     }
 }

@@ -1,7 +1,7 @@
 //! The job ledger's two sibling queues, `NAME-ledger` (book sheets) and
 //! `NAME-results` (receipt sheets): naming and opening them (`admin.rs`
 //! makes them, with the queue). The
-//! ledger itself is [`forloop_core::job::SheetLedger`], the same on every
+//! ledger itself is [`forloop_core::kit::SheetLedger`], the same on every
 //! backend that cannot count; `docs/design/job-ledger.md` says how it works
 //! and what it costs.
 //!
@@ -14,8 +14,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use forloop_core::QueueError;
-use forloop_core::job::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
 use forloop_core::kit::HeldDeliveries;
+use forloop_core::kit::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions};
 
 use crate::batch::SQS_BATCH;
 use crate::client::queue_url;

@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `NAME` | items; its `VisibilityTimeout` is the default lease and its `RedrivePolicy` moves an item to `NAME-dead` once it was received more than `max_attempts` times |
 //! | `NAME-dead` | the dead-letter place, read by `runner dead list / requeue / purge` |
-//! | `NAME-ledger` | the job ledger's book sheets ([`forloop_core::job::SheetLedger`]); no redrive |
+//! | `NAME-ledger` | the job ledger's book sheets ([`forloop_core::kit::SheetLedger`]); no redrive |
 //! | `NAME-results` | the job ledger's receipt sheets (`runner results`); no redrive |
 //!
 //! A queue made before the ledger (no `NAME-ledger`) opens without one

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use forloop_core::job::{Ledger, SheetLedger};
+use forloop_core::job::Ledger;
+use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,

@@ -140,30 +140,6 @@ pub trait Driver: Send + Sync + fmt::Debug {
     }
 }
 
-/// The embedded in-memory queue: `--queue memory`, the default for `run`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemoryDriver;
-
-#[async_trait]
-impl Driver for MemoryDriver {
-    fn name(&self) -> &str {
-        "memory"
-    }
-    fn claims(&self, address: &QueueAddress) -> bool {
-        address.scheme() == Some("memory")
-    }
-    fn in_process(&self) -> bool {
-        true
-    }
-    async fn open(
-        &self,
-        _address: &QueueAddress,
-        config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        Ok(Arc::new(crate::MemoryQueue::new(config)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

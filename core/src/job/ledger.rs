@@ -1,5 +1,5 @@
 //! The [`Ledger`] trait: where a backend keeps its jobs' manifests and
-//! receipts ([`super::MemoryLedger`] is the in-process one).
+//! receipts ([`crate::memory::MemoryLedger`] is the in-process one).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -118,8 +118,8 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError>;
 
     /// What this ledger has asked of the backend so far, where it counts
-    /// (the [`super::SheetLedger`] does); `None` by default.
-    fn calls(&self) -> Option<super::SheetCalls> {
+    /// (the [`crate::kit::SheetLedger`] does); `None` by default.
+    fn calls(&self) -> Option<SheetCalls> {
         None
     }
 
@@ -140,5 +140,34 @@ pub(crate) fn keep_receipt(
         .replaces(receipts.get(&key).map(|kept| kept.state))
     {
         receipts.insert(key, receipt.clone());
+    }
+}
+
+/// What a ledger kept in sheets ([`crate::kit::SheetLedger`]) has asked
+/// of its queues so far: the cost of the ledger, by call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SheetCalls {
+    /// `pull` calls on the siblings.
+    pub pulls: u64,
+    /// Sheets those pulls brought.
+    pub sheets_read: u64,
+    /// `publish` calls on the siblings.
+    pub publishes: u64,
+    /// Sheets published.
+    pub sheets_written: u64,
+    /// Bytes of the sheets published.
+    pub bytes_written: u64,
+    /// `ack` calls on the siblings.
+    pub acks: u64,
+    /// `release` calls on the siblings.
+    pub releases: u64,
+    /// `dead_letters` calls on the main queue.
+    pub dead_looks: u64,
+}
+
+impl SheetCalls {
+    /// Every call to the backend.
+    pub fn total(&self) -> u64 {
+        self.pulls + self.publishes + self.acks + self.releases + self.dead_looks
     }
 }

@@ -17,13 +17,11 @@
 //! Items published without a job (by other programs) keep the backlog rule
 //! of [`crate::worker::drain`].
 
-mod book;
+pub(crate) mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-mod ledger;
-mod memory_ledger;
+pub(crate) mod ledger;
 mod seqs;
-mod sheets;
 mod submit;
 
 use std::borrow::Cow;
@@ -35,12 +33,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use book::Book;
-pub use ledger::{Begun, JobSeqs, JobStatus, Ledger};
-pub use memory_ledger::MemoryLedger;
+pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
-pub use sheets::{
-    LEDGER_SUFFIX, RESULTS_SUFFIX, SheetCalls, SheetLedger, SheetOptions, sibling_owner,
-};
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
     submit_job,

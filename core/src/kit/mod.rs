@@ -13,6 +13,9 @@
 //! - [`chunks`]: batches cut to a backend request's count and bytes.
 //! - [`seconds`]: durations rounded up to whole seconds.
 //! - [`dead`]: list, requeue and purge over a dead-letter queue ([`DeadQueue`]).
+//! - [`sheets`]: the job ledger kept as sheets in two sibling queues
+//!   ([`SheetLedger`]), for backends with no store of their own (SQS,
+//!   Pub/Sub).
 //! - [`is_secret_name`] and [`has_url_secret`]: what counts as a secret,
 //!   defined once; [`redact_url`] and [`Redacted`]: addresses shown without
 //!   one.
@@ -25,6 +28,7 @@ pub mod handback;
 pub mod held;
 mod redact;
 pub mod seconds;
+pub mod sheets;
 pub mod tokens;
 
 pub use address::Env;
@@ -35,4 +39,5 @@ pub use handback::{CARRIED_ATTEMPTS_ATTRIBUTE, Carried, ORIGIN_ID_ATTRIBUTE};
 pub use held::{HeldDeliveries, HeldDelivery, Letters};
 pub use redact::{Redacted, has_url_secret, is_secret_name, redact_url};
 pub use seconds::whole_seconds;
+pub use sheets::{LEDGER_SUFFIX, RESULTS_SUFFIX, SheetLedger, SheetOptions, sibling_owner};
 pub use tokens::TokenSplit;

@@ -29,7 +29,6 @@
 //! nack or extend, and the call reports it in [`LeaseReport::lost`].
 
 mod decorator;
-mod memory;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -45,7 +44,6 @@ use crate::QueueError;
 use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
 
 pub use decorator::QueueDecorator;
-pub use memory::MemoryQueue;
 
 /// An item to publish: the payload bytes, optional string attributes and
 /// the item's place in a job, if it has one.

@@ -18,11 +18,12 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{
+use super::MemoryLedger;
+use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
+use crate::queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, WorkQueue, check_payload_sizes,
 };
-use crate::job::{JobItem, Ledger, MemoryLedger, Receipt, ReceiptRef};
 use crate::{QueueError, QueueErrorKind};
 
 /// Live items by id. Ids are handed out in sequence and items mostly finish

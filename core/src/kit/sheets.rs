@@ -38,10 +38,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::book::Entry;
-use super::ledger::keep_receipt;
-use super::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet};
-use crate::kit::chunks_within;
+use super::chunks_within;
+use crate::job::book::Entry;
+use crate::job::ledger::keep_receipt;
+use crate::job::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, SheetCalls};
 use crate::{DeadLetter, LeaseToken, Message, QueueError, QueueErrorKind, WorkQueue};
 
 /// The attribute that marks a sheet and says which kind it is.
@@ -108,35 +108,6 @@ impl Default for SheetOptions {
             compact_every: Duration::from_secs(5),
             compact_pulls: 10,
         }
-    }
-}
-
-/// What a [`SheetLedger`] has asked of its queues so far: the cost of the
-/// ledger, by call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SheetCalls {
-    /// `pull` calls on the siblings.
-    pub pulls: u64,
-    /// Sheets those pulls brought.
-    pub sheets_read: u64,
-    /// `publish` calls on the siblings.
-    pub publishes: u64,
-    /// Sheets published.
-    pub sheets_written: u64,
-    /// Bytes of the sheets published.
-    pub bytes_written: u64,
-    /// `ack` calls on the siblings.
-    pub acks: u64,
-    /// `release` calls on the siblings.
-    pub releases: u64,
-    /// `dead_letters` calls on the main queue.
-    pub dead_looks: u64,
-}
-
-impl SheetCalls {
-    /// Every call to the backend.
-    pub fn total(&self) -> u64 {
-        self.pulls + self.publishes + self.acks + self.releases + self.dead_looks
     }
 }
 
