@@ -149,7 +149,7 @@ impl Broken {
             }
             if matches!(self.flaw, LastLeaseHeldForever | LastLapseRedelivers) {
                 self.inner
-                    .extend_deadline(std::slice::from_ref(&delivery.token), FOREVER)
+                    .extend_lease(std::slice::from_ref(&delivery.token), FOREVER)
                     .await?;
             }
             self.last
@@ -171,7 +171,7 @@ impl Broken {
     /// Requeue by hand: every dead item published again, `copies` times,
     /// sealed in the dead-letter envelope when `stamped`.
     async fn requeue_by_hand(&self, stamped: bool, copies: usize) -> Result<u64, QueueError> {
-        let letters = self.inner.dead_letters(usize::MAX).await?;
+        let letters = self.inner.list_dead(usize::MAX).await?;
         self.inner.purge_dead().await?;
         let mut batch = Vec::new();
         for letter in &letters {
@@ -221,11 +221,9 @@ impl WorkQueue for Broken {
         self.last_attempt_flaws(&got).await?;
         if self.flaw == Flaw::PullHidesThenShortens && !got.is_empty() {
             let tokens: Vec<_> = got.iter().map(|d| d.token.clone()).collect();
-            self.inner.extend_deadline(&tokens, FOREVER).await?;
+            self.inner.extend_lease(&tokens, FOREVER).await?;
             tokio::task::yield_now().await;
-            self.inner
-                .extend_deadline(&tokens, self.config.lease)
-                .await?;
+            self.inner.extend_lease(&tokens, self.config.lease).await?;
         }
         if self.flaw == Flaw::AttemptAlwaysOne {
             got.iter_mut().for_each(|d| d.attempt = 1);
@@ -284,7 +282,7 @@ impl WorkQueue for Broken {
         }
         self.inner.release(tokens).await
     }
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
@@ -294,7 +292,7 @@ impl WorkQueue for Broken {
         }
         let report = self
             .settle(tokens, |t| async move {
-                self.inner.extend_deadline(&t, lease).await
+                self.inner.extend_lease(&t, lease).await
             })
             .await?;
         Ok(self.hide_lost(report))
@@ -345,8 +343,8 @@ impl WorkQueue for Broken {
         }
         Ok(backlog)
     }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        let letters = self.inner.dead_letters(limit).await?;
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let letters = self.inner.list_dead(limit).await?;
         if self.flaw == Flaw::ListingConsumes {
             self.inner.purge_dead().await?;
         }
@@ -357,7 +355,7 @@ impl WorkQueue for Broken {
             Flaw::RequeueKeepsStamps => self.requeue_by_hand(true, 1).await,
             Flaw::RequeueDuplicates => self.requeue_by_hand(false, 2).await,
             Flaw::RequeueKeepsAttempts => {
-                let letters = self.inner.dead_letters(usize::MAX).await?;
+                let letters = self.inner.list_dead(usize::MAX).await?;
                 self.requeued.lock().unwrap().extend(
                     letters
                         .into_iter()
@@ -370,7 +368,7 @@ impl WorkQueue for Broken {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         if self.flaw == Flaw::PurgeDoesNothing {
-            return Ok(self.inner.dead_letters(usize::MAX).await?.len() as u64);
+            return Ok(self.inner.list_dead(usize::MAX).await?.len() as u64);
         }
         self.inner.purge_dead().await
     }

@@ -52,7 +52,7 @@ impl QueueDecorator for Blind {
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(1 << 20, 10)
-            .with_deadlines(Duration::from_millis(1), Duration::from_secs(600))
+            .with_lease_range(Duration::from_millis(1), Duration::from_secs(600))
             .with_delayed_nack(true)
             .with_backlog_staleness(Duration::ZERO)
     }

@@ -569,7 +569,7 @@ for line in sys.stdin:
         ]
     );
     assert_eq!(backlog(&queue).await, (0, 0, 1));
-    let letters = queue.dead_letters(10).await.unwrap();
+    let letters = queue.list_dead(10).await.unwrap();
     assert!(
         letters[0].reason.contains("cannot parse"),
         "{}",

@@ -70,7 +70,7 @@ impl QueueDecorator for Faulty {
         }
         self.inner.ack(tokens).await
     }
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
@@ -78,7 +78,7 @@ impl QueueDecorator for Faulty {
         if self.faults.extend_hangs.load(Ordering::SeqCst) {
             return hang().await;
         }
-        self.inner.extend_deadline(tokens, lease).await
+        self.inner.extend_lease(tokens, lease).await
     }
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         if self.faults.backlog_hangs.load(Ordering::SeqCst) {

@@ -275,7 +275,7 @@ impl PubsubQueue {
 impl WorkQueue for PubsubQueue {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(MAX_PAYLOAD, MAX_BATCH)
-            .with_deadlines(Duration::from_secs(10), Duration::from_secs(600))
+            .with_lease_range(Duration::from_secs(10), Duration::from_secs(600))
             .with_native_dead_letter(true)
             .with_delayed_nack(true)
             // Monitoring points are trusted up to this old; without them the
@@ -384,7 +384,7 @@ impl WorkQueue for PubsubQueue {
         Ok(LeaseReport { lost })
     }
 
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
@@ -428,7 +428,7 @@ impl WorkQueue for PubsubQueue {
         })
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         dead::list(&self.dead_place(), limit).await
     }
 

@@ -52,7 +52,7 @@ async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
     // modack on this expired ack id with success: only the driver's own
     // record of the deadline can tell, and a late renewal must not revive it.
     let late = stale
-        .extend_deadline(&[old[0].token.clone()], Duration::from_secs(10))
+        .extend_lease(&[old[0].token.clone()], Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(late.lost, [old[0].token.clone()], "a late renewal is lost");
@@ -66,7 +66,7 @@ async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
         "a lapsed lease is reported lost"
     );
     assert!(
-        live.dead_letters(10).await.unwrap().is_empty(),
+        live.list_dead(10).await.unwrap().is_empty(),
         "a worker without the lease copied the item into the dead queue"
     );
     let report = live
@@ -74,7 +74,7 @@ async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
         .await
         .unwrap();
     assert!(report.lost.is_empty());
-    let dead = live.dead_letters(10).await.unwrap();
+    let dead = live.list_dead(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, new[0].id, "the letter carries the item's id");
 }

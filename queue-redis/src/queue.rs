@@ -230,7 +230,7 @@ fn millis(duration: Duration) -> u64 {
 impl WorkQueue for RedisQueue {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(MAX_PAYLOAD, MAX_BATCH)
-            .with_deadlines(Duration::from_millis(10), Duration::from_secs(12 * 3600))
+            .with_lease_range(Duration::from_millis(10), Duration::from_secs(12 * 3600))
             .with_native_dead_letter(true)
             .with_delayed_nack(true)
             .with_exact_backlog()
@@ -387,12 +387,12 @@ impl WorkQueue for RedisQueue {
             .await
     }
 
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let lease = lease.min(self.capabilities().max_deadline);
+        let lease = lease.min(self.capabilities().max_lease);
         self.settle(
             "extend",
             &self.link.scripts.extend,
@@ -431,7 +431,7 @@ impl WorkQueue for RedisQueue {
         })
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let reply: Vec<Value> = self
             .run("dead list", &self.link.scripts.dead_list, |inv| {
                 inv.arg(limit.max(1));

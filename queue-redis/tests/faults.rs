@@ -55,7 +55,7 @@ async fn a_token_from_before_a_key_loss_cannot_settle_a_new_item() {
             .await
             .unwrap(),
         queue
-            .extend_deadline(std::slice::from_ref(&old.token), Duration::from_secs(1))
+            .extend_lease(std::slice::from_ref(&old.token), Duration::from_secs(1))
             .await
             .unwrap(),
         queue

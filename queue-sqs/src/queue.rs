@@ -293,7 +293,7 @@ impl SqsQueue {
 impl WorkQueue for SqsQueue {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(self.max_payload, MAX_BATCH)
-            .with_deadlines(Duration::from_secs(1), MAX_VISIBILITY)
+            .with_lease_range(Duration::from_secs(1), MAX_VISIBILITY)
             .with_native_dead_letter(self.max_receive_count.is_some() && self.dead_url.is_some())
             .with_delayed_nack(true)
             .with_backlog_staleness(self.address.staleness)
@@ -416,7 +416,7 @@ impl WorkQueue for SqsQueue {
         })
     }
 
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
@@ -474,7 +474,7 @@ impl WorkQueue for SqsQueue {
         })
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         dead::list(&self.dead_place()?, limit).await
     }
 

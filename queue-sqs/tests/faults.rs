@@ -76,7 +76,7 @@ async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
         "a lapsed lease is reported lost"
     );
     assert!(
-        live.dead_letters(10).await.unwrap().is_empty(),
+        live.list_dead(10).await.unwrap().is_empty(),
         "a worker without the lease copied the item into the dead queue"
     );
     let report = live
@@ -84,7 +84,7 @@ async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
         .await
         .unwrap();
     assert!(report.lost.is_empty());
-    let dead = live.dead_letters(10).await.unwrap();
+    let dead = live.list_dead(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, new[0].id, "the letter carries the item's id");
 }
@@ -120,7 +120,7 @@ async fn a_letter_sent_twice_is_listed_and_requeued_once() {
             .await
             .unwrap();
     }
-    let listed = queue.dead_letters(10).await.unwrap();
+    let listed = queue.list_dead(10).await.unwrap();
     assert_eq!(listed.len(), 1, "listed twice: {listed:?}");
     assert_eq!(listed[0].id.as_ref(), "original-1");
     assert_eq!(queue.requeue_dead().await.unwrap(), 1);
@@ -182,7 +182,7 @@ async fn a_handed_back_item_that_lapses_past_its_attempts_goes_dead() {
     // Its lease lapses on the last attempt: the next pull finds it dead.
     let again = queue.pull(1, Duration::from_secs(3)).await.unwrap();
     assert!(again.is_empty(), "delivered past max attempts: {again:?}");
-    let dead = queue.dead_letters(10).await.unwrap();
+    let dead = queue.list_dead(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 2);
     assert_eq!(dead[0].id, got[0].id);

@@ -74,10 +74,10 @@ pub async fn a_reader_does_not_change_max_attempts(harness: &Harness) {
             // Let the lease lapse, then read as `runner status` would.
             sleep(harness.lease + harness.slack).await;
             reader.backlog().await.expect("backlog");
-            match reader.dead_letters(10).await {
+            match reader.list_dead(10).await {
                 Err(e) if e.kind() == QueueErrorKind::Unsupported => {}
                 result => assert!(
-                    result.expect("dead_letters").is_empty(),
+                    result.expect("list_dead").is_empty(),
                     "a reader's look buried the item after {attempt} deliveries"
                 ),
             }

@@ -39,7 +39,7 @@ pub async fn extension_keeps_item_away(harness: &Harness) {
     for _ in 0..4 {
         // Renew each half lease: the item is held for two full leases.
         let report = queue
-            .extend_deadline(std::slice::from_ref(&held.token), harness.lease)
+            .extend_lease(std::slice::from_ref(&held.token), harness.lease)
             .await
             .expect("extend");
         assert!(

@@ -321,9 +321,9 @@ async fn dead_letters_become(
 ) -> Option<Vec<DeadLetter>> {
     let until = Instant::now() + queue.capabilities().backlog_staleness + harness.slack * 10;
     loop {
-        let letters = match queue.dead_letters(n + 10).await {
+        let letters = match queue.list_dead(n + 10).await {
             Err(e) if e.kind() == QueueErrorKind::Unsupported => return None,
-            result => result.expect("dead_letters"),
+            result => result.expect("list_dead"),
         };
         if letters.len() == n || Instant::now() >= until {
             assert_eq!(

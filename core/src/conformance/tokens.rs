@@ -79,9 +79,9 @@ pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
     let _ = queue.ack(stale).await.expect("stale ack");
     let reports = [
         (
-            "extend_deadline",
+            "extend_lease",
             queue
-                .extend_deadline(stale, harness.lease)
+                .extend_lease(stale, harness.lease)
                 .await
                 .expect("stale extend"),
         ),
@@ -112,7 +112,7 @@ pub async fn stale_token_after_requeue_cannot_settle(harness: &Harness) {
         );
     }
     let report = queue
-        .extend_deadline(std::slice::from_ref(&again.token), harness.lease)
+        .extend_lease(std::slice::from_ref(&again.token), harness.lease)
         .await
         .expect("extend");
     assert!(
@@ -152,9 +152,9 @@ pub async fn stale_settle_calls_report_lost(harness: &Harness) {
             queue.nack(stale, Duration::ZERO).await.expect("stale nack"),
         ),
         (
-            "extend_deadline",
+            "extend_lease",
             queue
-                .extend_deadline(stale, harness.lease)
+                .extend_lease(stale, harness.lease)
                 .await
                 .expect("stale extend"),
         ),

@@ -161,7 +161,7 @@ pub struct SheetCalls {
     pub acks: u64,
     /// `release` calls on the siblings.
     pub releases: u64,
-    /// `dead_letters` calls on the main queue.
+    /// `list_dead` calls on the main queue.
     pub dead_looks: u64,
 }
 

@@ -108,7 +108,7 @@ pub fn unseal<D: DeadQueue + ?Sized>(dead: &D, received: ReceivedDead) -> DeadLe
     }
 }
 
-/// Up to `limit` dead items, consuming none ([`crate::WorkQueue::dead_letters`]).
+/// Up to `limit` dead items, consuming none ([`crate::WorkQueue::list_dead`]).
 pub async fn list<D: DeadQueue + ?Sized>(
     dead: &D,
     limit: usize,

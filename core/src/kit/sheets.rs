@@ -469,7 +469,7 @@ impl SheetLedger {
     /// Lapsed receipts for the items of a job in the main queue's dead place.
     async fn dead_receipts(&self, wanted: impl Fn(&str) -> bool) -> Vec<Receipt> {
         self.calls.add(DEAD_LOOKS, 1);
-        let listed = self.main.dead_letters(self.options.dead_limit).await;
+        let listed = self.main.list_dead(self.options.dead_limit).await;
         self.lapsed_of(listed, wanted)
     }
 
@@ -548,7 +548,7 @@ impl SheetLedger {
             self.calls.add(DEAD_LOOKS, 1);
             let main = self.main.clone();
             let limit = self.options.dead_limit;
-            *task = Some(tokio::spawn(async move { main.dead_letters(limit).await }));
+            *task = Some(tokio::spawn(async move { main.list_dead(limit).await }));
         }
         lapsed
     }

@@ -185,8 +185,8 @@ impl MemoryQueue {
         let capabilities = Capabilities {
             max_payload,
             max_batch: 10_000,
-            max_deadline: Duration::from_secs(12 * 3600),
-            min_deadline: Duration::from_millis(1),
+            max_lease: Duration::from_secs(12 * 3600),
+            min_lease: Duration::from_millis(1),
             native_dead_letter: true,
             delayed_nack: true,
             exact_backlog: true,
@@ -577,12 +577,12 @@ impl WorkQueue for MemoryQueue {
         Ok(report)
     }
 
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let deadline = Instant::now() + lease.min(self.shared.capabilities.max_deadline);
+        let deadline = Instant::now() + lease.min(self.shared.capabilities.max_lease);
         Ok(self.settle(tokens, |inner, id| {
             let item = inner.items.get_mut(&id).expect("held items exist");
             item.state = State::Leased(deadline);
@@ -602,7 +602,7 @@ impl WorkQueue for MemoryQueue {
         }))
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         Ok(self.lock().0.dead.iter().take(limit).cloned().collect())
     }
 

@@ -112,13 +112,13 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         self.inner().release(tokens).await
     }
-    /// [`WorkQueue::extend_deadline`].
-    async fn extend_deadline(
+    /// [`WorkQueue::extend_lease`].
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        self.inner().extend_deadline(tokens, lease).await
+        self.inner().extend_lease(tokens, lease).await
     }
     /// [`WorkQueue::dead_letter`].
     async fn dead_letter(
@@ -132,9 +132,9 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         self.inner().backlog().await
     }
-    /// [`WorkQueue::dead_letters`].
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner().dead_letters(limit).await
+    /// [`WorkQueue::list_dead`].
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner().list_dead(limit).await
     }
     /// [`WorkQueue::requeue_dead`].
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
@@ -185,12 +185,12 @@ impl<D: QueueDecorator> WorkQueue for D {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         QueueDecorator::release(self, tokens).await
     }
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        QueueDecorator::extend_deadline(self, tokens, lease).await
+        QueueDecorator::extend_lease(self, tokens, lease).await
     }
     async fn dead_letter(
         &self,
@@ -202,8 +202,8 @@ impl<D: QueueDecorator> WorkQueue for D {
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         QueueDecorator::backlog(self).await
     }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        QueueDecorator::dead_letters(self, limit).await
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        QueueDecorator::list_dead(self, limit).await
     }
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
         QueueDecorator::requeue_dead(self).await

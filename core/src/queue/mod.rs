@@ -8,7 +8,7 @@
 //! 1. At least once: an item is never lost while the server keeps its data.
 //! 2. An acked item is never delivered again (unless the backend documents a
 //!    duplicate, which its conformance run then marks).
-//! 3. An unacked item comes back after its deadline; [`WorkQueue::extend_deadline`]
+//! 3. An unacked item comes back after its deadline; [`WorkQueue::extend_lease`]
 //!    keeps it away; `nack(0)` brings it back at once and `nack(d)` after about `d`.
 //! 4. The attempt count rises on each delivery; once an item has been delivered
 //!    [`QueueConfig::max_attempts`] times and is released again (deadline,
@@ -23,6 +23,13 @@
 //!    backlog: `ready == 0 && in_flight == 0`, stable over the driver's
 //!    [`Capabilities::backlog_staleness`], a count the backend cannot give
 //!    never taken as zero (the worker's `DrainDetector` decides).
+//!
+//! Words: a *lease* is a worker's hold on a delivery, of some length
+//! ([`WorkQueue::extend_lease`], [`Capabilities::max_lease`]); its
+//! *deadline* is the instant the lease ends ([`Delivery::deadline`]).
+//! Listing, requeueing and purging the dead-letter place are
+//! [`WorkQueue::list_dead`], [`WorkQueue::requeue_dead`] and
+//! [`WorkQueue::purge_dead`]; [`WorkQueue::dead_letter`] moves held items there.
 //!
 //! A lease token names one delivery, not the item: once the lease is lost
 //! (deadline passed, item delivered again), the old token can no longer ack,
@@ -270,9 +277,9 @@ pub struct Capabilities {
     /// Most messages in one publish call.
     pub max_batch: usize,
     /// Longest lease one extension can ask for.
-    pub max_deadline: Duration,
+    pub max_lease: Duration,
     /// Shortest lease the backend accepts (Pub/Sub: 10 s).
-    pub min_deadline: Duration,
+    pub min_lease: Duration,
     /// The queue itself dead-letters an item released after `max_attempts`
     /// deliveries, even when no worker lived to do it (crash loops).
     pub native_dead_letter: bool,
@@ -291,8 +298,8 @@ impl Default for Capabilities {
         Self {
             max_payload: 256 * 1024,
             max_batch: 100,
-            max_deadline: Duration::from_secs(600),
-            min_deadline: Duration::from_secs(1),
+            max_lease: Duration::from_secs(600),
+            min_lease: Duration::from_secs(1),
             native_dead_letter: false,
             delayed_nack: false,
             exact_backlog: false,
@@ -314,9 +321,9 @@ impl Capabilities {
     }
 
     /// The shortest and longest lease the backend accepts.
-    pub fn with_deadlines(mut self, min: Duration, max: Duration) -> Self {
-        self.min_deadline = min;
-        self.max_deadline = max;
+    pub fn with_lease_range(mut self, min: Duration, max: Duration) -> Self {
+        self.min_lease = min;
+        self.max_lease = max;
         self
     }
 
@@ -437,7 +444,7 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
 
     /// Set the deadline of held deliveries to `now + lease`.
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
@@ -458,7 +465,7 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// consumes nothing. Required, with no default, so that a decorator
     /// cannot silently drop it: a backend without a listable dead-letter
     /// place returns [`QueueError::unsupported`].
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
 
     /// Put every dead item back to work with a fresh attempt count and the
     /// attributes it had before it died; returns how many.
@@ -510,12 +517,12 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         (**self).release(tokens).await
     }
-    async fn extend_deadline(
+    async fn extend_lease(
         &self,
         tokens: &[LeaseToken],
         lease: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        (**self).extend_deadline(tokens, lease).await
+        (**self).extend_lease(tokens, lease).await
     }
     async fn dead_letter(
         &self,
@@ -527,8 +534,8 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         (**self).backlog().await
     }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        (**self).dead_letters(limit).await
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        (**self).list_dead(limit).await
     }
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
         (**self).requeue_dead().await

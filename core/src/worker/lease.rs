@@ -133,7 +133,7 @@ impl LeaseKeeper {
         out
     }
 
-    /// Leases due for renewal at `now`; pass them to `extend_deadline` with
+    /// Leases due for renewal at `now`; pass them to `extend_lease` with
     /// [`Self::lease`], then report back with [`Self::renewed`].
     pub fn due(&mut self, now: Instant) -> Vec<LeaseToken> {
         let mut out = Vec::new();

@@ -477,7 +477,7 @@ impl Worker {
                 let delay = self.config.backoff.jittered(finished.attempt, seed);
                 let tokens = vec![finished.token.clone()];
                 let queue = Arc::clone(&self.queue);
-                let (limit, min_deadline) = (self.config.call_timeout, capabilities.min_deadline);
+                let (limit, min_lease) = (self.config.call_timeout, capabilities.min_lease);
                 let delayed_nack = capabilities.delayed_nack || delay.is_zero();
                 let item = String::from_utf8_lossy(&finished.payload).into_owned();
                 calls.push(Box::pin(async move {
@@ -488,7 +488,7 @@ impl Worker {
                         calls::within(
                             limit,
                             "a lease extension",
-                            queue.extend_deadline(&tokens, delay.max(min_deadline)),
+                            queue.extend_lease(&tokens, delay.max(min_lease)),
                         )
                         .await
                     };
@@ -730,12 +730,8 @@ impl Worker {
         }
         let queue = Arc::clone(&self.queue);
         calls.push(Box::pin(async move {
-            let result = calls::within(
-                limit,
-                "a lease extension",
-                queue.extend_deadline(&due, lease),
-            )
-            .await;
+            let result =
+                calls::within(limit, "a lease extension", queue.extend_lease(&due, lease)).await;
             Done::Renew {
                 tokens: due,
                 sent: now,

@@ -16,7 +16,7 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
         .await?;
     match command {
         DeadCommand::List { limit, json } => {
-            let letters = queue.dead_letters(limit).await?;
+            let letters = queue.list_dead(limit).await?;
             let receipts = last_attempts(&*queue, &letters).await;
             for letter in &letters {
                 let item = String::from_utf8_lossy(&letter.message.payload);

@@ -215,12 +215,12 @@ fn open_joblog(opts: &WorkerOpts) -> Result<Option<crate::joblog::Joblog>, Failu
 
 /// Check the worker flags against what the backend can do, before any work.
 fn check_worker_opts(opts: &WorkerOpts, caps: &Capabilities, queue: &str) -> Result<(), Failure> {
-    if opts.lease < caps.min_deadline || opts.lease > caps.max_deadline {
+    if opts.lease < caps.min_lease || opts.lease > caps.max_lease {
         return Err(Failure::new(format!(
             "--lease {} is outside what the `{queue}` queue allows ({} to {}); pick a lease in that range",
             humantime::format_duration(opts.lease),
-            humantime::format_duration(caps.min_deadline),
-            humantime::format_duration(caps.max_deadline),
+            humantime::format_duration(caps.min_lease),
+            humantime::format_duration(caps.max_lease),
         )));
     }
     if opts.backoff > opts.max_backoff {

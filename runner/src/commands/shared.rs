@@ -184,7 +184,7 @@ pub(crate) async fn summarize(
     );
     if dead_new > 0 {
         let letters = queue
-            .dead_letters(submitted.dead_before as usize + 20)
+            .list_dead(submitted.dead_before as usize + 20)
             .await
             .unwrap_or_default();
         for letter in letters.iter().skip(submitted.dead_before as usize) {
@@ -284,8 +284,5 @@ async fn dead_count(queue: &dyn WorkQueue) -> Result<u64, Failure> {
     if let Some(n) = queue.backlog().await?.dead.value() {
         return Ok(n);
     }
-    Ok(queue
-        .dead_letters(100_000)
-        .await
-        .map_or(0, |l| l.len() as u64))
+    Ok(queue.list_dead(100_000).await.map_or(0, |l| l.len() as u64))
 }
