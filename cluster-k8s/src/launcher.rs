@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::{ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, WorkerCounts};
+use forloop_core::cluster::{LaunchOutcome, LaunchState};
+use forloop_core::{
+    ClusterLauncher, ErrorChain, LaunchError, LaunchHandle, LaunchSpec, WorkerCounts,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
@@ -17,32 +20,7 @@ use kube::{Client, Config};
 use serde_json::json;
 
 use crate::manifest;
-use crate::options::K8sOptions;
-
-/// How a Job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// A worker exited 0 (the queue was drained) and every pod has ended.
-    Complete,
-    /// Kubernetes gave up on the Job.
-    Failed {
-        /// The condition's reason (`BackoffLimitExceeded`, `DeadlineExceeded`,
-        /// `PodFailurePolicy`).
-        reason: String,
-        /// The condition's message.
-        message: String,
-    },
-}
-
-/// A Job and its pods, read together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobState {
-    /// Pods by state. `running` counts pods not yet ended; while the Job is
-    /// not finished it is at least 1 (the Job will start pods).
-    pub counts: WorkerCounts,
-    /// Set once the Job has finished.
-    pub outcome: Option<JobOutcome>,
-}
+use crate::options::{K8sOptions, Nodes};
 
 /// Runs a launch's workers as a Kubernetes Job (see the crate docs).
 #[derive(Clone)]
@@ -60,21 +38,6 @@ impl std::fmt::Debug for K8sLauncher {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// An error's whole chain on one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The message for a failed kubeconfig exec plugin (`gke-gcloud-auth-plugin`).
@@ -112,7 +75,7 @@ impl K8sLauncher {
                     LaunchError::new(format!(
                         "cannot use the kubeconfig {}: {}; {GET_CREDENTIALS}",
                         path.display(),
-                        chain(&e)
+                        ErrorChain(&e)
                     ))
                 })?;
                 Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
@@ -121,7 +84,7 @@ impl K8sLauncher {
                         LaunchError::new(format!(
                             "cannot use the kubeconfig {}: {}; {GET_CREDENTIALS}",
                             path.display(),
-                            chain(&e)
+                            ErrorChain(&e)
                         ))
                     })?
             }
@@ -129,7 +92,7 @@ impl K8sLauncher {
                 LaunchError::new(format!(
                     "no usable Kubernetes configuration: KUBECONFIG, ~/.kube/config and the \
                      in-cluster service account all failed ({}); {GET_CREDENTIALS}",
-                    chain(&e)
+                    ErrorChain(&e)
                 ))
             })?,
         };
@@ -138,7 +101,7 @@ impl K8sLauncher {
         config.read_timeout = Some(options.call_timeout);
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| {
-            let text = chain(&e);
+            let text = ErrorChain(&e).to_string();
             LaunchError::new(plugin_hint(&text).unwrap_or_else(|| {
                 format!("cannot set up a client for the Kubernetes API server at {server}: {text}")
             }))
@@ -273,7 +236,7 @@ impl K8sLauncher {
                 }
             }
             other => {
-                let text = chain(other);
+                let text = ErrorChain(other).to_string();
                 if let Some(hint) = plugin_hint(&text) {
                     format!("{what}: {hint}")
                 } else {
@@ -290,7 +253,7 @@ impl K8sLauncher {
     }
 
     /// The Job and its pods.
-    pub async fn job_state(&self, handle: &LaunchHandle) -> Result<JobState, LaunchError> {
+    async fn job_state(&self, handle: &LaunchHandle) -> Result<LaunchState, LaunchError> {
         let name = &handle.0;
         let namespace = &self.options.namespace;
         let job = self
@@ -361,8 +324,8 @@ impl K8sLauncher {
                         return None;
                     }
                     match c.type_.as_str() {
-                        "Complete" => Some(JobOutcome::Complete),
-                        "Failed" => Some(JobOutcome::Failed {
+                        "Complete" => Some(LaunchOutcome::Complete),
+                        "Failed" => Some(LaunchOutcome::Failed {
                             reason: c.reason.clone().unwrap_or_default(),
                             message: c.message.clone().unwrap_or_default(),
                         }),
@@ -373,7 +336,7 @@ impl K8sLauncher {
         if outcome.is_none() && desired > 0 {
             counts.running = counts.running.max(1);
         }
-        Ok(JobState { counts, outcome })
+        Ok(LaunchState { counts, outcome })
     }
 }
 
@@ -383,13 +346,13 @@ impl K8sLauncher {
     /// still running is an error that says what to do.
     pub async fn ensure_free(&self, handle: &LaunchHandle) -> Result<(), LaunchError> {
         match self.job_state(handle).await {
-            Ok(JobState {
+            Ok(LaunchState {
                 outcome: Some(_), ..
             }) => {
                 tracing::info!(job = %handle, "deleting the finished Job of an earlier run of this name");
                 self.teardown(handle).await
             }
-            Ok(JobState { counts, .. }) => Err(LaunchError::new(format!(
+            Ok(LaunchState { counts, .. }) => Err(LaunchError::new(format!(
                 "a run named {handle} is still going in namespace {} ({} workers running): \
                  watch it with `runner --name {handle} cluster status`, stop it with \
                  `runner --name {handle} cluster teardown`, or pick another --name",
@@ -408,8 +371,32 @@ fn is_not_found(error: &LaunchError) -> bool {
         .is_some_and(|e| matches!(e, kube::Error::Api(status) if status.code == 404))
 }
 
+/// GKE gives a spot or preemptible node's pods about this long after SIGTERM.
+const SPOT_NOTICE: Duration = Duration::from_secs(15);
+
 #[async_trait]
 impl ClusterLauncher for K8sLauncher {
+    /// The manifests render and validate; a spot launch whose grace is
+    /// longer than the spot notice is warned about; a Job of the same name
+    /// still running is refused, a finished one deleted (a `--keda` launch
+    /// is refused by the API server if its `ScaledJob` is there).
+    async fn check(&self, spec: &LaunchSpec) -> Result<(), LaunchError> {
+        manifest::manifests(spec, &self.options)?;
+        if self.options.nodes != Nodes::Any && spec.grace > SPOT_NOTICE {
+            tracing::warn!(
+                "--grace plus {}s to exit is {}, but a preempted spot node gives pods about {}: \
+                 items still running then come back when their lease runs out",
+                crate::plug::EXIT_MARGIN.as_secs(),
+                humantime::format_duration(spec.grace),
+                humantime::format_duration(SPOT_NOTICE)
+            );
+        }
+        if self.options.keda.is_some() {
+            return Ok(());
+        }
+        self.ensure_free(&Self::handle(&spec.name)).await
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
         if self.options.keda.is_some() {
             return self.launch_keda(spec).await;
@@ -430,9 +417,8 @@ impl ClusterLauncher for K8sLauncher {
         Ok(LaunchHandle(name))
     }
 
-    async fn status(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError> {
-        let state = self.job_state(handle).await?;
-        Ok(state.counts)
+    async fn state(&self, handle: &LaunchHandle) -> Result<LaunchState, LaunchError> {
+        self.job_state(handle).await
     }
 
     async fn scale(&self, handle: &LaunchHandle, workers: u32) -> Result<(), LaunchError> {
@@ -468,6 +454,59 @@ impl ClusterLauncher for K8sLauncher {
     fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
         Ok(crate::to_yaml(&manifest::manifests(spec, &self.options)?))
     }
+
+    fn persists(&self) -> bool {
+        true
+    }
+
+    /// A KEDA `ScaledJob` keeps starting Jobs as items arrive.
+    fn ends(&self) -> bool {
+        self.options.keda.is_none()
+    }
+
+    fn name_of(&self, handle: &LaunchHandle) -> String {
+        format!("Job {handle}")
+    }
+
+    fn describe_workers(&self, counts: &WorkerCounts) -> String {
+        format!(
+            "workers: {} running, {} exited 0, {} failed, {} preempted or evicted",
+            counts.running, counts.succeeded, counts.failed, counts.disrupted
+        )
+    }
+
+    fn describe_outcome(&self, outcome: &LaunchOutcome) -> String {
+        match outcome {
+            LaunchOutcome::Complete => "the Job completed".to_string(),
+            LaunchOutcome::Failed { reason, message } => {
+                format!("the Job failed: {reason}: {message}")
+            }
+        }
+    }
+
+    fn launched(&self, handle: &LaunchHandle, spec: &LaunchSpec, cluster: &str) -> Option<String> {
+        let namespace = &self.options.namespace;
+        Some(if self.options.keda.is_some() {
+            format!(
+                "created KEDA ScaledJob {handle} in namespace {namespace}: KEDA starts up to {} \
+                 one-worker Jobs while the queue has items. Submit with `runner submit`; remove \
+                 it with `runner --cluster {cluster} --name {handle} cluster teardown`",
+                spec.workers
+            )
+        } else {
+            format!(
+                "created Job {handle} in namespace {namespace} with {} workers",
+                spec.workers
+            )
+        })
+    }
+
+    fn follow_hint(&self, handle: &LaunchHandle, cluster: &str) -> String {
+        format!(
+            "follow it with `runner --cluster {cluster} --name {handle} cluster status --namespace {}`",
+            self.options.namespace
+        )
+    }
 }
 
 /// Rendering needs no client: the same manifests, for `--dry-run` without a cluster.
@@ -475,19 +514,5 @@ impl K8sOptions {
     /// The manifests of `spec` as YAML, as [`ClusterLauncher::render`] gives them.
     pub fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError> {
         Ok(crate::to_yaml(&manifest::manifests(spec, self)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::error::Error as _;
-
-    #[test]
-    fn chain_joins_causes_once() {
-        let io = std::io::Error::other("connection refused");
-        let outer = LaunchError::new("x").with_source(io);
-        assert_eq!(chain(&outer), "x: connection refused");
-        let _ = outer.source();
     }
 }

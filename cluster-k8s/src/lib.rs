@@ -1,5 +1,7 @@
 //! forloop's Kubernetes launcher: the workers of a run as one work-queue
-//! `batch/v1` Job, made for GKE spot nodes.
+//! `batch/v1` Job, made for GKE spot nodes. [`K8sCluster`] is the plug the
+//! runner registers for `--cluster gke` and `--cluster k8s`, as a queue
+//! crate registers its driver; [`K8sLauncher`] starts and follows the Job.
 //!
 //! # The Job, and why each field is there
 //!
@@ -63,10 +65,12 @@
 mod launcher;
 mod manifest;
 mod options;
+mod plug;
 mod yaml;
 
 pub use forloop_core::ScaleTrigger;
-pub use launcher::{JobOutcome, JobState, K8sLauncher};
+pub use launcher::K8sLauncher;
 pub use manifest::{RUN_LABEL, has_url_secret, manifests, validate_name};
 pub use options::{K8sOptions, Nodes};
+pub use plug::K8sCluster;
 pub use yaml::to_yaml;

@@ -1,9 +1,7 @@
 //! The manifests a launch creates, as JSON (see the crate docs for why each
 //! field is there). Everything is checked before anything is sent.
 
-use std::time::Duration;
-
-use forloop_core::kit::is_secret_name;
+use forloop_core::kit::{is_secret_name, whole_seconds};
 use forloop_core::{LaunchError, LaunchSpec, ScaleTrigger};
 use serde_json::{Value, json};
 
@@ -57,11 +55,6 @@ fn is_quantity(text: &str) -> bool {
 /// the same rules by which every log line hides it. Such values never go
 /// into a manifest.
 pub use forloop_core::kit::has_url_secret;
-
-fn seconds(d: Duration) -> u64 {
-    // Round up: a grace of 10.5 s must not become 10.
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
 
 /// Check the whole launch before anything is created.
 fn check(spec: &LaunchSpec, options: &K8sOptions) -> Result<(), LaunchError> {
@@ -180,7 +173,7 @@ fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
         // with it the image's init (tini): with one process namespace the
         // pod's pause process is PID 1 and reaps the orphans commands leave.
         "shareProcessNamespace": true,
-        "terminationGracePeriodSeconds": seconds(spec.grace),
+        "terminationGracePeriodSeconds": whole_seconds(spec.grace),
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": WORKER_UID,
@@ -219,7 +212,7 @@ fn job_spec(spec: &LaunchSpec, options: &K8sOptions, parallelism: u32) -> Value 
     let mut job = json!({
         "parallelism": parallelism,
         "backoffLimit": options.backoff_limit,
-        "ttlSecondsAfterFinished": seconds(options.ttl_after_finished),
+        "ttlSecondsAfterFinished": whole_seconds(options.ttl_after_finished),
         "podFailurePolicy": {"rules": [
             {
                 "action": "Ignore",
@@ -238,7 +231,7 @@ fn job_spec(spec: &LaunchSpec, options: &K8sOptions, parallelism: u32) -> Value 
         "template": pod_template(spec, options),
     });
     if let Some(deadline) = options.active_deadline {
-        job["activeDeadlineSeconds"] = json!(seconds(deadline).max(1));
+        job["activeDeadlineSeconds"] = json!(whole_seconds(deadline).max(1));
     }
     job
 }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use forloop_cluster_k8s::{JobOutcome, K8sLauncher, K8sOptions, ScaleTrigger};
+use forloop_cluster_k8s::{K8sLauncher, K8sOptions, ScaleTrigger};
+use forloop_core::cluster::LaunchOutcome;
 use forloop_core::{ClusterLauncher, LaunchHandle, LaunchSpec};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -180,8 +181,7 @@ async fn invalid_launches_send_nothing() {
 #[tokio::test]
 async fn status_reads_the_job_then_its_pods_by_controller_uid() {
     let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
-    let call =
-        tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
+    let call = tokio::spawn(async move { launcher.state(&K8sLauncher::handle("videos")).await });
     let seen = answer(&mut handle, 200, job_answer("videos", json!({"active": 2}))).await;
     assert_eq!(seen.method, Method::GET);
     assert_eq!(seen.uri, "/apis/batch/v1/namespaces/batch/jobs/videos");
@@ -213,11 +213,11 @@ async fn status_reports_how_the_job_ended() {
     for (conditions, expected) in [
         (
             json!([{"type": "Complete", "status": "True"}]),
-            Some(JobOutcome::Complete),
+            Some(LaunchOutcome::Complete),
         ),
         (
             json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]),
-            Some(JobOutcome::Failed {
+            Some(LaunchOutcome::Failed {
                 reason: "BackoffLimitExceeded".into(),
                 message: "Job has reached the specified backoff limit".into(),
             }),
@@ -226,7 +226,7 @@ async fn status_reports_how_the_job_ended() {
     ] {
         let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
         let call =
-            tokio::spawn(async move { launcher.job_state(&K8sLauncher::handle("videos")).await });
+            tokio::spawn(async move { launcher.state(&K8sLauncher::handle("videos")).await });
         answer(
             &mut handle,
             200,
@@ -250,7 +250,7 @@ async fn status_reports_how_the_job_ended() {
 #[tokio::test]
 async fn status_of_a_missing_job_says_so() {
     let (launcher, mut handle) = mock_launcher(K8sOptions::new("batch"));
-    let call = tokio::spawn(async move { launcher.status(&K8sLauncher::handle("videos")).await });
+    let call = tokio::spawn(async move { launcher.state(&K8sLauncher::handle("videos")).await });
     answer(
         &mut handle,
         404,
@@ -376,7 +376,7 @@ async fn a_keda_launch_creates_its_trigger_auth_then_the_scaled_job() {
 async fn a_silent_server_times_out_with_a_message() {
     let options = K8sOptions::new("batch").with_call_timeout(Duration::from_secs(5));
     let (launcher, mut handle) = mock_launcher(options);
-    let call = tokio::spawn(async move { launcher.status(&K8sLauncher::handle("videos")).await });
+    let call = tokio::spawn(async move { launcher.state(&K8sLauncher::handle("videos")).await });
     // Take the request and never answer it.
     let _pending = handle.next_request().await.unwrap();
     let error = call.await.unwrap().unwrap_err().to_string();

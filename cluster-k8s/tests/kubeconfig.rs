@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use forloop_cluster_k8s::{K8sLauncher, K8sOptions};
+use forloop_core::ClusterLauncher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -90,7 +91,7 @@ async fn a_kubeconfig_file_is_used_with_its_token() {
         "{debug}"
     );
     let state = launcher
-        .job_state(&K8sLauncher::handle("videos"))
+        .state(&K8sLauncher::handle("videos"))
         .await
         .unwrap();
     assert_eq!((state.counts.desired, state.counts.running), (4, 1));
@@ -122,7 +123,7 @@ async fn a_missing_auth_plugin_names_the_plugin_and_the_fix() {
         // The plugin runs at connect or at the first call, depending on kube.
         Err(error) => error.to_string(),
         Ok(launcher) => launcher
-            .job_state(&K8sLauncher::handle("videos"))
+            .state(&K8sLauncher::handle("videos"))
             .await
             .unwrap_err()
             .to_string(),
@@ -146,7 +147,7 @@ async fn an_unreachable_server_says_where_it_tried() {
         .await
         .unwrap();
     let error = launcher
-        .job_state(&K8sLauncher::handle("videos"))
+        .state(&K8sLauncher::handle("videos"))
         .await
         .unwrap_err()
         .to_string();

@@ -65,10 +65,11 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 async fn wait(launcher: &LocalLauncher, handle: &LaunchHandle) -> WorkerCounts {
-    tokio::time::timeout(PATIENCE, launcher.wait(handle))
+    tokio::time::timeout(PATIENCE, launcher.wait(handle, &mut |_| {}))
         .await
         .expect("the launch finished in time")
         .unwrap()
+        .counts
 }
 
 /// Poll until `check` holds, failing with what was last seen.
@@ -91,11 +92,11 @@ async fn until_counts(
     want: impl Fn(&WorkerCounts) -> bool,
 ) -> WorkerCounts {
     until(what, async || {
-        let counts = launcher.status(handle).await.unwrap();
+        let counts = launcher.state(handle).await.unwrap().counts;
         (!want(&counts)).then(|| format!("{counts:?}"))
     })
     .await;
-    launcher.status(handle).await.unwrap()
+    launcher.state(handle).await.unwrap().counts
 }
 
 async fn until_exists(path: &Path) {
@@ -193,7 +194,7 @@ async fn a_launch_is_not_finished_before_its_workers_start() {
         .await
         .unwrap();
 
-    let counts = launcher.status(&handle).await.unwrap();
+    let counts = launcher.state(&handle).await.unwrap().counts;
 
     assert!(!counts.is_finished(), "finished at launch: {counts:?}");
     launcher.teardown(&handle).await.unwrap();
@@ -298,7 +299,12 @@ async fn teardown_is_not_blocked_by_a_pending_wait() {
         .unwrap();
     let waiting = tokio::spawn({
         let (launcher, handle) = (launcher.clone(), handle.clone());
-        async move { launcher.wait(&handle).await }
+        async move {
+            launcher
+                .wait(&handle, &mut |_| {})
+                .await
+                .map(|state| state.counts)
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
 

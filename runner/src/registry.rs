@@ -1,45 +1,87 @@
-//! Drivers by name and URL: how `--queue redis` or `--queue redis://host:6379`
-//! finds its backend, and how a user's own crate adds one
-//! (`Registry::builtin().with(MyDriver)` then `runner::main_with`).
+//! Drivers by name and URL, launchers by name: how `--queue redis` or
+//! `--queue redis://host:6379` finds its backend and `--cluster gke` its
+//! launcher, and how a user's own crate adds one
+//! (`Registry::builtin().with(MyDriver)` or `.with_cluster(MyCluster)`,
+//! then `runner::main_with`).
 //!
-//! The registry only asks drivers: which one has this name, which one claims
-//! this URL. What a URL means is the driver's business.
+//! The registry only asks the plugs: which one has this name, which one
+//! claims this URL. What a URL or a cluster flag means is the plug's business.
 
 use std::fmt;
 use std::sync::Arc;
 
-use forloop_core::{Driver, MemoryDriver, QueueAddress, QueueError, QueueErrorKind};
+use forloop_core::cluster::{Cluster, LocalCluster};
+use forloop_core::{Driver, LaunchError, MemoryDriver, QueueAddress, QueueError, QueueErrorKind};
 
-/// The drivers a binary knows.
+/// The drivers and launchers a binary knows.
 #[derive(Clone, Default)]
 pub struct Registry {
     drivers: Vec<Arc<dyn Driver>>,
+    clusters: Vec<Arc<dyn Cluster>>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.drivers.iter().map(|d| d.name()))
+        f.debug_struct("Registry")
+            .field("drivers", &self.names())
+            .field("clusters", &self.cluster_names())
             .finish()
     }
 }
 
 impl Registry {
-    /// No drivers at all.
+    /// No drivers and no launchers at all.
     pub fn empty() -> Self {
         Self::default()
     }
 
-    /// The drivers compiled into this build of `runner`.
+    /// The drivers and launchers compiled into this build of `runner`.
     pub fn builtin() -> Self {
-        let registry = Self::empty().with(MemoryDriver);
+        let registry = Self::empty().with(MemoryDriver).with_cluster(LocalCluster);
         #[cfg(feature = "redis")]
         let registry = registry.with(forloop_queue_redis::RedisDriver);
         #[cfg(feature = "pubsub")]
         let registry = registry.with(forloop_queue_pubsub::PubsubDriver);
         #[cfg(feature = "sqs")]
         let registry = registry.with(forloop_queue_sqs::SqsDriver);
+        #[cfg(feature = "k8s")]
+        let registry = registry
+            .with_cluster(forloop_cluster_k8s::K8sCluster::gke())
+            .with_cluster(forloop_cluster_k8s::K8sCluster::k8s());
         registry
+    }
+
+    /// Add a launcher; a later one with the same name wins.
+    pub fn with_cluster(mut self, cluster: impl Cluster + 'static) -> Self {
+        self.clusters.insert(0, Arc::new(cluster));
+        self
+    }
+
+    /// The names `--cluster` finds a launcher by.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.clusters.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The launcher for a `--cluster` value.
+    pub fn cluster(&self, name: &str) -> Result<Arc<dyn Cluster>, LaunchError> {
+        if let Some(cluster) = self.clusters.iter().find(|c| c.name() == name) {
+            return Ok(Arc::clone(cluster));
+        }
+        // The command line offers gke and k8s in every build; their plug
+        // comes with the runner's `k8s` feature.
+        Err(LaunchError::new(match name {
+            "gke" | "k8s" => format!(
+                "--cluster {name} needs a runner built with Kubernetes support: \
+                 cargo install --path runner --features k8s (the Dockerfile's FEATURES build arg too)"
+            ),
+            _ => format!(
+                "--cluster {name}: this runner has no such launcher; it knows {}",
+                self.cluster_names().join(", ")
+            ),
+        }))
     }
 
     /// Add a driver; a later driver with the same name, or claiming the
@@ -90,6 +132,25 @@ mod tests {
         let (driver, address) = registry.resolve("memory://x").unwrap();
         assert_eq!(driver.name(), "memory");
         assert_eq!(address.url.as_deref(), Some("memory://x"));
+    }
+
+    #[test]
+    fn clusters_are_found_by_name() {
+        let registry = Registry::builtin();
+        assert_eq!(registry.cluster("local").unwrap().name(), "local");
+        let error = Registry::empty()
+            .cluster("local")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("no such launcher"), "{error}");
+        #[cfg(not(feature = "k8s"))]
+        {
+            let error = registry.cluster("gke").err().unwrap().to_string();
+            assert!(error.contains("--features k8s"), "{error}");
+        }
+        #[cfg(feature = "k8s")]
+        assert_eq!(registry.cluster("k8s").unwrap().name(), "k8s");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `LocalLauncher`: N worker processes on this machine.
+//! `LocalLauncher`: N worker processes on this machine, and
+//! [`LocalCluster`], the plug `--cluster local` finds.
 //!
 //! Each worker slot is a small supervisor task: start the process, wait, and
 //! decide. Exit 0 means the queue is drained, so the slot is done. Any other
@@ -28,7 +29,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{ClusterLauncher, LaunchError, LaunchHandle, LaunchSpec, WorkerCounts};
+use super::{
+    Cluster, ClusterFlags, ClusterLauncher, LaunchError, LaunchHandle, LaunchOutcome, LaunchSpec,
+    LaunchState, WorkerCounts, WorkerRequest,
+};
 
 /// Runs workers as child processes of this one.
 #[derive(Debug, Default)]
@@ -80,22 +84,26 @@ impl LocalLauncher {
             .cloned()
             .ok_or_else(|| LaunchError::new(format!("no local launch named `{handle}`")))
     }
+}
 
-    /// Wait until every worker of the launch has ended for good. Does not
-    /// hold up `scale` or `teardown` meanwhile.
-    pub async fn wait(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError> {
-        let run = self.run(handle)?;
-        loop {
-            let ended = run.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            let counts = run.state().counts;
-            if counts.is_finished() {
-                return Ok(counts);
+/// The state of a launch with these counts: over once nothing runs and
+/// nothing will be restarted; complete if every worker exited 0 and none
+/// failed on the way.
+fn state_of(counts: WorkerCounts) -> LaunchState {
+    let outcome = counts.is_finished().then(|| {
+        if counts.failed == 0 && counts.succeeded >= counts.desired {
+            LaunchOutcome::Complete
+        } else {
+            LaunchOutcome::Failed {
+                reason: "WorkersFailed".to_string(),
+                message: format!(
+                    "{} of {} workers exited 0; {} exits failed",
+                    counts.succeeded, counts.desired, counts.failed
+                ),
             }
-            ended.await;
         }
-    }
+    });
+    LaunchState { counts, outcome }
 }
 
 fn spawn(spec: &LaunchSpec, slot: usize) -> std::io::Result<Child> {
@@ -242,11 +250,40 @@ impl ClusterLauncher for LocalLauncher {
         });
         run.set_workers(spec.workers).await;
         lock(&self.runs).insert(handle.0.clone(), run);
+        info!(
+            workers = spec.workers,
+            "launched {} local workers", spec.workers
+        );
         Ok(handle)
     }
 
-    async fn status(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError> {
-        Ok(self.run(handle)?.state().counts)
+    async fn state(&self, handle: &LaunchHandle) -> Result<LaunchState, LaunchError> {
+        Ok(state_of(self.run(handle)?.state().counts))
+    }
+
+    /// Told of each end, so no polling: returns as the last worker ends.
+    /// Does not hold up `scale` or `teardown` meanwhile.
+    async fn wait(
+        &self,
+        handle: &LaunchHandle,
+        _seen: &mut (dyn for<'s> FnMut(&'s LaunchState) + Send),
+    ) -> Result<LaunchState, LaunchError> {
+        let run = self.run(handle)?;
+        loop {
+            let ended = run.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let state = state_of(run.state().counts);
+            if state.is_over() {
+                return Ok(state);
+            }
+            ended.await;
+        }
+    }
+
+    /// Nothing to read remotely: this paces only the runner's progress.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(500)
     }
 
     async fn scale(&self, handle: &LaunchHandle, workers: u32) -> Result<(), LaunchError> {
@@ -276,5 +313,87 @@ impl ClusterLauncher for LocalLauncher {
             spec.workers,
             spec.command.join(" ")
         ))
+    }
+
+    fn describe_workers(&self, counts: &WorkerCounts) -> String {
+        format!(
+            "workers: {} exited 0, {} failed, {} killed from outside",
+            counts.succeeded, counts.failed, counts.disrupted
+        )
+    }
+
+    /// The counts say how a local launch ended.
+    fn describe(&self, state: &LaunchState) -> String {
+        self.describe_workers(&state.counts)
+    }
+}
+
+/// `--cluster local`: the workers are `work` processes of this same
+/// program, started and restarted here by a [`LocalLauncher`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalCluster;
+
+/// Time past the worker's own grace before the launcher kills it, so a
+/// worker gets to give its items back first.
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl Cluster for LocalCluster {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn runs_here(&self) -> bool {
+        true
+    }
+
+    /// `PROGRAM --name=NAME --log-format=F work --FLAG=VALUE... [-- CMD]`,
+    /// with the queue in `FORLOOP_QUEUE`: never on the command line, where
+    /// `ps` would show a password to every user of the machine.
+    fn spec(
+        &self,
+        request: &WorkerRequest,
+        _flags: &ClusterFlags,
+    ) -> Result<LaunchSpec, LaunchError> {
+        let exe = std::env::current_exe().map_err(|e| {
+            LaunchError::new(format!(
+                "cannot find this runner's own path to start workers: {e}"
+            ))
+        })?;
+        let mut argv = vec![
+            exe.to_string_lossy().into_owned(),
+            format!("--name={}", request.name),
+            format!("--log-format={}", request.log_format),
+            "work".to_string(),
+        ];
+        argv.extend(
+            request
+                .settings
+                .iter()
+                .map(|(flag, value)| format!("--{flag}={value}")),
+        );
+        if let Some(path) = &request.joblog {
+            argv.push(format!("--joblog={}", path.display()));
+        }
+        // No command: the binary's own Rust function.
+        if !request.command.is_empty() {
+            argv.push("--".to_string());
+            argv.extend(request.command.iter().cloned());
+        }
+        Ok(LaunchSpec::new(request.name.clone(), request.workers, argv)
+            .with_env(WorkerRequest::variable("queue"), request.queue.clone())
+            .with_grace(request.grace + EXIT_MARGIN)
+            .with_max_restarts(request.max_restarts))
+    }
+
+    fn render(&self, spec: &LaunchSpec, _flags: &ClusterFlags) -> Result<String, LaunchError> {
+        LocalLauncher::new().render(spec)
+    }
+
+    async fn connect(
+        &self,
+        _flags: &ClusterFlags,
+    ) -> Result<Arc<dyn ClusterLauncher>, LaunchError> {
+        Ok(Arc::new(LocalLauncher::new()))
     }
 }

@@ -1,7 +1,17 @@
-//! Where workers run: the [`ClusterLauncher`] trait, and [`LocalLauncher`],
-//! which runs them as processes on this machine.
+//! Where workers run. A launcher crate exports a [`Cluster`], the plug
+//! `--cluster NAME` finds, as a queue crate exports a [`crate::Driver`]: it
+//! turns the runner's [`WorkerRequest`] and the [`ClusterFlags`] into a
+//! [`LaunchSpec`] and connects a [`ClusterLauncher`], which starts, watches,
+//! waits for, scales and stops the workers, and says in its own words how
+//! they are doing. [`LocalCluster`] and [`LocalLauncher`] run them as
+//! processes on this machine.
+//!
+//! The runner writes `run` and `launch` once, against these two traits; a
+//! launcher of its own (Cloud Run jobs, AWS Batch) is a crate implementing
+//! them, added with `runner::Registry::builtin().with_cluster(...)`.
 
 mod local;
+mod plug;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use local::LocalLauncher;
+pub use local::{LocalCluster, LocalLauncher};
+pub use plug::{Cluster, ClusterFlags, WorkerRequest};
 
 /// What to launch: N copies of one worker command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +117,40 @@ impl WorkerCounts {
     }
 }
 
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchOutcome {
+    /// The workers drained the queue and every one of them has ended.
+    Complete,
+    /// The launch gave up, or its workers failed.
+    Failed {
+        /// A short word for why (`BackoffLimitExceeded`, `WorkersFailed`).
+        reason: String,
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+/// A launch's workers, and how the launch ended once it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchState {
+    /// The workers by state.
+    pub counts: WorkerCounts,
+    /// `None` while the launch is still going.
+    pub outcome: Option<LaunchOutcome>,
+}
+
+impl LaunchState {
+    /// Whether the launch is over.
+    pub fn is_over(&self) -> bool {
+        self.outcome.is_some()
+    }
+}
+
+/// How many state reads in a row may fail before [`ClusterLauncher::wait`]
+/// gives up: a blip of the launcher's API is not the end of a run.
+const WAIT_FAILURES: u32 = 5;
+
 /// An error from a launcher, with a message for people.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -131,17 +176,127 @@ impl LaunchError {
     }
 }
 
-/// Starts, watches, scales and stops a set of workers somewhere.
+/// Starts, watches, waits for, scales and stops a set of workers somewhere,
+/// and says how they are doing in its own words. Object safe: the runner
+/// holds an `Arc<dyn ClusterLauncher>` from [`Cluster::connect`].
 #[async_trait]
-pub trait ClusterLauncher: Send + Sync {
+pub trait ClusterLauncher: Send + Sync + fmt::Debug {
+    /// Whatever can be checked before `launch` without starting anything:
+    /// the spec is valid here, and nothing of the same name is running
+    /// (a finished leftover may be cleaned away). The default checks nothing.
+    async fn check(&self, spec: &LaunchSpec) -> Result<(), LaunchError> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// Start the workers.
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError>;
-    /// How they are doing.
-    async fn status(&self, handle: &LaunchHandle) -> Result<WorkerCounts, LaunchError>;
+
+    /// How they are doing, and how the launch ended once it has.
+    async fn state(&self, handle: &LaunchHandle) -> Result<LaunchState, LaunchError>;
+
+    /// Wait until the launch is over. `seen` gets each state read on the
+    /// way (a launcher that is told of each end may read none). The default
+    /// reads [`state`](Self::state) every [`poll_interval`](Self::poll_interval),
+    /// and gives up only after a few failed reads in a row.
+    async fn wait(
+        &self,
+        handle: &LaunchHandle,
+        seen: &mut (dyn for<'s> FnMut(&'s LaunchState) + Send),
+    ) -> Result<LaunchState, LaunchError> {
+        let mut tick = tokio::time::interval(self.poll_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = 0;
+        loop {
+            tick.tick().await;
+            match self.state(handle).await {
+                Ok(state) => {
+                    failures = 0;
+                    seen(&state);
+                    if state.is_over() {
+                        return Ok(state);
+                    }
+                }
+                Err(error) if failures < WAIT_FAILURES => {
+                    failures += 1;
+                    tracing::warn!("reading the launch failed ({failures} in a row): {error}");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// How often to read the launch's state (and, in the runner, the
+    /// queue's progress beside it).
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
     /// Run `workers` of them from now on.
     async fn scale(&self, handle: &LaunchHandle, workers: u32) -> Result<(), LaunchError>;
+
     /// Stop them all (SIGTERM, then a kill after the grace period) and clean up.
     async fn teardown(&self, handle: &LaunchHandle) -> Result<(), LaunchError>;
+
     /// What `launch` would create, for a dry run.
     fn render(&self, spec: &LaunchSpec) -> Result<String, LaunchError>;
+
+    /// Whether a launch stays when this process ends (a Kubernetes Job
+    /// does, local processes do not). Then `launch --detach` may return at
+    /// once, a finished `launch` leaves it to the platform to clean up, and
+    /// `runner cluster` can find it again by its name.
+    fn persists(&self) -> bool {
+        false
+    }
+
+    /// Whether a launch ends on its own once the queue is drained; one that
+    /// keeps scaling on new items (KEDA) does not, so `launch` returns once
+    /// it is made.
+    fn ends(&self) -> bool {
+        true
+    }
+
+    /// The launch as people call it (`Job videos`).
+    fn name_of(&self, handle: &LaunchHandle) -> String {
+        handle.to_string()
+    }
+
+    /// The workers' counts in this launcher's words.
+    fn describe_workers(&self, counts: &WorkerCounts) -> String {
+        format!(
+            "workers: {} running, {} exited 0, {} failed, {} disrupted",
+            counts.running, counts.succeeded, counts.failed, counts.disrupted
+        )
+    }
+
+    /// How the launch ended, in this launcher's words.
+    fn describe_outcome(&self, outcome: &LaunchOutcome) -> String {
+        match outcome {
+            LaunchOutcome::Complete => "the launch completed".to_string(),
+            LaunchOutcome::Failed { reason, message } => {
+                format!("the launch failed: {reason}: {message}")
+            }
+        }
+    }
+
+    /// The whole state in one line: how it ended, where it has, then the workers.
+    fn describe(&self, state: &LaunchState) -> String {
+        let workers = self.describe_workers(&state.counts);
+        match &state.outcome {
+            Some(outcome) => format!("{}; {workers}", self.describe_outcome(outcome)),
+            None => workers,
+        }
+    }
+
+    /// What to tell people once the workers are started, if anything;
+    /// `cluster` is the `--cluster` name it was reached by.
+    fn launched(&self, handle: &LaunchHandle, spec: &LaunchSpec, cluster: &str) -> Option<String> {
+        let _ = (handle, spec, cluster);
+        None
+    }
+
+    /// How to follow a launch `launch --detach` left running.
+    fn follow_hint(&self, handle: &LaunchHandle, cluster: &str) -> String {
+        format!("follow it with `runner --cluster {cluster} --name {handle} cluster status`")
+    }
 }

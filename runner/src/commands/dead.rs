@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use forloop_core::job::Receipt;
 use forloop_core::{DeadLetter, WorkQueue};
 
-use super::Context;
+use super::context::Context;
 use crate::Failure;
 use crate::cli::DeadCommand;
 

@@ -7,9 +7,9 @@
 use bytes::Bytes;
 use forloop_core::job::{self, JobStatus, SeqSet, SubmitError};
 use forloop_core::worker::Shutdown;
-use forloop_core::{Message, WorkQueue};
+use forloop_core::{ErrorChain, Message, WorkQueue};
 
-use super::Context;
+use super::context::Context;
 use crate::Failure;
 use crate::cli::JobArgs;
 use crate::input::Items;
@@ -64,7 +64,7 @@ pub(crate) async fn send(
                  (for Pub/Sub and SQS, `runner queue create` makes the ledger a job needs)",
             ));
         }
-        super::publish_all(queue, items, progress).await?;
+        publish_all(queue, items, progress).await?;
         return Ok(Sent {
             job: None,
             total,
@@ -124,6 +124,56 @@ pub(crate) fn line_ranges(set: &SeqSet, lines: &[usize]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The largest item `queue` takes from an input: its payload limit, less
+/// the room a job's attributes need where it keeps jobs.
+pub(crate) fn item_room(queue: &dyn WorkQueue) -> usize {
+    let max = queue.capabilities().max_payload;
+    if queue.ledger().is_some() {
+        max.saturating_sub(forloop_core::job::JOB_ATTRIBUTES_ROOM)
+    } else {
+        max
+    }
+}
+
+/// Publish every item, in the queue's largest batches. On a failure part-way,
+/// say exactly which lines went in, so the rest can be submitted alone.
+async fn publish_all(
+    queue: &dyn WorkQueue,
+    items: &Items,
+    progress: Option<&Progress>,
+) -> Result<(), Failure> {
+    let batch = queue.capabilities().max_batch.max(1);
+    let mut published = 0usize;
+    for chunk in items.items.chunks(batch) {
+        let messages: Vec<Message> = chunk
+            .iter()
+            .map(|item: &Bytes| Message::new(item.clone()))
+            .collect();
+        if let Err(error) = queue.publish(messages).await {
+            let message = if published == 0 {
+                format!(
+                    "publishing failed; nothing was submitted: {}",
+                    ErrorChain(&error)
+                )
+            } else {
+                let next_line = items.lines[published];
+                format!(
+                    "publishing failed after {published} of {} items: {}. Lines before {next_line} are in the queue; \
+                     submit the rest with `tail -n +{next_line} FILE | runner submit -`",
+                    items.items.len(),
+                    ErrorChain(&error)
+                )
+            };
+            return Err(Failure::new(message));
+        }
+        published += chunk.len();
+        if let Some(progress) = progress {
+            progress.add(chunk.len() as u64);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

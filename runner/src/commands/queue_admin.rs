@@ -1,6 +1,6 @@
 //! `runner queue create | delete`.
 
-use super::Context;
+use super::context::Context;
 use crate::Failure;
 use crate::cli::QueueCommand;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use forloop_core::job::{JobStatus, Receipt, Settled};
 
-use super::Context;
+use super::context::Context;
 use crate::Failure;
 use crate::cli::{ResultState, ResultsArgs};
 

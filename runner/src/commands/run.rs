@@ -1,164 +1,139 @@
-//! `runner run`: submit + workers + wait in one command, with a summary.
-//! Exits 0 iff every item succeeded.
-//!
-//! With an in-process queue (memory) the workers are tasks of this process.
+//! `runner run`: submit, start workers, wait for them, summarize, in one
+//! command, written once for every launcher. Exits 0 iff every item
+//! succeeded. On a queue that lives in this process the workers are tasks
+//! here (`in_process`); otherwise `--cluster` starts them.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use forloop_core::worker::{Shutdown, Worker, WorkerExit};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use forloop_core::cluster::{Cluster, LaunchOutcome};
+use forloop_core::worker::Shutdown;
+use forloop_core::{Driver, QueueAddress, WorkQueue};
 
-use super::{Context, Prepared, open_joblog, worker_config, worker_name};
+use super::cluster::{cluster_flags, worker_request};
+use super::context::Context;
+use super::in_process;
+use super::launch::follow;
+use super::submit::{Submitted, submit_input};
+use super::summary::{job_status, summarize};
+use super::worker_settings::check_worker_opts;
+use crate::Failure;
+use crate::choice::Chosen;
 use crate::cli::RunArgs;
-use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
-use crate::tally::Tally;
-use crate::{Failure, signals};
 
 pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Failure> {
-    let started = Instant::now();
-    let Prepared {
-        driver,
-        address,
-        handler: chosen,
-        queue,
-    } = context
-        .prepare("run", Some("memory"), &args.worker, &args.command)
-        .await?;
-    if !driver.in_process() {
-        return super::local::run(context, args, queue, &address.spec).await;
+    let plug = context.launcher()?;
+    // Only workers on this machine can share a queue in this process.
+    let default = plug.runs_here().then_some("memory");
+    let (driver, address) = context.driver("run", default)?;
+    if driver.in_process() && plug.runs_here() {
+        return in_process::run(context, args, (driver, address)).await;
     }
-    if args.input.input == "-" && std::io::stdin().is_terminal() {
-        eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
+    launched(context, args, &*plug, (driver, address)).await
+}
+
+/// `run` on a shared queue: check everything that can be checked first
+/// (the command, the launch, the launcher, the queue), then submit,
+/// launch, follow the queue and the workers until they end, tear down, so
+/// nothing is left running, and summarize.
+async fn launched(
+    context: &Context<'_>,
+    args: RunArgs,
+    plug: &dyn Cluster,
+    (driver, address): (Arc<dyn Driver>, QueueAddress),
+) -> Result<u8, Failure> {
+    if plug.runs_here() {
+        Chosen::choose(context.builtin.as_ref(), &args.worker, &args.command)?;
     }
-    let rules = ItemRules::command(
-        super::item_room(&*queue),
-        &args.command,
-        args.allow_dash_items,
-    );
-    let mut items = read_items(&args.input.input, &rules)?;
-    if args.job.resume {
-        skip_done(&mut items, &args)?;
-    }
-    let total = items.items.len();
-    let joblog = open_joblog(&args.worker)?;
-    super::job::send(
+    let flags = cluster_flags(&args.cluster);
+    let request = worker_request(
         context,
-        &*queue,
-        &items,
-        &args.job,
-        Some(&args.command),
-        None,
-        &Shutdown::new(),
+        (&*driver, &address),
+        &args.worker,
+        (args.workers, args.max_restarts),
+        &args.command,
+        true,
+    );
+    let spec = plug.spec(&request, &flags)?;
+    let launcher = plug.connect(&flags).await?;
+    launcher.check(&spec).await?;
+    let config = context.queue_config(Some(&args.worker));
+    if !plug.runs_here() && driver.create(&address, &config).await? {
+        tracing::info!("queue {} is ready", driver.redact(&address));
+    }
+    let queue: Arc<dyn WorkQueue> = context.open(&*driver, &address, config).await?;
+    check_worker_opts(
+        &args.worker,
+        &queue.capabilities(),
+        &driver.redact(&address),
+    )?;
+
+    let submitted = submit_input(context, &*queue, &args).await?;
+    let cluster = context.cluster.to_string();
+    let handle = launcher.launch(&spec).await.map_err(|e| {
+        Failure::new(format!(
+            "{e}. The {} items are in the queue: fix that and start the workers with \
+             `runner --cluster {cluster} launch` and the same flags",
+            submitted.total
+        ))
+    })?;
+    if let Some(line) = launcher.launched(&handle, &spec, &cluster) {
+        eprintln!("runner: {line}");
+    }
+    let progress = Progress::start("done", submitted.total);
+    let (tick, reader) = follow_backlog(&queue, &progress, &submitted);
+    let stop = Shutdown::new();
+    let received = crate::signals::listen(stop.clone(), args.worker.grace);
+    let followed = follow(
+        &*launcher,
+        (&handle, &cluster),
+        &stop,
+        || {
+            let _ = tick.send(());
+        },
+        &mut |_| {},
     )
-    .await?;
-    let blank = items.blank;
-    drop(items);
-
-    let progress = Progress::start("done", total as u64);
-    let tally = Arc::new(Tally {
-        progress: Some(progress.clone()),
-        joblog,
-        ..Tally::default()
-    });
-    let shutdown = Shutdown::new();
-    let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let handler = chosen.handler();
-    let mut workers = JoinSet::new();
-    for index in 0..args.workers as usize {
-        let mut config = worker_config(&args.worker, worker_name(index));
-        chosen.configure(&mut config);
-        let worker = Worker::new(Arc::clone(&queue), handler.clone())
-            .with_config(config)
-            .with_events(tally.clone());
-        workers.spawn(worker.run(shutdown.clone()));
-    }
-    let mut interrupted = 0;
-    let mut drained = false;
-    while let Some(joined) = workers.join_next().await {
-        let exit = joined
-            .map_err(|e| Failure::new(format!("a worker task failed: {e}")))
-            .and_then(|exit| exit.map_err(Failure::from));
-        match exit {
-            Ok(WorkerExit::Drained) => {
-                // The memory queue's backlog is exact: once one worker sees it
-                // drained, it is drained for all; let the idle ones go now.
-                drained = true;
-                shutdown.stop();
-            }
-            Ok(WorkerExit::Stopped { interrupted: n }) => interrupted += n,
-            Err(failure) => {
-                workers.shutdown().await;
-                chosen.close(true).await;
-                return Err(failure);
-            }
-        }
-    }
-    chosen.close(received.exit_code().is_some()).await;
+    .await;
+    drop(tick);
+    let _ = reader.await;
     progress.finish();
-
-    let done = tally.done.load(Ordering::Relaxed);
-    let retried = tally.retried.load(Ordering::Relaxed);
-    let dead = tally.dead_items();
-    eprintln!(
-        "runner: {total} items: {done} done, {} dead-lettered, {retried} failed attempts retried, {} blank lines skipped, in {}",
-        dead.len(),
-        blank,
-        humantime::format_duration(round_ms(started.elapsed()))
-    );
-    for (item, reason) in dead.iter().take(20) {
-        eprintln!("  dead: {item:?}: {reason}");
+    let followed = followed?;
+    if !followed.torn_down {
+        // Leave nothing behind: the workers have ended; their launch goes too.
+        launcher.teardown(&handle).await?;
     }
-    if dead.len() > 20 {
-        eprintln!("  ... and {} more dead-lettered items", dead.len() - 20);
-    }
-    if let Some(code) = received.exit_code().filter(|_| !drained) {
-        let left = (total as u64).saturating_sub(done + dead.len() as u64);
-        eprintln!(
-            "runner: stopped by a signal with {left} items unfinished ({interrupted} cut short); \
-             the memory queue ends with this process, so run them again"
-        );
-        return Ok(code);
-    }
-    Ok(if dead.is_empty() && done == total as u64 {
-        0
-    } else {
-        1
-    })
+    let ok = followed.state.outcome == Some(LaunchOutcome::Complete);
+    let workers = launcher.describe(&followed.state);
+    summarize(&*queue, &submitted, &workers, ok, received.exit_code()).await
 }
 
-/// `run --resume` on the memory queue: drop the items the joblog records
-/// as done (each as many times as it succeeded there).
-fn skip_done(items: &mut crate::input::Items, args: &RunArgs) -> Result<(), Failure> {
-    let Some(path) = &args.worker.joblog else {
-        return Err(Failure::new(
-            "the memory queue ends with its process, so `run --resume` reads what was done from \
-             the joblog: pass the `--joblog FILE` of the run to resume",
-        ));
-    };
-    let mut done = crate::joblog::done_items(path)
-        .map_err(|e| Failure::new(format!("cannot read the joblog {}: {e}", path.display())))?;
-    let before = items.items.len();
-    let mut keep = Vec::with_capacity(before);
-    for (item, line) in items.items.drain(..).zip(items.lines.drain(..)) {
-        match done.get_mut(&crate::joblog::escape(&item)) {
-            Some(count) if *count > 0 => *count -= 1,
-            _ => keep.push((item, line)),
+/// A task that moves `progress` to the items no longer in the queue each
+/// time the sender ticks; drop the sender and await the task to end it.
+/// With a job, the progress is its settled items, from the ledger.
+pub(crate) fn follow_backlog(
+    queue: &Arc<dyn WorkQueue>,
+    progress: &Progress,
+    submitted: &Submitted,
+) -> (tokio::sync::watch::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::watch::channel(());
+    let queue = Arc::clone(queue);
+    let progress = progress.clone();
+    let total = submitted.total;
+    let job = submitted.sent.job.clone();
+    let reader = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if job.is_some() {
+                if let Some(status) = job_status(&*queue, job.as_deref()).await {
+                    progress.set(status.settled());
+                }
+                continue;
+            }
+            if let Ok(backlog) = queue.backlog().await {
+                let left =
+                    backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
+                progress.set(total.saturating_sub(left));
+            }
         }
-    }
-    (items.items, items.lines) = keep.into_iter().unzip();
-    eprintln!(
-        "runner: resuming from {}: {} of {before} items are done there, {} to run",
-        path.display(),
-        before - items.items.len(),
-        items.items.len()
-    );
-    Ok(())
-}
-
-fn round_ms(d: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_millis(d.as_millis() as u64)
+    });
+    (tx, reader)
 }

@@ -8,7 +8,7 @@ use forloop_core::worker::{DrainDetector, DrainState};
 use forloop_core::{Backlog, Count, WorkQueue};
 use tokio::time::Instant;
 
-use super::Context;
+use super::context::Context;
 use crate::Failure;
 use crate::cli::{StatusArgs, WaitArgs};
 use crate::progress::Progress;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 
-use super::{Context, Prepared, open_joblog, worker_config, worker_name};
+use super::context::{Context, Prepared};
+use super::worker_settings::{open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
 use crate::tally::Tally;
 use crate::{Failure, signals};
@@ -17,7 +18,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         queue,
         ..
     } = context
-        .prepare("work", None, &args.worker, &args.command)
+        .prepare(context.driver("work", None)?, &args.worker, &args.command)
         .await?;
     let tally = Arc::new(Tally {
         joblog: open_joblog(&args.worker)?,

@@ -1,114 +1,16 @@
-//! What `run`, `launch` and the Kubernetes path share: submit the input
-//! with progress, follow the backlog, summarize the end, and the worker
-//! settings a launch hands to its workers. The local and Kubernetes paths
-//! depend on this module; it depends on neither.
+//! The end of a `run` on a shared queue: re-read the queue (or the job's
+//! ledger, exactly) after the workers ended, print what became of every
+//! item and of the workers, and give the exit code.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use forloop_core::WorkQueue;
-use tokio::time::Instant;
 
-use forloop_core::worker::Shutdown;
-
-use super::Context;
-use super::job::Sent;
+use super::submit::Submitted;
 use crate::Failure;
-use crate::cli::{RunArgs, WorkerOpts};
-use crate::input::{ItemRules, read_items};
-use crate::progress::Progress;
-
-/// The worker settings of `opts` as (flag, value) pairs: `runner work`
-/// reads each as `--FLAG=VALUE` or as the variable `FORLOOP_FLAG` (upper
-/// case, `-` → `_`), so local launches pass flags and Kubernetes passes env.
-/// The joblog is not here: it names a file on one machine.
-pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> {
-    let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let mut settings = vec![
-        ("lease", duration(opts.lease)),
-        ("max-attempts", opts.max_attempts.to_string()),
-        ("grace", duration(opts.grace)),
-        ("max-lease-age", duration(opts.max_lease_age)),
-        ("backoff", duration(opts.backoff)),
-        ("max-backoff", duration(opts.max_backoff)),
-        ("idle-window", duration(opts.idle_window)),
-    ];
-    if let Some(c) = opts.concurrency {
-        settings.push(("concurrency", c.to_string()));
-    }
-    if let Some(t) = opts.task_timeout {
-        settings.push(("task-timeout", duration(t)));
-    }
-    if !opts.fatal_exit_codes.is_empty() {
-        let codes: Vec<String> = opts.fatal_exit_codes.iter().map(i32::to_string).collect();
-        settings.push(("fatal-exit-codes", codes.join(",")));
-    }
-    if let Some(mode) = opts.serve {
-        let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
-        settings.push(("serve", mode.get_name().to_string()));
-    }
-    settings
-}
-
-/// What `run` submitted, for its summary.
-pub(crate) struct Submitted {
-    started: Instant,
-    /// Items in the input.
-    pub(crate) total: u64,
-    /// The job and what was sent.
-    pub(crate) sent: Sent,
-    blank: usize,
-    dead_before: u64,
-}
-
-/// Read `run`'s whole input (every line checked first, as an argument of
-/// its command too), then publish it with a progress bar.
-pub(crate) async fn submit_input(
-    context: &Context<'_>,
-    queue: &dyn WorkQueue,
-    args: &RunArgs,
-) -> Result<Submitted, Failure> {
-    let started = Instant::now();
-    let rules = ItemRules::command(
-        super::item_room(queue),
-        &args.command,
-        args.allow_dash_items,
-    );
-    let items = read_items(&args.input.input, &rules)?;
-    let total = items.items.len() as u64;
-    let dead_before = dead_count(queue).await?;
-    let submit = Progress::start("submitted", total);
-    let stop = Shutdown::new();
-    let signals = crate::signals::listen_during_submit(stop.clone());
-    let result = super::job::send(
-        context,
-        queue,
-        &items,
-        &args.job,
-        Some(&args.command),
-        Some(&submit),
-        &stop,
-    )
-    .await;
-    submit.finish();
-    let sent = result.map_err(|f| f.with_code(signals.exit_code().unwrap_or(1)))?;
-    if let (Some(job), Some(before)) = (&sent.job, &sent.resumed) {
-        eprintln!(
-            "runner: resuming job `{job}`: {} of {total} done, {} dead; sent the {} items not done or queued",
-            before.done, before.dead, sent.sent
-        );
-    }
-    Ok(Submitted {
-        started,
-        total,
-        sent,
-        blank: items.blank,
-        dead_before,
-    })
-}
 
 /// The job's counts, where the run has a job.
-async fn job_status(
+pub(crate) async fn job_status(
     queue: &dyn WorkQueue,
     job: Option<&str>,
 ) -> Option<forloop_core::job::JobStatus> {
@@ -116,37 +18,6 @@ async fn job_status(
     let jobs = ledger.jobs().await.ok()?;
     jobs.into_iter()
         .find(|status| Some(status.manifest.job.as_str()) == job)
-}
-
-/// A task that moves `progress` to the items no longer in the queue each
-/// time the sender ticks; drop the sender and await the task to end it.
-/// With a job, the progress is its settled items, from the ledger.
-pub(crate) fn follow_backlog(
-    queue: &Arc<dyn WorkQueue>,
-    progress: &Progress,
-    submitted: &Submitted,
-) -> (tokio::sync::watch::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = tokio::sync::watch::channel(());
-    let queue = Arc::clone(queue);
-    let progress = progress.clone();
-    let total = submitted.total;
-    let job = submitted.sent.job.clone();
-    let reader = tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            if job.is_some() {
-                if let Some(status) = job_status(&*queue, job.as_deref()).await {
-                    progress.set(status.settled());
-                }
-                continue;
-            }
-            if let Ok(backlog) = queue.backlog().await {
-                let left =
-                    backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
-                progress.set(total.saturating_sub(left));
-            }
-        }
-    });
-    (tx, reader)
 }
 
 /// Re-check the queue after the workers ended, print the summary, and give
@@ -280,7 +151,7 @@ async fn summarize_job(
 
 /// Items in the dead-letter place: the backlog's count, or where the backend
 /// cannot count (Pub/Sub), the length of its dead-letter listing.
-async fn dead_count(queue: &dyn WorkQueue) -> Result<u64, Failure> {
+pub(crate) async fn dead_count(queue: &dyn WorkQueue) -> Result<u64, Failure> {
     if let Some(n) = queue.backlog().await?.dead.value() {
         return Ok(n);
     }

@@ -1,0 +1,127 @@
+//! What every command starts from: the global flags, and from them the
+//! queue's driver (`--queue`), the queue itself, and the launcher plug
+//! (`--cluster`), each found through the registry.
+
+use std::sync::Arc;
+
+use forloop_core::cluster::Cluster;
+use forloop_core::{Driver, ErrorChain, Handler, QueueAddress, QueueConfig, WorkQueue};
+
+use super::worker_settings::check_worker_opts;
+use crate::Failure;
+use crate::choice::Chosen;
+use crate::cli::{LogFormat, WorkerOpts};
+use crate::registry::Registry;
+
+/// Flags every command shares.
+pub(crate) struct Context<'a> {
+    pub(crate) registry: &'a Registry,
+    /// The Rust function built into this binary, if any.
+    pub(crate) builtin: Option<Arc<dyn Handler>>,
+    pub(crate) queue: Option<String>,
+    pub(crate) name: String,
+    pub(crate) cluster: crate::cli::Cluster,
+    pub(crate) log_format: LogFormat,
+}
+
+/// What a command that runs items has checked before any work: the program
+/// can start, the queue opens, and the worker flags fit the backend.
+pub(crate) struct Prepared {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) address: QueueAddress,
+    pub(crate) handler: Chosen,
+    pub(crate) queue: Arc<dyn WorkQueue>,
+}
+
+impl Context<'_> {
+    /// The launcher plug `--cluster` names.
+    pub(crate) fn launcher(&self) -> Result<Arc<dyn Cluster>, Failure> {
+        Ok(self.registry.cluster(&self.cluster.to_string())?)
+    }
+
+    /// The driver for `--queue`, refusing in-process queues for commands
+    /// that would lose their items when the process exits.
+    pub(crate) fn driver(
+        &self,
+        command: &str,
+        default: Option<&str>,
+    ) -> Result<(Arc<dyn Driver>, QueueAddress), Failure> {
+        let Some(spec) = self.queue.as_deref().or(default) else {
+            return Err(Failure::new(format!(
+                "`runner {command}` needs a shared queue: pass --queue (or set FORLOOP_QUEUE) to one of: {}",
+                self.shared_drivers()
+            )));
+        };
+        let (driver, address) = self.registry.resolve(spec)?;
+        if driver.in_process() && command != "run" {
+            return Err(Failure::new(format!(
+                "the `{}` queue lives inside one process, so `runner {command}` cannot share it with other commands. \
+                 Use `runner run` (submit, work and wait in one process), or a shared queue: {}",
+                driver.name(),
+                self.shared_drivers()
+            )));
+        }
+        Ok((driver, address))
+    }
+
+    fn shared_drivers(&self) -> String {
+        let names: Vec<&str> = self
+            .registry
+            .names()
+            .into_iter()
+            .filter(|name| *name != "memory")
+            .collect();
+        if names.is_empty() {
+            "none is compiled into this runner (build it with a driver feature, e.g. --features redis)"
+                .to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    pub(crate) fn queue_config(&self, worker: Option<&WorkerOpts>) -> QueueConfig {
+        let config = QueueConfig::new(self.name.clone());
+        match worker {
+            Some(opts) => config
+                .with_lease(opts.lease)
+                .with_max_attempts(opts.max_attempts),
+            None => config,
+        }
+    }
+
+    pub(crate) async fn open(
+        &self,
+        driver: &dyn Driver,
+        address: &QueueAddress,
+        config: QueueConfig,
+    ) -> Result<Arc<dyn WorkQueue>, Failure> {
+        driver.open(address, config).await.map_err(|error| {
+            Failure::new(format!(
+                "cannot open queue `{}`: {}",
+                driver.redact(address),
+                ErrorChain(&error)
+            ))
+        })
+    }
+
+    /// Choose the handler, open the queue and check the worker flags
+    /// against it.
+    pub(crate) async fn prepare(
+        &self,
+        (driver, address): (Arc<dyn Driver>, QueueAddress),
+        opts: &WorkerOpts,
+        argv: &[String],
+    ) -> Result<Prepared, Failure> {
+        let handler = Chosen::choose(self.builtin.as_ref(), opts, argv)?;
+        let queue = self
+            .open(&*driver, &address, self.queue_config(Some(opts)))
+            .await?;
+        check_worker_opts(opts, &queue.capabilities(), &driver.redact(&address))?;
+        Ok(Prepared {
+            driver,
+            address,
+            handler,
+            queue,
+        })
+    }
+}

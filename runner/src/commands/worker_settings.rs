@@ -1,0 +1,123 @@
+//! The worker flags: checked against what the backend can do, turned into
+//! a worker's config in this process, or into the (flag, value) settings a
+//! launcher hands to workers it starts elsewhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forloop_core::Capabilities;
+use forloop_core::worker::{Backoff, WorkerConfig};
+
+use crate::Failure;
+use crate::cli::WorkerOpts;
+use crate::joblog::Joblog;
+
+/// The worker settings of `opts` as (flag, value) pairs: `runner work`
+/// reads each as `--FLAG=VALUE` or as the variable `FORLOOP_FLAG` (upper
+/// case, `-` → `_`), so local launches pass flags and Kubernetes passes env.
+/// The joblog is not here: it names a file on one machine.
+pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let mut settings = vec![
+        ("lease", duration(opts.lease)),
+        ("max-attempts", opts.max_attempts.to_string()),
+        ("grace", duration(opts.grace)),
+        ("max-lease-age", duration(opts.max_lease_age)),
+        ("backoff", duration(opts.backoff)),
+        ("max-backoff", duration(opts.max_backoff)),
+        ("idle-window", duration(opts.idle_window)),
+    ];
+    if let Some(c) = opts.concurrency {
+        settings.push(("concurrency", c.to_string()));
+    }
+    if let Some(t) = opts.task_timeout {
+        settings.push(("task-timeout", duration(t)));
+    }
+    if !opts.fatal_exit_codes.is_empty() {
+        let codes: Vec<String> = opts.fatal_exit_codes.iter().map(i32::to_string).collect();
+        settings.push(("fatal-exit-codes", codes.join(",")));
+    }
+    if let Some(mode) = opts.serve {
+        let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
+        settings.push(("serve", mode.get_name().to_string()));
+    }
+    settings
+}
+
+/// Check the worker flags against what the backend can do, before any work.
+pub(crate) fn check_worker_opts(
+    opts: &WorkerOpts,
+    caps: &Capabilities,
+    queue: &str,
+) -> Result<(), Failure> {
+    if opts.lease < caps.min_lease || opts.lease > caps.max_lease {
+        return Err(Failure::new(format!(
+            "--lease {} is outside what the `{queue}` queue allows ({} to {}); pick a lease in that range",
+            humantime::format_duration(opts.lease),
+            humantime::format_duration(caps.min_lease),
+            humantime::format_duration(caps.max_lease),
+        )));
+    }
+    if opts.backoff > opts.max_backoff {
+        return Err(Failure::new(format!(
+            "--backoff {} is longer than --max-backoff {}",
+            humantime::format_duration(opts.backoff),
+            humantime::format_duration(opts.max_backoff)
+        )));
+    }
+    Ok(())
+}
+
+/// The `--joblog` file, if asked for.
+pub(crate) fn open_joblog(opts: &WorkerOpts) -> Result<Option<Joblog>, Failure> {
+    opts.joblog
+        .as_deref()
+        .map(|path| {
+            Joblog::create(path).map_err(|e| {
+                Failure::new(format!("cannot create joblog `{}`: {e}", path.display()))
+            })
+        })
+        .transpose()
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `host:pid/index`: unique across machines and processes.
+pub(crate) fn worker_name(index: usize) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes
+    // at most that many bytes.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    format!("{host}:{}/{index}", std::process::id())
+}
+
+/// The config of a worker in this process.
+pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: opts
+            .concurrency
+            .map_or_else(default_concurrency, |c| c as usize),
+        lease: opts.lease,
+        max_lease_age: opts.max_lease_age,
+        max_attempts: opts.max_attempts,
+        task_timeout: opts.task_timeout,
+        backoff: Backoff {
+            initial: opts.backoff,
+            max: opts.max_backoff,
+            factor: 2.0,
+            ..Backoff::default()
+        },
+        grace: opts.grace,
+        idle_window: opts.idle_window,
+        name: Arc::from(name),
+        ..WorkerConfig::default()
+    }
+}
