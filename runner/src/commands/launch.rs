@@ -143,14 +143,22 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     if let Some(code) = received.exit_code() {
         return Ok(code);
     }
-    // The workers ended: say so if the queue still holds items.
-    let backlog = queue.backlog().await?;
-    if backlog.is_empty() == Some(false) {
-        eprintln!(
-            "runner: {} items are still in the queue (`runner status`); launch again to finish them",
-            backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0)
-        );
-        return Ok(1);
+    // The workers ended: say so if the queue still holds items. A reading
+    // that fails (this process's connection may not have outlived a server
+    // restart the workers rode out) leaves the verdict to the workers.
+    match queue.backlog().await {
+        Ok(backlog) if backlog.is_empty() == Some(false) => {
+            eprintln!(
+                "runner: {} items are still in the queue (`runner status`); launch again to finish them",
+                backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0)
+            );
+            return Ok(1);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            "cannot read the queue after the workers ended: {}",
+            forloop_core::ErrorChain(&error)
+        ),
     }
     Ok(u8::from(
         followed.state.outcome != Some(LaunchOutcome::Complete),
