@@ -189,3 +189,88 @@ impl Cluster for K8sCluster {
         Ok(Arc::new(launcher))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(until_drained: bool) -> WorkerRequest {
+        let mut request = WorkerRequest::new("videos", 2, vec!["echo".into()], "redis://h:6379");
+        request.settings = vec![("max-attempts".into(), "3".into())];
+        request.until_drained = until_drained;
+        request
+    }
+
+    fn flags() -> ClusterFlags {
+        let mut flags = ClusterFlags::new("batch");
+        flags.image = Some("w:1".into());
+        flags
+    }
+
+    #[test]
+    fn the_nodes_follow_the_cluster_name_and_preemptible() {
+        assert_eq!(K8sCluster::gke().options(&flags()).nodes, Nodes::Spot);
+        assert_eq!(K8sCluster::k8s().options(&flags()).nodes, Nodes::Any);
+        let mut preemptible = flags();
+        preemptible.preemptible = true;
+        assert_eq!(
+            K8sCluster::k8s().options(&preemptible).nodes,
+            Nodes::Preemptible
+        );
+        assert_eq!(
+            (K8sCluster::gke().name(), K8sCluster::k8s().name()),
+            ("gke", "k8s")
+        );
+    }
+
+    #[test]
+    fn settings_travel_as_environment_in_the_image() {
+        let spec = K8sCluster::gke().spec(&request(true), &flags()).unwrap();
+        assert_eq!(spec.command[1..], ["work", "--", "echo"]);
+        assert_eq!(spec.image.as_deref(), Some("w:1"));
+        assert_eq!(spec.env["FORLOOP_QUEUE"], "redis://h:6379");
+        assert_eq!(spec.env["FORLOOP_NAME"], "videos");
+        assert_eq!(spec.env["FORLOOP_MAX_ATTEMPTS"], "3");
+        assert_eq!(spec.grace, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn what_kubernetes_cannot_do_is_refused_before_anything_starts() {
+        let mut keda = flags();
+        keda.keda = true;
+        let error = K8sCluster::gke()
+            .spec(&request(true), &keda)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no end for `run` to wait for"), "{error}");
+
+        let mut joblog = request(false);
+        joblog.joblog = Some("/tmp/j".into());
+        let error = K8sCluster::gke()
+            .spec(&joblog, &flags())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--joblog"), "{error}");
+
+        let mut secret = request(false);
+        secret.queue = "redis://:hunter2@h:6379".into();
+        let error = K8sCluster::gke()
+            .spec(&secret, &flags())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--env-secret") && !error.contains("hunter2"),
+            "{error}"
+        );
+        let mut from_secret = flags();
+        from_secret.env_secrets = vec!["forloop-queue".into()];
+        let spec = K8sCluster::gke().spec(&secret, &from_secret).unwrap();
+        assert!(!spec.env.contains_key("FORLOOP_QUEUE"));
+
+        let error = K8sCluster::gke()
+            .spec(&request(false), &ClusterFlags::new("batch"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--image"), "{error}");
+    }
+}

@@ -397,3 +397,69 @@ impl Cluster for LocalCluster {
         Ok(Arc::new(LocalLauncher::new()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_worker_gets_its_settings_as_flags_and_its_queue_in_the_environment() {
+        let mut request = WorkerRequest::new(
+            "videos",
+            3,
+            vec!["echo".into(), "{}".into()],
+            "redis://:hunter2@h",
+        );
+        request.settings = vec![("lease".into(), "30s".into())];
+        request.joblog = Some("/tmp/j.tsv".into());
+        request.max_restarts = 4;
+        let spec = LocalCluster
+            .spec(&request, &ClusterFlags::new("default"))
+            .unwrap();
+        assert_eq!(
+            &spec.command[1..],
+            [
+                "--name=videos",
+                "--log-format=text",
+                "work",
+                "--lease=30s",
+                "--joblog=/tmp/j.tsv",
+                "--",
+                "echo",
+                "{}"
+            ]
+        );
+        assert!(!spec.command.concat().contains("hunter2"));
+        assert_eq!(spec.env["FORLOOP_QUEUE"], "redis://:hunter2@h");
+        assert_eq!((spec.workers, spec.max_restarts), (3, 4));
+        assert_eq!(spec.grace, Duration::from_secs(15));
+        let shown = LocalCluster
+            .render(&spec, &ClusterFlags::new("default"))
+            .unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_local_launch_is_complete_only_if_every_worker_exited_0_and_none_failed() {
+        let counts = |succeeded, failed, running| WorkerCounts {
+            desired: 2,
+            running,
+            succeeded,
+            failed,
+            disrupted: 0,
+        };
+        assert_eq!(state_of(counts(1, 0, 1)).outcome, None);
+        assert_eq!(
+            state_of(counts(2, 0, 0)).outcome,
+            Some(LaunchOutcome::Complete)
+        );
+        assert!(matches!(
+            state_of(counts(2, 1, 0)).outcome,
+            Some(LaunchOutcome::Failed { .. })
+        ));
+        assert!(matches!(
+            state_of(counts(1, 0, 0)).outcome,
+            Some(LaunchOutcome::Failed { .. })
+        ));
+    }
+}

@@ -300,3 +300,105 @@ pub trait ClusterLauncher: Send + Sync + fmt::Debug {
         format!("follow it with `runner --cluster {cluster} --name {handle} cluster status`")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A launch whose state reads answer from a script, one per read.
+    #[derive(Debug)]
+    struct Scripted(Mutex<Vec<Result<LaunchState, &'static str>>>);
+
+    fn running() -> Result<LaunchState, &'static str> {
+        Ok(LaunchState {
+            counts: WorkerCounts {
+                desired: 1,
+                running: 1,
+                ..WorkerCounts::default()
+            },
+            outcome: None,
+        })
+    }
+
+    fn complete() -> Result<LaunchState, &'static str> {
+        Ok(LaunchState {
+            counts: WorkerCounts {
+                desired: 1,
+                succeeded: 1,
+                ..WorkerCounts::default()
+            },
+            outcome: Some(LaunchOutcome::Complete),
+        })
+    }
+
+    #[async_trait]
+    impl ClusterLauncher for Scripted {
+        async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
+            Ok(LaunchHandle(spec.name.clone()))
+        }
+        async fn state(&self, _: &LaunchHandle) -> Result<LaunchState, LaunchError> {
+            self.0.lock().unwrap().remove(0).map_err(LaunchError::new)
+        }
+        async fn scale(&self, _: &LaunchHandle, _: u32) -> Result<(), LaunchError> {
+            Ok(())
+        }
+        async fn teardown(&self, _: &LaunchHandle) -> Result<(), LaunchError> {
+            Ok(())
+        }
+        fn render(&self, _: &LaunchSpec) -> Result<String, LaunchError> {
+            Ok(String::new())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_polls_until_the_launch_is_over_forgiving_a_few_failed_reads() {
+        let mut script = vec![running(), Err("blip")];
+        script.extend((0..4).map(|_| Err("blip")));
+        script.extend([running(), complete()]);
+        let launcher = Scripted(Mutex::new(script));
+        let started = tokio::time::Instant::now();
+        let mut seen = 0;
+        let state = launcher
+            .wait(&LaunchHandle("x".into()), &mut |_| seen += 1)
+            .await
+            .unwrap();
+        assert_eq!(state.outcome, Some(LaunchOutcome::Complete));
+        assert_eq!(seen, 3, "only good reads are seen");
+        // Eight reads, the first at once, then one every 2 s.
+        assert_eq!(started.elapsed(), Duration::from_secs(14));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_gives_up_after_too_many_failed_reads_in_a_row() {
+        let script = (0..=WAIT_FAILURES).map(|_| Err("gone")).collect();
+        let launcher = Scripted(Mutex::new(script));
+        let error = launcher
+            .wait(&LaunchHandle("x".into()), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "gone");
+    }
+
+    #[test]
+    fn the_default_words_put_the_outcome_first() {
+        let launcher = Scripted(Mutex::new(Vec::new()));
+        let failed = LaunchState {
+            counts: WorkerCounts {
+                desired: 2,
+                failed: 2,
+                ..WorkerCounts::default()
+            },
+            outcome: Some(LaunchOutcome::Failed {
+                reason: "WorkersFailed".into(),
+                message: "both exited 1".into(),
+            }),
+        };
+        assert_eq!(
+            launcher.describe(&failed),
+            "the launch failed: WorkersFailed: both exited 1; \
+             workers: 0 running, 0 exited 0, 2 failed, 0 disrupted"
+        );
+    }
+}
