@@ -59,10 +59,7 @@ impl Registry {
 
     /// The names `--cluster` finds a launcher by.
     pub fn cluster_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.clusters.iter().map(|c| c.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+        sorted(self.clusters.iter().map(|c| c.name()))
     }
 
     /// The launcher for a `--cluster` value.
@@ -93,10 +90,7 @@ impl Registry {
 
     /// The names of every driver, for help and error messages.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.drivers.iter().map(|d| d.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+        sorted(self.drivers.iter().map(|d| d.name()))
     }
 
     /// Find the driver for a `--queue` value.
@@ -119,6 +113,14 @@ impl Registry {
             )),
         }
     }
+}
+
+/// Names once each, in order, for help and error messages.
+fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
