@@ -164,3 +164,69 @@ fn the_image_runs_runner_under_an_init_that_reaps_orphans() {
         "no compose service bypasses the image's init"
     );
 }
+
+/// The Dockerfile's instructions, each with its `\` continuation lines
+/// joined into one line, comments left out.
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    instructions
+}
+
+#[test]
+fn the_image_carries_a_stripped_binary() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let instructions = dockerfile_instructions(&dockerfile);
+    let build: Vec<&String> = instructions
+        .iter()
+        .filter(|i| i.starts_with("RUN") && i.contains("cargo build"))
+        .collect();
+    assert_eq!(build.len(), 1, "one cargo build in the image: {build:?}");
+    let words: Vec<&str> = build[0].split_whitespace().collect();
+    let stripped_by_cargo = words.contains(&"CARGO_PROFILE_RELEASE_STRIP=symbols");
+    let stripped_after = words
+        .windows(2)
+        .any(|w| w[0] == "strip" && w[1].ends_with("/runner"));
+    assert!(
+        stripped_by_cargo || stripped_after,
+        "the runner in the image is built stripped (CARGO_PROFILE_RELEASE_STRIP=symbols) \
+         or stripped after the build: {}",
+        build[0]
+    );
+    assert!(
+        words.contains(&"--release") && build[0].contains("cp target/release/runner /runner"),
+        "the image copies the release binary the same step built: {}",
+        build[0]
+    );
+    assert!(
+        instructions
+            .iter()
+            .any(|i| i == "COPY --from=build /runner /usr/local/bin/runner"),
+        "the final image takes that binary"
+    );
+}
+
+#[test]
+fn continuation_lines_join_into_one_instruction() {
+    let text = "# comment\nFROM x AS build\nRUN a \\\n && b\n\nUSER 1\n";
+    assert_eq!(
+        dockerfile_instructions(text),
+        ["FROM x AS build", "RUN a  && b", "USER 1"]
+    );
+}

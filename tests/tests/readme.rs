@@ -1,5 +1,5 @@
-//! Every shell block in the README runs as written in bash and in zsh
-//! (macOS's default shell): no syntax errors, no glob that zsh refuses
+//! Every shell block in README.md and in every page under docs/ runs as
+//! written in bash and in zsh (macOS's default shell): no syntax errors, no glob that zsh refuses
 //! (`?v={}`), no parenthesis bash cannot parse (`%(id)s`), and no comments,
 //! which an interactive zsh without `interactivecomments` would pass to the
 //! command as arguments.
@@ -21,7 +21,7 @@ const SHELLS: [(&str, &str); 2] = [
     ("zsh", "command_not_found_handler() { return 0; }\n"),
 ];
 
-/// The README's shell blocks: (first line number, text).
+/// A page's shell blocks: (first line number, text).
 fn shell_blocks(readme: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
     let mut current: Option<(usize, String)> = None;
@@ -42,7 +42,7 @@ fn shell_blocks(readme: &str) -> Vec<(usize, String)> {
             (None, false) => {}
         }
     }
-    assert!(current.is_none(), "the README ends inside a code block");
+    assert!(current.is_none(), "the page ends inside a code block");
     blocks
 }
 
@@ -82,6 +82,18 @@ fn shell(program: &str) -> Command {
 }
 
 fn check(program: &str, handler: &str, line: usize, block: &str, empty: &Path) -> Vec<String> {
+    check_in("README", program, handler, line, block, empty)
+}
+
+/// `check` for a block of `page` (named in the messages).
+fn check_in(
+    page: &str,
+    program: &str,
+    handler: &str,
+    line: usize,
+    block: &str,
+    empty: &Path,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let missing = |e: std::io::Error| -> ! {
         panic!(
@@ -94,7 +106,7 @@ fn check(program: &str, handler: &str, line: usize, block: &str, empty: &Path) -
         .unwrap_or_else(|e| missing(e));
     if !syntax.status.success() || !syntax.stderr.is_empty() {
         problems.push(format!(
-            "README line {line}: `{program} -n` says: {}",
+            "{page} line {line}: `{program} -n` says: {}",
             String::from_utf8_lossy(&syntax.stderr).trim()
         ));
         return problems;
@@ -112,39 +124,110 @@ fn check(program: &str, handler: &str, line: usize, block: &str, empty: &Path) -
         .collect();
     if !complaints.is_empty() {
         problems.push(format!(
-            "README line {line}: {program} says: {}",
+            "{page} line {line}: {program} says: {}",
             complaints.join("; ")
         ));
     }
     problems
 }
 
-#[test]
-fn every_readme_shell_block_runs_as_written_in_bash_and_zsh() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let blocks = shell_blocks(&readme);
-    assert!(
-        blocks.len() >= 10,
-        "found only {} shell blocks",
-        blocks.len()
-    );
-    let empty = scratch("readme-shell");
+/// README.md and every `.md` under docs/, relative to `root`, sorted.
+fn pages(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut found = vec!["README.md".to_owned()];
+    walk(root, &root.join("docs"), &mut found);
+    found[1..].sort();
+    found
+}
+
+/// Every problem of every shell block of `page` (a path under `root`), and
+/// how many blocks it has.
+fn check_page(root: &Path, page: &str, empty: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(root.join(page)).unwrap();
+    let blocks = shell_blocks(&text);
     let mut problems = Vec::new();
     for (line, block) in &blocks {
         for (offset, text) in block.lines().enumerate() {
             if has_comment(text) {
                 problems.push(format!(
-                    "README line {}: a comment in a shell block (zsh without interactivecomments passes it as arguments): {text}",
+                    "{page} line {}: a comment in a shell block (zsh without interactivecomments passes it as arguments): {text}",
                     line + offset
                 ));
             }
         }
         for (program, handler) in SHELLS {
-            problems.extend(check(program, handler, *line, block, &empty));
+            problems.extend(check_in(page, program, handler, *line, block, empty));
         }
     }
+    (blocks.len(), problems)
+}
+
+#[test]
+fn every_readme_shell_block_runs_as_written_in_bash_and_zsh() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let pages = pages(root);
+    assert!(pages.len() >= 5, "found only these pages: {pages:?}");
+    let empty = scratch("readme-shell");
+    let mut problems = Vec::new();
+    let mut blocks = 0;
+    for page in &pages {
+        let (count, found) = check_page(root, page, &empty);
+        if page == "README.md" {
+            assert!(count >= 5, "found only {count} shell blocks in README.md");
+        }
+        blocks += count;
+        problems.extend(found);
+    }
+    assert!(blocks >= 10, "found only {blocks} shell blocks");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_broken_block_in_any_docs_page_fails_the_check() {
+    let root = scratch("readme-pages");
+    std::fs::create_dir_all(root.join("docs/design")).unwrap();
+    std::fs::write(root.join("README.md"), "# x\n\n```sh\necho fine\n```\n").unwrap();
+    std::fs::write(
+        root.join("docs/design/deep.md"),
+        "# y\n\n```sh\nrunner run ids.txt -- yt-dlp -o /tmp/%(id)s.mp4 x\n```\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("docs/page.md"),
+        "# z\n\n```console\nrunner wait    # progress\n```\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("docs/notes.txt"), "```sh\n(\n```\n").unwrap();
+    let pages = pages(&root);
+    assert_eq!(pages, ["README.md", "docs/design/deep.md", "docs/page.md"]);
+    let empty = scratch("readme-pages-run");
+    assert!(check_page(&root, "README.md", &empty).1.is_empty());
+    let (count, deep) = check_page(&root, "docs/design/deep.md", &empty);
+    assert_eq!(count, 1);
+    assert!(
+        deep.iter()
+            .any(|p| p.starts_with("docs/design/deep.md line 4:") && p.contains("bash")),
+        "{deep:?}"
+    );
+    let (_, page) = check_page(&root, "docs/page.md", &empty);
+    assert!(
+        page.iter()
+            .any(|p| p.starts_with("docs/page.md line 4: a comment")),
+        "{page:?}"
+    );
 }
 
 #[test]
