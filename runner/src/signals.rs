@@ -9,11 +9,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Which signal stopped the process, if any.
 #[derive(Debug, Clone, Default)]
-pub struct Received(Arc<AtomicI32>);
+pub(crate) struct Received(Arc<AtomicI32>);
 
 impl Received {
     /// The exit code for a stop by signal: 128 + its number (143, 130).
-    pub fn exit_code(&self) -> Option<u8> {
+    pub(crate) fn exit_code(&self) -> Option<u8> {
         match self.0.load(Ordering::SeqCst) {
             0 => None,
             signal => Some(128 + signal as u8),
@@ -22,7 +22,7 @@ impl Received {
 }
 
 /// Route SIGTERM and SIGINT to `shutdown`.
-pub fn listen(shutdown: Shutdown, grace: Duration) -> Received {
+pub(crate) fn listen(shutdown: Shutdown, grace: Duration) -> Received {
     let received = Received::default();
     let seen = Arc::clone(&received.0);
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -54,7 +54,7 @@ pub fn listen(shutdown: Shutdown, grace: Duration) -> Received {
 /// Route SIGTERM and SIGINT to `shutdown` while a submit runs: it stops
 /// after the batch on its way and reports what went in. Listening ends
 /// when the returned value is dropped.
-pub fn listen_during_submit(shutdown: Shutdown) -> DuringSubmit {
+pub(crate) fn listen_during_submit(shutdown: Shutdown) -> DuringSubmit {
     let received = Received::default();
     let seen = Arc::clone(&received.0);
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -73,14 +73,14 @@ pub fn listen_during_submit(shutdown: Shutdown) -> DuringSubmit {
 
 /// Signals heard during a submit; dropping it stops listening.
 #[derive(Debug)]
-pub struct DuringSubmit {
+pub(crate) struct DuringSubmit {
     received: Received,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DuringSubmit {
     /// The exit code for a stop by signal, if one came.
-    pub fn exit_code(&self) -> Option<u8> {
+    pub(crate) fn exit_code(&self) -> Option<u8> {
         self.received.exit_code()
     }
 }

@@ -12,7 +12,7 @@ use crate::progress::Progress;
 
 /// Per-run counters, shared by every worker of this process.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Distinct items whose ack landed (an item run twice counts once).
     pub done: AtomicU64,
     pub(crate) done_ids: Mutex<HashSet<String>>,
@@ -76,7 +76,7 @@ impl WorkerEvents for Tally {
 
 impl Tally {
     /// Items dead-lettered so far.
-    pub fn dead_items(&self) -> Vec<(String, String)> {
+    pub(crate) fn dead_items(&self) -> Vec<(String, String)> {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

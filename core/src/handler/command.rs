@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{Handler, Task, TaskOutcome};
 
 /// The text in an argument that the item replaces.
-pub const PLACEHOLDER: &str = "{}";
+pub(crate) const PLACEHOLDER: &str = "{}";
 
 /// A command line to run once per item.
 #[derive(Debug, Clone)]

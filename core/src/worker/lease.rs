@@ -21,7 +21,7 @@ use crate::fasthash::FastHasher;
 
 /// Why the keeper lets a lease go while its task still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     /// Held for `max_age`: not renewed again; the lease is still live.
     MaxAge,
     /// The deadline passed without a renewal: the lease is gone.
@@ -38,7 +38,7 @@ struct Lease {
 
 /// Tracks held leases and says which are due for renewal.
 #[derive(Debug)]
-pub struct LeaseKeeper {
+pub(crate) struct LeaseKeeper {
     lease: Duration,
     margin: Duration,
     max_age: Duration,
@@ -51,7 +51,7 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     /// A keeper that renews for `lease` at a time, up to `max_age` in all.
-    pub fn new(lease: Duration, max_age: Duration) -> Self {
+    pub(crate) fn new(lease: Duration, max_age: Duration) -> Self {
         Self {
             lease,
             margin: lease / 3,
@@ -64,7 +64,7 @@ impl LeaseKeeper {
     }
 
     /// Start keeping a lease that ends at `deadline`.
-    pub fn hold(&mut self, token: LeaseToken, deadline: Instant, now: Instant) {
+    pub(crate) fn hold(&mut self, token: LeaseToken, deadline: Instant, now: Instant) {
         self.track(token, deadline, now);
     }
 
@@ -100,7 +100,7 @@ impl LeaseKeeper {
     }
 
     /// Stop keeping a lease (the task finished, or the lease was lost).
-    pub fn release(&mut self, token: &LeaseToken) {
+    pub(crate) fn release(&mut self, token: &LeaseToken) {
         self.leases.remove(token);
         if self.leases.is_empty() {
             self.due.clear();
@@ -109,7 +109,7 @@ impl LeaseKeeper {
     }
 
     /// When the next renewal or give-up is due.
-    pub fn next_due(&mut self) -> Option<Instant> {
+    pub(crate) fn next_due(&mut self) -> Option<Instant> {
         self.drop_stale();
         let renew = self.due.peek().map(|Reverse((at, _, _))| *at);
         let give_up = self.give_ups.peek().map(|Reverse((at, _, _, _))| *at);
@@ -118,7 +118,7 @@ impl LeaseKeeper {
 
     /// Leases given up at `now`, with why; each is released here, so the
     /// worker only has to stop its task.
-    pub fn give_ups(&mut self, now: Instant) -> Vec<(LeaseToken, GiveUp)> {
+    pub(crate) fn give_ups(&mut self, now: Instant) -> Vec<(LeaseToken, GiveUp)> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _, _, _))) = self.give_ups.peek() {
             if *at > now {
@@ -135,7 +135,7 @@ impl LeaseKeeper {
 
     /// Leases due for renewal at `now`; pass them to `extend_lease` with
     /// [`Self::lease`], then report back with [`Self::renewed`].
-    pub fn due(&mut self, now: Instant) -> Vec<LeaseToken> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<LeaseToken> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _, _))) = self.due.peek() {
             if *at > now {
@@ -150,12 +150,12 @@ impl LeaseKeeper {
     }
 
     /// The lease length each renewal asks for.
-    pub fn lease(&self) -> Duration {
+    pub(crate) fn lease(&self) -> Duration {
         self.lease
     }
 
     /// The renewal of `token` succeeded at `now`.
-    pub fn renewed(&mut self, token: &LeaseToken, now: Instant) {
+    pub(crate) fn renewed(&mut self, token: &LeaseToken, now: Instant) {
         if let Some(leased_at) = self.leases.get(token).map(|lease| lease.leased_at) {
             self.track(token.clone(), now + self.lease, leased_at);
         }
@@ -163,7 +163,7 @@ impl LeaseKeeper {
 
     /// The renewal of `token` failed: try again at `at`, if that is still
     /// before its deadline.
-    pub fn retry_at(&mut self, token: &LeaseToken, at: Instant) {
+    pub(crate) fn retry_at(&mut self, token: &LeaseToken, at: Instant) {
         let Some(lease) = self.leases.get_mut(token) else {
             return;
         };
