@@ -8,23 +8,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use forloop_core::handler::from_fn;
 use forloop_core::worker::{Shutdown, Worker, WorkerConfig};
-use forloop_core::{MemoryQueue, Message, QueueConfig, Task, WorkQueue};
+use forloop_core::{Backend, MemoryQueue, Message, QueueConfig, Task, WorkQueue};
 
 use crate::{BenchArgs, Failure};
 
 /// Publish `items`; with `job`, as one job through the queue's ledger, so
 /// the workers write a receipt for every item (the ledger's cost).
-async fn publish(queue: &dyn WorkQueue, items: u64, job: bool) -> Result<f64, Failure> {
+async fn publish(backend: &Backend, items: u64, job: bool) -> Result<f64, Failure> {
     let started = Instant::now();
+    let queue = &*backend.queue;
     if job {
-        let ledger = queue
-            .ledger()
+        let ledger = backend
+            .ledger
+            .as_ref()
             .ok_or_else(|| Failure::new("--job: this queue keeps no ledger"))?;
         let messages = (0..items)
             .map(|i| Message::new(Bytes::from(i.to_string())))
             .collect();
         forloop_core::job::Submit::new(queue, messages)
-            .job(&*ledger, "bench")
+            .job(&**ledger, "bench")
             .send()
             .await
             .map_err(|e| Failure::new(e.to_string()))?;
@@ -48,7 +50,7 @@ async fn publish(queue: &dyn WorkQueue, items: u64, job: bool) -> Result<f64, Fa
 /// to time a drain on a queue that cannot count its backlog (a fresh queue
 /// holding exactly the published items).
 async fn drain_here(
-    queue: Arc<dyn WorkQueue>,
+    backend: Backend,
     workers: u32,
     concurrency: u32,
     until: Option<u64>,
@@ -71,13 +73,13 @@ async fn drain_here(
             name: Arc::from(format!("bench/{index}")),
             ..WorkerConfig::default()
         };
-        let worker = Worker::new(Arc::clone(&queue), handler.clone()).with_config(config);
+        let worker = Worker::new(backend.clone(), handler.clone()).with_config(config);
         set.spawn(worker.run(shutdown.clone()));
     }
     while let Some(joined) = set.join_next().await {
         joined.map_err(|e| Failure::new(e.to_string()))??;
         // An exact backlog read empty by one loop is empty for all.
-        if queue.capabilities().exact_backlog {
+        if backend.queue.capabilities().exact_backlog {
             shutdown.stop();
         }
     }
@@ -138,14 +140,15 @@ impl std::fmt::Display for Usage {
 /// The bench on the memory queue: the worker loop in this process.
 pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
     let queue = MemoryQueue::new(QueueConfig::new("bench").with_max_attempts(1));
-    let queue: Arc<dyn WorkQueue> = Arc::new(if args.keep_receipts {
+    let queue = if args.keep_receipts {
         queue.with_done_receipts()
     } else {
         queue
-    });
-    let publish_rate = publish(&*queue, args.items, args.job).await?;
+    };
+    let backend = queue.backend();
+    let publish_rate = publish(&backend, args.items, args.job).await?;
     let (started, before) = (Instant::now(), Usage::now());
-    let handled = drain_here(Arc::clone(&queue), args.workers, args.concurrency, None).await?;
+    let handled = drain_here(backend, args.workers, args.concurrency, None).await?;
     let secs = started.elapsed().as_secs_f64();
     let used = Usage::now().since(&before);
     let backlog = queue.backlog().await?;
@@ -167,9 +170,10 @@ pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
 pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
     let (driver, address) = runner::Registry::builtin().resolve(spec)?;
     let config = QueueConfig::new(args.name.clone()).with_max_attempts(3);
-    let queue = driver.open(&address, config).await?;
+    let backend = driver.open(&address, config).await?;
+    let queue = Arc::clone(&backend.queue);
     if args.drain {
-        drain_here(queue, 1, args.concurrency, None).await?;
+        drain_here(backend, 1, args.concurrency, None).await?;
         return Ok(0);
     }
     if args.raw {
@@ -187,10 +191,10 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
     if queue.backlog().await?.is_empty().is_none() {
         // Cannot count (Pub/Sub): worker loops in this process, stopped
         // when every published item was handled.
-        let publish_rate = publish(&*queue, args.items, args.job).await?;
+        let publish_rate = publish(&backend, args.items, args.job).await?;
         let started = Instant::now();
         let handled = drain_here(
-            Arc::clone(&queue),
+            backend.clone(),
             args.workers,
             args.concurrency,
             Some(args.items),
@@ -207,7 +211,7 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    let publish_rate = publish(&*queue, args.items, args.job).await?;
+    let publish_rate = publish(&backend, args.items, args.job).await?;
     let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
     // `--command` workers are the product's own `runner work`, built beside
     // this binary (`cargo build --release -p forloop-runner -p forloop-benches`).

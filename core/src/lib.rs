@@ -71,6 +71,7 @@ pub use cluster::{
 pub use driver::{Driver, QueueAddress, ScaleTrigger};
 pub use error::{ErrorChain, QueueError, QueueErrorKind};
 pub use handler::{CommandTemplate, Handler, ServeHandler, Task, TaskOutcome};
+pub use job::Backend;
 pub use memory::{MemoryDriver, MemoryQueue};
 pub use publish::{PublishError, publish_all};
 pub use queue::{

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use forloop_core::conformance::{self, Harness};
+use forloop_core::job::Backend;
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
@@ -400,7 +401,7 @@ fn broken(flaw: Flaw) -> Harness {
             last: Mutex::default(),
             delayed: Mutex::default(),
         };
-        async move { Arc::new(broken) as Arc<dyn WorkQueue> }
+        async move { Backend::new(Arc::new(broken)) }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))
@@ -557,7 +558,7 @@ async fn honest_wrapper_passes() {
     let queues = named_queues();
     let harness = Harness::new(move |config| {
         let queue = queues(config);
-        async move { Arc::new(queue) as Arc<dyn WorkQueue> }
+        async move { queue.backend() }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10));

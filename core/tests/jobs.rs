@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::handler::from_fn;
-use forloop_core::job::{self, SeqSet, Settled};
+use forloop_core::job::{self, Backend, Ledger, SeqSet, Settled};
+use forloop_core::memory::MemoryLedger;
 use forloop_core::worker::Shutdown;
 use forloop_core::{
     Backlog, Capabilities, CommandTemplate, Count, MemoryQueue, Message, MessageId, QueueConfig,
@@ -30,6 +31,16 @@ struct Blind {
 }
 
 impl Blind {
+    /// The memory queue's ledger, which this queue keeps its jobs in.
+    fn ledger(&self) -> Arc<MemoryLedger> {
+        self.inner.ledger()
+    }
+
+    /// This queue with that ledger, as a worker takes it.
+    fn backend(self: &Arc<Self>) -> Backend {
+        Backend::new(Arc::clone(self) as Arc<dyn WorkQueue>).with_ledger(self.ledger())
+    }
+
     fn new(lease: Duration) -> Arc<Self> {
         Self::failing_publish(lease, 0)
     }
@@ -87,7 +98,7 @@ async fn submit(
     n: usize,
     resume: bool,
 ) -> Result<job::SubmitReport, job::SubmitError> {
-    let ledger = WorkQueue::ledger(queue).unwrap();
+    let ledger = queue.ledger();
     job::Submit::new(queue, items(n))
         .job(&*ledger, job)
         .resume(resume)
@@ -119,7 +130,7 @@ async fn a_job_ends_when_every_item_is_settled_where_the_queue_cannot_count() {
         }
     }));
     let started = Instant::now();
-    let exit = Worker::new(queue.clone(), handler)
+    let exit = Worker::new(queue.backend(), handler)
         .with_config(config("w1"))
         .run(Shutdown::new())
         .await
@@ -129,7 +140,7 @@ async fn a_job_ends_when_every_item_is_settled_where_the_queue_cannot_count() {
     // last settlement within one poll, with no idle window.
     let took = started.elapsed();
     assert!(took < Duration::from_secs(11), "took {took:?}");
-    let ledger = queue.ledger().unwrap();
+    let ledger = queue.ledger();
     let jobs = ledger.jobs().await.unwrap();
     assert_eq!(
         (jobs[0].done, jobs[0].dead, jobs[0].is_complete()),
@@ -158,7 +169,7 @@ async fn an_idle_worker_does_not_exit_while_a_dead_worker_holds_an_item() {
     assert_eq!(held.len(), 1);
     let handler = Arc::new(from_fn(|_task: Task| async { TaskOutcome::success() }));
     let started = Instant::now();
-    let exit = Worker::new(queue.clone(), handler)
+    let exit = Worker::new(queue.backend(), handler)
         .with_config(config("survivor"))
         .run(Shutdown::new())
         .await
@@ -175,7 +186,7 @@ async fn an_idle_worker_does_not_exit_while_a_dead_worker_holds_an_item() {
         took < Duration::from_secs(63),
         "the end lagged the last item: {took:?}"
     );
-    let jobs = queue.ledger().unwrap().jobs().await.unwrap();
+    let jobs = queue.ledger().jobs().await.unwrap();
     assert_eq!((jobs[0].done, jobs[0].dead), (3, 0));
 }
 
@@ -227,7 +238,7 @@ async fn fatal_exit_codes_dead_letter_at_once_with_exit_code_and_stderr() {
     ])
     .unwrap()
     .with_fatal_exit_codes([2, 64]);
-    let exit = Worker::new(queue.clone(), Arc::new(command))
+    let exit = Worker::new(queue.backend(), Arc::new(command))
         .with_config(WorkerConfig {
             max_attempts: 5,
             ..config("w")
@@ -236,7 +247,7 @@ async fn fatal_exit_codes_dead_letter_at_once_with_exit_code_and_stderr() {
         .await
         .unwrap();
     assert_eq!(exit, WorkerExit::Drained);
-    let receipts = queue.ledger().unwrap().receipts("codes").await.unwrap();
+    let receipts = queue.ledger().receipts("codes").await.unwrap();
     let dead = receipts.iter().find(|r| r.seq == 1).unwrap();
     assert_eq!(
         (dead.state, dead.attempt, dead.exit_code),

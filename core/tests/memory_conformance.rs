@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use forloop_core::MemoryQueue;
 use forloop_core::conformance::Harness;
-use forloop_core::{MemoryQueue, WorkQueue};
 
 /// Queues by name, so that opening a name twice reaches one queue, as two
 /// processes of one job reach one server-side queue. The first opener's
@@ -19,7 +19,7 @@ fn harness() -> Harness {
             .entry(config.name.clone())
             .or_insert_with(|| MemoryQueue::with_max_payload(config, 4096).with_done_receipts())
             .clone();
-        async move { Arc::new(queue) as Arc<dyn WorkQueue> }
+        async move { queue.backend() }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::handler::from_fn;
+use forloop_core::job::Backend;
 use forloop_core::worker::{AttemptRecord, Settlement, Shutdown, WorkerEvents};
 use forloop_core::{
     Backlog, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, QueueConfig, QueueDecorator,
@@ -163,7 +164,8 @@ async fn an_ack_that_never_answers_does_not_stop_the_other_items() {
     let (queue, faults) = faulty(&["a", "b", "c"]).await;
     faults.ack_hangs.store(true, Ordering::SeqCst);
     let (started, handler) = started_items();
-    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler))).with_config(config(1));
+    let worker =
+        Worker::new(Backend::new(queue.clone()), Arc::new(from_fn(handler))).with_config(config(1));
     let shutdown = Shutdown::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
     sleep(Duration::from_secs(20)).await;
@@ -185,7 +187,7 @@ async fn sigterm_during_a_renewal_that_never_answers_exits_within_the_grace() {
     let (queue, faults) = faulty(&["long"]).await;
     faults.extend_hangs.store(true, Ordering::SeqCst);
     let handler = from_fn(|_task: Task| sleep(Duration::from_secs(600)));
-    let worker = Worker::new(queue.clone(), Arc::new(handler)).with_config(config(1));
+    let worker = Worker::new(Backend::new(queue.clone()), Arc::new(handler)).with_config(config(1));
     let shutdown = Shutdown::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
     // The renewal is due at 2 s and hangs from then on.
@@ -207,8 +209,11 @@ async fn sigterm_during_a_renewal_that_never_answers_exits_within_the_grace() {
 async fn a_backlog_read_that_never_answers_does_not_ignore_the_stop() {
     let (queue, faults) = faulty(&[]).await;
     faults.backlog_hangs.store(true, Ordering::SeqCst);
-    let worker =
-        Worker::new(queue.clone(), Arc::new(from_fn(|_t: Task| async {}))).with_config(config(1));
+    let worker = Worker::new(
+        Backend::new(queue.clone()),
+        Arc::new(from_fn(|_t: Task| async {})),
+    )
+    .with_config(config(1));
     let shutdown = Shutdown::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
     sleep(Duration::from_secs(2)).await;
@@ -226,7 +231,7 @@ async fn a_fatal_error_hands_back_what_the_worker_holds() {
     let (queue, faults) = faulty(&["held"]).await;
     let handler = from_fn(|_task: Task| sleep(Duration::from_secs(600)));
     // Two slots: one holds `held`, the other keeps pulling.
-    let worker = Worker::new(queue.clone(), Arc::new(handler)).with_config(config(2));
+    let worker = Worker::new(Backend::new(queue.clone()), Arc::new(handler)).with_config(config(2));
     let run = tokio::spawn(worker.run(Shutdown::new()));
     sleep(Duration::from_secs(1)).await;
     assert_eq!(counts(&queue).await, (0, 1, 0));
@@ -248,7 +253,8 @@ async fn a_fatal_error_hands_back_what_the_worker_holds() {
 async fn the_last_acks_are_retried_within_the_grace() {
     let (queue, faults) = faulty(&["a"]).await;
     let (_, handler) = started_items();
-    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler))).with_config(config(1));
+    let worker =
+        Worker::new(Backend::new(queue.clone()), Arc::new(from_fn(handler))).with_config(config(1));
     let shutdown = Shutdown::new();
     // Every ack is refused twice before it lands; the stop comes at once.
     faults.ack_failures.store(2, Ordering::SeqCst);
@@ -273,7 +279,7 @@ async fn done_is_reported_once_the_ack_landed() {
     faults.ack_hangs.store(true, Ordering::SeqCst);
     let (_, handler) = started_items();
     let seen = Arc::new(Seen::default());
-    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler)))
+    let worker = Worker::new(Backend::new(queue.clone()), Arc::new(from_fn(handler)))
         .with_config(config(1))
         .with_events(seen.clone());
     let shutdown = Shutdown::new();
@@ -324,7 +330,7 @@ async fn a_task_past_its_max_lease_age_is_stopped_not_left_beside_its_copy() {
         },
         ..config(2)
     };
-    let worker = Worker::new(queue.clone(), Arc::new(handler)).with_config(config);
+    let worker = Worker::new(Backend::new(queue.clone()), Arc::new(handler)).with_config(config);
     let shutdown = Shutdown::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
     sleep(Duration::from_secs(40)).await;
@@ -358,7 +364,7 @@ async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
         std::future::ready(())
     }));
     let first = tokio::spawn(
-        Worker::new(queue.clone(), handler.clone())
+        Worker::new(Backend::new(queue.clone()), handler.clone())
             .with_config(config(2))
             .run(Shutdown::new()),
     );
@@ -374,7 +380,7 @@ async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
     faults.ack_hangs.store(false, Ordering::SeqCst);
     let exit = timeout(
         Duration::from_secs(30),
-        Worker::new(queue.clone(), handler)
+        Worker::new(Backend::new(queue.clone()), handler)
             .with_config(config(2))
             .run(Shutdown::new()),
     )
@@ -401,7 +407,8 @@ async fn acks_refused_through_an_outage_are_retried_with_backoff() {
     let (queue, faults) = faulty(&["a"]).await;
     faults.ack_failures.store(u32::MAX, Ordering::SeqCst);
     let (_, handler) = started_items();
-    let worker = Worker::new(queue.clone(), Arc::new(from_fn(handler))).with_config(config(1));
+    let worker =
+        Worker::new(Backend::new(queue.clone()), Arc::new(from_fn(handler))).with_config(config(1));
     let shutdown = Shutdown::new();
     let run = tokio::spawn(worker.run(shutdown.clone()));
     sleep(Duration::from_secs(60)).await;

@@ -3,10 +3,8 @@
 //! `--queue pubsub://PROJECT/NAME`; `PUBSUB_EMULATOR_HOST` selects the
 //! emulator. Create the queue first with `runner queue create`.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use forloop_core::{Driver, QueueAddress, QueueConfig, QueueError, ScaleTrigger, WorkQueue};
+use forloop_core::{Backend, Driver, QueueAddress, QueueConfig, QueueError, ScaleTrigger};
 
 use crate::{PubsubAddress, PubsubQueue};
 
@@ -36,9 +34,9 @@ impl Driver for PubsubDriver {
         &self,
         address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+    ) -> Result<Backend, QueueError> {
         let address = PubsubAddress::resolve(address.url.as_deref(), &config.name)?;
-        Ok(Arc::new(PubsubQueue::connect(address).await?))
+        Ok(PubsubQueue::connect(address).await?.into_backend())
     }
 
     async fn create(

@@ -15,7 +15,7 @@
 //! | topic, subscription | `NAME-results`, `NAME-results-workers` | the job ledger's receipt sheets (`runner results`); no dead-letter policy |
 //!
 //! A queue made before the ledger (no `NAME-ledger-workers`) opens without
-//! one ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger) is `None`,
+//! one (its [`Backend`](forloop_core::Backend)'s `ledger` is `None`,
 //! with a note): its items go without a job and workers end by the backlog
 //! rule until `runner queue create` adds the siblings.
 //!

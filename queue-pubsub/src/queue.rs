@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::job::Ledger;
+use forloop_core::Backend;
 use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::queue::check_payload_sizes;
@@ -109,6 +109,17 @@ fn no_monitor(address: &PubsubAddress) {
 }
 
 impl PubsubQueue {
+    /// This queue and, where its sibling queues exist, its job ledger, as
+    /// a worker or `submit` takes them.
+    pub fn into_backend(self) -> Backend {
+        let ledger = self.ledger.clone();
+        let backend = Backend::new(Arc::new(self));
+        match ledger {
+            Some(ledger) => backend.with_ledger(ledger),
+            None => backend,
+        }
+    }
+
     /// Connect to an existing queue (see [`PubsubQueue::create`]). Its lease
     /// is the subscription's ack deadline, set when it was created.
     pub async fn connect(address: PubsubAddress) -> Result<Self, QueueError> {
@@ -438,9 +449,5 @@ impl WorkQueue for PubsubQueue {
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()).await
-    }
-
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        self.ledger.clone().map(|ledger| ledger as Arc<dyn Ledger>)
     }
 }

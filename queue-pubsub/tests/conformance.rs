@@ -5,10 +5,8 @@
 //! unknown (no monitoring API), so the backlog clauses see unknown counts and
 //! check only what they can.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_pubsub::{PubsubAddress, PubsubQueue};
 use forloop_testkit::servers::PubsubEmulator;
@@ -25,7 +23,10 @@ fn harness() -> Harness {
             PubsubQueue::create(&address, &config)
                 .await
                 .expect("create the queue");
-            Arc::new(PubsubQueue::connect(address).await.expect("connect")) as Arc<dyn WorkQueue>
+            PubsubQueue::connect(address)
+                .await
+                .expect("connect")
+                .into_backend()
         }
     })
     .lease(Duration::from_secs(10))

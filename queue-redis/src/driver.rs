@@ -2,10 +2,8 @@
 //! else localhost:6379) or `--queue redis://[:password@]host:port[/db]`
 //! (`rediss://` for TLS).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use forloop_core::{Driver, QueueAddress, QueueConfig, QueueError, ScaleTrigger, WorkQueue};
+use forloop_core::{Backend, Driver, QueueAddress, QueueConfig, QueueError, ScaleTrigger};
 
 use crate::RedisQueue;
 use crate::keys::{self, server_url};
@@ -32,9 +30,9 @@ impl Driver for RedisDriver {
         &self,
         address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+    ) -> Result<Backend, QueueError> {
         let url = server_url(address.url.as_deref());
-        Ok(Arc::new(RedisQueue::connect(&url, config).await?))
+        Ok(RedisQueue::connect(&url, config).await?.into_backend())
     }
 
     /// Every key of the queue, in one `UNLINK`.

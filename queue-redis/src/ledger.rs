@@ -32,9 +32,9 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use forloop_core::job::{
-    Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, Settled,
+    Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled,
 };
-use forloop_core::{QueueError, QueueErrorKind};
+use forloop_core::{LeaseReport, LeaseToken, QueueError, QueueErrorKind, WorkQueue};
 use futures_util::future::join_all;
 use redis::Value;
 use tracing::warn;
@@ -63,9 +63,12 @@ const MAX_SETRANGE: u64 = 1 << 20;
 const SCAN_COUNT: u64 = 100;
 
 /// The jobs of one Redis queue: manifests, submitted/done/dead bitmaps and
-/// one receipt per settled item ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger)).
+/// one receipt per settled item (the ledger of the [`Backend`](forloop_core::Backend)
+/// the driver opens).
 pub struct RedisLedger {
     link: Link,
+    /// The queue's: its ack script dead-letters at this many attempts.
+    max_attempts: u32,
 }
 
 impl fmt::Debug for RedisLedger {
@@ -78,8 +81,8 @@ impl fmt::Debug for RedisLedger {
 }
 
 impl RedisLedger {
-    pub(crate) fn new(link: Link) -> Self {
-        Self { link }
+    pub(crate) fn new(link: Link, max_attempts: u32) -> Self {
+        Self { link, max_attempts }
     }
 
     fn key(&self, job: &str, part: &str) -> String {
@@ -195,6 +198,39 @@ fn bitmap_seqs(bytes: &[u8]) -> SeqSet {
 
 #[async_trait]
 impl Ledger for RedisLedger {
+    /// A worker's ack batch is one job's receipts and at most 1000
+    /// leases (a settle chunk): one `ack_recorded.lua` call, one round
+    /// trip, where the receipts and the ack land together or not at all
+    /// (two calls re-run an item whose ack fails after its receipt), on
+    /// the queue this ledger was opened with (its keys are this ledger's).
+    /// Anything larger records, then acks on `queue`.
+    async fn record_then_ack(
+        &self,
+        queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+        let calls = record_calls(&receipts)?;
+        let ([call], true) = (&calls[..], tokens.len() <= SETTLE_CHUNK) else {
+            self.record(&receipts).await?;
+            return queue.ack(tokens).await;
+        };
+        let max_attempts = self.max_attempts;
+        self.link
+            .settle_after(
+                "receipt and ack",
+                &self.link.scripts.ack_recorded,
+                tokens,
+                &|inv| {
+                    inv.arg(call.arg_count());
+                    call.args(inv);
+                    inv.arg(max_attempts);
+                },
+            )
+            .await
+    }
+
     async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
         let json = serde_json::to_vec(manifest)
             .map_err(|e| invalid(format!("job `{}`: {e}", manifest.job)))?;

@@ -71,7 +71,7 @@
 //! # Jobs
 //!
 //! The queue keeps its jobs' ledger ([`RedisLedger`], returned by
-//! [`WorkQueue::ledger`](forloop_core::WorkQueue::ledger)) in the keys
+//! the driver's open, beside the queue in its [`Backend`](forloop_core::Backend)) in the keys
 //! above, beside its items: it moves with the queue, two clients of a queue
 //! share it, and `delete` removes it. A
 //! job's submitted, done and dead items are bitmaps (bit = seq: 125 KB per

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::{QueueError, QueueErrorKind};
+use forloop_core::kit::{TokenSplit, each_chunk};
+use forloop_core::{LeaseReport, LeaseToken, QueueError, QueueErrorKind};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use crate::error::{error, redact};
 use crate::keys::QueueKeys;
+use crate::lease::lease_id;
 
 macro_rules! script {
     ($file:literal) => {
@@ -84,6 +86,45 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
+    /// (all sent at once), the first arguments written by `head`; each
+    /// reply lists lost positions (1-based).
+    pub(crate) async fn settle_after(
+        &self,
+        what: &str,
+        script: &Script,
+        tokens: &[LeaseToken],
+        head: &(dyn Fn(&mut redis::ScriptInvocation<'_>) + Sync),
+    ) -> Result<LeaseReport, QueueError> {
+        let split = TokenSplit::new(tokens, lease_id);
+        let mut report = LeaseReport {
+            lost: split.lost.clone(),
+        };
+        let positions: Vec<usize> = (0..split.known.len()).collect();
+        let lost = each_chunk(&positions, SETTLE_CHUNK, |chunk| {
+            let first = chunk[0];
+            let known = &split.known[first..first + chunk.len()];
+            async move {
+                let lost: Vec<usize> = self
+                    .run(what, script, |inv| {
+                        head(inv);
+                        for (id, token) in known {
+                            inv.arg(token.as_text().unwrap_or_default()).arg(id);
+                        }
+                    })
+                    .await?;
+                // 1-based in the chunk, 0-based in `split.known`.
+                Ok(lost
+                    .into_iter()
+                    .map(|i| (first + i).wrapping_sub(1))
+                    .collect())
+            }
+        })
+        .await?;
+        report.lost.extend(split.at(lost));
+        Ok(report)
+    }
+
     /// Connect to the queue `name` on the server at `url`: the client (for
     /// the blocking connections a pull opens) and the shared link.
     pub(crate) async fn connect(url: &str, name: &str) -> Result<(Client, Self), QueueError> {

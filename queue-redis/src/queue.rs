@@ -8,11 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use forloop_core::job::{Ledger, Receipt, ReceiptRef};
-use forloop_core::kit::{TokenSplit, each_chunk};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    Backend, Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 use redis::aio::MultiplexedConnection;
@@ -22,9 +20,9 @@ use tokio::time::Instant;
 use crate::codec::{as_bytes, as_i64, as_u64, encode_attributes, open, pack};
 use crate::error::malformed;
 use crate::keys;
-use crate::lease::{lease_id, lease_parts, nonce};
-use crate::ledger::{self, RedisLedger};
-use crate::link::{Link, SETTLE_CHUNK};
+use crate::lease::{lease_parts, nonce};
+use crate::ledger::RedisLedger;
+use crate::link::Link;
 
 /// Largest item accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
@@ -58,7 +56,7 @@ impl RedisQueue {
         let (client, link) = Link::connect(url, &config.name).await?;
         Ok(Self {
             client,
-            ledger: Arc::new(RedisLedger::new(link.clone())),
+            ledger: Arc::new(RedisLedger::new(link.clone(), config.max_attempts)),
             link,
             blocking: Mutex::new(Vec::new()),
             config,
@@ -83,9 +81,15 @@ impl RedisQueue {
         self.link.run(what, script, args).await
     }
 
-    /// This queue's jobs (also [`WorkQueue::ledger`]).
+    /// This queue's jobs, kept in its keys.
     pub fn jobs_ledger(&self) -> Arc<RedisLedger> {
         Arc::clone(&self.ledger)
+    }
+
+    /// This queue and its ledger, as a worker or `submit` takes them.
+    pub fn into_backend(self) -> Backend {
+        let ledger = self.jobs_ledger();
+        Backend::new(Arc::new(self)).with_ledger(ledger)
     }
 
     /// Run a settle script over tokens, [`SETTLE_CHUNK`] per script call
@@ -114,33 +118,7 @@ impl RedisQueue {
         tokens: &[LeaseToken],
         head: &(dyn Fn(&mut redis::ScriptInvocation<'_>) + Sync),
     ) -> Result<LeaseReport, QueueError> {
-        let split = TokenSplit::new(tokens, lease_id);
-        let mut report = LeaseReport {
-            lost: split.lost.clone(),
-        };
-        let positions: Vec<usize> = (0..split.known.len()).collect();
-        let lost = each_chunk(&positions, SETTLE_CHUNK, |chunk| {
-            let first = chunk[0];
-            let known = &split.known[first..first + chunk.len()];
-            async move {
-                let lost: Vec<usize> = self
-                    .run(what, script, |inv| {
-                        head(inv);
-                        for (id, token) in known {
-                            inv.arg(token.as_text().unwrap_or_default()).arg(id);
-                        }
-                    })
-                    .await?;
-                // 1-based in the chunk, 0-based in `split.known`.
-                Ok(lost
-                    .into_iter()
-                    .map(|i| (first + i).wrapping_sub(1))
-                    .collect())
-            }
-        })
-        .await?;
-        report.lost.extend(split.at(lost));
-        Ok(report)
+        self.link.settle_after(what, script, tokens, head).await
     }
 
     /// Run a dead-list script (requeue, purge) a batch at a time until a
@@ -337,36 +315,6 @@ impl WorkQueue for RedisQueue {
             .await
     }
 
-    /// A worker's ack batch is one job's receipts and at most
-    /// 1000 leases (a settle chunk): one `ack_recorded.lua` call, one round
-    /// trip, where the receipts and the ack land together or not at all
-    /// (two calls re-run an item whose ack fails after its receipt).
-    /// Anything larger records, then acks.
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
-        let calls = ledger::record_calls(&receipts)?;
-        let ([call], true) = (&calls[..], tokens.len() <= SETTLE_CHUNK) else {
-            self.ledger.record(&receipts).await?;
-            return self.ack(tokens).await;
-        };
-        let max_attempts = self.config.max_attempts;
-        self.settle_after(
-            "receipt and ack",
-            &self.link.scripts.ack_recorded,
-            tokens,
-            &|inv| {
-                inv.arg(call.arg_count());
-                call.args(inv);
-                inv.arg(max_attempts);
-            },
-        )
-        .await
-    }
-
     async fn nack(
         &self,
         tokens: &[LeaseToken],
@@ -460,10 +408,5 @@ impl WorkQueue for RedisQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.each_dead_batch("dead purge", &self.link.scripts.dead_purge)
             .await
-    }
-
-    /// The jobs' ledger, in this queue's keys ([`RedisLedger`]).
-    fn ledger(&self) -> Option<Arc<dyn forloop_core::job::Ledger>> {
-        Some(self.jobs_ledger())
     }
 }

@@ -1,9 +1,7 @@
 //! The Redis driver keeps the delivery contract, on a real redis-server.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_redis::RedisQueue;
 use forloop_testkit::servers::RedisServer;
@@ -13,11 +11,10 @@ fn harness() -> Harness {
     Harness::new(move |config| {
         let url = url.clone();
         async move {
-            Arc::new(
-                RedisQueue::connect(&url, config)
-                    .await
-                    .expect("connect to redis"),
-            ) as Arc<dyn WorkQueue>
+            RedisQueue::connect(&url, config)
+                .await
+                .expect("connect to redis")
+                .into_backend()
         }
     })
     .lease(Duration::from_secs(2))

@@ -608,8 +608,8 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     let receipts: Vec<Receipt> = (0..2).map(|seq| receipt(seq, Settled::Done)).collect();
 
     reset_stats(&server).await;
-    let report = queue
-        .ack_recorded(&batch, &borrowed(&receipts))
+    let report = ledger
+        .record_then_ack(&queue, &batch, &borrowed(&receipts))
         .await
         .unwrap();
     assert_eq!(
@@ -631,8 +631,8 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     let mut other = receipt(2, Settled::Done);
     other.job = "k".into();
     let receipts = [receipt(2, Settled::Done), other];
-    let report = queue
-        .ack_recorded(&tokens[2..3], &borrowed(&receipts))
+    let report = ledger
+        .record_then_ack(&queue, &tokens[2..3], &borrowed(&receipts))
         .await
         .unwrap();
     assert!(report.lost.is_empty(), "{report:?}");

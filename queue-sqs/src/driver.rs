@@ -3,11 +3,9 @@
 //! credentials and region from the standard AWS chain, `AWS_ENDPOINT_URL_SQS`
 //! for an emulator. Create the queue first with `runner queue create`.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use forloop_core::{
-    Driver, QueueAddress, QueueConfig, QueueError, QueueErrorKind, ScaleTrigger, WorkQueue,
+    Backend, Driver, QueueAddress, QueueConfig, QueueError, QueueErrorKind, ScaleTrigger,
 };
 
 use crate::{SqsAddress, SqsQueue};
@@ -45,9 +43,9 @@ impl Driver for SqsDriver {
         &self,
         address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
+    ) -> Result<Backend, QueueError> {
         let address = SqsAddress::resolve(address.url.as_deref(), &config.name)?;
-        Ok(Arc::new(SqsQueue::connect(address, &config).await?))
+        Ok(SqsQueue::connect(address, &config).await?.into_backend())
     }
 
     async fn create(

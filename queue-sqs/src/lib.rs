@@ -13,7 +13,7 @@
 //! | `NAME-results` | the job ledger's receipt sheets (`runner results`); no redrive |
 //!
 //! A queue made before the ledger (no `NAME-ledger`) opens without one
-//! ([`WorkQueue::ledger`](forloop_core::WorkQueue::ledger) is `None`, with
+//! (its [`Backend`](forloop_core::Backend)'s `ledger` is `None`, with
 //! a note): its items go without a job and workers end by the backlog rule
 //! until `runner queue create` adds the siblings.
 //!

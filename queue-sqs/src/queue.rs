@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use forloop_core::job::Ledger;
+use forloop_core::Backend;
 use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::{
@@ -67,6 +67,17 @@ impl fmt::Debug for SqsQueue {
 }
 
 impl SqsQueue {
+    /// This queue and, where its sibling queues exist, its job ledger, as
+    /// a worker or `submit` takes them.
+    pub fn into_backend(self) -> Backend {
+        let ledger = self.ledger.clone();
+        let backend = Backend::new(Arc::new(self));
+        match ledger {
+            Some(ledger) => backend.with_ledger(ledger),
+            None => backend,
+        }
+    }
+
     /// Open an existing queue. `config.lease` is the visibility each pull
     /// asks for; the payload limit and dead-letter setup come from the queue.
     pub async fn connect(address: SqsAddress, config: &QueueConfig) -> Result<Self, QueueError> {
@@ -484,9 +495,5 @@ impl WorkQueue for SqsQueue {
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()?).await
-    }
-
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        self.ledger.clone().map(|ledger| ledger as Arc<dyn Ledger>)
     }
 }

@@ -8,11 +8,9 @@
 //! Every clause applies: fauxqs keeps receipt handles per receive (a stale
 //! one deletes nothing, as on AWS) and runs the redrive policy.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::{Credentials, Region};
-use forloop_core::WorkQueue;
 use forloop_core::conformance::Harness;
 use forloop_queue_sqs::{SqsAddress, SqsQueue};
 use forloop_testkit::servers::SqsEmulator;
@@ -42,11 +40,10 @@ fn harness() -> Harness {
                     "create the queue: {error:?}"
                 );
             }
-            Arc::new(
-                SqsQueue::with_client(address, client, &config)
-                    .await
-                    .expect("connect"),
-            ) as Arc<dyn WorkQueue>
+            SqsQueue::with_client(address, client, &config)
+                .await
+                .expect("connect")
+                .into_backend()
         }
     })
     .lease(Duration::from_secs(5))

@@ -61,13 +61,12 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use crate::job::JobItem;
+use crate::job::{Backend, JobItem};
 use crate::{
     Backlog, Count, DeadLetter, Delivery, Message, QueueConfig, QueueErrorKind, WorkQueue,
 };
 
-type Open =
-    dyn Fn(QueueConfig) -> Pin<Box<dyn Future<Output = Arc<dyn WorkQueue>> + Send>> + Send + Sync;
+type Open = dyn Fn(QueueConfig) -> Pin<Box<dyn Future<Output = Backend> + Send>> + Send + Sync;
 
 /// How the suite reaches a driver: a factory for fresh queues and the timing
 /// the backend can keep.
@@ -98,7 +97,7 @@ impl Harness {
     pub fn new<F, Fut>(open: F) -> Self
     where
         F: Fn(QueueConfig) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Arc<dyn WorkQueue>> + Send + 'static,
+        Fut: Future<Output = Backend> + Send + 'static,
     {
         Self {
             open: Arc::new(move |config| Box::pin(open(config))),
@@ -167,6 +166,12 @@ impl Harness {
         self.open(&Self::fresh_name(test), max_attempts).await
     }
 
+    /// A fresh backend (its queue and ledger) for `test`.
+    pub async fn backend(&self, test: &str, max_attempts: u32) -> Backend {
+        self.open_backend(&Self::fresh_name(test), max_attempts)
+            .await
+    }
+
     /// A queue name no other test uses.
     pub fn fresh_name(test: &str) -> String {
         format!(
@@ -181,6 +186,11 @@ impl Harness {
     /// name twice must reach the same queue (two processes of one job), so a
     /// factory for an in-process backend keeps its queues by name.
     pub async fn open(&self, name: &str, max_attempts: u32) -> Arc<dyn WorkQueue> {
+        self.open_backend(name, max_attempts).await.queue
+    }
+
+    /// The backend `name` (its queue and ledger), as [`open`](Self::open) opens it.
+    pub async fn open_backend(&self, name: &str, max_attempts: u32) -> Backend {
         let config = QueueConfig::new(name)
             .with_lease(self.lease)
             .with_max_attempts(max_attempts);

@@ -11,12 +11,12 @@
 mod scale;
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::job::Backend;
 use crate::kit::redact_url;
-use crate::{QueueConfig, QueueError, QueueErrorKind, WorkQueue};
+use crate::{QueueConfig, QueueError, QueueErrorKind};
 
 pub use scale::ScaleTrigger;
 
@@ -92,12 +92,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
         redact_url(&address.spec)
     }
 
-    /// Open (or connect to) the queue.
+    /// Open (or connect to) the queue, and its ledger where it keeps jobs.
     async fn open(
         &self,
         address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError>;
+    ) -> Result<Backend, QueueError>;
 
     /// Make the queue's resources (`runner queue create`); `false` when the
     /// backend makes them on first use and there was nothing to do, which is

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use super::{Begun, JobItem, Ledger, Manifest, Receipt, SeqSet, Settled};
+use super::{Backend, Begun, JobItem, Ledger, Manifest, Receipt, SeqSet, Settled};
 use crate::conformance::Harness;
 use crate::{Message, QueueErrorKind, WorkQueue};
 
-async fn ledger_of(queue: &Arc<dyn WorkQueue>) -> Arc<dyn Ledger> {
-    queue
-        .ledger()
-        .expect("this queue keeps no ledger: `WorkQueue::ledger` returned None")
+fn ledger_of(backend: &Backend) -> Arc<dyn Ledger> {
+    backend
+        .ledger
+        .clone()
+        .expect("this backend keeps no ledger: its harness opened it without one")
 }
 
 fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
@@ -43,8 +44,8 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
 /// `begin` records a manifest once: the same input again is `Existing`,
 /// another input under the same name is refused naming `--job`.
 pub async fn ledger_begin_is_idempotent_and_refuses_another_input(harness: &Harness) {
-    let queue = harness.queue("ledger_begin", 5).await;
-    let ledger = ledger_of(&queue).await;
+    let backend = harness.backend("ledger_begin", 5).await;
+    let ledger = ledger_of(&backend);
     let manifest = Manifest::new("job-a", 3, "d1");
     assert_eq!(ledger.begin(&manifest).await.expect("begin"), Begun::New);
     match ledger.begin(&manifest).await.expect("begin again") {
@@ -65,8 +66,8 @@ pub async fn ledger_begin_is_idempotent_and_refuses_another_input(harness: &Harn
 /// Each (job, seq) counts once, in any order; done beats dead; receipts
 /// come back whole, one per item.
 pub async fn ledger_counts_each_item_once(harness: &Harness) {
-    let queue = harness.queue("ledger_once", 5).await;
-    let ledger = ledger_of(&queue).await;
+    let backend = harness.backend("ledger_once", 5).await;
+    let ledger = ledger_of(&backend);
     ledger
         .begin(&Manifest::new("job-b", 4, "d"))
         .await
@@ -115,8 +116,8 @@ pub async fn ledger_counts_each_item_once(harness: &Harness) {
 
 /// What was submitted is remembered, so a resume sends only the rest.
 pub async fn ledger_remembers_what_was_submitted(harness: &Harness) {
-    let queue = harness.queue("ledger_submitted", 5).await;
-    let ledger = ledger_of(&queue).await;
+    let backend = harness.backend("ledger_submitted", 5).await;
+    let ledger = ledger_of(&backend);
     ledger
         .begin(&Manifest::new("job-c", 100, "d"))
         .await
@@ -149,19 +150,17 @@ pub async fn ledger_remembers_what_was_submitted(harness: &Harness) {
 /// Two clients of one queue see one ledger.
 pub async fn ledger_is_shared_between_clients(harness: &Harness) {
     let name = Harness::fresh_name("ledger_shared");
-    let first = harness.open(&name, 5).await;
-    let second = harness.open(&name, 5).await;
+    let first = harness.open_backend(&name, 5).await;
+    let second = harness.open_backend(&name, 5).await;
     ledger_of(&first)
-        .await
         .begin(&Manifest::new("job-d", 1, "d"))
         .await
         .expect("begin");
     ledger_of(&second)
-        .await
         .record(&[receipt("job-d", 0, Settled::Done)])
         .await
         .expect("record");
-    let jobs = ledger_of(&first).await.jobs().await.expect("jobs");
+    let jobs = ledger_of(&first).jobs().await.expect("jobs");
     assert_eq!(jobs.len(), 1);
     assert!(jobs[0].is_complete(), "{jobs:?}");
 }
@@ -173,8 +172,8 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
     // takes no fewer than `least` attempts, the first ones fail (nack) and
     // the holder dies on the last.
     let least = harness.least_attempts_taken();
-    let queue = harness.queue("ledger_lapse", least).await;
-    let ledger = ledger_of(&queue).await;
+    let backend = harness.backend("ledger_lapse", least).await;
+    let (queue, ledger) = (Arc::clone(&backend.queue), ledger_of(&backend));
     ledger
         .begin(&Manifest::new("job-e", 1, "d"))
         .await
@@ -230,8 +229,8 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
 /// total (a stray `forloop-seq`, near 2^32 even) or of a job with no
 /// manifest neither completes anything nor comes back as a result.
 pub async fn ledger_ignores_seqs_past_the_total(harness: &Harness) {
-    let queue = harness.queue("ledger_stray", 5).await;
-    let ledger = ledger_of(&queue).await;
+    let backend = harness.backend("ledger_stray", 5).await;
+    let ledger = ledger_of(&backend);
     ledger
         .begin(&Manifest::new("job-s", 2, "d"))
         .await
@@ -264,12 +263,12 @@ pub async fn ledger_ignores_seqs_past_the_total(harness: &Harness) {
     assert_eq!(seqs, [0], "a stray receipt came back as a result");
 }
 
-/// [`WorkQueue::ack_recorded`] records and acks: the item is counted once
+/// [`Ledger::record_then_ack`] records and acks: the item is counted once
 /// however often the call is repeated (a retried batch), is not delivered
 /// again, and its receipt comes back whole.
-pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
-    let queue = harness.queue("ledger_ack_recorded", 5).await;
-    let ledger = ledger_of(&queue).await;
+pub async fn ledger_record_then_ack_counts_once_and_settles(harness: &Harness) {
+    let backend = harness.backend("ledger_record_then_ack", 5).await;
+    let (queue, ledger) = (Arc::clone(&backend.queue), ledger_of(&backend));
     ledger
         .begin(&Manifest::new("job-f", 2, "d"))
         .await
@@ -300,16 +299,16 @@ pub async fn ledger_ack_recorded_counts_once_and_settles(harness: &Harness) {
         .collect();
     let tokens: Vec<_> = held.iter().map(|d| d.token.clone()).collect();
     let borrowed: Vec<_> = receipts.iter().map(Receipt::borrowed).collect();
-    let report = queue
-        .ack_recorded(&tokens, &borrowed)
+    let report = ledger
+        .record_then_ack(&*queue, &tokens, &borrowed)
         .await
-        .expect("ack_recorded");
+        .expect("record_then_ack");
     assert!(report.lost.is_empty(), "{report:?}");
     // The batch again, as a worker retries one whose answer it lost.
-    queue
-        .ack_recorded(&tokens, &borrowed)
+    ledger
+        .record_then_ack(&*queue, &tokens, &borrowed)
         .await
-        .expect("ack_recorded again");
+        .expect("record_then_ack again");
     let status = &ledger.jobs().await.expect("jobs")[0];
     assert_eq!((status.done, status.dead), (2, 0), "{status:?}");
     assert!(status.is_complete(), "{status:?}");
@@ -375,12 +374,10 @@ pub async fn ledger_cost(
     let name = Harness::fresh_name("ledger_cost");
     let mut queues = Vec::new();
     for _ in 0..workers {
-        queues.push(harness.open(&name, 5).await);
+        queues.push(harness.open_backend(&name, 5).await);
     }
-    let mut ledgers = Vec::new();
-    for queue in &queues {
-        ledgers.push(ledger_of(queue).await);
-    }
+    let ledgers: Vec<Arc<dyn Ledger>> = queues.iter().map(ledger_of).collect();
+    let queues: Vec<Arc<dyn WorkQueue>> = queues.into_iter().map(|b| b.queue).collect();
     ledgers[0]
         .begin(&Manifest::new("cost", items, "d"))
         .await
@@ -483,7 +480,7 @@ macro_rules! ledger_conformance_tests {
             ledger_is_shared_between_clients
             ledger_counts_items_the_backend_dead_letters
             ledger_ignores_seqs_past_the_total
-            ledger_ack_recorded_counts_once_and_settles);
+            ledger_record_then_ack_counts_once_and_settles);
     };
 }
 

@@ -7,8 +7,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{Manifest, Receipt, SeqSet};
-use crate::QueueError;
+use super::{Manifest, Receipt, ReceiptRef, SeqSet};
+use crate::{LeaseReport, LeaseToken, QueueError, WorkQueue};
 
 /// What [`Ledger::begin`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +104,27 @@ pub trait Ledger: Send + Sync + fmt::Debug {
 
     /// Record settlements, before the acks or dead-letters they stand for.
     async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError>;
+
+    /// Record `receipts`, then ack `tokens` on `queue` (the queue this
+    /// ledger was opened with): how a worker settles the items of a job
+    /// that succeeded. The receipts come first, so a crash between the two
+    /// re-runs an item (its receipt counts once) and never loses its count.
+    /// The receipts are borrowed from the worker's finished tasks. The
+    /// default makes the two calls; a backend that can do both in one
+    /// round trip (Redis: one script) or keep borrowed receipts (the memory
+    /// ledger) overrides it, keeping that order or making the two one.
+    async fn record_then_ack(
+        &self,
+        queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        if !receipts.is_empty() {
+            let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
+            self.record(&receipts).await?;
+        }
+        queue.ack(tokens).await
+    }
 
     /// Every job with a manifest, with its counts.
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError>;

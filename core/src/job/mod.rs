@@ -17,6 +17,7 @@
 //! Items published without a job (by other programs) keep the backlog rule
 //! of [`crate::worker::drain`].
 
+mod backend;
 pub(crate) mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use backend::Backend;
 pub use book::Book;
 pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
@@ -211,7 +213,7 @@ impl Receipt {
 }
 
 /// A [`Receipt`] borrowed from what it records: how a worker hands an ack
-/// batch's receipts to [`crate::WorkQueue::ack_recorded`]. Made for every
+/// batch's receipts to [`Ledger::record_then_ack`]. Made for every
 /// item a worker settles, so making one copies nothing and counts no
 /// reference (a ledger in memory keeps it without ever owning it);
 /// [`ReceiptRef::to_receipt`] makes the owned one a ledger write needs.

@@ -173,10 +173,10 @@ pub async fn submit_job(
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use forloop_core::job::Submit;
-/// use forloop_core::{MemoryQueue, Message, QueueConfig, WorkQueue};
+/// use forloop_core::{MemoryQueue, Message, QueueConfig};
 ///
 /// let queue = MemoryQueue::new(QueueConfig::new("docs"));
-/// let ledger = queue.ledger().expect("the memory queue keeps jobs");
+/// let ledger = queue.ledger();
 /// let items = (0..2500).map(|i| Message::new(i.to_string())).collect();
 /// let report = Submit::new(&queue, items).job(&*ledger, "nightly").send().await?;
 /// assert_eq!((report.total, report.sent), (2500, 2500));

@@ -1,11 +1,10 @@
 //! [`MemoryDriver`]: the memory queue as a plug, `--queue memory`.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use super::MemoryQueue;
-use crate::{Driver, QueueAddress, QueueConfig, QueueError, WorkQueue};
+use crate::job::Backend;
+use crate::{Driver, QueueAddress, QueueConfig, QueueError};
 
 /// The embedded in-memory queue: `--queue memory`, the default for `run`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,7 +25,7 @@ impl Driver for MemoryDriver {
         &self,
         _address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        Ok(Arc::new(MemoryQueue::new(config)))
+    ) -> Result<Backend, QueueError> {
+        Ok(MemoryQueue::new(config).backend())
     }
 }

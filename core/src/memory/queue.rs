@@ -19,7 +19,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::MemoryLedger;
-use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
+#[cfg(doc)]
+use crate::job::Ledger;
+use crate::job::{Backend, JobItem, Receipt};
 use crate::queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
     MessageId, QueueConfig, WorkQueue, check_payload_sizes,
@@ -208,10 +210,20 @@ impl MemoryQueue {
     /// Keep a receipt for every settled item of a job, done ones too, for
     /// [`Ledger::receipts`] to return (by default only the dead items'
     /// are kept: see [`MemoryLedger`]). Call it on a new queue, before
-    /// [`WorkQueue::ledger`] hands the ledger out.
+    /// [`ledger`](Self::ledger) hands the ledger out.
     pub fn with_done_receipts(self) -> Self {
         self.lock().0.ledger = Arc::new(MemoryLedger::new());
         self
+    }
+
+    /// This queue's ledger: its jobs, kept in this process beside it.
+    pub fn ledger(&self) -> Arc<MemoryLedger> {
+        Arc::clone(&self.lock().0.ledger)
+    }
+
+    /// This queue and its ledger, as a worker or `submit` takes them.
+    pub fn backend(&self) -> Backend {
+        Backend::new(Arc::new(self.clone())).with_ledger(self.ledger())
     }
 
     /// The items in the dead-letter place, oldest first.
@@ -450,6 +462,21 @@ impl MemoryQueue {
     }
 }
 
+/// The memory queue with its ledger: a worker given the queue keeps its jobs.
+impl From<MemoryQueue> for Backend {
+    fn from(queue: MemoryQueue) -> Self {
+        queue.backend()
+    }
+}
+
+/// The memory queue with its ledger: a worker given the queue keeps its jobs.
+impl From<Arc<MemoryQueue>> for Backend {
+    fn from(queue: Arc<MemoryQueue>) -> Self {
+        let ledger = queue.ledger();
+        Backend::new(queue).with_ledger(ledger)
+    }
+}
+
 #[async_trait]
 impl WorkQueue for MemoryQueue {
     fn capabilities(&self) -> Capabilities {
@@ -527,18 +554,6 @@ impl WorkQueue for MemoryQueue {
             inner.items.remove(&id);
             inner.leased -= 1;
         }))
-    }
-
-    /// The receipts are kept as the worker lent them: nothing is copied
-    /// into a [`Receipt`] on the way (see `docs/BENCHMARKS.md`).
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        let ledger = Arc::clone(&self.lock().0.ledger);
-        ledger.record_borrowed(receipts);
-        self.ack(tokens).await
     }
 
     async fn nack(
@@ -632,10 +647,6 @@ impl WorkQueue for MemoryQueue {
         Ok(count)
     }
 
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        Some(self.lock().0.ledger.clone())
-    }
-
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         let (inner, _) = self.lock();
         Ok(Backlog {
@@ -650,6 +661,7 @@ impl WorkQueue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Ledger;
 
     fn queue() -> MemoryQueue {
         MemoryQueue::new(QueueConfig::new("test").with_lease(Duration::from_secs(30)))
@@ -658,7 +670,7 @@ mod tests {
     #[tokio::test]
     async fn done_receipts_are_kept_only_when_asked() {
         for (queue, kept) in [(queue(), 0), (queue().with_done_receipts(), 1)] {
-            let ledger = queue.ledger().unwrap();
+            let ledger = queue.ledger();
             let manifest = crate::job::Manifest::new("j", 1, "d");
             ledger.begin(&manifest).await.unwrap();
             let message = Message::new("x").with_job(JobItem::new("j", 0));
@@ -678,8 +690,8 @@ mod tests {
                 stderr_tail: None,
                 at: 1,
             };
-            let report = queue
-                .ack_recorded(&[held.token], &[receipt.borrowed()])
+            let report = ledger
+                .record_then_ack(&queue, &[held.token], &[receipt.borrowed()])
                 .await
                 .unwrap();
             assert!(report.lost.is_empty());

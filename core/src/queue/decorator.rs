@@ -3,15 +3,15 @@
 //! a wrapper names only what it changes and can never drop a call.
 //!
 //! Hand-written forwarding drops calls silently: a method with a default
-//! in [`WorkQueue`] (such as [`WorkQueue::ledger`]) that a wrapper forgets
-//! takes the default, not the inner queue's answer, and the wrapped queue
-//! quietly stops keeping jobs. Here every call has one forwarding default,
+//! in [`WorkQueue`] that a wrapper forgets takes the default, not the inner
+//! queue's answer (a counting wrapper that forgot the queue's ledger, when
+//! the ledger was a queue call, quietly stopped its jobs). Here every call
+//! has one forwarding default,
 //! and the blanket impl that makes a decorator a [`WorkQueue`] is checked
 //! under `clippy::missing_trait_methods`: a call added to the contract
 //! later is a lint error here until it is forwarded.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +21,6 @@ use super::{
     WorkQueue,
 };
 use crate::QueueError;
-use crate::job::{Ledger, Receipt, ReceiptRef};
 
 /// A queue that wraps another: implement [`inner`](Self::inner) and the
 /// calls you change; every other call goes to the inner queue unchanged,
@@ -55,7 +54,7 @@ use crate::job::{Ledger, Receipt, ReceiptRef};
 ///     inner: MemoryQueue::new(QueueConfig::new("q")),
 ///     acked: AtomicU64::new(0),
 /// });
-/// assert!(queue.ledger().is_some(), "the memory queue's ledger, forwarded");
+/// assert_eq!(queue.capabilities(), MemoryQueue::new(QueueConfig::new("q")).capabilities());
 /// ```
 ///
 /// A type that is a decorator has each call twice in scope (here and on
@@ -81,24 +80,6 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     /// [`WorkQueue::ack`].
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         self.inner().ack(tokens).await
-    }
-    /// [`WorkQueue::ack_recorded`]: the receipts go to [`ledger`](Self::ledger),
-    /// then the tokens through this decorator's own [`ack`](Self::ack), so a
-    /// wrapper that changes `ack` sees every ack, a job's too. (The inner
-    /// queue's one-round-trip form, where it has one, is not used: a
-    /// decorator that wants it overrides this call.)
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        if !receipts.is_empty()
-            && let Some(ledger) = self.ledger()
-        {
-            let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
-            ledger.record(&receipts).await?;
-        }
-        self.ack(tokens).await
     }
     /// [`WorkQueue::nack`].
     async fn nack(
@@ -144,10 +125,6 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.inner().purge_dead().await
     }
-    /// [`WorkQueue::ledger`].
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        self.inner().ledger()
-    }
 }
 
 /// A decorator is a queue: every call goes to its [`QueueDecorator`] form,
@@ -167,13 +144,6 @@ impl<D: QueueDecorator> WorkQueue for D {
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         QueueDecorator::ack(self, tokens).await
-    }
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        QueueDecorator::ack_recorded(self, tokens, receipts).await
     }
     async fn nack(
         &self,
@@ -210,8 +180,5 @@ impl<D: QueueDecorator> WorkQueue for D {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         QueueDecorator::purge_dead(self).await
-    }
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        QueueDecorator::ledger(self)
     }
 }

@@ -16,7 +16,7 @@
 //! 5. No item is held without a lease: a pull returns at most `max` items, so a
 //!    worker that asks only for its free slots prefetches nothing.
 //! 6. Drain: a worker exits 0 only when the work is known to be done. Where
-//!    the queue's [`Ledger`] has jobs, that is every job complete (each of
+//!    the backend's [`Ledger`](crate::job::Ledger) has jobs, that is every job complete (each of
 //!    its N items settled, done or dead), read exactly from the ledger, with
 //!    no exact count still showing items. A queue without jobs, and a worker
 //!    that has run an item without one (another producer's), end by the
@@ -48,7 +48,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
-use crate::job::{JobItem, Ledger, Receipt, ReceiptRef};
+use crate::job::JobItem;
 
 pub use decorator::QueueDecorator;
 
@@ -409,28 +409,6 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Settle deliveries for good. Acking twice is harmless.
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
 
-    /// Record `receipts` in the queue's [`Ledger`], then ack `tokens`: how
-    /// a worker settles the items of a job that succeeded. The receipts
-    /// come first, so a crash between the two re-runs an item (its receipt
-    /// counts once) and never loses its count. The default makes the two
-    /// calls; a backend that can do both in one round trip (Redis: one
-    /// script) overrides it, keeping that order or making the two one.
-    /// The receipts are borrowed from the worker's finished tasks; the
-    /// default makes them [`Receipt`]s for [`Ledger::record`].
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        if !receipts.is_empty()
-            && let Some(ledger) = self.ledger()
-        {
-            let receipts: Vec<Receipt> = receipts.iter().map(ReceiptRef::to_receipt).collect();
-            ledger.record(&receipts).await?;
-        }
-        self.ack(tokens).await
-    }
-
     /// Give deliveries back, to be delivered again after `delay` (0: at once).
     async fn nack(&self, tokens: &[LeaseToken], delay: Duration)
     -> Result<LeaseReport, QueueError>;
@@ -473,14 +451,6 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Delete every dead item for good; returns how many.
     async fn purge_dead(&self) -> Result<u64, QueueError>;
-
-    /// Where this queue keeps its jobs' manifests and receipts
-    /// ([`crate::job`]). `None` (the default): the backend keeps no jobs,
-    /// so `submit` sends items without one and workers end by the backlog
-    /// rule alone.
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        None
-    }
 }
 
 /// A shared queue is a queue: every call forwards, none falls back to a
@@ -499,13 +469,6 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         (**self).ack(tokens).await
-    }
-    async fn ack_recorded(
-        &self,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        (**self).ack_recorded(tokens, receipts).await
     }
     async fn nack(
         &self,
@@ -542,9 +505,6 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         (**self).purge_dead().await
-    }
-    fn ledger(&self) -> Option<Arc<dyn Ledger>> {
-        (**self).ledger()
     }
 }
 

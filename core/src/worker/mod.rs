@@ -61,7 +61,7 @@ pub use shutdown::Shutdown;
 use self::calls::{Calls, Done};
 use self::tasks::{Finished, TaskStops, Tasks};
 use crate::handler::OutcomeKind;
-use crate::job::{Ledger, ReceiptRef, Settled};
+use crate::job::{Backend, Ledger, ReceiptRef, Settled};
 use crate::{Delivery, Handler, LeaseToken, QueueError, WorkQueue};
 
 impl std::fmt::Debug for Worker {
@@ -154,10 +154,12 @@ impl AckBuffer {
 }
 
 impl Worker {
-    /// A worker with default config and no observer.
-    pub fn new(queue: Arc<dyn WorkQueue>, handler: Arc<dyn Handler>) -> Self {
+    /// A worker on `backend` (its queue, and its ledger where it keeps
+    /// jobs: see [`Backend`]) with default config and no observer.
+    pub fn new(backend: impl Into<Backend>, handler: Arc<dyn Handler>) -> Self {
+        let Backend { queue, ledger } = backend.into();
         Self {
-            ledger: queue.ledger(),
+            ledger,
             queue,
             handler,
             config: WorkerConfig::default(),
@@ -585,14 +587,18 @@ impl Worker {
             let limit = self.config.call_timeout;
             // One clock reading a batch: its items are acked together.
             let at = crate::job::unix_millis();
-            let of_jobs = batch.iter().any(|(_, finished)| finished.job.is_some());
+            // Items carry their job only where the worker has a ledger.
+            let ledger = self
+                .ledger
+                .clone()
+                .filter(|_| batch.iter().any(|(_, finished)| finished.job.is_some()));
             let worker = Arc::clone(&self.config.name);
             acks.in_flight += 1;
             calls.push(Box::pin(async move {
                 let tokens: Vec<LeaseToken> = batch.iter().map(|(t, _)| t.clone()).collect();
                 // The receipts first (or with the ack): a crash between the
                 // two re-runs an item, never loses its count.
-                let result = if of_jobs {
+                let result = if let Some(ledger) = ledger {
                     // Borrowed from the batch: nothing copied or counted
                     // per item; sized once, not regrown by doubling.
                     let mut receipts = Vec::with_capacity(batch.len());
@@ -602,7 +608,7 @@ impl Worker {
                     calls::within(
                         limit,
                         "a receipt and ack",
-                        queue.ack_recorded(&tokens, &receipts),
+                        ledger.record_then_ack(&*queue, &tokens, &receipts),
                     )
                     .await
                 } else {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use forloop_core::{
-    Driver, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId, QueueAddress, QueueConfig,
-    QueueDecorator, QueueError, WorkQueue,
+    Backend, Driver, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId, QueueAddress,
+    QueueConfig, QueueDecorator, QueueError, WorkQueue,
 };
 
 /// Counts calls on the way through to any queue.
@@ -42,9 +42,9 @@ impl<Q> CountingQueue<Q> {
     }
 }
 
-/// A decorator names only the calls it changes: every other call, the
-/// ledger included, goes to the inner queue by [`QueueDecorator`]'s
-/// defaults, so a call the contract adds later cannot be dropped here.
+/// A decorator names only the calls it changes: every other call goes to
+/// the inner queue by [`QueueDecorator`]'s defaults, so a call the contract
+/// adds later cannot be dropped here.
 #[async_trait]
 impl<Q: WorkQueue> QueueDecorator for CountingQueue<Q> {
     fn inner(&self) -> &dyn WorkQueue {
@@ -88,11 +88,16 @@ impl Driver for CountingDriver {
         true // It wraps the memory queue; a network backend says false.
     }
 
+    /// The queue with the ledger its jobs go to: here the memory queue's,
+    /// beside the decorator (your backend's own, or none: then `--job`
+    /// is refused and workers end by the backlog).
     async fn open(
         &self,
         _address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, QueueError> {
-        Ok(Arc::new(CountingQueue::new(MemoryQueue::new(config))))
+    ) -> Result<Backend, QueueError> {
+        let inner = MemoryQueue::new(config);
+        let ledger = inner.ledger();
+        Ok(Backend::new(Arc::new(CountingQueue::new(inner))).with_ledger(ledger))
     }
 }

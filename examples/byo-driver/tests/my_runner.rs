@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forloop_core::conformance::Harness;
-use forloop_core::{MemoryQueue, WorkQueue};
+use forloop_core::{Backend, MemoryQueue};
 use forloop_example_byo_driver::CountingQueue;
 
 #[test]
@@ -69,7 +69,8 @@ fn harness() -> Harness {
             .entry(config.name.clone())
             .or_insert_with(|| MemoryQueue::new(config).with_done_receipts())
             .clone();
-        async move { Arc::new(CountingQueue::new(queue)) as Arc<dyn WorkQueue> }
+        let ledger = queue.ledger();
+        async move { Backend::new(Arc::new(CountingQueue::new(queue))).with_ledger(ledger) }
     })
     .lease(Duration::from_secs(10))
     .slack(Duration::from_millis(10))

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use forloop_core::cluster::Cluster;
-use forloop_core::{Driver, ErrorChain, Handler, QueueAddress, QueueConfig, WorkQueue};
+use forloop_core::{Backend, Driver, ErrorChain, Handler, QueueAddress, QueueConfig};
 
 use super::worker_settings::check_worker_opts;
 use crate::Failure;
@@ -30,7 +30,8 @@ pub(crate) struct Prepared {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) address: QueueAddress,
     pub(crate) handler: Chosen,
-    pub(crate) queue: Arc<dyn WorkQueue>,
+    /// The queue and, where it keeps jobs, its ledger.
+    pub(crate) backend: Backend,
 }
 
 impl Context<'_> {
@@ -94,7 +95,7 @@ impl Context<'_> {
         driver: &dyn Driver,
         address: &QueueAddress,
         config: QueueConfig,
-    ) -> Result<Arc<dyn WorkQueue>, Failure> {
+    ) -> Result<Backend, Failure> {
         driver.open(address, config).await.map_err(|error| {
             Failure::new(format!(
                 "cannot open queue `{}`: {}",
@@ -113,15 +114,19 @@ impl Context<'_> {
         argv: &[String],
     ) -> Result<Prepared, Failure> {
         let handler = Chosen::choose(self.builtin.as_ref(), opts, argv)?;
-        let queue = self
+        let backend = self
             .open(&*driver, &address, self.queue_config(Some(opts)))
             .await?;
-        check_worker_opts(opts, &queue.capabilities(), &driver.redact(&address))?;
+        check_worker_opts(
+            opts,
+            &backend.queue.capabilities(),
+            &driver.redact(&address),
+        )?;
         Ok(Prepared {
             driver,
             address,
             handler,
-            queue,
+            backend,
         })
     }
 }

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use forloop_core::job::Receipt;
-use forloop_core::{DeadLetter, WorkQueue};
+use forloop_core::DeadLetter;
+use forloop_core::job::{Ledger, Receipt};
 
 use super::context::Context;
 use crate::Failure;
@@ -11,13 +11,14 @@ use crate::cli::DeadCommand;
 
 pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<u8, Failure> {
     let (driver, address) = context.driver("dead", None)?;
-    let queue = context
+    let backend = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
+    let queue = &backend.queue;
     match command {
         DeadCommand::List { limit, json } => {
             let letters = queue.list_dead(limit).await?;
-            let receipts = last_attempts(&*queue, &letters).await;
+            let receipts = last_attempts(backend.ledger.as_deref(), &letters).await;
             for letter in &letters {
                 let item = String::from_utf8_lossy(&letter.message.payload);
                 let receipt = letter
@@ -76,11 +77,11 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
 /// The receipts of the jobs `letters` belong to, by (job, seq): each dead
 /// item's last exit code and stderr. Empty where the queue keeps no jobs.
 async fn last_attempts(
-    queue: &dyn WorkQueue,
+    ledger: Option<&dyn Ledger>,
     letters: &[DeadLetter],
 ) -> HashMap<(std::sync::Arc<str>, u64), Receipt> {
     let mut receipts = HashMap::new();
-    let Some(ledger) = queue.ledger() else {
+    let Some(ledger) = ledger else {
         return receipts;
     };
     let mut jobs: Vec<std::sync::Arc<str>> = letters

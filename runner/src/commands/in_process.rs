@@ -29,13 +29,13 @@ pub(crate) async fn run(
     let started = Instant::now();
     let Prepared {
         handler: chosen,
-        queue,
+        backend,
         ..
     } = context.prepare(queue, &args.worker, &args.command).await?;
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }
-    let rules = ItemRules::command(item_room(&*queue), &args.command, args.allow_dash_items);
+    let rules = ItemRules::command(item_room(&backend), &args.command, args.allow_dash_items);
     let mut items = read_items(&args.input.input, &rules)?;
     if args.job.resume {
         skip_done(&mut items, &args)?;
@@ -44,7 +44,7 @@ pub(crate) async fn run(
     let joblog = open_joblog(&args.worker)?;
     send(
         context,
-        &*queue,
+        &backend,
         &items,
         &args.job,
         Some(&args.command),
@@ -68,7 +68,7 @@ pub(crate) async fn run(
     for index in 0..args.workers as usize {
         let mut config = worker_config(&args.worker, worker_name(index));
         chosen.configure(&mut config);
-        let worker = Worker::new(Arc::clone(&queue), handler.clone())
+        let worker = Worker::new(backend.clone(), handler.clone())
             .with_config(config)
             .with_events(tally.clone());
         workers.spawn(worker.run(shutdown.clone()));

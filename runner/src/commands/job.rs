@@ -5,9 +5,9 @@
 //! queue that keeps no ledger gets the items without a job.
 
 use bytes::Bytes;
-use forloop_core::job::{self, JobStatus, SeqSet, SubmitError};
+use forloop_core::job::{self, JobStatus, SeqSet, Submit, SubmitError};
 use forloop_core::worker::Shutdown;
-use forloop_core::{ErrorChain, Message, WorkQueue};
+use forloop_core::{Backend, Message};
 
 use super::context::Context;
 use crate::Failure;
@@ -46,54 +46,46 @@ pub(crate) fn job_name(
 }
 
 /// Publish `items` as a job (or, on a queue without a ledger, as plain
-/// items), with progress; `stop` ends it between batches.
+/// items), with progress; `stop` ends it between batches. Both go by
+/// core's one path ([`Submit`]).
 pub(crate) async fn send(
     context: &Context<'_>,
-    queue: &dyn WorkQueue,
+    backend: &Backend,
     items: &Items,
     args: &JobArgs,
     command: Option<&[String]>,
     progress: Option<&Progress>,
     stop: &Shutdown,
 ) -> Result<Sent, Failure> {
-    let total = items.items.len() as u64;
-    let Some(ledger) = queue.ledger() else {
-        if args.resume || args.job.is_some() {
-            return Err(Failure::new(
-                "this queue keeps no jobs, so --job and --resume cannot be used with it \
-                 (for Pub/Sub and SQS, `runner queue create` makes the ledger a job needs)",
-            ));
-        }
-        publish_all(queue, items, progress).await?;
-        return Ok(Sent {
-            job: None,
-            total,
-            sent: total,
-            resumed: None,
-        });
+    if backend.ledger.is_none() && (args.resume || args.job.is_some()) {
+        return Err(Failure::new(
+            "this queue keeps no jobs, so --job and --resume cannot be used with it \
+             (for Pub/Sub and SQS, `runner queue create` makes the ledger a job needs)",
+        ));
+    }
+    let name = match backend.ledger {
+        Some(_) => Some(job_name(context, args, items)?),
+        None => None,
     };
-    let name = job_name(context, args, items)?;
     let messages: Vec<Message> = items
         .items
         .iter()
         .map(|b: &Bytes| Message::new(b.clone()))
         .collect();
-    let result = job::submit_job(
-        queue,
-        &*ledger,
-        &name,
-        messages,
-        command.map(|argv| argv.join(" ")),
-        args.resume,
-        stop,
-        |n| {
+    let mut submit = Submit::new(&*backend.queue, messages)
+        .stop(stop)
+        .on_batch(|n| {
             if let Some(progress) = progress {
                 progress.add(n as u64);
             }
-        },
-    )
-    .await;
-    match result {
+        });
+    if let (Some(ledger), Some(name)) = (&backend.ledger, &name) {
+        submit = submit.job(&**ledger, name).resume(args.resume);
+        if let Some(argv) = command {
+            submit = submit.command(argv.join(" "));
+        }
+    }
+    match submit.send().await {
         Ok(report) => Ok(Sent {
             job: report.job,
             total: report.total,
@@ -104,9 +96,18 @@ pub(crate) async fn send(
     }
 }
 
-/// A stopped submit, in the input's line numbers.
+/// A stopped submit, in the input's line numbers. Plain items go in
+/// order, so what went in is the lines before the first that did not: the
+/// rest can be sent alone.
 fn explain(error: &SubmitError, lines: &[usize]) -> String {
-    error.describe("lines", |set| line_ranges(set, lines))
+    let text = error.describe("lines", |set| line_ranges(set, lines));
+    let sent = error.sent.len() as usize;
+    match lines.get(sent) {
+        Some(next) if error.job.is_none() && sent > 0 => {
+            format!("{text}: `tail -n +{next} FILE | runner submit -` sends them")
+        }
+        _ => text,
+    }
 }
 
 /// Item positions as line numbers: `3-40, 52`.
@@ -126,54 +127,15 @@ pub(crate) fn line_ranges(set: &SeqSet, lines: &[usize]) -> String {
         .join(", ")
 }
 
-/// The largest item `queue` takes from an input: its payload limit, less
+/// The largest item `backend` takes from an input: its payload limit, less
 /// the room a job's attributes need where it keeps jobs.
-pub(crate) fn item_room(queue: &dyn WorkQueue) -> usize {
-    let max = queue.capabilities().max_payload;
-    if queue.ledger().is_some() {
+pub(crate) fn item_room(backend: &Backend) -> usize {
+    let max = backend.queue.capabilities().max_payload;
+    if backend.ledger.is_some() {
         max.saturating_sub(forloop_core::job::JOB_ATTRIBUTES_ROOM)
     } else {
         max
     }
-}
-
-/// Publish every item, in the queue's largest batches. On a failure part-way,
-/// say exactly which lines went in, so the rest can be submitted alone.
-async fn publish_all(
-    queue: &dyn WorkQueue,
-    items: &Items,
-    progress: Option<&Progress>,
-) -> Result<(), Failure> {
-    let batch = queue.capabilities().max_batch.max(1);
-    let mut published = 0usize;
-    for chunk in items.items.chunks(batch) {
-        let messages: Vec<Message> = chunk
-            .iter()
-            .map(|item: &Bytes| Message::new(item.clone()))
-            .collect();
-        if let Err(error) = queue.publish(messages).await {
-            let message = if published == 0 {
-                format!(
-                    "publishing failed; nothing was submitted: {}",
-                    ErrorChain(&error)
-                )
-            } else {
-                let next_line = items.lines[published];
-                format!(
-                    "publishing failed after {published} of {} items: {}. Lines before {next_line} are in the queue; \
-                     submit the rest with `tail -n +{next_line} FILE | runner submit -`",
-                    items.items.len(),
-                    ErrorChain(&error)
-                )
-            };
-            return Err(Failure::new(message));
-        }
-        published += chunk.len();
-        if let Some(progress) = progress {
-            progress.add(chunk.len() as u64);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

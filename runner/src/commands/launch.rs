@@ -97,7 +97,8 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     }
     let queue = context
         .open(&*driver, &address, context.queue_config(Some(&args.worker)))
-        .await?;
+        .await?
+        .queue;
     check_worker_opts(
         &args.worker,
         &queue.capabilities(),

@@ -12,10 +12,10 @@ use crate::cli::{ResultState, ResultsArgs};
 
 pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("results", None)?;
-    let queue = context
+    let backend = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
-    let Some(ledger) = queue.ledger() else {
+    let Some(ledger) = backend.ledger else {
         return Err(Failure::new(format!(
             "{} keeps no jobs, so there are no results to show \
              (for Pub/Sub and SQS, `runner queue create` makes the ledger)",

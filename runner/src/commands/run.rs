@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use forloop_core::cluster::{Cluster, LaunchOutcome};
 use forloop_core::worker::Shutdown;
-use forloop_core::{Driver, QueueAddress, WorkQueue};
+use forloop_core::{Backend, Driver, QueueAddress};
 
 use super::cluster::{cluster_flags, worker_request};
 use super::context::Context;
@@ -61,14 +61,14 @@ async fn launched(
     if !plug.runs_here() && driver.create(&address, &config).await? {
         tracing::info!("queue {} is ready", driver.redact(&address));
     }
-    let queue: Arc<dyn WorkQueue> = context.open(&*driver, &address, config).await?;
+    let backend = context.open(&*driver, &address, config).await?;
     check_worker_opts(
         &args.worker,
-        &queue.capabilities(),
+        &backend.queue.capabilities(),
         &driver.redact(&address),
     )?;
 
-    let submitted = submit_input(context, &*queue, &args).await?;
+    let submitted = submit_input(context, &backend, &args).await?;
     let cluster = context.cluster.to_string();
     let handle = launcher.launch(&spec).await.map_err(|e| {
         Failure::new(format!(
@@ -81,7 +81,7 @@ async fn launched(
         eprintln!("runner: {line}");
     }
     let progress = Progress::start("done", submitted.total);
-    let (tick, reader) = follow_backlog(&queue, &progress, &submitted);
+    let (tick, reader) = follow_backlog(&backend, &progress, &submitted);
     let stop = Shutdown::new();
     let received = crate::signals::listen(stop.clone(), args.worker.grace);
     let followed = follow(
@@ -104,31 +104,31 @@ async fn launched(
     }
     let ok = followed.state.outcome == Some(LaunchOutcome::Complete);
     let workers = launcher.describe(&followed.state);
-    summarize(&*queue, &submitted, &workers, ok, received.exit_code()).await
+    summarize(&backend, &submitted, &workers, ok, received.exit_code()).await
 }
 
 /// A task that moves `progress` to the items no longer in the queue each
 /// time the sender ticks; drop the sender and await the task to end it.
 /// With a job, the progress is its settled items, from the ledger.
 pub(crate) fn follow_backlog(
-    queue: &Arc<dyn WorkQueue>,
+    backend: &Backend,
     progress: &Progress,
     submitted: &Submitted,
 ) -> (tokio::sync::watch::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::watch::channel(());
-    let queue = Arc::clone(queue);
+    let backend = backend.clone();
     let progress = progress.clone();
     let total = submitted.total;
     let job = submitted.sent.job.clone();
     let reader = tokio::spawn(async move {
         while rx.changed().await.is_ok() {
             if job.is_some() {
-                if let Some(status) = job_status(&*queue, job.as_deref()).await {
+                if let Some(status) = job_status(&backend, job.as_deref()).await {
                     progress.set(status.settled());
                 }
                 continue;
             }
-            if let Ok(backlog) = queue.backlog().await {
+            if let Ok(backlog) = backend.queue.backlog().await {
                 let left =
                     backlog.ready.value().unwrap_or(0) + backlog.in_flight.value().unwrap_or(0);
                 progress.set(total.saturating_sub(left));

@@ -1,11 +1,12 @@
 //! `runner status` and `runner wait`: read the queue's backlog and its
 //! jobs, change nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::job::JobStatus;
+use forloop_core::job::{JobStatus, Ledger};
 use forloop_core::worker::{DrainDetector, DrainState};
-use forloop_core::{Backlog, Count, WorkQueue};
+use forloop_core::{Backend, Backlog, Count};
 use tokio::time::Instant;
 
 use super::context::Context;
@@ -62,8 +63,8 @@ pub(crate) fn status_note(backlog: &Backlog, staleness: Duration, source: Option
 }
 
 /// The queue's jobs (`None`: it keeps none).
-async fn jobs_of(queue: &dyn WorkQueue) -> Result<Option<Vec<JobStatus>>, Failure> {
-    match queue.ledger() {
+async fn jobs_of(ledger: Option<&Arc<dyn Ledger>>) -> Result<Option<Vec<JobStatus>>, Failure> {
+    match ledger {
         Some(ledger) => Ok(Some(ledger.jobs().await?)),
         None => Ok(None),
     }
@@ -133,11 +134,11 @@ fn job_line(job: &JobStatus) -> String {
 
 pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("status", None)?;
-    let queue = context
+    let Backend { queue, ledger } = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
     let backlog = queue.backlog().await?;
-    let jobs = jobs_of(&*queue).await?;
+    let jobs = jobs_of(ledger.as_ref()).await?;
     let (rule, why) = end_rule(jobs.as_deref());
     if args.json {
         let mut json = status_json(&backlog);
@@ -172,11 +173,15 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
 
 pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("wait", None)?;
-    let queue = context
+    let Backend { queue, ledger } = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
-    if let Some(jobs) = jobs_of(&*queue).await?.filter(|jobs| !jobs.is_empty()) {
-        return wait_for_jobs(context, &*queue, jobs, args.poll).await;
+    if let Some(ledger) = ledger
+        && let Some(jobs) = jobs_of(Some(&ledger))
+            .await?
+            .filter(|jobs| !jobs.is_empty())
+    {
+        return wait_for_jobs(context, &*ledger, jobs, args.poll).await;
     }
     let caps = queue.capabilities();
     let mut detector = DrainDetector::new(caps.backlog_staleness, Duration::ZERO);
@@ -225,13 +230,12 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
 /// `wait` on a queue with jobs: until every job is complete, exactly.
 async fn wait_for_jobs(
     context: &Context<'_>,
-    queue: &dyn WorkQueue,
+    ledger: &dyn Ledger,
     mut jobs: Vec<JobStatus>,
     poll: Duration,
 ) -> Result<u8, Failure> {
     let total: u64 = jobs.iter().map(|j| j.manifest.total).sum();
     let progress = Progress::start("settled", total);
-    let ledger = queue.ledger().expect("jobs come from a ledger");
     while jobs.iter().any(|j| !j.is_complete()) {
         progress.set(jobs.iter().map(JobStatus::settled).sum());
         tokio::time::sleep(poll).await;

@@ -3,7 +3,7 @@
 //! missing), and the same for `run`, which remembers what it sent for its
 //! summary.
 
-use forloop_core::WorkQueue;
+use forloop_core::Backend;
 use forloop_core::worker::Shutdown;
 use tokio::time::Instant;
 
@@ -18,16 +18,16 @@ use crate::signals;
 
 pub(crate) async fn submit(context: &Context<'_>, args: SubmitArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("submit", None)?;
-    let queue = context
+    let backend = context
         .open(&*driver, &address, context.queue_config(None))
         .await?;
-    let items = read_items(&args.input.input, &ItemRules::queue(item_room(&*queue)))?;
+    let items = read_items(&args.input.input, &ItemRules::queue(item_room(&backend)))?;
     let stop = Shutdown::new();
     let signals = signals::listen_during_submit(stop.clone());
     let progress = Progress::start("submitted", items.items.len() as u64);
     let result = send(
         context,
-        &*queue,
+        &backend,
         &items,
         &args.job,
         None,
@@ -73,20 +73,20 @@ pub(crate) struct Submitted {
 /// its command too), then publish it with a progress bar.
 pub(crate) async fn submit_input(
     context: &Context<'_>,
-    queue: &dyn WorkQueue,
+    backend: &Backend,
     args: &RunArgs,
 ) -> Result<Submitted, Failure> {
     let started = Instant::now();
-    let rules = ItemRules::command(item_room(queue), &args.command, args.allow_dash_items);
+    let rules = ItemRules::command(item_room(backend), &args.command, args.allow_dash_items);
     let items = read_items(&args.input.input, &rules)?;
     let total = items.items.len() as u64;
-    let dead_before = dead_count(queue).await?;
+    let dead_before = dead_count(&*backend.queue).await?;
     let submit = Progress::start("submitted", total);
     let stop = Shutdown::new();
     let signals = signals::listen_during_submit(stop.clone());
     let result = send(
         context,
-        queue,
+        backend,
         &items,
         &args.job,
         Some(&args.command),

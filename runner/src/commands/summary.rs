@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
-use forloop_core::WorkQueue;
+use forloop_core::{Backend, WorkQueue};
 
 use super::submit::Submitted;
 use crate::Failure;
 
 /// The job's counts, where the run has a job.
 pub(crate) async fn job_status(
-    queue: &dyn WorkQueue,
+    backend: &Backend,
     job: Option<&str>,
 ) -> Option<forloop_core::job::JobStatus> {
-    let ledger = queue.ledger()?;
+    let ledger = backend.ledger.as_ref()?;
     let jobs = ledger.jobs().await.ok()?;
     jobs.into_iter()
         .find(|status| Some(status.manifest.job.as_str()) == job)
@@ -23,7 +23,7 @@ pub(crate) async fn job_status(
 /// Re-check the queue after the workers ended, print the summary, and give
 /// `run`'s exit code: 0 only if every item succeeded and the workers did.
 pub(crate) async fn summarize(
-    queue: &dyn WorkQueue,
+    backend: &Backend,
     submitted: &Submitted,
     workers: &str,
     workers_ok: bool,
@@ -31,11 +31,12 @@ pub(crate) async fn summarize(
 ) -> Result<u8, Failure> {
     let total = submitted.total;
     if let Some(job) = submitted.sent.job.as_deref() {
-        let status = job_status(queue, Some(job))
+        let status = job_status(backend, Some(job))
             .await
             .ok_or_else(|| Failure::new(format!("the ledger no longer has job `{job}`")))?;
-        return summarize_job(queue, submitted, &status, workers, workers_ok, signal).await;
+        return summarize_job(backend, submitted, &status, workers, workers_ok, signal).await;
     }
+    let queue = &*backend.queue;
     let after = queue.backlog().await?;
     let left = after.ready.value().unwrap_or(0) + after.in_flight.value().unwrap_or(0);
     let dead_new = dead_count(queue)
@@ -89,7 +90,7 @@ pub(crate) async fn summarize(
 
 /// The summary of a run with a job: exact, from the ledger.
 async fn summarize_job(
-    queue: &dyn WorkQueue,
+    backend: &Backend,
     submitted: &Submitted,
     status: &forloop_core::job::JobStatus,
     workers: &str,
@@ -109,7 +110,7 @@ async fn summarize_job(
         )),
     );
     if status.dead > 0 {
-        if let Some(ledger) = queue.ledger() {
+        if let Some(ledger) = &backend.ledger {
             let receipts = ledger.receipts(job).await.unwrap_or_default();
             let dead = receipts
                 .iter()

@@ -15,7 +15,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         driver,
         address,
         handler,
-        queue,
+        backend,
         ..
     } = context
         .prepare(context.driver("work", None)?, &args.worker, &args.command)
@@ -32,7 +32,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     );
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let exit = Worker::new(queue, handler.handler())
+    let exit = Worker::new(backend, handler.handler())
         .with_config(config)
         .with_events(tally.clone())
         .run(shutdown)
