@@ -63,6 +63,7 @@ pub mod kit;
 pub mod memory;
 mod publish;
 pub mod queue;
+mod shutdown;
 pub mod worker;
 
 pub use cluster::{

@@ -26,13 +26,12 @@ mod seqs;
 mod submit;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::queue::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
 pub use backend::Backend;
 pub use book::Book;
 pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, SheetCalls};
@@ -41,11 +40,6 @@ pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
     submit_job,
 };
-
-/// The attribute naming an item's job.
-pub const JOB_ATTRIBUTE: &str = "forloop-job";
-/// The attribute holding an item's sequence number in its job (0-based).
-pub const SEQ_ATTRIBUTE: &str = "forloop-seq";
 
 /// The longest job name.
 pub const MAX_JOB_NAME: usize = 64;
@@ -275,90 +269,6 @@ fn item_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D
     String::deserialize(deserializer).map(Bytes::from)
 }
 
-/// An item's place in its job: [`crate::Message::job`] and
-/// [`crate::Delivery::job`].
-///
-/// On the wire (a backend's message attributes) it travels as the two
-/// attributes [`JOB_ATTRIBUTE`] and [`SEQ_ATTRIBUTE`]: a driver writes them
-/// with [`crate::Message::wire_attributes`] and takes them back off with
-/// [`JobItem::take_from`] (or [`crate::Message::from_wire`]), so that
-/// attributes hold only an item's own everywhere else.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct JobItem {
-    /// The job.
-    pub job: Arc<str>,
-    /// Its sequence number.
-    pub seq: u64,
-}
-
-impl JobItem {
-    /// An item of `job` at `seq`.
-    pub fn new(job: impl Into<Arc<str>>, seq: u64) -> Self {
-        Self {
-            job: job.into(),
-            seq,
-        }
-    }
-
-    /// Take the job and sequence number out of attributes read off the
-    /// wire, if the item has both and the sequence number reads: the two
-    /// attributes are removed. A malformed pair (one of the two missing, a
-    /// sequence number that is no number) is left in `attributes` and the
-    /// item has no job. The name is shared with `known` when it is that
-    /// one (a pull's items mostly are of one job), else kept there: one
-    /// allocation per job, not per item.
-    pub fn take_from(
-        attributes: &mut BTreeMap<String, String>,
-        known: &mut Option<Arc<str>>,
-    ) -> Option<JobItem> {
-        let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
-        let item = Self::shared(attributes.get(JOB_ATTRIBUTE)?, seq, known);
-        attributes.remove(JOB_ATTRIBUTE);
-        attributes.remove(SEQ_ATTRIBUTE);
-        Some(item)
-    }
-
-    /// An item of job `name` at `seq`, the name shared with `known` when it
-    /// is that one, else kept there (see [`JobItem::take_from`]): for a
-    /// driver that stores the job in its own form.
-    pub fn shared(name: &str, seq: u64, known: &mut Option<Arc<str>>) -> JobItem {
-        let job = match known {
-            Some(job) if **job == *name => Arc::clone(job),
-            _ => known.insert(Arc::from(name)).clone(),
-        };
-        JobItem { job, seq }
-    }
-
-    /// Write this job and sequence number into `attributes`, as they travel
-    /// on the wire.
-    pub fn stamp(&self, attributes: &mut BTreeMap<String, String>) {
-        attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.to_string());
-        attributes.insert(SEQ_ATTRIBUTE.to_string(), self.seq.to_string());
-    }
-}
-
-/// `attributes` as they travel on the wire for an item of `job`: with the
-/// job's two attributes when it has one (a copy), else as they are.
-pub fn wire_attributes<'a>(
-    job: Option<&JobItem>,
-    attributes: &'a BTreeMap<String, String>,
-) -> Cow<'a, BTreeMap<String, String>> {
-    match job {
-        Some(job) => {
-            let mut stamped = attributes.clone();
-            job.stamp(&mut stamped);
-            Cow::Owned(stamped)
-        }
-        None => Cow::Borrowed(attributes),
-    }
-}
-
-impl fmt::Display for JobItem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.job, self.seq)
-    }
-}
-
 /// What a receipt keeps of `payload`: all of it, shared, up to
 /// [`MAX_RECEIPT_ITEM`] bytes; else a copy of its first bytes, cut on a
 /// character boundary where the payload is text (a copy, so that a receipt
@@ -397,6 +307,8 @@ pub fn unix_millis() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

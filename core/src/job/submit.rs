@@ -146,7 +146,7 @@ pub async fn submit_job(
     items: Vec<Message>,
     command: Option<String>,
     resume: bool,
-    stop: &crate::Shutdown,
+    stop: &crate::shutdown::Shutdown,
     on_batch: impl FnMut(usize) + Send,
 ) -> Result<SubmitReport, SubmitError> {
     let mut submit = Submit::new(queue, items)
@@ -190,7 +190,7 @@ pub struct Submit<'a> {
     job: Option<(&'a dyn Ledger, &'a str)>,
     command: Option<String>,
     resume: bool,
-    stop: Option<&'a crate::Shutdown>,
+    stop: Option<&'a crate::shutdown::Shutdown>,
     on_batch: Box<dyn FnMut(usize) + Send + 'a>,
     keep_ids: bool,
 }
@@ -241,7 +241,7 @@ impl<'a> Submit<'a> {
     }
 
     /// Stop between batches once `stop` is triggered (Ctrl-C).
-    pub fn stop(mut self, stop: &'a crate::Shutdown) -> Self {
+    pub fn stop(mut self, stop: &'a crate::shutdown::Shutdown) -> Self {
         self.stop = Some(stop);
         self
     }
@@ -316,7 +316,7 @@ impl<'a> Submit<'a> {
         let order: Vec<u64> = to_send.iter().collect();
         let shared: Option<Arc<str>> = name.map(Arc::from);
         for seqs in order.chunks(capabilities.max_batch.max(1)) {
-            if stop.is_some_and(crate::Shutdown::is_stopping) {
+            if stop.is_some_and(crate::shutdown::Shutdown::is_stopping) {
                 return Err(fail(
                     sent,
                     SeqSet::new(),

@@ -36,6 +36,7 @@
 //! nack or extend, and the call reports it in [`LeaseReport::lost`].
 
 mod decorator;
+mod job_item;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -48,9 +49,9 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::QueueError;
-use crate::job::JobItem;
 
 pub use decorator::QueueDecorator;
+pub use job_item::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
 
 /// An item to publish: the payload bytes, optional string attributes and
 /// the item's place in a job, if it has one.
@@ -89,11 +90,11 @@ impl Message {
     }
 
     /// The attributes as a backend carries them: the item's own plus, for an
-    /// item of a job, [`crate::job::JOB_ATTRIBUTE`] and
-    /// [`crate::job::SEQ_ATTRIBUTE`] (a copy only then). What a driver that
+    /// item of a job, [`JOB_ATTRIBUTE`] and
+    /// [`SEQ_ATTRIBUTE`] (a copy only then). What a driver that
     /// stores attributes writes.
     pub fn wire_attributes(&self) -> Cow<'_, BTreeMap<String, String>> {
-        crate::job::wire_attributes(self.job.as_ref(), &self.attributes)
+        wire_attributes(self.job.as_ref(), &self.attributes)
     }
 
     /// The message a backend's payload and attributes carry: a job in the

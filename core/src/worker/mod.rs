@@ -51,12 +51,12 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+pub use crate::shutdown::Shutdown;
 pub use backoff::Backoff;
 pub use config::WorkerConfig;
 pub use drain::{DrainDetector, DrainState, Reading};
 pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
 pub(crate) use lease::{GiveUp, LeaseKeeper};
-pub use shutdown::Shutdown;
 
 use self::calls::{Calls, Done};
 use self::tasks::{Finished, TaskStops, Tasks};

@@ -1,5 +1,4 @@
-//! Stopping: the signal that tells workers to stop, and the worker's way
-//! out: running tasks dropped and their items given back, then the last
+//! Stopping: the worker's way out when its [`Shutdown`] signal comes: running tasks dropped and their items given back, then the last
 //! word with the queue (acks and hand-backs still owed, retried until the
 //! budget ends).
 
@@ -7,49 +6,14 @@ use std::sync::Arc;
 
 use futures_util::stream::StreamExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::calls::{self, Calls, Done};
 use super::tasks::{Finished, TaskStops, Tasks};
 use super::{AckBuffer, LeaseKeeper, Worker};
 use crate::LeaseToken;
-
-/// Tells workers to stop: `stop` starts a graceful shutdown, `abort` cuts the
-/// grace short (a second Ctrl-C).
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    pub(super) stop: CancellationToken,
-    pub(super) abort: CancellationToken,
-}
-
-impl Shutdown {
-    /// A fresh, untriggered shutdown.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stop pulling; let running tasks finish within the grace period.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
-    /// Stop now: drop running tasks and give their items back.
-    pub fn abort(&self) {
-        self.stop.cancel();
-        self.abort.cancel();
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// Wait until a stop is requested.
-    pub async fn stopping(&self) {
-        self.stop.cancelled().await;
-    }
-}
+#[cfg(doc)]
+use crate::Shutdown;
 
 impl Worker {
     /// Drop every running task and give its item back at once.

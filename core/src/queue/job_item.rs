@@ -1,0 +1,99 @@
+//! An item's place in a job, as the queue carries it: a label on the item
+//! (which job, which sequence number) that the queue keeps and hands back
+//! unread. What a job is, and what its items add up to, is the job layer's
+//! ([`crate::job`]); the queue only carries the label, so that a driver can
+//! store it in its own compact form.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The attribute naming an item's job.
+pub const JOB_ATTRIBUTE: &str = "forloop-job";
+/// The attribute holding an item's sequence number in its job (0-based).
+pub const SEQ_ATTRIBUTE: &str = "forloop-seq";
+
+/// An item's place in its job: [`crate::Message::job`] and
+/// [`crate::Delivery::job`].
+///
+/// On the wire (a backend's message attributes) it travels as the two
+/// attributes [`JOB_ATTRIBUTE`] and [`SEQ_ATTRIBUTE`]: a driver writes them
+/// with [`crate::Message::wire_attributes`] and takes them back off with
+/// [`JobItem::take_from`] (or [`crate::Message::from_wire`]), so that
+/// attributes hold only an item's own everywhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobItem {
+    /// The job.
+    pub job: Arc<str>,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+impl JobItem {
+    /// An item of `job` at `seq`.
+    pub fn new(job: impl Into<Arc<str>>, seq: u64) -> Self {
+        Self {
+            job: job.into(),
+            seq,
+        }
+    }
+
+    /// Take the job and sequence number out of attributes read off the
+    /// wire, if the item has both and the sequence number reads: the two
+    /// attributes are removed. A malformed pair (one of the two missing, a
+    /// sequence number that is no number) is left in `attributes` and the
+    /// item has no job. The name is shared with `known` when it is that
+    /// one (a pull's items mostly are of one job), else kept there: one
+    /// allocation per job, not per item.
+    pub fn take_from(
+        attributes: &mut BTreeMap<String, String>,
+        known: &mut Option<Arc<str>>,
+    ) -> Option<JobItem> {
+        let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
+        let item = Self::shared(attributes.get(JOB_ATTRIBUTE)?, seq, known);
+        attributes.remove(JOB_ATTRIBUTE);
+        attributes.remove(SEQ_ATTRIBUTE);
+        Some(item)
+    }
+
+    /// An item of job `name` at `seq`, the name shared with `known` when it
+    /// is that one, else kept there (see [`JobItem::take_from`]): for a
+    /// driver that stores the job in its own form.
+    pub fn shared(name: &str, seq: u64, known: &mut Option<Arc<str>>) -> JobItem {
+        let job = match known {
+            Some(job) if **job == *name => Arc::clone(job),
+            _ => known.insert(Arc::from(name)).clone(),
+        };
+        JobItem { job, seq }
+    }
+
+    /// Write this job and sequence number into `attributes`, as they travel
+    /// on the wire.
+    pub fn stamp(&self, attributes: &mut BTreeMap<String, String>) {
+        attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.to_string());
+        attributes.insert(SEQ_ATTRIBUTE.to_string(), self.seq.to_string());
+    }
+}
+
+/// `attributes` as they travel on the wire for an item of `job`: with the
+/// job's two attributes when it has one (a copy), else as they are.
+pub fn wire_attributes<'a>(
+    job: Option<&JobItem>,
+    attributes: &'a BTreeMap<String, String>,
+) -> Cow<'a, BTreeMap<String, String>> {
+    match job {
+        Some(job) => {
+            let mut stamped = attributes.clone();
+            job.stamp(&mut stamped);
+            Cow::Owned(stamped)
+        }
+        None => Cow::Borrowed(attributes),
+    }
+}
+
+impl fmt::Display for JobItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.job, self.seq)
+    }
+}
