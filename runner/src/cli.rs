@@ -26,28 +26,28 @@ fn nonzero_duration(text: &str) -> Result<Duration, String> {
 /// retries and dead-lettering, on any queue.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Queue driver name or URL: memory, or a driver this build carries
     /// (see the error for the list) [default: memory for `run`]
     #[arg(long, global = true, env = "FORLOOP_QUEUE")]
-    pub queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Name of the job's queue
     #[arg(long, global = true, env = "FORLOOP_NAME", default_value = "forloop")]
-    pub name: String,
+    pub(crate) name: String,
     /// Where `run` and `launch` start workers
     #[arg(long, global = true, env = "FORLOOP_CLUSTER", value_enum, default_value_t = Cluster::Local)]
-    pub cluster: Cluster,
+    pub(crate) cluster: Cluster,
     /// Log format on stderr; RUST_LOG sets the level (default info)
     #[arg(long, global = true, env = "FORLOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// What to do
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Log line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -56,7 +56,7 @@ pub enum LogFormat {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Submit items, run workers until every item is done, print a summary.
     /// Exits 0 only if every item succeeded.
     Run(RunArgs),
@@ -91,41 +91,41 @@ pub enum Command {
 
 /// Where items come from.
 #[derive(Debug, Args)]
-pub struct InputArgs {
+pub(crate) struct InputArgs {
     /// File with one item per line; `-` (the default) reads standard input
     #[arg(value_name = "FILE", default_value = "-")]
-    pub input: String,
+    pub(crate) input: String,
 }
 
 /// How each worker behaves.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerOpts {
+pub(crate) struct WorkerOpts {
     /// Tasks each worker runs at once [default: number of CPUs]
     #[arg(long, short = 'j', env = "FORLOOP_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
-    pub concurrency: Option<u32>,
+    pub(crate) concurrency: Option<u32>,
     /// Lease per item, renewed while its task runs
     #[arg(long, env = "FORLOOP_LEASE", default_value = "30s", value_parser = duration)]
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// Attempts per item before it is dead-lettered
     #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Time limit per attempt; an attempt over it is killed and retried
     #[arg(long, env = "FORLOOP_TASK_TIMEOUT", value_parser = nonzero_duration)]
-    pub task_timeout: Option<Duration>,
+    pub(crate) task_timeout: Option<Duration>,
     /// After SIGTERM/SIGINT, how long running tasks may finish before they are
     /// killed and their items given back
     #[arg(long, env = "FORLOOP_GRACE", default_value = "10s", value_parser = duration)]
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// Longest an item is held (its lease renewed) before it is let go
     #[arg(long, env = "FORLOOP_MAX_LEASE_AGE", default_value = "1h", value_parser = nonzero_duration)]
-    pub max_lease_age: Duration,
+    pub(crate) max_lease_age: Duration,
     /// Delay before the second attempt of a failed item; doubles each attempt
     /// (each delay is cut at random by up to 25 %)
     #[arg(long, env = "FORLOOP_BACKOFF", default_value = "1s", value_parser = duration)]
-    pub backoff: Duration,
+    pub(crate) backoff: Duration,
     /// Longest delay between attempts
     #[arg(long, env = "FORLOOP_MAX_BACKOFF", default_value = "5m", value_parser = duration)]
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Run CMD as one warm process per task slot instead of once per item:
     /// it reads items as lines on stdin and answers each with one line on
     /// stdout: `ok`, `error MESSAGE` (retried) or `fatal MESSAGE`
@@ -133,40 +133,40 @@ pub struct WorkerOpts {
     /// with its attempt and attributes. It sees FORLOOP_SLOT
     #[arg(long, env = "FORLOOP_SERVE", value_enum, num_args = 0..=1, require_equals = true,
         default_missing_value = "lines", value_name = "FORMAT")]
-    pub serve: Option<ServeMode>,
+    pub(crate) serve: Option<ServeMode>,
     /// Write one tab-separated line per finished attempt to FILE
     #[arg(long, value_name = "FILE")]
-    pub joblog: Option<PathBuf>,
+    pub(crate) joblog: Option<PathBuf>,
     /// Where the queue cannot count its backlog (Pub/Sub on the emulator, or
     /// without Cloud Monitoring) and holds items without a job: how long
     /// pulls must come back empty before a worker takes the queue as drained
     #[arg(long, env = "FORLOOP_IDLE_WINDOW", default_value = "30s", value_parser = nonzero_duration)]
-    pub idle_window: Duration,
+    pub(crate) idle_window: Duration,
     /// Exit codes that mean "no attempt can succeed" (e.g. `2,64`): an
     /// attempt ending with one is dead-lettered at once, not retried
     #[arg(long, env = "FORLOOP_FATAL_EXIT_CODES", value_delimiter = ',', value_name = "CODES",
         value_parser = clap::value_parser!(i32).range(1..=255))]
-    pub fatal_exit_codes: Vec<i32>,
+    pub(crate) fatal_exit_codes: Vec<i32>,
 }
 
 /// Which job a submit belongs to.
 #[derive(Debug, Clone, Args)]
-pub struct JobArgs {
+pub(crate) struct JobArgs {
     /// The job's name (letters, digits, `.`, `_`, `-`; at most 64). Default:
     /// the queue's name and a digest of the input, so the same command
     /// names the same job
     #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
-    pub job: Option<String>,
+    pub(crate) job: Option<String>,
     /// Continue a job that was stopped or partly failed: send only the
     /// items not yet done or queued (on the memory queue, skip the items
     /// `--joblog FILE` records as done)
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// How `--serve` writes items to its processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ServeMode {
+pub(crate) enum ServeMode {
     /// The item, one line.
     Lines,
     /// `{"item": ..., "id": ..., "attempt": N, "attributes": {...}}`, one line.
@@ -175,66 +175,66 @@ pub enum ServeMode {
 
 /// `runner run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Where items come from.
     #[command(flatten)]
-    pub input: InputArgs,
+    pub(crate) input: InputArgs,
     /// Worker count: tasks in this process for the memory queue, worker
     /// processes (`runner work`) for a shared queue
     #[arg(long, short = 'w', env = "FORLOOP_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers: u32,
+    pub(crate) workers: u32,
     /// Worker processes that die abnormally are restarted up to this many times in all
     #[arg(long, env = "FORLOOP_MAX_RESTARTS", default_value_t = 10)]
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
     /// How each worker behaves.
     #[command(flatten)]
-    pub worker: WorkerOpts,
+    pub(crate) worker: WorkerOpts,
     /// Which job.
     #[command(flatten)]
-    pub job: JobArgs,
+    pub(crate) job: JobArgs,
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
-    pub cluster: ClusterOpts,
+    pub(crate) cluster: ClusterOpts,
     /// Let items starting with `-` become arguments of their own (`{}`
     /// alone, or no `{}`), where the program reads them as options; without
     /// it such items are refused (put `--` before `{}` if the program takes it)
     #[arg(long, env = "FORLOOP_ALLOW_DASH_ITEMS")]
-    pub allow_dash_items: bool,
+    pub(crate) allow_dash_items: bool,
     /// The command run on each item, after `--`. Each `{}` becomes the item
     /// (one argument, never through a shell); with no `{}` the item is the
     /// last argument. The task also sees FORLOOP_ITEM and FORLOOP_ATTEMPT.
     #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 /// `runner submit`.
 #[derive(Debug, Args)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// Where items come from.
     #[command(flatten)]
-    pub input: InputArgs,
+    pub(crate) input: InputArgs,
     /// Which job.
     #[command(flatten)]
-    pub job: JobArgs,
+    pub(crate) job: JobArgs,
 }
 
 /// `runner results`.
 #[derive(Debug, Args)]
-pub struct ResultsArgs {
+pub(crate) struct ResultsArgs {
     /// The job (default: the queue's only job, or its newest)
     #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
-    pub job: Option<String>,
+    pub(crate) job: Option<String>,
     /// One JSON object per line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Only items in this state
     #[arg(long, value_enum)]
-    pub state: Option<ResultState>,
+    pub(crate) state: Option<ResultState>,
 }
 
 /// An item's state in `runner results`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ResultState {
+pub(crate) enum ResultState {
     /// It succeeded.
     Done,
     /// It was dead-lettered.
@@ -245,44 +245,44 @@ pub enum ResultState {
 
 /// `runner work`.
 #[derive(Debug, Args)]
-pub struct WorkArgs {
+pub(crate) struct WorkArgs {
     /// How each worker behaves.
     #[command(flatten)]
-    pub worker: WorkerOpts,
+    pub(crate) worker: WorkerOpts,
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 /// `runner launch`.
 #[derive(Debug, Args)]
-pub struct LaunchArgs {
+pub(crate) struct LaunchArgs {
     /// Worker processes to run
     #[arg(long, short = 'w', env = "FORLOOP_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers: u32,
+    pub(crate) workers: u32,
     /// Workers that die abnormally are restarted up to this many times in all
     #[arg(long, env = "FORLOOP_MAX_RESTARTS", default_value_t = 10)]
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
     /// Print what would be started, start nothing (Kubernetes: the manifests as YAML)
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Kubernetes: create the Job and return, instead of waiting for it
     #[arg(long)]
-    pub detach: bool,
+    pub(crate) detach: bool,
     /// How each worker behaves.
     #[command(flatten)]
-    pub worker: WorkerOpts,
+    pub(crate) worker: WorkerOpts,
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
-    pub cluster: ClusterOpts,
+    pub(crate) cluster: ClusterOpts,
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 /// Where `run` and `launch` start workers (`--cluster`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Cluster {
+pub(crate) enum Cluster {
     /// Worker processes on this machine
     Local,
     /// A Kubernetes Job on GKE spot nodes
@@ -302,62 +302,62 @@ impl std::fmt::Display for Cluster {
 /// Kubernetes settings of `run` and `launch` (--cluster gke|k8s).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Kubernetes (--cluster gke|k8s)")]
-pub struct ClusterOpts {
+pub(crate) struct ClusterOpts {
     /// The worker image, with `runner` and your command in it (see the Dockerfile)
     #[arg(long, env = "FORLOOP_IMAGE", value_name = "IMAGE")]
-    pub image: Option<String>,
+    pub(crate) image: Option<String>,
     /// Namespace of the Job
     #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Kubernetes service account of the workers; bind it to a Google service
     /// account with Workload Identity [default: the namespace's default]
     #[arg(long, env = "FORLOOP_SERVICE_ACCOUNT")]
-    pub service_account: Option<String>,
+    pub(crate) service_account: Option<String>,
     /// CPU request per worker
     #[arg(long, env = "FORLOOP_CPU", default_value = "1")]
-    pub cpu: String,
+    pub(crate) cpu: String,
     /// Memory request and limit per worker
     #[arg(long, env = "FORLOOP_MEMORY", default_value = "1Gi")]
-    pub memory: String,
+    pub(crate) memory: String,
     /// GKE: use the legacy preemptible node label instead of spot
     #[arg(long)]
-    pub preemptible: bool,
+    pub(crate) preemptible: bool,
     /// Worker failures (not preemptions) before the Job gives up
     #[arg(long, default_value_t = 6)]
-    pub backoff_limit: u32,
+    pub(crate) backoff_limit: u32,
     /// How long the finished Job is kept before Kubernetes deletes it
     #[arg(long, default_value = "1h", value_parser = duration)]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Stop the whole Job after this long
     #[arg(long, value_parser = duration)]
-    pub active_deadline: Option<Duration>,
+    pub(crate) active_deadline: Option<Duration>,
     /// A Secret whose keys become the workers' environment (credentials such
     /// as REDIS_URL with a password); repeatable
     #[arg(long = "env-secret", value_name = "SECRET")]
-    pub env_secrets: Vec<String>,
+    pub(crate) env_secrets: Vec<String>,
     /// Render a KEDA ScaledJob (scales on the queue's backlog) instead of a
     /// Job; with --dry-run, for `kubectl apply -f -`
     #[arg(long)]
-    pub keda: bool,
+    pub(crate) keda: bool,
     /// kubeconfig file [default: KUBECONFIG, ~/.kube/config, or in-cluster]
     #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
 }
 
 /// Which Job `runner cluster` acts on (its name is `--name`).
 #[derive(Debug, Clone, Args)]
-pub struct ClusterTarget {
+pub(crate) struct ClusterTarget {
     /// Namespace of the Job
     #[arg(long, env = "FORLOOP_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// kubeconfig file
     #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
 }
 
 /// `runner cluster ...`.
 #[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
+pub(crate) enum ClusterCommand {
     /// Workers of the run's Job: desired, running, succeeded, failed, disrupted.
     Status {
         /// Which Job.
@@ -386,7 +386,7 @@ pub enum ClusterCommand {
 
 /// `runner queue ...`.
 #[derive(Debug, Subcommand)]
-pub enum QueueCommand {
+pub(crate) enum QueueCommand {
     /// Create the queue (idempotent), with its dead-letter place.
     Create {
         /// The lease (the subscription's ack deadline on Pub/Sub)
@@ -402,7 +402,7 @@ pub enum QueueCommand {
 
 /// `runner dead ...`.
 #[derive(Debug, Subcommand)]
-pub enum DeadCommand {
+pub(crate) enum DeadCommand {
     /// List dead-lettered items, oldest first: item, attempts, reason, and
     /// for items of a job the last exit code and stderr line.
     List {
@@ -421,16 +421,16 @@ pub enum DeadCommand {
 
 /// `runner status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print `{"ready":..,"in_flight":..,"dead":..,"exact":..}`
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `runner wait`.
 #[derive(Debug, Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// How often to read the backlog
     #[arg(long, default_value = "1s", value_parser = nonzero_duration)]
-    pub poll: Duration,
+    pub(crate) poll: Duration,
 }

@@ -14,18 +14,18 @@ use bytes::Bytes;
 
 /// The items of one input, in order, with their line numbers.
 #[derive(Debug, Default)]
-pub struct Items {
+pub(crate) struct Items {
     /// Each item's text as bytes.
-    pub items: Vec<Bytes>,
+    pub(crate) items: Vec<Bytes>,
     /// The 1-based line number of each item.
-    pub lines: Vec<usize>,
+    pub(crate) lines: Vec<usize>,
     /// Lines skipped because they were blank.
-    pub blank: usize,
+    pub(crate) blank: usize,
 }
 
 /// Why an input was refused. Lists up to ten bad lines.
 #[derive(Debug)]
-pub struct InputError {
+pub(crate) struct InputError {
     source_name: String,
     problems: Vec<(usize, String)>,
     more: usize,
@@ -59,16 +59,16 @@ impl std::error::Error for InputError {}
 
 /// What every item must fit, besides being a line of text.
 #[derive(Debug, Clone)]
-pub struct ItemRules {
+pub(crate) struct ItemRules {
     /// The queue's payload limit in bytes.
-    pub max_payload: usize,
+    pub(crate) max_payload: usize,
     /// In command mode, how the item becomes the command's arguments.
-    pub command: Option<CommandFit>,
+    pub(crate) command: Option<CommandFit>,
 }
 
 impl ItemRules {
     /// Items that only need to fit the queue (`submit`: no command known).
-    pub fn queue(max_payload: usize) -> Self {
+    pub(crate) fn queue(max_payload: usize) -> Self {
         Self {
             max_payload,
             command: None,
@@ -78,7 +78,7 @@ impl ItemRules {
     /// Items that must fit the queue and become arguments of `command`;
     /// `allow_dash_items` lets items through that the program would read as
     /// options (`--allow-dash-items`).
-    pub fn command(max_payload: usize, command: &[String], allow_dash_items: bool) -> Self {
+    pub(crate) fn command(max_payload: usize, command: &[String], allow_dash_items: bool) -> Self {
         let mut fit = CommandFit::new(command);
         fit.option_slot &= !allow_dash_items;
         Self {
@@ -102,7 +102,7 @@ impl ItemRules {
 /// Linux's limit on one argument or environment string, NUL included
 /// (`MAX_ARG_STRLEN`, 32 pages): a longer one fails `execve` with E2BIG,
 /// on every attempt.
-pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+pub(crate) const MAX_ARG_STRLEN: usize = 32 * 4096;
 
 /// The variable each task gets its item in (see the command handler).
 const ITEM_VARIABLE: &str = "FORLOOP_ITEM";
@@ -111,7 +111,7 @@ const ITEM_VARIABLE: &str = "FORLOOP_ITEM";
 /// is `fixed + per_byte * n` bytes (an argument with `{}` in it, the
 /// appended item, the `FORLOOP_ITEM` variable).
 #[derive(Debug, Clone)]
-pub struct CommandFit {
+pub(crate) struct CommandFit {
     /// (fixed bytes, copies of the item) of each string the item is in.
     strings: Vec<(usize, usize)>,
     /// Some argument begins with the item (`{}` at its start, or the item
@@ -125,7 +125,7 @@ pub struct CommandFit {
 impl CommandFit {
     /// The fit of a command line as the user wrote it after `--`: each `{}`
     /// becomes the item, and with none the item is appended.
-    pub fn new(command: &[String]) -> Self {
+    pub(crate) fn new(command: &[String]) -> Self {
         let mut strings: Vec<(usize, usize)> = command
             .iter()
             .filter_map(|arg| {
@@ -188,7 +188,7 @@ impl CommandFit {
 const PLACEHOLDER: &str = "{}";
 
 /// Read items from `path`, or stdin when it is `-`.
-pub fn read_items(path: &str, rules: &ItemRules) -> Result<Items, InputError> {
+pub(crate) fn read_items(path: &str, rules: &ItemRules) -> Result<Items, InputError> {
     let source_name = if path == "-" {
         "standard input".to_string()
     } else {
@@ -212,7 +212,11 @@ pub fn read_items(path: &str, rules: &ItemRules) -> Result<Items, InputError> {
 }
 
 /// Split and check `data`, naming it `source_name` in errors.
-pub fn parse_items(data: Bytes, source_name: &str, rules: &ItemRules) -> Result<Items, InputError> {
+pub(crate) fn parse_items(
+    data: Bytes,
+    source_name: &str,
+    rules: &ItemRules,
+) -> Result<Items, InputError> {
     let mut items = Items::default();
     let mut problems = Vec::new();
     let mut more = 0;

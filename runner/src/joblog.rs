@@ -13,11 +13,11 @@ use std::sync::Mutex;
 use forloop_core::worker::{AttemptRecord, Settlement};
 
 /// The header line.
-pub const HEADER: &str = "item\tattempt\texit_code\tseconds\tworker\toutcome";
+pub(crate) const HEADER: &str = "item\tattempt\texit_code\tseconds\tworker\toutcome";
 
 /// An open joblog.
 #[derive(Debug)]
-pub struct Joblog {
+pub(crate) struct Joblog {
     out: Mutex<BufWriter<File>>,
 }
 
@@ -25,7 +25,7 @@ impl Joblog {
     /// Open `path` for appending, writing the header if the file is new or
     /// empty. Several worker processes may share one joblog: each line goes
     /// out in one `write` to a file opened with O_APPEND, so lines never mix.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -42,7 +42,7 @@ impl Joblog {
     }
 
     /// Append one attempt; flushed at once so a killed worker loses nothing.
-    pub fn record(&self, record: &AttemptRecord<'_>) {
+    pub(crate) fn record(&self, record: &AttemptRecord<'_>) {
         let line = format_line(record);
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(error) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
@@ -54,7 +54,7 @@ impl Joblog {
 /// How many times each item (escaped, as in the file) succeeded in the
 /// joblog at `path`: what `run --resume` skips on the memory queue, as GNU
 /// parallel's `--resume` does.
-pub fn done_items(path: &Path) -> std::io::Result<std::collections::HashMap<String, usize>> {
+pub(crate) fn done_items(path: &Path) -> std::io::Result<std::collections::HashMap<String, usize>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -71,7 +71,7 @@ pub fn done_items(path: &Path) -> std::io::Result<std::collections::HashMap<Stri
 }
 
 /// An item as the joblog writes it.
-pub fn escape(item: &[u8]) -> String {
+pub(crate) fn escape(item: &[u8]) -> String {
     let text = String::from_utf8_lossy(item);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -87,7 +87,7 @@ pub fn escape(item: &[u8]) -> String {
 }
 
 /// One joblog line, with its newline.
-pub fn format_line(record: &AttemptRecord<'_>) -> String {
+pub(crate) fn format_line(record: &AttemptRecord<'_>) -> String {
     let outcome = match record.settlement {
         Settlement::Acked => "ok",
         Settlement::Retrying { .. } => "retry",

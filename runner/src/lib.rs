@@ -33,11 +33,11 @@
 #![deny(missing_docs)]
 
 mod choice;
-pub mod cli;
+mod cli;
 mod commands;
-pub mod input;
-pub mod joblog;
-pub mod progress;
+mod input;
+mod joblog;
+mod progress;
 pub mod registry;
 mod signals;
 mod tally;

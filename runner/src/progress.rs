@@ -13,7 +13,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A counter shown as a bar or as periodic log lines.
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     done: Arc<AtomicU64>,
     stop: Arc<tokio::sync::Notify>,
@@ -21,7 +21,7 @@ pub struct Progress {
 
 impl Progress {
     /// Start showing progress of `what` towards `total`.
-    pub fn start(what: &'static str, total: u64) -> Self {
+    pub(crate) fn start(what: &'static str, total: u64) -> Self {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(tokio::sync::Notify::new());
         let bar = if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
@@ -55,7 +55,7 @@ impl Progress {
     }
 
     /// Count `n` more.
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
@@ -63,7 +63,7 @@ impl Progress {
     }
 
     /// Set the count.
-    pub fn set(&self, n: u64) {
+    pub(crate) fn set(&self, n: u64) {
         self.done.store(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_position(n);
@@ -71,7 +71,7 @@ impl Progress {
     }
 
     /// Stop showing progress.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.stop.notify_one();
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

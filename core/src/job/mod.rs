@@ -38,7 +38,6 @@ pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
-    submit_job,
 };
 
 /// The longest job name.

@@ -1,4 +1,4 @@
-//! [`submit_job`]: a whole input sent as one job, once. The manifest goes
+//! [`Submit`]: a whole input sent as one job (or as plain items), once. The manifest goes
 //! into the ledger before the first item, every item carries its job and
 //! sequence number, and each batch is marked submitted once the queue took
 //! it, so a submit that stopped part-way (Ctrl-C, a failed publish) is
@@ -62,7 +62,7 @@ pub struct SubmitReport {
     pub ids: Vec<crate::MessageId>,
 }
 
-/// Why [`submit_job`] stopped, and exactly where.
+/// Why [`Submit::send`] stopped, and exactly where.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", describe(self))]
 pub struct SubmitError {
@@ -134,30 +134,6 @@ impl SubmitError {
         }
         text
     }
-}
-
-/// Send `items` as job `job`; the same as [`Submit`] with every option
-/// given at once (kept for callers written before it).
-#[allow(clippy::too_many_arguments)]
-pub async fn submit_job(
-    queue: &dyn WorkQueue,
-    ledger: &dyn Ledger,
-    job: &str,
-    items: Vec<Message>,
-    command: Option<String>,
-    resume: bool,
-    stop: &crate::shutdown::Shutdown,
-    on_batch: impl FnMut(usize) + Send,
-) -> Result<SubmitReport, SubmitError> {
-    let mut submit = Submit::new(queue, items)
-        .job(ledger, job)
-        .resume(resume)
-        .stop(stop)
-        .on_batch(on_batch);
-    if let Some(command) = command {
-        submit = submit.command(command);
-    }
-    submit.send().await
 }
 
 /// The one way an input goes into a queue, as a job or as plain items:
