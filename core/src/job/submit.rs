@@ -366,3 +366,46 @@ async fn begin(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(job: Option<&str>) -> SubmitError {
+        SubmitError {
+            job: job.map(str::to_string),
+            total: 100,
+            sent: (0..40).collect(),
+            unknown: (40..50).collect(),
+            cause: QueueError::new(QueueErrorKind::Unavailable, "connection reset"),
+        }
+    }
+
+    #[test]
+    fn a_stopped_job_says_what_went_in_and_to_resume() {
+        let text = stopped(Some("nightly")).describe("lines", |set| set.to_string());
+        assert!(
+            text.starts_with("job `nightly` stopped part-way: 40 of 100"),
+            "{text}"
+        );
+        assert!(text.contains("may or may not have gone in"), "{text}");
+        assert!(
+            text.contains("--resume") && text.contains("--job nightly"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stopped_plain_items_say_what_went_in_without_a_resume_that_cannot_work() {
+        let text = stopped(None).describe("lines", |set| set.to_string());
+        assert!(
+            text.starts_with("publishing stopped part-way: 40 of 100"),
+            "{text}"
+        );
+        assert!(text.contains("Send the rest alone"), "{text}");
+        assert!(
+            !text.contains("--resume") && !text.contains("job `"),
+            "{text}"
+        );
+    }
+}
