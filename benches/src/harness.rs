@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use forloop_core::handler::from_fn;
 use forloop_core::worker::{Shutdown, Worker, WorkerConfig};
-use forloop_core::{Backend, MemoryQueue, Message, QueueConfig, Task, WorkQueue};
+use forloop_core::{Backend, Item, MemoryQueue, QueueConfig, Task, WorkQueue};
 
 use crate::{BenchArgs, Failure};
 
@@ -23,7 +23,7 @@ async fn publish(backend: &Backend, items: u64, job: bool) -> Result<f64, Failur
             .as_ref()
             .ok_or_else(|| Failure::new("--job: this queue keeps no ledger"))?;
         let messages = (0..items)
-            .map(|i| Message::new(Bytes::from(i.to_string())))
+            .map(|i| Item::new(Bytes::from(i.to_string())))
             .collect();
         forloop_core::job::Submit::new(queue, messages)
             .job(&**ledger, "bench")
@@ -37,7 +37,7 @@ async fn publish(backend: &Backend, items: u64, job: bool) -> Result<f64, Failur
     while sent < items {
         let n = (items - sent).min(batch);
         let messages = (sent..sent + n)
-            .map(|i| Message::new(Bytes::from(i.to_string())))
+            .map(|i| Item::new(Bytes::from(i.to_string())))
             .collect();
         queue.publish(messages).await?;
         sent += n;

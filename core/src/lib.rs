@@ -23,10 +23,10 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use forloop_core::{MemoryQueue, Message, QueueConfig, Shutdown, Worker, WorkerConfig, WorkerExit};
+//! use forloop_core::{MemoryQueue, Item, QueueConfig, Shutdown, Worker, WorkerConfig, WorkerExit};
 //!
 //! let queue = Arc::new(MemoryQueue::new(QueueConfig::new("squares")));
-//! let items = (1..=100).map(|n: u64| Message::new(n.to_string())).collect();
+//! let items = (1..=100).map(|n: u64| Item::new(n.to_string())).collect();
 //! forloop_core::publish_all(&*queue, items, |_| {}).await?;
 //!
 //! let handler = forloop_core::handler::for_str(|item: &str| -> Result<(), std::num::ParseIntError> {
@@ -76,7 +76,7 @@ pub use job::Backend;
 pub use memory::{MemoryDriver, MemoryQueue};
 pub use publish::{PublishError, publish_all};
 pub use queue::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
-    MessageId, QueueConfig, QueueDecorator, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
+    QueueConfig, QueueDecorator, WorkQueue,
 };
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

@@ -6,7 +6,7 @@
 //! (`runner submit` too, with line numbers and a progress bar).
 
 use crate::job::Submit;
-use crate::{Message, MessageId, QueueError, WorkQueue};
+use crate::{Item, MessageId, QueueError, WorkQueue};
 
 /// Why [`publish_all`] stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,9 @@ fn describe(error: &PublishError) -> String {
 ///
 /// ```
 /// # tokio_test_block_on(async {
-/// use forloop_core::{MemoryQueue, Message, QueueConfig, publish_all};
+/// use forloop_core::{MemoryQueue, Item, QueueConfig, publish_all};
 /// let queue = MemoryQueue::new(QueueConfig::new("docs"));
-/// let items = (0..2500).map(|i| Message::new(i.to_string())).collect();
+/// let items = (0..2500).map(|i| Item::new(i.to_string())).collect();
 /// let ids = publish_all(&queue, items, |_sent| {}).await.unwrap();
 /// assert_eq!(ids.len(), 2500);
 /// # });
@@ -56,7 +56,7 @@ fn describe(error: &PublishError) -> String {
 /// ```
 pub async fn publish_all(
     queue: &dyn WorkQueue,
-    messages: Vec<Message>,
+    messages: Vec<Item>,
     on_batch: impl FnMut(usize) + Send,
 ) -> Result<Vec<MessageId>, PublishError> {
     let total = messages.len();

@@ -12,8 +12,8 @@ use forloop_core::conformance::{self, Harness};
 use forloop_core::job::Backend;
 use forloop_core::kit::DeadStamp;
 use forloop_core::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, MemoryQueue,
-    Message, MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MemoryQueue,
+    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 use tokio::time::Instant;
 
@@ -178,9 +178,9 @@ impl Broken {
         for letter in &letters {
             let stamp = DeadStamp::new(letter.id.clone(), letter.attempts, &letter.reason);
             let message = if stamped {
-                stamp.seal(letter.message.clone())
+                stamp.seal(letter.item.clone())
             } else {
-                letter.message.clone()
+                letter.item.clone()
             };
             batch.extend(std::iter::repeat_n(message, copies));
         }
@@ -198,7 +198,7 @@ impl WorkQueue for Broken {
         }
         caps
     }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         let bytes: usize = batch.iter().map(|m| m.payload.len()).sum();
         if self.flaw == Flaw::RequestBytesCapped && bytes > 1024 * 1024 {
             return Err(QueueError::new(
@@ -231,12 +231,12 @@ impl WorkQueue for Broken {
         }
         let requeued = self.requeued.lock().unwrap();
         for delivery in &mut got {
-            delivery.attempt += requeued.get(&delivery.payload).copied().unwrap_or(0);
+            delivery.attempt += requeued.get(&delivery.item.payload).copied().unwrap_or(0);
         }
         if self.flaw == Flaw::TokensNameItems {
             let mut latest = self.latest.lock().unwrap();
             for delivery in &mut got {
-                let named = LeaseToken::new(String::from_utf8_lossy(&delivery.payload));
+                let named = LeaseToken::new(String::from_utf8_lossy(&delivery.item.payload));
                 latest.insert(named.clone(), std::mem::replace(&mut delivery.token, named));
             }
         }
@@ -360,7 +360,7 @@ impl WorkQueue for Broken {
                 self.requeued.lock().unwrap().extend(
                     letters
                         .into_iter()
-                        .map(|letter| (letter.message.payload, letter.attempts)),
+                        .map(|letter| (letter.item.payload, letter.attempts)),
                 );
                 self.inner.requeue_dead().await
             }

@@ -14,7 +14,7 @@ use forloop_core::job::{self, Backend, Ledger, SeqSet, Settled};
 use forloop_core::memory::MemoryLedger;
 use forloop_core::worker::Shutdown;
 use forloop_core::{
-    Backlog, Capabilities, CommandTemplate, Count, MemoryQueue, Message, MessageId, QueueConfig,
+    Backlog, Capabilities, CommandTemplate, Count, Item, MemoryQueue, MessageId, QueueConfig,
     QueueDecorator, QueueError, QueueErrorKind, Task, TaskOutcome, WorkQueue, Worker, WorkerConfig,
     WorkerExit,
 };
@@ -67,7 +67,7 @@ impl QueueDecorator for Blind {
             .with_delayed_nack(true)
             .with_backlog_staleness(Duration::ZERO)
     }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         if self.publishes.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_publish {
             return Err(QueueError::new(
                 QueueErrorKind::Unavailable,
@@ -88,8 +88,8 @@ impl QueueDecorator for Blind {
     }
 }
 
-fn items(n: usize) -> Vec<Message> {
-    (0..n).map(|i| Message::new(format!("item-{i}"))).collect()
+fn items(n: usize) -> Vec<Item> {
+    (0..n).map(|i| Item::new(format!("item-{i}"))).collect()
 }
 
 async fn submit(
@@ -123,7 +123,7 @@ async fn a_job_ends_when_every_item_is_settled_where_the_queue_cannot_count() {
     submit(&queue, "j", 20, false).await.unwrap();
     let handler = Arc::new(from_fn(|task: Task| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if &task.payload[..] == b"item-7" {
+        if &task.item.payload[..] == b"item-7" {
             TaskOutcome::fatal("bad item")
         } else {
             TaskOutcome::success()

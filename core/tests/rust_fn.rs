@@ -2,7 +2,6 @@
 //! library's own loop: publish_all checks the whole input first, and a
 //! worker stops on a Shutdown the program triggers.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,16 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use forloop_core::handler::{OutcomeKind, for_bytes, for_json, for_str};
 use forloop_core::{
-    Handler, MemoryQueue, Message, QueueConfig, Shutdown, Task, TaskOutcome, WorkQueue, Worker,
+    Handler, Item, MemoryQueue, QueueConfig, Shutdown, Task, TaskOutcome, WorkQueue, Worker,
     WorkerConfig, WorkerExit, publish_all,
 };
 
 fn task(payload: &[u8]) -> Task {
     Task {
         id: Arc::from("1"),
-        payload: Bytes::copy_from_slice(payload),
-        attributes: BTreeMap::new().into(),
-        job: None,
+        item: Item::new(Bytes::copy_from_slice(payload)),
         attempt: 1,
     }
 }
@@ -105,8 +102,8 @@ async fn publish_all_checks_every_item_before_sending_any() {
     let config = QueueConfig::new("publish");
     let queue = MemoryQueue::new(config);
     let limit = queue.capabilities().max_payload;
-    let mut items: Vec<Message> = (0..10).map(|i| Message::new(i.to_string())).collect();
-    items.push(Message::new(vec![b'x'; limit + 1]));
+    let mut items: Vec<Item> = (0..10).map(|i| Item::new(i.to_string())).collect();
+    items.push(Item::new(vec![b'x'; limit + 1]));
     let error = publish_all(&queue, items, |_| {}).await.unwrap_err();
     assert_eq!(error.published, 0);
     assert!(
@@ -125,19 +122,19 @@ async fn publish_all_sends_in_the_largest_batches_in_order() {
     let queue = MemoryQueue::new(QueueConfig::new("publish"));
     let batch = queue.capabilities().max_batch;
     let total = batch * 2 + 3;
-    let items = (0..total).map(|i| Message::new(i.to_string())).collect();
+    let items = (0..total).map(|i| Item::new(i.to_string())).collect();
     let mut sizes = Vec::new();
     let ids = publish_all(&queue, items, |n| sizes.push(n)).await.unwrap();
     assert_eq!(ids.len(), total);
     assert_eq!(sizes, [batch, batch, 3]);
     let first = queue.pull(1, Duration::ZERO).await.unwrap();
-    assert_eq!(&first[0].payload[..], b"0");
+    assert_eq!(&first[0].item.payload[..], b"0");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_library_shutdown_stops_the_worker_and_gives_the_running_item_back() {
     let queue = Arc::new(MemoryQueue::new(QueueConfig::new("lib")));
-    publish_all(&*queue, vec![Message::new("slow")], |_| {})
+    publish_all(&*queue, vec![Item::new("slow")], |_| {})
         .await
         .unwrap();
     let started = Arc::new(AtomicUsize::new(0));

@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use forloop_core::handler::{OutcomeKind, ServeConfig, ServeFormat, ServeHandler};
 use forloop_core::worker::{AttemptRecord, Backoff, Settlement, Shutdown, WorkerEvents};
 use forloop_core::{
-    Handler, MemoryQueue, Message, QueueConfig, Task, TaskOutcome, WorkQueue, Worker, WorkerConfig,
+    Handler, Item, MemoryQueue, QueueConfig, Task, TaskOutcome, WorkQueue, Worker, WorkerConfig,
     WorkerExit,
 };
 
@@ -32,9 +31,7 @@ fn scratch(test: &str) -> PathBuf {
 fn task(item: &str) -> Task {
     Task {
         id: Arc::from(format!("id-{item}")),
-        payload: Bytes::from(item.to_string()),
-        attributes: BTreeMap::new().into(),
-        job: None,
+        item: Item::new(item.to_string()),
         attempt: 1,
     }
 }
@@ -338,8 +335,8 @@ for line in sys.stdin:
     };
     let handler = python(&script, config);
     let mut of_job = task("a");
-    of_job.attributes = BTreeMap::from([("k".to_string(), "v".to_string())]).into();
-    of_job.job = Some(forloop_core::job::JobItem::new("j", 4));
+    of_job.item.attributes = BTreeMap::from([("k".to_string(), "v".to_string())]).into();
+    of_job.item.job = Some(forloop_core::job::JobItem::new("j", 4));
     assert_eq!(handler.handle(of_job).await, TaskOutcome::success());
     assert_eq!(handler.handle(task("b")).await, TaskOutcome::success());
     assert_eq!(
@@ -487,7 +484,7 @@ async fn queue_with(items: &[&str], max_attempts: u32) -> Arc<MemoryQueue> {
     ));
     let batch = items
         .iter()
-        .map(|item| Message::new(item.to_string()))
+        .map(|item| Item::new(item.to_string()))
         .collect();
     queue.publish(batch).await.unwrap();
     queue

@@ -10,8 +10,8 @@ use std::time::Duration;
 use forloop_core::handler::{OutcomeKind, from_fn};
 use forloop_core::worker::{AttemptRecord, Backoff, Settlement, Shutdown, WorkerEvents};
 use forloop_core::{
-    CommandTemplate, Handler, MemoryQueue, Message, QueueConfig, Task, TaskOutcome, WorkQueue,
-    Worker, WorkerConfig, WorkerExit,
+    CommandTemplate, Handler, Item, MemoryQueue, QueueConfig, Task, TaskOutcome, WorkQueue, Worker,
+    WorkerConfig, WorkerExit,
 };
 use tokio::time::{Instant, sleep};
 
@@ -63,7 +63,7 @@ fn queue_with(lease: Duration, max_attempts: u32) -> MemoryQueue {
 async fn publish(queue: &MemoryQueue, items: &[&str]) {
     let batch = items
         .iter()
-        .map(|item| Message::new(item.to_string()))
+        .map(|item| Item::new(item.to_string()))
         .collect();
     queue.publish(batch).await.unwrap();
 }
@@ -79,7 +79,7 @@ async fn backlog(queue: &MemoryQueue) -> (u64, u64, u64) {
 }
 
 fn item(task: &Task) -> String {
-    String::from_utf8_lossy(&task.payload).into_owned()
+    String::from_utf8_lossy(&task.item.payload).into_owned()
 }
 
 fn worker(
@@ -345,7 +345,7 @@ async fn failures_retry_with_exponential_backoff_then_dead_letter() {
     );
     let dead = queue.dead_items();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message.payload, "bad");
+    assert_eq!(dead[0].item.payload, "bad");
     assert_eq!(dead[0].attempts, 3);
     assert!(dead[0].reason.contains("boom"), "{}", dead[0].reason);
     assert!(dead[0].reason.contains("attempt 3"), "{}", dead[0].reason);
@@ -505,7 +505,7 @@ async fn stop_lets_short_tasks_finish_and_pulls_nothing_more() {
         "acks flushed; `late` ready"
     );
     let late = queue.pull(1, Duration::ZERO).await.unwrap();
-    assert_eq!(late[0].payload, "late");
+    assert_eq!(late[0].item.payload, "late");
     assert_eq!(late[0].attempt, 1, "the stopped worker never pulled it");
 }
 
@@ -678,7 +678,7 @@ async fn a_command_template_acks_exit_0_and_retries_other_exit_codes() {
     );
     let dead = queue.dead_items();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message.payload, "nope");
+    assert_eq!(dead[0].item.payload, "nope");
     assert!(dead[0].reason.contains("exit code 1"), "{}", dead[0].reason);
     assert_eq!(backlog(&queue).await, (0, 0, 1));
 }

@@ -14,7 +14,7 @@ use forloop_core::handler::from_fn;
 use forloop_core::job::Backend;
 use forloop_core::worker::{AttemptRecord, Settlement, Shutdown, WorkerEvents};
 use forloop_core::{
-    Backlog, Delivery, LeaseReport, LeaseToken, MemoryQueue, Message, QueueConfig, QueueDecorator,
+    Backlog, Delivery, Item, LeaseReport, LeaseToken, MemoryQueue, QueueConfig, QueueDecorator,
     QueueError, QueueErrorKind, Task, WorkQueue, Worker, WorkerConfig, WorkerExit,
 };
 use tokio::time::{Instant, sleep, timeout};
@@ -100,7 +100,7 @@ async fn faulty(items: &[&str]) -> (Arc<Faulty>, Arc<Faults>) {
         ),
         faults: Arc::clone(&faults),
     });
-    let batch = items.iter().map(|i| Message::new(i.to_string())).collect();
+    let batch = items.iter().map(|i| Item::new(i.to_string())).collect();
     queue.publish(batch).await.unwrap();
     (queue, faults)
 }
@@ -153,7 +153,7 @@ fn started_items() -> (
     let handler = move |task: Task| {
         seen.lock()
             .unwrap()
-            .insert(String::from_utf8_lossy(&task.payload).into_owned());
+            .insert(String::from_utf8_lossy(&task.item.payload).into_owned());
         std::future::ready(())
     };
     (started, handler)
@@ -359,7 +359,7 @@ async fn a_worker_dropped_while_its_acks_hang_loses_nothing() {
         *counted
             .lock()
             .unwrap()
-            .entry(String::from_utf8_lossy(&task.payload).into_owned())
+            .entry(String::from_utf8_lossy(&task.item.payload).into_owned())
             .or_default() += 1;
         std::future::ready(())
     }));

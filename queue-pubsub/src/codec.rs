@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use forloop_core::Message;
+use forloop_core::Item;
 use forloop_core::kit::chunks_within;
 use gcloud_googleapis::pubsub::v1::PubsubMessage;
 
@@ -18,7 +18,7 @@ pub const MAX_BATCH: usize = 1000;
 const MAX_REQUEST_BYTES: usize = 9_000_000;
 
 /// Messages cut into publish requests within Pub/Sub's count and byte limits.
-pub(crate) fn publish_chunks(messages: &[Message]) -> Vec<Vec<PubsubMessage>> {
+pub(crate) fn publish_chunks(messages: &[Item]) -> Vec<Vec<PubsubMessage>> {
     chunks_within(
         messages.iter().map(to_pubsub),
         MAX_BATCH,
@@ -35,7 +35,7 @@ pub(crate) fn publish_chunks(messages: &[Message]) -> Vec<Vec<PubsubMessage>> {
 }
 
 /// The message an item is published as.
-pub(crate) fn to_pubsub(message: &Message) -> PubsubMessage {
+pub(crate) fn to_pubsub(message: &Item) -> PubsubMessage {
     PubsubMessage {
         data: message.payload.to_vec(),
         attributes: message
@@ -48,14 +48,11 @@ pub(crate) fn to_pubsub(message: &Message) -> PubsubMessage {
 }
 
 /// The item a received message carries (its job's name shared with
-/// `known`, [`Message::from_wire`]), and its id.
-pub(crate) fn from_pubsub(
-    message: PubsubMessage,
-    known: &mut Option<Arc<str>>,
-) -> (Message, String) {
+/// `known`, [`Item::from_wire`]), and its id.
+pub(crate) fn from_pubsub(message: PubsubMessage, known: &mut Option<Arc<str>>) -> (Item, String) {
     let id = message.message_id.clone();
     (
-        Message::from_wire(
+        Item::from_wire(
             Bytes::from(message.data),
             message.attributes.into_iter().collect::<BTreeMap<_, _>>(),
             known,
@@ -70,7 +67,7 @@ mod tests {
 
     #[test]
     fn items_round_trip_with_their_attributes() {
-        let item = Message::new(b"a\x00b".to_vec()).with_attribute("k", "v");
+        let item = Item::new(b"a\x00b".to_vec()).with_attribute("k", "v");
         let mut sent = to_pubsub(&item);
         sent.message_id = "9".to_string();
         assert_eq!(from_pubsub(sent, &mut None), (item, "9".to_string()));
@@ -78,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_job_travels_as_its_two_attributes() {
-        let item = Message::new("x")
+        let item = Item::new("x")
             .with_attribute("k", "v")
             .with_job(forloop_core::job::JobItem::new("j", 3));
         let sent = to_pubsub(&item);

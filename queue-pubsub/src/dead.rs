@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
-use forloop_core::{Message, QueueError};
+use forloop_core::{Item, QueueError};
 use gcloud_pubsub::publisher::Publisher;
 
 use crate::batch::SubscriberCalls;
@@ -47,7 +47,7 @@ impl DeadQueue for DeadPlace<'_> {
                 Some(ReceivedDead {
                     handle: received.ack_id,
                     id: Arc::from(id),
-                    message,
+                    item: message,
                 })
             })
             .collect())
@@ -61,7 +61,7 @@ impl DeadQueue for DeadPlace<'_> {
         self.calls.acknowledge(&self.subscription, handles).await
     }
 
-    async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+    async fn republish(&self, messages: Vec<Item>) -> Result<(), QueueError> {
         for chunk in publish_chunks(&messages) {
             self.publisher
                 .publish_immediately(chunk, None)

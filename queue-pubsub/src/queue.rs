@@ -11,8 +11,8 @@ use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
-    MessageId, QueueError, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
+    QueueError, WorkQueue,
 };
 use gcloud_gax::conn::Channel;
 use gcloud_gax::grpc::Status;
@@ -298,7 +298,7 @@ impl WorkQueue for PubsubQueue {
             })
     }
 
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         check_payload_sizes(&batch, MAX_PAYLOAD)?;
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -338,13 +338,11 @@ impl WorkQueue for PubsubQueue {
             .into_iter()
             .filter_map(|received| {
                 let (mut message, id) = from_pubsub(received.message?, &mut known_job);
-                let carried = Carried::take(&mut message.attributes);
+                let carried = Carried::take_from(&mut message);
                 let counted = u32::try_from(received.delivery_attempt).unwrap_or(0).max(1);
                 Some(Delivery {
                     id: carried.id.clone().unwrap_or_else(|| Arc::from(id)),
-                    payload: message.payload,
-                    attributes: message.attributes.into(),
-                    job: message.job,
+                    item: message,
                     token: LeaseToken::new(received.ack_id),
                     attempt: carried.attempt(counted),
                     deadline,

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use forloop_core::{Message, QueueConfig, WorkQueue};
+use forloop_core::{Item, QueueConfig, WorkQueue};
 use forloop_queue_pubsub::{PubsubAddress, PubsubQueue};
 use forloop_testkit::servers::PubsubEmulator;
 use gcloud_gax::conn::Environment;
@@ -43,7 +43,7 @@ async fn queue_pair(what: &str, config: QueueConfig) -> (PubsubQueue, PubsubQueu
 async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
     let config = QueueConfig::new("x").with_lease(Duration::from_secs(10));
     let (stale, live) = queue_pair("lapsed", config).await;
-    stale.publish(vec![Message::new("poison")]).await.unwrap();
+    stale.publish(vec![Item::new("poison")]).await.unwrap();
     let old = stale.pull(1, Duration::from_secs(5)).await.unwrap();
     assert_eq!(old.len(), 1);
     let new = live.pull(1, Duration::from_secs(15)).await.unwrap();
@@ -84,7 +84,7 @@ async fn a_hand_back_costs_no_attempt() {
     let config = QueueConfig::new("x").with_max_attempts(5);
     let (queue, _) = queue_pair("handback", config).await;
     let ids = queue
-        .publish(vec![Message::new("item").with_attribute("k", "v")])
+        .publish(vec![Item::new("item").with_attribute("k", "v")])
         .await
         .unwrap();
     for round in 0..6 {
@@ -92,7 +92,12 @@ async fn a_hand_back_costs_no_attempt() {
         assert_eq!(got.len(), 1, "round {round}: the item is not back");
         assert_eq!(got[0].attempt, 1, "round {round}: a hand-back was charged");
         assert_eq!(got[0].id, ids[0], "the item keeps its id");
-        assert_eq!(got[0].attributes.len(), 1, "{:?}", got[0].attributes);
+        assert_eq!(
+            got[0].item.attributes.len(),
+            1,
+            "{:?}",
+            got[0].item.attributes
+        );
         let report = queue.release(&[got[0].token.clone()]).await.unwrap();
         assert!(report.lost.is_empty());
     }
@@ -144,7 +149,7 @@ async fn a_batch_over_ten_megabytes_is_published_in_pieces() {
     let (queue, _) = queue_pair("big-batch", QueueConfig::new("x")).await;
     // 1000 items of 11 KB: 11 MB, past Pub/Sub's 10 MB per request.
     let item = "x".repeat(11 * 1024);
-    let batch: Vec<Message> = (0..1000).map(|_| Message::new(item.clone())).collect();
+    let batch: Vec<Item> = (0..1000).map(|_| Item::new(item.clone())).collect();
     let ids = queue.publish(batch).await.expect("published in pieces");
     assert_eq!(ids.len(), 1000);
     let mut seen = 0;

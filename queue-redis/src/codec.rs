@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use forloop_core::Message;
+use forloop_core::Item;
 use forloop_core::job::JobItem;
 use redis::Value;
 
@@ -194,22 +194,20 @@ pub(crate) fn as_i64(value: &Value) -> Option<i64> {
 /// from `attrs` (the `attrs` hash's entry, for an item stored before
 /// envelopes) when the value is bare. The job's name is shared with
 /// `known_job` ([`JobItem::shared`]).
-pub(crate) fn open(value: Bytes, attrs: &Value, known_job: &mut Option<Arc<str>>) -> Message {
+pub(crate) fn open(value: Bytes, attrs: &Value, known_job: &mut Option<Arc<str>>) -> Item {
     let stored = unpack(value);
     let encoded = stored.attributes.unwrap_or_else(|| as_bytes(attrs));
     let attributes = decode_attributes(&encoded);
-    match stored.job {
-        Some((seq, name)) => Message {
-            payload: stored.payload,
-            attributes,
-            job: Some(JobItem::shared(
-                &String::from_utf8_lossy(&name),
-                seq,
-                known_job,
-            )),
-        },
-        None => Message::from_wire(stored.payload, attributes, known_job),
+    let mut item = Item::from_wire(stored.payload, attributes, known_job);
+    if let Some((seq, name)) = stored.job {
+        // The stored job, where there is one, wins over attributes.
+        item.job = Some(JobItem::shared(
+            &String::from_utf8_lossy(&name),
+            seq,
+            known_job,
+        ));
     }
+    item
 }
 
 #[cfg(test)]

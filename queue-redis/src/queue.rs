@@ -2,7 +2,6 @@
 //! call (a settle call one per [`SETTLE_CHUNK`] tokens), and the blocking
 //! wait of a pull that found nothing.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
-    Backend, Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
+    Backend, Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken,
     MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 use redis::aio::MultiplexedConnection;
@@ -214,7 +213,7 @@ impl WorkQueue for RedisQueue {
             .with_exact_backlog()
     }
 
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         check_payload_sizes(&batch, MAX_PAYLOAD)?;
         if batch.len() > MAX_BATCH {
             return Err(QueueError::new(
@@ -273,23 +272,14 @@ impl WorkQueue for RedisQueue {
             // request left is never later than that.
             let deadline = sent + self.config.lease;
             let mut known_job = None;
-            let none = Arc::new(BTreeMap::new());
             let deliveries: Vec<Delivery> = reply[2..]
                 .chunks_exact(3)
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
-                    let message = open(as_bytes(&chunk[1]), &chunk[2], &mut known_job);
-                    let attributes = if message.attributes.is_empty() {
-                        Arc::clone(&none)
-                    } else {
-                        Arc::new(message.attributes)
-                    };
                     Some(Delivery {
                         id: Arc::from(id),
-                        payload: message.payload,
-                        attributes,
-                        job: message.job,
+                        item: open(as_bytes(&chunk[1]), &chunk[2], &mut known_job),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                         token: LeaseToken::new(lease),
                         deadline,
@@ -394,7 +384,7 @@ impl WorkQueue for RedisQueue {
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(0),
                 reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
-                message: open(as_bytes(&chunk[3]), &chunk[4], &mut known_job),
+                item: open(as_bytes(&chunk[3]), &chunk[4], &mut known_job),
             })
             .take(limit)
             .collect())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use forloop_core::job::{JobItem, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled};
-use forloop_core::{Driver, LeaseToken, Message, QueueAddress, QueueConfig, WorkQueue};
+use forloop_core::{Driver, Item, LeaseToken, QueueAddress, QueueConfig, WorkQueue};
 use forloop_queue_redis::{RedisDriver, RedisQueue};
 use forloop_testkit::servers::RedisServer;
 
@@ -32,7 +32,7 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
 async fn a_token_from_before_a_key_loss_cannot_settle_a_new_item() {
     let server = RedisServer::local(false);
     let queue = queue(&server, "key-loss", 5).await;
-    queue.publish(vec![Message::new("old")]).await.unwrap();
+    queue.publish(vec![Item::new("old")]).await.unwrap();
     let old = queue
         .pull(1, Duration::from_secs(1))
         .await
@@ -40,13 +40,13 @@ async fn a_token_from_before_a_key_loss_cannot_settle_a_new_item() {
         .remove(0);
 
     server.flushall();
-    queue.publish(vec![Message::new("new")]).await.unwrap();
+    queue.publish(vec![Item::new("new")]).await.unwrap();
     let new = queue
         .pull(1, Duration::from_secs(1))
         .await
         .unwrap()
         .remove(0);
-    assert_eq!(&new.payload[..], b"new");
+    assert_eq!(&new.item.payload[..], b"new");
 
     for report in [
         queue.ack(std::slice::from_ref(&old.token)).await.unwrap(),
@@ -78,7 +78,7 @@ async fn a_token_from_before_a_key_loss_cannot_settle_a_new_item() {
 
 /// Publish `n` items and lease them all.
 async fn lease_all(queue: &RedisQueue, n: usize) -> Vec<LeaseToken> {
-    let items: Vec<Message> = (0..n).map(|i| Message::new(format!("item-{i}"))).collect();
+    let items: Vec<Item> = (0..n).map(|i| Item::new(format!("item-{i}"))).collect();
     for batch in items.chunks(forloop_queue_redis::MAX_BATCH) {
         queue.publish(batch.to_vec()).await.expect("publish");
     }
@@ -214,7 +214,7 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
         let mut stray = receipt(0, Settled::Dead);
         stray.job = "stray".into();
         ledger.record(&[stray]).await.unwrap();
-        q.publish(vec![Message::new("a"), Message::new("b")])
+        q.publish(vec![Item::new("a"), Item::new("b")])
             .await
             .unwrap();
         let held = q.pull(1, Duration::from_secs(1)).await.unwrap();
@@ -363,7 +363,7 @@ async fn items_stored_by_earlier_releases_keep_their_attributes_and_job() {
         .await
         .unwrap();
     q.publish(vec![
-        Message::new("new item")
+        Item::new("new item")
             .with_attribute("k", "v")
             .with_job(JobItem::new("j", 5)),
     ])
@@ -376,10 +376,13 @@ async fn items_stored_by_earlier_releases_keep_their_attributes_and_job() {
         (&got[1], "mid item", 6),
         (&got[2], "new item", 5),
     ] {
-        assert_eq!(&delivery.payload[..], payload.as_bytes());
-        assert_eq!(delivery.attributes.get("k").map(String::as_str), Some("v"));
-        assert_eq!(delivery.attributes.len(), 1, "{delivery:?}");
-        assert_eq!(delivery.job, Some(JobItem::new("j", seq)));
+        assert_eq!(&delivery.item.payload[..], payload.as_bytes());
+        assert_eq!(
+            delivery.item.attributes.get("k").map(String::as_str),
+            Some("v")
+        );
+        assert_eq!(delivery.item.attributes.len(), 1, "{delivery:?}");
+        assert_eq!(delivery.item.job, Some(JobItem::new("j", seq)));
     }
     let stored: u64 = redis::cmd("HLEN")
         .arg("{forloop:legacy}:attrs")
@@ -430,8 +433,8 @@ fn receipt(seq: u64, state: Settled) -> Receipt {
     }
 }
 
-fn job_message(payload: &str, seq: u64) -> Message {
-    Message::new(payload.to_string()).with_job(JobItem::new("j", seq))
+fn job_message(payload: &str, seq: u64) -> Item {
+    Item::new(payload.to_string()).with_job(JobItem::new("j", seq))
 }
 
 /// Issue 12: an item the backend buries by itself gets a dead receipt that

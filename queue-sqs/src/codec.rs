@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use bytes::Bytes;
-use forloop_core::{Message, QueueError};
+use forloop_core::{Item, QueueError};
 
 use crate::error::invalid;
 
@@ -27,7 +27,7 @@ pub(crate) fn is_sqs_text(text: &str) -> bool {
 }
 
 /// The body and attributes a message travels as.
-pub(crate) fn encode(message: &Message) -> Outgoing {
+pub(crate) fn encode(message: &Item) -> Outgoing {
     let mut attributes = message.wire_attributes().into_owned();
     let body = match std::str::from_utf8(&message.payload) {
         Ok(text) if is_sqs_text(text) && !text.is_empty() => text.to_string(),
@@ -76,12 +76,12 @@ pub(crate) fn entry(
 }
 
 /// The item a body and its attributes carry (its job's name shared with
-/// `known`, [`Message::from_wire`]).
+/// `known`, [`Item::from_wire`]).
 pub(crate) fn decode(
     body: &str,
     mut attributes: BTreeMap<String, String>,
     known: &mut Option<Arc<str>>,
-) -> Message {
+) -> Item {
     let payload = match attributes.remove(ENCODING_ATTRIBUTE).as_deref() {
         Some("empty") => Bytes::new(),
         Some("base64") => aws_smithy_types::base64::decode(body)
@@ -89,14 +89,14 @@ pub(crate) fn decode(
             .unwrap_or_else(|_| Bytes::copy_from_slice(body.as_bytes())),
         _ => Bytes::copy_from_slice(body.as_bytes()),
     };
-    Message::from_wire(payload, attributes, known)
+    Item::from_wire(payload, attributes, known)
 }
 
 /// The item a received message carries.
 pub(crate) fn message_of(
     received: &aws_sdk_sqs::types::Message,
     known: &mut Option<Arc<str>>,
-) -> Message {
+) -> Item {
     let attributes = received
         .message_attributes()
         .map(|map| {
@@ -137,11 +137,11 @@ mod tests {
 
     #[test]
     fn text_travels_plain_and_other_bytes_as_base64() {
-        let plain = Message::new("naïve café ☕ $(x)\ttab");
+        let plain = Item::new("naïve café ☕ $(x)\ttab");
         let (body, attributes) = encode(&plain);
         assert_eq!(body, "naïve café ☕ $(x)\ttab");
         assert!(attributes.is_empty());
-        let binary = Message::new(b"a\x00b\xff".to_vec()).with_attribute("k", "v");
+        let binary = Item::new(b"a\x00b\xff".to_vec()).with_attribute("k", "v");
         let (body, attributes) = encode(&binary);
         assert_ne!(body.as_bytes(), b"a\x00b\xff");
         assert_eq!(
@@ -149,13 +149,13 @@ mod tests {
             Some("base64")
         );
         assert_eq!(decode(&body, attributes, &mut None), binary);
-        let (body, attributes) = encode(&Message::new(""));
-        assert_eq!(decode(&body, attributes, &mut None), Message::new(""));
+        let (body, attributes) = encode(&Item::new(""));
+        assert_eq!(decode(&body, attributes, &mut None), Item::new(""));
     }
 
     #[test]
     fn a_job_travels_as_its_two_attributes() {
-        let item = Message::new("x")
+        let item = Item::new("x")
             .with_attribute("k", "v")
             .with_job(forloop_core::job::JobItem::new("j", 3));
         let (body, attributes) = encode(&item);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::kit::{DeadQueue, DeadStamp, ReceivedDead};
-use forloop_core::{Message, QueueError};
+use forloop_core::{Item, QueueError};
 
 use crate::batch::{BatchCalls, MAX_BATCH, SQS_BATCH};
 use crate::codec::{encode, message_of};
@@ -41,7 +41,7 @@ impl DeadQueue for DeadPlace<'_> {
                 Some(ReceivedDead {
                     handle: m.receipt_handle()?.to_string(),
                     id: Arc::from(m.message_id().unwrap_or_default()),
-                    message: message_of(m, &mut known_job),
+                    item: message_of(m, &mut known_job),
                 })
             })
             .collect())
@@ -58,7 +58,7 @@ impl DeadQueue for DeadPlace<'_> {
         Ok(())
     }
 
-    async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+    async fn republish(&self, messages: Vec<Item>) -> Result<(), QueueError> {
         let outgoing = messages.iter().map(encode).collect();
         self.calls.send_all(self.main_url, outgoing).await?;
         Ok(())

@@ -13,8 +13,8 @@ use forloop_core::Backend;
 use forloop_core::kit::SheetLedger;
 use forloop_core::kit::{Carried, HeldDeliveries, Letters, TokenSplit, dead, whole_seconds};
 use forloop_core::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
-    MessageId, QueueConfig, QueueError, QueueErrorKind, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
+    QueueConfig, QueueError, QueueErrorKind, WorkQueue,
 };
 use futures_util::future::join_all;
 use tokio::time::Instant;
@@ -310,7 +310,7 @@ impl WorkQueue for SqsQueue {
             .with_backlog_staleness(self.address.staleness)
     }
 
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         let encoded: Vec<_> = batch.iter().map(encode).collect();
         if let Some((index, size)) = encoded
             .iter()
@@ -351,15 +351,13 @@ impl WorkQueue for SqsQueue {
             .into_iter()
             .filter_map(|m| {
                 let mut message = message_of(&m, &mut known_job);
-                let carried = Carried::take(&mut message.attributes);
+                let carried = Carried::take_from(&mut message);
                 let delivery = Delivery {
                     id: carried
                         .id
                         .clone()
                         .unwrap_or_else(|| Arc::from(m.message_id().unwrap_or_default())),
-                    payload: message.payload,
-                    attributes: message.attributes.into(),
-                    job: message.job,
+                    item: message,
                     token: LeaseToken::new(m.receipt_handle()?),
                     attempt: carried.attempt(receive_count(&m)),
                     deadline,

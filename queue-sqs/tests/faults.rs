@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use forloop_core::kit::{ID_ATTRIBUTE, REASON_ATTRIBUTE};
-use forloop_core::{Count, Message, QueueConfig, WorkQueue};
+use forloop_core::{Count, Item, QueueConfig, WorkQueue};
 use forloop_queue_sqs::{SqsAddress, SqsQueue};
 use forloop_testkit::servers::SqsEmulator;
 
@@ -60,7 +60,7 @@ async fn queue_pair(what: &str, config: QueueConfig) -> (SqsQueue, SqsQueue) {
 async fn a_worker_whose_lease_lapsed_dead_letters_nothing() {
     let config = QueueConfig::new("x").with_lease(Duration::from_secs(1));
     let (stale, live) = queue_pair("lapsed", config).await;
-    stale.publish(vec![Message::new("poison")]).await.unwrap();
+    stale.publish(vec![Item::new("poison")]).await.unwrap();
     let old = stale.pull(1, Duration::from_secs(2)).await.unwrap();
     assert_eq!(old.len(), 1);
     // The lease lapses and the other worker holds the live copy.
@@ -138,7 +138,7 @@ async fn a_hand_back_costs_no_attempt() {
     let config = QueueConfig::new("x").with_max_attempts(2);
     let (queue, _) = queue_pair("handback", config).await;
     let ids = queue
-        .publish(vec![Message::new("item").with_attribute("k", "v")])
+        .publish(vec![Item::new("item").with_attribute("k", "v")])
         .await
         .unwrap();
     for round in 0..4 {
@@ -146,7 +146,12 @@ async fn a_hand_back_costs_no_attempt() {
         assert_eq!(got.len(), 1, "round {round}: the item is not back");
         assert_eq!(got[0].attempt, 1, "round {round}: a hand-back was charged");
         assert_eq!(got[0].id, ids[0], "the item keeps its id");
-        assert_eq!(got[0].attributes.len(), 1, "{:?}", got[0].attributes);
+        assert_eq!(
+            got[0].item.attributes.len(),
+            1,
+            "{:?}",
+            got[0].item.attributes
+        );
         let report = queue.release(&[got[0].token.clone()]).await.unwrap();
         assert!(report.lost.is_empty());
     }
@@ -168,7 +173,7 @@ async fn a_handed_back_item_that_lapses_past_its_attempts_goes_dead() {
         .with_max_attempts(2)
         .with_lease(Duration::from_secs(1));
     let (queue, _) = queue_pair("handback-lapse", config).await;
-    queue.publish(vec![Message::new("item")]).await.unwrap();
+    queue.publish(vec![Item::new("item")]).await.unwrap();
     let got = queue.pull(1, Duration::from_secs(2)).await.unwrap();
     queue
         .nack(&[got[0].token.clone()], Duration::ZERO)
@@ -226,7 +231,7 @@ async fn a_worker_that_stops_mid_poll_leaves_no_receive_behind() {
     .await;
     assert!(abandoned.is_err(), "the poll was still waiting");
     drop(gone);
-    other.publish(vec![Message::new("late")]).await.unwrap();
+    other.publish(vec![Item::new("late")]).await.unwrap();
     let got = other.pull(1, Duration::from_secs(3)).await.unwrap();
     assert_eq!(
         got.len(),
@@ -282,7 +287,7 @@ fn flaky_sqs() -> String {
                         batches += 1;
                         (
                             200,
-                            r#"{"Successful":[{"Id":"0","MessageId":"m0","MD5OfMessageBody":"x"},{"Id":"2","MessageId":"m2","MD5OfMessageBody":"x"}],"Failed":[{"Id":"1","SenderFault":false,"Code":"InternalError","Message":"try again"}]}"#.to_string(),
+                            r#"{"Successful":[{"Id":"0","MessageId":"m0","MD5OfMessageBody":"x"},{"Id":"2","MessageId":"m2","MD5OfMessageBody":"x"}],"Failed":[{"Id":"1","SenderFault":false,"Code":"InternalError","Item":"try again"}]}"#.to_string(),
                         )
                     }
                     _ => (
@@ -318,7 +323,7 @@ async fn a_failed_retry_round_still_reports_what_went_in_before_it() {
     let queue = SqsQueue::with_client(address, client, &QueueConfig::new("flaky"))
         .await
         .expect("connect");
-    let batch = ["a", "b", "c"].map(Message::new).to_vec();
+    let batch = ["a", "b", "c"].map(Item::new).to_vec();
     let error = queue
         .publish(batch)
         .await

@@ -11,7 +11,7 @@ use super::{
     Harness, backlog_becomes, dead_letters_become, gated, known_counts, marked_items, publish,
     pull_one,
 };
-use crate::{Delivery, Message, QueueErrorKind, WorkQueue};
+use crate::{Delivery, Item, QueueErrorKind, WorkQueue};
 
 /// Attempts rise on every delivery; after `max_attempts` the queue itself
 /// dead-letters the item and counts it.
@@ -110,7 +110,7 @@ async fn to_last_attempt(
     queue: &dyn WorkQueue,
     test: &str,
     max_attempts: u32,
-) -> (Message, Delivery) {
+) -> (Item, Delivery) {
     let item = marked_items(test, 1).remove(0);
     queue.publish(vec![item.clone()]).await.expect("publish");
     let mut attempt = 1;
@@ -138,7 +138,7 @@ async fn ends_dead(
     test: &str,
     harness: &Harness,
     queue: &dyn WorkQueue,
-    item: &Message,
+    item: &Item,
     wait: Duration,
 ) {
     assert!(
@@ -147,7 +147,7 @@ async fn ends_dead(
     );
     if let Some(letters) = dead_letters_become(harness, queue, 1).await {
         assert_eq!(
-            &letters[0].message, item,
+            &letters[0].item, item,
             "{test}: the dead item is not the one that failed"
         );
     }

@@ -52,7 +52,7 @@ async fn kill_all(harness: &Harness, queue: &dyn WorkQueue, n: usize, reason: &s
 
 /// Dead letters in a stable order, for comparing two listings.
 fn sorted(mut letters: Vec<DeadLetter>) -> Vec<DeadLetter> {
-    letters.sort_by(|a, b| a.message.payload.cmp(&b.message.payload));
+    letters.sort_by(|a, b| a.item.payload.cmp(&b.item.payload));
     letters
 }
 
@@ -77,7 +77,7 @@ pub async fn dead_letters_listing_does_not_consume(harness: &Harness) {
     assert_eq!(first, second, "a second listing differs from the first");
     for (letter, (item, id)) in first.iter().zip(items.iter().zip(&ids)) {
         assert_eq!(
-            &letter.message, item,
+            &letter.item, item,
             "a dead item's payload or attributes changed"
         );
         assert_eq!(&letter.id, id, "a dead item lost its id");
@@ -112,15 +112,18 @@ pub async fn requeue_dead_gives_fresh_items(harness: &Harness) {
     }
     assert_eq!(queue.requeue_dead().await.expect("requeue_dead"), 3);
     let mut back = pull_n(harness, &*queue, 4).await;
-    back.sort_by(|a, b| a.payload.cmp(&b.payload));
+    back.sort_by(|a, b| a.item.payload.cmp(&b.item.payload));
     assert_eq!(back.len(), 3, "requeue did not bring back each item once");
     for (delivery, item) in back.iter().zip(&items) {
-        assert_eq!(delivery.payload, item.payload, "a requeued item changed");
         assert_eq!(
-            *delivery.attributes, item.attributes,
+            delivery.item.payload, item.payload,
+            "a requeued item changed"
+        );
+        assert_eq!(
+            delivery.item.attributes, item.attributes,
             "a requeued item must have exactly the attributes it had before it died"
         );
-        assert_eq!(delivery.job, item.job, "a requeued item lost its job");
+        assert_eq!(delivery.item.job, item.job, "a requeued item lost its job");
         assert_eq!(delivery.attempt, 1, "a requeued item starts at attempt 1");
     }
     let tokens: Vec<_> = back.into_iter().map(|d| d.token).collect();
@@ -168,7 +171,7 @@ pub async fn requeue_after_native_dead_letter_restores_attributes(harness: &Harn
         );
     };
     assert_eq!(
-        letters[0].message, items[0],
+        letters[0].item, items[0],
         "the listing shows the backend's own stamps"
     );
     assert_eq!(queue.requeue_dead().await.expect("requeue_dead"), 1);
@@ -176,10 +179,10 @@ pub async fn requeue_after_native_dead_letter_restores_attributes(harness: &Harn
         .await
         .expect("the requeued item");
     assert_eq!(
-        *back.attributes, items[0].attributes,
+        back.item.attributes, items[0].attributes,
         "attributes after requeue"
     );
-    assert_eq!(back.job, items[0].job, "the job after requeue");
+    assert_eq!(back.item.job, items[0].job, "the job after requeue");
     assert_eq!(back.attempt, 1, "a requeued item starts at attempt 1");
     queue.ack(&[back.token]).await.expect("ack");
 }

@@ -9,7 +9,7 @@ use tokio::time::{Instant, sleep};
 
 use super::{Harness, backlog_becomes, publish, pull_n, pull_one, text};
 use crate::job::JobItem;
-use crate::{Delivery, Message, WorkQueue};
+use crate::{Delivery, Item, WorkQueue};
 
 /// Payload bytes, attributes, jobs and ids survive the trip; a first
 /// delivery is attempt 1. An item's job comes back as its job, not among
@@ -17,10 +17,10 @@ use crate::{Delivery, Message, WorkQueue};
 pub async fn round_trip(harness: &Harness) {
     let queue = harness.queue("round_trip", 5).await;
     let payload = b"caf\xc3\xa9 \"quoted\" $(x); \x00\xff".to_vec();
-    let message = Message::new(payload.clone())
+    let message = Item::new(payload.clone())
         .with_attribute("origin", "conformance")
         .with_attribute("n", "1");
-    let of_job = Message::new("of a job")
+    let of_job = Item::new("of a job")
         .with_attribute("origin", "conformance")
         .with_job(JobItem::new("round-trip", 7));
     let ids = queue
@@ -32,15 +32,19 @@ pub async fn round_trip(harness: &Harness) {
     let mut held = pull_n(harness, &*queue, 2).await;
     assert_eq!(held.len(), 2, "the published items were not delivered");
     // The item without a job first.
-    held.sort_by_key(|d| d.job.is_some());
+    held.sort_by_key(|d| d.item.job.is_some());
     let delivery = held.remove(0);
-    assert_eq!(&delivery.payload[..], &payload[..], "payload bytes changed");
+    assert_eq!(
+        &delivery.item.payload[..],
+        &payload[..],
+        "payload bytes changed"
+    );
     let want: BTreeMap<_, _> = [("n", "1"), ("origin", "conformance")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    assert_eq!(*delivery.attributes, want, "attributes changed");
-    assert_eq!(delivery.job, None, "an item without a job got one");
+    assert_eq!(*delivery.item.attributes, want, "attributes changed");
+    assert_eq!(delivery.item.job, None, "an item without a job got one");
     assert_eq!(
         delivery.id, ids[0],
         "delivery id differs from the published id"
@@ -49,12 +53,12 @@ pub async fn round_trip(harness: &Harness) {
     assert!(delivery.deadline > before, "the deadline is in the future");
     let job_delivery = held.remove(0);
     assert_eq!(
-        job_delivery.payload, of_job.payload,
+        job_delivery.item.payload, of_job.payload,
         "payload bytes changed"
     );
-    assert_eq!(job_delivery.job, of_job.job, "an item's job changed");
+    assert_eq!(job_delivery.item.job, of_job.job, "an item's job changed");
     assert_eq!(
-        *job_delivery.attributes, of_job.attributes,
+        job_delivery.item.attributes, of_job.attributes,
         "an item's attributes changed, or show its job"
     );
     assert_eq!(

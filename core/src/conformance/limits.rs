@@ -3,16 +3,16 @@
 //! batch of the largest items goes through whole.
 
 use super::{Harness, backlog_becomes, gated, pull_n, pull_one};
-use crate::{Message, QueueErrorKind};
+use crate::{Item, QueueErrorKind};
 
 /// An oversize item refuses the whole batch, names the item, publishes nothing.
 pub async fn oversize_payload_refused(harness: &Harness) {
     let queue = harness.queue("oversize", 5).await;
     let max = queue.capabilities().max_payload;
     let batch = vec![
-        Message::new("small"),
-        Message::new(vec![b'x'; max + 1]),
-        Message::new("small too"),
+        Item::new("small"),
+        Item::new(vec![b'x'; max + 1]),
+        Item::new("small too"),
     ];
     let error = queue
         .publish(batch)
@@ -32,7 +32,7 @@ pub async fn oversize_payload_refused(harness: &Harness) {
         pull_one(&*queue, harness.slack).await.is_none(),
         "part of a refused batch was published"
     );
-    let exact = Message::new(vec![b'y'; max]);
+    let exact = Item::new(vec![b'y'; max]);
     queue
         .publish(vec![exact])
         .await
@@ -60,12 +60,12 @@ pub async fn full_batch_of_largest_items(harness: &Harness) {
             ),
         );
     }
-    let batch: Vec<Message> = (0..caps.max_batch)
+    let batch: Vec<Item> = (0..caps.max_batch)
         .map(|i| {
             let mut payload = vec![b'x'; caps.max_payload];
             let tag = i.to_string();
             payload[..tag.len()].copy_from_slice(tag.as_bytes());
-            Message::new(payload)
+            Item::new(payload)
         })
         .collect();
     let ids = queue
@@ -76,7 +76,8 @@ pub async fn full_batch_of_largest_items(harness: &Harness) {
     let held = pull_n(harness, &*queue, caps.max_batch).await;
     assert_eq!(held.len(), caps.max_batch, "not every item was delivered");
     assert!(
-        held.iter().all(|d| d.payload.len() == caps.max_payload),
+        held.iter()
+            .all(|d| d.item.payload.len() == caps.max_payload),
         "an item of max_payload bytes changed size"
     );
     let tokens: Vec<_> = held.into_iter().map(|d| d.token).collect();

@@ -62,9 +62,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use crate::job::{Backend, JobItem};
-use crate::{
-    Backlog, Count, DeadLetter, Delivery, Message, QueueConfig, QueueErrorKind, WorkQueue,
-};
+use crate::{Backlog, Count, DeadLetter, Delivery, Item, QueueConfig, QueueErrorKind, WorkQueue};
 
 type Open = dyn Fn(QueueConfig) -> Pin<Box<dyn Future<Output = Backend> + Send>> + Send + Sync;
 
@@ -205,7 +203,7 @@ fn gated(test: &str, why: &str) {
 async fn publish(queue: &dyn WorkQueue, items: &[&str]) -> Vec<crate::MessageId> {
     let batch = items
         .iter()
-        .map(|item| Message::new(item.to_string()))
+        .map(|item| Item::new(item.to_string()))
         .collect();
     queue.publish(batch).await.expect("publish")
 }
@@ -217,7 +215,7 @@ async fn pull_one(queue: &dyn WorkQueue, wait: Duration) -> Option<Delivery> {
 }
 
 fn text(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.payload).into_owned()
+    String::from_utf8_lossy(&delivery.item.payload).into_owned()
 }
 
 /// Clauses already told that their backlog counts could not be checked.
@@ -291,10 +289,10 @@ async fn backlog_becomes(
 /// Items with attributes of their own, for the dead-letter clauses; the
 /// even ones are items of a job (with no manifest), which a dead letter,
 /// its listing and a requeue must keep.
-fn marked_items(test: &str, n: usize) -> Vec<Message> {
+fn marked_items(test: &str, n: usize) -> Vec<Item> {
     (0..n)
         .map(|i| {
-            let item = Message::new(format!("{test}-{i}"))
+            let item = Item::new(format!("{test}-{i}"))
                 .with_attribute("origin", "conformance")
                 .with_attribute("n", i.to_string());
             if i % 2 == 0 {

@@ -56,7 +56,7 @@ where
     F: Fn(&[u8]) -> R + Send + Sync + 'static,
     R: IntoOutcome,
 {
-    blocking(move |task: &Task| f(&task.payload).into_outcome())
+    blocking(move |task: &Task| f(&task.item.payload).into_outcome())
 }
 
 /// A handler from a blocking function of the item as text.
@@ -75,7 +75,7 @@ where
     R: IntoOutcome,
 {
     blocking(
-        move |task: &Task| match std::str::from_utf8(&task.payload) {
+        move |task: &Task| match std::str::from_utf8(&task.item.payload) {
             Ok(text) => f(text).into_outcome(),
             Err(error) => TaskOutcome::fatal(format!("the item is not UTF-8 text: {error}")),
         },
@@ -101,7 +101,7 @@ where
     R: IntoOutcome,
 {
     blocking(
-        move |task: &Task| match serde_json::from_slice::<T>(&task.payload) {
+        move |task: &Task| match serde_json::from_slice::<T>(&task.item.payload) {
             Ok(value) => f(value).into_outcome(),
             Err(error) => TaskOutcome::fatal(format!(
                 "the item is not JSON for {}: {error}",

@@ -179,7 +179,7 @@ fn describe(status: ExitStatus, fatal_exit_codes: &[i32]) -> TaskOutcome {
 #[async_trait]
 impl Handler for CommandTemplate {
     async fn handle(&self, task: Task) -> TaskOutcome {
-        let item = &task.payload[..];
+        let item = &task.item.payload[..];
         if item.contains(&0) {
             return TaskOutcome::fatal(
                 "the item contains a NUL byte, which no command argument can carry",

@@ -9,13 +9,11 @@ mod command;
 pub mod serve;
 mod stderr;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 pub use blocking::{BlockingHandler, blocking, for_bytes, for_json, for_str};
 pub use command::{CommandError, CommandTemplate};
@@ -32,13 +30,8 @@ pub use serve::{ServeConfig, ServeFormat, ServeHandler};
 pub struct Task {
     /// The backend's id of the item.
     pub id: crate::MessageId,
-    /// The item.
-    pub payload: Bytes,
-    /// Attributes published with the item (its own: the job is
-    /// [`Task::job`]).
-    pub attributes: std::sync::Arc<BTreeMap<String, String>>,
-    /// The job the item belongs to and its sequence number there.
-    pub job: Option<crate::job::JobItem>,
+    /// The item: payload, attributes and job, as delivered.
+    pub item: crate::Item,
     /// 1 on the first attempt.
     pub attempt: u32,
 }
@@ -166,7 +159,7 @@ impl<F, Fut> fmt::Debug for FnHandler<F, Fut> {
 ///
 /// ```
 /// let handler = forloop_core::handler::from_fn(|task: forloop_core::Task| async move {
-///     if task.payload.is_empty() { Err("empty item") } else { Ok(()) }
+///     if task.item.payload.is_empty() { Err("empty item") } else { Ok(()) }
 /// });
 /// # let _ = handler;
 /// ```

@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep};
 
 use super::{Backend, Begun, JobItem, Ledger, Manifest, Receipt, SeqSet, Settled};
 use crate::conformance::Harness;
-use crate::{Message, QueueErrorKind, WorkQueue};
+use crate::{Item, QueueErrorKind, WorkQueue};
 
 fn ledger_of(backend: &Backend) -> Arc<dyn Ledger> {
     backend
@@ -178,7 +178,7 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
         .begin(&Manifest::new("job-e", 1, "d"))
         .await
         .expect("begin");
-    let message = Message::new("doomed").with_job(JobItem::new("job-e", 0));
+    let message = Item::new("doomed").with_job(JobItem::new("job-e", 0));
     queue.publish(vec![message]).await.expect("publish");
     ledger
         .submitted("job-e", &SeqSet::first(1))
@@ -274,7 +274,7 @@ pub async fn ledger_record_then_ack_counts_once_and_settles(harness: &Harness) {
         .await
         .expect("begin");
     let messages = (0..2)
-        .map(|seq| Message::new(format!("item {seq}")).with_job(JobItem::new("job-f", seq)))
+        .map(|seq| Item::new(format!("item {seq}")).with_job(JobItem::new("job-f", seq)))
         .collect();
     queue.publish(messages).await.expect("publish");
     let mut held = Vec::new();
@@ -291,9 +291,9 @@ pub async fn ledger_record_then_ack_counts_once_and_settles(harness: &Harness) {
     let receipts: Vec<Receipt> = held
         .iter()
         .map(|d| {
-            let item = d.job.clone().expect("a job's item");
+            let item = d.item.job.clone().expect("a job's item");
             let mut r = receipt(&item.job, item.seq, Settled::Done);
-            r.item = d.payload.clone();
+            r.item = d.item.payload.clone();
             r
         })
         .collect();
@@ -382,8 +382,8 @@ pub async fn ledger_cost(
         .begin(&Manifest::new("cost", items, "d"))
         .await
         .expect("begin");
-    let messages: Vec<Message> = (0..items)
-        .map(|seq| Message::new(format!("item {seq}")).with_job(JobItem::new("cost", seq)))
+    let messages: Vec<Item> = (0..items)
+        .map(|seq| Item::new(format!("item {seq}")).with_job(JobItem::new("cost", seq)))
         .collect();
     let max_batch = queues[0].capabilities().max_batch.min(100);
     for chunk in messages.chunks(max_batch) {
@@ -415,7 +415,7 @@ pub async fn ledger_cost(
                 }
                 let receipts: Vec<Receipt> = held
                     .iter()
-                    .filter_map(|d| d.job.clone())
+                    .filter_map(|d| d.item.job.clone())
                     .map(|item| {
                         let mut r = receipt(&item.job, item.seq, Settled::Done);
                         r.stderr_tail = None;

@@ -412,18 +412,18 @@ mod tests {
         let second = JobItem::take_from(&mut again, &mut known).expect("a job");
         assert!(Arc::ptr_eq(&job.job, &second.job), "one name per job");
 
-        let message = crate::Message::new("x")
+        let message = crate::Item::new("x")
             .with_attribute("k", "v")
             .with_job(job.clone());
-        assert_eq!(message.attributes, attributes(&[("k", "v")]));
+        assert_eq!(*message.attributes, attributes(&[("k", "v")]));
         let on_wire = message.wire_attributes();
         assert_eq!(
             *on_wire,
             attributes(&[("k", "v"), (JOB_ATTRIBUTE, "j"), (SEQ_ATTRIBUTE, "7")])
         );
-        let back = crate::Message::from_wire("x", on_wire.into_owned(), &mut None);
+        let back = crate::Item::from_wire("x", on_wire.into_owned(), &mut None);
         assert_eq!(back, message);
-        let plain = crate::Message::new("y").with_attribute("k", "v");
+        let plain = crate::Item::new("y").with_attribute("k", "v");
         assert!(matches!(plain.wire_attributes(), Cow::Borrowed(_)));
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::{Begun, JobItem, JobStatus, Ledger, Manifest, SeqSet};
-use crate::{Message, QueueError, QueueErrorKind, WorkQueue};
+use crate::{Item, QueueError, QueueErrorKind, WorkQueue};
 
 /// Bytes of an item's limit kept for its job attributes.
 pub const JOB_ATTRIBUTES_ROOM: usize = 64 + super::MAX_JOB_NAME;
@@ -149,11 +149,11 @@ impl SubmitError {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use forloop_core::job::Submit;
-/// use forloop_core::{MemoryQueue, Message, QueueConfig};
+/// use forloop_core::{MemoryQueue, Item, QueueConfig};
 ///
 /// let queue = MemoryQueue::new(QueueConfig::new("docs"));
 /// let ledger = queue.ledger();
-/// let items = (0..2500).map(|i| Message::new(i.to_string())).collect();
+/// let items = (0..2500).map(|i| Item::new(i.to_string())).collect();
 /// let report = Submit::new(&queue, items).job(&*ledger, "nightly").send().await?;
 /// assert_eq!((report.total, report.sent), (2500, 2500));
 /// # Ok::<(), forloop_core::job::SubmitError>(())
@@ -162,7 +162,7 @@ impl SubmitError {
 #[must_use = "a Submit does nothing until `send` is awaited"]
 pub struct Submit<'a> {
     queue: &'a dyn WorkQueue,
-    items: Vec<Message>,
+    items: Vec<Item>,
     job: Option<(&'a dyn Ledger, &'a str)>,
     command: Option<String>,
     resume: bool,
@@ -185,7 +185,7 @@ impl std::fmt::Debug for Submit<'_> {
 impl<'a> Submit<'a> {
     /// Send `items` to `queue` as plain items (no job), unless
     /// [`job`](Self::job) names one.
-    pub fn new(queue: &'a dyn WorkQueue, items: Vec<Message>) -> Self {
+    pub fn new(queue: &'a dyn WorkQueue, items: Vec<Item>) -> Self {
         Self {
             queue,
             items,
@@ -285,7 +285,7 @@ impl<'a> Submit<'a> {
             }
             None => (SeqSet::first(total), None),
         };
-        let mut slots: Vec<Option<Message>> = items.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Item>> = items.into_iter().map(Some).collect();
         let mut sent = SeqSet::new();
         let mut ids = Vec::new();
         let mut count = 0u64;
@@ -299,7 +299,7 @@ impl<'a> Submit<'a> {
                     QueueError::new(QueueErrorKind::Other, "stopped by a signal"),
                 ));
             }
-            let batch: Vec<Message> = seqs
+            let batch: Vec<Item> = seqs
                 .iter()
                 .map(|&seq| {
                     let message = slots[seq as usize].take().expect("each seq once");

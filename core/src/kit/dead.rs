@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::envelope::DeadStamp;
 use super::handback::Carried;
-use crate::{DeadLetter, Message, MessageId, QueueError};
+use crate::{DeadLetter, Item, MessageId, QueueError};
 
 /// How long listing hides the messages it looks at (released at once after).
 /// Short: a lister that dies mid-way (a worker exiting while the ledger
@@ -42,7 +42,7 @@ pub struct ReceivedDead {
     /// Its id in the dead-letter place.
     pub id: MessageId,
     /// The item, decoded, with its envelope still on.
-    pub message: Message,
+    pub item: Item,
 }
 
 /// The calls the dead-letter loops need from a backend.
@@ -63,7 +63,7 @@ pub trait DeadQueue: Send + Sync {
     async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError>;
 
     /// Publish `messages` to the work queue as new items.
-    async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError>;
+    async fn republish(&self, messages: Vec<Item>) -> Result<(), QueueError>;
 
     /// What the backend says about an item it dead-lettered by itself (a
     /// redrive or dead-letter policy), taking out every attribute it added
@@ -91,12 +91,13 @@ async fn receive_up_to<D: DeadQueue + ?Sized>(
 /// The item a dead message holds, and what its envelope (or the backend)
 /// says about its death.
 pub fn unseal<D: DeadQueue + ?Sized>(dead: &D, received: ReceivedDead) -> DeadLetter {
-    let mut message = received.message;
-    let stamp = DeadStamp::open(&mut message.attributes);
-    let stamp = stamp.or(dead.native_stamp(&mut message.attributes));
+    let mut message = received.item;
+    let attributes = std::sync::Arc::make_mut(&mut message.attributes);
+    let stamp = DeadStamp::open(attributes);
+    let stamp = stamp.or(dead.native_stamp(attributes));
     // An item the backend dead-lettered after a hand-back still carries
     // what the hand-back stamped on it.
-    let carried = Carried::take(&mut message.attributes);
+    let carried = Carried::take(attributes);
     let attempts = carried.attempt(stamp.attempts.unwrap_or(0));
     DeadLetter {
         id: stamp.id.or(carried.id).unwrap_or(received.id),
@@ -104,7 +105,7 @@ pub fn unseal<D: DeadQueue + ?Sized>(dead: &D, received: ReceivedDead) -> DeadLe
             .reason
             .unwrap_or_else(|| format!("delivered {attempts} times without an ack")),
         attempts,
-        message,
+        item: message,
     }
 }
 
@@ -136,11 +137,11 @@ pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError>
             return Ok(total);
         }
         let handles: Vec<String> = received.iter().map(|r| r.handle.clone()).collect();
-        let items: Vec<Message> = received
+        let items: Vec<Item> = received
             .into_iter()
             .map(|r| unseal(dead, r))
             .filter(|letter| seen.insert(letter.id.clone()))
-            .map(|letter| letter.message)
+            .map(|letter| letter.item)
             .collect();
         total += items.len() as u64;
         if !items.is_empty() {
@@ -175,8 +176,8 @@ mod tests {
     /// received and not yet released or deleted.
     #[derive(Default)]
     struct Place {
-        stored: Mutex<Vec<(String, Message, bool)>>,
-        published: Mutex<Vec<Message>>,
+        stored: Mutex<Vec<(String, Item, bool)>>,
+        published: Mutex<Vec<Item>>,
     }
 
     #[async_trait]
@@ -195,7 +196,7 @@ mod tests {
                     ReceivedDead {
                         handle: handle.clone(),
                         id: MessageId::from(format!("dead-{handle}")),
-                        message: message.clone(),
+                        item: message.clone(),
                     }
                 })
                 .collect())
@@ -215,7 +216,7 @@ mod tests {
                 .retain(|(handle, _, _)| !handles.contains(handle));
             Ok(())
         }
-        async fn republish(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+        async fn republish(&self, messages: Vec<Item>) -> Result<(), QueueError> {
             self.published.lock().unwrap().extend(messages);
             Ok(())
         }
@@ -230,7 +231,7 @@ mod tests {
     }
 
     fn place() -> Place {
-        let item = Message::new("a").with_attribute("k", "v");
+        let item = Item::new("a").with_attribute("k", "v");
         let sealed = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(item.clone());
         let other = DeadStamp::new(MessageId::from("8"), 3, "exit 1").seal(item.clone());
         let native = item.with_attribute("native-count", "5");
@@ -256,7 +257,7 @@ mod tests {
         assert_eq!((first[1].id.as_ref(), first[1].attempts), ("dead-h2", 5));
         assert!(first[1].reason.contains("5 times"), "{}", first[1].reason);
         for letter in &first {
-            assert_eq!(letter.message, Message::new("a").with_attribute("k", "v"));
+            assert_eq!(letter.item, Item::new("a").with_attribute("k", "v"));
         }
         assert_eq!(list(&place, 2).await.unwrap().len(), 2);
     }
@@ -270,14 +271,14 @@ mod tests {
         assert_eq!(published.len(), 3);
         for message in published.iter() {
             assert!(!message.attributes.contains_key(REASON_ATTRIBUTE));
-            assert_eq!(message, &Message::new("a").with_attribute("k", "v"));
+            assert_eq!(message, &Item::new("a").with_attribute("k", "v"));
         }
     }
 
     #[tokio::test]
     async fn a_letter_stored_twice_is_listed_and_requeued_once() {
         let place = place();
-        let twice = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(Message::new("a"));
+        let twice = DeadStamp::new(MessageId::from("7"), 3, "exit 1").seal(Item::new("a"));
         place
             .stored
             .lock()

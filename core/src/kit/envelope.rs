@@ -4,8 +4,9 @@
 //! same attribute names and strips exactly what it stamped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::{Message, MessageId};
+use crate::{Item, MessageId};
 
 /// The attribute that carries why an item was dead-lettered.
 pub const REASON_ATTRIBUTE: &str = "forloop-dead-reason";
@@ -38,8 +39,8 @@ impl DeadStamp {
     }
 
     /// `message` with this stamp among its attributes.
-    pub fn seal(&self, mut message: Message) -> Message {
-        let attributes = &mut message.attributes;
+    pub fn seal(&self, mut message: Item) -> Item {
+        let attributes = Arc::make_mut(&mut message.attributes);
         if let Some(reason) = &self.reason {
             attributes.insert(REASON_ATTRIBUTE.to_string(), reason.clone());
         }
@@ -83,12 +84,12 @@ mod tests {
 
     #[test]
     fn opening_a_sealed_item_gives_back_its_own_attributes() {
-        let item = Message::new("x").with_attribute("origin", "test");
+        let item = Item::new("x").with_attribute("origin", "test");
         let stamp = DeadStamp::new(MessageId::from("41"), 5, "exit code 1");
         let mut dead = stamp.seal(item.clone());
         assert_eq!(dead.attributes.len(), 4);
         assert_eq!(dead.attributes[ATTEMPTS_ATTRIBUTE], "5");
-        assert_eq!(DeadStamp::open(&mut dead.attributes), stamp);
+        assert_eq!(DeadStamp::open(Arc::make_mut(&mut dead.attributes)), stamp);
         assert_eq!(dead, item);
     }
 

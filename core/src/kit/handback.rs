@@ -6,8 +6,9 @@
 //! them, and adds the carried attempts to what the backend counts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::{Message, MessageId};
+use crate::{Item, MessageId};
 
 /// The attribute that carries the attempts an item had before it was
 /// handed back (its next delivery is attempt `carried + backend's count`).
@@ -35,14 +36,13 @@ impl Carried {
     }
 
     /// `message` with these attributes.
-    pub fn stamp(&self, mut message: Message) -> Message {
+    pub fn stamp(&self, mut message: Item) -> Item {
         if let Some(id) = &self.id {
-            message
-                .attributes
+            Arc::make_mut(&mut message.attributes)
                 .insert(ORIGIN_ID_ATTRIBUTE.to_string(), id.to_string());
         }
         if self.attempts > 0 {
-            message.attributes.insert(
+            Arc::make_mut(&mut message.attributes).insert(
                 CARRIED_ATTEMPTS_ATTRIBUTE.to_string(),
                 self.attempts.to_string(),
             );
@@ -64,6 +64,19 @@ impl Carried {
         }
     }
 
+    /// Take these attributes off a received item, copying its attributes
+    /// only when it carries them (a handed-back item).
+    pub fn take_from(item: &mut Item) -> Self {
+        let carries = [ORIGIN_ID_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE]
+            .iter()
+            .any(|key| item.attributes.contains_key(*key));
+        if carries {
+            Self::take(Arc::make_mut(&mut item.attributes))
+        } else {
+            Self::default()
+        }
+    }
+
     /// The attempt of a delivery the backend counts as its `counted`th.
     pub fn attempt(&self, counted: u32) -> u32 {
         counted.saturating_add(self.attempts)
@@ -76,15 +89,16 @@ mod tests {
 
     #[test]
     fn a_handed_back_item_keeps_its_id_and_its_attempt() {
-        let item = Message::new("x").with_attribute("k", "v");
+        let item = Item::new("x").with_attribute("k", "v");
         let carried = Carried::handed_back(MessageId::from("m-1"), 3);
         let mut again = carried.stamp(item.clone());
-        let taken = Carried::take(&mut again.attributes);
+        let taken = Carried::take_from(&mut again);
         assert_eq!(again, item, "only the item's own attributes are left");
         assert_eq!(taken.id.as_deref(), Some("m-1"));
         assert_eq!(taken.attempt(1), 3, "its next delivery is attempt 3 again");
-        let mut plain = item.attributes.clone();
-        assert_eq!(Carried::take(&mut plain), Carried::default());
+        let mut plain = item.clone();
+        assert_eq!(Carried::take_from(&mut plain), Carried::default());
+        assert_eq!(plain, item);
         assert_eq!(Carried::default().attempt(4), 4);
     }
 }

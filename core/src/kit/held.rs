@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::envelope::DeadStamp;
 use super::handback::Carried;
 use super::tokens::TokenSplit;
-use crate::{Delivery, LeaseToken, Message, MessageId};
+use crate::{Delivery, Item, LeaseToken, MessageId};
 
 /// One held delivery: the item as delivered and when it was received.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct HeldDelivery {
     /// The item's id.
     pub id: MessageId,
     /// The item, its attributes and its job.
-    pub message: Message,
+    pub item: Item,
     /// Its delivery attempt.
     pub attempt: u32,
     /// When the pull that delivered it was sent (no later than the server's
@@ -34,7 +34,7 @@ pub struct HeldDelivery {
 #[derive(Debug, Default)]
 pub struct Letters {
     /// The items, each sealed in the dead-letter envelope.
-    pub messages: Vec<Message>,
+    pub messages: Vec<Item>,
     /// The token text and token of each, to settle once they are published.
     pub settled: Vec<(String, LeaseToken)>,
     /// Tokens this process does not hold (lease lost, already settled).
@@ -65,11 +65,7 @@ impl HeldDeliveries {
             if let Some(text) = delivery.token.as_text() {
                 let held = HeldDelivery {
                     id: delivery.id.clone(),
-                    message: Message {
-                        payload: delivery.payload.clone(),
-                        attributes: (*delivery.attributes).clone(),
-                        job: delivery.job.clone(),
-                    },
+                    item: delivery.item.clone(),
                     attempt: delivery.attempt,
                     received,
                     deadline: delivery.deadline,
@@ -172,7 +168,7 @@ impl HeldDeliveries {
             match map.get(text) {
                 Some(held) => {
                     let stamp = DeadStamp::new(held.id.clone(), held.attempt, reason);
-                    letters.messages.push(stamp.seal(held.message.clone()));
+                    letters.messages.push(stamp.seal(held.item.clone()));
                     letters.settled.push((text.clone(), token.clone()));
                 }
                 None => letters.lost.push(token.clone()),
@@ -195,7 +191,7 @@ impl HeldDeliveries {
             match map.get(text) {
                 Some(held) => {
                     let carried = Carried::handed_back(held.id.clone(), held.attempt);
-                    out.messages.push(carried.stamp(held.message.clone()));
+                    out.messages.push(carried.stamp(held.item.clone()));
                     out.settled.push((text.clone(), token.clone()));
                 }
                 None => out.lost.push(token.clone()),
@@ -207,7 +203,6 @@ impl HeldDeliveries {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::kit::envelope::{ATTEMPTS_ATTRIBUTE, REASON_ATTRIBUTE};
@@ -215,9 +210,9 @@ mod tests {
     fn delivery(token: &str, attempt: u32) -> Delivery {
         Delivery {
             id: MessageId::from(format!("id-{token}")),
-            payload: "item".into(),
-            attributes: BTreeMap::from([("k".to_string(), "v".to_string())]).into(),
-            job: Some(crate::job::JobItem::new("j", 4)),
+            item: Item::new("item")
+                .with_attribute("k", "v")
+                .with_job(crate::job::JobItem::new("j", 4)),
             token: LeaseToken::new(token),
             attempt,
             deadline: Instant::now(),

@@ -42,7 +42,7 @@ use super::chunks_within;
 use crate::job::book::Entry;
 use crate::job::ledger::keep_receipt;
 use crate::job::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, SheetCalls};
-use crate::{DeadLetter, LeaseToken, Message, QueueError, QueueErrorKind, WorkQueue};
+use crate::{DeadLetter, Item, LeaseToken, QueueError, QueueErrorKind, WorkQueue};
 
 /// The attribute that marks a sheet and says which kind it is.
 pub const SHEET_ATTRIBUTE: &str = "forloop-sheet";
@@ -258,9 +258,9 @@ impl SheetLedger {
         self.calls
             .add(BYTES_WRITTEN, payloads.iter().map(|p| p.len() as u64).sum());
         let max_batch = queue.capabilities().max_batch.max(1);
-        let messages: Vec<Message> = payloads
+        let messages: Vec<Item> = payloads
             .into_iter()
-            .map(|p| Message::new(Bytes::from(p)).with_attribute(SHEET_ATTRIBUTE, kind))
+            .map(|p| Item::new(Bytes::from(p)).with_attribute(SHEET_ATTRIBUTE, kind))
             .collect();
         for chunk in messages.chunks(max_batch) {
             self.calls.add(PUBLISHES, 1);
@@ -323,9 +323,13 @@ impl SheetLedger {
                 // A sheet seen twice: its lease lapsed during this read,
                 // which has gone round the whole sibling.
                 wrapped |= !seen.insert(delivery.id.clone());
-                let sheet = (delivery.attributes.get(SHEET_ATTRIBUTE).map(String::as_str)
+                let sheet = (delivery
+                    .item
+                    .attributes
+                    .get(SHEET_ATTRIBUTE)
+                    .map(String::as_str)
                     == Some(kind))
-                .then(|| decode(&delivery.payload))
+                .then(|| decode(&delivery.item.payload))
                 .flatten();
                 match sheet {
                     Some(sheet) => {
@@ -482,10 +486,10 @@ impl SheetLedger {
             Ok(letters) => letters
                 .iter()
                 .filter_map(|letter| {
-                    let job = letter.message.job.as_ref()?;
+                    let job = letter.item.job.as_ref()?;
                     Some(Receipt::lapsed(
                         job,
-                        &letter.message.payload,
+                        &letter.item.payload,
                         letter.attempts,
                         &letter.reason,
                     ))

@@ -9,12 +9,11 @@
 //! the state is always as of `now`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -23,8 +22,8 @@ use super::MemoryLedger;
 use crate::job::Ledger;
 use crate::job::{Backend, JobItem, Receipt};
 use crate::queue::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, LeaseReport, LeaseToken, Message,
-    MessageId, QueueConfig, WorkQueue, check_payload_sizes,
+    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
+    QueueConfig, WorkQueue, check_payload_sizes,
 };
 use crate::{QueueError, QueueErrorKind};
 
@@ -35,11 +34,11 @@ use crate::{QueueError, QueueErrorKind};
 struct Slab {
     /// The id of `slots[0]`; `base + slots.len()` is the next id.
     base: u64,
-    slots: VecDeque<Option<Item>>,
+    slots: VecDeque<Option<Stored>>,
 }
 
 impl Slab {
-    fn insert(&mut self, id: u64, item: Item) {
+    fn insert(&mut self, id: u64, item: Stored) {
         debug_assert_eq!(
             id,
             self.base + self.slots.len() as u64,
@@ -48,17 +47,17 @@ impl Slab {
         self.slots.push_back(Some(item));
     }
 
-    fn get(&self, id: &u64) -> Option<&Item> {
+    fn get(&self, id: &u64) -> Option<&Stored> {
         let index = id.checked_sub(self.base)?;
         self.slots.get(usize::try_from(index).ok()?)?.as_ref()
     }
 
-    fn get_mut(&mut self, id: &u64) -> Option<&mut Item> {
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Stored> {
         let index = id.checked_sub(self.base)?;
         self.slots.get_mut(usize::try_from(index).ok()?)?.as_mut()
     }
 
-    fn remove(&mut self, id: &u64) -> Option<Item> {
+    fn remove(&mut self, id: &u64) -> Option<Stored> {
         let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
         let item = self.slots.get_mut(index)?.take();
         while matches!(self.slots.front(), Some(None)) {
@@ -81,13 +80,11 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Item {
+struct Stored {
     id: MessageId,
-    payload: Bytes,
-    /// Shared with every delivery: a pull copies no attribute.
-    attributes: Arc<BTreeMap<String, String>>,
-    /// Its job, kept as is: no attribute text.
-    job: Option<JobItem>,
+    /// As published: its attributes are shared with every delivery (a pull
+    /// copies none) and its job kept as is (no attribute text).
+    item: Item,
     /// Deliveries so far; with the id, what a lease token names.
     attempts: u32,
     /// Deliveries handed back with `release`, which cost no attempt.
@@ -95,28 +92,14 @@ struct Item {
     state: State,
 }
 
-impl Item {
-    fn new(id: MessageId, message: Message, none: &Arc<BTreeMap<String, String>>) -> Self {
+impl Stored {
+    fn new(id: MessageId, item: Item) -> Self {
         Self {
             id,
-            payload: message.payload,
-            attributes: if message.attributes.is_empty() {
-                Arc::clone(none)
-            } else {
-                Arc::new(message.attributes)
-            },
-            job: message.job,
+            item,
             attempts: 0,
             free: 0,
             state: State::Ready,
-        }
-    }
-
-    fn into_message(self) -> Message {
-        Message {
-            payload: self.payload,
-            attributes: Arc::unwrap_or_clone(self.attributes),
-            job: self.job,
         }
     }
 
@@ -140,9 +123,6 @@ struct Inner {
     dead: Vec<DeadLetter>,
     /// The jobs of this queue; an item buried here gets its dead receipt.
     ledger: Arc<MemoryLedger>,
-    /// Shared by every item published without attributes, so those cost
-    /// no allocation.
-    no_attributes: Arc<BTreeMap<String, String>>,
     /// The last job name read off an item's attributes (another program
     /// may publish a job's items with the wire attributes), shared by the
     /// items of that job.
@@ -304,7 +284,7 @@ impl Inner {
     fn lapse(&mut self, id: u64, attempt: u32, now: Instant, max_attempts: u32) {
         let lapsed = matches!(
             self.items.get(&id),
-            Some(Item { state: State::Leased(current), attempts, .. })
+            Some(Stored { state: State::Leased(current), attempts, .. })
                 if *attempts == attempt && *current <= now
         );
         if lapsed {
@@ -317,7 +297,7 @@ impl Inner {
     fn is_live(&self, id: u64, attempt: u32) -> bool {
         matches!(
             self.items.get(&id),
-            Some(Item { state: State::Leased(_), attempts, .. }) if *attempts == attempt
+            Some(Stored { state: State::Leased(_), attempts, .. }) if *attempts == attempt
         )
     }
 
@@ -358,13 +338,13 @@ impl Inner {
     fn bury(&mut self, id: u64, reason: String) {
         if let Some(item) = self.items.remove(&id) {
             let attempts = item.charged();
-            if let Some(job) = &item.job {
-                let receipt = Receipt::lapsed(job, &item.payload, attempts, &reason);
+            if let Some(job) = &item.item.job {
+                let receipt = Receipt::lapsed(job, &item.item.payload, attempts, &reason);
                 self.ledger.record_now(std::slice::from_ref(&receipt));
             }
             self.dead.push(DeadLetter {
                 id: Arc::clone(&item.id),
-                message: item.into_message(),
+                item: item.item,
                 attempts,
                 reason,
             });
@@ -416,9 +396,7 @@ impl MemoryQueue {
             let attempt = item.attempts;
             out.push(Delivery {
                 id: Arc::clone(&item.id),
-                payload: item.payload.clone(),
-                attributes: Arc::clone(&item.attributes),
-                job: item.job.clone(),
+                item: item.item.clone(),
                 token: token(id, attempt),
                 attempt: item.charged(),
                 deadline,
@@ -483,7 +461,7 @@ impl WorkQueue for MemoryQueue {
         self.shared.capabilities.clone()
     }
 
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         check_payload_sizes(&batch, self.shared.capabilities.max_payload)?;
         if batch.len() > self.shared.capabilities.max_batch {
             return Err(QueueError::new(
@@ -503,14 +481,15 @@ impl WorkQueue for MemoryQueue {
                 if !message.attributes.is_empty() {
                     // A job written as attributes, as on any other backend,
                     // becomes the item's job (the field, where set, wins).
-                    let stamped = JobItem::take_from(&mut message.attributes, &mut inner.known_job);
+                    let attributes = Arc::make_mut(&mut message.attributes);
+                    let stamped = JobItem::take_from(attributes, &mut inner.known_job);
                     message.job = message.job.or(stamped);
                 }
                 let id = inner.next_id;
                 inner.next_id += 1;
                 let message_id: MessageId = Arc::from(id.to_string());
                 ids.push(Arc::clone(&message_id));
-                let item = Item::new(message_id, message, &inner.no_attributes);
+                let item = Stored::new(message_id, message);
                 inner.items.insert(id, item);
                 inner.ready.push_back(id);
             }
@@ -630,7 +609,7 @@ impl WorkQueue for MemoryQueue {
                 // Requeued items start over: fresh ids keep the slab in order.
                 let id = inner.next_id;
                 inner.next_id += 1;
-                let item = Item::new(letter.id, letter.message, &inner.no_attributes);
+                let item = Stored::new(letter.id, letter.item);
                 inner.items.insert(id, item);
                 inner.ready.push_back(id);
             }
@@ -673,10 +652,10 @@ mod tests {
             let ledger = queue.ledger();
             let manifest = crate::job::Manifest::new("j", 1, "d");
             ledger.begin(&manifest).await.unwrap();
-            let message = Message::new("x").with_job(JobItem::new("j", 0));
+            let message = Item::new("x").with_job(JobItem::new("j", 0));
             queue.publish(vec![message]).await.unwrap();
             let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
-            let job = held.job.clone().unwrap();
+            let job = held.item.job.clone().unwrap();
             let receipt = Receipt {
                 job: job.job,
                 seq: job.seq,
@@ -685,7 +664,7 @@ mod tests {
                 exit_code: Some(0),
                 seconds: 0.5,
                 worker: "w".into(),
-                item: held.payload.clone(),
+                item: held.item.payload.clone(),
                 reason: None,
                 stderr_tail: None,
                 at: 1,
@@ -704,7 +683,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_last_ack_ends_a_waiting_pull_at_once() {
         let queue = queue();
-        queue.publish(vec![Message::new("only")]).await.unwrap();
+        queue.publish(vec![Item::new("only")]).await.unwrap();
         let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -730,7 +709,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dead_letter_that_empties_the_queue_ends_a_waiting_pull() {
         let queue = queue();
-        queue.publish(vec![Message::new("poison")]).await.unwrap();
+        queue.publish(vec![Item::new("poison")]).await.unwrap();
         let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -747,7 +726,7 @@ mod tests {
     async fn an_ack_that_leaves_work_keeps_the_pull_waiting() {
         let queue = queue();
         queue
-            .publish(vec![Message::new("a"), Message::new("b")])
+            .publish(vec![Item::new("a"), Item::new("b")])
             .await
             .unwrap();
         let held = queue.pull(2, Duration::ZERO).await.unwrap();
@@ -772,7 +751,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pull_after_the_last_ack_returns_at_once_until_the_next_publish() {
         let queue = queue();
-        queue.publish(vec![Message::new("only")]).await.unwrap();
+        queue.publish(vec![Item::new("only")]).await.unwrap();
         let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
         queue.ack(&[held.token]).await.unwrap();
         let start = Instant::now();
@@ -789,7 +768,7 @@ mod tests {
             "a dry queue is not long-polled"
         );
 
-        queue.publish(vec![Message::new("more")]).await.unwrap();
+        queue.publish(vec![Item::new("more")]).await.unwrap();
         let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -810,14 +789,14 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!waiting.is_finished());
-        queue.publish(vec![Message::new("late")]).await.unwrap();
+        queue.publish(vec![Item::new("late")]).await.unwrap();
         assert_eq!(waiting.await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn a_hand_back_costs_no_attempt_and_its_token_stays_spent() {
         let queue = MemoryQueue::new(QueueConfig::new("m").with_max_attempts(1));
-        queue.publish(vec![Message::new("x")]).await.unwrap();
+        queue.publish(vec![Item::new("x")]).await.unwrap();
         let first = queue.pull(1, Duration::ZERO).await.unwrap().remove(0);
         assert!(
             queue

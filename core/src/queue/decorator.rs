@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Backlog, Capabilities, DeadLetter, Delivery, LeaseReport, LeaseToken, Message, MessageId,
+    Backlog, Capabilities, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
     WorkQueue,
 };
 use crate::QueueError;
@@ -70,7 +70,7 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
         self.inner().capabilities()
     }
     /// [`WorkQueue::publish`].
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         self.inner().publish(batch).await
     }
     /// [`WorkQueue::pull`].
@@ -136,7 +136,7 @@ impl<D: QueueDecorator> WorkQueue for D {
     fn capabilities(&self) -> Capabilities {
         QueueDecorator::capabilities(self)
     }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         QueueDecorator::publish(self, batch).await
     }
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {

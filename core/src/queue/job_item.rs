@@ -14,13 +14,13 @@ pub const JOB_ATTRIBUTE: &str = "forloop-job";
 /// The attribute holding an item's sequence number in its job (0-based).
 pub const SEQ_ATTRIBUTE: &str = "forloop-seq";
 
-/// An item's place in its job: [`crate::Message::job`] and
+/// An item's place in its job: [`crate::Item::job`] and
 /// [`crate::Delivery::job`].
 ///
 /// On the wire (a backend's message attributes) it travels as the two
 /// attributes [`JOB_ATTRIBUTE`] and [`SEQ_ATTRIBUTE`]: a driver writes them
-/// with [`crate::Message::wire_attributes`] and takes them back off with
-/// [`JobItem::take_from`] (or [`crate::Message::from_wire`]), so that
+/// with [`crate::Item::wire_attributes`] and takes them back off with
+/// [`JobItem::take_from`] (or [`crate::Item::from_wire`]), so that
 /// attributes hold only an item's own everywhere else.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobItem {

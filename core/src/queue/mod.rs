@@ -53,33 +53,37 @@ use crate::QueueError;
 pub use decorator::QueueDecorator;
 pub use job_item::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
 
-/// An item to publish: the payload bytes, optional string attributes and
-/// the item's place in a job, if it has one.
+/// One item of work as it travels: the payload bytes, the item's own
+/// string attributes and its place in a job, if it has one. What a
+/// producer publishes, what a [`Delivery`] carries and what a handler's
+/// [`Task`](crate::Task) holds: one type, so nothing is copied field by
+/// field on the way from the queue to `f`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Message {
+pub struct Item {
     /// The item itself.
     pub payload: Bytes,
     /// Key/value metadata that travels with the item: the item's own, never
-    /// the job's ([`Message::job`]).
-    pub attributes: BTreeMap<String, String>,
+    /// the job's ([`Item::job`]). Shared, so that handing them on (to the
+    /// handler, to a dead letter) copies nothing.
+    pub attributes: Arc<BTreeMap<String, String>>,
     /// The job the item belongs to and its sequence number there. On the
-    /// wire it travels as two attributes ([`Message::wire_attributes`]).
+    /// wire it travels as two attributes ([`Item::wire_attributes`]).
     pub job: Option<JobItem>,
 }
 
-impl Message {
-    /// A message with `payload`, no attributes and no job.
+impl Item {
+    /// An item with `payload`, no attributes and no job.
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Self {
             payload: payload.into(),
-            attributes: BTreeMap::new(),
+            attributes: no_attributes(),
             job: None,
         }
     }
 
     /// Add one attribute.
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.attributes.insert(key.into(), value.into());
+        Arc::make_mut(&mut self.attributes).insert(key.into(), value.into());
         self
     }
 
@@ -97,8 +101,8 @@ impl Message {
         wire_attributes(self.job.as_ref(), &self.attributes)
     }
 
-    /// The message a backend's payload and attributes carry: a job in the
-    /// attributes moves to [`Message::job`] ([`JobItem::take_from`], which
+    /// The item a backend's payload and attributes carry: a job in the
+    /// attributes moves to [`Item::job`] ([`JobItem::take_from`], which
     /// shares the job's name with `known`). What a driver that stores
     /// attributes reads.
     pub fn from_wire(
@@ -109,10 +113,22 @@ impl Message {
         let job = JobItem::take_from(&mut attributes, known);
         Self {
             payload: payload.into(),
-            attributes,
+            attributes: if attributes.is_empty() {
+                no_attributes()
+            } else {
+                Arc::new(attributes)
+            },
             job,
         }
     }
+}
+
+/// The attributes of an item that has none: one shared map, so an item
+/// without attributes costs no allocation for them.
+fn no_attributes() -> Arc<BTreeMap<String, String>> {
+    static NONE: std::sync::LazyLock<Arc<BTreeMap<String, String>>> =
+        std::sync::LazyLock::new(Arc::default);
+    Arc::clone(&NONE)
 }
 
 /// The backend's id of a published item.
@@ -171,14 +187,8 @@ impl fmt::Debug for LeaseToken {
 pub struct Delivery {
     /// The backend's id of the item (stable across redeliveries).
     pub id: MessageId,
-    /// The item.
-    pub payload: Bytes,
-    /// Attributes published with the item: shared, so that handing them
-    /// on (to the handler, to a dead letter) copies nothing. The item's own
-    /// only: its job is [`Delivery::job`].
-    pub attributes: Arc<BTreeMap<String, String>>,
-    /// The job the item belongs to and its sequence number there.
-    pub job: Option<JobItem>,
+    /// The item: payload, attributes and job.
+    pub item: Item,
     /// The lease: ack, nack or extend with it.
     pub token: LeaseToken,
     /// 1 on the first delivery, then one more on each redelivery.
@@ -200,8 +210,8 @@ pub struct LeaseReport {
 pub struct DeadLetter {
     /// The item's id.
     pub id: MessageId,
-    /// The item, its attributes and its job.
-    pub message: Message,
+    /// The item: payload, attributes and job.
+    pub item: Item,
     /// How many times it was delivered.
     pub attempts: u32,
     /// Why it is here.
@@ -401,7 +411,7 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Publish a batch of at most `capabilities().max_batch` items; returns
     /// their ids in order. An item over `max_payload` refuses the whole batch
     /// before anything is sent, with [`QueueError::payload_too_large`].
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError>;
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError>;
 
     /// Lease at most `max` items, waiting up to `wait` for the first one.
     /// Returns an empty list when nothing came within `wait`.
@@ -462,7 +472,7 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
     }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         (**self).publish(batch).await
     }
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -511,7 +521,7 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
 
 /// Refuse a batch with an oversize item before anything is sent: the check
 /// every driver's `publish` starts with.
-pub fn check_payload_sizes(batch: &[Message], max_payload: usize) -> Result<(), QueueError> {
+pub fn check_payload_sizes(batch: &[Item], max_payload: usize) -> Result<(), QueueError> {
     match batch
         .iter()
         .position(|message| message.payload.len() > max_payload)

@@ -52,24 +52,23 @@ impl Worker {
         now: Instant,
     ) -> bool {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
-        let job = self.ledger.as_ref().and(delivery.job.clone());
+        let job = self.ledger.as_ref().and(delivery.item.job.clone());
         let of_job = job.is_some();
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         let running = Running {
             token: delivery.token.clone(),
             id: delivery.id.clone(),
-            payload: delivery.payload.clone(),
+            payload: delivery.item.payload.clone(),
             attempt: delivery.attempt,
             job: job.clone(),
             started: now,
             future: Box::pin(async move {
                 let started = Instant::now();
+                let payload = delivery.item.payload.clone();
                 let task = Task {
                     id: delivery.id.clone(),
-                    payload: delivery.payload.clone(),
-                    attributes: delivery.attributes,
-                    job: delivery.job,
+                    item: delivery.item,
                     attempt: delivery.attempt,
                 };
                 let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
@@ -88,7 +87,7 @@ impl Worker {
                 Finished {
                     token: delivery.token,
                     id: delivery.id,
-                    payload: delivery.payload,
+                    payload,
                     attempt: delivery.attempt,
                     job,
                     outcome,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use forloop_core::{
-    Backend, Driver, LeaseReport, LeaseToken, MemoryQueue, Message, MessageId, QueueAddress,
+    Backend, Driver, Item, LeaseReport, LeaseToken, MemoryQueue, MessageId, QueueAddress,
     QueueConfig, QueueDecorator, QueueError, WorkQueue,
 };
 
@@ -51,7 +51,7 @@ impl<Q: WorkQueue> QueueDecorator for CountingQueue<Q> {
         &self.inner
     }
 
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, QueueError> {
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
         let ids = self.inner.publish(batch).await?;
         let total = self
             .published

@@ -20,9 +20,9 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
             let letters = queue.list_dead(limit).await?;
             let receipts = last_attempts(backend.ledger.as_deref(), &letters).await;
             for letter in &letters {
-                let item = String::from_utf8_lossy(&letter.message.payload);
+                let item = String::from_utf8_lossy(&letter.item.payload);
                 let receipt = letter
-                    .message
+                    .item
                     .job
                     .as_ref()
                     .and_then(|i| receipts.get(&(i.job.clone(), i.seq)));
@@ -37,7 +37,7 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
                             "attempts": letter.attempts,
                             "reason": letter.reason,
                             // As published: a job's item shows its job and seq.
-                            "attributes": letter.message.wire_attributes(),
+                            "attributes": letter.item.wire_attributes(),
                             "exit_code": exit_code,
                             "stderr_tail": stderr_tail,
                         })
@@ -86,7 +86,7 @@ async fn last_attempts(
     };
     let mut jobs: Vec<std::sync::Arc<str>> = letters
         .iter()
-        .filter_map(|l| l.message.job.as_ref().map(|i| i.job.clone()))
+        .filter_map(|l| l.item.job.as_ref().map(|i| i.job.clone()))
         .collect();
     jobs.sort();
     jobs.dedup();

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use forloop_core::job::{self, JobStatus, SeqSet, Submit, SubmitError};
 use forloop_core::worker::Shutdown;
-use forloop_core::{Backend, Message};
+use forloop_core::{Backend, Item};
 
 use super::context::Context;
 use crate::Failure;
@@ -67,10 +67,10 @@ pub(crate) async fn send(
         Some(_) => Some(job_name(context, args, items)?),
         None => None,
     };
-    let messages: Vec<Message> = items
+    let messages: Vec<Item> = items
         .items
         .iter()
-        .map(|b: &Bytes| Message::new(b.clone()))
+        .map(|b: &Bytes| Item::new(b.clone()))
         .collect();
     let mut submit = Submit::new(&*backend.queue, messages)
         .stop(stop)

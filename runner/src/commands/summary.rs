@@ -62,7 +62,7 @@ pub(crate) async fn summarize(
         for letter in letters.iter().skip(submitted.dead_before as usize) {
             eprintln!(
                 "  dead: {:?}: {}",
-                String::from_utf8_lossy(&letter.message.payload),
+                String::from_utf8_lossy(&letter.item.payload),
                 letter.reason
             );
         }

@@ -283,16 +283,16 @@ impl ServeHandler {
     fn encode(&self, task: &Task) -> Result<Vec<u8>, TaskOutcome> {
         let mut line = match self.config.format {
             ServeFormat::Lines => {
-                if task.payload.contains(&b'\n') {
+                if task.item.payload.contains(&b'\n') {
                     return Err(TaskOutcome::fatal(
                         "the item contains a newline, which a --serve process reading lines cannot \
                          receive; use --serve=json",
                     ));
                 }
-                task.payload.to_vec()
+                task.item.payload.to_vec()
             }
             ServeFormat::Json => {
-                let Ok(item) = std::str::from_utf8(&task.payload) else {
+                let Ok(item) = std::str::from_utf8(&task.item.payload) else {
                     return Err(TaskOutcome::fatal(
                         "the item is not UTF-8 text, which the JSON serve format cannot carry; \
                          use --serve (lines)",
@@ -303,7 +303,7 @@ impl ServeHandler {
                     "id": &*task.id,
                     "attempt": task.attempt,
                     // As published: a job's item shows its job and seq.
-                    "attributes": crate::job::wire_attributes(task.job.as_ref(), &task.attributes),
+                    "attributes": crate::job::wire_attributes(task.item.job.as_ref(), &task.item.attributes),
                 }))
                 .expect("JSON of strings and numbers")
             }
@@ -566,7 +566,7 @@ impl Handler for ServeHandler {
             Ok(line) => line,
             Err(outcome) => return outcome,
         };
-        let item = String::from_utf8_lossy(&task.payload);
+        let item = String::from_utf8_lossy(&task.item.payload);
         let mut guard = SlotGuard {
             handler: self,
             slot: Some(self.take_slot()),

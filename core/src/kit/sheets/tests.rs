@@ -197,11 +197,11 @@ async fn a_reader_that_dies_mid_cycle_loses_nothing() {
     let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
     let mut merged = Book::default();
     for delivery in &held {
-        merged.merge(&decode_book(&delivery.payload).unwrap());
+        merged.merge(&decode_book(&delivery.item.payload).unwrap());
     }
     let messages = book_sheets(&merged, MAX_SHEET)
         .into_iter()
-        .map(|sheet| Message::new(sheet).with_attribute(SHEET_ATTRIBUTE, BOOK_SHEET))
+        .map(|sheet| Item::new(sheet).with_attribute(SHEET_ATTRIBUTE, BOOK_SHEET))
         .collect();
     siblings.books.publish(messages).await.unwrap();
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
@@ -214,7 +214,7 @@ async fn items_the_backend_dead_letters_are_counted_and_kept() {
     let siblings = Siblings::new();
     let ledger = siblings.ledger();
     ledger.begin(&Manifest::new("j", 2, "d")).await.unwrap();
-    let first = Message::new("a").with_job(JobItem::new("j", 0));
+    let first = Item::new("a").with_job(JobItem::new("j", 0));
     siblings.main.publish(vec![first]).await.unwrap();
     ledger
         .record(&[receipt("j", 1, Settled::Done)])
@@ -275,13 +275,17 @@ async fn a_big_book_is_split_to_fit_and_merges_back() {
     assert!(sheets.len() > 1, "{}", sheets.len());
     let mut book = Book::default();
     for sheet in &sheets {
-        assert!(sheet.payload.len() <= 2048, "{}", sheet.payload.len());
-        book.merge(&decode_book(&sheet.payload).unwrap());
+        assert!(
+            sheet.item.payload.len() <= 2048,
+            "{}",
+            sheet.item.payload.len()
+        );
+        book.merge(&decode_book(&sheet.item.payload).unwrap());
     }
     assert_eq!(book.status_of("j").unwrap().done, 500);
     // Receipt sheets fit too.
     let results = siblings.results.pull(1000, Duration::ZERO).await.unwrap();
-    assert!(results.len() > 1 && results.iter().all(|r| r.payload.len() <= 2048));
+    assert!(results.len() > 1 && results.iter().all(|r| r.item.payload.len() <= 2048));
 }
 
 #[test]
