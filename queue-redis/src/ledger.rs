@@ -120,6 +120,7 @@ fn status_of(reply: &[Value]) -> Option<JobStatus> {
         done: as_u64(done)?,
         dead: as_u64(dead)?,
         settled_between,
+        cancelled: None,
     })
 }
 

@@ -169,6 +169,7 @@ impl Book {
             done: entry.done.len_below(total),
             dead: entry.dead.len_below(total),
             settled_between: entry.settled_between,
+            cancelled: None,
             manifest,
         })
     }

@@ -32,6 +32,10 @@ pub struct JobStatus {
     pub dead: u64,
     /// The first and last settlement (Unix milliseconds).
     pub settled_between: Option<(u64, u64)>,
+    /// When the job was cancelled (Unix milliseconds; `None`: it was not).
+    /// A cancelled job is over: its items still queued are settled
+    /// without running.
+    pub cancelled: Option<u64>,
 }
 
 impl JobStatus {
@@ -45,9 +49,14 @@ impl JobStatus {
         self.manifest.total.saturating_sub(self.settled())
     }
 
-    /// Every item is settled: the job is over.
+    /// Every item is settled.
     pub fn is_complete(&self) -> bool {
         self.settled() >= self.manifest.total
+    }
+
+    /// The job is over: complete, or cancelled. No worker waits for it.
+    pub fn is_over(&self) -> bool {
+        self.is_complete() || self.cancelled.is_some()
     }
 
     /// Every item was sent (a job whose submit stopped part-way is not).
@@ -128,6 +137,38 @@ pub trait Ledger: Send + Sync + fmt::Debug {
 
     /// Every job with a manifest, with its counts.
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError>;
+
+    /// Cancel `job`: record it as cancelled ([`JobStatus::cancelled`]), so
+    /// that workers settle its items still queued without running them and
+    /// nobody waits for it. Idempotent; `false`: no such job.
+    async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
+        let _ = job;
+        Err(QueueError::unsupported("cancel a job"))
+    }
+
+    /// Forget `job`: its manifest, item sets and receipts go, and its name
+    /// is kept among [`Ledger::forgotten`], so that a worker meeting one of
+    /// its items settles it without running it and a reader can tell a
+    /// forgotten job from one the server lost. Idempotent; `false`: no
+    /// such job.
+    async fn forget(&self, job: &str) -> Result<bool, QueueError> {
+        let _ = job;
+        Err(QueueError::unsupported("forget a job"))
+    }
+
+    /// The names of the jobs forgotten with [`Ledger::forget`].
+    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// Un-count the dead receipts `dead` (each as [`Ledger::receipts`]
+    /// returned it): their items are being put back to work. Called before
+    /// the items move, so an item is never counted dead while it is live;
+    /// a receipt written after these (a new death, a success) counts anew.
+    async fn requeued(&self, dead: &[Receipt]) -> Result<(), QueueError> {
+        let _ = dead;
+        Err(QueueError::unsupported("un-count requeued items"))
+    }
 
     /// One job's item sets (`None`: no such job).
     async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError>;
