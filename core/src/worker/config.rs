@@ -47,6 +47,20 @@ pub struct WorkerConfig {
     pub idle_window: Duration,
     /// This worker's name in events and the joblog.
     pub name: Arc<str>,
+    /// The jobs this worker is for (`run`, `launch`, `work --job`): it
+    /// ends when they are over (complete or cancelled), whatever else waits
+    /// in the queue, and it runs items of other jobs only where they were
+    /// recorded with its own [`command`](Self::command); it hands back the
+    /// rest, and items without a job, at no cost in attempts. `None`
+    /// (default): every job on the queue, and items without a job; it ends
+    /// when every job is over and the queue is empty.
+    pub for_jobs: Option<Vec<Arc<str>>>,
+    /// The command this worker runs, as a job's manifest records it
+    /// ([`crate::job::Manifest::command`]). An item of a job recorded with
+    /// another command is handed back, never run under this one. `None`:
+    /// the handler is not a command (a Rust function); it runs any job's
+    /// items.
+    pub command: Option<Arc<str>>,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +80,8 @@ impl Default for WorkerConfig {
             settle_budget: Duration::from_secs(4),
             idle_window: Duration::from_secs(30),
             name: Arc::from("worker"),
+            for_jobs: None,
+            command: None,
         }
     }
 }

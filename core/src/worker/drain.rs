@@ -21,6 +21,7 @@
 //! gap between readings longer than the longest window, so after an outage
 //! one empty reading never stands for the minutes nobody looked.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -33,6 +34,8 @@ use crate::job::JobStatus;
 pub struct Reading {
     /// The ledger's jobs (`None`: the queue keeps no ledger).
     pub jobs: Option<Vec<JobStatus>>,
+    /// The jobs the ledger has forgotten ([`crate::job::Ledger::forgotten`]).
+    pub forgotten: Vec<String>,
     /// The backlog, where it was read.
     pub backlog: Option<Backlog>,
 }
@@ -63,6 +66,8 @@ pub struct DrainDetector {
     last_reading: Option<Instant>,
     /// This worker ran an item without a job.
     foreign: bool,
+    /// The jobs this worker is for, where it was started for some.
+    for_jobs: Option<Vec<Arc<str>>>,
 }
 
 impl DrainDetector {
@@ -75,7 +80,16 @@ impl DrainDetector {
             empty_since: None,
             last_reading: None,
             foreign: false,
+            for_jobs: None,
         }
+    }
+
+    /// A detector for a worker started for `jobs` (`None`: every job on
+    /// the queue): it is drained when those jobs are over (complete,
+    /// cancelled or forgotten), whatever else the queue holds.
+    pub fn for_jobs(mut self, jobs: Option<&[Arc<str>]>) -> Self {
+        self.for_jobs = jobs.map(<[Arc<str>]>::to_vec);
+        self
     }
 
     /// This worker ran an item without a job: from now on it ends by the
@@ -92,8 +106,23 @@ impl DrainDetector {
     /// Judge one look at the queue: jobs first, then the backlog.
     pub fn observe_reading(&mut self, reading: &Reading, now: Instant) -> DrainState {
         let jobs = reading.jobs.as_deref().unwrap_or_default();
+        if let (Some(mine), Some(_)) = (&self.for_jobs, &reading.jobs) {
+            let over = mine.iter().all(|name| {
+                reading.forgotten.iter().any(|f| **f == **name)
+                    || jobs
+                        .iter()
+                        .any(|job| *job.manifest.job == **name && job.is_over())
+            });
+            self.last_reading = Some(now);
+            return if over {
+                DrainState::Drained
+            } else {
+                self.empty_since = None;
+                DrainState::Busy
+            };
+        }
         if !jobs.is_empty() {
-            if jobs.iter().any(|job| !job.is_complete()) {
+            if jobs.iter().any(|job| !job.is_over()) {
                 self.empty_since = None;
                 self.last_reading = Some(now);
                 return DrainState::Busy;

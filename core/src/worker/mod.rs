@@ -36,6 +36,7 @@ mod calls;
 mod config;
 pub mod drain;
 mod events;
+mod jobs;
 mod lease;
 mod shutdown;
 mod tasks;
@@ -59,6 +60,7 @@ pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
 pub(crate) use lease::{GiveUp, LeaseKeeper};
 
 use self::calls::{Calls, Done};
+use self::jobs::{JobGate, JobsSeen, Verdict};
 use self::tasks::{Finished, TaskStops, Tasks};
 use crate::handler::OutcomeKind;
 use crate::job::{Backend, Ledger, ReceiptRef, Settled};
@@ -96,7 +98,14 @@ pub struct Worker {
     events: Arc<dyn WorkerEvents>,
 }
 
-type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, QueueError>> + Send>>;
+/// What a pull brought, with a reading of the ledger's jobs where one was
+/// due (an item of a job not known yet, or the last reading is old).
+struct Pulled {
+    deliveries: Vec<Delivery>,
+    jobs: Option<Result<JobsSeen, QueueError>>,
+}
+
+type PullFuture = Pin<Box<dyn Future<Output = Result<Pulled, QueueError>> + Send>>;
 type BacklogFuture = Pin<Box<dyn Future<Output = Result<Reading, QueueError>> + Send>>;
 
 /// `elapsed` in seconds, cut to whole microseconds (integer work: no
@@ -198,7 +207,12 @@ impl Worker {
         let mut stops = TaskStops::default();
         let mut calls: Calls<Finished> = FuturesUnordered::new();
         let mut keeper = LeaseKeeper::new(self.config.lease, self.config.max_lease_age);
-        let mut drain = DrainDetector::new(capabilities.backlog_staleness, self.config.idle_window);
+        let mut drain = DrainDetector::new(capabilities.backlog_staleness, self.config.idle_window)
+            .for_jobs(self.config.for_jobs.as_deref());
+        let mut gate = JobGate::new(self.config.for_jobs.as_deref(), self.config.command.clone());
+        // The jobs this worker is for are over: no more pulls, and the
+        // worker ends once what it runs has ended.
+        let mut scope_over = false;
         let mut acks = AckBuffer {
             pending: Vec::with_capacity(ack_batch),
             in_flight: 0,
@@ -235,17 +249,23 @@ impl Worker {
             if stopping && tasks.is_empty() && pull.is_none() {
                 break None;
             }
+            if scope_over && tasks.is_empty() && pull.is_none() {
+                info!(worker = %self.config.name, "the jobs this worker is for are over");
+                break Some(WorkerExit::Drained);
+            }
             // Read the backlog once nothing runs, the last pull came back
             // empty and our own acks have landed (else they count as ours in
             // flight). A pending pull does not hold the read up: once the
             // backlog reads drained there is nothing for it to bring.
             if !stopping && idle && tasks.is_empty() && backlog.is_none() && acks.is_settled() {
                 idle = false;
-                backlog = Some(self.read_end(&capabilities, drain.trusts_jobs()));
+                backlog =
+                    Some(self.read_end(&capabilities, drain.trusts_jobs(), gate.scope().is_some()));
             }
             let now = Instant::now();
             if pull.is_none()
                 && !stopping
+                && !scope_over
                 && tasks.len() < concurrency
                 && pull_not_before.is_none_or(|at| at <= now)
             {
@@ -253,8 +273,27 @@ impl Worker {
                 let queue = Arc::clone(&self.queue);
                 let (max, wait) = (concurrency - tasks.len(), self.config.poll);
                 let limit = wait + self.config.call_timeout;
+                let ledger = self.ledger.clone();
+                let call_timeout = self.config.call_timeout;
+                let wants = gate.wanting_reading(now);
                 pull = Some(Box::pin(async move {
-                    calls::within(limit, "a pull", queue.pull(max, wait)).await
+                    let deliveries = calls::within(limit, "a pull", queue.pull(max, wait)).await?;
+                    let jobs = match &ledger {
+                        Some(ledger)
+                            if wants.wants(deliveries.iter().map(|d| d.item.job.as_ref())) =>
+                        {
+                            Some(
+                                calls::within(
+                                    call_timeout,
+                                    "a ledger read",
+                                    JobsSeen::read(&**ledger),
+                                )
+                                .await,
+                            )
+                        }
+                        _ => None,
+                    };
+                    Ok(Pulled { deliveries, jobs })
                 }));
             }
             if acks.flush_at.is_none() && acks.in_flight == 0 && !acks.pending.is_empty() {
@@ -335,7 +374,22 @@ impl Worker {
                 Some(result) = OptionFuture::from(backlog.as_mut()) => {
                     backlog = None;
                     match result {
-                        Ok(reading) => match drain.observe_reading(&reading, Instant::now()) {
+                        Ok(reading) => {
+                            if let Some(jobs) = &reading.jobs {
+                                let seen = JobsSeen { jobs: jobs.clone(), forgotten: reading.forgotten.clone() };
+                                if let Err(error) = gate.learn(&seen, Instant::now()) {
+                                    fatal = Some(error);
+                                    break None;
+                                }
+                            }
+                            // A job this worker saw and the ledger no longer
+                            // shows is no evidence of an end: look again.
+                            let state = if gate.missing() {
+                                DrainState::Busy
+                            } else {
+                                drain.observe_reading(&reading, Instant::now())
+                            };
+                            match state {
                             DrainState::Drained => {
                                 match reading.jobs.as_deref() {
                                     Some(jobs) if !jobs.is_empty() => info!(worker = %self.config.name,
@@ -345,7 +399,7 @@ impl Worker {
                                 break Some(WorkerExit::Drained);
                             }
                             state => debug!(?reading, ?state, "not drained yet"),
-                        },
+                        }},
                         Err(error) if error.is_retryable() => {
                             warn!(error = %crate::ErrorChain(&error), "could not read the backlog; will try again");
                             // An outage is no evidence of an empty queue.
@@ -360,23 +414,61 @@ impl Worker {
                 Some(result) = OptionFuture::from(pull.as_mut()) => {
                     pull = None;
                     match result {
-                        Ok(deliveries) if deliveries.is_empty() => {
+                        Ok(Pulled { deliveries, .. }) if deliveries.is_empty() => {
                             pull_failures = 0;
                             idle = tasks.is_empty();
                         }
-                        Ok(deliveries) => {
+                        Ok(Pulled { deliveries, jobs }) => {
                             pull_failures = 0;
                             drain.busy();
-                            if stopping {
+                            let now = Instant::now();
+                            let read = match jobs {
+                                Some(Ok(seen)) => match gate.learn(&seen, now) {
+                                    Ok(()) => true,
+                                    Err(error) => {
+                                        let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
+                                        self.give_back(tokens, &mut calls);
+                                        fatal = Some(error);
+                                        break None;
+                                    }
+                                },
+                                Some(Err(error)) => {
+                                    warn!(error = %crate::ErrorChain(&error), "could not read the jobs; handing back items of jobs not known yet");
+                                    false
+                                }
+                                None => false,
+                            };
+                            if read && gate.scope_over() == Some(true) {
+                                scope_over = true;
+                            }
+                            if stopping || scope_over {
                                 let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
                                 self.give_back(tokens, &mut calls);
                             } else {
-                                let now = Instant::now();
+                                let (mut backs, mut discards) = (Vec::new(), Vec::new());
+                                let mut started = 0usize;
                                 for delivery in deliveries {
-                                    if !self.start(&mut tasks, &mut keeper, delivery, now) {
-                                        drain.foreign_item();
+                                    let verdict = match &self.ledger {
+                                        Some(_) => gate.judge(delivery.item.job.as_ref()),
+                                        None => Verdict::Run,
+                                    };
+                                    match verdict {
+                                        Verdict::Run => {
+                                            started += 1;
+                                            if !self.start(&mut tasks, &mut keeper, delivery, now) {
+                                                drain.foreign_item();
+                                            }
+                                        }
+                                        Verdict::Discard => discards.push(delivery.token),
+                                        Verdict::HandBack | Verdict::Unknown => backs.push(delivery.token),
                                     }
                                 }
+                                self.discard(discards, &mut calls);
+                                if started == 0 && !backs.is_empty() {
+                                    // Only other workers' items: do not spin on them.
+                                    pull_not_before = Some(now + self.config.poll);
+                                }
+                                self.give_back(backs, &mut calls);
                             }
                         }
                         Err(error) if error.is_retryable() => {
@@ -418,26 +510,40 @@ impl Worker {
     /// Read what decides the end: the ledger's jobs, and the backlog where
     /// it is needed (no jobs; an exact count that can show items without
     /// a job; or this worker ran items without a job).
-    fn read_end(&self, capabilities: &crate::Capabilities, trusts_jobs: bool) -> BacklogFuture {
+    fn read_end(
+        &self,
+        capabilities: &crate::Capabilities,
+        trusts_jobs: bool,
+        scoped: bool,
+    ) -> BacklogFuture {
         let queue = Arc::clone(&self.queue);
         let ledger = self.ledger.clone();
         let limit = self.config.call_timeout;
         let exact = capabilities.exact_backlog;
         Box::pin(async move {
-            let jobs = match &ledger {
-                Some(ledger) => Some(calls::within(limit, "a ledger read", ledger.jobs()).await?),
-                None => None,
+            let (jobs, forgotten) = match &ledger {
+                Some(ledger) => {
+                    let seen =
+                        calls::within(limit, "a ledger read", JobsSeen::read(&**ledger)).await?;
+                    (Some(seen.jobs), seen.forgotten)
+                }
+                None => (None, Vec::new()),
             };
             let by_jobs = jobs.as_deref().is_some_and(|jobs| !jobs.is_empty()) && trusts_jobs;
             let unfinished = jobs
                 .as_deref()
-                .is_some_and(|jobs| jobs.iter().any(|job| !job.is_complete()));
-            let backlog = if (by_jobs && !exact) || unfinished {
+                .is_some_and(|jobs| jobs.iter().any(|job| !job.is_over()));
+            // A worker for given jobs ends by them alone.
+            let backlog = if (scoped && jobs.is_some()) || (by_jobs && !exact) || unfinished {
                 None
             } else {
                 Some(calls::within(limit, "a backlog read", queue.backlog()).await?)
             };
-            Ok(Reading { jobs, backlog })
+            Ok(Reading {
+                jobs,
+                forgotten,
+                backlog,
+            })
         })
     }
 

@@ -48,6 +48,25 @@ impl Worker {
         }));
     }
 
+    /// Ack items of jobs that are over (cancelled, forgotten) without
+    /// running them: they are settled, with no receipt to write.
+    pub(super) fn discard(&self, tokens: Vec<LeaseToken>, calls: &mut Calls<Finished>) {
+        if tokens.is_empty() {
+            return;
+        }
+        let queue = Arc::clone(&self.queue);
+        let limit = self.config.call_timeout;
+        let count = tokens.len();
+        calls.push(Box::pin(async move {
+            let result = calls::within(limit, "an ack", queue.ack(&tokens)).await;
+            Done::Settle {
+                what: "settling items of a job that is over",
+                item: format!("{count} item(s)"),
+                result,
+            }
+        }));
+    }
+
     /// The last word with the queue: wait for calls in flight, send what is
     /// still buffered, retry what fails, until `until`.
     pub(super) async fn settle_all(

@@ -1,0 +1,312 @@
+//! What a worker knows of the jobs on its queue, and what it does with an
+//! item of each: run it, hand it back (another job's command, or a job
+//! this worker is not for), settle it without running (its job was
+//! cancelled or forgotten), or wait to learn about its job.
+//!
+//! The knowledge comes from the ledger ([`Ledger::jobs`] and
+//! [`Ledger::forgotten`]), read when an item of a job not seen yet
+//! arrives, at most every [`REFRESH`] while items keep coming (so a
+//! cancel reaches busy workers), and with every end reading. A job the
+//! ledger had and no longer has, without having forgotten it, was lost
+//! (the server lost its data): after [`LOST_AFTER`] readings in a row
+//! without it, the worker fails naming it, instead of reading the
+//! missing job as done.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::job::{JobItem, JobStatus, Ledger};
+use crate::{QueueError, QueueErrorKind};
+
+/// How often a busy worker re-reads the jobs, to see a cancel.
+pub(super) const REFRESH: Duration = Duration::from_secs(30);
+
+/// Readings in a row without a job, before it counts as lost: a reader of
+/// a ledger kept in sheets can miss a job once while another holds them.
+pub(super) const LOST_AFTER: u32 = 3;
+
+/// What the ledger said about its jobs, read together.
+#[derive(Debug, Clone, Default)]
+pub(super) struct JobsSeen {
+    pub(super) jobs: Vec<JobStatus>,
+    pub(super) forgotten: Vec<String>,
+}
+
+impl JobsSeen {
+    /// Read both from `ledger`.
+    pub(super) async fn read(ledger: &dyn Ledger) -> Result<Self, QueueError> {
+        Ok(Self {
+            jobs: ledger.jobs().await?,
+            forgotten: ledger.forgotten().await?,
+        })
+    }
+}
+
+/// Whether the items of a pull call for a reading of the ledger.
+#[derive(Debug)]
+pub(super) struct WantsReading {
+    names: Arc<HashSet<Arc<str>>>,
+    stale: bool,
+}
+
+impl WantsReading {
+    /// One of `jobs` is not known yet, or the last reading is older than
+    /// [`REFRESH`] and there are items of jobs.
+    pub(super) fn wants<'a>(&self, jobs: impl IntoIterator<Item = Option<&'a JobItem>>) -> bool {
+        let mut any = false;
+        for job in jobs.into_iter().flatten() {
+            if !self.names.contains(&job.job) {
+                return true;
+            }
+            any = true;
+        }
+        any && self.stale
+    }
+}
+
+/// What to do with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Run it.
+    Run,
+    /// Give it back at no cost: it is for another worker.
+    HandBack,
+    /// Ack it without running: its job is over (cancelled or forgotten).
+    Discard,
+    /// Its job is not known yet: read the ledger, then judge again.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Known {
+    command: Option<Arc<str>>,
+    over: bool,
+    cancelled: bool,
+}
+
+/// The worker's view of the jobs.
+#[derive(Debug)]
+pub(super) struct JobGate {
+    for_jobs: Option<HashSet<Arc<str>>>,
+    command: Option<Arc<str>>,
+    known: HashMap<Arc<str>, Known>,
+    forgotten: HashSet<Arc<str>>,
+    /// The jobs known and forgotten, shared with pulls.
+    names: Arc<HashSet<Arc<str>>>,
+    /// Jobs of items seen or of the scope, with the readings in a row
+    /// that missed them.
+    misses: HashMap<Arc<str>, u32>,
+    /// Jobs ever seen in a reading.
+    seen: HashSet<Arc<str>>,
+    read_at: Option<Instant>,
+    /// Jobs whose items this worker was told about handing back.
+    warned: HashSet<Arc<str>>,
+}
+
+impl JobGate {
+    pub(super) fn new(for_jobs: Option<&[Arc<str>]>, command: Option<Arc<str>>) -> Self {
+        let for_jobs: Option<HashSet<Arc<str>>> =
+            for_jobs.map(|jobs| jobs.iter().cloned().collect());
+        let misses = for_jobs
+            .iter()
+            .flatten()
+            .map(|job| (Arc::clone(job), 0))
+            .collect();
+        Self {
+            for_jobs,
+            command,
+            known: HashMap::new(),
+            forgotten: HashSet::new(),
+            names: Arc::default(),
+            misses,
+            seen: HashSet::new(),
+            read_at: None,
+            warned: HashSet::new(),
+        }
+    }
+
+    /// The jobs this worker is for (`None`: every job).
+    pub(super) fn scope(&self) -> Option<&HashSet<Arc<str>>> {
+        self.for_jobs.as_ref()
+    }
+
+    /// What a pull needs to decide, once it has its items, whether to
+    /// read the ledger before they are judged.
+    pub(super) fn wanting_reading(&self, now: Instant) -> WantsReading {
+        WantsReading {
+            names: Arc::clone(&self.names),
+            stale: self
+                .read_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= REFRESH),
+        }
+    }
+
+    /// Whether a job this worker watches is missing from the last reading.
+    pub(super) fn missing(&self) -> bool {
+        self.misses.values().any(|&misses| misses > 0)
+    }
+
+    /// Take in a reading of the ledger. Fails when a job this worker is
+    /// for, or whose items it saw, is gone from the ledger without having
+    /// been forgotten, [`LOST_AFTER`] readings in a row.
+    pub(super) fn learn(&mut self, seen: &JobsSeen, now: Instant) -> Result<(), QueueError> {
+        self.read_at = Some(now);
+        self.forgotten = seen
+            .forgotten
+            .iter()
+            .map(|j| Arc::from(j.as_str()))
+            .collect();
+        let mut names: HashSet<Arc<str>> = self.forgotten.clone();
+        self.known.clear();
+        for job in &seen.jobs {
+            let name: Arc<str> = Arc::from(job.manifest.job.as_str());
+            self.seen.insert(Arc::clone(&name));
+            names.insert(Arc::clone(&name));
+            self.known.insert(
+                name,
+                Known {
+                    command: job.manifest.command.as_deref().map(Arc::from),
+                    over: job.is_over(),
+                    cancelled: job.cancelled.is_some(),
+                },
+            );
+        }
+        self.names = Arc::new(names);
+        for (job, misses) in &mut self.misses {
+            if self.known.contains_key(job) || self.forgotten.contains(job) {
+                *misses = 0;
+                continue;
+            }
+            *misses += 1;
+            if *misses >= LOST_AFTER {
+                let had = if self.seen.contains(job) {
+                    "the ledger had it and no longer has it"
+                } else {
+                    "its items are in the queue but the ledger has no record of it"
+                };
+                return Err(QueueError::new(
+                    QueueErrorKind::NotFound,
+                    format!(
+                        "job `{job}` was lost: {had}, and it was not forgotten \
+                         (the server lost its data: restarted without persistence, \
+                         flushed, or its keys were evicted). Its items cannot be \
+                         counted any more; submit it again with `--resume` once \
+                         the server keeps its data"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Start watching `job` for loss (an item of it was seen).
+    fn watch(&mut self, job: &Arc<str>) {
+        if !self.misses.contains_key(job) {
+            self.misses.insert(Arc::clone(job), 0);
+        }
+    }
+
+    /// What to do with an item of `job` (`None`: an item without a job).
+    pub(super) fn judge(&mut self, job: Option<&JobItem>) -> Verdict {
+        let Some(job) = job else {
+            // Another program's item: a worker for given jobs leaves it
+            // to workers for the whole queue.
+            return if self.for_jobs.is_some() {
+                Verdict::HandBack
+            } else {
+                Verdict::Run
+            };
+        };
+        let name = &job.job;
+        if self.forgotten.contains(name) {
+            return Verdict::Discard;
+        }
+        // A job whose items this worker meets must not vanish unnoticed.
+        self.watch(name);
+        let Some(known) = self.known.get(name) else {
+            return Verdict::Unknown;
+        };
+        if known.cancelled {
+            return Verdict::Discard;
+        }
+        let same = match (&self.command, &known.command) {
+            (Some(mine), Some(theirs)) => Some(mine == theirs),
+            _ => None,
+        };
+        let run = match &self.for_jobs {
+            // The whole queue, or this worker's own job: anything but an
+            // item recorded with another command. A job recorded without
+            // one (`submit`) runs under the worker's; a Rust handler runs
+            // what it is given.
+            None => same != Some(false),
+            Some(jobs) if jobs.contains(name) => same != Some(false),
+            // Another job shares this worker only where both recorded
+            // the same command.
+            Some(_) => same == Some(true),
+        };
+        let verdict = if run { Verdict::Run } else { Verdict::HandBack };
+        if verdict == Verdict::HandBack && self.warned.insert(Arc::clone(name)) {
+            let theirs = known.command.as_deref().unwrap_or("(none recorded)");
+            tracing::warn!(
+                job = %name, command = theirs,
+                "handing back items of job `{name}`: this worker runs another command or another job; \
+                 they wait for a worker of their own (`runner work --job {name} -- COMMAND`)"
+            );
+        }
+        verdict
+    }
+
+    /// Whether every job this worker is for is over; `None` for a worker
+    /// of the whole queue.
+    pub(super) fn scope_over(&self) -> Option<bool> {
+        let jobs = self.for_jobs.as_ref()?;
+        Some(
+            jobs.iter().all(|job| {
+                self.forgotten.contains(job) || self.known.get(job).is_some_and(|k| k.over)
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Manifest;
+
+    fn status(name: &str, command: Option<&str>) -> JobStatus {
+        let mut manifest = Manifest::new(name, 2, "d");
+        manifest.command = command.map(str::to_string);
+        JobStatus {
+            manifest,
+            submitted: 2,
+            done: 0,
+            dead: 0,
+            settled_between: None,
+            cancelled: None,
+        }
+    }
+
+    fn item(job: &str) -> JobItem {
+        JobItem::new(job, 0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plain_submit_runs_only_on_workers_of_the_queue_or_of_the_job() {
+        let seen = JobsSeen {
+            jobs: vec![status("plain", None), status("other", Some("x"))],
+            forgotten: vec![],
+        };
+        let mut whole = JobGate::new(None, Some(Arc::from("x")));
+        whole.learn(&seen, Instant::now()).unwrap();
+        assert_eq!(whole.judge(Some(&item("plain"))), Verdict::Run);
+        let scoped = [Arc::from("other")];
+        let mut for_other = JobGate::new(Some(&scoped), Some(Arc::from("x")));
+        for_other.learn(&seen, Instant::now()).unwrap();
+        assert_eq!(for_other.judge(Some(&item("plain"))), Verdict::HandBack);
+        assert_eq!(for_other.judge(None), Verdict::HandBack);
+        assert_eq!(whole.judge(None), Verdict::Run);
+    }
+}
