@@ -77,6 +77,9 @@ pub(crate) enum Command {
     /// attempts, exit code, seconds, worker and the end of its stderr, from
     /// any machine (the cluster-wide joblog).
     Results(ResultsArgs),
+    /// The queue's jobs: list them, cancel one, forget one.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Inspect or act on the dead-letter place.
     #[command(subcommand)]
     Dead(DeadCommand),
@@ -249,6 +252,14 @@ pub(crate) struct WorkArgs {
     /// How each worker behaves.
     #[command(flatten)]
     pub(crate) worker: WorkerOpts,
+    /// The job these workers are for: each ends when that job is over
+    /// (complete or cancelled), whatever else the queue holds, and hands
+    /// back items of other jobs unless they were recorded with the same
+    /// command. Without it a worker serves the whole queue: every job's
+    /// items and items without a job, until every job is over and the
+    /// queue is empty
+    #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
+    pub(crate) job: Option<String>,
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,
@@ -269,6 +280,14 @@ pub(crate) struct LaunchArgs {
     /// Kubernetes: create the Job and return, instead of waiting for it
     #[arg(long)]
     pub(crate) detach: bool,
+    /// The job these workers are for: each ends when that job is over
+    /// (complete or cancelled), whatever else the queue holds, and hands
+    /// back items of other jobs unless they were recorded with the same
+    /// command. Without it a worker serves the whole queue: every job's
+    /// items and items without a job, until every job is over and the
+    /// queue is empty
+    #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
+    pub(crate) job: Option<String>,
     /// How each worker behaves.
     #[command(flatten)]
     pub(crate) worker: WorkerOpts,
@@ -417,6 +436,30 @@ pub(crate) enum DeadCommand {
     Requeue,
     /// Delete every dead item for good.
     Purge,
+}
+
+/// `runner job`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobCommand {
+    /// Every job on the queue: its phase (unsealed, running, complete,
+    /// cancelled), done, dead and total, and the command it runs.
+    List {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: nobody waits for it any more, and its items still in
+    /// the queue are settled without running. Items running now finish.
+    Cancel {
+        /// The job's name (see `runner job list`)
+        job: String,
+    },
+    /// Forget a job that is over (complete or cancelled): its records leave
+    /// the ledger; stray items of it are settled without running.
+    Forget {
+        /// The job's name (see `runner job list`)
+        job: String,
+    },
 }
 
 /// `runner status`.

@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod proxy;
 pub mod scenarios;
 pub mod servers;
+pub mod shared_jobs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -642,3 +642,29 @@ fn a_submit_stopped_by_sigint_says_what_went_in_and_resumes_exactly() {
         3000,
     );
 }
+
+#[test]
+fn a_stuck_job_holds_no_other_run_and_is_cancelled_then_forgotten() {
+    let server = RedisServer::local(false);
+    let proxy = FaultProxy::start(server.url().trim_start_matches("redis://"));
+    proxy.set(Fault::Delay(Duration::from_millis(100)));
+    let name = unique("stuck");
+    forloop_tests::shared_jobs::a_stuck_job_holds_no_other_run(
+        || on(server.url(), &name),
+        || through(&proxy, &name),
+        RECORD,
+        &scratch("stuck"),
+    );
+}
+
+#[test]
+fn a_flushall_fails_the_workers_and_wait_naming_the_lost_job() {
+    let server = RedisServer::local(false);
+    let name = unique("flushed");
+    forloop_tests::shared_jobs::a_lost_job_fails_workers_and_wait(
+        || on(server.url(), &name),
+        || server.flushall(),
+        RECORD,
+        &scratch("flushed"),
+    );
+}

@@ -64,11 +64,50 @@ impl JobStatus {
         self.submitted >= self.manifest.total
     }
 
+    /// Where the job is in its life.
+    pub fn phase(&self) -> JobPhase {
+        if self.cancelled.is_some() {
+            JobPhase::Cancelled
+        } else if self.is_complete() {
+            JobPhase::Complete
+        } else if self.is_sealed() {
+            JobPhase::Running
+        } else {
+            JobPhase::Unsealed
+        }
+    }
+
     /// Items settled per second, between the first and last settlement.
     pub fn rate(&self) -> Option<f64> {
         let (first, last) = self.settled_between?;
         let secs = (last.saturating_sub(first)) as f64 / 1000.0;
         (secs > 0.0 && self.settled() > 1).then(|| (self.settled() - 1) as f64 / secs)
+    }
+}
+
+/// Where a job is in its life, as every ledger merges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPhase {
+    /// Not every item was sent yet: its submit is under way, or stopped
+    /// part-way (then `--resume` sends the rest, or cancel ends it).
+    Unsealed,
+    /// Every item was sent; some are not settled yet.
+    Running,
+    /// Every item is settled, done or dead.
+    Complete,
+    /// Cancelled: its items still queued are settled without running.
+    Cancelled,
+}
+
+impl fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobPhase::Unsealed => "unsealed",
+            JobPhase::Running => "running",
+            JobPhase::Complete => "complete",
+            JobPhase::Cancelled => "cancelled",
+        })
     }
 }
 

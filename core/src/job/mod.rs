@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use crate::queue::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
 pub use backend::Backend;
 pub use book::Book;
-pub use ledger::{Begun, JobSeqs, JobStatus, Ledger, SheetCalls};
+pub use ledger::{Begun, JobPhase, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,

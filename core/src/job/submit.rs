@@ -337,6 +337,44 @@ impl<'a> Submit<'a> {
     }
 }
 
+/// A new job may share a queue with the open jobs (not over) only where
+/// they run the same command: a worker hands back items recorded with
+/// another command, so two commands on one queue would make their workers
+/// pass each other's items back and forth. One open command per queue,
+/// then; another queue (`--name`) for another command.
+fn refuse_another_command(jobs: &[JobStatus], manifest: &Manifest) -> Result<(), QueueError> {
+    let Some(open) = jobs
+        .iter()
+        .find(|open| !open.is_over() && open.manifest.command != manifest.command)
+    else {
+        return Ok(());
+    };
+    let name = &open.manifest.job;
+    let sealed = if open.is_sealed() {
+        String::new()
+    } else {
+        format!(
+            "; never sealed: its submit stopped after {} of {} items",
+            open.submitted, open.manifest.total
+        )
+    };
+    let runs = |command: &Option<String>| match command {
+        Some(command) => format!("runs `{command}`"),
+        None => "was submitted without a command".to_string(),
+    };
+    Err(QueueError::new(
+        QueueErrorKind::Invalid,
+        format!(
+            "job `{name}` is still open on this queue ({} of {} settled{sealed}) and {};              job `{}` {}. One queue serves one command at a time (a worker never runs an item              under another job's command): use another queue (--name), wait for `{name}`              to end, or cancel it (`runner job cancel {name}`)",
+            open.settled(),
+            open.manifest.total,
+            runs(&open.manifest.command),
+            manifest.job,
+            runs(&manifest.command),
+        ),
+    ))
+}
+
 /// Record a job's manifest: what to send (every item for a new job, what
 /// is missing for a resumed one) and the counts it had before.
 async fn begin(
@@ -345,6 +383,10 @@ async fn begin(
     resume: bool,
 ) -> Result<(SeqSet, Option<JobStatus>), QueueError> {
     let job = &manifest.job;
+    let jobs = ledger.jobs().await?;
+    if !jobs.iter().any(|known| known.manifest.job == *job) {
+        refuse_another_command(&jobs, manifest)?;
+    }
     match ledger.begin(manifest).await? {
         Begun::New => Ok((SeqSet::first(manifest.total), None)),
         Begun::Existing(status) if resume => {

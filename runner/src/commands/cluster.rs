@@ -29,13 +29,15 @@ pub(crate) fn cluster_flags(opts: &ClusterOpts) -> ClusterFlags {
 }
 
 /// The workers `run` (`until_drained`) or `launch` asks for: this
-/// program's `work` on the queue, with the worker flags as settings.
+/// program's `work` on the queue, with the worker flags as settings, for
+/// `job` where they are started for one.
 pub(crate) fn worker_request(
     context: &Context<'_>,
     (driver, address): (&dyn Driver, &QueueAddress),
     opts: &WorkerOpts,
     (workers, max_restarts): (u32, u32),
     command: &[String],
+    job: Option<&str>,
     until_drained: bool,
 ) -> WorkerRequest {
     let mut request = WorkerRequest::new(
@@ -54,6 +56,9 @@ pub(crate) fn worker_request(
         .into_iter()
         .map(|(flag, value)| (flag.to_string(), value))
         .collect();
+    if let Some(job) = job {
+        request.settings.push(("job".to_string(), job.to_string()));
+    }
     request.joblog.clone_from(&opts.joblog);
     request.queue_environment = driver
         .environment()

@@ -14,7 +14,7 @@ use forloop_core::{Driver, QueueAddress};
 
 use super::context::{Context, Prepared};
 use super::job::{item_room, send};
-use super::worker_settings::{open_joblog, worker_config, worker_name};
+use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::RunArgs;
 use crate::input::{ItemRules, read_items};
 use crate::progress::Progress;
@@ -42,7 +42,7 @@ pub(crate) async fn run(
     }
     let total = items.items.len();
     let joblog = open_joblog(&args.worker)?;
-    send(
+    let sent = send(
         context,
         &backend,
         &items,
@@ -68,6 +68,7 @@ pub(crate) async fn run(
     for index in 0..args.workers as usize {
         let mut config = worker_config(&args.worker, worker_name(index));
         chosen.configure(&mut config);
+        for_job(&mut config, sent.job.as_deref(), &args.command);
         let worker = Worker::new(backend.clone(), handler.clone())
             .with_config(config)
             .with_events(tally.clone());

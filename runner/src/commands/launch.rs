@@ -85,6 +85,7 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
         &args.worker,
         (args.workers, args.max_restarts),
         &args.command,
+        args.job.as_deref(),
         false,
     );
     let spec = plug.spec(&request, &flags)?;

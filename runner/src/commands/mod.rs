@@ -9,13 +9,15 @@
 //!   `summary`: the end of a run; `cluster`: what the runner asks of
 //!   `--cluster`, and `runner cluster`. `run` and `launch` are written once
 //!   for every launcher.
-//! - `work`, `status` (with `wait`), `results`, `dead`, `queue_admin`.
+//! - `work`, `status` (with `wait`), `results`, `dead`, `queue_admin`,
+//!   `job_admin` (`runner job list | cancel | forget`).
 
 mod cluster;
 mod context;
 mod dead;
 mod in_process;
 mod job;
+mod job_admin;
 mod launch;
 mod queue_admin;
 mod results;
@@ -53,6 +55,7 @@ pub(crate) async fn dispatch(
         Command::Wait(args) => status::wait(&context, args).await,
         Command::Launch(args) => launch::launch(&context, args).await,
         Command::Results(args) => results::results(&context, args).await,
+        Command::Job(command) => job_admin::job(&context, command).await,
         Command::Dead(command) => dead::dead(&context, command).await,
         Command::Cluster(command) => cluster::cluster(&context, command).await,
         Command::Queue(command) => queue_admin::queue(&context, command).await,

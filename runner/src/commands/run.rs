@@ -52,8 +52,11 @@ async fn launched(
         &args.worker,
         (args.workers, args.max_restarts),
         &args.command,
+        None,
         true,
     );
+    // Checked before anything is sent; made again for the job once it has
+    // its name (the workers are for it).
     let spec = plug.spec(&request, &flags)?;
     let launcher = plug.connect(&flags).await?;
     launcher.check(&spec).await?;
@@ -69,6 +72,16 @@ async fn launched(
     )?;
 
     let submitted = submit_input(context, &backend, &args).await?;
+    let request = worker_request(
+        context,
+        (&*driver, &address),
+        &args.worker,
+        (args.workers, args.max_restarts),
+        &args.command,
+        submitted.sent.job.as_deref(),
+        true,
+    );
+    let spec = plug.spec(&request, &flags)?;
     let cluster = context.cluster.to_string();
     let handle = launcher.launch(&spec).await.map_err(|e| {
         Failure::new(format!(

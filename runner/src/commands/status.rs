@@ -236,15 +236,32 @@ async fn wait_for_jobs(
 ) -> Result<u8, Failure> {
     let total: u64 = jobs.iter().map(|j| j.manifest.total).sum();
     let progress = Progress::start("settled", total);
-    while jobs.iter().any(|j| !j.is_complete()) {
+    let mut watch = JobWatch::default();
+    watch.look(&jobs, &[], Instant::now())?;
+    while jobs.iter().any(|j| !j.is_over()) || watch.missing() {
         progress.set(jobs.iter().map(JobStatus::settled).sum());
         tokio::time::sleep(poll).await;
         jobs = ledger.jobs().await?;
+        let forgotten = ledger.forgotten().await?;
+        watch.look(&jobs, &forgotten, Instant::now())?;
     }
     progress.finish();
     let dead: u64 = jobs.iter().map(|j| j.dead).sum();
     for job in &jobs {
         eprintln!("{}", job_line(job));
+    }
+    let cancelled: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.cancelled.is_some() && !j.is_complete())
+        .map(|j| j.manifest.job.as_str())
+        .collect();
+    if !cancelled.is_empty() {
+        eprintln!(
+            "every job on `{}` is over, but {} was cancelled before it completed",
+            context.name,
+            cancelled.join(", ")
+        );
+        return Ok(1);
     }
     if dead > 0 {
         eprintln!(
@@ -256,6 +273,83 @@ async fn wait_for_jobs(
     }
     eprintln!("every job on `{}` is complete", context.name);
     Ok(0)
+}
+
+/// What `wait` saw of the jobs over time: a job that vanishes without
+/// being forgotten was lost by the server, which is never an end; a job
+/// that does not move for [`STALLED`] gets a word on what to do.
+#[derive(Debug, Default)]
+struct JobWatch {
+    /// Each job seen: its settled count, when that last changed, whether
+    /// the stall was told, and readings in a row that missed it.
+    jobs: std::collections::BTreeMap<String, (u64, Instant, bool, u32)>,
+}
+
+/// How long a job may stand still before `wait` says so.
+const STALLED: Duration = Duration::from_secs(600);
+
+/// Readings in a row without a job before it counts as lost (a ledger
+/// kept in sheets can miss one while another reader holds them).
+const LOST_AFTER: u32 = 3;
+
+impl JobWatch {
+    fn look(
+        &mut self,
+        jobs: &[JobStatus],
+        forgotten: &[String],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        for (name, (_, _, _, misses)) in &mut self.jobs {
+            if jobs.iter().any(|j| j.manifest.job == *name) || forgotten.contains(name) {
+                *misses = 0;
+                continue;
+            }
+            *misses += 1;
+            if *misses >= LOST_AFTER {
+                return Err(Failure::new(format!(
+                    "job `{name}` was lost: the ledger had it and no longer has it, and it was not \
+                     forgotten (the server lost its data: restarted without persistence, flushed, \
+                     or its keys were evicted); its items cannot be counted any more"
+                )));
+            }
+        }
+        self.jobs.retain(|name, _| !forgotten.contains(name));
+        for job in jobs {
+            let settled = job.settled();
+            let entry = self
+                .jobs
+                .entry(job.manifest.job.clone())
+                .or_insert((settled, now, false, 0));
+            if entry.0 != settled {
+                *entry = (settled, now, false, 0);
+            } else if !job.is_over() && !entry.2 && now.duration_since(entry.1) >= STALLED {
+                entry.2 = true;
+                let name = &job.manifest.job;
+                let why = if job.is_sealed() {
+                    "are workers running for it?".to_string()
+                } else {
+                    format!(
+                        "it was never sealed: its submit stopped after {} of {} items; \
+                         `runner submit --resume --job {name} FILE` sends the rest",
+                        job.submitted, job.manifest.total
+                    )
+                };
+                eprintln!(
+                    "runner: job `{name}` has not moved for {} ({} of {} settled): {why}; \
+                     `runner job cancel {name}` ends it",
+                    humantime::format_duration(STALLED),
+                    settled,
+                    job.manifest.total
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A job seen before is missing from the last reading.
+    fn missing(&self) -> bool {
+        self.jobs.values().any(|(_, _, _, misses)| *misses > 0)
+    }
 }
 
 #[cfg(test)]

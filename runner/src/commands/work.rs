@@ -5,7 +5,7 @@ use std::sync::Arc;
 use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 
 use super::context::{Context, Prepared};
-use super::worker_settings::{open_joblog, worker_config, worker_name};
+use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
 use crate::tally::Tally;
 use crate::{Failure, signals};
@@ -26,9 +26,16 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     });
     let mut config = worker_config(&args.worker, worker_name(0));
     handler.configure(&mut config);
+    for_job(&mut config, args.job.as_deref(), &args.command);
+    let ends = match &args.job {
+        Some(job) => format!("ends when job `{job}` is over, whatever else the queue holds"),
+        None if backend.ledger.is_some() => "serves the whole queue: ends when every job on it is over              and no item is left (--job NAME ends on one job)"
+            .to_string(),
+        None => "ends when the queue is drained".to_string(),
+    };
     tracing::info!(
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
-        "worker {} starting", config.name
+        "worker {} starting; it {ends}", config.name
     );
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);

@@ -99,6 +99,13 @@ pub(crate) fn worker_name(index: usize) -> String {
     format!("{host}:{}/{index}", std::process::id())
 }
 
+/// Make `config` a worker for `job` (where it was started for one), which
+/// runs `command` (empty: a built-in handler, not a command).
+pub(crate) fn for_job(config: &mut WorkerConfig, job: Option<&str>, command: &[String]) {
+    config.for_jobs = job.map(|job| vec![Arc::from(job)]);
+    config.command = (!command.is_empty()).then(|| Arc::from(command.join(" ")));
+}
+
 /// The config of a worker in this process.
 pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
     WorkerConfig {

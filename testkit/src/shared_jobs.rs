@@ -1,0 +1,196 @@
+//! Jobs that share a queue (issue 21), written once and run by each
+//! shared-queue backend's test file: a job stuck for good (its submit
+//! stopped) holds no other job's run, which is refused with what to do
+//! until the stuck job is cancelled; a job the server lost fails its
+//! workers and `wait`, never reads as done.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::read_records;
+use crate::scenarios::{signal, wait_for_lines, wait_with_deadline};
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `runner submit --job NAME` of `n` items through `slow_on` (a delaying
+/// proxy), stopped by SIGINT once the ledger records a first batch: a job
+/// that is never sealed.
+pub fn stopped_submit(
+    on: &impl Fn() -> Command,
+    slow_on: &impl Fn() -> Command,
+    dir: &Path,
+    name: &str,
+    n: usize,
+) {
+    let items: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
+    let input = dir.join(format!("{name}.txt"));
+    std::fs::write(&input, items.join("\n")).unwrap();
+    let submit = slow_on()
+        .args(["submit", "--job", name])
+        .arg(&input)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = on().args(["job", "list", "--json"]).output().unwrap();
+        let listed = String::from_utf8_lossy(&status.stdout).into_owned();
+        let sent = listed
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|job| job["job"] == name)
+            .and_then(|job| job["submitted"].as_u64());
+        if sent.is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the submit sent nothing within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(submit.id(), libc::SIGINT);
+    let output = submit.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "the submit of {n} items finished before SIGINT (enlarge the input) or failed: {}",
+        stderr(&output)
+    );
+}
+
+/// The phase `runner job list --json` gives `job` (`None`: not listed).
+pub fn phase(on: &impl Fn() -> Command, job: &str) -> Option<String> {
+    let output = on().args(["job", "list", "--json"]).output().unwrap();
+    assert!(output.status.success(), "job list: {}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .find(|listed| listed["job"] == job)
+        .map(|listed| listed["phase"].as_str().unwrap_or_default().to_string())
+}
+
+/// Scenario 1 of issue 21: a submit of many items stopped part-way, then
+/// `runner run` of a one-item job on the same queue. The run is refused at
+/// once, naming the stuck job and how to end it (not left running for
+/// ever); once the stuck job is cancelled, the run ends on its own job, its
+/// command runs only its own item, and the cancelled job's items are
+/// settled without running.
+pub fn a_stuck_job_holds_no_other_run(
+    on: impl Fn() -> Command,
+    slow_on: impl Fn() -> Command,
+    record: &str,
+    dir: &Path,
+) {
+    stopped_submit(&on, &slow_on, dir, "stuck", 4000);
+    assert_eq!(phase(&on, "stuck").as_deref(), Some("unsealed"));
+    let input = dir.join("mine.txt");
+    std::fs::write(&input, "mine-0\n").unwrap();
+    let out = dir.join("out.jsonl");
+    let run = || {
+        let mut command = on();
+        command
+            .args(["run", "--job", "mine", "--workers", "1"])
+            .arg(&input)
+            .args(["--", record, out.to_str().unwrap(), "{}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let mut refused = run().spawn().unwrap();
+    let status = wait_with_deadline(&mut refused, Duration::from_secs(60));
+    let log = stderr(&refused.wait_with_output().unwrap());
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("`stuck`")
+            && log.contains("runner job cancel stuck")
+            && log.contains("--name"),
+        "the refusal names the open job and what to do: {log}"
+    );
+    assert_eq!(
+        phase(&on, "mine"),
+        None,
+        "nothing of the refused job was recorded"
+    );
+
+    let output = on().args(["job", "cancel", "stuck"]).output().unwrap();
+    assert!(output.status.success(), "job cancel: {}", stderr(&output));
+    assert_eq!(phase(&on, "stuck").as_deref(), Some("cancelled"));
+
+    let mut ran = run().spawn().unwrap();
+    let status = wait_with_deadline(&mut ran, Duration::from_secs(120));
+    let log = stderr(&ran.wait_with_output().unwrap());
+    assert!(
+        status.success(),
+        "the run of `mine` must end on its own job: {log}"
+    );
+    let items: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    assert_eq!(
+        items,
+        ["mine-0"],
+        "only the run's own item ran under its command"
+    );
+    assert_eq!(phase(&on, "mine").as_deref(), Some("complete"));
+
+    let output = on().args(["job", "forget", "stuck"]).output().unwrap();
+    assert!(output.status.success(), "job forget: {}", stderr(&output));
+    assert_eq!(phase(&on, "stuck"), None, "a forgotten job is not listed");
+}
+
+/// Scenario 6 of issue 21: the server loses its keys (Redis FLUSHALL) at 4
+/// of 20 done. The worker and a `wait` under way fail naming the job,
+/// instead of reading the missing job as complete.
+pub fn a_lost_job_fails_workers_and_wait(
+    on: impl Fn() -> Command,
+    lose: impl FnOnce(),
+    record: &str,
+    dir: &Path,
+) {
+    let items: Vec<String> = (0..20).map(|i| format!("l-{i}")).collect();
+    let input = dir.join("items.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    let output = on()
+        .args(["submit", "--job", "lost"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = dir.join("out.jsonl");
+    let mut worker = on()
+        .args(["work", "--concurrency", "1", "--"])
+        .args([record, out.to_str().unwrap(), "{}"])
+        .env("RECORD_SLEEP_MS", "200")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut wait = on()
+        .args(["wait", "--poll", "100ms"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&out, 4, Duration::from_secs(60), "4 items done");
+    lose();
+    let status = wait_with_deadline(&mut worker, Duration::from_secs(120));
+    let log = stderr(&worker.wait_with_output().unwrap());
+    assert!(
+        !status.success(),
+        "a worker must not exit 0 when the server lost its job: {log}"
+    );
+    assert!(
+        log.contains("`lost` was lost"),
+        "the worker names the lost job: {log}"
+    );
+    let status = wait_with_deadline(&mut wait, Duration::from_secs(60));
+    let log = stderr(&wait.wait_with_output().unwrap());
+    assert!(
+        !status.success(),
+        "`wait` must not read a lost job as complete: {log}"
+    );
+    assert!(
+        log.contains("`lost` was lost"),
+        "`wait` names the lost job: {log}"
+    );
+}
