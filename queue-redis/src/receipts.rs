@@ -163,7 +163,6 @@ pub(crate) fn read_field(field: &[u8]) -> (Vec<Receipt>, Vec<String>) {
                     stderr_tail: stderr.map(Cow::into_owned),
                     at: h.at,
                     life: 0,
-                    life: 0,
                 }),
                 (None, _) => Err("a short receipt before its header".to_string()),
                 (_, Err(e)) => Err(e.to_string()),
