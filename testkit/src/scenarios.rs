@@ -584,26 +584,6 @@ pub fn server_comes_back_without_the_queue(
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::warning_kind;
-
-    #[test]
-    fn a_warnings_kind_ignores_time_span_fields_and_numbers() {
-        let a = "2026-12-03T07:58:31.72Z  WARN SqsQueue { address: sqs://q }: handing back 3 sheets failed (they come back): sqs visibility change failed";
-        let b = "2026-12-03T07:58:33.10Z  WARN SqsQueue { address: sqs://q }: handing back 12 sheets failed (they come back): other";
-        assert_eq!(warning_kind(a), warning_kind(b));
-        assert_eq!(
-            warning_kind("t  WARN could not extend leases error=timeout count=2"),
-            "could not extend leases"
-        );
-        assert_ne!(
-            warning_kind("t  WARN pull failed; retrying error=x"),
-            warning_kind("t  WARN ack failed; retrying error=x")
-        );
-    }
-}
-
 /// A shell command for [`a_requeued_item_counts_again_until_it_dies_again`]:
 /// item `bad` writes `$WHY` to stderr and exits `$CODE`; others succeed.
 const DIES_WHEN_BAD: &str =
@@ -720,4 +700,24 @@ pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command
         "wait returns on a complete job: {}",
         String::from_utf8_lossy(&wait.stderr)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warning_kind;
+
+    #[test]
+    fn a_warnings_kind_ignores_time_span_fields_and_numbers() {
+        let a = "2026-12-03T07:58:31.72Z  WARN SqsQueue { address: sqs://q }: handing back 3 sheets failed (they come back): sqs visibility change failed";
+        let b = "2026-12-03T07:58:33.10Z  WARN SqsQueue { address: sqs://q }: handing back 12 sheets failed (they come back): other";
+        assert_eq!(warning_kind(a), warning_kind(b));
+        assert_eq!(
+            warning_kind("t  WARN could not extend leases error=timeout count=2"),
+            "could not extend leases"
+        );
+        assert_ne!(
+            warning_kind("t  WARN pull failed; retrying error=x"),
+            warning_kind("t  WARN ack failed; retrying error=x")
+        );
+    }
 }
