@@ -77,6 +77,6 @@ pub use memory::{MemoryDriver, MemoryQueue};
 pub use publish::{PublishError, publish_all};
 pub use queue::{
     Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
-    QueueConfig, QueueDecorator, WorkQueue,
+    QueueConfig, QueueDecorator, RequeueWatch, WorkQueue,
 };
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

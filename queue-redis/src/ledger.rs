@@ -104,11 +104,12 @@ fn check_seq(job: &str, seq: u64) -> Result<(), QueueError> {
 }
 
 /// A job's status as `job_status` in `common.lua` returns it:
-/// `[manifest, submitted, done, dead, "FIRST LAST" or ""]`.
+/// `[manifest, submitted, done, dead, "FIRST LAST" or "", cancelled or ""]`.
 fn status_of(reply: &[Value]) -> Option<JobStatus> {
-    let [manifest, submitted, done, dead, between] = reply else {
+    let [manifest, submitted, done, dead, between, cancelled] = reply else {
         return None;
     };
+    let cancelled = String::from_utf8_lossy(&as_bytes(cancelled)).parse().ok();
     let manifest: Manifest = serde_json::from_slice(&as_bytes(manifest)).ok()?;
     let between = String::from_utf8_lossy(&as_bytes(between)).into_owned();
     let settled_between = between
@@ -120,7 +121,7 @@ fn status_of(reply: &[Value]) -> Option<JobStatus> {
         done: as_u64(done)?,
         dead: as_u64(dead)?,
         settled_between,
-        cancelled: None,
+        cancelled,
     })
 }
 
@@ -311,11 +312,105 @@ impl Ledger for RedisLedger {
             .run("ledger jobs", &self.link.scripts.jobs, |_| {})
             .await?;
         let mut jobs = reply
-            .chunks_exact(6)
+            .chunks_exact(7)
             .map(|row| status_of(&row[1..]).ok_or_else(|| malformed("ledger jobs")))
             .collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by(|a, b| a.manifest.job.cmp(&b.manifest.job));
         Ok(jobs)
+    }
+
+    async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
+        let done: u64 = self
+            .link
+            .run("ledger cancel", &self.link.scripts.cancel, |inv| {
+                inv.arg(job).arg(forloop_core::job::unix_millis());
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Its keys go in one script and its name joins the forgotten; a
+    /// `begin` of the name later makes a new job (and takes the name off
+    /// the forgotten).
+    async fn forget(&self, job: &str) -> Result<bool, QueueError> {
+        let done: u64 = self
+            .link
+            .run("ledger forget", &self.link.scripts.forget, |inv| {
+                inv.arg(job).arg(forloop_core::job::unix_millis());
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
+        let mut names: Vec<String> = self
+            .link
+            .run("ledger forgotten", &self.link.scripts.forgotten, |_| {})
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The dead bits and receipts go (`requeued.lua`); the queue's own
+    /// requeue does the same in the script that moves the items.
+    async fn requeued(&self, dead: &[Receipt]) -> Result<(), QueueError> {
+        for chunk in dead.chunks(SETTLE_CHUNK) {
+            let _: Value = self
+                .link
+                .run("ledger requeued", &self.link.scripts.requeued, |inv| {
+                    for receipt in chunk {
+                        inv.arg(&*receipt.job).arg(receipt.seq);
+                    }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One `dead_letter_recorded.lua` call per chunk: the burial and the
+    /// worker's receipt land together, and a lost lease gets neither.
+    async fn record_then_dead_letter(
+        &self,
+        _queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        reason: &str,
+        receipts: &[Option<Receipt>],
+    ) -> Result<LeaseReport, QueueError> {
+        let mut report = LeaseReport::default();
+        for (tokens, receipts) in tokens
+            .chunks(SETTLE_CHUNK)
+            .zip(receipts.chunks(SETTLE_CHUNK))
+        {
+            let mut json = Vec::with_capacity(receipts.len());
+            for (token, receipt) in tokens.iter().zip(receipts) {
+                let receipt = match receipt {
+                    Some(receipt) => {
+                        check_seq(&receipt.job, receipt.seq)?;
+                        serde_json::to_vec(receipt).map_err(|e| {
+                            invalid(format!("a receipt of job `{}`: {e}", receipt.job))
+                        })?
+                    }
+                    None => Vec::new(),
+                };
+                json.push((token.as_text().unwrap_or_default(), receipt));
+            }
+            let part = self
+                .link
+                .settle_after(
+                    "dead-letter and receipt",
+                    &self.link.scripts.dead_letter_recorded,
+                    tokens,
+                    &|inv| {
+                        inv.arg(reason).arg(json.len());
+                        for (token, receipt) in &json {
+                            inv.arg(*token).arg(receipt);
+                        }
+                    },
+                )
+                .await?;
+            report.lost.extend(part.lost);
+        }
+        Ok(report)
     }
 
     async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
@@ -483,10 +578,7 @@ impl<'a> RecordCall<'a> {
 
 /// Keep one receipt per seq, as the scripts count ([`Settled::replaces`]).
 fn keep(kept: &mut BTreeMap<u64, Receipt>, receipt: Receipt) {
-    if receipt
-        .state
-        .replaces(kept.get(&receipt.seq).map(|old| old.state))
-    {
+    if receipt.replaces(kept.get(&receipt.seq)) {
         kept.insert(receipt.seq, receipt);
     }
 }

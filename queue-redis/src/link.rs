@@ -43,6 +43,11 @@ pub(crate) struct Scripts {
     pub(crate) jobs: Script,
     pub(crate) seqs: Script,
     pub(crate) delete: Script,
+    pub(crate) dead_letter_recorded: Script,
+    pub(crate) requeued: Script,
+    pub(crate) cancel: Script,
+    pub(crate) forget: Script,
+    pub(crate) forgotten: Script,
 }
 
 impl Scripts {
@@ -65,6 +70,11 @@ impl Scripts {
             jobs: script!("jobs.lua"),
             seqs: script!("seqs.lua"),
             delete: script!("delete.lua"),
+            dead_letter_recorded: script!("dead_letter_recorded.lua"),
+            requeued: script!("requeued.lua"),
+            cancel: script!("cancel.lua"),
+            forget: script!("forget.lua"),
+            forgotten: script!("forgotten.lua"),
         }
     }
 }

@@ -83,7 +83,8 @@ impl DoneLines {
         let short = receipt.job == *job
             && receipt.worker == *worker
             && receipt.at == *at
-            && receipt.reason.is_none();
+            && receipt.reason.is_none()
+            && receipt.life == 0;
         self.lines.push(b'\n');
         if short {
             let line: Short<'_> = (
@@ -161,6 +162,7 @@ pub(crate) fn read_field(field: &[u8]) -> (Vec<Receipt>, Vec<String>) {
                     reason: None,
                     stderr_tail: stderr.map(Cow::into_owned),
                     at: h.at,
+                    life: 0,
                 }),
                 (None, _) => Err("a short receipt before its header".to_string()),
                 (_, Err(e)) => Err(e.to_string()),
@@ -192,6 +194,7 @@ mod tests {
             reason: None,
             stderr_tail: seq.is_multiple_of(2).then(|| "warn\nline".to_string()),
             at,
+            life: 0,
         }
     }
 

@@ -430,6 +430,7 @@ fn receipt(seq: u64, state: Settled) -> Receipt {
         reason: None,
         stderr_tail: None,
         at: 1_700_000_000_000 + seq,
+        life: 0,
     }
 }
 

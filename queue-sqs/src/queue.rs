@@ -491,6 +491,13 @@ impl WorkQueue for SqsQueue {
         dead::requeue(&self.dead_place()?).await
     }
 
+    async fn requeue_dead_telling(
+        &self,
+        watch: &dyn forloop_core::RequeueWatch,
+    ) -> Result<u64, QueueError> {
+        dead::requeue_telling(&self.dead_place()?, Some(watch)).await
+    }
+
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()?).await
     }

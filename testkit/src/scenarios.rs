@@ -584,6 +584,124 @@ pub fn server_comes_back_without_the_queue(
     );
 }
 
+/// A shell command for [`a_requeued_item_counts_again_until_it_dies_again`]:
+/// item `bad` writes `$WHY` to stderr and exits `$CODE`; others succeed.
+const DIES_WHEN_BAD: &str =
+    r#"if [ "$FORLOOP_ITEM" = bad ]; then echo "$WHY" >&2; exit "$CODE"; fi"#;
+
+/// The job's line of `status --json` (its only job).
+fn only_job(on: &impl Fn() -> Command) -> serde_json::Value {
+    let output = on().args(["status", "--json"]).output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "status: {said}");
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("status --json prints JSON");
+    let jobs = value["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs.len(), 1, "one job on the queue: {value}");
+    jobs[0].clone()
+}
+
+/// Issue 21, scenario 3: `dead requeue` un-counts what it puts back. A job
+/// whose one bad item died reads complete; after `dead requeue` it reads
+/// incomplete with nothing dead (so `wait` waits, and a worker runs the
+/// item instead of exiting on a complete job); the item dies again, with
+/// another exit code and stderr, and that death is the one shown. The
+/// queue must have been made with `--max-attempts 1` where the backend
+/// keeps it (SQS, Pub/Sub).
+pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command, dir: &Path) {
+    let input = dir.join("items.txt");
+    write_items(&input, &["ok-0".into(), "ok-1".into(), "bad".into()]);
+    let run = on()
+        .arg("run")
+        .arg(&input)
+        .args(["--max-attempts", "1", "--workers", "1"])
+        .args(["--", "sh", "-c", DIES_WHEN_BAD])
+        .env("WHY", "first death")
+        .env("CODE", "3")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(said.contains("3 items: 2 done, 1 dead-lettered"), "{said}");
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["dead"], &job["complete"]),
+        (&1.into(), &true.into()),
+        "{job}"
+    );
+
+    // The dead-letter listing may be held a moment by the ledger's look at
+    // the dead place (SQS, Pub/Sub): requeue until the item moves.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let requeue = on().args(["dead", "requeue"]).output().unwrap();
+        let said = String::from_utf8_lossy(&requeue.stderr);
+        assert!(requeue.status.success(), "dead requeue: {said}");
+        if said.contains("requeued 1 dead item") {
+            break;
+        }
+        assert!(Instant::now() < until, "the dead item never moved: {said}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (&2.into(), &0.into(), &false.into()),
+        "a requeued item is live, not dead: {job}"
+    );
+
+    // A worker runs it (it does not exit on a job that reads complete); it
+    // dies again, otherwise.
+    let mut work = on()
+        .args([
+            "work",
+            "--max-attempts",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            DIES_WHEN_BAD,
+        ])
+        .env("WHY", "second death")
+        .env("CODE", "7")
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut work, Duration::from_secs(60));
+    assert!(
+        status.code().is_some(),
+        "the worker ended by itself: {status:?}"
+    );
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (&2.into(), &1.into(), &true.into()),
+        "{job}"
+    );
+    let until = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let list = on().args(["dead", "list", "--json"]).output().unwrap();
+        if !list.stdout.is_empty() || Instant::now() > until {
+            break serde_json::from_slice::<serde_json::Value>(&list.stdout)
+                .expect("one JSON line");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(line["item"], "bad", "{line}");
+    assert_eq!(line["exit_code"], 7, "the later death shows: {line}");
+    assert!(
+        line["stderr_tail"]
+            .as_str()
+            .is_some_and(|tail| tail.contains("second death")),
+        "{line}"
+    );
+    let wait = on().arg("wait").output().unwrap();
+    assert!(
+        wait.status.code().is_some(),
+        "wait returns on a complete job: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::warning_kind;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
-    poison_item_is_dead_lettered_and_named, server_comes_back_without_the_queue,
-    server_crash_mid_run, sigkill_while_acks_are_in_flight, sigterm_hands_items_back,
+    a_requeued_item_counts_again_until_it_dies_again, poison_item_is_dead_lettered_and_named,
+    server_comes_back_without_the_queue, server_crash_mid_run, sigkill_while_acks_are_in_flight,
+    sigterm_hands_items_back,
 };
 use forloop_tests::servers::{PubsubEmulator, Restartable};
 use forloop_tests::{runner, scratch};
@@ -66,6 +67,15 @@ fn run_processes_everything_and_names_the_poison_item() {
     create(&q, "10s");
     let dir = scratch("pubsub-poison");
     poison_item_is_dead_lettered_and_named(|| on(&q), &["--idle-window", "3s"], RECORD, &dir);
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}
+
+#[test]
+fn dead_requeue_uncounts_the_item_and_its_next_death_shows() {
+    let q = queue("requeue");
+    create(&q, "10s");
+    let dir = scratch("pubsub-requeue");
+    a_requeued_item_counts_again_until_it_dies_again(|| on(&q), &dir);
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use forloop_tests::proxy::{Fault, FaultProxy};
 use forloop_tests::scenarios::{
-    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named, sigterm_hands_items_back,
-    wait_with_deadline,
+    a_requeued_item_counts_again_until_it_dies_again, dead_requeue_then_purge,
+    poison_item_is_dead_lettered_and_named, sigterm_hands_items_back, wait_with_deadline,
 };
 use forloop_tests::servers::RedisServer;
 use forloop_tests::{kill_storm, read_records, runner, scratch};
@@ -193,6 +193,14 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
     dead_requeue_then_purge(on, || {
         assert_eq!(status_of(server.url(), &name)["ready"], 1);
     });
+}
+
+#[test]
+fn dead_requeue_uncounts_the_item_and_its_next_death_shows() {
+    let server = RedisServer::shared();
+    let name = unique("requeue");
+    let dir = scratch("requeue");
+    a_requeued_item_counts_again_until_it_dies_again(|| on(server.url(), &name), &dir);
 }
 
 #[test]

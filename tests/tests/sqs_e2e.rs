@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
-    dead_requeue_then_purge, poison_item_is_dead_lettered_and_named,
-    server_comes_back_without_the_queue, server_crash_mid_run, sigkill_while_acks_are_in_flight,
-    sigterm_hands_items_back,
+    a_requeued_item_counts_again_until_it_dies_again, dead_requeue_then_purge,
+    poison_item_is_dead_lettered_and_named, server_comes_back_without_the_queue,
+    server_crash_mid_run, sigkill_while_acks_are_in_flight, sigterm_hands_items_back,
 };
 use forloop_tests::servers::{Restartable, SqsEmulator};
 use forloop_tests::{kill_storm, runner, scratch};
@@ -154,6 +154,21 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
             );
         },
     );
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn dead_requeue_uncounts_the_item_and_its_next_death_shows() {
+    let name = unique("requeue");
+    create(&name, "10s", "1");
+    let dir = scratch("sqs-requeue");
+    a_requeued_item_counts_again_until_it_dies_again(|| on(&name), &dir);
     assert!(
         on(&name)
             .args(["queue", "delete"])

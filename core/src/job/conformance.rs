@@ -38,6 +38,7 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         reason: (state == Settled::Dead).then(|| "exit code 3 on attempt 2 of 2".to_string()),
         stderr_tail: Some("line one\nlast line ✓\n".to_string()),
         at: 1_700_000_000_000 + seq,
+        life: 0,
     }
 }
 
@@ -466,6 +467,255 @@ pub async fn ledger_cost(
     }
 }
 
+/// Cancel and forget (issue 21): a cancellation is recorded once, read the
+/// same by every reader, and makes the job over; a forgotten job leaves
+/// `jobs()` and its receipts go, its name is kept among `forgotten()`, and
+/// a `begin` of the name later makes a new, empty job.
+pub async fn ledger_cancels_and_forgets_jobs(harness: &Harness) {
+    let name = Harness::fresh_name("ledger_cancel");
+    let (one, two) = (
+        harness.open_backend(&name, 5).await,
+        harness.open_backend(&name, 5).await,
+    );
+    let (ledger, other) = (ledger_of(&one), ledger_of(&two));
+    ledger
+        .begin(&Manifest::new("job-f", 2, "d"))
+        .await
+        .expect("begin");
+    ledger
+        .record(&[receipt("job-f", 0, Settled::Done)])
+        .await
+        .expect("record");
+    assert!(
+        !ledger.cancel("no-such-job").await.expect("cancel"),
+        "cancelled a job that is not there"
+    );
+    assert!(ledger.cancel("job-f").await.expect("cancel"));
+    let first = ledger.jobs().await.expect("jobs")[0].clone();
+    let at = first.cancelled.expect("a cancelled job says when");
+    assert!(first.is_over() && !first.is_complete(), "{first:?}");
+    assert!(
+        other.cancel("job-f").await.expect("cancel again"),
+        "idempotent"
+    );
+    for reader in [&ledger, &other] {
+        let job = reader.jobs().await.expect("jobs")[0].clone();
+        assert_eq!(
+            job.cancelled,
+            Some(at),
+            "the first cancellation stays, for every reader: {job:?}"
+        );
+        assert_eq!(job.done, 1, "{job:?}");
+    }
+    assert!(!ledger.forget("no-such-job").await.expect("forget"));
+    assert!(other.forget("job-f").await.expect("forget"));
+    for reader in [&ledger, &other] {
+        let jobs = reader.jobs().await.expect("jobs");
+        assert!(jobs.is_empty(), "a forgotten job is still listed: {jobs:?}");
+        assert_eq!(reader.forgotten().await.expect("forgotten"), ["job-f"]);
+        assert!(reader.receipts("job-f").await.expect("receipts").is_empty());
+        assert!(reader.seqs("job-f").await.expect("seqs").is_none());
+    }
+    assert!(
+        !ledger.forget("job-f").await.expect("forget again"),
+        "forgotten already"
+    );
+    // The name again: a new job, with nothing of the old one.
+    let again = Manifest::new("job-f", 3, "d2");
+    assert_eq!(ledger.begin(&again).await.expect("begin anew"), Begun::New);
+    for reader in [&ledger, &other] {
+        let jobs = reader.jobs().await.expect("jobs");
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        let job = &jobs[0];
+        assert_eq!(
+            (job.manifest.total, job.done, job.dead, job.cancelled),
+            (3, 0, 0, None),
+            "{job:?}"
+        );
+        assert!(reader.forgotten().await.expect("forgotten").is_empty());
+    }
+}
+
+/// A requeue un-counts the death it puts back ([`Ledger::requeued`]): the
+/// job reads incomplete, with no dead receipt for the item; its next death
+/// (a later life) counts and shows, even if the first death's receipt
+/// comes again after it.
+pub async fn ledger_requeued_items_count_again_and_the_later_death_shows(harness: &Harness) {
+    let backend = harness.backend("ledger_requeued", 5).await;
+    let ledger = ledger_of(&backend);
+    ledger
+        .begin(&Manifest::new("job-r", 2, "d"))
+        .await
+        .expect("begin");
+    let first = receipt("job-r", 1, Settled::Dead);
+    ledger
+        .record(&[receipt("job-r", 0, Settled::Done), first.clone()])
+        .await
+        .expect("record");
+    assert!(ledger.jobs().await.expect("jobs")[0].is_complete());
+    ledger
+        .requeued(std::slice::from_ref(&first))
+        .await
+        .expect("requeued");
+    let job = ledger.jobs().await.expect("jobs")[0].clone();
+    assert_eq!(
+        (job.done, job.dead),
+        (1, 0),
+        "a requeued item is live: {job:?}"
+    );
+    assert!(!job.is_complete(), "{job:?}");
+    let seqs: Vec<u64> = ledger
+        .receipts("job-r")
+        .await
+        .expect("receipts")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        [0],
+        "a requeued item has no receipt until it settles again"
+    );
+    let mut second = receipt("job-r", 1, Settled::Dead);
+    (second.exit_code, second.life, second.at) = (Some(9), first.at + 60_000, first.at + 60_000);
+    second.stderr_tail = Some("the second death".into());
+    ledger
+        .record(std::slice::from_ref(&second))
+        .await
+        .expect("record");
+    // The first death's receipt, late: the later death stays.
+    ledger
+        .record(std::slice::from_ref(&first))
+        .await
+        .expect("record");
+    let job = ledger.jobs().await.expect("jobs")[0].clone();
+    assert_eq!((job.done, job.dead), (1, 1), "{job:?}");
+    assert!(job.is_complete(), "{job:?}");
+    let shown = ledger.receipts("job-r").await.expect("receipts");
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert_eq!(shown[1], second, "the later death shows");
+}
+
+/// A worker's dead-letter ([`Ledger::record_then_dead_letter`]) counts
+/// the item dead, with the worker's receipt, exactly when it went to the
+/// dead place: a token whose lease is over buries nothing and records
+/// nothing. [`Ledger::requeue_dead`] un-counts what it moves, and the
+/// item's next death shows.
+pub async fn ledger_counts_dead_only_what_is_in_the_dead_place(harness: &Harness) {
+    let backend = harness.backend("ledger_buried", 5).await;
+    let (queue, ledger) = (Arc::clone(&backend.queue), ledger_of(&backend));
+    if matches!(queue.list_dead(1).await, Err(e) if e.kind() == QueueErrorKind::Unsupported) {
+        return;
+    }
+    ledger
+        .begin(&Manifest::new("job-g", 2, "d"))
+        .await
+        .expect("begin");
+    let items = (0..2)
+        .map(|seq| Item::new(format!("g{seq}")).with_job(JobItem::new("job-g", seq)))
+        .collect();
+    queue.publish(items).await.expect("publish");
+    ledger
+        .submitted("job-g", &SeqSet::first(2))
+        .await
+        .expect("submitted");
+    let mut held = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while held.len() < 2 && Instant::now() < until {
+        held.extend(
+            queue
+                .pull(2 - held.len(), Duration::from_secs(1))
+                .await
+                .expect("pull"),
+        );
+    }
+    assert_eq!(held.len(), 2, "both items delivered");
+    held.sort_by_key(|d| d.item.job.as_ref().map(|j| j.seq));
+    let dead_receipt = |delivery: &crate::Delivery, code: i32| {
+        let job = delivery.item.job.clone().expect("an item of the job");
+        let mut r = receipt("job-g", job.seq, Settled::Dead);
+        (r.exit_code, r.life, r.item) = (Some(code), job.life, delivery.item.payload.clone());
+        r
+    };
+    // Item 1's lease ends (handed back): its dead-letter comes too late.
+    let late = held[1].token.clone();
+    queue
+        .release(std::slice::from_ref(&late))
+        .await
+        .expect("release");
+    let report = ledger
+        .record_then_dead_letter(
+            &*queue,
+            std::slice::from_ref(&late),
+            "too late",
+            &[Some(dead_receipt(&held[1], 3))],
+        )
+        .await
+        .expect("a dead-letter of a lost lease");
+    assert_eq!(report.lost, [late], "the lease was over");
+    let first = dead_receipt(&held[0], 3);
+    ledger
+        .record_then_dead_letter(
+            &*queue,
+            std::slice::from_ref(&held[0].token),
+            "exit 3",
+            &[Some(first.clone())],
+        )
+        .await
+        .expect("dead-letter");
+    let job = ledger.jobs().await.expect("jobs")[0].clone();
+    assert_eq!(
+        (job.done, job.dead),
+        (0, 1),
+        "only the buried item is dead: {job:?}"
+    );
+    let shown = ledger.receipts("job-g").await.expect("receipts");
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(
+        shown[0].exit_code,
+        Some(3),
+        "the worker's receipt, not the backend's: {shown:?}"
+    );
+    // Requeue: un-counted as it moves, then delivered again and buried again.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut moved = 0;
+    while moved == 0 {
+        moved = ledger.requeue_dead(&*queue).await.expect("requeue");
+        assert!(
+            moved > 0 || Instant::now() < until,
+            "the dead item never moved"
+        );
+    }
+    let job = ledger.jobs().await.expect("jobs")[0].clone();
+    assert_eq!(job.dead, 0, "requeued, so live: {job:?}");
+    let until = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let got = queue.pull(2, Duration::from_secs(1)).await.expect("pull");
+        if let Some(d) = got
+            .iter()
+            .find(|d| d.item.job.as_ref().is_some_and(|j| j.seq == 0))
+        {
+            break d.clone();
+        }
+        assert!(Instant::now() < until, "the requeued item never came back");
+    };
+    let second = dead_receipt(&again, 9);
+    ledger
+        .record_then_dead_letter(
+            &*queue,
+            std::slice::from_ref(&again.token),
+            "exit 9",
+            &[Some(second)],
+        )
+        .await
+        .expect("dead-letter again");
+    let job = ledger.jobs().await.expect("jobs")[0].clone();
+    assert_eq!(job.dead, 1, "{job:?}");
+    let shown = ledger.receipts("job-g").await.expect("receipts");
+    let zero = shown.iter().find(|r| r.seq == 0).expect("item 0's receipt");
+    assert_eq!(zero.exit_code, Some(9), "the later death shows: {shown:?}");
+}
+
 /// Run every ledger clause as a test: `forloop_core::ledger_conformance_tests!(harness);`
 #[macro_export]
 macro_rules! ledger_conformance_tests {
@@ -480,7 +730,10 @@ macro_rules! ledger_conformance_tests {
             ledger_is_shared_between_clients
             ledger_counts_items_the_backend_dead_letters
             ledger_ignores_seqs_past_the_total
-            ledger_record_then_ack_counts_once_and_settles);
+            ledger_record_then_ack_counts_once_and_settles
+            ledger_cancels_and_forgets_jobs
+            ledger_requeued_items_count_again_and_the_later_death_shows
+            ledger_counts_dead_only_what_is_in_the_dead_place);
     };
 }
 

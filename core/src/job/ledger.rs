@@ -174,6 +174,49 @@ pub trait Ledger: Send + Sync + fmt::Debug {
         queue.ack(tokens).await
     }
 
+    /// Dead-letter `tokens` on `queue` (the queue this ledger was opened
+    /// with) with `reason`, and record `receipts` (one per token, in the
+    /// same order; `None` for an item of no job) for the items that really
+    /// went: how a worker buries the items of a job. An item is never
+    /// counted dead while it is live: a failed call records nothing, and a
+    /// token the report names lost (its lease ended: the queue delivers the
+    /// item again) gets no receipt. The default dead-letters first, then
+    /// records; the backend counts an item it buried at once where it can
+    /// ([`crate::MemoryQueue`]), and a ledger that reads the dead place
+    /// ([`crate::kit::SheetLedger`]) counts what a crash between the two
+    /// left without a receipt. A backend that can do both in one step
+    /// (Redis: one script) overrides it.
+    async fn record_then_dead_letter(
+        &self,
+        queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        reason: &str,
+        receipts: &[Option<Receipt>],
+    ) -> Result<LeaseReport, QueueError> {
+        let report = queue.dead_letter(tokens, reason).await?;
+        let buried: Vec<Receipt> = tokens
+            .iter()
+            .zip(receipts)
+            .filter(|(token, _)| !report.lost.contains(token))
+            .filter_map(|(_, receipt)| receipt.clone())
+            .collect();
+        if !buried.is_empty() {
+            self.record(&buried).await?;
+        }
+        Ok(report)
+    }
+
+    /// Put every dead item of `queue` (the queue this ledger was opened
+    /// with) back to work, each un-counted ([`Ledger::requeued`]) before it
+    /// moves: how `runner dead requeue` requeues. Returns how many moved.
+    /// The default is for a ledger whose queue un-counts what it requeues
+    /// in the same step, under its own lock or script (the memory queue,
+    /// Redis); a ledger kept apart from its queue (the sheet ledger)
+    /// overrides it.
+    async fn requeue_dead(&self, queue: &dyn WorkQueue) -> Result<u64, QueueError> {
+        queue.requeue_dead().await
+    }
+
     /// Every job with a manifest, with its counts.
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError>;
 
@@ -236,10 +279,7 @@ pub(crate) fn keep_receipt(
     receipt: &Receipt,
 ) {
     let key = (receipt.job.clone(), receipt.seq);
-    if receipt
-        .state
-        .replaces(receipts.get(&key).map(|kept| kept.state))
-    {
+    if receipt.replaces(receipts.get(&key)) {
         receipts.insert(key, receipt.clone());
     }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use crate::queue::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
+pub use crate::queue::{JOB_ATTRIBUTE, JobItem, LIFE_ATTRIBUTE, SEQ_ATTRIBUTE, wire_attributes};
 pub use backend::Backend;
 pub use book::Book;
 pub use ledger::{Begun, JobPhase, JobSeqs, JobStatus, Ledger, SheetCalls};
@@ -101,14 +101,23 @@ pub enum Settled {
 }
 
 impl Settled {
-    /// Whether a receipt settled this way replaces the one a ledger keeps
-    /// for the item (settled `kept`, or none): one receipt per item, a done
-    /// one beating a dead one (the item was requeued and succeeded), else
-    /// the first. Every ledger keeps receipts by this rule.
-    pub fn replaces(self, kept: Option<Settled>) -> bool {
+    /// Whether a receipt settled this way, in `life` ([`JobItem::life`])
+    /// and by `worker` (empty: the backend wrote it, [`Receipt::lapsed`]),
+    /// replaces the one a ledger keeps for the item (`kept`: its state,
+    /// life and worker; `None`: none). One receipt per item: a done one
+    /// beats a dead one (the item was requeued and succeeded) and stays;
+    /// of two dead ones the later death shows (a later life, or in one
+    /// life a worker's receipt over the backend's, with its exit code and
+    /// stderr); else the first stays. Every ledger keeps receipts by this
+    /// rule, so the order receipts arrive in does not change which shows.
+    pub fn replaces(self, life: u64, worker: &str, kept: Option<(Settled, u64, &str)>) -> bool {
         match kept {
-            Some(kept) => kept == Settled::Dead && self == Settled::Done,
             None => true,
+            Some((Settled::Done, _, _)) => false,
+            Some((Settled::Dead, kept_life, kept_worker)) => match self {
+                Settled::Done => true,
+                Settled::Dead => (life, !worker.is_empty()) > (kept_life, !kept_worker.is_empty()),
+            },
         }
     }
 }
@@ -147,6 +156,14 @@ pub struct Receipt {
     pub stderr_tail: Option<String>,
     /// When it was settled (Unix milliseconds).
     pub at: u64,
+    /// The item's life when it settled ([`JobItem::life`]): 0 until the
+    /// item is first requeued from the dead place.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub life: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The most of an item a receipt keeps.
@@ -155,6 +172,15 @@ pub const MAX_RECEIPT_ITEM: usize = 1024;
 pub const STDERR_TAIL: usize = 4096;
 
 impl Receipt {
+    /// Whether this receipt replaces `kept` ([`Settled::replaces`]).
+    pub fn replaces(&self, kept: Option<&Receipt>) -> bool {
+        self.state.replaces(
+            self.life,
+            &self.worker,
+            kept.map(|k| (k.state, k.life, &*k.worker)),
+        )
+    }
+
     /// Whether `a` and `b` are of one job (a batch's receipts mostly are:
     /// the names are then one `Arc`, and comparing them costs nothing).
     pub fn same_job(a: &Receipt, b: &Receipt) -> bool {
@@ -179,6 +205,7 @@ impl Receipt {
             reason: Some(reason.to_string()),
             stderr_tail: None,
             at: unix_millis(),
+            life: job.life,
         }
     }
 
@@ -201,6 +228,7 @@ impl Receipt {
             reason: self.reason.as_deref(),
             stderr_tail: self.stderr_tail.as_deref(),
             at: self.at,
+            life: self.life,
         }
     }
 }
@@ -234,6 +262,8 @@ pub struct ReceiptRef<'a> {
     pub stderr_tail: Option<&'a str>,
     /// When it was settled (Unix milliseconds).
     pub at: u64,
+    /// The item's life when it settled ([`JobItem::life`]).
+    pub life: u64,
 }
 
 impl ReceiptRef<'_> {
@@ -251,6 +281,7 @@ impl ReceiptRef<'_> {
             reason: self.reason.map(str::to_string),
             stderr_tail: self.stderr_tail.map(str::to_string),
             at: self.at,
+            life: self.life,
         }
     }
 
@@ -311,12 +342,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_done_receipt_replaces_a_dead_one_and_otherwise_the_first_stays() {
+    fn done_beats_dead_and_of_two_deaths_the_later_shows() {
         use Settled::{Dead, Done};
-        assert!(Done.replaces(None) && Dead.replaces(None));
-        assert!(Done.replaces(Some(Dead)));
-        assert!(!Dead.replaces(Some(Done)));
-        assert!(!Done.replaces(Some(Done)) && !Dead.replaces(Some(Dead)));
+        assert!(Done.replaces(0, "w", None) && Dead.replaces(0, "w", None));
+        assert!(Done.replaces(0, "w", Some((Dead, 5, "w"))));
+        assert!(!Dead.replaces(9, "w", Some((Done, 0, "w"))));
+        assert!(!Done.replaces(0, "w", Some((Done, 0, "w"))));
+        // One death told twice: the first stays.
+        assert!(!Dead.replaces(0, "w", Some((Dead, 0, "w"))));
+        // A death in a later life (after a requeue) replaces the first.
+        assert!(Dead.replaces(7, "w", Some((Dead, 0, "w"))));
+        assert!(!Dead.replaces(0, "w", Some((Dead, 7, "w"))));
+        // In one life, the worker's receipt beats the backend's.
+        assert!(Dead.replaces(0, "w", Some((Dead, 0, ""))));
+        assert!(!Dead.replaces(0, "", Some((Dead, 0, "w"))));
     }
 
     #[test]
@@ -364,6 +403,7 @@ mod tests {
             reason: None,
             stderr_tail: None,
             at: 7,
+            life: 0,
         };
         let json = serde_json::to_string(&receipt).unwrap();
         assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
@@ -385,6 +425,7 @@ mod tests {
             reason: Some("killed".into()),
             stderr_tail: Some("oom".into()),
             at: 11,
+            life: 3,
         };
         assert_eq!(receipt.borrowed().to_receipt(), receipt);
     }

@@ -12,7 +12,7 @@ use super::{Begun, JobItem, JobStatus, Ledger, Manifest, SeqSet};
 use crate::{Item, QueueError, QueueErrorKind, WorkQueue};
 
 /// Bytes of an item's limit kept for its job attributes.
-pub const JOB_ATTRIBUTES_ROOM: usize = 64 + super::MAX_JOB_NAME;
+pub const JOB_ATTRIBUTES_ROOM: usize = 96 + super::MAX_JOB_NAME;
 
 /// The SHA-256 of an input's items (each length-prefixed), in hex.
 pub fn input_digest<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> String {
@@ -304,10 +304,7 @@ impl<'a> Submit<'a> {
                 .map(|&seq| {
                     let message = slots[seq as usize].take().expect("each seq once");
                     match &shared {
-                        Some(job) => message.with_job(JobItem {
-                            job: Arc::clone(job),
-                            seq,
-                        }),
+                        Some(job) => message.with_job(JobItem::new(Arc::clone(job), seq)),
                         None => message,
                     }
                 })

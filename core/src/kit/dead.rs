@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::envelope::DeadStamp;
 use super::handback::Carried;
-use crate::{DeadLetter, Item, MessageId, QueueError};
+use crate::{DeadLetter, Item, MessageId, QueueError, RequeueWatch};
 
 /// How long listing hides the messages it looks at (released at once after).
 /// Short: a lister that dies mid-way (a worker exiting while the ledger
@@ -129,6 +129,19 @@ pub async fn list<D: DeadQueue + ?Sized>(
 
 /// Every dead item back to work, fresh ([`crate::WorkQueue::requeue_dead`]).
 pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError> {
+    requeue_telling(dead, None).await
+}
+
+/// [`requeue`], telling `watch` of each batch before it is published back
+/// ([`crate::WorkQueue::requeue_dead_telling`]): a ledger un-counts the
+/// items there, so an item is never counted dead while it is live. A crash
+/// (or a failed publish) after `watch` leaves items un-counted and still in
+/// the dead place: a requeue run again moves them. Each item of a job goes
+/// back in its next life ([`crate::queue::JobItem::next_life`]).
+pub async fn requeue_telling<D: DeadQueue + ?Sized>(
+    dead: &D,
+    watch: Option<&dyn RequeueWatch>,
+) -> Result<u64, QueueError> {
     let mut total = 0;
     let mut seen = HashSet::new();
     loop {
@@ -137,11 +150,29 @@ pub async fn requeue<D: DeadQueue + ?Sized>(dead: &D) -> Result<u64, QueueError>
             return Ok(total);
         }
         let handles: Vec<String> = received.iter().map(|r| r.handle.clone()).collect();
-        let items: Vec<Item> = received
+        let letters: Vec<DeadLetter> = received
             .into_iter()
             .map(|r| unseal(dead, r))
             .filter(|letter| seen.insert(letter.id.clone()))
-            .map(|letter| letter.item)
+            .collect();
+        if let Some(watch) = watch
+            && !letters.is_empty()
+            && let Err(error) = watch.before_requeue(&letters).await
+        {
+            // Still dead and still counted: hand the batch back at once.
+            let _ = dead.release(handles).await;
+            return Err(error);
+        }
+        let items: Vec<Item> = letters
+            .into_iter()
+            .map(|letter| {
+                let mut item = letter.item;
+                if let Some(job) = item.job.take() {
+                    let life = job.next_life();
+                    item.job = Some(job.in_life(life));
+                }
+                item
+            })
             .collect();
         total += items.len() as u64;
         if !items.is_empty() {
@@ -302,5 +333,51 @@ mod tests {
         assert_eq!(purge(&place).await.unwrap(), 0);
         assert!(place.stored.lock().unwrap().is_empty());
         assert!(place.published.lock().unwrap().is_empty());
+    }
+
+    struct Watch(Mutex<Vec<Vec<(u64, u64)>>>, bool);
+
+    #[async_trait]
+    impl RequeueWatch for Watch {
+        async fn before_requeue(&self, letters: &[DeadLetter]) -> Result<(), QueueError> {
+            let seen = letters
+                .iter()
+                .filter_map(|l| l.item.job.as_ref().map(|j| (j.seq, j.life)))
+                .collect();
+            self.0.lock().unwrap().push(seen);
+            if self.1 {
+                return Err(QueueError::new(
+                    crate::QueueErrorKind::NotFound,
+                    "no ledger",
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn requeue_tells_the_watch_before_it_moves_and_starts_a_new_life() {
+        let place = place();
+        let job = crate::queue::JobItem::new("j", 4).in_life(7);
+        let item = Item::new("b").with_job(job);
+        let sealed = DeadStamp::new(MessageId::from("9"), 1, "exit 1").seal(item);
+        place
+            .stored
+            .lock()
+            .unwrap()
+            .push(("h9".into(), sealed, false));
+        // A watch that fails: nothing moves, nothing is lost.
+        let refusing = Watch(Mutex::default(), true);
+        assert!(requeue_telling(&place, Some(&refusing)).await.is_err());
+        assert!(place.published.lock().unwrap().is_empty());
+        assert_eq!(place.stored.lock().unwrap().len(), 4);
+        let watch = Watch(Mutex::default(), false);
+        assert_eq!(requeue_telling(&place, Some(&watch)).await.unwrap(), 4);
+        let told: Vec<(u64, u64)> = watch.0.lock().unwrap().concat();
+        assert_eq!(told, [(4, 7)], "told in the life it died in");
+        let published = place.published.lock().unwrap();
+        let back = published.iter().find_map(|m| m.job.clone()).unwrap();
+        assert_eq!(back.seq, 4);
+        assert!(back.life > 7, "a new life: {back:?}");
     }
 }

@@ -588,6 +588,36 @@ impl SheetLedger {
     }
 }
 
+/// Whether `receipt` still stands in `book`: not a death a requeue
+/// un-counted, nor of a forgotten job from before it was forgotten.
+fn is_fact(book: &Book, receipt: &Receipt) -> bool {
+    if let Some(tomb) = book.forgotten.get(&*receipt.job)
+        && receipt.at <= tomb.at
+    {
+        return false;
+    }
+    receipt.state != crate::job::Settled::Dead
+        || !book
+            .jobs
+            .get(&*receipt.job)
+            .is_some_and(|entry| entry.life_over(receipt.seq, receipt.life))
+}
+
+#[async_trait]
+impl crate::RequeueWatch for SheetLedger {
+    async fn before_requeue(&self, letters: &[DeadLetter]) -> Result<(), QueueError> {
+        let dead: Vec<Receipt> = letters
+            .iter()
+            .filter_map(|letter| {
+                let job = letter.item.job.as_ref()?;
+                let (attempts, reason) = (letter.attempts, &letter.reason);
+                Some(Receipt::lapsed(job, &letter.item.payload, attempts, reason))
+            })
+            .collect();
+        self.requeued(&dead).await
+    }
+}
+
 fn decode_book(payload: &[u8]) -> Option<Book> {
     serde_json::from_slice(payload).ok()
 }
@@ -617,10 +647,14 @@ pub fn book_sheets(book: &Book, max: usize) -> Vec<Vec<u8>> {
             pieces.push((job.clone(), part, size));
         }
     }
+    let mut first = true;
     chunks_within(pieces, usize::MAX, room, |(_, _, size)| *size)
         .into_iter()
         .map(|chunk| {
             let mut sheet = Book::default();
+            if std::mem::take(&mut first) {
+                sheet.forgotten.clone_from(&book.forgotten);
+            }
             for (job, part, _) in chunk {
                 let mut one = Book::default();
                 one.jobs.insert(job, part);
@@ -642,6 +676,10 @@ fn split_entry(entry: &Entry, room: usize) -> Vec<Entry> {
     let mut parts = vec![Entry {
         manifest: entry.manifest.clone(),
         settled_between: entry.settled_between,
+        cancelled: entry.cancelled,
+        // Few: one set per requeue of the job's items.
+        redead: entry.redead.clone(),
+        requeued: entry.requeued.clone(),
         ..Entry::default()
     }];
     for which in 0..3 {
@@ -684,9 +722,14 @@ impl Ledger for SheetLedger {
             .begin(manifest)
             .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))?;
         if begun == Begun::New {
+            // As the book took it (a forgotten name's is stamped newer).
+            let taken = book
+                .jobs
+                .get(&manifest.job)
+                .and_then(|e| e.manifest.clone());
             let mut sheet = Book::default();
             sheet
-                .begin(manifest)
+                .begin(taken.as_ref().unwrap_or(manifest))
                 .expect("a new book takes any manifest");
             self.publish_book(&sheet).await?;
             self.learn(&sheet);
@@ -742,6 +785,56 @@ impl Ledger for SheetLedger {
         Ok(self.read_book(true).await?.status())
     }
 
+    async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
+        if self.read_book(false).await?.status_of(job).is_none() {
+            return Ok(false);
+        }
+        let mut sheet = Book::default();
+        sheet.entry(job).cancelled = Some(crate::job::unix_millis());
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(true)
+    }
+
+    /// A tombstone sheet: every reader then drops the job's manifest and
+    /// sets wherever they are merged again, and its receipts at the next
+    /// compaction of `NAME-results`. A `begin` of its name later makes a
+    /// new job (created after the forgotten one, which the tombstone does
+    /// not drop).
+    async fn forget(&self, job: &str) -> Result<bool, QueueError> {
+        let mut sheet = self.read_book(false).await?;
+        sheet.forgotten.clear();
+        sheet.jobs.retain(|name, _| name == job);
+        if !sheet.forget(job, crate::job::unix_millis()) {
+            return Ok(false);
+        }
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(true)
+    }
+
+    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
+        Ok(self.read_book(false).await?.forgotten())
+    }
+
+    async fn requeued(&self, dead: &[Receipt]) -> Result<(), QueueError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut sheet = Book::default();
+        sheet.requeue(dead);
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(())
+    }
+
+    /// Per batch of the dead place: the batch's deaths un-counted (a book
+    /// sheet, [`Ledger::requeued`]), then the batch published back in its
+    /// items' next life, then deleted from the dead place.
+    async fn requeue_dead(&self, queue: &dyn WorkQueue) -> Result<u64, QueueError> {
+        queue.requeue_dead_telling(self).await
+    }
+
     fn calls(&self) -> Option<SheetCalls> {
         Some(self.calls())
     }
@@ -768,8 +861,11 @@ impl Ledger for SheetLedger {
             )
             .await?;
         let mut kept: BTreeMap<(Arc<str>, u64), Receipt> = BTreeMap::new();
+        let book = self.known().clone();
         for receipt in read.sheets.iter().flatten() {
-            keep_receipt(&mut kept, receipt);
+            if is_fact(&book, receipt) {
+                keep_receipt(&mut kept, receipt);
+            }
         }
         if !read.tokens.is_empty() {
             // Compact: every receipt kept, as few sheets as fit, then the
@@ -800,7 +896,9 @@ impl Ledger for SheetLedger {
             }
         }
         for receipt in self.dead_receipts(|j| j == job).await {
-            keep_receipt(&mut kept, &receipt);
+            if is_fact(&book, &receipt) {
+                keep_receipt(&mut kept, &receipt);
+            }
         }
         Ok(kept
             .range((Arc::from(job), 0)..(Arc::from(job), total))

@@ -83,6 +83,8 @@ struct JobReceipts {
 struct Rare {
     reason: Option<String>,
     stderr_tail: Option<String>,
+    /// The item's life, past its first.
+    life: u64,
     /// The settlement time, when it is too far from its page's `since`
     /// for [`Slot::at`].
     at: Option<u64>,
@@ -183,8 +185,13 @@ impl JobReceipts {
         }
         let kept = self.pages[page]
             .as_ref()
-            .and_then(|page| page.slots.get(index)?.state());
-        if !receipt.state.replaces(kept) {
+            .and_then(|page| page.slots.get(index))
+            .and_then(|slot| {
+                let life = self.rare.get(&receipt.seq).map_or(0, |rare| rare.life);
+                let worker = self.workers.get(slot.worker as usize).map_or("", |w| &**w);
+                Some((slot.state()?, life, worker))
+            });
+        if !receipt.state.replaces(receipt.life, receipt.worker, kept) {
             return;
         }
         let worker = self.worker(receipt.worker);
@@ -223,11 +230,16 @@ impl JobReceipts {
             Some(kept) => *kept = slot,
             None => page.slots.push(slot),
         }
-        if receipt.reason.is_some() || receipt.stderr_tail.is_some() || at.is_none() {
+        if receipt.reason.is_some()
+            || receipt.stderr_tail.is_some()
+            || at.is_none()
+            || receipt.life != 0
+        {
             let rare = Rare {
                 reason: receipt.reason.map(str::to_string),
                 stderr_tail: receipt.stderr_tail.map(str::to_string),
                 at: at.is_none().then_some(receipt.at),
+                life: receipt.life,
             };
             self.rare.insert(receipt.seq, rare);
         } else if !self.rare.is_empty() {
@@ -241,8 +253,11 @@ impl JobReceipts {
         if self.dead.is_empty() && receipt.state == Settled::Done {
             return;
         }
-        let kept = self.dead.get(&receipt.seq).map(|kept| kept.state);
-        if !receipt.state.replaces(kept) {
+        let kept = self
+            .dead
+            .get(&receipt.seq)
+            .map(|kept| (kept.state, kept.life, &*kept.worker));
+        if !receipt.state.replaces(receipt.life, receipt.worker, kept) {
             return;
         }
         match receipt.state {
@@ -253,6 +268,33 @@ impl JobReceipts {
             Settled::Done => {
                 self.dead.remove(&receipt.seq);
             }
+        }
+    }
+
+    /// Drop the dead receipt of `seq` in `life`, if that is the one kept:
+    /// the item is being requeued.
+    fn drop_dead(&mut self, seq: u64, life: u64) {
+        if let Some(kept) = self.dead.get(&seq) {
+            if kept.life == life {
+                self.dead.remove(&seq);
+            }
+            return;
+        }
+        let Ok(at) = usize::try_from(seq) else {
+            return;
+        };
+        let kept_life = self.rare.get(&seq).map_or(0, |rare| rare.life);
+        let Some(slot) = self
+            .pages
+            .get_mut(at / PAGE)
+            .and_then(Option::as_mut)
+            .and_then(|page| page.slots.get_mut(at % PAGE))
+        else {
+            return;
+        };
+        if slot.state == Slot::DEAD && kept_life == life {
+            *slot = Slot::EMPTY;
+            self.rare.remove(&seq);
         }
     }
 
@@ -285,6 +327,7 @@ impl JobReceipts {
                     reason: rare.reason,
                     stderr_tail: rare.stderr_tail,
                     at: rare.at.unwrap_or(at),
+                    life: rare.life,
                 });
             }
         }
@@ -312,6 +355,19 @@ impl MemoryLedger {
 
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Un-count the deaths `dead` stand for at once (no await): for a
+    /// queue that requeues its dead items in its own code, under the lock
+    /// it moves them with ([`Ledger::requeued`]).
+    pub fn requeued_now(&self, dead: &[Receipt]) {
+        let mut state = self.state();
+        state.book.requeue(dead);
+        for receipt in dead {
+            if let Some(kept) = state.receipts.get_mut(&*receipt.job) {
+                kept.drop_dead(receipt.seq, receipt.life);
+            }
+        }
     }
 
     /// Record receipts at once (no await): for a queue that dead-letters in
@@ -344,8 +400,11 @@ impl MemoryLedger {
             };
             // One pass: a batch's receipts are read once while in cache.
             for receipt in run {
-                entry.settle_one(receipt.seq, receipt.state, receipt.at);
-                if receipt.seq >= total {
+                // A death in a life a requeue ended is no fact any more.
+                let over =
+                    receipt.state == Settled::Dead && entry.life_over(receipt.seq, receipt.life);
+                entry.settle_one(receipt.seq, receipt.state, receipt.life, receipt.at);
+                if receipt.seq >= total || over {
                     continue;
                 }
                 if self.keep_done {
@@ -393,6 +452,30 @@ impl Ledger for MemoryLedger {
         Ok(self.state().book.status())
     }
 
+    async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
+        Ok(self.state().book.cancel(job, crate::job::unix_millis()))
+    }
+
+    /// The job's counts and receipts go; a `begin` of its name later makes
+    /// a new job.
+    async fn forget(&self, job: &str) -> Result<bool, QueueError> {
+        let mut state = self.state();
+        let forgotten = state.book.forget(job, crate::job::unix_millis());
+        if forgotten {
+            state.receipts.remove(job);
+        }
+        Ok(forgotten)
+    }
+
+    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
+        Ok(self.state().book.forgotten())
+    }
+
+    async fn requeued(&self, dead: &[Receipt]) -> Result<(), QueueError> {
+        self.requeued_now(dead);
+        Ok(())
+    }
+
     async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
         Ok(self.state().book.seqs(job))
     }
@@ -424,6 +507,7 @@ mod tests {
             reason: Some("exit code 2".into()),
             stderr_tail: Some("boom".into()),
             at: 7,
+            life: 0,
         }
     }
 

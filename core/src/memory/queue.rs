@@ -605,7 +605,30 @@ impl WorkQueue for MemoryQueue {
             let (mut inner, _) = self.lock();
             let dead = std::mem::take(&mut inner.dead);
             let count = dead.len() as u64;
-            for letter in dead {
+            // Un-counted under the lock that moves them: never counted
+            // dead while live. Each starts a new life, so its next death
+            // counts again.
+            let deaths: Vec<Receipt> = dead
+                .iter()
+                .filter_map(|letter| {
+                    let job = letter.item.job.as_ref()?;
+                    let payload = &letter.item.payload;
+                    Some(Receipt::lapsed(
+                        job,
+                        payload,
+                        letter.attempts,
+                        &letter.reason,
+                    ))
+                })
+                .collect();
+            if !deaths.is_empty() {
+                inner.ledger.requeued_now(&deaths);
+            }
+            for mut letter in dead {
+                if let Some(job) = letter.item.job.take() {
+                    let life = job.next_life();
+                    letter.item.job = Some(job.in_life(life));
+                }
                 // Requeued items start over: fresh ids keep the slab in order.
                 let id = inner.next_id;
                 inner.next_id += 1;
@@ -657,6 +680,7 @@ mod tests {
             let held = queue.pull(1, Duration::ZERO).await.unwrap().pop().unwrap();
             let job = held.item.job.clone().unwrap();
             let receipt = Receipt {
+                life: 0,
                 job: job.job,
                 seq: job.seq,
                 state: crate::job::Settled::Done,

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::{
     Backlog, Capabilities, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
-    WorkQueue,
+    RequeueWatch, WorkQueue,
 };
 use crate::QueueError;
 
@@ -121,6 +121,10 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
         self.inner().requeue_dead().await
     }
+    /// [`WorkQueue::requeue_dead_telling`].
+    async fn requeue_dead_telling(&self, watch: &dyn RequeueWatch) -> Result<u64, QueueError> {
+        self.inner().requeue_dead_telling(watch).await
+    }
     /// [`WorkQueue::purge_dead`].
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.inner().purge_dead().await
@@ -177,6 +181,9 @@ impl<D: QueueDecorator> WorkQueue for D {
     }
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
         QueueDecorator::requeue_dead(self).await
+    }
+    async fn requeue_dead_telling(&self, watch: &dyn RequeueWatch) -> Result<u64, QueueError> {
+        QueueDecorator::requeue_dead_telling(self, watch).await
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         QueueDecorator::purge_dead(self).await

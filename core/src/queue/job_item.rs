@@ -13,6 +13,9 @@ use std::sync::Arc;
 pub const JOB_ATTRIBUTE: &str = "forloop-job";
 /// The attribute holding an item's sequence number in its job (0-based).
 pub const SEQ_ATTRIBUTE: &str = "forloop-seq";
+/// The attribute holding an item's life ([`JobItem::life`]), on items put
+/// back to work from the dead place; absent on an item's first life.
+pub const LIFE_ATTRIBUTE: &str = "forloop-life";
 
 /// An item's place in its job: [`crate::Item::job`] and
 /// [`crate::Delivery::job`].
@@ -28,6 +31,12 @@ pub struct JobItem {
     pub job: Arc<str>,
     /// Its sequence number.
     pub seq: u64,
+    /// Which life of the item this is: 0 until it is first requeued from
+    /// the dead place, then a number larger than every life before it (a
+    /// requeue's Unix milliseconds, [`JobItem::next_life`]). A dead receipt
+    /// carries it, so a ledger kept as facts merged in any order (the sheet
+    /// ledger) tells a death the requeue un-counted from a later one.
+    pub life: u64,
 }
 
 impl JobItem {
@@ -36,7 +45,23 @@ impl JobItem {
         Self {
             job: job.into(),
             seq,
+            life: 0,
         }
+    }
+
+    /// This item in `life`.
+    pub fn in_life(mut self, life: u64) -> Self {
+        self.life = life;
+        self
+    }
+
+    /// The life an item put back to work from the dead place starts: now
+    /// (Unix ms), and in any case after this one.
+    pub fn next_life(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.max(self.life + 1)
     }
 
     /// Take the job and sequence number out of attributes read off the
@@ -51,9 +76,13 @@ impl JobItem {
         known: &mut Option<Arc<str>>,
     ) -> Option<JobItem> {
         let seq = attributes.get(SEQ_ATTRIBUTE)?.parse().ok()?;
-        let item = Self::shared(attributes.get(JOB_ATTRIBUTE)?, seq, known);
+        let mut item = Self::shared(attributes.get(JOB_ATTRIBUTE)?, seq, known);
         attributes.remove(JOB_ATTRIBUTE);
         attributes.remove(SEQ_ATTRIBUTE);
+        // A life that does not read is the first (it only orders deaths).
+        if let Some(life) = attributes.remove(LIFE_ATTRIBUTE) {
+            item.life = life.parse().unwrap_or(0);
+        }
         Some(item)
     }
 
@@ -65,7 +94,7 @@ impl JobItem {
             Some(job) if **job == *name => Arc::clone(job),
             _ => known.insert(Arc::from(name)).clone(),
         };
-        JobItem { job, seq }
+        JobItem { job, seq, life: 0 }
     }
 
     /// Write this job and sequence number into `attributes`, as they travel
@@ -73,6 +102,9 @@ impl JobItem {
     pub fn stamp(&self, attributes: &mut BTreeMap<String, String>) {
         attributes.insert(JOB_ATTRIBUTE.to_string(), self.job.to_string());
         attributes.insert(SEQ_ATTRIBUTE.to_string(), self.seq.to_string());
+        if self.life != 0 {
+            attributes.insert(LIFE_ATTRIBUTE.to_string(), self.life.to_string());
+        }
     }
 }
 

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use crate::QueueError;
 
 pub use decorator::QueueDecorator;
-pub use job_item::{JOB_ATTRIBUTE, JobItem, SEQ_ATTRIBUTE, wire_attributes};
+pub use job_item::{JOB_ATTRIBUTE, JobItem, LIFE_ATTRIBUTE, SEQ_ATTRIBUTE, wire_attributes};
 
 /// One item of work as it travels: the payload bytes, the item's own
 /// string attributes and its place in a job, if it has one. What a
@@ -460,8 +460,31 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// attributes it had before it died; returns how many.
     async fn requeue_dead(&self) -> Result<u64, QueueError>;
 
+    /// [`WorkQueue::requeue_dead`], telling `watch` of each batch before it
+    /// moves (a ledger kept apart from the queue un-counts the items there:
+    /// an error from `watch` stops the requeue before the batch moves). An
+    /// item of a job goes back in its next life ([`JobItem::next_life`]).
+    /// Default: unsupported (a queue that keeps its ledger in the same
+    /// place un-counts within `requeue_dead` itself).
+    async fn requeue_dead_telling(&self, watch: &dyn RequeueWatch) -> Result<u64, QueueError> {
+        let _ = watch;
+        Err(QueueError::unsupported(
+            "requeue dead items telling a ledger of each batch",
+        ))
+    }
+
     /// Delete every dead item for good; returns how many.
     async fn purge_dead(&self) -> Result<u64, QueueError>;
+}
+
+/// Told of each batch of dead items before
+/// [`WorkQueue::requeue_dead_telling`] moves it back to work.
+#[async_trait]
+pub trait RequeueWatch: Send + Sync {
+    /// `letters` (as [`WorkQueue::list_dead`] shows them, in the life they
+    /// died in) are about to go back to work; an error stops the requeue
+    /// with them still dead.
+    async fn before_requeue(&self, letters: &[DeadLetter]) -> Result<(), QueueError>;
 }
 
 /// A shared queue is a queue: every call forwards, none falls back to a
@@ -513,6 +536,9 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn requeue_dead(&self) -> Result<u64, QueueError> {
         (**self).requeue_dead().await
+    }
+    async fn requeue_dead_telling(&self, watch: &dyn RequeueWatch) -> Result<u64, QueueError> {
+        (**self).requeue_dead_telling(watch).await
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         (**self).purge_dead().await

@@ -48,6 +48,7 @@ pub(crate) enum Done<A> {
     Settle {
         what: &'static str,
         item: String,
+        tokens: Vec<LeaseToken>,
         result: Result<LeaseReport, QueueError>,
     },
     /// A hand-back (nack 0) of these tokens.

@@ -137,6 +137,7 @@ fn receipt<'a>(
         reason,
         stderr_tail: finished.outcome.stderr_tail.as_deref(),
         at,
+        life: job.life,
     })
 }
 
@@ -352,7 +353,10 @@ impl Worker {
                     }
                 }
                 Some(done) = calls.next() => {
-                    self.finished_call(done, &mut acks, &mut keeper, &mut stops);
+                    if let Some(error) = self.finished_call(done, &mut acks, &mut keeper, &mut stops, &mut calls) {
+                        fatal = Some(error);
+                        break None;
+                    }
                 }
                 Some(finished) = tasks.next() => {
                     self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
@@ -603,6 +607,7 @@ impl Worker {
                     Done::Settle {
                         what: "retry",
                         item,
+                        tokens,
                         result,
                     }
                 }));
@@ -634,16 +639,25 @@ impl Worker {
                 .map(|receipt| receipt.to_receipt());
                 let ledger = self.ledger.clone().filter(|_| receipt.is_some());
                 calls.push(Box::pin(async move {
-                    let recorded = match (&ledger, receipt) {
-                        (Some(ledger), Some(receipt)) => {
-                            calls::within(limit, "a ledger write", ledger.record(&[receipt])).await
+                    // The item goes to the dead place first, and its receipt
+                    // is written only for a lease still held: an item is
+                    // never counted dead while it is live (the ledger does
+                    // both in one step where it can).
+                    let result = match &ledger {
+                        Some(ledger) => {
+                            calls::within(
+                                limit,
+                                "a dead-letter and its receipt",
+                                ledger.record_then_dead_letter(
+                                    &*queue,
+                                    &tokens,
+                                    &reason,
+                                    std::slice::from_ref(&receipt),
+                                ),
+                            )
+                            .await
                         }
-                        _ => Ok(()),
-                    };
-                    // Without its receipt the item is not buried: its lease
-                    // lapses and it comes back, past its last attempt.
-                    let result = match recorded {
-                        Ok(()) => {
+                        None => {
                             calls::within(
                                 limit,
                                 "a dead-letter",
@@ -651,11 +665,11 @@ impl Worker {
                             )
                             .await
                         }
-                        Err(error) => Err(error),
                     };
                     Done::Settle {
                         what: "dead-letter",
                         item,
+                        tokens,
                         result,
                     }
                 }));
@@ -725,14 +739,18 @@ impl Worker {
         }
     }
 
-    /// Act on a call's answer.
+    /// Act on a call's answer. Returns the error of a receipt, ack or
+    /// dead-letter that failed for good (a ledger sibling deleted, a
+    /// permission missing): the worker stops on it, rather than run items
+    /// whose settling can only fail, after it gave back what it held.
     fn finished_call(
         &self,
         done: Done<Finished>,
         acks: &mut AckBuffer,
         keeper: &mut LeaseKeeper,
         stops: &mut TaskStops,
-    ) {
+        calls: &mut Calls<Finished>,
+    ) -> Option<QueueError> {
         match done {
             Done::Ack { batch, result } => {
                 acks.in_flight -= 1;
@@ -773,10 +791,14 @@ impl Worker {
                         acks.flush_at = Some(Instant::now() + retry_in);
                     }
                     Err(error) => {
-                        warn!(error = %crate::ErrorChain(&error), dropped = batch.len(), "ack failed for good; those items will run again");
+                        warn!(error = %crate::ErrorChain(&error), count = batch.len(),
+                            "recording or acking finished items failed for good: giving them back and stopping");
                         for (_, finished) in &batch {
                             self.record(finished, Settlement::Unsettled);
                         }
+                        let tokens = batch.into_iter().map(|(token, _)| token).collect();
+                        self.give_back(tokens, calls);
+                        return Some(error);
                     }
                 }
             }
@@ -804,12 +826,23 @@ impl Worker {
                     warn!(error = %crate::ErrorChain(&error), count = tokens.len(), "could not extend leases");
                 }
             },
-            Done::Settle { what, item, result } => match result {
+            Done::Settle {
+                what,
+                item,
+                tokens,
+                result,
+            } => match result {
                 Ok(report) if !report.lost.is_empty() => warn!(
                     %item,
                     "{what} came too late: the lease had already ended, so the queue will deliver the item again"
                 ),
                 Ok(_) => {}
+                Err(error) if what == "dead-letter" && !error.is_retryable() => {
+                    warn!(%item, error = %crate::ErrorChain(&error),
+                        "dead-letter failed for good: giving the item back and stopping");
+                    self.give_back(tokens, calls);
+                    return Some(error);
+                }
                 Err(error) => warn!(
                     %item, error = %crate::ErrorChain(&error),
                     "{what} failed; the item comes back when its lease ends"
@@ -822,6 +855,7 @@ impl Worker {
                 }
             }
         }
+        None
     }
 
     fn renew(&self, keeper: &mut LeaseKeeper, calls: &mut Calls<Finished>, now: Instant) {

@@ -127,7 +127,9 @@ impl Worker {
                 backs.extend(tokens.iter().cloned());
                 backs_at = Instant::now() + self.config.ack_interval;
             }
-            self.finished_call(done, &mut acks, keeper, stops);
+            // On the way out already: an ack that fails for good gave its
+            // items back, and nothing else is left to stop.
+            let _ = self.finished_call(done, &mut acks, keeper, stops, &mut calls);
         }
     }
 }

@@ -139,15 +139,43 @@ local function counts(job, seq)
   return tonumber(seq) < job_keys(job).total
 end
 
+-- Which of two dead receipts (JSON) of one item shows: the later death
+-- (a later life; in one life a worker's receipt over the backend's, which
+-- has no worker), else the first (`Settled::replaces` in forloop-core).
+local function later_death(new, kept)
+  local ok_new, a = pcall(cjson.decode, new)
+  local ok_kept, b = pcall(cjson.decode, kept)
+  if not ok_new or type(a) ~= 'table' then return false end
+  if not ok_kept or type(b) ~= 'table' then return true end
+  local life_a, life_b = tonumber(a.life) or 0, tonumber(b.life) or 0
+  if life_a ~= life_b then return life_a > life_b end
+  return (a.worker or '') ~= '' and (b.worker or '') == ''
+end
+
 -- Count one dead settlement of (job, seq): once, and not once the item is
--- done (done beats dead); its receipt kept unless one is already there.
+-- done (done beats dead); its receipt kept unless the one there shows
+-- (`later_death`). A requeue takes the bit and the receipt off
+-- (`uncount`), so a later death counts again.
 local function settle_dead(job, seq, receipt)
   local k = job_keys(job)
   redis.call('SETBIT', k.submitted, seq, 1)
   if redis.call('GETBIT', k.done, seq) == 0 then
     redis.call('SETBIT', k.dead, seq, 1)
     k.dead_exists = true
-    redis.call('HSETNX', k.receipts, seq, receipt)
+    if redis.call('HSETNX', k.receipts, seq, receipt) == 0 then
+      local kept = redis.call('HGET', k.receipts, seq)
+      if later_death(receipt, kept) then redis.call('HSET', k.receipts, seq, receipt) end
+    end
+  end
+end
+
+-- Un-count the death of (job, seq): the item goes back to work. Its dead
+-- bit and receipt go; a done item is left as it is.
+local function uncount(job, seq)
+  local k = job_keys(job)
+  if redis.call('GETBIT', k.dead, seq) == 1 then
+    redis.call('SETBIT', k.dead, seq, 0)
+    redis.call('HDEL', k.receipts, seq)
   end
 end
 
@@ -245,7 +273,8 @@ local function settled_between(job, first, last)
   redis.call('HSET', K_SETTLED, job, first .. ' ' .. last)
 end
 
--- A job's counts: {manifest, submitted, done, dead, "FIRST LAST" or ''}.
+-- A job's counts: {manifest, submitted, done, dead, "FIRST LAST" or '',
+-- cancelled (ms) or ''}.
 local function job_status(job, manifest)
   return {
     manifest,
@@ -253,7 +282,17 @@ local function job_status(job, manifest)
     redis.call('BITCOUNT', job_key(job, 'done')),
     redis.call('BITCOUNT', job_key(job, 'dead')),
     redis.call('HGET', K_SETTLED, job) or '',
+    redis.call('GET', job_key(job, 'cancelled')) or '',
   }
+end
+
+-- The forgotten jobs (hash: job -> when, ms), beside the queue's keys.
+local K_FORGOTTEN = string.sub(K_READY, 1, #K_READY - #'ready') .. 'forgotten'
+
+-- Every key of one job.
+local function job_keys_all(job)
+  return job_key(job, 'submitted'), job_key(job, 'done'), job_key(job, 'dead'),
+    job_key(job, 'receipts'), job_key(job, 'cancelled')
 end
 
 -- A job and seq read off an item, checked: the seq as canonical text, or
@@ -330,30 +369,41 @@ end
 -- writes its own, fuller receipt before it dead-letters; that one came
 -- first and stays. Attributes are in the envelope, or (an item from
 -- before envelopes) in `attrs`.
-local function record_burial(id, attempts, reason)
+-- The job and seq (canonical text) of stored item `id`, and its payload;
+-- nil for an item of no job.
+local function job_of_id(id)
   local payload, attrs, job, seq = open_value(redis.call('HGET', K_PAYLOAD, id) or '')
   if job then
     job, seq = job_seq(job, seq)
   else
     job, seq = job_of(attrs or redis.call('HGET', K_ATTRS, id))
   end
+  return job, seq, payload
+end
+
+local function record_burial(id, attempts, reason, given)
+  local job, seq, payload = job_of_id(id)
   if not job then return end
   local now = tostring(now_ms())
-  local receipt = cjson.encode({
-    job = job, seq = tonumber(seq), state = 'dead', attempt = attempts, seconds = 0,
-    worker = '', item = cut_item(payload),
-    reason = reason, at = tonumber(now),
-  })
+  local receipt = given
+  if not receipt or receipt == '' then
+    receipt = cjson.encode({
+      job = job, seq = tonumber(seq), state = 'dead', attempt = attempts, seconds = 0,
+      worker = '', item = cut_item(payload),
+      reason = reason, at = tonumber(now),
+    })
+  end
   if not counts(job, seq) then return end
   settle_dead(job, seq, receipt)
   settled_between(job, now, now)
 end
 
-local function bury(member, reason)
+-- `given`: the worker's receipt (JSON) to keep, else the burial writes one.
+local function bury(member, reason, given)
   local id, attempts = split(member)
   redis.call('RPUSH', K_DEAD, bare(member))
   redis.call('HSET', K_REASON, id, reason)
-  record_burial(id, attempts, reason)
+  record_burial(id, attempts, reason, given)
 end
 
 -- Release a delivery whose lease ended: deliver the item again, or bury it

@@ -2,7 +2,6 @@
 -- large queue is freed in the background). Returns how many keys existed.
 local n = 0
 for _, job in ipairs(redis.call('SMEMBERS', K_LEDGER)) do
-  n = n + redis.call('UNLINK', job_key(job, 'submitted'), job_key(job, 'done'),
-    job_key(job, 'dead'), job_key(job, 'receipts'))
+  n = n + redis.call('UNLINK', job_keys_all(job))
 end
-return n + redis.call('UNLINK', unpack(KEYS))
+return n + redis.call('UNLINK', K_FORGOTTEN, unpack(KEYS))

@@ -60,7 +60,13 @@ pub(crate) async fn dead(context: &Context<'_>, command: DeadCommand) -> Result<
             }
         }
         DeadCommand::Requeue => {
-            let n = queue.requeue_dead().await?;
+            // Through the ledger where the queue keeps jobs: each item's
+            // death is un-counted before it moves, so its job reads
+            // incomplete until the item settles again.
+            let n = match backend.ledger.as_deref() {
+                Some(ledger) => ledger.requeue_dead(&**queue).await?,
+                None => queue.requeue_dead().await?,
+            };
             eprintln!(
                 "requeued {n} dead item(s) of {} with fresh attempts",
                 driver.redact(&address)

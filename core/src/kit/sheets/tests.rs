@@ -63,6 +63,7 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         reason: None,
         stderr_tail: None,
         at: 1_000 + seq,
+        life: 0,
     }
 }
 

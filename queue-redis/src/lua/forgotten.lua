@@ -1,0 +1,2 @@
+-- No ARGV. The forgotten jobs' names.
+return redis.call('HKEYS', K_FORGOTTEN)
