@@ -58,6 +58,40 @@ pub(crate) fn check_worker_opts(
             humantime::format_duration(caps.max_lease),
         )));
     }
+    if let Some(max) = caps.max_nack_delay
+        && opts.max_backoff > max
+    {
+        return Err(Failure::new(format!(
+            "--max-backoff {} is longer than the `{queue}` queue can delay a retry ({}): \
+             pick --max-backoff {} or less",
+            humantime::format_duration(opts.max_backoff),
+            humantime::format_duration(max),
+            humantime::format_duration(max),
+        )));
+    }
+    if let Some(queue_max) = caps.queue_max_attempts
+        && queue_max != opts.max_attempts
+    {
+        let who = if queue_max < opts.max_attempts {
+            format!(
+                "the queue buries an item after {queue_max} deliveries, before the {} attempts asked \
+                 (a delivery whose worker died counts too)",
+                opts.max_attempts
+            )
+        } else {
+            format!(
+                "workers bury an item after {} failed attempts; the queue's own limit of {queue_max} \
+                 only catches items whose workers died",
+                opts.max_attempts
+            )
+        };
+        tracing::warn!(
+            "--max-attempts {} differs from the `{queue}` queue's own limit of {queue_max}: {who}; \
+             `runner queue create --max-attempts {}` sets the queue's to match",
+            opts.max_attempts,
+            opts.max_attempts
+        );
+    }
     if opts.backoff > opts.max_backoff {
         return Err(Failure::new(format!(
             "--backoff {} is longer than --max-backoff {}",
