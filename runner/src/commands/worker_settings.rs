@@ -155,3 +155,44 @@ pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
         ..WorkerConfig::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn opts(flags: &[&str]) -> WorkerOpts {
+        let args = ["runner", "work"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "true"])
+            .copied();
+        match Cli::parse_from(args).command {
+            Command::Work(args) => args.worker,
+            _ => unreachable!("a work command"),
+        }
+    }
+
+    #[test]
+    fn a_backoff_longer_than_the_queue_can_delay_is_refused_not_cut() {
+        let pubsub = Capabilities::new(1024, 10).with_max_nack_delay(Duration::from_secs(600));
+        let error = check_worker_opts(&opts(&["--max-backoff", "20m"]), &pubsub, "pubsub://p/q")
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "--max-backoff 20m is longer than the `pubsub://p/q` queue can delay a retry (10m)"
+            ),
+            "{error}"
+        );
+        check_worker_opts(&opts(&["--max-backoff", "10m"]), &pubsub, "q").unwrap();
+        // A queue with no such limit takes any.
+        check_worker_opts(
+            &opts(&["--max-backoff", "2h"]),
+            &Capabilities::new(1024, 10),
+            "q",
+        )
+        .unwrap();
+    }
+}
