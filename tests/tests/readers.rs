@@ -415,3 +415,69 @@ fn wait_and_status_ride_out_a_server_restart() {
     std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut text).unwrap();
     assert!(code.success(), "wait across a restart: {code:?} {text}");
 }
+
+/// A job whose receipts lie in more sheets than one read used to take
+/// (10,000 on SQS: 1,000 pulls of 10), as many small writes leave them:
+/// `results` reads them all, every row with its details.
+#[test]
+fn results_read_every_receipt_sheet_past_ten_thousand() {
+    const SHEETS: u64 = 10_050;
+    let name = unique("many");
+    create(&name);
+    // The book (every item done) and one receipt sheet per item, written
+    // straight to the siblings as workers' writes would leave them.
+    const SCRIPT: &str = r#"
+import json, sys, boto3
+from concurrent.futures import ThreadPoolExecutor
+sqs = boto3.client("sqs")
+name, n = sys.argv[1], int(sys.argv[2])
+def url(q): return sqs.get_queue_url(QueueName=q)["QueueUrl"]
+def sheet(kind): return {"forloop-sheet": {"DataType": "String", "StringValue": kind}}
+book = {"jobs": {"big": {"manifest": {"job": "big", "total": n, "digest": "d", "created": 1},
+                         "submitted": [[0, n]], "done": [[0, n]], "dead": []}}}
+sqs.send_message(QueueUrl=url(name + "-ledger"), MessageBody=json.dumps(book),
+                 MessageAttributes=sheet("book-1"))
+results = url(name + "-results")
+def send(start):
+    entries = [{"Id": str(seq), "MessageAttributes": sheet("receipts-1"),
+                "MessageBody": json.dumps([{"job": "big", "seq": seq, "state": "done", "attempt": 1,
+                                            "exit_code": 0, "seconds": 0.1, "worker": "w",
+                                            "item": "item-%d" % seq, "at": 1}])}
+               for seq in range(start, min(start + 10, n))]
+    assert not sqs.send_message_batch(QueueUrl=results, Entries=entries).get("Failed")
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(send, range(0, n, 10)))
+"#;
+    let mut command = Command::new("python3");
+    command.args(["-c", SCRIPT, &name, &SHEETS.to_string()]);
+    SqsEmulator::shared().configure(&mut command);
+    ok(
+        command.output().expect("python3 runs"),
+        "writing the sheets",
+    );
+
+    let output = ok(
+        sqs(&name)
+            .args(["results", "--json", "--job", "big"])
+            .output()
+            .unwrap(),
+        "results",
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len() as u64, SHEETS);
+    let without: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["state"] != "done" || r["attempts"].is_null())
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        without.is_empty(),
+        "{} of {SHEETS} rows without their receipt (first: {:?}); stderr: {}",
+        without.len(),
+        &without[..without.len().min(5)],
+        stderr(&output)
+    );
+}
