@@ -11,14 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use forloop_core::handler::from_fn;
-use forloop_core::job::{
-    Backend, Begun, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet,
-};
+use forloop_core::job::{Backend, Begun, JobStatus, Ledger, LedgerDecorator, Manifest, SeqSet};
 use forloop_core::memory::MemoryLedger;
 use forloop_core::worker::Shutdown;
 use forloop_core::{
-    Item, LeaseReport, LeaseToken, MemoryQueue, QueueConfig, QueueError, Task, WorkQueue, Worker,
-    WorkerConfig, WorkerExit,
+    Item, MemoryQueue, QueueConfig, QueueError, Task, WorkQueue, Worker, WorkerConfig, WorkerExit,
 };
 
 /// A memory ledger whose answers a test can bend: a job shown as
@@ -44,23 +41,9 @@ impl Bent {
 }
 
 #[async_trait]
-impl Ledger for Bent {
-    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
-        self.inner.begin(manifest).await
-    }
-    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
-        self.inner.submitted(job, seqs).await
-    }
-    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        self.inner.record(receipts).await
-    }
-    async fn record_then_ack(
-        &self,
-        queue: &dyn WorkQueue,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.record_then_ack(queue, tokens, receipts).await
+impl LedgerDecorator for Bent {
+    fn inner(&self) -> &dyn Ledger {
+        &*self.inner
     }
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
         if self.lost.load(Ordering::SeqCst) {
@@ -79,12 +62,6 @@ impl Ledger for Bent {
     }
     async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
         Ok(self.forgotten.lock().unwrap().iter().cloned().collect())
-    }
-    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
-        self.inner.seqs(job).await
-    }
-    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
-        self.inner.receipts(job).await
     }
 }
 

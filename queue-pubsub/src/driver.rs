@@ -26,6 +26,14 @@ impl Driver for PubsubDriver {
         Some("Cloud Monitoring's num_undelivered_messages, which counts leased items as ready")
     }
 
+    /// The URL's queue: `--name` defaults to it.
+    fn queue_name(&self, address: &QueueAddress) -> Option<String> {
+        let url = address.url.as_deref()?;
+        PubsubAddress::resolve(Some(url), "forloop")
+            .ok()
+            .map(|a| a.name)
+    }
+
     fn environment(&self) -> &[&str] {
         &["GOOGLE_CLOUD_PROJECT"]
     }

@@ -289,6 +289,8 @@ impl WorkQueue for PubsubQueue {
             .with_lease_range(Duration::from_secs(10), Duration::from_secs(600))
             .with_native_dead_letter(true)
             .with_delayed_nack(true)
+            .with_max_nack_delay(Duration::from_secs(MAX_ACK_SECONDS as u64))
+            .with_queue_max_attempts(Some(self.max_attempts))
             // Monitoring points are trusted up to this old; without them the
             // counts are unknown and only the worker's idle window counts.
             .with_backlog_staleness(if self.monitored() {

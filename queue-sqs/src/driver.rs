@@ -35,6 +35,14 @@ impl Driver for SqsDriver {
         }
     }
 
+    /// The URL's queue: `--name` defaults to it.
+    fn queue_name(&self, address: &QueueAddress) -> Option<String> {
+        let url = address.url.as_deref()?;
+        SqsAddress::resolve(Some(url), "forloop")
+            .ok()
+            .map(|a| a.name)
+    }
+
     fn environment(&self) -> &[&str] {
         &["AWS_REGION", "AWS_DEFAULT_REGION"]
     }

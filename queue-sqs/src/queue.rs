@@ -307,6 +307,7 @@ impl WorkQueue for SqsQueue {
             .with_lease_range(Duration::from_secs(1), MAX_VISIBILITY)
             .with_native_dead_letter(self.max_receive_count.is_some() && self.dead_url.is_some())
             .with_delayed_nack(true)
+            .with_queue_max_attempts(self.max_receive_count)
             .with_backlog_staleness(self.address.staleness)
     }
 

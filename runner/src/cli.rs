@@ -31,9 +31,10 @@ pub(crate) struct Cli {
     /// (see the error for the list) [default: memory for `run`]
     #[arg(long, global = true, env = "FORLOOP_QUEUE")]
     pub(crate) queue: Option<String>,
-    /// Name of the job's queue
-    #[arg(long, global = true, env = "FORLOOP_NAME", default_value = "forloop")]
-    pub(crate) name: String,
+    /// Name of the job's queue [default: the queue's own name when --queue
+    /// is a URL that names one (`pubsub://P/NAME`, `sqs://NAME`), else forloop]
+    #[arg(long, global = true, env = "FORLOOP_NAME")]
+    pub(crate) name: Option<String>,
     /// Where `run` and `launch` start workers
     #[arg(long, global = true, env = "FORLOOP_CLUSTER", value_enum, default_value_t = Cluster::Local)]
     pub(crate) cluster: Cluster,

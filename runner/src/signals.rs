@@ -60,13 +60,30 @@ pub(crate) fn listen_during_submit(shutdown: Shutdown) -> DuringSubmit {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let task = tokio::spawn(async move {
-        let (number, name) = tokio::select! {
-            _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
-            _ = int.recv() => (libc::SIGINT, "SIGINT"),
-        };
-        seen.store(number, Ordering::SeqCst);
-        tracing::warn!("{name}: stopping the submit after the batch on its way");
-        shutdown.stop();
+        loop {
+            let (number, name) = tokio::select! {
+                _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
+                _ = int.recv() => (libc::SIGINT, "SIGINT"),
+            };
+            if seen
+                .compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                tracing::warn!(
+                    "{name}: stopping the submit after the batch on its way. Send it again to stop now."
+                );
+                shutdown.stop();
+            } else {
+                // The batch on its way did not end (a queue that does not
+                // answer): stop now. What went in is not known; the job's
+                // ledger has what it recorded, and `--resume` sends the rest.
+                eprintln!(
+                    "runner: {name} again: stopped now, without waiting for the batch on its way; \
+                     `runner submit --resume` (same input and --job) sends what did not go in"
+                );
+                std::process::exit(128 + number);
+            }
+        }
     });
     DuringSubmit { received, task }
 }

@@ -60,6 +60,15 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// The name `--queue` takes (`memory`, `redis`).
     fn name(&self) -> &str;
 
+    /// The queue's own name, when `address` is a URL that names one
+    /// (`pubsub://P/NAME`, `sqs://NAME`): what `--name` defaults to, so
+    /// that two such queues never share job names. Default: `None` (the
+    /// URL names a server, not a queue).
+    fn queue_name(&self, address: &QueueAddress) -> Option<String> {
+        let _ = address;
+        None
+    }
+
     /// Whether a `--queue` URL belongs to this driver. Most drivers claim
     /// their own schemes; a backend whose URLs use a common scheme claims
     /// them by host (SQS: `https://sqs.REGION.amazonaws.com/...`).

@@ -21,6 +21,7 @@ mod backend;
 pub(crate) mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod decorator;
 pub(crate) mod ledger;
 mod seqs;
 mod submit;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use crate::queue::{JOB_ATTRIBUTE, JobItem, LIFE_ATTRIBUTE, SEQ_ATTRIBUTE, wire_attributes};
 pub use backend::Backend;
 pub use book::Book;
+pub use decorator::LedgerDecorator;
 pub use ledger::{Begun, JobPhase, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
 pub use submit::{

@@ -42,7 +42,7 @@ use super::chunks_within;
 use crate::job::book::Entry;
 use crate::job::ledger::keep_receipt;
 use crate::job::{Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, SeqSet, SheetCalls};
-use crate::{DeadLetter, Item, LeaseToken, QueueError, QueueErrorKind, WorkQueue};
+use crate::{Count, DeadLetter, Item, LeaseToken, QueueError, QueueErrorKind, WorkQueue};
 
 /// The attribute that marks a sheet and says which kind it is.
 pub const SHEET_ATTRIBUTE: &str = "forloop-sheet";
@@ -50,6 +50,10 @@ pub const SHEET_ATTRIBUTE: &str = "forloop-sheet";
 pub const BOOK_SHEET: &str = "book-1";
 /// [`SHEET_ATTRIBUTE`] of a receipt sheet.
 pub const RECEIPT_SHEET: &str = "receipts-1";
+/// The attribute of a receipt sheet a [`Ledger::receipts`] read wrote back
+/// while it reads on: its value names that read, which holds such sheets
+/// rather than reading them again. Other readers read them as any other.
+pub const COMPACTED_BY: &str = "forloop-compacted-by";
 /// The suffix of the sibling that keeps book sheets: `NAME-ledger`.
 pub const LEDGER_SUFFIX: &str = "-ledger";
 /// The suffix of the sibling that keeps receipt sheets: `NAME-results`.
@@ -93,6 +97,16 @@ pub struct SheetOptions {
     /// The longest pause before a read looks again when it found no sheet
     /// although the ledger has some (another reader held them).
     pub held_retry: Duration,
+    /// How long a read that must not answer from a partial view (a fresh
+    /// reader that found no job, a job not found by `begin`, `seqs` or
+    /// `receipts`) waits out sheets the sibling counts in flight (held by
+    /// another reader) before it fails saying so: at least the siblings'
+    /// lease, the longest a reader that died holds them.
+    pub held_wait: Duration,
+    /// Most receipts one round of a [`Ledger::receipts`] read keeps in
+    /// memory before it writes them back compacted and reads on: what
+    /// bounds its memory, besides the asked job's own receipts.
+    pub round_receipts: usize,
 }
 
 impl Default for SheetOptions {
@@ -105,6 +119,8 @@ impl Default for SheetOptions {
             dead_every: Duration::from_secs(2),
             dead_limit: 1000,
             held_retry: Duration::from_millis(200),
+            held_wait: Duration::from_secs(35),
+            round_receipts: 100_000,
             compact_every: Duration::from_secs(5),
             compact_pulls: 10,
         }
@@ -254,13 +270,31 @@ impl SheetLedger {
         kind: &str,
         payloads: Vec<Vec<u8>>,
     ) -> Result<(), QueueError> {
+        self.publish_marked(queue, kind, payloads, None).await
+    }
+
+    /// [`Self::publish_sheets`], each sheet marked as written by the read
+    /// `mark` names (see [`COMPACTED_BY`]).
+    async fn publish_marked(
+        &self,
+        queue: &dyn WorkQueue,
+        kind: &str,
+        payloads: Vec<Vec<u8>>,
+        mark: Option<&str>,
+    ) -> Result<(), QueueError> {
         self.calls.add(SHEETS_WRITTEN, payloads.len() as u64);
         self.calls
             .add(BYTES_WRITTEN, payloads.iter().map(|p| p.len() as u64).sum());
         let max_batch = queue.capabilities().max_batch.max(1);
         let messages: Vec<Item> = payloads
             .into_iter()
-            .map(|p| Item::new(Bytes::from(p)).with_attribute(SHEET_ATTRIBUTE, kind))
+            .map(|p| {
+                let sheet = Item::new(Bytes::from(p)).with_attribute(SHEET_ATTRIBUTE, kind);
+                match mark {
+                    Some(mark) => sheet.with_attribute(COMPACTED_BY, mark),
+                    None => sheet,
+                }
+            })
             .collect();
         for chunk in messages.chunks(max_batch) {
             self.calls.add(PUBLISHES, 1);
@@ -359,6 +393,65 @@ impl SheetLedger {
     async fn read_book(&self, fold_dead: bool) -> Result<Book, QueueError> {
         self.read_book_within(fold_dead, self.options.max_pulls, RETRIES_WHEN_HELD)
             .await
+    }
+
+    /// [`Self::read_book`] for a reader that must not answer from a
+    /// partial view: while the book read lacks what `found` looks for,
+    /// tell "not there" from "held by another reader" before believing
+    /// it. Where the sibling counts the sheets in flight, look again while
+    /// it counts some, for [`SheetOptions::held_wait`] at most, then fail
+    /// saying so; where it cannot count (Pub/Sub), look again a few times,
+    /// which waits out a live reader's cycle (not one that died holding
+    /// sheets: those come back after their lease).
+    async fn read_book_sure(
+        &self,
+        fold_dead: bool,
+        found: impl Fn(&Book) -> bool,
+    ) -> Result<Book, QueueError> {
+        let started = Instant::now();
+        let mut looks = 0;
+        loop {
+            let book = self.read_book(fold_dead).await?;
+            if found(&book) {
+                return Ok(book);
+            }
+            looks += 1;
+            match self.held().await {
+                Held::No => return Ok(book),
+                Held::Unknown if looks > RETRIES_WHEN_UNCOUNTED => return Ok(book),
+                Held::Unknown => {}
+                Held::Sheets(n) if started.elapsed() >= self.options.held_wait => {
+                    return Err(QueueError::new(
+                        QueueErrorKind::Unavailable,
+                        format!(
+                            "cannot read the whole job ledger in {:?}: {n} of its sheets stayed held by \
+                             another reader for {} s (a reader that died holds them until their lease \
+                             ends); try again",
+                            self.books,
+                            self.options.held_wait.as_secs()
+                        ),
+                    ));
+                }
+                Held::Sheets(_) => {}
+            }
+            tokio::time::sleep(jitter(self.options.held_retry)).await;
+        }
+    }
+
+    /// Whether another reader holds book sheets, as far as the sibling
+    /// counts them.
+    async fn held(&self) -> Held {
+        match self.books.backlog().await {
+            Ok(backlog) => match backlog.in_flight {
+                Count::Exact(0) | Count::Approximate(0) => Held::No,
+                Count::Exact(n) | Count::Approximate(n) => Held::Sheets(n),
+                Count::Unknown => Held::Unknown,
+            },
+            Err(error) => {
+                tracing::debug!("{:?}: counting the sheets in flight: {error}", self.books);
+                Held::Unknown
+            }
+        }
     }
 
     async fn read_book_within(
@@ -561,12 +654,35 @@ impl SheetLedger {
 /// How many times a read looks again when another reader held the sheets.
 const RETRIES_WHEN_HELD: usize = 2;
 
+/// How many times a read that must not answer from a partial view looks
+/// again where the sibling cannot count what is in flight.
+const RETRIES_WHEN_UNCOUNTED: usize = 3;
+
+/// Most rounds of one [`Ledger::receipts`] read (each of up to
+/// [`SheetOptions::max_pulls`] pulls): a bound, not a limit met in use.
+const MAX_RECEIPT_ROUNDS: usize = 100_000;
+
+/// Book sheets in flight on the sibling: held by another reader.
+enum Held {
+    No,
+    Sheets(u64),
+    Unknown,
+}
+
+/// What one round of a [`Ledger::receipts`] read found.
+#[derive(Default)]
+struct Round {
+    /// Every receipt read, of every job, one per item.
+    kept: BTreeMap<(Arc<str>, u64), Receipt>,
+    /// The sheets read, to ack once `kept` is written back.
+    tokens: Vec<LeaseToken>,
+    /// Whether the round ended on an empty pull: nothing left to read.
+    ended: bool,
+}
+
 /// A random pause of up to `most` (at least a tenth of it).
 fn jitter(most: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let random = random_u64();
     let tenth = most / 10;
     tenth + (most - tenth).mul_f64((random % 1000) as f64 / 1000.0)
 }
@@ -711,13 +827,10 @@ impl Ledger for SheetLedger {
     }
 
     async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
-        let mut book = self.read_book(false).await?;
-        if !book.jobs.contains_key(&manifest.job) {
-            // Another reader may hold the sheets for the moment of its
-            // cycle: look once more before calling the job new.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            book = self.read_book(false).await?;
-        }
+        // Never call a job new because another reader held its sheets.
+        let mut book = self
+            .read_book_sure(false, |book| book.jobs.contains_key(&manifest.job))
+            .await?;
         let begun = book
             .begin(manifest)
             .map_err(|message| QueueError::new(QueueErrorKind::Invalid, message))?;
@@ -782,6 +895,12 @@ impl Ledger for SheetLedger {
     }
 
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        // A reader that knows no job yet tells "no jobs" from "held by
+        // another reader"; one that knows some answers at least those.
+        if self.known().jobs.is_empty() {
+            let book = self.read_book_sure(true, |book| !book.jobs.is_empty());
+            return Ok(book.await?.status());
+        }
         Ok(self.read_book(true).await?.status())
     }
 
@@ -840,61 +959,31 @@ impl Ledger for SheetLedger {
     }
 
     async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
-        Ok(self.read_book(false).await?.seqs(job))
+        let book = self.read_book_sure(false, |book| book.jobs.contains_key(job));
+        Ok(book.await?.seqs(job))
     }
 
     async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
         // Only the job's own items: none past its total, none without one.
-        let total = self
-            .read_book(false)
-            .await?
-            .status_of(job)
-            .map_or(0, |status| status.manifest.total);
-        let _cycle = self.results_cycle.lock().await;
-        let read = self
-            .read(
-                &*self.results,
-                RECEIPT_SHEET,
-                true,
-                self.options.max_pulls,
-                decode_receipts,
-            )
+        let book = self
+            .read_book_sure(false, |book| book.jobs.contains_key(job))
             .await?;
+        let Some(seqs) = book.seqs(job) else {
+            return Ok(Vec::new());
+        };
+        let total = seqs.manifest.total;
+        let settled = seqs.done.len_below(total) + seqs.dead.len_below(total);
+        let _cycle = self.results_cycle.lock().await;
+        let mark = format!("{:016x}", random_u64());
+        let mut mine = Vec::new();
         let mut kept: BTreeMap<(Arc<str>, u64), Receipt> = BTreeMap::new();
-        let book = self.known().clone();
-        for receipt in read.sheets.iter().flatten() {
-            if is_fact(&book, receipt) {
-                keep_receipt(&mut kept, receipt);
-            }
-        }
-        if !read.tokens.is_empty() {
-            // Compact: every receipt kept, as few sheets as fit, then the
-            // sheets read go (publish before ack, as for books).
-            let max = Self::max_sheet(&*self.results, &self.options).saturating_sub(64);
-            let sheets: Vec<Vec<u8>> =
-                chunks_within(kept.values(), usize::MAX, max, |r| encode(*r).len() + 1)
-                    .into_iter()
-                    .map(|chunk| encode(&chunk))
-                    .collect();
-            match self
-                .publish_sheets(&*self.results, RECEIPT_SHEET, sheets)
-                .await
-            {
-                Ok(()) => {
-                    self.calls.add(ACKS, 1);
-                    if let Err(error) = self.results.ack(&read.tokens).await {
-                        tracing::warn!(
-                            "{:?}: acking receipt sheets after their compaction failed (duplicates only): {error}",
-                            self.results
-                        );
-                    }
-                }
-                Err(error) => {
-                    self.give_back(&*self.results, &read.tokens).await;
-                    return Err(error);
-                }
-            }
-        }
+        let read = self
+            .read_receipts(&book, (job, total, settled), &mark, &mut mine, &mut kept)
+            .await;
+        // The sheets this read wrote back, held so as not to read them
+        // again, go back for the next reader.
+        self.give_back(&*self.results, &mine).await;
+        read?;
         for receipt in self.dead_receipts(|j| j == job).await {
             if is_fact(&book, &receipt) {
                 keep_receipt(&mut kept, &receipt);
@@ -905,6 +994,146 @@ impl Ledger for SheetLedger {
             .map(|(_, r)| r.clone())
             .collect())
     }
+}
+
+impl SheetLedger {
+    /// Read the receipt sheets to the end, in rounds: each round reads up
+    /// to [`SheetOptions::max_pulls`] pulls (or
+    /// [`SheetOptions::round_receipts`] receipts), writes what it read back
+    /// as few sheets as fit (marked `mark`: this read holds them when it
+    /// meets them again, into `mine`), acks the sheets it read, and keeps
+    /// `job`'s receipts below `total` in `kept`. It ends on an empty pull,
+    /// or once `kept` has a receipt for each of the `settled` items the
+    /// book counts.
+    async fn read_receipts(
+        &self,
+        book: &Book,
+        (job, total, settled): (&str, u64, u64),
+        mark: &str,
+        mine: &mut Vec<LeaseToken>,
+        kept: &mut BTreeMap<(Arc<str>, u64), Receipt>,
+    ) -> Result<(), QueueError> {
+        let range = || (Arc::from(job), 0)..(Arc::from(job), total);
+        for _ in 0..MAX_RECEIPT_ROUNDS {
+            let round = self.receipt_round(mark, mine).await?;
+            for receipt in round.kept.range(range()).map(|(_, r)| r) {
+                if is_fact(book, receipt) {
+                    keep_receipt(kept, receipt);
+                }
+            }
+            if !round.tokens.is_empty() {
+                // Compact: the round's receipts as few sheets as fit, then
+                // the sheets read go (publish before ack, as for books).
+                let max = Self::max_sheet(&*self.results, &self.options).saturating_sub(64);
+                // What is no fact any more (a forgotten job's, a death of
+                // a life that is over) is not written back.
+                let facts = round.kept.values().filter(|r| is_fact(book, r));
+                let sheets: Vec<Vec<u8>> =
+                    chunks_within(facts, usize::MAX, max, |r| encode(*r).len() + 1)
+                        .into_iter()
+                        .map(|chunk| encode(&chunk))
+                        .collect();
+                let written = self
+                    .publish_marked(&*self.results, RECEIPT_SHEET, sheets, Some(mark))
+                    .await;
+                if let Err(error) = written {
+                    self.give_back(&*self.results, &round.tokens).await;
+                    return Err(error);
+                }
+                self.calls.add(ACKS, 1);
+                if let Err(error) = self.results.ack(&round.tokens).await {
+                    tracing::warn!(
+                        "{:?}: acking receipt sheets after their compaction failed (duplicates only): {error}",
+                        self.results
+                    );
+                }
+            }
+            if round.ended || kept.range(range()).count() as u64 >= settled {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of a receipts read (see [`Self::read_receipts`]).
+    async fn receipt_round(
+        &self,
+        mark: &str,
+        mine: &mut Vec<LeaseToken>,
+    ) -> Result<Round, QueueError> {
+        let queue = &*self.results;
+        let batch = self
+            .options
+            .batch
+            .min(queue.capabilities().max_batch)
+            .max(1);
+        let mut round = Round::default();
+        let mut foreign = Vec::new();
+        let mut seen = HashSet::new();
+        for _ in 0..self.options.max_pulls.max(1) {
+            self.calls.add(PULLS, 1);
+            let pulled = match queue.pull(batch, self.options.wait).await {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    self.give_back(queue, &round.tokens).await;
+                    self.give_back(queue, &foreign).await;
+                    return Err(error);
+                }
+            };
+            self.calls.add(SHEETS_READ, pulled.len() as u64);
+            if pulled.is_empty() {
+                round.ended = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+            let mut wrapped = false;
+            for delivery in pulled {
+                let attribute = |name: &str| delivery.item.attributes.get(name).map(String::as_str);
+                if attribute(COMPACTED_BY) == Some(mark) {
+                    mine.push(delivery.token);
+                    continue;
+                }
+                // A sheet seen twice: its lease lapsed during this round.
+                // Its receipts are in; the round ends, the next reads on.
+                if !seen.insert(delivery.id.clone()) {
+                    wrapped = true;
+                    round.tokens.push(delivery.token);
+                    continue;
+                }
+                let sheet = (attribute(SHEET_ATTRIBUTE) == Some(RECEIPT_SHEET))
+                    .then(|| decode_receipts(&delivery.item.payload))
+                    .flatten();
+                match sheet {
+                    Some(receipts) => {
+                        for receipt in &receipts {
+                            keep_receipt(&mut round.kept, receipt);
+                        }
+                        round.tokens.push(delivery.token);
+                    }
+                    None => {
+                        tracing::warn!(
+                            "{queue:?}: message {} is no receipt sheet this version reads; left in place",
+                            delivery.id
+                        );
+                        foreign.push(delivery.token);
+                    }
+                }
+            }
+            if wrapped || round.kept.len() >= self.options.round_receipts {
+                break;
+            }
+        }
+        self.give_back(queue, &foreign).await;
+        Ok(round)
+    }
+}
+
+/// A random number (not for secrets).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 #[cfg(test)]

@@ -173,6 +173,8 @@ impl MemoryQueue {
             delayed_nack: true,
             exact_backlog: true,
             backlog_staleness: Duration::ZERO,
+            max_nack_delay: None,
+            queue_max_attempts: None,
         };
         Self {
             shared: Arc::new(Shared {

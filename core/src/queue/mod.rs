@@ -302,6 +302,15 @@ pub struct Capabilities {
     /// How long a backlog reading may lag the truth; the drain detector needs
     /// empty readings spanning this long before it believes them.
     pub backlog_staleness: Duration,
+    /// The longest redelivery delay `nack` honours (Pub/Sub: 600 s);
+    /// `None`: any. The runner refuses a `--max-backoff` above it rather
+    /// than have retries come back sooner than asked.
+    pub max_nack_delay: Option<Duration>,
+    /// The attempts after which the queue itself dead-letters an item, as
+    /// it is set on the queue (SQS's `maxReceiveCount`, Pub/Sub's
+    /// `maxDeliveryAttempts`), where the queue keeps such a count. The
+    /// runner warns when a worker's `--max-attempts` differs.
+    pub queue_max_attempts: Option<u32>,
 }
 
 impl Default for Capabilities {
@@ -315,6 +324,8 @@ impl Default for Capabilities {
             delayed_nack: false,
             exact_backlog: false,
             backlog_staleness: Duration::from_secs(60),
+            max_nack_delay: None,
+            queue_max_attempts: None,
         }
     }
 }
@@ -347,6 +358,18 @@ impl Capabilities {
     /// Whether `nack(tokens, d)` delays redelivery by `d`.
     pub fn with_delayed_nack(mut self, delayed: bool) -> Self {
         self.delayed_nack = delayed;
+        self
+    }
+
+    /// The longest redelivery delay `nack` honours.
+    pub fn with_max_nack_delay(mut self, max: Duration) -> Self {
+        self.max_nack_delay = Some(max);
+        self
+    }
+
+    /// The attempts after which the queue itself dead-letters, as set on it.
+    pub fn with_queue_max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.queue_max_attempts = attempts;
         self
     }
 

@@ -62,6 +62,7 @@ impl Worker {
             Done::Settle {
                 what: "settling items of a job that is over",
                 item: format!("{count} item(s)"),
+                tokens,
                 result,
             }
         }));

@@ -2,11 +2,15 @@
 //! queue's driver (`--queue`), the queue itself, and the launcher plug
 //! (`--cluster`), each found through the registry.
 
+use std::fmt::Display;
+use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use forloop_core::cluster::Cluster;
 use forloop_core::{Backend, Driver, ErrorChain, Handler, QueueAddress, QueueConfig};
 
+use super::deadline;
 use super::worker_settings::check_worker_opts;
 use crate::Failure;
 use crate::choice::Chosen;
@@ -22,6 +26,20 @@ pub(crate) struct Context<'a> {
     pub(crate) name: String,
     pub(crate) cluster: crate::cli::Cluster,
     pub(crate) log_format: LogFormat,
+}
+
+/// The default name of the queue when `--name` is not given.
+pub(crate) const DEFAULT_NAME: &str = "forloop";
+
+/// `--name`, else the name the `--queue` URL gives its queue (two queues
+/// by URL then never share job names or Kubernetes Jobs), else
+/// [`DEFAULT_NAME`].
+pub(crate) fn queue_name(registry: &Registry, queue: Option<&str>, name: Option<String>) -> String {
+    name.or_else(|| {
+        let (driver, address) = registry.resolve(queue?).ok()?;
+        driver.queue_name(&address)
+    })
+    .unwrap_or_else(|| DEFAULT_NAME.to_string())
 }
 
 /// What a command that runs items has checked before any work: the program
@@ -96,13 +114,50 @@ impl Context<'_> {
         address: &QueueAddress,
         config: QueueConfig,
     ) -> Result<Backend, Failure> {
-        driver.open(address, config).await.map_err(|error| {
+        self.open_retrying(driver, address, config, Duration::ZERO)
+            .await
+    }
+
+    /// [`Self::open`], trying again for up to `bound` while it fails for a
+    /// reason that may pass (a server restarting).
+    pub(crate) async fn open_retrying(
+        &self,
+        driver: &dyn Driver,
+        address: &QueueAddress,
+        config: QueueConfig,
+        bound: Duration,
+    ) -> Result<Backend, Failure> {
+        // Every call has a deadline, naming the server when it passes.
+        let limit = deadline::call_timeout().map_err(Failure::new)?;
+        let server = self.server(driver, address);
+        // Opening reads several things (the queue, its siblings): twice
+        // the bound of one call.
+        let opened = deadline::retrying("opening the queue", bound, || {
+            deadline::within(
+                &server,
+                limit * 2,
+                "when opened",
+                driver.open(address, config.clone()),
+            )
+        })
+        .await;
+        let backend = opened.map_err(|error| {
             Failure::new(format!(
                 "cannot open queue `{}`: {}",
                 driver.redact(address),
                 ErrorChain(&error)
             ))
-        })
+        })?;
+        Ok(deadline::bounded(backend, &server, limit))
+    }
+
+    /// The queue as errors name it: its URL (redacted), or its driver and
+    /// name.
+    pub(crate) fn server(&self, driver: &dyn Driver, address: &QueueAddress) -> String {
+        match address.url {
+            Some(_) => format!("the queue `{}`", driver.redact(address)),
+            None => format!("the {} queue `{}`", driver.name(), self.name),
+        }
     }
 
     /// Choose the handler, open the queue and check the worker flags
@@ -128,5 +183,37 @@ impl Context<'_> {
             handler,
             backend,
         })
+    }
+}
+
+/// Lines to standard output. A reader that goes away (`runner status |
+/// head -1`) ends the output, not the command: no panic, and the command
+/// ends as if all was read.
+#[derive(Debug, Default)]
+pub(crate) struct Stdout {
+    closed: bool,
+}
+
+impl Stdout {
+    /// Print `text` and a newline, unless the reader went away.
+    pub(crate) fn line(&mut self, text: impl Display) -> Result<(), Failure> {
+        if self.closed {
+            return Ok(());
+        }
+        match writeln!(std::io::stdout().lock(), "{text}") {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(error) => Err(Failure::new(format!(
+                "cannot write to standard output: {error}"
+            ))),
+        }
+    }
+
+    /// Whether the reader went away: the rest need not be made.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed
     }
 }

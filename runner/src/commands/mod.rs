@@ -15,6 +15,7 @@
 mod cluster;
 mod context;
 mod dead;
+mod deadline;
 mod in_process;
 mod job;
 mod job_admin;
@@ -39,11 +40,12 @@ pub(crate) async fn dispatch(
     builtin: Option<Arc<dyn forloop_core::Handler>>,
     cli: Cli,
 ) -> Result<u8, Failure> {
+    let name = context::queue_name(registry, cli.queue.as_deref(), cli.name);
     let context = context::Context {
         registry,
         builtin,
         queue: cli.queue,
-        name: cli.name,
+        name,
         cluster: cli.cluster,
         log_format: cli.log_format,
     };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use forloop_core::job::{JobStatus, Receipt, Settled};
 
-use super::context::Context;
+use super::context::{Context, Stdout};
 use crate::Failure;
 use crate::cli::{ResultState, ResultsArgs};
 
@@ -25,21 +25,42 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
     let jobs = ledger.jobs().await?;
     let job = pick(&jobs, args.job.as_deref())?;
     let name = &job.manifest.job;
+    // The book says which items are settled; the receipts add the details.
+    // An item the book counts whose receipt was not read shows its state
+    // and no details, never `pending`.
+    let seqs = ledger.seqs(name).await?;
     let receipts: BTreeMap<u64, Receipt> = ledger
         .receipts(name)
         .await?
         .into_iter()
         .map(|r| (r.seq, r))
         .collect();
+    let mut out = Stdout::default();
     if !args.json {
-        println!("seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail");
+        out.line("seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail")?;
     }
+    let mut without_details = 0u64;
     for seq in 0..job.manifest.total {
+        if out.closed() {
+            break;
+        }
         let receipt = receipts.get(&seq);
+        let booked = seqs.as_ref().and_then(|seqs| {
+            if seqs.done.contains(seq) {
+                Some(ResultState::Done)
+            } else if seqs.dead.contains(seq) {
+                Some(ResultState::Dead)
+            } else {
+                None
+            }
+        });
         let state = match receipt.map(|r| r.state) {
             Some(Settled::Done) => ResultState::Done,
             Some(Settled::Dead) => ResultState::Dead,
-            None => ResultState::Pending,
+            None => {
+                without_details += u64::from(booked.is_some());
+                booked.unwrap_or(ResultState::Pending)
+            }
         };
         if args.state.is_some_and(|wanted| wanted != state) {
             continue;
@@ -50,24 +71,21 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
             ResultState::Pending => "pending",
         };
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "job": name,
-                    "seq": seq,
-                    "state": state_name,
-                    "item": receipt.map(|r| r.item_text()),
-                    "attempts": receipt.map(|r| r.attempt),
-                    "exit_code": receipt.and_then(|r| r.exit_code),
-                    "seconds": receipt.map(|r| r.seconds),
-                    "worker": receipt.map(|r| &r.worker),
-                    "reason": receipt.and_then(|r| r.reason.as_ref()),
-                    "stderr_tail": receipt.and_then(|r| r.stderr_tail.as_ref()),
-                })
-            );
+            out.line(serde_json::json!({
+                "job": name,
+                "seq": seq,
+                "state": state_name,
+                "item": receipt.map(|r| r.item_text()),
+                "attempts": receipt.map(|r| r.attempt),
+                "exit_code": receipt.and_then(|r| r.exit_code),
+                "seconds": receipt.map(|r| r.seconds),
+                "worker": receipt.map(|r| &r.worker),
+                "reason": receipt.and_then(|r| r.reason.as_ref()),
+                "stderr_tail": receipt.and_then(|r| r.stderr_tail.as_ref()),
+            }))?;
         } else {
             let cell = |text: Option<String>| escape(&text.unwrap_or_default());
-            println!(
+            out.line(format_args!(
                 "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}",
                 cell(receipt.map(|r| r.attempt.to_string())),
                 cell(receipt.and_then(|r| r.exit_code).map(|c| c.to_string())),
@@ -75,8 +93,15 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                 cell(receipt.map(|r| r.worker.to_string())),
                 cell(receipt.map(|r| r.item_text().into_owned())),
                 cell(receipt.and_then(|r| last_line(r.stderr_tail.as_deref()))),
-            );
+            ))?;
         }
+    }
+    if without_details > 0 {
+        eprintln!(
+            "runner: {without_details} settled item(s) of job `{name}` show no details: the ledger counts \
+             them done or dead, but their receipts were not found (written since this read began, held \
+             by another reader, or not kept); `runner results` again reads them"
+        );
     }
     if !args.json {
         eprintln!(

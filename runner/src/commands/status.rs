@@ -9,7 +9,8 @@ use forloop_core::worker::{DrainDetector, DrainState};
 use forloop_core::{Backend, Backlog, Count};
 use tokio::time::Instant;
 
-use super::context::Context;
+use super::context::{Context, Stdout};
+use super::deadline::retrying;
 use crate::Failure;
 use crate::cli::{StatusArgs, WaitArgs};
 use crate::progress::Progress;
@@ -62,12 +63,29 @@ pub(crate) fn status_note(backlog: &Backlog, staleness: Duration, source: Option
     }
 }
 
+/// How long `status` retries a read that failed for a reason that may
+/// pass (a server restarting, a network blip) before it gives up.
+const STATUS_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The same for each read of `wait`, which may wait for hours anyway.
+const WAIT_RETRY_FOR: Duration = Duration::from_secs(300);
 /// The queue's jobs (`None`: it keeps none).
-async fn jobs_of(ledger: Option<&Arc<dyn Ledger>>) -> Result<Option<Vec<JobStatus>>, Failure> {
+async fn jobs_of(
+    ledger: Option<&Arc<dyn Ledger>>,
+    bound: Duration,
+) -> Result<Option<Vec<JobStatus>>, Failure> {
     match ledger {
-        Some(ledger) => Ok(Some(ledger.jobs().await?)),
+        Some(ledger) => Ok(Some(
+            retrying("reading the job ledger", bound, || ledger.jobs()).await?,
+        )),
         None => Ok(None),
     }
+}
+
+async fn backlog_of(
+    queue: &dyn forloop_core::WorkQueue,
+    bound: Duration,
+) -> Result<Backlog, Failure> {
+    Ok(retrying("reading the backlog", bound, || queue.backlog()).await?)
 }
 
 /// Which rule ends the workers, for people and for `--json`.
@@ -135,11 +153,17 @@ fn job_line(job: &JobStatus) -> String {
 pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("status", None)?;
     let Backend { queue, ledger } = context
-        .open(&*driver, &address, context.queue_config(None))
+        .open_retrying(
+            &*driver,
+            &address,
+            context.queue_config(None),
+            STATUS_RETRY_FOR,
+        )
         .await?;
-    let backlog = queue.backlog().await?;
-    let jobs = jobs_of(ledger.as_ref()).await?;
+    let backlog = backlog_of(&*queue, STATUS_RETRY_FOR).await?;
+    let jobs = jobs_of(ledger.as_ref(), STATUS_RETRY_FOR).await?;
     let (rule, why) = end_rule(jobs.as_deref());
+    let mut out = Stdout::default();
     if args.json {
         let mut json = status_json(&backlog);
         json["end_rule"] = rule.into();
@@ -149,9 +173,9 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
             .iter()
             .map(job_json)
             .collect();
-        println!("{json}");
+        out.line(json)?;
     } else {
-        println!(
+        out.line(format_args!(
             "{}: ready {}, in flight {}, dead {}{}",
             context.name,
             text_count(backlog.ready),
@@ -162,11 +186,11 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
                 queue.capabilities().backlog_staleness,
                 driver.backlog_source()
             )
-        );
+        ))?;
         for job in jobs.as_deref().unwrap_or_default() {
-            println!("{}", job_line(job));
+            out.line(job_line(job))?;
         }
-        println!("end rule: {why}");
+        out.line(format_args!("end rule: {why}"))?;
     }
     Ok(0)
 }
@@ -174,10 +198,15 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
 pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Failure> {
     let (driver, address) = context.driver("wait", None)?;
     let Backend { queue, ledger } = context
-        .open(&*driver, &address, context.queue_config(None))
+        .open_retrying(
+            &*driver,
+            &address,
+            context.queue_config(None),
+            WAIT_RETRY_FOR,
+        )
         .await?;
     if let Some(ledger) = ledger
-        && let Some(jobs) = jobs_of(Some(&ledger))
+        && let Some(jobs) = jobs_of(Some(&ledger), WAIT_RETRY_FOR)
             .await?
             .filter(|jobs| !jobs.is_empty())
     {
@@ -185,7 +214,7 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
     }
     let caps = queue.capabilities();
     let mut detector = DrainDetector::new(caps.backlog_staleness, Duration::ZERO);
-    let first = queue.backlog().await?;
+    let first = backlog_of(&*queue, WAIT_RETRY_FOR).await?;
     if first.ready == Count::Unknown && first.in_flight == Count::Unknown {
         return Err(Failure::new(format!(
             "the `{}` queue cannot count its backlog here, so `runner wait` cannot tell when it is drained; \
@@ -212,7 +241,7 @@ pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Fa
             args.poll.min(gap / 2)
         };
         tokio::time::sleep(poll).await;
-        backlog = queue.backlog().await?;
+        backlog = backlog_of(&*queue, WAIT_RETRY_FOR).await?;
     }
     progress.finish();
     let dead = backlog.dead.value().unwrap_or(0);
@@ -241,8 +270,11 @@ async fn wait_for_jobs(
     while jobs.iter().any(|j| !j.is_over()) || watch.missing() {
         progress.set(jobs.iter().map(JobStatus::settled).sum());
         tokio::time::sleep(poll).await;
-        jobs = ledger.jobs().await?;
-        let forgotten = ledger.forgotten().await?;
+        jobs = retrying("reading the job ledger", WAIT_RETRY_FOR, || ledger.jobs()).await?;
+        let forgotten = retrying("reading the job ledger", WAIT_RETRY_FOR, || {
+            ledger.forgotten()
+        })
+        .await?;
         watch.look(&jobs, &forgotten, Instant::now())?;
     }
     progress.finish();

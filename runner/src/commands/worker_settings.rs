@@ -58,6 +58,40 @@ pub(crate) fn check_worker_opts(
             humantime::format_duration(caps.max_lease),
         )));
     }
+    if let Some(max) = caps.max_nack_delay
+        && opts.max_backoff > max
+    {
+        return Err(Failure::new(format!(
+            "--max-backoff {} is longer than the `{queue}` queue can delay a retry ({}): \
+             pick --max-backoff {} or less",
+            humantime::format_duration(opts.max_backoff),
+            humantime::format_duration(max),
+            humantime::format_duration(max),
+        )));
+    }
+    if let Some(queue_max) = caps.queue_max_attempts
+        && queue_max != opts.max_attempts
+    {
+        let who = if queue_max < opts.max_attempts {
+            format!(
+                "the queue buries an item after {queue_max} deliveries, before the {} attempts asked \
+                 (a delivery whose worker died counts too)",
+                opts.max_attempts
+            )
+        } else {
+            format!(
+                "workers bury an item after {} failed attempts; the queue's own limit of {queue_max} \
+                 only catches items whose workers died",
+                opts.max_attempts
+            )
+        };
+        tracing::warn!(
+            "--max-attempts {} differs from the `{queue}` queue's own limit of {queue_max}: {who}; \
+             `runner queue create --max-attempts {}` sets the queue's to match",
+            opts.max_attempts,
+            opts.max_attempts
+        );
+    }
     if opts.backoff > opts.max_backoff {
         return Err(Failure::new(format!(
             "--backoff {} is longer than --max-backoff {}",
@@ -126,5 +160,46 @@ pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
         idle_window: opts.idle_window,
         name: Arc::from(name),
         ..WorkerConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn opts(flags: &[&str]) -> WorkerOpts {
+        let args = ["runner", "work"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "true"])
+            .copied();
+        match Cli::parse_from(args).command {
+            Command::Work(args) => args.worker,
+            _ => unreachable!("a work command"),
+        }
+    }
+
+    #[test]
+    fn a_backoff_longer_than_the_queue_can_delay_is_refused_not_cut() {
+        let pubsub = Capabilities::new(1024, 10).with_max_nack_delay(Duration::from_secs(600));
+        let error = check_worker_opts(&opts(&["--max-backoff", "20m"]), &pubsub, "pubsub://p/q")
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "--max-backoff 20m is longer than the `pubsub://p/q` queue can delay a retry (10m)"
+            ),
+            "{error}"
+        );
+        check_worker_opts(&opts(&["--max-backoff", "10m"]), &pubsub, "q").unwrap();
+        // A queue with no such limit takes any.
+        check_worker_opts(
+            &opts(&["--max-backoff", "2h"]),
+            &Capabilities::new(1024, 10),
+            "q",
+        )
+        .unwrap();
     }
 }

@@ -176,12 +176,10 @@ async fn a_reader_that_dies_mid_cycle_loses_nothing() {
     // Reader 1 pulls every sheet and dies before publishing the merge.
     let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
     assert_eq!(held.len(), 2);
+    // A fresh reader finds nothing, sees the sheets counted in flight, and
+    // waits them out (they come back after their lease) instead of saying
+    // "no jobs".
     let fresh = siblings.ledger();
-    assert!(
-        fresh.jobs().await.unwrap().is_empty(),
-        "under-count: the sheets are held"
-    );
-    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     let status = &fresh.jobs().await.unwrap()[0];
     assert_eq!(
         (status.done, status.dead),
@@ -336,4 +334,156 @@ async fn the_dead_place_is_listed_when_the_job_stalls() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     ledger.jobs().await.unwrap();
     assert_eq!(ledger.calls().dead_looks, 1, "no look once the job stalled");
+}
+
+/// A job's receipts as one sheet per receipt, as many one-item writes leave them.
+async fn receipt_sheets(siblings: &Siblings, job: &str, n: u64) {
+    let sheets: Vec<Item> = (0..n)
+        .map(|seq| {
+            Item::new(encode(&vec![receipt(job, seq, Settled::Done)]))
+                .with_attribute(SHEET_ATTRIBUTE, RECEIPT_SHEET)
+        })
+        .collect();
+    for chunk in sheets.chunks(500) {
+        siblings.results.publish(chunk.to_vec()).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn receipts_are_read_to_the_end_past_the_pull_cap() {
+    let siblings = Siblings::new();
+    // Ten sheets a pull, three pulls a read: a cap of 30 sheets, for a job
+    // of 100 items each with its own receipt sheet (as on SQS, where the
+    // cap was 10,000 and a 21,000-item job showed 613 settled items as
+    // pending).
+    let options = SheetOptions {
+        batch: 10,
+        max_pulls: 3,
+        ..SheetOptions::default()
+    };
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 100, "d")).await.unwrap();
+    writer
+        .record(
+            &(0..100)
+                .map(|seq| receipt("j", seq, Settled::Done))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    // The book says 100 done; the details are in 100 separate sheets.
+    let stale = siblings.results.pull(1000, Duration::ZERO).await.unwrap();
+    let tokens: Vec<LeaseToken> = stale.into_iter().map(|d| d.token).collect();
+    siblings.results.ack(&tokens).await.unwrap();
+    receipt_sheets(&siblings, "j", 100).await;
+
+    let reader = siblings.ledger_with(options.clone());
+    let receipts = reader.receipts("j").await.unwrap();
+    assert_eq!(
+        receipts.len(),
+        100,
+        "a read capped at 30 sheets showed {} of 100 receipts",
+        receipts.len()
+    );
+    // Every sheet it wrote back is visible again, and a second read agrees.
+    let again = siblings.ledger_with(options).receipts("j").await.unwrap();
+    assert_eq!(again, receipts);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receipts_read_keeps_other_jobs_and_bounds_its_rounds() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    for job in ["a", "b"] {
+        writer.begin(&Manifest::new(job, 60, "d")).await.unwrap();
+        writer
+            .record(
+                &(0..60)
+                    .map(|seq| receipt(job, seq, Settled::Done))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+    }
+    receipt_sheets(&siblings, "a", 60).await;
+    receipt_sheets(&siblings, "b", 60).await;
+    // Rounds of at most 25 receipts: memory stays bounded by a round.
+    let options = SheetOptions {
+        batch: 10,
+        max_pulls: 2,
+        round_receipts: 25,
+        ..SheetOptions::default()
+    };
+    let reader = siblings.ledger_with(options.clone());
+    assert_eq!(reader.receipts("a").await.unwrap().len(), 60);
+    // Job b's receipts were written back, not lost.
+    assert_eq!(
+        siblings
+            .ledger_with(options)
+            .receipts("b")
+            .await
+            .unwrap()
+            .len(),
+        60
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_reader_tells_held_sheets_from_no_jobs() {
+    let siblings = Siblings::new();
+    let writer = siblings.ledger();
+    writer.begin(&Manifest::new("j", 5, "d")).await.unwrap();
+    // Another reader holds every book sheet, and hands them back a second
+    // later (a live reader's cycle, stretched).
+    let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
+    assert!(!held.is_empty());
+    let books = siblings.books.clone();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tokens: Vec<LeaseToken> = held.into_iter().map(|d| d.token).collect();
+        books.release(&tokens).await.unwrap();
+    });
+    let fresh = siblings.ledger();
+    let jobs = fresh.jobs().await.unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "a fresh reader said \"no jobs\" while the sheets were held"
+    );
+    holder.await.unwrap();
+
+    // `begin` of the same job while the sheets are held: never new.
+    let held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
+    let books = siblings.books.clone();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tokens: Vec<LeaseToken> = held.into_iter().map(|d| d.token).collect();
+        books.release(&tokens).await.unwrap();
+    });
+    let begun = siblings
+        .ledger()
+        .begin(&Manifest::new("j", 5, "d"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(begun, Begun::Existing(_)),
+        "an existing job was taken for new: {begun:?}"
+    );
+    holder.await.unwrap();
+
+    // Held past the wait: an error that says so, not "no jobs".
+    let _held = siblings.books.pull(100, Duration::ZERO).await.unwrap();
+    let impatient = siblings.ledger_with(SheetOptions {
+        held_wait: Duration::from_secs(5),
+        ..SheetOptions::default()
+    });
+    let error = impatient.jobs().await.unwrap_err();
+    assert_eq!(error.kind(), QueueErrorKind::Unavailable);
+    assert!(
+        error.to_string().contains("held by another reader"),
+        "{error}"
+    );
+    // An empty ledger is believed at once.
+    let empty = Siblings::new();
+    assert!(empty.ledger().jobs().await.unwrap().is_empty());
 }
