@@ -287,3 +287,25 @@ async fn a_worker_for_a_job_the_ledger_lost_fails_instead_of_waiting() {
         "{exit:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_without_a_ledger_refuses_items_of_a_job_instead_of_running_them_uncounted() {
+    let queue = queue();
+    let ledger = queue.ledger();
+    job(&queue, &*ledger, "counted", 2, 2, None).await;
+    // The queue alone, as `Backend::new(queue)` gives it: no ledger.
+    let backend = Backend::new(Arc::new(queue.clone()) as Arc<dyn WorkQueue>);
+    let (worker, ran) = worker(backend, config("w", None, None));
+    let exit = run_for_ten_minutes(worker).await;
+    assert!(
+        matches!(&exit, Some(Err(e)) if e.to_string().contains("`counted`") && e.to_string().contains("ledger")),
+        "an item of a job with no ledger to count it must fail the worker, naming the job: {exit:?}"
+    );
+    assert!(ran.lock().unwrap().is_empty(), "{:?}", ran.lock().unwrap());
+    let backlog = queue.backlog().await.unwrap();
+    assert_eq!(
+        backlog.ready.value(),
+        Some(2),
+        "the items are handed back, not held or lost"
+    );
+}

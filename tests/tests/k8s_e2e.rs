@@ -261,9 +261,31 @@ fn a_job_that_completes_with_items_left_says_so_and_fails() {
     let redis = RedisServer::shared();
     let dir = scratch("k8s-left");
     let name = unique("left");
-    // The pods drain another (empty) queue, exit 0, and the Job completes.
+    // The pods work for a job of another queue that is already complete,
+    // exit 0, and the Job completes.
     let elsewhere = format!("{name}-elsewhere");
-    let cluster = FakeCluster::start(runner_bin(), &dir, &[("FORLOOP_NAME", &elsewhere)]);
+    let one = dir.join("one.txt");
+    std::fs::write(&one, "x\n").unwrap();
+    let done = runner()
+        .args([
+            "--queue",
+            redis.url(),
+            "--name",
+            &elsewhere,
+            "run",
+            "--job",
+            "over",
+        ])
+        .arg(&one)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    let cluster = FakeCluster::start(
+        runner_bin(),
+        &dir,
+        &[("FORLOOP_NAME", &elsewhere), ("FORLOOP_JOB", "over")],
+    );
     let items = write_items(&dir, 5);
     let output = on_cluster(redis.url(), &name, "run", &cluster)
         .args(["--image", "w:1"])

@@ -565,3 +565,26 @@ fn a_fatal_exit_code_is_dead_lettered_at_once_without_retries() {
         "no retry of a fatal exit: {err}"
     );
 }
+
+/// The memory queue lives in the `run` process: pods on a cluster could
+/// never reach it. `run --cluster k8s` on it is refused up front, saying
+/// why and what to pass, before anything is sent or launched.
+#[test]
+fn a_cluster_run_on_the_memory_queue_is_refused_saying_why() {
+    let dir = scratch("memory-cluster");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\n").unwrap();
+    let output = runner()
+        .args(["--queue", "memory", "--cluster", "k8s", "run"])
+        .arg(&input)
+        .args(["--image", "example/worker:1", "--", "true"])
+        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("lives inside this process") && err.contains("--queue"),
+        "the refusal says the memory queue cannot reach pods and what to pass: {err}"
+    );
+}

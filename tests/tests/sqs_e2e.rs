@@ -351,3 +351,65 @@ fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
             .success()
     );
 }
+
+/// Delete SQS queue `queue` with boto3 (as an operator, or a policy
+/// without the sibling, would take it away).
+fn delete_queue(queue: &str) {
+    const SCRIPT: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs")
+sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=sys.argv[1])["QueueUrl"])
+"#;
+    let mut command = Command::new("python3");
+    command.args(["-c", SCRIPT, queue]);
+    SqsEmulator::shared().configure(&mut command);
+    let output = command.output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "deleting `{queue}` (boto3 installed? scripts/test installs it): {}",
+        stderr(&output)
+    );
+}
+
+/// Issue 21, scenario 4: the ledger's receipts sibling is gone (deleted,
+/// or the workers' IAM policy lacks it). A success cannot be recorded, so
+/// it must not be acked or turned into a dead letter: the worker gives its
+/// items back and exits non-zero naming the sibling; nothing reads dead.
+#[test]
+fn a_deleted_results_sibling_stops_the_worker_naming_it() {
+    let name = unique("no-results");
+    create(&name, "30s", "5");
+    let dir = scratch("no-results");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "r-0\nr-1\nr-2\n").unwrap();
+    let output = on(&name)
+        .args(["submit", "--job", "j"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    delete_queue(&format!("{name}-results"));
+    let out = dir.join("out.jsonl");
+    let mut worker = on(&name)
+        .args(["work", "--concurrency", "1", "--"])
+        .args([RECORD, out.to_str().unwrap(), "{}"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status =
+        forloop_tests::scenarios::wait_with_deadline(&mut worker, Duration::from_secs(120));
+    let log = stderr(&worker.wait_with_output().unwrap());
+    assert!(
+        !status.success(),
+        "a worker that cannot record a success must not exit 0: {log}"
+    );
+    assert!(
+        log.contains(&format!("{name}-results")),
+        "the error names the missing sibling: {log}"
+    );
+    let value = status_of(&name);
+    assert_eq!(
+        value["dead"], 0,
+        "no success was turned into a dead letter: {value}"
+    );
+}

@@ -17,8 +17,8 @@ pub const SEQ_ATTRIBUTE: &str = "forloop-seq";
 /// back to work from the dead place; absent on an item's first life.
 pub const LIFE_ATTRIBUTE: &str = "forloop-life";
 
-/// An item's place in its job: [`crate::Item::job`] and
-/// [`crate::Delivery::job`].
+/// An item's place in its job: [`crate::Item::job`], carried by
+/// every delivery and task.
 ///
 /// On the wire (a backend's message attributes) it travels as the two
 /// attributes [`JOB_ATTRIBUTE`] and [`SEQ_ATTRIBUTE`]: a driver writes them

@@ -182,6 +182,20 @@ impl JobGate {
             }
             *misses += 1;
             if *misses >= LOST_AFTER {
+                let scoped = self
+                    .for_jobs
+                    .as_ref()
+                    .is_some_and(|jobs| jobs.contains(job));
+                if scoped && !self.seen.contains(job) {
+                    return Err(QueueError::new(
+                        QueueErrorKind::NotFound,
+                        format!(
+                            "this worker is for job `{job}`, and the queue has no such job \
+                             (`runner job list` shows its jobs; was it submitted with another \
+                             --name or --queue?)"
+                        ),
+                    ));
+                }
                 let had = if self.seen.contains(job) {
                     "the ledger had it and no longer has it"
                 } else {

@@ -451,10 +451,17 @@ impl Worker {
                             } else {
                                 let (mut backs, mut discards) = (Vec::new(), Vec::new());
                                 let mut started = 0usize;
+                                let mut unledgered = None;
                                 for delivery in deliveries {
-                                    let verdict = match &self.ledger {
-                                        Some(_) => gate.judge(delivery.item.job.as_ref()),
-                                        None => Verdict::Run,
+                                    let verdict = match (&self.ledger, &delivery.item.job) {
+                                        (Some(_), job) => gate.judge(job.as_ref()),
+                                        // An item of a job, and no ledger to count it in:
+                                        // run, it would hold its job open for ever.
+                                        (None, Some(job)) => {
+                                            unledgered.get_or_insert_with(|| Arc::clone(&job.job));
+                                            Verdict::HandBack
+                                        }
+                                        (None, None) => Verdict::Run,
                                     };
                                     match verdict {
                                         Verdict::Run => {
@@ -473,6 +480,18 @@ impl Worker {
                                     pull_not_before = Some(now + self.config.poll);
                                 }
                                 self.give_back(backs, &mut calls);
+                                if let Some(job) = unledgered {
+                                    fatal = Some(QueueError::new(
+                                        crate::QueueErrorKind::Invalid,
+                                        format!(
+                                            "an item of job `{job}` arrived, but this worker was given \
+                                             no ledger to record it in, so its job could never complete: \
+                                             open the backend with its ledger (`Driver::open`, or the \
+                                             driver's `into_backend`) instead of `Backend::new(queue)`"
+                                        ),
+                                    ));
+                                    break None;
+                                }
                             }
                         }
                         Err(error) if error.is_retryable() => {

@@ -26,7 +26,15 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
     // Only workers on this machine can share a queue in this process.
     let default = plug.runs_here().then_some("memory");
     let (driver, address) = context.driver("run", default)?;
-    if driver.in_process() && plug.runs_here() {
+    if driver.in_process() {
+        if !plug.runs_here() {
+            return Err(Failure::new(format!(
+                "the `{}` queue lives inside this process, so workers started by --cluster {} \
+                 cannot reach it: pass --queue with a shared queue (redis, sqs, pubsub)",
+                driver.name(),
+                context.cluster
+            )));
+        }
         return in_process::run(context, args, (driver, address)).await;
     }
     launched(context, args, &*plug, (driver, address)).await

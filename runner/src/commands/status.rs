@@ -93,8 +93,9 @@ fn end_rule(jobs: Option<&[JobStatus]>) -> (&'static str, &'static str) {
     match jobs {
         Some(jobs) if !jobs.is_empty() => (
             "jobs",
-            "workers exit 0 when every job is complete (done + dead = its items, from the ledger); \
-             items without a job are waited for only where the queue counts exactly",
+            "a worker for a job (`run`, `work --job`) exits 0 when its job is over; a worker of the \
+             whole queue when every job is complete or cancelled (done + dead = its items, from \
+             the ledger); items without a job are waited for only where the queue counts exactly",
         ),
         Some(_) => (
             "backlog",
@@ -116,6 +117,9 @@ fn job_json(job: &JobStatus) -> serde_json::Value {
         "dead": job.dead,
         "remaining": job.remaining(),
         "complete": job.is_complete(),
+        "phase": job.phase(),
+        "cancelled": job.cancelled,
+        "command": job.manifest.command,
         "rate_per_second": job.rate(),
         "created": job.manifest.created,
     })
@@ -132,11 +136,18 @@ fn job_line(job: &JobStatus) -> String {
     );
     if job.is_complete() {
         line.push_str(" (complete)");
+    } else if job.cancelled.is_some() {
+        line.push_str(&format!(
+            " (cancelled: its {} left are settled without running; `runner job forget {}` removes it)",
+            job.remaining(),
+            job.manifest.job
+        ));
     } else {
         if !job.is_sealed() {
             line.push_str(&format!(
-                "; only {} of {} were sent: `runner submit --resume --job {}` sends the rest",
-                job.submitted, job.manifest.total, job.manifest.job
+                "; never sealed: only {} of {} were sent: `runner submit --resume --job {}` sends \
+                 the rest, `runner job cancel {}` ends it",
+                job.submitted, job.manifest.total, job.manifest.job, job.manifest.job
             ));
         }
         if let Some(rate) = job.rate() {
