@@ -194,3 +194,92 @@ pub fn a_lost_job_fails_workers_and_wait(
         "`wait` names the lost job: {log}"
     );
 }
+
+/// Scenario 2 of issue 21: `run a.txt -- cmdA` and, while it runs, `run
+/// b.txt -- cmdB` on the same queue. The second is refused before it
+/// records or sends anything, naming the open job and `--name`; the first
+/// runs only its own items, under its own command, and exits 0. Then two
+/// runs of one command share the queue: each ends with its own items done,
+/// every item of both ran exactly once.
+pub fn two_runs_on_one_queue(on: impl Fn() -> Command, record: &str, dir: &Path) {
+    let input = |name: &str, n: usize| {
+        let path = dir.join(format!("{name}.txt"));
+        let items: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
+        std::fs::write(&path, items.join("\n")).unwrap();
+        path
+    };
+    let (a, b) = (input("a", 6), input("b", 6));
+    let out_a = dir.join("a.jsonl");
+    let out_b = dir.join("b.jsonl");
+    let started = dir.join("started-a");
+    let mut first = on()
+        .args(["run", "--job", "a", "--workers", "1", "--concurrency", "1"])
+        .arg(&a)
+        .args(["--", record, out_a.to_str().unwrap(), "A", "{}"])
+        .env("RECORD_SLEEP_MS", "300")
+        .env("RECORD_STARTED", &started)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(
+        &started,
+        1,
+        Duration::from_secs(60),
+        "job a's first item started",
+    );
+    let second = on()
+        .args(["run", "--job", "b", "--workers", "1"])
+        .arg(&b)
+        .args(["--", record, out_b.to_str().unwrap(), "B", "{}"])
+        .output()
+        .unwrap();
+    let log = stderr(&second);
+    assert!(
+        !second.status.success(),
+        "a second command on the queue must be refused: {log}"
+    );
+    assert!(
+        log.contains("`a`") && log.contains("--name"),
+        "the refusal names the open job and --name: {log}"
+    );
+    assert_eq!(
+        phase(&on, "b"),
+        None,
+        "nothing of the refused job was recorded"
+    );
+    let status = wait_with_deadline(&mut first, Duration::from_secs(120));
+    let log = stderr(&first.wait_with_output().unwrap());
+    assert!(status.success(), "{log}");
+    let mut ran: Vec<String> = read_records(&out_a).into_iter().map(|r| r.item).collect();
+    ran.sort();
+    assert_eq!(ran, (0..6).map(|i| format!("a-{i}")).collect::<Vec<_>>());
+    assert!(read_records(&out_b).is_empty(), "cmdB ran nothing");
+
+    // One command, two jobs at once: they share the queue and its workers.
+    let (c, d) = (input("c", 5), input("d", 5));
+    let out = dir.join("shared.jsonl");
+    let run = |job: &str, path: &Path| {
+        on().args(["run", "--job", job, "--workers", "1", "--concurrency", "2"])
+            .arg(path)
+            .args(["--", record, out.to_str().unwrap(), "{}"])
+            .env("RECORD_SLEEP_MS", "100")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut one = run("c", &c);
+    let mut two = run("d", &d);
+    for (child, job) in [(&mut one, "c"), (&mut two, "d")] {
+        let status = wait_with_deadline(child, Duration::from_secs(120));
+        assert!(status.success(), "the run of job {job} ends on its own job");
+    }
+    let mut ran: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    ran.sort();
+    let mut want: Vec<String> = (0..5)
+        .flat_map(|i| [format!("c-{i}"), format!("d-{i}")])
+        .collect();
+    want.sort();
+    assert_eq!(ran, want, "every item of both jobs ran exactly once");
+    assert_eq!(phase(&on, "c").as_deref(), Some("complete"));
+    assert_eq!(phase(&on, "d").as_deref(), Some("complete"));
+}

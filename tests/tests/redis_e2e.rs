@@ -676,3 +676,14 @@ fn a_flushall_fails_the_workers_and_wait_naming_the_lost_job() {
         &scratch("flushed"),
     );
 }
+
+#[test]
+fn two_runs_of_two_commands_never_share_a_queue_and_of_one_command_do() {
+    let server = RedisServer::shared();
+    let name = unique("two-runs");
+    forloop_tests::shared_jobs::two_runs_on_one_queue(
+        || on(server.url(), &name),
+        RECORD,
+        &scratch("two-runs"),
+    );
+}

@@ -15,10 +15,15 @@
 //!    nack), it goes to the dead-letter place and [`Backlog::dead`] counts it.
 //! 5. No item is held without a lease: a pull returns at most `max` items, so a
 //!    worker that asks only for its free slots prefetches nothing.
-//! 6. Drain: a worker exits 0 only when the work is known to be done. Where
-//!    the backend's [`Ledger`](crate::job::Ledger) has jobs, that is every job complete (each of
-//!    its N items settled, done or dead), read exactly from the ledger, with
-//!    no exact count still showing items. A queue without jobs, and a worker
+//! 6. Drain: a worker exits 0 only when the work is known to be done. A
+//!    worker for given jobs ([`WorkerConfig::for_jobs`](crate::WorkerConfig::for_jobs):
+//!    `run`, `work --job`) is done when those jobs are over (complete,
+//!    cancelled or forgotten), whatever else the queue holds. A worker of
+//!    the whole queue, where the backend's [`Ledger`](crate::job::Ledger)
+//!    has jobs, when every job is over (each of its N items settled, done or
+//!    dead, or the job cancelled), read exactly from the ledger, with no
+//!    exact count still showing items. A job the ledger lost (gone without
+//!    being forgotten) is never done: the worker fails. A queue without jobs, and a worker
 //!    that has run an item without one (another producer's), end by the
 //!    backlog: `ready == 0 && in_flight == 0`, stable over the driver's
 //!    [`Capabilities::backlog_staleness`], a count the backend cannot give

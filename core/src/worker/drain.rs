@@ -1,7 +1,10 @@
 //! `DrainDetector`: decides when the queue is drained, the only reason a
 //! worker exits 0.
 //!
-//! Jobs first: where the queue keeps a ledger and has jobs, the worker is
+//! A worker for given jobs ([`DrainDetector::for_jobs`]) is done when they
+//! are over (complete, cancelled or forgotten), whatever else is queued.
+//!
+//! Otherwise jobs first: where the queue keeps a ledger and has jobs, the worker is
 //! done when every job is complete (all N items settled), read exactly from
 //! the ledger, whatever the backend can count: no staleness window, no idle
 //! window. An unfinished job keeps every worker, so nobody exits while one

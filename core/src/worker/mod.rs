@@ -19,10 +19,15 @@
 //!    finish; then they are dropped (their commands killed) and their items
 //!    nacked with delay 0 so another worker takes them at once. Acks and
 //!    hand-backs still owed are retried for `settle_budget` past the grace.
-//! 6. With nothing running, an empty pull and every ack answered, the
-//!    [`DrainDetector`] reads the backlog; the worker returns
-//!    [`WorkerExit::Drained`] only when nothing is ready and nothing is in
-//!    flight anywhere.
+//! 6. Before an item runs, the worker's view of the jobs (`jobs.rs`) judges
+//!    it: an item of another command's job, or of a job this worker is not
+//!    for, is handed back at no cost; one of a cancelled or forgotten job is
+//!    acked without running.
+//! 7. With nothing running, an empty pull and every ack answered, the
+//!    [`DrainDetector`] reads the ledger's jobs (and the backlog where it
+//!    must); the worker returns [`WorkerExit::Drained`] only when its jobs
+//!    are over (a worker for given jobs) or every job is over and nothing
+//!    is ready or in flight anywhere; a job the ledger lost fails it.
 //!
 //! Every queue call has a deadline (`call_timeout`) and none is awaited in
 //! front of the tasks: acks, renewals, nacks and hand-backs run beside them
