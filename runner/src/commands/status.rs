@@ -150,6 +150,13 @@ fn job_line(job: &JobStatus) -> String {
                 job.submitted, job.manifest.total, job.manifest.job, job.manifest.job
             ));
         }
+        if let Some(still) = standing_still(job, forloop_core::job::unix_millis()) {
+            line.push_str(&format!(
+                "; nothing settled for {}: are workers running for it? `runner job cancel {}` ends it",
+                humantime::format_duration(still),
+                job.manifest.job
+            ));
+        }
         if let Some(rate) = job.rate() {
             let eta = Duration::from_secs((job.remaining() as f64 / rate).ceil() as u64);
             line.push_str(&format!(
@@ -318,6 +325,19 @@ async fn wait_for_jobs(
     Ok(0)
 }
 
+/// How long an open job has settled nothing (since its last settlement,
+/// or its creation), where that is past [`STALLED`], in whole minutes.
+fn standing_still(job: &JobStatus, now_ms: u64) -> Option<Duration> {
+    if job.is_over() {
+        return None;
+    }
+    let since_ms = job
+        .settled_between
+        .map_or(job.manifest.created.saturating_mul(1000), |(_, last)| last);
+    let still = Duration::from_secs(now_ms.saturating_sub(since_ms) / 60_000 * 60);
+    (still >= STALLED).then_some(still)
+}
+
 /// What `wait` saw of the jobs over time: a job that vanishes without
 /// being forgotten was lost by the server, which is never an end; a job
 /// that does not move for [`STALLED`] gets a word on what to do.
@@ -406,6 +426,38 @@ mod tests {
             dead: Count::Unknown,
             age: Duration::from_secs(age),
         }
+    }
+
+    #[test]
+    fn a_job_that_settled_nothing_for_ten_minutes_stands_still() {
+        let mut manifest = forloop_core::job::Manifest::new("j", 10, "d");
+        manifest.created = 1_000;
+        let mut job = JobStatus {
+            manifest,
+            submitted: 10,
+            done: 2,
+            dead: 0,
+            settled_between: Some((1_000_000, 2_000_000)),
+            cancelled: None,
+        };
+        let minute = 60_000;
+        assert_eq!(standing_still(&job, 2_000_000 + 9 * minute), None);
+        assert_eq!(
+            standing_still(&job, 2_000_000 + 25 * minute + 5_000),
+            Some(Duration::from_secs(25 * 60))
+        );
+        job.settled_between = None;
+        assert_eq!(
+            standing_still(&job, 1_000_000 + 12 * minute),
+            Some(Duration::from_secs(12 * 60)),
+            "from its creation when nothing settled yet"
+        );
+        job.cancelled = Some(1);
+        assert_eq!(
+            standing_still(&job, u64::MAX / 2),
+            None,
+            "over: not flagged"
+        );
     }
 
     #[test]
