@@ -89,7 +89,7 @@ impl PubsubQueue {
     /// subscription's ack deadline is `config.lease` (10 to 600 s) and its
     /// dead-letter policy forwards after `config.max_attempts` deliveries
     /// (clamped to Pub/Sub's 5 to 100). Every subscription keeps unacked
-    /// messages [`RETENTION`] (31 days, Pub/Sub's longest; 7 on the
+    /// messages 31 days (Pub/Sub's longest; 7 on the
     /// emulator, which takes no more; an existing one with less gets it).
     /// On GCP, the Pub/Sub service agent
     /// needs publisher rights on `NAME-dead` and subscriber rights on
