@@ -60,19 +60,27 @@ pub(crate) async fn create_siblings(
                 .map_err(|s| fail("topic creation", s))?;
         }
         let subscription = client.subscription(&sibling.subscription());
-        if !subscription
+        if subscription
             .exists(None)
             .await
             .map_err(|s| fail("subscription lookup", s))?
         {
+            crate::admin::ensure_retention(&subscription)
+                .await
+                .map_err(|s| fail("subscription update", s))?;
+        } else {
             let config = SubscriptionConfig {
                 ack_deadline_seconds: SHEET_LEASE.as_secs() as i32,
                 ..SubscriptionConfig::default()
             };
-            client
-                .create_subscription(&sibling.subscription(), &sibling.topic(), config, None)
-                .await
-                .map_err(|s| fail("subscription creation", s))?;
+            crate::admin::create_subscription(
+                client,
+                &sibling.subscription(),
+                &sibling.topic(),
+                config,
+            )
+            .await
+            .map_err(|s| fail("subscription creation", s))?;
         }
     }
     Ok(())

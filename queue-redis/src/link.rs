@@ -155,6 +155,7 @@ impl Link {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(|e| error("connection", url, e))?;
+        check_eviction(&mut connection.clone(), &shown_url).await;
         let link = Self {
             connection,
             keys: Arc::new(QueueKeys::new(name)),
@@ -210,6 +211,42 @@ impl Link {
     }
 }
 
+/// Warn when the server at `shown_url` may evict the queue's keys: a
+/// `maxmemory-policy` of `allkeys-*` drops any key once the server is at
+/// `maxmemory`, so a ledger bitmap or a queued item can vanish without an
+/// error (`volatile-*` evicts only keys with a TTL, and the queue sets
+/// none; `noeviction` refuses writes instead, which workers report). A
+/// server that does not answer `CONFIG GET` (a managed one may rename it)
+/// is not checked.
+async fn check_eviction(connection: &mut ConnectionManager, shown_url: &str) {
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(connection)
+        .await;
+    match reply {
+        Ok(pair) => {
+            if let Some(warning) = pair.get(1).and_then(|p| eviction_warning(p, shown_url)) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(e) => tracing::debug!("{shown_url}: CONFIG GET maxmemory-policy: {e}"),
+    }
+}
+
+/// What to say about `policy`, if it can evict the queue's keys.
+fn eviction_warning(policy: &str, shown_url: &str) -> Option<String> {
+    policy.starts_with("allkeys-").then(|| {
+        format!(
+            "redis at {shown_url} has maxmemory-policy {policy}: once it reaches maxmemory it evicts \
+             any key, so queued items and the job ledger can vanish without an error and a job reads \
+             lost or wrong. Set `CONFIG SET maxmemory-policy noeviction` (and `maxmemory-policy \
+             noeviction` in redis.conf, or your provider's setting), or use a server of its own for \
+             forloop"
+        )
+    })
+}
+
 /// A failed call `what` on queue `name` at `url`.
 fn failure(what: &str, name: &str, url: &str, e: redis::RedisError) -> QueueError {
     error(&format!("{what} (queue `{name}`)"), url, e)
@@ -218,6 +255,18 @@ fn failure(what: &str, name: &str, url: &str, e: redis::RedisError) -> QueueErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_policies_that_evict_any_key_are_warned_about() {
+        for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random"] {
+            let warning = eviction_warning(policy, "redis://h:6379").expect(policy);
+            assert!(warning.contains(policy), "{warning}");
+            assert!(warning.contains("noeviction"), "{warning}");
+        }
+        for policy in ["noeviction", "volatile-lru", "volatile-ttl", ""] {
+            assert_eq!(eviction_warning(policy, "redis://h:6379"), None, "{policy}");
+        }
+    }
 
     #[test]
     fn errors_name_the_queue_and_never_the_password() {

@@ -207,7 +207,10 @@ async fn delete_removes_every_key_of_the_queue_and_no_other() {
     let kept = queue(&server, "kept", 5).await;
     for q in [&doomed, &kept] {
         let ledger = q.jobs_ledger();
-        ledger.begin(&Manifest::new("j", 3, "d")).await.unwrap();
+        ledger
+            .begin(&Manifest::new("j", 3, "d").keeping_receipts())
+            .await
+            .unwrap();
         ledger.submitted("j", &SeqSet::first(3)).await.unwrap();
         ledger.record(&[receipt(0, Settled::Done)]).await.unwrap();
         // A receipt of a job with no manifest is ignored.
@@ -254,7 +257,10 @@ async fn a_record_calls_done_receipts_are_one_field_and_read_back_whole() {
     let q = queue(&server, "batched", 5).await;
     let ledger = q.jobs_ledger();
     let total = 3000;
-    ledger.begin(&Manifest::new("j", total, "d")).await.unwrap();
+    ledger
+        .begin(&Manifest::new("j", total, "d").keeping_receipts())
+        .await
+        .unwrap();
     ledger
         .record(&[receipt(7, Settled::Dead), receipt(8, Settled::Dead)])
         .await
@@ -299,7 +305,7 @@ async fn far_apart_and_repeated_seqs_in_one_call_count_once() {
     let q = queue(&server, "spread", 5).await;
     let ledger = q.jobs_ledger();
     ledger
-        .begin(&Manifest::new("j", 200_000, "d"))
+        .begin(&Manifest::new("j", 200_000, "d").keeping_receipts())
         .await
         .unwrap();
     for seqs in [[5, 6, 5, 200_000], [5, 150_000, 150_000, 7]] {
@@ -332,7 +338,7 @@ async fn items_stored_by_earlier_releases_keep_their_attributes_and_job() {
         .with_max_attempts(1);
     let q = RedisQueue::connect(server.url(), config).await.unwrap();
     q.jobs_ledger()
-        .begin(&Manifest::new("j", 7, "d"))
+        .begin(&Manifest::new("j", 7, "d").keeping_receipts())
         .await
         .unwrap();
     let mut c = raw(&server).await;
@@ -449,7 +455,10 @@ async fn burials_write_readable_receipts_and_the_workers_receipt_stays() {
         .with_max_attempts(1);
     let queue = RedisQueue::connect(server.url(), config).await.unwrap();
     let ledger = queue.jobs_ledger();
-    ledger.begin(&Manifest::new("j", 2, "d")).await.unwrap();
+    ledger
+        .begin(&Manifest::new("j", 2, "d").keeping_receipts())
+        .await
+        .unwrap();
     // 1023 ASCII bytes then a 2-byte character: the cut falls inside it.
     let long = format!("{}é{}", "x".repeat(1023), "y".repeat(100));
     queue
@@ -504,7 +513,7 @@ async fn a_large_job_reads_back_exactly() {
     let queue = queue(&server, "large-job", 5).await;
     let ledger = queue.jobs_ledger();
     ledger
-        .begin(&Manifest::new("j", 1_000_000, "d"))
+        .begin(&Manifest::new("j", 1_000_000, "d").keeping_receipts())
         .await
         .unwrap();
     let mut submitted = SeqSet::first(999_990);
@@ -567,7 +576,7 @@ async fn one_record_call_keeps_the_reference_rules() {
         receipt(8, Settled::Dead),
         receipt(8, Settled::Dead),
     ];
-    let manifest = Manifest::new("j", 9, "d");
+    let manifest = Manifest::new("j", 9, "d").keeping_receipts();
     for l in [&*ledger as &dyn Ledger, &reference] {
         l.begin(&manifest).await.unwrap();
         l.record(&batch).await.unwrap();
@@ -596,7 +605,10 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     let queue = queue(&server, "ack-recorded", 5).await;
     let ledger = queue.jobs_ledger();
     for job in ["j", "k"] {
-        ledger.begin(&Manifest::new(job, 4, "d")).await.unwrap();
+        ledger
+            .begin(&Manifest::new(job, 4, "d").keeping_receipts())
+            .await
+            .unwrap();
     }
     let messages = (0..4).map(|seq| job_message(&format!("item {seq}"), seq));
     queue.publish(messages.collect()).await.unwrap();

@@ -166,6 +166,14 @@ pub(crate) struct JobArgs {
     /// `--joblog FILE` records as done)
     #[arg(long)]
     pub(crate) resume: bool,
+    /// Keep every done item's receipt (exit code, seconds, worker, item)
+    /// in the ledger, for `runner results`. Without it a Redis queue keeps
+    /// done items as counts (under a byte per item; a receipt costs ~170)
+    /// and `results` shows their state without details; dead items keep
+    /// their receipts always. Recorded in the job's manifest, so every
+    /// worker obeys it
+    #[arg(long, env = "FORLOOP_KEEP_RECEIPTS")]
+    pub(crate) keep_receipts: bool,
 }
 
 /// How `--serve` writes items to its processes.

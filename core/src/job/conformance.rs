@@ -42,26 +42,33 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
     }
 }
 
+/// A manifest that asks for every receipt (these clauses read the done
+/// items' details back; a ledger may keep only counts of a job that does
+/// not ask, [`Manifest::keep_receipts`]).
+fn manifest(job: &str, total: u64, digest: &str) -> Manifest {
+    Manifest::new(job, total, digest).keeping_receipts()
+}
+
 /// `begin` records a manifest once: the same input again is `Existing`,
 /// another input under the same name is refused naming `--job`.
 pub async fn ledger_begin_is_idempotent_and_refuses_another_input(harness: &Harness) {
     let backend = harness.backend("ledger_begin", 5).await;
     let ledger = ledger_of(&backend);
-    let manifest = Manifest::new("job-a", 3, "d1");
-    assert_eq!(ledger.begin(&manifest).await.expect("begin"), Begun::New);
-    match ledger.begin(&manifest).await.expect("begin again") {
-        Begun::Existing(status) => assert_eq!(status.manifest, manifest),
+    let first = manifest("job-a", 3, "d1");
+    assert_eq!(ledger.begin(&first).await.expect("begin"), Begun::New);
+    match ledger.begin(&first).await.expect("begin again") {
+        Begun::Existing(status) => assert_eq!(status.manifest, first),
         Begun::New => panic!("a second begin of the same job reported it new"),
     }
     let error = ledger
-        .begin(&Manifest::new("job-a", 4, "d2"))
+        .begin(&manifest("job-a", 4, "d2"))
         .await
         .expect_err("another input under the same job name was accepted");
     assert_eq!(error.kind(), QueueErrorKind::Invalid, "{error}");
     assert!(error.to_string().contains("--job"), "{error}");
     let jobs = ledger.jobs().await.expect("jobs");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0].manifest, manifest);
+    assert_eq!(jobs[0].manifest, first);
 }
 
 /// Each (job, seq) counts once, in any order; done beats dead; receipts
@@ -70,7 +77,7 @@ pub async fn ledger_counts_each_item_once(harness: &Harness) {
     let backend = harness.backend("ledger_once", 5).await;
     let ledger = ledger_of(&backend);
     ledger
-        .begin(&Manifest::new("job-b", 4, "d"))
+        .begin(&manifest("job-b", 4, "d"))
         .await
         .expect("begin");
     let dead1 = receipt("job-b", 1, Settled::Dead);
@@ -120,7 +127,7 @@ pub async fn ledger_remembers_what_was_submitted(harness: &Harness) {
     let backend = harness.backend("ledger_submitted", 5).await;
     let ledger = ledger_of(&backend);
     ledger
-        .begin(&Manifest::new("job-c", 100, "d"))
+        .begin(&manifest("job-c", 100, "d"))
         .await
         .expect("begin");
     ledger
@@ -154,7 +161,7 @@ pub async fn ledger_is_shared_between_clients(harness: &Harness) {
     let first = harness.open_backend(&name, 5).await;
     let second = harness.open_backend(&name, 5).await;
     ledger_of(&first)
-        .begin(&Manifest::new("job-d", 1, "d"))
+        .begin(&manifest("job-d", 1, "d"))
         .await
         .expect("begin");
     ledger_of(&second)
@@ -176,7 +183,7 @@ pub async fn ledger_counts_items_the_backend_dead_letters(harness: &Harness) {
     let backend = harness.backend("ledger_lapse", least).await;
     let (queue, ledger) = (Arc::clone(&backend.queue), ledger_of(&backend));
     ledger
-        .begin(&Manifest::new("job-e", 1, "d"))
+        .begin(&manifest("job-e", 1, "d"))
         .await
         .expect("begin");
     let message = Item::new("doomed").with_job(JobItem::new("job-e", 0));
@@ -233,7 +240,7 @@ pub async fn ledger_ignores_seqs_past_the_total(harness: &Harness) {
     let backend = harness.backend("ledger_stray", 5).await;
     let ledger = ledger_of(&backend);
     ledger
-        .begin(&Manifest::new("job-s", 2, "d"))
+        .begin(&manifest("job-s", 2, "d"))
         .await
         .expect("begin");
     ledger
@@ -271,7 +278,7 @@ pub async fn ledger_record_then_ack_counts_once_and_settles(harness: &Harness) {
     let backend = harness.backend("ledger_record_then_ack", 5).await;
     let (queue, ledger) = (Arc::clone(&backend.queue), ledger_of(&backend));
     ledger
-        .begin(&Manifest::new("job-f", 2, "d"))
+        .begin(&manifest("job-f", 2, "d"))
         .await
         .expect("begin");
     let messages = (0..2)
@@ -380,7 +387,7 @@ pub async fn ledger_cost(
     let ledgers: Vec<Arc<dyn Ledger>> = queues.iter().map(ledger_of).collect();
     let queues: Vec<Arc<dyn WorkQueue>> = queues.into_iter().map(|b| b.queue).collect();
     ledgers[0]
-        .begin(&Manifest::new("cost", items, "d"))
+        .begin(&manifest("cost", items, "d"))
         .await
         .expect("begin");
     let messages: Vec<Item> = (0..items)
@@ -479,7 +486,7 @@ pub async fn ledger_cancels_and_forgets_jobs(harness: &Harness) {
     );
     let (ledger, other) = (ledger_of(&one), ledger_of(&two));
     ledger
-        .begin(&Manifest::new("job-f", 2, "d"))
+        .begin(&manifest("job-f", 2, "d"))
         .await
         .expect("begin");
     ledger
@@ -521,7 +528,7 @@ pub async fn ledger_cancels_and_forgets_jobs(harness: &Harness) {
         "forgotten already"
     );
     // The name again: a new job, with nothing of the old one.
-    let again = Manifest::new("job-f", 3, "d2");
+    let again = manifest("job-f", 3, "d2");
     assert_eq!(ledger.begin(&again).await.expect("begin anew"), Begun::New);
     for reader in [&ledger, &other] {
         let jobs = reader.jobs().await.expect("jobs");
@@ -544,7 +551,7 @@ pub async fn ledger_requeued_items_count_again_and_the_later_death_shows(harness
     let backend = harness.backend("ledger_requeued", 5).await;
     let ledger = ledger_of(&backend);
     ledger
-        .begin(&Manifest::new("job-r", 2, "d"))
+        .begin(&manifest("job-r", 2, "d"))
         .await
         .expect("begin");
     let first = receipt("job-r", 1, Settled::Dead);
@@ -608,7 +615,7 @@ pub async fn ledger_counts_dead_only_what_is_in_the_dead_place(harness: &Harness
         return;
     }
     ledger
-        .begin(&Manifest::new("job-g", 2, "d"))
+        .begin(&manifest("job-g", 2, "d"))
         .await
         .expect("begin");
     let items = (0..2)

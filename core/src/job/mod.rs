@@ -77,6 +77,14 @@ pub struct Manifest {
     pub command: Option<String>,
     /// When it was created (Unix seconds).
     pub created: u64,
+    /// Keep a receipt (exit code, seconds, worker, item) for every done
+    /// item, not only the dead ones (`runner run|submit --keep-receipts`).
+    /// A ledger that honours it (Redis's, whose scripts read it from the
+    /// manifest, so every worker obeys the job's choice) otherwise keeps
+    /// done items as counts only: `results` then shows their state without
+    /// details. Dead items keep their receipts always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_receipts: bool,
 }
 
 impl Manifest {
@@ -88,7 +96,15 @@ impl Manifest {
             digest: digest.into(),
             command: None,
             created: unix_millis() / 1000,
+            keep_receipts: false,
         }
+    }
+
+    /// This manifest, asking for a receipt for every done item
+    /// ([`Manifest::keep_receipts`]).
+    pub fn keeping_receipts(mut self) -> Self {
+        self.keep_receipts = true;
+        self
     }
 }
 

@@ -165,6 +165,7 @@ pub struct Submit<'a> {
     items: Vec<Item>,
     job: Option<(&'a dyn Ledger, &'a str)>,
     command: Option<String>,
+    keep_receipts: bool,
     resume: bool,
     stop: Option<&'a crate::shutdown::Shutdown>,
     on_batch: Box<dyn FnMut(usize) + Send + 'a>,
@@ -191,6 +192,7 @@ impl<'a> Submit<'a> {
             items,
             job: None,
             command: None,
+            keep_receipts: false,
             resume: false,
             stop: None,
             on_batch: Box::new(|_| {}),
@@ -207,6 +209,14 @@ impl<'a> Submit<'a> {
     /// Record the command the job's items run under in its manifest.
     pub fn command(mut self, command: impl Into<String>) -> Self {
         self.command = Some(command.into());
+        self
+    }
+
+    /// Ask the ledger to keep every done item's receipt, not only the
+    /// dead ones' ([`Manifest::keep_receipts`], recorded in a new job's
+    /// manifest; a resumed job keeps its first choice).
+    pub fn keep_receipts(mut self, keep: bool) -> Self {
+        self.keep_receipts = keep;
         self
     }
 
@@ -241,6 +251,7 @@ impl<'a> Submit<'a> {
             items,
             job,
             command,
+            keep_receipts,
             resume,
             stop,
             mut on_batch,
@@ -279,6 +290,7 @@ impl<'a> Submit<'a> {
                     input_digest(items.iter().map(|m| &m.payload[..])),
                 );
                 manifest.command = command;
+                manifest.keep_receipts = keep_receipts;
                 begin(ledger, &manifest, resume)
                     .await
                     .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?

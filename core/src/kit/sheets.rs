@@ -107,6 +107,12 @@ pub struct SheetOptions {
     /// memory before it writes them back compacted and reads on: what
     /// bounds its memory, besides the asked job's own receipts.
     pub round_receipts: usize,
+    /// A writer that has published this many receipt sheets since its
+    /// last fold reads back about as many small ones and rewrites them as
+    /// one (or as few as fit): the `NAME-results` sibling then holds a
+    /// bounded number of sheets per writer, not one per ack batch, whether
+    /// or not anyone runs `results`. Zero: writers never fold.
+    pub fold_receipts: usize,
 }
 
 impl Default for SheetOptions {
@@ -123,6 +129,7 @@ impl Default for SheetOptions {
             round_receipts: 100_000,
             compact_every: Duration::from_secs(5),
             compact_pulls: 10,
+            fold_receipts: 16,
         }
     }
 }
@@ -178,6 +185,8 @@ pub struct SheetLedger {
     /// take sheets from each other).
     book_cycle: tokio::sync::Mutex<()>,
     results_cycle: tokio::sync::Mutex<()>,
+    /// Receipt sheets this process published since its last fold.
+    unfolded: AtomicU64,
 }
 
 impl fmt::Debug for SheetLedger {
@@ -240,6 +249,7 @@ impl SheetLedger {
             dead_task: Mutex::new(None),
             book_cycle: tokio::sync::Mutex::new(()),
             results_cycle: tokio::sync::Mutex::new(()),
+            unfolded: AtomicU64::new(0),
         }
     }
 
@@ -868,12 +878,24 @@ impl Ledger for SheetLedger {
                 .into_iter()
                 .map(|chunk| encode(&chunk))
                 .collect();
+        let written = details.len() as u64;
         self.publish_sheets(&*self.results, RECEIPT_SHEET, details)
             .await?;
         let mut sheet = Book::default();
         sheet.settle(receipts);
         self.publish_book(&sheet).await?;
         self.learn(&sheet);
+        let unfolded = self.unfolded.fetch_add(written, Ordering::Relaxed) + written;
+        let fold_at = self.options.fold_receipts as u64;
+        if fold_at > 0 && unfolded >= fold_at {
+            // The write is done whatever happens here.
+            if let Err(error) = self.fold_receipts().await {
+                tracing::debug!(
+                    "{:?}: folding receipt sheets after a write: {error}",
+                    self.results
+                );
+            }
+        }
         let due = self
             .last_read
             .lock()
@@ -1051,6 +1073,99 @@ impl SheetLedger {
             if round.ended || kept.range(range()).count() as u64 >= settled {
                 return Ok(());
             }
+        }
+        Ok(())
+    }
+
+    /// Fold receipt sheets as a writer: read back about as many small
+    /// sheets as this process wrote since its last fold and write them
+    /// again as one (or as few as fit), by the read-merge-write rules of
+    /// the module docs: every receipt read is written back (one per item,
+    /// [`crate::job::Settled::replaces`]) before the sheets read are acked, so a crash
+    /// leaves duplicates only; the sheets are held for a few pulls, one
+    /// publish and one ack. Left in place, handed back at once: sheets of
+    /// another kind, a `results` read's own ([`COMPACTED_BY`]: it holds
+    /// those while it reads on) and sheets already half full or more
+    /// (folding them again would only copy them). A fold that finds fewer
+    /// than two small sheets writes nothing. Skipped while this process
+    /// reads the receipts (that read compacts them).
+    async fn fold_receipts(&self) -> Result<(), QueueError> {
+        let Ok(_cycle) = self.results_cycle.try_lock() else {
+            return Ok(());
+        };
+        let want = self.unfolded.swap(0, Ordering::Relaxed).max(2) as usize;
+        let queue = &*self.results;
+        let max = Self::max_sheet(queue, &self.options).saturating_sub(64);
+        let batch = self
+            .options
+            .batch
+            .min(queue.capabilities().max_batch)
+            .max(1);
+        let pulls = want
+            .div_ceil(batch)
+            .saturating_add(1)
+            .min(self.options.compact_pulls.max(1));
+        let mut kept: BTreeMap<(Arc<str>, u64), Receipt> = BTreeMap::new();
+        let (mut small, mut left) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        for _ in 0..pulls {
+            self.calls.add(PULLS, 1);
+            let pulled = match queue.pull(batch, self.options.wait).await {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    self.give_back(queue, &small).await;
+                    self.give_back(queue, &left).await;
+                    return Err(error);
+                }
+            };
+            self.calls.add(SHEETS_READ, pulled.len() as u64);
+            if pulled.is_empty() {
+                break;
+            }
+            for delivery in pulled {
+                let attribute = |name: &str| delivery.item.attributes.get(name).map(String::as_str);
+                let foldable = seen.insert(delivery.id.clone())
+                    && attribute(SHEET_ATTRIBUTE) == Some(RECEIPT_SHEET)
+                    && attribute(COMPACTED_BY).is_none()
+                    && delivery.item.payload.len() < max / 2;
+                match foldable
+                    .then(|| decode_receipts(&delivery.item.payload))
+                    .flatten()
+                {
+                    Some(receipts) => {
+                        for receipt in &receipts {
+                            keep_receipt(&mut kept, receipt);
+                        }
+                        small.push(delivery.token);
+                    }
+                    None => left.push(delivery.token),
+                }
+            }
+            if small.len() >= want {
+                break;
+            }
+        }
+        self.give_back(queue, &left).await;
+        if small.len() < 2 {
+            self.give_back(queue, &small).await;
+            return Ok(());
+        }
+        let sheets: Vec<Vec<u8>> =
+            chunks_within(kept.values(), usize::MAX, max, |r| encode(*r).len() + 1)
+                .into_iter()
+                .map(|chunk| encode(&chunk))
+                .collect();
+        // Publish before ack: a crash in between leaves duplicates only.
+        if let Err(error) = self.publish_sheets(queue, RECEIPT_SHEET, sheets).await {
+            self.give_back(queue, &small).await;
+            return Err(error);
+        }
+        self.calls.add(ACKS, 1);
+        if let Err(error) = queue.ack(&small).await {
+            tracing::warn!(
+                "{queue:?}: acking {} receipt sheets after their fold failed (duplicates only): {error}",
+                small.len()
+            );
         }
         Ok(())
     }

@@ -81,7 +81,9 @@ local MAX_SEQ = 4294967295
 
 -- A job's keys, built once per script call; `dead_exists` saves a GETBIT
 -- per done item while the job has no dead bitmap (the common case);
--- `total` is the manifest's (0 without one: no seq of it counts).
+-- `total` is the manifest's (0 without one: no seq of it counts);
+-- `keep_done` whether it asks for done items' receipts (`keep_receipts`:
+-- read here, from the manifest, so every worker obeys the job's choice).
 local job_keys_cache = {}
 local function job_keys(job)
   local k = job_keys_cache[job]
@@ -94,7 +96,10 @@ local function job_keys(job)
     local manifest = redis.call('HGET', K_JOBS, job)
     if manifest then
       local ok, decoded = pcall(cjson.decode, manifest)
-      if ok and type(decoded) == 'table' then k.total = tonumber(decoded.total) or 0 end
+      if ok and type(decoded) == 'table' then
+        k.total = tonumber(decoded.total) or 0
+        k.keep_done = decoded.keep_receipts == true
+      end
     end
     k.dead_exists = redis.call('EXISTS', k.dead) == 1
     job_keys_cache[job] = k
@@ -201,7 +206,8 @@ end
 -- settled before: a worker's ack batch) ORs the window into the bitmaps
 -- and keeps `lines` whole as ONE hash field, `b` and the first seq: no
 -- per-item command and no per-item hash entry (per-item fields cost as
--- much server time as the ack itself; docs/BENCHMARKS.md). Otherwise the
+-- much server time as the ack itself; docs/BENCHMARKS.md), where the job
+-- keeps done receipts (`keep_done`); else the bits alone. Otherwise the
 -- seqs go one by one (`mark`) and only the lines of items done for the
 -- first time are kept. A dead receipt the item had is dropped: done beats
 -- dead. Returns whether any seq counted.
@@ -252,6 +258,9 @@ local function settle_done(job, start, mask, high, seqs, lines)
     end
     if #stale > 0 then redis.call('HDEL', k.receipts, unpack(stale)) end
   end
+  -- A job that did not ask for them keeps no done receipts: the bits
+  -- are its record (docs/BENCHMARKS.md: the ledger's bytes per item).
+  if not k.keep_done then return true end
   -- The first fresh seq names the field; it is fresh nowhere else, unless
   -- the done bitmap alone was lost: then a suffix keeps the old field.
   local field, n = 'b' .. fresh[1], 0

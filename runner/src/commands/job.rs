@@ -80,7 +80,10 @@ pub(crate) async fn send(
             }
         });
     if let (Some(ledger), Some(name)) = (&backend.ledger, &name) {
-        submit = submit.job(&**ledger, name).resume(args.resume);
+        submit = submit
+            .job(&**ledger, name)
+            .resume(args.resume)
+            .keep_receipts(args.keep_receipts);
         if let Some(argv) = command {
             submit = submit.command(argv.join(" "));
         }

@@ -97,10 +97,18 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
         }
     }
     if without_details > 0 {
+        // Redis keeps done items as counts unless the job asked
+        // (`--keep-receipts`); the sheet ledgers keep every receipt.
+        let why = if job.manifest.keep_receipts {
+            ""
+        } else {
+            "the job keeps done items as counts, not receipts, where the queue allows it \
+             (Redis; run or submit with `--keep-receipts` to keep every item's details), or "
+        };
         eprintln!(
             "runner: {without_details} settled item(s) of job `{name}` show no details: the ledger counts \
-             them done or dead, but their receipts were not found (written since this read began, held \
-             by another reader, or not kept); `runner results` again reads them"
+             them done or dead, but their receipts were not found ({why}written since this read began, \
+             or held by another reader: `runner results` again reads them)"
         );
     }
     if !args.json {

@@ -487,3 +487,94 @@ async fn a_fresh_reader_tells_held_sheets_from_no_jobs() {
     let empty = Siblings::new();
     assert!(empty.ledger().jobs().await.unwrap().is_empty());
 }
+
+/// Receipt sheets waiting, exactly (the memory queue counts).
+async fn receipt_sheet_count(siblings: &Siblings) -> u64 {
+    siblings
+        .results
+        .backlog()
+        .await
+        .unwrap()
+        .ready
+        .value()
+        .unwrap()
+}
+
+/// Issue 21 item 8: only `results` compacted the receipt sheets, so a job
+/// nobody read left one sheet per ack batch for ever. A writer folds what
+/// it wrote as it goes: after 300 ack batches of two writers the sibling
+/// holds a bounded number of sheets, and every receipt is still there.
+#[tokio::test(start_paused = true)]
+async fn writers_fold_their_receipt_sheets_as_they_go() {
+    let siblings = Siblings::new();
+    let writers = [siblings.ledger(), siblings.ledger()];
+    writers[0]
+        .begin(&Manifest::new("j", 1500, "d"))
+        .await
+        .unwrap();
+    for batch in 0..300u64 {
+        let receipts: Vec<Receipt> = (batch * 5..batch * 5 + 5)
+            .map(|seq| receipt("j", seq, Settled::Done))
+            .collect();
+        writers[(batch % 2) as usize]
+            .record(&receipts)
+            .await
+            .unwrap();
+    }
+    let sheets = receipt_sheet_count(&siblings).await;
+    let bound = 2 * SheetOptions::default().fold_receipts as u64 + 2;
+    assert!(
+        sheets <= bound,
+        "{sheets} receipt sheets after 300 ack batches (bound {bound})"
+    );
+    let receipts = siblings.ledger().receipts("j").await.unwrap();
+    assert_eq!(receipts.len(), 1500, "a fold lost receipts");
+    assert!(receipts.iter().all(|r| r.state == Settled::Done));
+}
+
+/// A fold leaves what it cannot fold in place: sheets of another kind, a
+/// `results` read's own (marked) sheets, and sheets already near full.
+#[tokio::test(start_paused = true)]
+async fn a_fold_leaves_foreign_marked_and_full_sheets_alone() {
+    let siblings = Siblings::new();
+    let foreign = Item::new("not a sheet");
+    let marked = Item::new(encode(&vec![receipt("j", 0, Settled::Done)]))
+        .with_attribute(SHEET_ATTRIBUTE, RECEIPT_SHEET)
+        .with_attribute(COMPACTED_BY, "someone");
+    let full = Item::new(encode(
+        &(100..2100)
+            .map(|seq| receipt("j", seq, Settled::Done))
+            .collect::<Vec<_>>(),
+    ))
+    .with_attribute(SHEET_ATTRIBUTE, RECEIPT_SHEET);
+    siblings
+        .results
+        .publish(vec![foreign, marked, full])
+        .await
+        .unwrap();
+    let writer = siblings.ledger_with(SheetOptions {
+        max_sheet: 64 * 1024,
+        ..SheetOptions::default()
+    });
+    writer.begin(&Manifest::new("j", 3000, "d")).await.unwrap();
+    let per_fold = writer.options.fold_receipts as u64;
+    for seq in 1..=per_fold {
+        writer
+            .record(&[receipt("j", seq, Settled::Done)])
+            .await
+            .unwrap();
+    }
+    // The three stay as they were; the writer's sheets became one.
+    assert_eq!(receipt_sheet_count(&siblings).await, 4);
+    let left = siblings.results.pull(10, Duration::ZERO).await.unwrap();
+    let payloads: Vec<usize> = left.iter().map(|d| d.item.payload.len()).collect();
+    assert!(
+        left.iter().any(|d| &d.item.payload[..] == b"not a sheet"),
+        "{payloads:?}"
+    );
+    assert!(
+        left.iter()
+            .any(|d| d.item.attributes.get(COMPACTED_BY).map(String::as_str) == Some("someone")),
+        "{payloads:?}"
+    );
+}
