@@ -37,8 +37,9 @@ use crate::job::JobStatus;
 pub struct Reading {
     /// The ledger's jobs (`None`: the queue keeps no ledger).
     pub jobs: Option<Vec<JobStatus>>,
-    /// The jobs the ledger has forgotten ([`crate::job::Ledger::forgotten`]).
-    pub forgotten: Vec<String>,
+    /// The jobs the ledger has forgotten ([`crate::job::Ledger::forgotten`]),
+    /// where they were read (only when a job looked for was missing).
+    pub forgotten: Option<Vec<String>>,
     /// The backlog, where it was read.
     pub backlog: Option<Backlog>,
 }
@@ -111,7 +112,7 @@ impl DrainDetector {
         let jobs = reading.jobs.as_deref().unwrap_or_default();
         if let (Some(mine), Some(_)) = (&self.for_jobs, &reading.jobs) {
             let over = mine.iter().all(|name| {
-                reading.forgotten.iter().any(|f| **f == **name)
+                reading.forgotten.iter().flatten().any(|f| **f == **name)
                     || jobs
                         .iter()
                         .any(|job| *job.manifest.job == **name && job.is_over())

@@ -28,26 +28,40 @@ pub(super) const REFRESH: Duration = Duration::from_secs(30);
 /// a ledger kept in sheets can miss a job once while another holds them.
 pub(super) const LOST_AFTER: u32 = 3;
 
-/// What the ledger said about its jobs, read together.
+/// What the ledger said about its jobs: their counts, and the forgotten
+/// names where a job looked for was missing (`None`: not read).
 #[derive(Debug, Clone, Default)]
 pub(super) struct JobsSeen {
     pub(super) jobs: Vec<JobStatus>,
-    pub(super) forgotten: Vec<String>,
+    pub(super) forgotten: Option<Vec<String>>,
 }
 
 impl JobsSeen {
-    /// Read both from `ledger`.
-    pub(super) async fn read(ledger: &dyn Ledger) -> Result<Self, QueueError> {
-        Ok(Self {
-            jobs: ledger.jobs().await?,
-            forgotten: ledger.forgotten().await?,
-        })
+    /// Read the jobs from `ledger`, and the forgotten names only when one
+    /// of `expected` (or of `more`) is not among them: on a ledger kept in
+    /// sheets every read costs calls, and the common reading finds every
+    /// job it looks for.
+    pub(super) async fn read<'a>(
+        ledger: &dyn Ledger,
+        expected: &'a HashSet<Arc<str>>,
+        more: impl IntoIterator<Item = &'a Arc<str>>,
+    ) -> Result<Self, QueueError> {
+        let jobs = ledger.jobs().await?;
+        let present = |name: &Arc<str>| jobs.iter().any(|job| *job.manifest.job == **name);
+        let missing = expected.iter().chain(more).any(|name| !present(name));
+        let forgotten = if missing {
+            Some(ledger.forgotten().await?)
+        } else {
+            None
+        };
+        Ok(Self { jobs, forgotten })
     }
 }
 
 /// Whether the items of a pull call for a reading of the ledger.
 #[derive(Debug)]
 pub(super) struct WantsReading {
+    pub(super) watched: Arc<HashSet<Arc<str>>>,
     names: Arc<HashSet<Arc<str>>>,
     stale: bool,
 }
@@ -96,6 +110,8 @@ pub(super) struct JobGate {
     forgotten: HashSet<Arc<str>>,
     /// The jobs known and forgotten, shared with pulls.
     names: Arc<HashSet<Arc<str>>>,
+    /// The keys of `misses`, shared with readings.
+    watched: Arc<HashSet<Arc<str>>>,
     /// Jobs of items seen or of the scope, with the readings in a row
     /// that missed them.
     misses: HashMap<Arc<str>, u32>,
@@ -110,7 +126,7 @@ impl JobGate {
     pub(super) fn new(for_jobs: Option<&[Arc<str>]>, command: Option<Arc<str>>) -> Self {
         let for_jobs: Option<HashSet<Arc<str>>> =
             for_jobs.map(|jobs| jobs.iter().cloned().collect());
-        let misses = for_jobs
+        let misses: HashMap<Arc<str>, u32> = for_jobs
             .iter()
             .flatten()
             .map(|job| (Arc::clone(job), 0))
@@ -121,6 +137,7 @@ impl JobGate {
             known: HashMap::new(),
             forgotten: HashSet::new(),
             names: Arc::default(),
+            watched: Arc::new(misses.keys().cloned().collect()),
             misses,
             seen: HashSet::new(),
             read_at: None,
@@ -133,10 +150,17 @@ impl JobGate {
         self.for_jobs.as_ref()
     }
 
+    /// The jobs this worker watches for loss (its own, and those whose
+    /// items it met).
+    pub(super) fn watched(&self) -> Arc<HashSet<Arc<str>>> {
+        Arc::clone(&self.watched)
+    }
+
     /// What a pull needs to decide, once it has its items, whether to
     /// read the ledger before they are judged.
     pub(super) fn wanting_reading(&self, now: Instant) -> WantsReading {
         WantsReading {
+            watched: Arc::clone(&self.watched),
             names: Arc::clone(&self.names),
             stale: self
                 .read_at
@@ -154,11 +178,15 @@ impl JobGate {
     /// been forgotten, [`LOST_AFTER`] readings in a row.
     pub(super) fn learn(&mut self, seen: &JobsSeen, now: Instant) -> Result<(), QueueError> {
         self.read_at = Some(now);
-        self.forgotten = seen
-            .forgotten
-            .iter()
-            .map(|j| Arc::from(j.as_str()))
-            .collect();
+        match &seen.forgotten {
+            Some(forgotten) => {
+                self.forgotten = forgotten.iter().map(|j| Arc::from(j.as_str())).collect();
+            }
+            // Not read: what was known stays, but for a name a new job took.
+            None => self
+                .forgotten
+                .retain(|name| !seen.jobs.iter().any(|job| *job.manifest.job == **name)),
+        }
         let mut names: HashSet<Arc<str>> = self.forgotten.clone();
         self.known.clear();
         for job in &seen.jobs {
@@ -220,6 +248,7 @@ impl JobGate {
     fn watch(&mut self, job: &Arc<str>) {
         if !self.misses.contains_key(job) {
             self.misses.insert(Arc::clone(job), 0);
+            Arc::make_mut(&mut self.watched).insert(Arc::clone(job));
         }
     }
 
@@ -311,7 +340,7 @@ mod tests {
     async fn a_plain_submit_runs_only_on_workers_of_the_queue_or_of_the_job() {
         let seen = JobsSeen {
             jobs: vec![status("plain", None), status("other", Some("x"))],
-            forgotten: vec![],
+            forgotten: None,
         };
         let mut whole = JobGate::new(None, Some(Arc::from("x")));
         whole.learn(&seen, Instant::now()).unwrap();

@@ -265,8 +265,12 @@ impl Worker {
             // backlog reads drained there is nothing for it to bring.
             if !stopping && idle && tasks.is_empty() && backlog.is_none() && acks.is_settled() {
                 idle = false;
-                backlog =
-                    Some(self.read_end(&capabilities, drain.trusts_jobs(), gate.scope().is_some()));
+                backlog = Some(self.read_end(
+                    &capabilities,
+                    drain.trusts_jobs(),
+                    gate.scope().is_some(),
+                    gate.watched(),
+                ));
             }
             let now = Instant::now();
             if pull.is_none()
@@ -288,14 +292,10 @@ impl Worker {
                         Some(ledger)
                             if wants.wants(deliveries.iter().map(|d| d.item.job.as_ref())) =>
                         {
-                            Some(
-                                calls::within(
-                                    call_timeout,
-                                    "a ledger read",
-                                    JobsSeen::read(&**ledger),
-                                )
-                                .await,
-                            )
+                            let items = deliveries.iter().filter_map(|d| d.item.job.as_ref());
+                            let read =
+                                JobsSeen::read(&**ledger, &wants.watched, items.map(|j| &j.job));
+                            Some(calls::within(call_timeout, "a ledger read", read).await)
                         }
                         _ => None,
                     };
@@ -543,6 +543,7 @@ impl Worker {
         capabilities: &crate::Capabilities,
         trusts_jobs: bool,
         scoped: bool,
+        watched: Arc<std::collections::HashSet<Arc<str>>>,
     ) -> BacklogFuture {
         let queue = Arc::clone(&self.queue);
         let ledger = self.ledger.clone();
@@ -551,11 +552,11 @@ impl Worker {
         Box::pin(async move {
             let (jobs, forgotten) = match &ledger {
                 Some(ledger) => {
-                    let seen =
-                        calls::within(limit, "a ledger read", JobsSeen::read(&**ledger)).await?;
+                    let read = JobsSeen::read(&**ledger, &watched, []);
+                    let seen = calls::within(limit, "a ledger read", read).await?;
                     (Some(seen.jobs), seen.forgotten)
                 }
-                None => (None, Vec::new()),
+                None => (None, None),
             };
             let by_jobs = jobs.as_deref().is_some_and(|jobs| !jobs.is_empty()) && trusts_jobs;
             let unfinished = jobs

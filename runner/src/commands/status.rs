@@ -289,10 +289,16 @@ async fn wait_for_jobs(
         progress.set(jobs.iter().map(JobStatus::settled).sum());
         tokio::time::sleep(poll).await;
         jobs = retrying("reading the job ledger", WAIT_RETRY_FOR, || ledger.jobs()).await?;
-        let forgotten = retrying("reading the job ledger", WAIT_RETRY_FOR, || {
-            ledger.forgotten()
-        })
-        .await?;
+        // The forgotten names only when a job seen before is missing: on a
+        // ledger kept in sheets every read costs calls.
+        let forgotten = if watch.misses_any(&jobs) {
+            retrying("reading the job ledger", WAIT_RETRY_FOR, || {
+                ledger.forgotten()
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
         watch.look(&jobs, &forgotten, Instant::now())?;
     }
     progress.finish();
@@ -407,6 +413,13 @@ impl JobWatch {
             }
         }
         Ok(())
+    }
+
+    /// A job seen before is not among `jobs`.
+    fn misses_any(&self, jobs: &[JobStatus]) -> bool {
+        self.jobs
+            .keys()
+            .any(|name| !jobs.iter().any(|j| j.manifest.job == *name))
     }
 
     /// A job seen before is missing from the last reading.
