@@ -11,9 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forloop_core::conformance::Harness;
 use forloop_core::job::conformance;
-use forloop_core::job::{
-    Backend, Begun, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled,
-};
+use forloop_core::job::{Backend, Ledger, LedgerDecorator, Receipt, Settled};
 use forloop_core::{LeaseReport, LeaseToken, MemoryQueue, QueueConfig, QueueError, WorkQueue};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,12 +42,9 @@ struct Wrong {
 }
 
 #[async_trait]
-impl Ledger for Wrong {
-    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
-        self.inner.begin(manifest).await
-    }
-    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
-        self.inner.submitted(job, seqs).await
+impl LedgerDecorator for Wrong {
+    fn inner(&self) -> &dyn Ledger {
+        &*self.inner
     }
     async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
         if self.flaw == Flaw::FirstDeathStays {
@@ -67,14 +62,6 @@ impl Ledger for Wrong {
             return self.inner.record(&kept).await;
         }
         self.inner.record(receipts).await
-    }
-    async fn record_then_ack(
-        &self,
-        queue: &dyn WorkQueue,
-        tokens: &[LeaseToken],
-        receipts: &[ReceiptRef<'_>],
-    ) -> Result<LeaseReport, QueueError> {
-        self.inner.record_then_ack(queue, tokens, receipts).await
     }
     async fn record_then_dead_letter(
         &self,
@@ -96,7 +83,7 @@ impl Ledger for Wrong {
                 .filter(|(t, _)| !report.lost.contains(t))
                 .filter_map(|(_, r)| r.clone())
                 .collect();
-            self.record(&buried).await?;
+            LedgerDecorator::record(self, &buried).await?;
             return Ok(report);
         }
         self.inner
@@ -126,9 +113,6 @@ impl Ledger for Wrong {
         }
         self.inner.requeue_dead(queue).await
     }
-    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
-        self.inner.jobs().await
-    }
     async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
         if self.flaw == Flaw::CancelRecordsNothing {
             return Ok(self
@@ -151,20 +135,11 @@ impl Ledger for Wrong {
         }
         self.inner.forget(job).await
     }
-    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
-        self.inner.forgotten().await
-    }
     async fn requeued(&self, dead: &[Receipt]) -> Result<(), QueueError> {
         if self.flaw == Flaw::RequeueKeepsDeaths {
             return Ok(());
         }
         self.inner.requeued(dead).await
-    }
-    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
-        self.inner.seqs(job).await
-    }
-    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
-        self.inner.receipts(job).await
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forloop_core::handler::from_fn;
 use forloop_core::job::{
-    Backend, Begun, JobItem, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet,
+    Backend, JobItem, JobStatus, Ledger, LedgerDecorator, Manifest, Receipt, ReceiptRef, SeqSet,
 };
 use forloop_core::{
     Item, LeaseReport, LeaseToken, MemoryQueue, QueueConfig, QueueDecorator, QueueError,
@@ -34,12 +34,9 @@ fn results_gone() -> QueueError {
 }
 
 #[async_trait]
-impl Ledger for Refusing {
-    async fn begin(&self, manifest: &Manifest) -> Result<Begun, QueueError> {
-        self.inner.begin(manifest).await
-    }
-    async fn submitted(&self, job: &str, seqs: &SeqSet) -> Result<(), QueueError> {
-        self.inner.submitted(job, seqs).await
+impl LedgerDecorator for Refusing {
+    fn inner(&self) -> &dyn Ledger {
+        &*self.inner
     }
     async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
         if self.refuse.load(Ordering::SeqCst) {
@@ -57,15 +54,6 @@ impl Ledger for Refusing {
             return Err(results_gone());
         }
         self.inner.record_then_ack(queue, tokens, receipts).await
-    }
-    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
-        self.inner.jobs().await
-    }
-    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
-        self.inner.seqs(job).await
-    }
-    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
-        self.inner.receipts(job).await
     }
 }
 
