@@ -687,3 +687,18 @@ fn two_runs_of_two_commands_never_share_a_queue_and_of_one_command_do() {
         &scratch("two-runs"),
     );
 }
+
+#[test]
+fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
+    let server = RedisServer::shared();
+    let name = unique("end300");
+    let lag = forloop_tests::jobs::run_ends_soon_after_its_last_item(
+        || on(server.url(), &name),
+        &[],
+        RECORD,
+        &scratch("redis-end300"),
+        300,
+        Duration::from_secs(2),
+    );
+    eprintln!("redis: the run ended {lag:?} after its last item");
+}
