@@ -42,6 +42,31 @@ pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
 };
 
+/// Readings of the ledger in a row that may miss a job before it counts
+/// as lost: a ledger kept in sheets can miss one while another reader holds
+/// them. The worker and `wait` both go by it.
+pub const LOST_AFTER: u32 = 3;
+
+/// The error for job `name`, gone from the ledger without being forgotten
+/// for [`LOST_AFTER`] readings: the server lost it. `had`: the reader saw
+/// it in the ledger before (else only its items were seen).
+pub fn lost_job(name: &str, had: bool) -> crate::QueueError {
+    let how = if had {
+        "the ledger had it and no longer has it"
+    } else {
+        "its items are in the queue but the ledger has no record of it"
+    };
+    crate::QueueError::new(
+        crate::QueueErrorKind::NotFound,
+        format!(
+            "job `{name}` was lost: {how}, and it was not forgotten (the server lost its \
+             data: restarted without persistence, flushed, or its keys were evicted). Its \
+             items cannot be counted any more; submit it again with `--resume` once the \
+             server keeps its data"
+        ),
+    )
+}
+
 /// The longest job name.
 pub const MAX_JOB_NAME: usize = 64;
 

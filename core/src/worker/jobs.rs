@@ -18,15 +18,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::job::{JobItem, JobStatus, Ledger};
+use crate::job::{JobItem, JobStatus, LOST_AFTER, Ledger, lost_job};
 use crate::{QueueError, QueueErrorKind};
 
 /// How often a busy worker re-reads the jobs, to see a cancel.
 pub(super) const REFRESH: Duration = Duration::from_secs(30);
-
-/// Readings in a row without a job, before it counts as lost: a reader of
-/// a ledger kept in sheets can miss a job once while another holds them.
-pub(super) const LOST_AFTER: u32 = 3;
 
 /// What the ledger said about its jobs: their counts, and the forgotten
 /// names where a job looked for was missing (`None`: not read).
@@ -224,21 +220,7 @@ impl JobGate {
                         ),
                     ));
                 }
-                let had = if self.seen.contains(job) {
-                    "the ledger had it and no longer has it"
-                } else {
-                    "its items are in the queue but the ledger has no record of it"
-                };
-                return Err(QueueError::new(
-                    QueueErrorKind::NotFound,
-                    format!(
-                        "job `{job}` was lost: {had}, and it was not forgotten \
-                         (the server lost its data: restarted without persistence, \
-                         flushed, or its keys were evicted). Its items cannot be \
-                         counted any more; submit it again with `--resume` once \
-                         the server keeps its data"
-                    ),
-                ));
+                return Err(lost_job(job, self.seen.contains(job)));
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use forloop_core::job::{JobStatus, Ledger};
+use forloop_core::job::{JobStatus, LOST_AFTER, Ledger, lost_job};
 use forloop_core::worker::{DrainDetector, DrainState};
 use forloop_core::{Backend, Backlog, Count};
 use tokio::time::Instant;
@@ -357,10 +357,6 @@ struct JobWatch {
 /// How long a job may stand still before `wait` says so.
 const STALLED: Duration = Duration::from_secs(600);
 
-/// Readings in a row without a job before it counts as lost (a ledger
-/// kept in sheets can miss one while another reader holds them).
-const LOST_AFTER: u32 = 3;
-
 impl JobWatch {
     fn look(
         &mut self,
@@ -375,11 +371,7 @@ impl JobWatch {
             }
             *misses += 1;
             if *misses >= LOST_AFTER {
-                return Err(Failure::new(format!(
-                    "job `{name}` was lost: the ledger had it and no longer has it, and it was not \
-                     forgotten (the server lost its data: restarted without persistence, flushed, \
-                     or its keys were evicted); its items cannot be counted any more"
-                )));
+                return Err(lost_job(name, true).into());
             }
         }
         self.jobs.retain(|name, _| !forgotten.contains(name));
