@@ -1,7 +1,7 @@
 //! What a worker knows of the jobs on its queue, and what it does with an
 //! item of each: run it, hand it back (another job's command, or a job
 //! this worker is not for), settle it without running (its job was
-//! cancelled or forgotten), or wait to learn about its job.
+//! cancelled or forgotten), or hand it back until the ledger shows its job.
 //!
 //! The knowledge comes from the ledger ([`Ledger::jobs`] and
 //! [`Ledger::forgotten`]), read when an item of a job not seen yet
@@ -86,8 +86,6 @@ pub(super) enum Verdict {
     HandBack,
     /// Ack it without running: its job is over (cancelled or forgotten).
     Discard,
-    /// Its job is not known yet: read the ledger, then judge again.
-    Unknown,
 }
 
 #[derive(Debug)]
@@ -252,7 +250,9 @@ impl JobGate {
         // A job whose items this worker meets must not vanish unnoticed.
         self.watch(name);
         let Some(known) = self.known.get(name) else {
-            return Verdict::Unknown;
+            // Not in the reading just taken: back it goes, until a reading
+            // shows the job or [`LOST_AFTER`] of them call it lost.
+            return Verdict::HandBack;
         };
         if known.cancelled {
             return Verdict::Discard;

@@ -476,7 +476,7 @@ impl Worker {
                                             }
                                         }
                                         Verdict::Discard => discards.push(delivery.token),
-                                        Verdict::HandBack | Verdict::Unknown => backs.push(delivery.token),
+                                        Verdict::HandBack => backs.push(delivery.token),
                                     }
                                 }
                                 self.discard(discards, &mut calls);
