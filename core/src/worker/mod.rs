@@ -260,13 +260,17 @@ impl Worker {
                     self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
                 }
             }
-            if stopping && tasks.is_empty() && pull.is_none() {
+            if stopping && tasks.is_empty() && pull.is_none() && backlog.is_none() {
                 break None;
             }
-            if ending && pull.is_none() {
+            // A ledger read is never dropped half-way: a sheet ledger's
+            // reader holds the sheets it pulled until it writes their merge
+            // back, and a process gone in between leaves them hidden from
+            // every reader for a lease.
+            if ending && pull.is_none() && backlog.is_none() {
                 break Some(WorkerExit::Drained);
             }
-            if scope_over && tasks.is_empty() && pull.is_none() {
+            if scope_over && tasks.is_empty() && pull.is_none() && backlog.is_none() {
                 info!(worker = %self.config.name, "the jobs this worker is for are over");
                 break Some(WorkerExit::Drained);
             }
@@ -274,7 +278,13 @@ impl Worker {
             // empty and our own acks have landed (else they count as ours in
             // flight). A pending pull does not hold the read up: once the
             // backlog reads drained there is nothing for it to bring.
-            if !stopping && idle && tasks.is_empty() && backlog.is_none() && acks.is_settled() {
+            if !stopping
+                && !ending
+                && idle
+                && tasks.is_empty()
+                && backlog.is_none()
+                && acks.is_settled()
+            {
                 idle = false;
                 backlog = Some(self.read_end(
                     &capabilities,
@@ -289,6 +299,10 @@ impl Worker {
                 && !scope_over
                 && !ending
                 && tasks.len() < concurrency
+                // Nothing runs and the end is being read: a pull opened now
+                // is one the worker must wait out if the answer is the end
+                // (where pulls cannot be dropped); the reading takes moments.
+                && (capabilities.cancel_safe_pull || !tasks.is_empty() || backlog.is_none())
                 && pull_not_before.is_none_or(|at| at <= now)
             {
                 pull_not_before = None;
