@@ -6,9 +6,10 @@
 //!
 //! - `NAME-ledger` holds **book sheets**: serialized [`Book`]s (manifests
 //!   and sequence sets, no details). Every write publishes one small sheet.
-//!   A read pulls every visible sheet, merges them into one book,
-//!   publishes that book as one sheet (more if it is too big for one
-//!   message) and only then acks the sheets it read. A crash between the publish and the acks leaves duplicates,
+//!   A read pulls every visible sheet, merges them (and what this process
+//!   knew of the jobs they name) into one book, publishes that book as one
+//!   sheet (more if it is too big for one message) and only then acks the
+//!   sheets it read. A crash between the publish and the acks leaves duplicates,
 //!   which the union absorbs; a crash before the publish leaves the sheets
 //!   to come back after their lease. Nothing is lost either way.
 //! - `NAME-results` holds **receipt sheets**, the details (exit code,
@@ -20,9 +21,11 @@
 //! still true, and [`SheetLedger`] keeps one in memory and merges it into
 //! every answer: a reader that finds the sheets held by another reader (they
 //! are leased to it for the moment of its cycle) answers what it knew a
-//! moment ago, an under-count, never an over-count. What it knew is not
-//! written back: it is in some sheet already, and written back into a
-//! queue deleted and made again it would plant the old jobs there.
+//! moment ago, an under-count, never an over-count. What it knew is
+//! written back only for the jobs the sheets it read name (which keeps a
+//! job readable while a reader that died holds its other sheets): written
+//! back whole into a queue deleted and made again, it planted the old jobs
+//! there.
 //!
 //! Items the backend dead-letters by itself (their holder died on the last
 //! attempt) never get a receipt from a worker. [`Ledger::jobs`] lists the
@@ -493,17 +496,23 @@ impl SheetLedger {
             tokio::time::sleep(jitter(self.options.held_retry)).await;
             read = read_once().await?;
         }
-        // What the sheets read say, and what this process answers: that
-        // and everything it knew. Only the first is written back. Every
-        // fact this process knew is in some sheet already (a sheet is
-        // acked only once a merge holding it is out), so writing back what
-        // it knew adds nothing to a ledger that lives on, and plants dead
-        // jobs in one that was deleted and made again under it.
+        // What is written back: the sheets read, and what this process knew
+        // of the jobs they name. Echoing those keeps a job readable while a
+        // reader that died holds its other sheets (for a lease): the live
+        // readers write it back with each merge. Jobs the sheets read do
+        // not name are not written: a queue deleted and made again under
+        // this process would get its old jobs back, never to end. The
+        // answer is all this process knew.
         let mut merged = Book::default();
         for sheet in &read.sheets {
             merged.merge(sheet);
         }
         let mut book = self.known().clone();
+        let mut echo = book.clone();
+        echo.jobs.retain(|job, _| merged.jobs.contains_key(job));
+        echo.forgotten
+            .retain(|job, _| merged.jobs.contains_key(job) || merged.forgotten.contains_key(job));
+        merged.merge(&echo);
         book.merge(&merged);
         let before = book.clone();
         book.settle(&lapsed);
