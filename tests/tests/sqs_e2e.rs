@@ -413,3 +413,15 @@ fn a_deleted_results_sibling_stops_the_worker_naming_it() {
         "no success was turned into a dead letter: {value}"
     );
 }
+
+#[test]
+fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
+    let name = unique("halt");
+    create(&name, "10s", "3");
+    forloop_tests::shared_jobs::a_failing_job_halts_and_resumes(
+        || on(&name),
+        &[],
+        RECORD,
+        &scratch("sqs-halt"),
+    );
+}

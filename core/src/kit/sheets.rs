@@ -937,6 +937,38 @@ impl Ledger for SheetLedger {
         Ok(true)
     }
 
+    /// A sheet with the halt of `epoch`: it merges into whatever epoch
+    /// every reader has, and counts only where that is `epoch`.
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        let Some(status) = self.read_book(false).await?.status_of(job) else {
+            return Ok(false);
+        };
+        let mut halt = status.halt;
+        if !halt.halt(epoch, crate::job::unix_millis()) {
+            return Ok(false);
+        }
+        let mut sheet = Book::default();
+        sheet.entry(job).halt = halt;
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(true)
+    }
+
+    /// A sheet with the next epoch, counted from the counts this reader
+    /// merged (two resumes at once: the larger counts win).
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        let Some(status) = self.read_book(false).await?.status_of(job) else {
+            return Ok(false);
+        };
+        let mut halt = status.halt;
+        halt.unhalt(status.dead, status.settled());
+        let mut sheet = Book::default();
+        sheet.entry(job).halt = halt;
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(true)
+    }
+
     /// A tombstone sheet: every reader then drops the job's manifest and
     /// sets wherever they are merged again, and its receipts at the next
     /// compaction of `NAME-results`. A `begin` of its name later makes a
