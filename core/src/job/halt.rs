@@ -64,7 +64,7 @@ impl fmt::Display for DeadLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             DeadLimit::Items(n) => write!(f, "{n}"),
-            DeadLimit::Percent(p) if p % 100 == 0 => write!(f, "{}%", p / 100),
+            DeadLimit::Percent(p) if p.is_multiple_of(100) => write!(f, "{}%", p / 100),
             DeadLimit::Percent(p) => {
                 let text = format!("{}.{:02}", p / 100, p % 100);
                 write!(f, "{}%", text.trim_end_matches('0'))
@@ -264,7 +264,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -11,6 +11,8 @@ use super::{Halt, Manifest, Receipt, ReceiptRef, SeqSet};
 use crate::{LeaseReport, LeaseToken, QueueError, WorkQueue};
 
 /// What [`Ledger::begin`] found.
+// Made once per submit: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begun {
     /// The job is new; its manifest is recorded.
