@@ -429,3 +429,92 @@ async fn acks_refused_through_an_outage_are_retried_with_backoff() {
     shutdown.stop();
     let _ = timeout(Duration::from_secs(11), run).await;
 }
+
+/// A long poll kept at the server, as SQS and Pub/Sub keep theirs: it goes
+/// on (here on a task of its own) after the client stops waiting for it,
+/// and whatever it takes then is leased to no one until its lease ends.
+#[derive(Debug)]
+struct ServerPoll {
+    inner: Arc<MemoryQueue>,
+    open: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl QueueDecorator for ServerPoll {
+    fn inner(&self) -> &dyn WorkQueue {
+        &*self.inner
+    }
+    fn capabilities(&self) -> forloop_core::Capabilities {
+        let mut capabilities = self.inner.capabilities();
+        capabilities.cancel_safe_pull = false;
+        capabilities
+    }
+    /// A reading takes a moment, as over a network.
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        sleep(Duration::from_millis(300)).await;
+        self.inner.backlog().await
+    }
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let inner = Arc::clone(&self.inner);
+        let open = Arc::clone(&self.open);
+        open.fetch_add(1, Ordering::SeqCst);
+        let poll = tokio::spawn(async move {
+            let until = Instant::now() + wait;
+            loop {
+                let taken = inner.pull(max, Duration::ZERO).await;
+                if taken.as_ref().map_or(true, |t| !t.is_empty()) || Instant::now() >= until {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    return taken;
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        });
+        poll.await.expect("the server's poll")
+    }
+}
+
+/// Issue 21, item 9: a worker that ends while its long poll is open at the
+/// server must not leave that poll to take the next item published (for a
+/// whole lease, and an attempt charged): it waits for the poll's answer,
+/// and runs what it brings.
+#[tokio::test(start_paused = true)]
+async fn an_ending_worker_leaves_no_long_poll_behind_to_hide_the_next_item() {
+    let inner = Arc::new(MemoryQueue::new(
+        QueueConfig::new("q").with_lease(Duration::from_secs(60)),
+    ));
+    let queue = Arc::new(ServerPoll {
+        inner: Arc::clone(&inner),
+        open: Arc::default(),
+    });
+    let batch = (0..4).map(|i| Item::new(format!("item-{i}"))).collect();
+    queue.publish(batch).await.unwrap();
+    let (started, handler) = started_items();
+    let config = WorkerConfig {
+        poll: Duration::from_secs(2),
+        ..config(4)
+    };
+    let worker =
+        Worker::new(Backend::new(queue.clone()), Arc::new(from_fn(handler))).with_config(config);
+    let exit = timeout(Duration::from_secs(30), worker.run(Shutdown::new()))
+        .await
+        .expect("the worker ends")
+        .unwrap();
+    assert_eq!(exit, WorkerExit::Drained);
+    assert_eq!(started.lock().unwrap().len(), 4);
+    assert_eq!(
+        queue.open.load(Ordering::SeqCst),
+        0,
+        "the worker ended with a long poll open at the server"
+    );
+
+    // The next job's item, published right after the worker ended, is
+    // there for the next worker, which comes a moment later.
+    inner.publish(vec![Item::new("next")]).await.unwrap();
+    sleep(Duration::from_millis(500)).await;
+    let next = inner.pull(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        next.len(),
+        1,
+        "the ended worker's long poll took the next item for a lease"
+    );
+}

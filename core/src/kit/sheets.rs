@@ -6,10 +6,9 @@
 //!
 //! - `NAME-ledger` holds **book sheets**: serialized [`Book`]s (manifests
 //!   and sequence sets, no details). Every write publishes one small sheet.
-//!   A read pulls every visible sheet, merges them (and everything this
-//!   process already knew) into one book, publishes that book as one sheet
-//!   (more if it is too big for one message) and only then acks the sheets
-//!   it read. A crash between the publish and the acks leaves duplicates,
+//!   A read pulls every visible sheet, merges them into one book,
+//!   publishes that book as one sheet (more if it is too big for one
+//!   message) and only then acks the sheets it read. A crash between the publish and the acks leaves duplicates,
 //!   which the union absorbs; a crash before the publish leaves the sheets
 //!   to come back after their lease. Nothing is lost either way.
 //! - `NAME-results` holds **receipt sheets**, the details (exit code,
@@ -19,9 +18,11 @@
 //! A book only grows: sets are unions and "done beats dead" only ever turns
 //! a dead item done. So every book a process has ever read or written is
 //! still true, and [`SheetLedger`] keeps one in memory and merges it into
-//! every read: a reader that finds the sheets held by another reader (they
+//! every answer: a reader that finds the sheets held by another reader (they
 //! are leased to it for the moment of its cycle) answers what it knew a
-//! moment ago, an under-count, never an over-count.
+//! moment ago, an under-count, never an over-count. What it knew is not
+//! written back: it is in some sheet already, and written back into a
+//! queue deleted and made again it would plant the old jobs there.
 //!
 //! Items the backend dead-letters by itself (their holder died on the last
 //! attempt) never get a receipt from a worker. [`Ledger::jobs`] lists the
@@ -492,19 +493,30 @@ impl SheetLedger {
             tokio::time::sleep(jitter(self.options.held_retry)).await;
             read = read_once().await?;
         }
-        let mut book = self.known().clone();
+        // What the sheets read say, and what this process answers: that
+        // and everything it knew. Only the first is written back. Every
+        // fact this process knew is in some sheet already (a sheet is
+        // acked only once a merge holding it is out), so writing back what
+        // it knew adds nothing to a ledger that lives on, and plants dead
+        // jobs in one that was deleted and made again under it.
+        let mut merged = Book::default();
         for sheet in &read.sheets {
-            book.merge(sheet);
+            merged.merge(sheet);
         }
+        let mut book = self.known().clone();
+        book.merge(&merged);
         let before = book.clone();
         book.settle(&lapsed);
         let changed = book != before;
+        if changed {
+            merged.settle(&lapsed);
+        }
         self.learn(&book);
         if read.tokens.is_empty() && !changed {
             return Ok(book);
         }
         // Publish before ack: a crash in between leaves duplicates only.
-        match self.publish_book(&book).await {
+        match self.publish_book(&merged).await {
             Ok(()) => {
                 self.calls.add(ACKS, 1);
                 if let Err(error) = self.books.ack(&read.tokens).await {

@@ -175,6 +175,7 @@ impl MemoryQueue {
             backlog_staleness: Duration::ZERO,
             max_nack_delay: None,
             queue_max_attempts: None,
+            cancel_safe_pull: true,
         };
         Self {
             shared: Arc::new(Shared {

@@ -316,6 +316,14 @@ pub struct Capabilities {
     /// `maxDeliveryAttempts`), where the queue keeps such a count. The
     /// runner warns when a worker's `--max-attempts` differs.
     pub queue_max_attempts: Option<u32>,
+    /// A [`WorkQueue::pull`] dropped before it answers has taken nothing:
+    /// the queue is in this process and takes items in one step. Where it
+    /// is not (SQS's and Pub/Sub's long polls go on at the server after the
+    /// client leaves, and lease what arrives meanwhile to no one; a Redis
+    /// pull's script may be on its way), a worker that ends waits for its
+    /// open pull to answer, and runs what it brings, instead of leaving it
+    /// to hide the next item published for a whole lease. Default: `false`.
+    pub cancel_safe_pull: bool,
 }
 
 impl Default for Capabilities {
@@ -331,6 +339,7 @@ impl Default for Capabilities {
             backlog_staleness: Duration::from_secs(60),
             max_nack_delay: None,
             queue_max_attempts: None,
+            cancel_safe_pull: false,
         }
     }
 }
@@ -375,6 +384,13 @@ impl Capabilities {
     /// The attempts after which the queue itself dead-letters, as set on it.
     pub fn with_queue_max_attempts(mut self, attempts: Option<u32>) -> Self {
         self.queue_max_attempts = attempts;
+        self
+    }
+
+    /// A pull dropped before it answers has taken nothing (see
+    /// [`Capabilities::cancel_safe_pull`]).
+    pub fn with_cancel_safe_pull(mut self) -> Self {
+        self.cancel_safe_pull = true;
         self
     }
 

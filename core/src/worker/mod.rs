@@ -32,7 +32,11 @@
 //!    [`DrainDetector`] reads the ledger's jobs (and the backlog where it
 //!    must); the worker returns [`WorkerExit::Drained`] only when its jobs
 //!    are over (a worker for given jobs) or every job is over and nothing
-//!    is ready or in flight anywhere; a job the ledger lost fails it.
+//!    is ready or in flight anywhere; a job the ledger lost fails it. A
+//!    pull still open then is waited for where the backend's pull cannot
+//!    be dropped ([`crate::Capabilities::cancel_safe_pull`]: a long poll
+//!    left at the server leases the next item published to no one), and
+//!    what it brings runs.
 //!
 //! Every queue call has a deadline (`call_timeout`) and none is awaited in
 //! front of the tasks: acks, renewals, nacks and hand-backs run beside them
@@ -229,6 +233,10 @@ impl Worker {
         // The jobs this worker is for are over: no more pulls, and the
         // worker ends once what it runs has ended.
         let mut scope_over = false;
+        // The queue read drained while a pull was open on a backend whose
+        // pull cannot be dropped (see `Capabilities::cancel_safe_pull`): no
+        // new pull, and the worker ends when that one answers empty.
+        let mut ending = false;
         let mut acks = AckBuffer {
             pending: Vec::with_capacity(ack_batch),
             in_flight: 0,
@@ -265,6 +273,9 @@ impl Worker {
             if stopping && tasks.is_empty() && pull.is_none() {
                 break None;
             }
+            if ending && pull.is_none() {
+                break Some(WorkerExit::Drained);
+            }
             if scope_over && tasks.is_empty() && pull.is_none() {
                 let halted = gate.halted();
                 if !halted.is_empty() {
@@ -291,6 +302,7 @@ impl Worker {
             if pull.is_none()
                 && !stopping
                 && !scope_over
+                && !ending
                 && tasks.len() < concurrency
                 && pull_not_before.is_none_or(|at| at <= now)
             {
@@ -427,7 +439,11 @@ impl Worker {
                                         jobs = jobs.len(), "every job on the queue is complete"),
                                     _ => info!(worker = %self.config.name, "queue drained"),
                                 }
-                                break Some(WorkerExit::Drained);
+                                if pull.is_none() || capabilities.cancel_safe_pull {
+                                    break Some(WorkerExit::Drained);
+                                }
+                                debug!("waiting for the open pull to answer before ending");
+                                ending = true;
                             }
                             state => debug!(?reading, ?state, "not drained yet"),
                         }},
@@ -452,6 +468,8 @@ impl Worker {
                         Ok(Pulled { deliveries, jobs }) => {
                             pull_failures = 0;
                             drain.busy();
+                            // Work after all: the end is read again later.
+                            ending = false;
                             let now = Instant::now();
                             let read = match jobs {
                                 Some(Ok(seen)) => match gate.learn(&seen, now) {

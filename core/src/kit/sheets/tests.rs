@@ -578,3 +578,47 @@ async fn a_fold_leaves_foreign_marked_and_full_sheets_alone() {
         "{payloads:?}"
     );
 }
+
+/// Every sheet gone at once, as when a queue is deleted and created again
+/// or an emulator restarts: pulled and acked.
+async fn wipe(queue: &Arc<dyn WorkQueue>) {
+    loop {
+        let sheets = queue.pull(100, Duration::ZERO).await.unwrap();
+        if sheets.is_empty() {
+            return;
+        }
+        let tokens: Vec<_> = sheets.into_iter().map(|d| d.token).collect();
+        queue.ack(&tokens).await.unwrap();
+    }
+}
+
+/// A queue re-created (or an emulator restarted) under a process that
+/// read the old ledger: that process goes on answering what it knew, but
+/// its reads of the new ledger must not plant the old jobs in it.
+#[tokio::test(start_paused = true)]
+async fn a_recreated_ledger_gets_no_old_job_back_from_a_process_that_knew_it() {
+    let siblings = Siblings::new();
+    let old = siblings.ledger();
+    old.begin(&Manifest::new("old", 3, "d")).await.unwrap();
+    old.record(&[receipt("old", 0, Settled::Done)])
+        .await
+        .unwrap();
+    assert_eq!(done(&old, "old").await, 1);
+
+    wipe(&siblings.books).await;
+    wipe(&siblings.results).await;
+    let new = siblings.ledger();
+    new.begin(&Manifest::new("new", 2, "d")).await.unwrap();
+    // The old process reads the new ledger's sheets, merges and rewrites.
+    old.jobs().await.unwrap();
+
+    let fresh = siblings.ledger();
+    let jobs: Vec<String> = fresh
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.manifest.job.to_string())
+        .collect();
+    assert_eq!(jobs, ["new"], "the old job came back into the new ledger");
+}
