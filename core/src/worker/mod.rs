@@ -274,7 +274,11 @@ impl Worker {
                 break None;
             }
             if ending && pull.is_none() {
-                break Some(WorkerExit::Drained);
+                break Some(if gate.halted().is_empty() {
+                    WorkerExit::Drained
+                } else {
+                    WorkerExit::Halted
+                });
             }
             if scope_over && tasks.is_empty() && pull.is_none() {
                 let halted = gate.halted();
@@ -428,19 +432,20 @@ impl Worker {
                                 drain.observe_reading(&reading, Instant::now())
                             };
                             match state {
-                            DrainState::Drained if !gate.halted().is_empty() => {
-                                warn!(worker = %self.config.name, jobs = ?gate.halted(),
-                                    "every job is over, and some halted past their --max-dead");
-                                break Some(WorkerExit::Halted);
-                            }
                             DrainState::Drained => {
                                 match reading.jobs.as_deref() {
+                                    _ if !gate.halted().is_empty() => warn!(worker = %self.config.name,
+                                        jobs = ?gate.halted(), "every job is over, and some halted past their --max-dead"),
                                     Some(jobs) if !jobs.is_empty() => info!(worker = %self.config.name,
                                         jobs = jobs.len(), "every job on the queue is complete"),
                                     _ => info!(worker = %self.config.name, "queue drained"),
                                 }
                                 if pull.is_none() || capabilities.cancel_safe_pull {
-                                    break Some(WorkerExit::Drained);
+                                    break Some(if gate.halted().is_empty() {
+                                        WorkerExit::Drained
+                                    } else {
+                                        WorkerExit::Halted
+                                    });
                                 }
                                 debug!("waiting for the open pull to answer before ending");
                                 ending = true;
