@@ -11,7 +11,7 @@
 //! | `completions` | unset | the work-queue pattern: the Job is complete once one pod exits 0 and the rest have ended; a worker exits 0 only when the queue is drained |
 //! | `restartPolicy` | `Never` | a failed pod is replaced by a new one (and counted), not restarted in place |
 //! | `shareProcessNamespace` | `true` | the container's `command` bypasses the image's init (tini), so the pod's pause process is PID 1 and reaps orphaned grandchildren of commands |
-//! | `podFailurePolicy` | 1. `Ignore` on `DisruptionTarget` = `"True"`; 2. `FailJob` on exit code 2 | a spot preemption or eviction is not the work's fault and must not use up `backoffLimit`; exit 2 is a usage error that no retry fixes |
+//! | `podFailurePolicy` | 1. `Ignore` on `DisruptionTarget` = `"True"`; 2. `FailJob` on exit code 2; 3. `FailJob` on exit code 3 | a spot preemption or eviction is not the work's fault and must not use up `backoffLimit`; exit 2 is a usage error that no retry fixes; exit 3 is a job halted past its `--max-dead` (the Job fails at once, its other pods are stopped and hand their items back; `--resume` continues it) |
 //! | `backoffLimit` | `--backoff-limit` | real worker failures (exit 1: the queue is unreachable, ...) end the Job after this many |
 //! | `ttlSecondsAfterFinished` | `--ttl` | a finished Job and its pods are deleted, so nothing is left behind |
 //! | `activeDeadlineSeconds` | `--active-deadline` | optional hard stop for the whole run |

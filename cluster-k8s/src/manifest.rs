@@ -227,6 +227,16 @@ fn job_spec(spec: &LaunchSpec, options: &K8sOptions, parallelism: u32) -> Value 
                     "values": [USAGE_EXIT_CODE],
                 },
             },
+            {
+                // The job halted past its --max-dead: every worker would
+                // exit so, and a restart would only hand its items back.
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [forloop_core::job::HALTED_EXIT],
+                },
+            },
         ]},
         "template": pod_template(spec, options),
     });
@@ -400,6 +410,12 @@ mod tests {
         // The container's `command` bypasses the image's init (tini), so the
         // pod's own pause process must be PID 1 and reap orphans.
         assert_eq!(s["template"]["spec"]["shareProcessNamespace"], true);
+        let halted = &s["podFailurePolicy"]["rules"][2];
+        assert_eq!(halted["action"], "FailJob");
+        assert_eq!(
+            halted["onExitCodes"]["values"],
+            json!([forloop_core::job::HALTED_EXIT])
+        );
         let rule = &s["podFailurePolicy"]["rules"][0];
         assert_eq!(rule["action"], "Ignore");
         assert_eq!(

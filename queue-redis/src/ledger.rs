@@ -32,7 +32,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use forloop_core::job::{
-    Begun, Book, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled,
+    Begun, Book, Halt, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, Settled,
 };
 use forloop_core::{LeaseReport, LeaseToken, QueueError, QueueErrorKind, WorkQueue};
 use futures_util::future::join_all;
@@ -104,11 +104,13 @@ fn check_seq(job: &str, seq: u64) -> Result<(), QueueError> {
 }
 
 /// A job's status as `job_status` in `common.lua` returns it:
-/// `[manifest, submitted, done, dead, "FIRST LAST" or "", cancelled or ""]`.
+/// `[manifest, submitted, done, dead, "FIRST LAST" or "", cancelled or "",
+/// "EPOCH AT BASE_DEAD BASE_SETTLED" or ""]`.
 fn status_of(reply: &[Value]) -> Option<JobStatus> {
-    let [manifest, submitted, done, dead, between, cancelled] = reply else {
+    let [manifest, submitted, done, dead, between, cancelled, halt] = reply else {
         return None;
     };
+    let halt = halt_of(&String::from_utf8_lossy(&as_bytes(halt)))?;
     let cancelled = String::from_utf8_lossy(&as_bytes(cancelled)).parse().ok();
     let manifest: Manifest = serde_json::from_slice(&as_bytes(manifest)).ok()?;
     let between = String::from_utf8_lossy(&as_bytes(between)).into_owned();
@@ -122,6 +124,27 @@ fn status_of(reply: &[Value]) -> Option<JobStatus> {
         dead: as_u64(dead)?,
         settled_between,
         cancelled,
+        halt,
+    })
+}
+
+/// A job's halt as `job_halt` in `common.lua` writes it.
+fn halt_of(text: &str) -> Option<Halt> {
+    if text.is_empty() {
+        return Some(Halt::default());
+    }
+    let mut parts = text.split(' ');
+    let mut next = || parts.next();
+    let epoch = next()?.parse().ok()?;
+    let at = match next()? {
+        "-" => None,
+        at => Some(at.parse().ok()?),
+    };
+    Some(Halt {
+        epoch,
+        at,
+        base_dead: next()?.parse().ok()?,
+        base_settled: next()?.parse().ok()?,
     })
 }
 
@@ -312,7 +335,7 @@ impl Ledger for RedisLedger {
             .run("ledger jobs", &self.link.scripts.jobs, |_| {})
             .await?;
         let mut jobs = reply
-            .chunks_exact(7)
+            .chunks_exact(8)
             .map(|row| status_of(&row[1..]).ok_or_else(|| malformed("ledger jobs")))
             .collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by(|a, b| a.manifest.job.cmp(&b.manifest.job));
@@ -324,6 +347,29 @@ impl Ledger for RedisLedger {
             .link
             .run("ledger cancel", &self.link.scripts.cancel, |inv| {
                 inv.arg(job).arg(forloop_core::job::unix_millis());
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        let done: u64 = self
+            .link
+            .run("ledger halt", &self.link.scripts.halt, |inv| {
+                inv.arg(job)
+                    .arg(epoch)
+                    .arg(forloop_core::job::unix_millis());
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// The new epoch's counts are read in the script that starts it.
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        let done: u64 = self
+            .link
+            .run("ledger unhalt", &self.link.scripts.unhalt, |inv| {
+                inv.arg(job);
             })
             .await?;
         Ok(done == 1)

@@ -46,6 +46,8 @@ pub(crate) struct Scripts {
     pub(crate) dead_letter_recorded: Script,
     pub(crate) requeued: Script,
     pub(crate) cancel: Script,
+    pub(crate) halt: Script,
+    pub(crate) unhalt: Script,
     pub(crate) forget: Script,
     pub(crate) forgotten: Script,
 }
@@ -73,6 +75,8 @@ impl Scripts {
             dead_letter_recorded: script!("dead_letter_recorded.lua"),
             requeued: script!("requeued.lua"),
             cancel: script!("cancel.lua"),
+            halt: script!("halt.lua"),
+            unhalt: script!("unhalt.lua"),
             forget: script!("forget.lua"),
             forgotten: script!("forgotten.lua"),
         }

@@ -174,6 +174,14 @@ pub(crate) struct JobArgs {
     /// worker obeys it
     #[arg(long, env = "FORLOOP_KEEP_RECEIPTS")]
     pub(crate) keep_receipts: bool,
+    /// Halt the job once more than N items are dead (`50`), or more than
+    /// P % of them (`5%`: judged against the items settled so far once
+    /// 100 settled, and at once past P % of all the job's items). Recorded
+    /// with the job, so every worker on every machine applies it. A halted
+    /// job's items stay queued; its workers give back what they hold and
+    /// exit 3; `--resume` after the fix continues it
+    #[arg(long, env = "FORLOOP_MAX_DEAD", value_name = "N|P%")]
+    pub(crate) max_dead: Option<forloop_core::job::DeadLimit>,
 }
 
 /// How `--serve` writes items to its processes.

@@ -283,3 +283,108 @@ pub fn two_runs_on_one_queue(on: impl Fn() -> Command, record: &str, dir: &Path)
     assert_eq!(phase(&on, "c").as_deref(), Some("complete"));
     assert_eq!(phase(&on, "d").as_deref(), Some("complete"));
 }
+
+/// The counts `runner job list --json` gives `job`: (done, dead, remaining).
+fn counts(on: &impl Fn() -> Command, job: &str) -> (u64, u64, u64) {
+    let output = on().args(["job", "list", "--json"]).output().unwrap();
+    assert!(output.status.success(), "job list: {}", stderr(&output));
+    let listed = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .find(|listed| listed["job"] == job)
+        .expect("the job is listed");
+    let n = |key: &str| {
+        listed[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {listed}"))
+    };
+    (n("done"), n("dead"), n("remaining"))
+}
+
+/// Issue 24, halt: `run --max-dead 3` of a job whose command fails for
+/// every item, four workers. The job halts after a bounded number of
+/// deaths (the limit, the death that passed it, and what the workers had
+/// in flight); `run` exits 3 saying "halted: N of 40 dead (limit 3)" and
+/// the dominant cause; `status` and `wait` (exit 3) say so too; the rest
+/// stay queued. After the fix, `run --resume` continues the same job: every
+/// item left runs once, the dead stay dead, the job completes.
+pub fn a_failing_job_halts_and_resumes(
+    on: impl Fn() -> Command,
+    extra: &[&str],
+    record: &str,
+    dir: &Path,
+) {
+    const N: u64 = 40;
+    const WORKERS: u64 = 4;
+    let items: Vec<String> = (0..N).map(|i| format!("h-{i}")).collect();
+    let input = dir.join("halt.txt");
+    std::fs::write(&input, items.join("\n")).unwrap();
+    let run = |fixed: bool, out: &Path| {
+        let mut command = on();
+        command
+            .args(["run", "--job", "h", "--workers", "4", "--concurrency", "1"])
+            .args(["--max-attempts", "1", "--max-dead", "3"])
+            .args(extra)
+            .arg(&input);
+        if fixed {
+            command.arg("--resume");
+        } else {
+            // Every attempt fails until the cause is fixed; the command
+            // is the same (the job runs one command).
+            command.env("RECORD_FAIL_ALL", "1");
+        }
+        command.args(["--", record, out.to_str().unwrap(), "{}"]);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+    };
+    let out = dir.join("resumed.jsonl");
+    let mut failing = run(false, &out).spawn().unwrap();
+    let status = wait_with_deadline(&mut failing, Duration::from_secs(120));
+    let log = stderr(&failing.wait_with_output().unwrap());
+    assert_eq!(status.code(), Some(3), "a halted run exits 3: {log}");
+    let (done, dead, remaining) = counts(&on, "h");
+    // Past the limit only the items in flight can die: one a worker, and
+    // one more each whose reading raced its own last death.
+    let bound = 3 + 1 + 2 * WORKERS;
+    assert!(
+        dead > 3 && dead <= bound && done == 0 && remaining == N - dead,
+        "halted after {dead} dead (done {done}, remaining {remaining}): within {bound}: {log}"
+    );
+    assert!(
+        log.contains(&format!("halted: {dead} of {N} dead (limit 3)"))
+            && log.contains(&format!("exit 1 ({dead})")),
+        "run says how many died of how many, the limit and the cause: {log}"
+    );
+    assert_eq!(phase(&on, "h").as_deref(), Some("halted"));
+    let shown = on().arg("status").output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(&format!("halted: {dead} of {N} dead (limit 3)"))
+            && shown.contains("exit 1"),
+        "status says the job halted and why: {shown}"
+    );
+    let waited = on().args(["wait", "--poll", "100ms"]).output().unwrap();
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "wait on a halted job exits 3: {}",
+        stderr(&waited)
+    );
+
+    let mut fixed = run(true, &out).spawn().unwrap();
+    let status = wait_with_deadline(&mut fixed, Duration::from_secs(120));
+    let log = stderr(&fixed.wait_with_output().unwrap());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the resumed run completes the job; its earlier dead items make it exit 1: {log}"
+    );
+    let mut ran: Vec<String> = read_records(&out).into_iter().map(|r| r.item).collect();
+    ran.sort();
+    let before = ran.len();
+    ran.dedup();
+    assert_eq!(before, ran.len(), "every item left ran once");
+    assert_eq!(ran.len() as u64, N - dead, "{ran:?}");
+    assert_eq!(counts(&on, "h"), (N - dead, dead, 0));
+    assert_eq!(phase(&on, "h").as_deref(), Some("complete"));
+}

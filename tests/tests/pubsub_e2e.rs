@@ -312,3 +312,15 @@ fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
     eprintln!("pubsub: the run ended {lag:?} after its last item");
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
+
+#[test]
+fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
+    let q = queue("halt");
+    create(&q, "10s");
+    forloop_tests::shared_jobs::a_failing_job_halts_and_resumes(
+        || on(&q),
+        &[],
+        RECORD,
+        &scratch("pubsub-halt"),
+    );
+}

@@ -702,3 +702,15 @@ fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
     );
     eprintln!("redis: the run ended {lag:?} after its last item");
 }
+
+#[test]
+fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
+    let server = RedisServer::shared();
+    let name = unique("halt");
+    forloop_tests::shared_jobs::a_failing_job_halts_and_resumes(
+        || on(server.url(), &name),
+        &[],
+        RECORD,
+        &scratch("redis-halt"),
+    );
+}

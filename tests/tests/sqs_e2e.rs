@@ -477,3 +477,15 @@ fn an_ended_worker_leaves_no_long_poll_to_hide_the_next_item() {
             .success()
     );
 }
+
+#[test]
+fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
+    let name = unique("halt");
+    create(&name, "10s", "3");
+    forloop_tests::shared_jobs::a_failing_job_halts_and_resumes(
+        || on(&name),
+        &[],
+        RECORD,
+        &scratch("sqs-halt"),
+    );
+}

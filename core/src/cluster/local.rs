@@ -157,6 +157,17 @@ fn record_exit(run: &Run, slot: usize, status: std::io::Result<ExitStatus>) -> b
             state.counts.disrupted += 1;
             warn!(slot, signal, "worker killed by a signal");
         }
+        None if status.code() == Some(i32::from(crate::job::HALTED_EXIT)) => {
+            // As a cluster's podFailurePolicy does: a replacement would
+            // only find the job halted too.
+            state.counts.failed += 1;
+            warn!(
+                slot,
+                "worker exited {}: its job halted past --max-dead; not replacing it",
+                crate::job::HALTED_EXIT
+            );
+            return false;
+        }
         None => {
             state.counts.failed += 1;
             warn!(slot, code = status.code(), "worker exited non-zero");

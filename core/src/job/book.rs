@@ -11,6 +11,8 @@
 //!   moves, and a later death is of a later life, so it counts again
 //!   whatever order the two facts are merged in;
 //! - a cancellation keeps the earliest time any reader recorded;
+//! - a halt is of one epoch (resumes start new ones): the latest epoch
+//!   wins, and in it the earliest halt ([`Halt::merge`]);
 //! - a forgotten job leaves a tombstone ([`Tomb`]) that drops its manifest
 //!   and sets wherever they are merged again.
 
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Begun, JobSeqs, JobStatus, Manifest, Receipt, SeqSet, Settled};
+use super::{Begun, Halt, JobSeqs, JobStatus, Manifest, Receipt, SeqSet, Settled};
 
 /// Every job's manifest and settled items.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -71,6 +73,9 @@ pub struct Entry {
     /// When the job was cancelled (Unix milliseconds): the earliest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<u64>,
+    /// Its halt and resumes ([`Halt::merge`]).
+    #[serde(default, skip_serializing_if = "Halt::is_empty")]
+    pub halt: Halt,
 }
 
 impl Entry {
@@ -237,6 +242,25 @@ impl Book {
         }
     }
 
+    /// Record `job` as halted in `epoch` at `at` ([`Halt::halt`]);
+    /// `false`: no such job, or it is in another epoch.
+    pub fn halt(&mut self, job: &str, epoch: u64, at: u64) -> bool {
+        match self.jobs.get_mut(job) {
+            Some(entry) if entry.manifest.is_some() => entry.halt.halt(epoch, at),
+            _ => false,
+        }
+    }
+
+    /// Resume `job` from a halt: a new epoch from its counts now;
+    /// `false`: no such job.
+    pub fn unhalt(&mut self, job: &str) -> bool {
+        let Some(status) = self.status_of(job) else {
+            return false;
+        };
+        self.entry(job).halt.unhalt(status.dead, status.settled());
+        true
+    }
+
     /// Forget `job` at `at`: its entry goes, a tombstone stays; `false`:
     /// no such job.
     pub fn forget(&mut self, job: &str, at: u64) -> bool {
@@ -330,6 +354,7 @@ impl Book {
             if let Some(at) = theirs.cancelled {
                 ours.cancelled = Some(ours.cancelled.map_or(at, |c| c.min(at)));
             }
+            ours.halt.merge(&theirs.halt);
         }
     }
 
@@ -354,6 +379,7 @@ impl Book {
             dead: entry.dead_now().len_below(total),
             settled_between: entry.settled_between,
             cancelled: entry.cancelled,
+            halt: entry.halt,
             manifest,
         })
     }

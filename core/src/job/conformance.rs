@@ -543,6 +543,79 @@ pub async fn ledger_cancels_and_forgets_jobs(harness: &Harness) {
     }
 }
 
+/// Halt and resume (issue 24): a job's `--max-dead` survives the trip
+/// through the ledger; a halt is recorded in the epoch it was decided in,
+/// once (two workers halting at once: the first halt stays, both are
+/// told yes), is read the same by every reader and makes the job over; a
+/// resume starts a new epoch from the counts then, and a halt decided on
+/// a reading from before the resume is refused.
+pub async fn ledger_halts_and_resumes_jobs(harness: &Harness) {
+    let name = Harness::fresh_name("ledger_halt");
+    let (one, two) = (
+        harness.open_backend(&name, 5).await,
+        harness.open_backend(&name, 5).await,
+    );
+    let (ledger, other) = (ledger_of(&one), ledger_of(&two));
+    let limited = manifest("job-h", 4, "d").with_max_dead(super::DeadLimit::Items(0));
+    ledger.begin(&limited).await.expect("begin");
+    ledger
+        .record(&[receipt("job-h", 0, Settled::Dead)])
+        .await
+        .expect("record");
+    let job = other.jobs().await.expect("jobs")[0].clone();
+    assert_eq!(
+        job.manifest.max_dead,
+        Some(super::DeadLimit::Items(0)),
+        "{job:?}"
+    );
+    assert!(job.should_halt() && !job.is_halted(), "{job:?}");
+    assert!(!ledger.halt("no-such-job", 0).await.expect("halt"));
+    let (a, b) = tokio::join!(ledger.halt("job-h", 0), other.halt("job-h", 0));
+    assert!(
+        a.expect("halt") && b.expect("halt"),
+        "both halts are told yes"
+    );
+    let mut at = None;
+    for reader in [&ledger, &other] {
+        let job = reader.jobs().await.expect("jobs")[0].clone();
+        assert!(
+            job.is_halted() && job.is_over() && !job.should_halt(),
+            "{job:?}"
+        );
+        assert_eq!(job.phase(), super::JobPhase::Halted);
+        let when = job.halt.at.expect("halted");
+        assert_eq!(*at.get_or_insert(when), when, "one halt for every reader");
+    }
+    assert!(!ledger.unhalt("no-such-job").await.expect("unhalt"));
+    assert!(other.unhalt("job-h").await.expect("unhalt"));
+    for reader in [&ledger, &other] {
+        let job = reader.jobs().await.expect("jobs")[0].clone();
+        assert!(!job.is_halted() && !job.is_over(), "{job:?}");
+        assert_eq!(
+            (job.halt.epoch, job.halt.base_dead, job.halt.base_settled),
+            (1, 1, 1),
+            "{job:?}"
+        );
+        assert!(!job.should_halt(), "the old death is forgiven: {job:?}");
+    }
+    assert!(
+        !ledger.halt("job-h", 0).await.expect("stale halt"),
+        "a halt decided before the resume must not halt the resumed job"
+    );
+    assert!(!other.jobs().await.expect("jobs")[0].is_halted());
+    ledger
+        .record(&[receipt("job-h", 1, Settled::Dead)])
+        .await
+        .expect("record");
+    let job = other.jobs().await.expect("jobs")[0].clone();
+    assert!(
+        job.should_halt(),
+        "a new death passes the limit again: {job:?}"
+    );
+    assert!(other.halt("job-h", 1).await.expect("halt"));
+    assert!(ledger.jobs().await.expect("jobs")[0].is_halted());
+}
+
 /// A requeue un-counts the death it puts back ([`Ledger::requeued`]): the
 /// job reads incomplete, with no dead receipt for the item; its next death
 /// (a later life) counts and shows, even if the first death's receipt
@@ -739,6 +812,7 @@ macro_rules! ledger_conformance_tests {
             ledger_ignores_seqs_past_the_total
             ledger_record_then_ack_counts_once_and_settles
             ledger_cancels_and_forgets_jobs
+            ledger_halts_and_resumes_jobs
             ledger_requeued_items_count_again_and_the_later_death_shows
             ledger_counts_dead_only_what_is_in_the_dead_place);
     };

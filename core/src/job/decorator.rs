@@ -66,6 +66,14 @@ pub trait LedgerDecorator: Send + Sync + fmt::Debug {
     async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
         self.inner().cancel(job).await
     }
+    /// [`Ledger::halt`].
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        self.inner().halt(job, epoch).await
+    }
+    /// [`Ledger::unhalt`].
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        self.inner().unhalt(job).await
+    }
     /// [`Ledger::forget`].
     async fn forget(&self, job: &str) -> Result<bool, QueueError> {
         self.inner().forget(job).await
@@ -136,6 +144,12 @@ impl<D: LedgerDecorator> Ledger for D {
     }
     async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
         LedgerDecorator::cancel(self, job).await
+    }
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        LedgerDecorator::halt(self, job, epoch).await
+    }
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        LedgerDecorator::unhalt(self, job).await
     }
     async fn forget(&self, job: &str) -> Result<bool, QueueError> {
         LedgerDecorator::forget(self, job).await

@@ -7,10 +7,12 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{Manifest, Receipt, ReceiptRef, SeqSet};
+use super::{Halt, Manifest, Receipt, ReceiptRef, SeqSet};
 use crate::{LeaseReport, LeaseToken, QueueError, WorkQueue};
 
 /// What [`Ledger::begin`] found.
+// Made once per submit: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begun {
     /// The job is new; its manifest is recorded.
@@ -36,6 +38,10 @@ pub struct JobStatus {
     /// A cancelled job is over: its items still queued are settled
     /// without running.
     pub cancelled: Option<u64>,
+    /// Whether the job halted past its `--max-dead`, and the counts its
+    /// limit starts from ([`super::halt`]).
+    #[serde(skip_serializing_if = "Halt::is_empty")]
+    pub halt: Halt,
 }
 
 impl JobStatus {
@@ -54,9 +60,10 @@ impl JobStatus {
         self.settled() >= self.manifest.total
     }
 
-    /// The job is over: complete, or cancelled. No worker waits for it.
+    /// The job is over: complete, cancelled or halted. No worker waits
+    /// for it (a halted job's items wait in the queue for a resume).
     pub fn is_over(&self) -> bool {
-        self.is_complete() || self.cancelled.is_some()
+        self.is_complete() || self.cancelled.is_some() || self.is_halted()
     }
 
     /// Every item was sent (a job whose submit stopped part-way is not).
@@ -70,6 +77,8 @@ impl JobStatus {
             JobPhase::Cancelled
         } else if self.is_complete() {
             JobPhase::Complete
+        } else if self.is_halted() {
+            JobPhase::Halted
         } else if self.is_sealed() {
             JobPhase::Running
         } else {
@@ -98,6 +107,9 @@ pub enum JobPhase {
     Complete,
     /// Cancelled: its items still queued are settled without running.
     Cancelled,
+    /// Halted past its `--max-dead`: its items stay queued, no worker
+    /// takes them until `--resume`.
+    Halted,
 }
 
 impl fmt::Display for JobPhase {
@@ -107,6 +119,7 @@ impl fmt::Display for JobPhase {
             JobPhase::Running => "running",
             JobPhase::Complete => "complete",
             JobPhase::Cancelled => "cancelled",
+            JobPhase::Halted => "halted",
         })
     }
 }
@@ -226,6 +239,22 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     async fn cancel(&self, job: &str) -> Result<bool, QueueError> {
         let _ = job;
         Err(QueueError::unsupported("cancel a job"))
+    }
+
+    /// Halt `job` in `epoch` (the [`Halt::epoch`] of the reading that
+    /// found its `--max-dead` passed): from then on no worker takes its
+    /// items. Idempotent (the earliest halt of an epoch stays); `false`:
+    /// no such job, or it was resumed since (another epoch).
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        let _ = (job, epoch);
+        Err(QueueError::unsupported("halt a job"))
+    }
+
+    /// Resume a halted `job`: a new epoch whose limit counts from the
+    /// job's counts now. `false`: no such job.
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        let _ = job;
+        Err(QueueError::unsupported("resume a halted job"))
     }
 
     /// Forget `job`: its manifest, item sets and receipts go, and its name

@@ -22,6 +22,7 @@ pub(crate) mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod decorator;
+pub mod halt;
 pub(crate) mod ledger;
 mod seqs;
 mod submit;
@@ -36,6 +37,7 @@ pub use crate::queue::{JOB_ATTRIBUTE, JobItem, LIFE_ATTRIBUTE, SEQ_ATTRIBUTE, wi
 pub use backend::Backend;
 pub use book::Book;
 pub use decorator::LedgerDecorator;
+pub use halt::{DeadLimit, HALTED_EXIT, Halt};
 pub use ledger::{Begun, JobPhase, JobSeqs, JobStatus, Ledger, SheetCalls};
 pub use seqs::SeqSet;
 pub use submit::{
@@ -110,6 +112,10 @@ pub struct Manifest {
     /// details. Dead items keep their receipts always.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_receipts: bool,
+    /// How many dead items the job tolerates before it halts
+    /// (`runner run|submit --max-dead`; [`halt`]); `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dead: Option<DeadLimit>,
 }
 
 impl Manifest {
@@ -122,6 +128,7 @@ impl Manifest {
             command: None,
             created: unix_millis() / 1000,
             keep_receipts: false,
+            max_dead: None,
         }
     }
 
@@ -129,6 +136,13 @@ impl Manifest {
     /// ([`Manifest::keep_receipts`]).
     pub fn keeping_receipts(mut self) -> Self {
         self.keep_receipts = true;
+        self
+    }
+
+    /// This manifest, halting its job past `limit` dead items
+    /// ([`Manifest::max_dead`]).
+    pub fn with_max_dead(mut self, limit: DeadLimit) -> Self {
+        self.max_dead = Some(limit);
         self
     }
 }

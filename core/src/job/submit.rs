@@ -166,6 +166,7 @@ pub struct Submit<'a> {
     job: Option<(&'a dyn Ledger, &'a str)>,
     command: Option<String>,
     keep_receipts: bool,
+    max_dead: Option<super::DeadLimit>,
     resume: bool,
     stop: Option<&'a crate::shutdown::Shutdown>,
     on_batch: Box<dyn FnMut(usize) + Send + 'a>,
@@ -193,6 +194,7 @@ impl<'a> Submit<'a> {
             job: None,
             command: None,
             keep_receipts: false,
+            max_dead: None,
             resume: false,
             stop: None,
             on_batch: Box::new(|_| {}),
@@ -220,7 +222,17 @@ impl<'a> Submit<'a> {
         self
     }
 
-    /// Continue an existing job of the same input: send only what it lacks.
+    /// Halt the job past `limit` dead items ([`Manifest::max_dead`],
+    /// recorded in a new job's manifest; a resumed job keeps its first
+    /// choice).
+    pub fn max_dead(mut self, limit: Option<super::DeadLimit>) -> Self {
+        self.max_dead = limit;
+        self
+    }
+
+    /// Continue an existing job of the same input: send only what it
+    /// lacks. A halted job is resumed ([`Ledger::unhalt`]): its limit
+    /// counts again from its counts now.
     pub fn resume(mut self, resume: bool) -> Self {
         self.resume = resume;
         self
@@ -252,6 +264,7 @@ impl<'a> Submit<'a> {
             job,
             command,
             keep_receipts,
+            max_dead,
             resume,
             stop,
             mut on_batch,
@@ -291,6 +304,7 @@ impl<'a> Submit<'a> {
                 );
                 manifest.command = command;
                 manifest.keep_receipts = keep_receipts;
+                manifest.max_dead = max_dead;
                 begin(ledger, &manifest, resume)
                     .await
                     .map_err(|cause| fail(SeqSet::new(), SeqSet::new(), cause))?
@@ -398,7 +412,12 @@ async fn begin(
     }
     match ledger.begin(manifest).await? {
         Begun::New => Ok((SeqSet::first(manifest.total), None)),
-        Begun::Existing(status) if resume => {
+        Begun::Existing(mut status) if resume => {
+            if status.is_halted() && ledger.unhalt(job).await? {
+                tracing::info!(job = %job, "resuming job `{job}`, which was {}; its --max-dead counts \
+                    again from here", status.halt_line());
+                status.halt.unhalt(status.dead, status.settled());
+            }
             let seqs = ledger.seqs(job).await?.ok_or_else(|| {
                 QueueError::new(
                     QueueErrorKind::NotFound,

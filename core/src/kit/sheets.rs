@@ -750,6 +750,30 @@ fn is_fact(book: &Book, receipt: &Receipt) -> bool {
             .is_some_and(|entry| entry.life_over(receipt.seq, receipt.life))
 }
 
+impl SheetLedger {
+    /// Publish `job`'s halt as `change` leaves it (given the halt and the
+    /// counts this reader merged); `false`: no such job, or `change` said
+    /// no.
+    async fn write_halt(
+        &self,
+        job: &str,
+        change: impl FnOnce(&mut crate::job::Halt, &JobStatus) -> bool + Send,
+    ) -> Result<bool, QueueError> {
+        let Some(status) = self.read_book(false).await?.status_of(job) else {
+            return Ok(false);
+        };
+        let mut halt = status.halt;
+        if !change(&mut halt, &status) {
+            return Ok(false);
+        }
+        let mut sheet = Book::default();
+        sheet.entry(job).halt = halt;
+        self.publish_book(&sheet).await?;
+        self.learn(&sheet);
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl crate::RequeueWatch for SheetLedger {
     async fn before_requeue(&self, letters: &[DeadLetter]) -> Result<(), QueueError> {
@@ -956,6 +980,23 @@ impl Ledger for SheetLedger {
         self.publish_book(&sheet).await?;
         self.learn(&sheet);
         Ok(true)
+    }
+
+    /// A sheet with the halt of `epoch`: it merges into whatever epoch
+    /// every reader has, and counts only where that is `epoch`.
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        let at = crate::job::unix_millis();
+        self.write_halt(job, |halt, _| halt.halt(epoch, at)).await
+    }
+
+    /// A sheet with the next epoch, counted from the counts this reader
+    /// merged (two resumes at once: the larger counts win).
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        self.write_halt(job, |halt, status| {
+            halt.unhalt(status.dead, status.settled());
+            true
+        })
+        .await
     }
 
     /// A tombstone sheet: every reader then drops the job's manifest and

@@ -456,6 +456,17 @@ impl Ledger for MemoryLedger {
         Ok(self.state().book.cancel(job, crate::job::unix_millis()))
     }
 
+    async fn halt(&self, job: &str, epoch: u64) -> Result<bool, QueueError> {
+        Ok(self
+            .state()
+            .book
+            .halt(job, epoch, crate::job::unix_millis()))
+    }
+
+    async fn unhalt(&self, job: &str) -> Result<bool, QueueError> {
+        Ok(self.state().book.unhalt(job))
+    }
+
     /// The job's counts and receipts go; a `begin` of its name later makes
     /// a new job.
     async fn forget(&self, job: &str) -> Result<bool, QueueError> {

@@ -131,6 +131,11 @@ impl DrainDetector {
                 self.last_reading = Some(now);
                 return DrainState::Busy;
             }
+            // Every job is over and one halted: its items wait in the
+            // queue for a resume, so the backlog cannot read empty.
+            if self.trusts_jobs() && jobs.iter().any(|job| job.is_halted() && !job.is_complete()) {
+                return DrainState::Drained;
+            }
             if self.trusts_jobs() {
                 let shows_items = reading.backlog.as_ref().is_some_and(|backlog| {
                     backlog.ready.is_exact()

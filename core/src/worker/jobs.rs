@@ -1,7 +1,16 @@
 //! What a worker knows of the jobs on its queue, and what it does with an
-//! item of each: run it, hand it back (another job's command, or a job
-//! this worker is not for), settle it without running (its job was
-//! cancelled or forgotten), or hand it back until the ledger shows its job.
+//! item of each: run it, hand it back (another job's command, a job this
+//! worker is not for, or a halted job), settle it without running (its job
+//! was cancelled or forgotten), or hand it back until the ledger shows its
+//! job.
+//!
+//! Every reading also enforces the jobs' `--max-dead`
+//! ([`crate::job::halt`]): a job whose counts pass its limit is halted in
+//! the ledger by the worker that read them (in the epoch it read), so any
+//! worker, on any machine, halts it at its next reading. A worker reads
+//! again after every death of an item of a job with a limit, so the
+//! deaths past the limit are bounded by the items in flight when it was
+//! passed.
 //!
 //! The knowledge comes from the ledger ([`Ledger::jobs`] and
 //! [`Ledger::forgotten`]), read when an item of a job not seen yet
@@ -42,7 +51,15 @@ impl JobsSeen {
         expected: &'a HashSet<Arc<str>>,
         more: impl IntoIterator<Item = &'a Arc<str>>,
     ) -> Result<Self, QueueError> {
-        let jobs = ledger.jobs().await?;
+        let mut jobs = ledger.jobs().await?;
+        for job in jobs.iter_mut().filter(|job| job.should_halt()) {
+            let name = &job.manifest.job;
+            if ledger.halt(name, job.halt.epoch).await? {
+                job.halt.at = Some(crate::job::unix_millis());
+                tracing::warn!(job = %name, "job `{name}` passed its --max-dead: {}; \
+                    no worker takes its items until `--resume`", job.halt_line());
+            }
+        }
         let present = |name: &Arc<str>| jobs.iter().any(|job| *job.manifest.job == **name);
         let missing = expected.iter().chain(more).any(|name| !present(name));
         let forgotten = if missing {
@@ -93,6 +110,9 @@ struct Known {
     command: Option<Arc<str>>,
     over: bool,
     cancelled: bool,
+    halted: bool,
+    /// It has a `--max-dead`: a death of its items calls for a reading.
+    limited: bool,
 }
 
 /// The worker's view of the jobs.
@@ -193,6 +213,8 @@ impl JobGate {
                     command: job.manifest.command.as_deref().map(Arc::from),
                     over: job.is_over(),
                     cancelled: job.cancelled.is_some(),
+                    halted: job.is_halted() && !job.is_complete(),
+                    limited: job.manifest.max_dead.is_some(),
                 },
             );
         }
@@ -257,6 +279,10 @@ impl JobGate {
         if known.cancelled {
             return Verdict::Discard;
         }
+        if known.halted {
+            // It waits in the queue, at no cost, for a resume.
+            return Verdict::HandBack;
+        }
         let same = match (&self.command, &known.command) {
             (Some(mine), Some(theirs)) => Some(mine == theirs),
             _ => None,
@@ -282,6 +308,33 @@ impl JobGate {
             );
         }
         verdict
+    }
+
+    /// An item of `job` died: where its job has a `--max-dead`, the next
+    /// pull reads the ledger (and halts the job if the limit is passed).
+    pub(super) fn died(&mut self, job: &JobItem) {
+        if self.known.get(&job.job).is_some_and(|known| known.limited) {
+            self.read_at = None;
+        }
+    }
+
+    /// The halted jobs this worker is for (a worker of the whole queue:
+    /// every halted job it knows of).
+    pub(super) fn halted(&self) -> Vec<Arc<str>> {
+        let mut halted: Vec<Arc<str>> = self
+            .known
+            .iter()
+            .filter(|(name, known)| {
+                known.halted
+                    && self
+                        .for_jobs
+                        .as_ref()
+                        .is_none_or(|jobs| jobs.contains(*name))
+            })
+            .map(|(name, _)| Arc::clone(name))
+            .collect();
+        halted.sort();
+        halted
     }
 
     /// Whether every job this worker is for is over; `None` for a worker
@@ -311,6 +364,7 @@ mod tests {
             dead: 0,
             settled_between: None,
             cancelled: None,
+            halt: Default::default(),
         }
     }
 

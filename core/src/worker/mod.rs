@@ -23,7 +23,12 @@
 //!    it: an item of another command's job, or of a job this worker is not
 //!    for, is handed back at no cost; one of a cancelled or forgotten job is
 //!    acked without running.
-//! 7. With nothing running, an empty pull and every ack answered, the
+//! 7. A job past its `--max-dead` is halted by the worker whose reading of
+//!    the ledger shows it (`jobs.rs`): its items are handed back at no
+//!    cost from then on; a worker for that job gives back what it runs and
+//!    returns [`WorkerExit::Halted`]. A death of an item of a job with a
+//!    limit makes the next pull read the ledger.
+//! 8. With nothing running, an empty pull and every ack answered, the
 //!    [`DrainDetector`] reads the ledger's jobs (and the backlog where it
 //!    must); the worker returns [`WorkerExit::Drained`] only when its jobs
 //!    are over (a worker for given jobs) or every job is over and nothing
@@ -95,6 +100,11 @@ pub enum WorkerExit {
         /// Tasks dropped at the end of the grace period.
         interrupted: usize,
     },
+    /// A job this worker is for passed its `--max-dead` and is halted
+    /// ([`crate::job::halt`]): its items stay queued for a resume, and
+    /// what this worker ran of it was given back. A worker of the whole
+    /// queue returns it when every job is over and one of them halted.
+    Halted,
 }
 
 /// One worker: a queue, a handler and the policies between them.
@@ -268,9 +278,18 @@ impl Worker {
             // back, and a process gone in between leaves them hidden from
             // every reader for a lease.
             if ending && pull.is_none() && backlog.is_none() {
-                break Some(WorkerExit::Drained);
+                break Some(if gate.halted().is_empty() {
+                    WorkerExit::Drained
+                } else {
+                    WorkerExit::Halted
+                });
             }
             if scope_over && tasks.is_empty() && pull.is_none() && backlog.is_none() {
+                let halted = gate.halted();
+                if !halted.is_empty() {
+                    warn!(worker = %self.config.name, jobs = ?halted, "halted: the job passed its --max-dead");
+                    break Some(WorkerExit::Halted);
+                }
                 info!(worker = %self.config.name, "the jobs this worker is for are over");
                 break Some(WorkerExit::Drained);
             }
@@ -390,6 +409,7 @@ impl Worker {
                     }
                 }
                 Some(finished) = tasks.next() => {
+                    self.note_death(&finished, &mut gate);
                     self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
                     // Settle every task that is already done, then ack them
                     // together: batches grow with load, and no ack waits on a
@@ -399,6 +419,7 @@ impl Worker {
                         let Some(Some(finished)) = tasks.next().now_or_never() else {
                             break;
                         };
+                        self.note_death(&finished, &mut gate);
                         self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
                         burst += 1;
                     }
@@ -427,12 +448,18 @@ impl Worker {
                             match state {
                             DrainState::Drained => {
                                 match reading.jobs.as_deref() {
+                                    _ if !gate.halted().is_empty() => warn!(worker = %self.config.name,
+                                        jobs = ?gate.halted(), "every job is over, and some halted past their --max-dead"),
                                     Some(jobs) if !jobs.is_empty() => info!(worker = %self.config.name,
                                         jobs = jobs.len(), "every job on the queue is complete"),
                                     _ => info!(worker = %self.config.name, "queue drained"),
                                 }
                                 if pull.is_none() || capabilities.cancel_safe_pull {
-                                    break Some(WorkerExit::Drained);
+                                    break Some(if gate.halted().is_empty() {
+                                        WorkerExit::Drained
+                                    } else {
+                                        WorkerExit::Halted
+                                    });
                                 }
                                 debug!("waiting for the open pull to answer before ending");
                                 ending = true;
@@ -481,6 +508,10 @@ impl Worker {
                             };
                             if read && gate.scope_over() == Some(true) {
                                 scope_over = true;
+                                if !gate.halted().is_empty() && !tasks.is_empty() {
+                                    // Its job halted: what runs goes back at no cost.
+                                    interrupted += self.interrupt(&mut tasks, &mut keeper, &mut calls);
+                                }
                             }
                             if stopping || scope_over {
                                 let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
@@ -606,6 +637,20 @@ impl Worker {
                 backlog,
             })
         })
+    }
+
+    /// Tell the gate when `finished` is a death (its last attempt failed,
+    /// or it cannot run at all), so a job with a `--max-dead` is read
+    /// again before the next items are judged.
+    fn note_death(&self, finished: &Finished, gate: &mut JobGate) {
+        let dies = match finished.outcome.kind {
+            OutcomeKind::Fatal => true,
+            OutcomeKind::Failed => finished.attempt >= self.config.max_attempts,
+            OutcomeKind::Succeeded => false,
+        };
+        if let (true, Some(job)) = (dies, &finished.job) {
+            gate.died(job);
+        }
     }
 
     fn give_up_reason(&self, why: GiveUp) -> String {

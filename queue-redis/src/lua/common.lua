@@ -284,6 +284,14 @@ end
 
 -- A job's counts: {manifest, submitted, done, dead, "FIRST LAST" or '',
 -- cancelled (ms) or ''}.
+-- A job's halt (hash 'halt': epoch, at, dead, settled) as
+-- "EPOCH AT BASE_DEAD BASE_SETTLED" (AT '-' when not halted), or ''.
+local function job_halt(job)
+  local h = redis.call('HMGET', job_key(job, 'halt'), 'epoch', 'at', 'dead', 'settled')
+  if not h[1] then return '' end
+  return h[1] .. ' ' .. (h[2] or '-') .. ' ' .. (h[3] or '0') .. ' ' .. (h[4] or '0')
+end
+
 local function job_status(job, manifest)
   return {
     manifest,
@@ -292,6 +300,7 @@ local function job_status(job, manifest)
     redis.call('BITCOUNT', job_key(job, 'dead')),
     redis.call('HGET', K_SETTLED, job) or '',
     redis.call('GET', job_key(job, 'cancelled')) or '',
+    job_halt(job),
   }
 end
 
@@ -301,7 +310,7 @@ local K_FORGOTTEN = string.sub(K_READY, 1, #K_READY - #'ready') .. 'forgotten'
 -- Every key of one job.
 local function job_keys_all(job)
   return job_key(job, 'submitted'), job_key(job, 'done'), job_key(job, 'dead'),
-    job_key(job, 'receipts'), job_key(job, 'cancelled')
+    job_key(job, 'receipts'), job_key(job, 'cancelled'), job_key(job, 'halt')
 end
 
 -- A job and seq read off an item, checked: the seq as canonical text, or

@@ -1,6 +1,6 @@
 //! `runner run` on a queue that lives in this process (memory): the workers
 //! are tasks here, the summary comes from their tally. Exits 0 iff every
-//! item succeeded.
+//! item succeeded, 3 when the job halted past its `--max-dead`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -76,6 +76,7 @@ pub(crate) async fn run(
     }
     let mut interrupted = 0;
     let mut drained = false;
+    let mut halted = false;
     while let Some(joined) = workers.join_next().await {
         let exit = joined
             .map_err(|e| Failure::new(format!("a worker task failed: {e}")))
@@ -88,6 +89,12 @@ pub(crate) async fn run(
                 shutdown.stop();
             }
             Ok(WorkerExit::Stopped { interrupted: n }) => interrupted += n,
+            Ok(WorkerExit::Halted) => {
+                // One worker saw the halt in the ledger; the others meet it
+                // at their next reading, but need not wait for it.
+                halted = true;
+                shutdown.stop();
+            }
             Err(failure) => {
                 workers.shutdown().await;
                 chosen.close(true).await;
@@ -112,6 +119,18 @@ pub(crate) async fn run(
     }
     if dead.len() > 20 {
         eprintln!("  ... and {} more dead-lettered items", dead.len() - 20);
+    }
+    if halted && let (Some(ledger), Some(job)) = (&backend.ledger, sent.job.as_deref()) {
+        let jobs = ledger.jobs().await.unwrap_or_default();
+        if let Some(status) = jobs.iter().find(|s| s.manifest.job == job) {
+            eprintln!(
+                "runner: job `{job}` {}; the memory queue ends with this process, so \
+                 fix the cause and run it again",
+                status.halt_line()
+            );
+            eprintln!("{}", super::summary::halt_causes(&**ledger, status).await);
+        }
+        return Ok(forloop_core::job::HALTED_EXIT);
     }
     if let Some(code) = received.exit_code().filter(|_| !drained) {
         let left = (total as u64).saturating_sub(done + dead.len() as u64);

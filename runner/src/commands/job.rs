@@ -83,7 +83,8 @@ pub(crate) async fn send(
         submit = submit
             .job(&**ledger, name)
             .resume(args.resume)
-            .keep_receipts(args.keep_receipts);
+            .keep_receipts(args.keep_receipts)
+            .max_dead(args.max_dead);
         if let Some(argv) = command {
             submit = submit.command(argv.join(" "));
         }

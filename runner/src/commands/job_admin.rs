@@ -87,7 +87,10 @@ async fn list(ledger: &dyn Ledger, json: bool) -> Result<u8, Failure> {
                     "submitted": job.submitted,
                     "done": job.done,
                     "dead": job.dead,
+                    "remaining": job.remaining(),
                     "cancelled": job.cancelled,
+                    "halted": job.halt.at,
+                    "max_dead": job.manifest.max_dead.map(|limit| limit.to_string()),
                     "created": job.manifest.created,
                     "command": job.manifest.command,
                 })

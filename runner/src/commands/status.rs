@@ -119,6 +119,8 @@ fn job_json(job: &JobStatus) -> serde_json::Value {
         "complete": job.is_complete(),
         "phase": job.phase(),
         "cancelled": job.cancelled,
+        "halted": job.halt.at,
+        "max_dead": job.manifest.max_dead.map(|limit| limit.to_string()),
         "command": job.manifest.command,
         "rate_per_second": job.rate(),
         "created": job.manifest.created,
@@ -141,6 +143,12 @@ fn job_line(job: &JobStatus) -> String {
             " (cancelled: its {} left are settled without running; `runner job forget {}` removes it)",
             job.remaining(),
             job.manifest.job
+        ));
+    } else if job.is_halted() {
+        line.push_str(&format!(
+            " ({}: its {} left stay queued; fix the cause, then `--resume` continues it)",
+            job.halt_line(),
+            job.remaining()
         ));
     } else {
         if !job.is_sealed() {
@@ -207,6 +215,9 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
         ))?;
         for job in jobs.as_deref().unwrap_or_default() {
             out.line(job_line(job))?;
+            if let (true, Some(ledger)) = (job.is_halted(), &ledger) {
+                out.line(super::summary::halt_causes(&**ledger, job).await)?;
+            }
         }
         out.line(format_args!("end rule: {why}"))?;
     }
@@ -305,6 +316,16 @@ async fn wait_for_jobs(
     let dead: u64 = jobs.iter().map(|j| j.dead).sum();
     for job in &jobs {
         eprintln!("{}", job_line(job));
+    }
+    let halted: Vec<&JobStatus> = jobs
+        .iter()
+        .filter(|j| j.is_halted() && !j.is_complete() && j.cancelled.is_none())
+        .collect();
+    for job in &halted {
+        eprintln!("{}", super::summary::halt_causes(ledger, job).await);
+    }
+    if !halted.is_empty() {
+        return Ok(forloop_core::job::HALTED_EXIT);
     }
     let cancelled: Vec<&str> = jobs
         .iter()
@@ -444,6 +465,7 @@ mod tests {
             dead: 0,
             settled_between: Some((1_000_000, 2_000_000)),
             cancelled: None,
+            halt: Default::default(),
         };
         let minute = 60_000;
         assert_eq!(standing_still(&job, 2_000_000 + 9 * minute), None);

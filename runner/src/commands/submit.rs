@@ -189,6 +189,7 @@ mod tests {
             dead: 0,
             settled_between: Some((start, start + span)),
             cancelled: None,
+            halt: Default::default(),
         }
     }
 

@@ -20,6 +20,32 @@ pub(crate) async fn job_status(
         .find(|status| Some(status.manifest.job.as_str()) == job)
 }
 
+/// `  causes: exit 1 (48), exit 137 (3)`: what killed a halted job's
+/// dead items, read from its receipts.
+pub(crate) async fn halt_causes(
+    ledger: &dyn forloop_core::job::Ledger,
+    status: &forloop_core::job::JobStatus,
+) -> String {
+    let receipts = ledger
+        .receipts(&status.manifest.job)
+        .await
+        .unwrap_or_default();
+    let causes = forloop_core::job::halt::dominant_causes(&receipts, 3);
+    let causes: Vec<String> = causes
+        .iter()
+        .map(|(cause, n)| format!("{cause} ({n})"))
+        .collect();
+    format!(
+        "  causes: {}; `runner results --job {} --state dead` shows each; fix it, then `--resume` continues the job",
+        if causes.is_empty() {
+            "not recorded".to_string()
+        } else {
+            causes.join(", ")
+        },
+        status.manifest.job
+    )
+}
+
 /// Re-check the queue after the workers ended, print the summary, and give
 /// `run`'s exit code: 0 only if every item succeeded and the workers did.
 pub(crate) async fn summarize(
@@ -135,6 +161,17 @@ async fn summarize_job(
             status.remaining()
         );
         return Ok(code);
+    }
+    if status.is_halted() && !status.is_complete() {
+        eprintln!(
+            "runner: job `{job}` {}; its {} items left stay in the queue",
+            status.halt_line(),
+            status.remaining()
+        );
+        if let Some(ledger) = &backend.ledger {
+            eprintln!("{}", halt_causes(&**ledger, status).await);
+        }
+        return Ok(forloop_core::job::HALTED_EXIT);
     }
     if !status.is_complete() {
         eprintln!(

@@ -1,4 +1,5 @@
-//! `runner work`: one worker process, until drained (0) or stopped (143/130).
+//! `runner work`: one worker process, until drained (0), halted (3) or
+//! stopped (143/130).
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     );
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
+    let ledger = backend.ledger.clone();
     let exit = Worker::new(backend, handler.handler())
         .with_config(config)
         .with_events(tally.clone())
@@ -46,12 +48,38 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         .await;
     handler.close(received.exit_code().is_some()).await;
     let exit = exit?;
+    let halted: Vec<forloop_core::job::JobStatus> = match (&exit, &ledger) {
+        (WorkerExit::Halted, Some(ledger)) => ledger
+            .jobs()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|job| job.is_halted())
+            .collect(),
+        _ => Vec::new(),
+    };
     let done = tally.done.load(std::sync::atomic::Ordering::Relaxed);
     let dead = tally.dead_items().len();
     match exit {
         WorkerExit::Drained => {
             tracing::info!(done, dead, "queue drained; exiting 0");
             Ok(0)
+        }
+        WorkerExit::Halted => {
+            for job in &halted {
+                tracing::warn!(
+                    done,
+                    dead,
+                    "job `{}` {}; exiting {}",
+                    job.manifest.job,
+                    job.halt_line(),
+                    forloop_core::job::HALTED_EXIT
+                );
+                if let Some(ledger) = &ledger {
+                    tracing::warn!("{}", super::summary::halt_causes(&**ledger, job).await);
+                }
+            }
+            Ok(forloop_core::job::HALTED_EXIT)
         }
         WorkerExit::Stopped { interrupted } => {
             tracing::info!(

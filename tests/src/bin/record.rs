@@ -4,6 +4,8 @@
 //!
 //! Behaviour switches, by environment:
 //! - RECORD_FAIL=ITEM: exit 3 when FORLOOP_ITEM is ITEM.
+//! - RECORD_FAIL_ALL=1: exit 1 for every item, after a line on stderr (a
+//!   site that answers 429 to every request).
 //! - RECORD_SLEEP_MS=N: sleep N ms before recording (a long task).
 //! - RECORD_STARTED=FILE: append the item to FILE when the task starts.
 
@@ -32,6 +34,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
     {
         std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    if std::env::var_os("RECORD_FAIL_ALL").is_some() {
+        eprintln!("HTTP 429 Too Many Requests for {item}");
+        std::process::exit(1);
     }
     if std::env::var("RECORD_FAIL").is_ok_and(|fail| fail == item) {
         std::process::exit(3);
