@@ -247,19 +247,27 @@ impl OutputStore {
             .await?;
         let parts = async {
             let mut in_flight = FuturesUnordered::new();
-            let mut next = Some(first);
-            while let Some(part) = next.take() {
+            let mut first = Some(first);
+            loop {
+                // A part is read only once there is room to send it: no
+                // more than `parts_in_flight` parts are held at once.
                 while in_flight.len() >= self.settings.parts_in_flight.max(1) {
                     in_flight.next().await.expect("parts in flight")?;
                 }
+                let part = match first.take() {
+                    Some(part) => part,
+                    None => {
+                        let part = read_part(&mut file, part_size).await.map_err(read_error)?;
+                        if part.is_empty() {
+                            break;
+                        }
+                        size += part.len() as u64;
+                        hasher.update(&part);
+                        part
+                    }
+                };
                 let sent = upload.put_part(PutPayload::from(part));
                 in_flight.push(self.call(|| format!("upload a part of `{path}`"), sent));
-                let part = read_part(&mut file, part_size).await.map_err(read_error)?;
-                if !part.is_empty() {
-                    size += part.len() as u64;
-                    hasher.update(&part);
-                    next = Some(part);
-                }
             }
             while let Some(done) = in_flight.next().await {
                 done?;

@@ -257,27 +257,46 @@ fn run_measured(mut command: Command) -> (std::process::ExitStatus, u64, String)
     )
 }
 
-#[test]
-fn a_128_mib_output_is_streamed_with_the_runner_under_100_mb() {
-    let dir = scratch("outputs-large");
-    let store = dir.join("store");
+/// `runner run` of one item whose command makes a `size` sparse file in
+/// `{out}` (with `--outputs`) or in a scratch folder (without): its
+/// status, peak RSS (MB) and stderr.
+fn run_large(dir: &Path, size: &str, outputs: bool) -> (std::process::ExitStatus, u64, String) {
     let mut command = runner();
-    command.args(["run", "-", "--outputs"]).arg(&store).args([
-        "--",
-        "truncate",
-        "-s",
-        "128M",
-        "{out}/{}.bin",
-    ]);
-    // The item comes on stdin.
+    command.args(["run", "-"]);
+    let target = if outputs {
+        command.arg("--outputs").arg(dir.join("store"));
+        "{out}/{}.bin".to_string()
+    } else {
+        format!("{}/{{}}.bin", dir.display())
+    };
+    command.args(["--", "truncate", "-s", size, &target]);
     let input = dir.join("items.txt");
     std::fs::write(&input, "large\n").unwrap();
     command.stdin(std::fs::File::open(&input).unwrap());
-    let (status, peak_mb, said) = run_measured(command);
+    run_measured(command)
+}
+
+/// Memory stays flat as files grow: the runner that uploads a 128 MiB
+/// output peaks within a part (8 MiB) of the same run with a 16 MiB one,
+/// and under 100 MB.
+#[test]
+fn a_128_mib_output_is_streamed_with_flat_memory() {
+    let dir = scratch("outputs-large");
+    let (status, baseline, said) = run_large(&dir, "0", false);
     assert!(status.success(), "{said}");
-    let file = find(&store, "large.bin").unwrap_or_else(|| panic!("no large.bin stored: {said}"));
+    let (status, small, said) = run_large(&dir, "16M", true);
+    assert!(status.success(), "{said}");
+    let (status, peak, said) = run_large(&dir, "128M", true);
+    assert!(status.success(), "{said}");
+    let file = find(&dir.join("store"), "large.bin")
+        .unwrap_or_else(|| panic!("no large.bin stored: {said}"));
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 128 << 20);
-    eprintln!("peak RSS of the runner uploading 128 MiB: {peak_mb} MB");
-    assert!(peak_mb < 100, "peak RSS {peak_mb} MB");
+    eprintln!(
+        "peak RSS: {baseline} MB keeping nothing, {small} MB uploading 16 MiB, {peak} MB uploading 128 MiB"
+    );
+    assert!(
+        peak <= small + 8 && peak < 100,
+        "peak RSS {peak} MB uploading 128 MiB against {small} MB uploading 16 MiB"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
