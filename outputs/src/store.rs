@@ -19,9 +19,9 @@ pub struct StoreSettings {
     /// Files larger than this go up in parts of this size (multipart);
     /// smaller ones in one put. At least 5 MiB (S3's smallest part).
     pub part_size: usize,
-    /// Parts of one file in flight at once: with the part being read, the
-    /// memory an upload holds is `(parts_in_flight + 1) * part_size`,
-    /// whatever the file's size.
+    /// Parts of one file in flight at once: a part is read only when there
+    /// is room to send it, so an upload holds `parts_in_flight * part_size`
+    /// of the file at most, whatever its size.
     pub parts_in_flight: usize,
 }
 
