@@ -18,6 +18,7 @@ fn task(payload: &[u8]) -> Task {
         id: Arc::from("1"),
         item: Item::new(Bytes::copy_from_slice(payload)),
         attempt: 1,
+        output_dir: None,
     }
 }
 

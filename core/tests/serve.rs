@@ -33,6 +33,7 @@ fn task(item: &str) -> Task {
         id: Arc::from(format!("id-{item}")),
         item: Item::new(item.to_string()),
         attempt: 1,
+        output_dir: None,
     }
 }
 

@@ -41,6 +41,13 @@ impl Chosen {
         }
         let template = CommandTemplate::new(argv)?
             .with_fatal_exit_codes(opts.fatal_exit_codes.iter().copied());
+        if template.uses_output_dir() && opts.outputs.is_none() {
+            return Err(Failure::new(format!(
+                "the command uses `{}`, the attempt's output directory, which only --outputs \
+                 makes: pass --outputs URL (s3://, gs://, az://, file:/// or a directory)",
+                forloop_core::handler::OUT_PLACEHOLDER
+            )));
+        }
         template.check_program()?;
         Ok(match opts.serve {
             None => Self::Command(Arc::new(template)),

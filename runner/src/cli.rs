@@ -130,6 +130,14 @@ pub(crate) struct WorkerOpts {
     /// Longest delay between attempts
     #[arg(long, env = "FORLOOP_MAX_BACKOFF", default_value = "5m", value_parser = duration)]
     pub(crate) max_backoff: Duration,
+    /// Keep what each item's `f` produces: every file an attempt leaves in
+    /// its own fresh directory (FORLOOP_OUTPUT_DIR, `{out}` in CMD) is
+    /// uploaded under the item's own prefix before the item counts as done:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX,
+    /// file:///DIR or a directory. Credentials come from the cloud's own
+    /// chain (AWS_*, Application Default Credentials, ...), never the URL
+    #[arg(long, env = "FORLOOP_OUTPUTS", value_name = "URL")]
+    pub(crate) outputs: Option<String>,
     /// Run CMD as one warm process per task slot instead of once per item:
     /// it reads items as lines on stdin and answers each with one line on
     /// stdout: `ok`, `error MESSAGE` (retried) or `fatal MESSAGE`
@@ -250,6 +258,14 @@ pub(crate) struct ResultsArgs {
     /// Only items in this state
     #[arg(long, value_enum)]
     pub(crate) state: Option<ResultState>,
+    /// The output store the job's workers wrote to (`--outputs` of its
+    /// `run`/`work`/`launch`): each item shows its outputs
+    #[arg(long, env = "FORLOOP_OUTPUTS", value_name = "URL")]
+    pub(crate) outputs: Option<String>,
+    /// Fetch every output of the job from the store into DIR
+    /// (DIR/ITEMKEY/FILE), then print the results
+    #[arg(long, value_name = "DIR", requires = "outputs")]
+    pub(crate) download: Option<PathBuf>,
 }
 
 /// An item's state in `runner results`.

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod scenarios;
 pub mod servers;
 pub mod shared_jobs;
+pub mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

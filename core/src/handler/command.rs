@@ -15,6 +15,9 @@ use super::{Handler, Task, TaskOutcome};
 
 /// The text in an argument that the item replaces.
 pub(crate) const PLACEHOLDER: &str = "{}";
+/// The text in an argument that the attempt's output directory replaces
+/// (with `--outputs`): `yt-dlp -o '{out}/%(id)s.mp4' {}`.
+pub const OUT_PLACEHOLDER: &str = "{out}";
 
 /// A command line to run once per item.
 #[derive(Debug, Clone)]
@@ -71,11 +74,29 @@ impl CommandTemplate {
 
     /// The argv for one item.
     pub fn argv_for(&self, item: &[u8]) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = self.argv.iter().map(|arg| substitute(arg, item)).collect();
+        self.argv_for_attempt(item, None)
+    }
+
+    /// The argv for one attempt: the item, and the attempt's output
+    /// directory for `{out}` (left as it is without one).
+    pub fn argv_for_attempt(&self, item: &[u8], out: Option<&Path>) -> Vec<OsString> {
+        let out = out.map(|dir| dir.as_os_str().as_bytes());
+        let mut argv: Vec<OsString> = self
+            .argv
+            .iter()
+            .map(|arg| substitute(arg, item, out))
+            .collect();
         if !self.has_placeholder {
             argv.push(OsStr::from_bytes(item).to_os_string());
         }
         argv
+    }
+
+    /// Whether `{out}` is anywhere in the template (it needs `--outputs`).
+    pub fn uses_output_dir(&self) -> bool {
+        self.argv
+            .iter()
+            .any(|arg| contains(arg, OUT_PLACEHOLDER.as_bytes()))
     }
 
     /// Check up front that the program can be started, so a typo fails once
@@ -125,21 +146,31 @@ fn contains(haystack: &OsStr, needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-fn substitute(arg: &OsStr, item: &[u8]) -> OsString {
+fn substitute(arg: &OsStr, item: &[u8], out: Option<&[u8]>) -> OsString {
     let bytes = arg.as_bytes();
     let needle = PLACEHOLDER.as_bytes();
-    if !contains(arg, needle) {
+    let out_needle = OUT_PLACEHOLDER.as_bytes();
+    let has_out = out.is_some() && contains(arg, out_needle);
+    if !has_out && !contains(arg, needle) {
         return arg.to_os_string();
     }
-    let mut out = Vec::with_capacity(bytes.len() + item.len());
+    // One pass over the template: text put in (the item, the directory)
+    // is never scanned again, so an item holding `{out}` stays as it is.
+    let mut result = Vec::with_capacity(bytes.len() + item.len());
     let mut rest = bytes;
-    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(item);
-        rest = &rest[at + needle.len()..];
+    while !rest.is_empty() {
+        if rest.starts_with(needle) {
+            result.extend_from_slice(item);
+            rest = &rest[needle.len()..];
+        } else if let Some(out) = out.filter(|_| rest.starts_with(out_needle)) {
+            result.extend_from_slice(out);
+            rest = &rest[out_needle.len()..];
+        } else {
+            result.push(rest[0]);
+            rest = &rest[1..];
+        }
     }
-    out.extend_from_slice(rest);
-    OsString::from_vec(out)
+    OsString::from_vec(result)
 }
 
 /// Kills the task's whole process group if the task is dropped while its
@@ -185,8 +216,11 @@ impl Handler for CommandTemplate {
                 "the item contains a NUL byte, which no command argument can carry",
             );
         }
-        let argv = self.argv_for(item);
+        let argv = self.argv_for_attempt(item, task.output_dir.as_deref());
         let mut command = tokio::process::Command::new(&argv[0]);
+        if let Some(dir) = &task.output_dir {
+            command.env("FORLOOP_OUTPUT_DIR", &**dir);
+        }
         command
             .args(&argv[1..])
             .env("FORLOOP_ITEM", OsStr::from_bytes(item))
@@ -261,6 +295,30 @@ mod tests {
             argv(&["dl", "https://x/watch?v={}", "-o", "{}.mp4"], "a b;$(c)"),
             ["dl", "https://x/watch?v=a b;$(c)", "-o", "a b;$(c).mp4"]
         );
+    }
+
+    #[test]
+    fn out_becomes_the_attempt_directory_and_an_item_holding_it_stays_as_is() {
+        let template = CommandTemplate::new(["dl", "-o", "{out}/%(id)s.mp4", "{}"]).unwrap();
+        let argv: Vec<String> = template
+            .argv_for_attempt(b"{out}/x", Some(Path::new("/tmp/a1")))
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect();
+        assert_eq!(argv, ["dl", "-o", "/tmp/a1/%(id)s.mp4", "{out}/x"]);
+        assert!(template.uses_output_dir());
+        assert_eq!(
+            argv_for_none(&template),
+            ["dl", "-o", "{out}/%(id)s.mp4", "v"]
+        );
+    }
+
+    fn argv_for_none(template: &CommandTemplate) -> Vec<String> {
+        template
+            .argv_for(b"v")
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect()
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 
 pub use blocking::{BlockingHandler, blocking, for_bytes, for_json, for_str};
-pub use command::{CommandError, CommandTemplate};
+pub use command::{CommandError, CommandTemplate, OUT_PLACEHOLDER};
 
 /// What the worker's environment holds that the user's process must not
 /// inherit: the way to the queue, credentials included.
@@ -34,6 +34,11 @@ pub struct Task {
     pub item: crate::Item,
     /// 1 on the first attempt.
     pub attempt: u32,
+    /// The attempt's own fresh, empty directory, when the worker keeps
+    /// outputs (`--outputs`): every file `f` leaves in it is uploaded when
+    /// the attempt succeeds. A command sees it as `FORLOOP_OUTPUT_DIR` and
+    /// `{out}` in its template.
+    pub output_dir: Option<std::sync::Arc<std::path::Path>>,
 }
 
 /// How an attempt ended, as the worker needs to know it.

@@ -70,6 +70,7 @@ impl Worker {
                     id: delivery.id.clone(),
                     item: delivery.item,
                     attempt: delivery.attempt,
+                    output_dir: None,
                 };
                 let run = AssertUnwindSafe(handler.handle(task)).catch_unwind();
                 let result = match timeout {

@@ -50,6 +50,16 @@ pub(crate) struct Prepared {
     pub(crate) handler: Chosen,
     /// The queue and, where it keeps jobs, its ledger.
     pub(crate) backend: Backend,
+    /// The output store (`--outputs`), probed.
+    pub(crate) outputs: Option<Arc<forloop_outputs::OutputStore>>,
+}
+
+impl Prepared {
+    /// The handler the workers run: the chosen one, with its outputs kept
+    /// when `--outputs` is given.
+    pub(crate) fn worker_handler(&self) -> Arc<dyn forloop_core::Handler> {
+        crate::outputs::wrap(self.handler.handler(), self.outputs.as_ref())
+    }
 }
 
 impl Context<'_> {
@@ -169,6 +179,7 @@ impl Context<'_> {
         argv: &[String],
     ) -> Result<Prepared, Failure> {
         let handler = Chosen::choose(self.builtin.as_ref(), opts, argv)?;
+        let outputs = crate::outputs::open(opts).await?;
         let backend = self
             .open(&*driver, &address, self.queue_config(Some(opts)))
             .await?;
@@ -182,6 +193,7 @@ impl Context<'_> {
             address,
             handler,
             backend,
+            outputs,
         })
     }
 }

@@ -27,11 +27,14 @@ pub(crate) async fn run(
     queue: (Arc<dyn Driver>, QueueAddress),
 ) -> Result<u8, Failure> {
     let started = Instant::now();
+    let prepared = context.prepare(queue, &args.worker, &args.command).await?;
+    let handler = prepared.worker_handler();
     let Prepared {
         handler: chosen,
         backend,
+        outputs,
         ..
-    } = context.prepare(queue, &args.worker, &args.command).await?;
+    } = prepared;
     if args.input.input == "-" && std::io::stdin().is_terminal() {
         eprintln!("runner: reading items from the terminal, one per line; end with Ctrl-D");
     }
@@ -63,7 +66,6 @@ pub(crate) async fn run(
     });
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let handler = chosen.handler();
     let mut workers = JoinSet::new();
     for index in 0..args.workers as usize {
         let mut config = worker_config(&args.worker, worker_name(index));
@@ -104,6 +106,9 @@ pub(crate) async fn run(
     }
     chosen.close(received.exit_code().is_some()).await;
     progress.finish();
+    if drained {
+        crate::outputs::finish(outputs.as_ref(), sent.job.as_deref()).await;
+    }
 
     let done = tally.done.load(Ordering::Relaxed);
     let retried = tally.retried.load(Ordering::Relaxed);

@@ -107,6 +107,8 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
     )?;
     let launcher = plug.connect(&flags).await?;
     launcher.check(&spec).await?;
+    // The workers write there: checked from here before any is started.
+    let outputs = crate::outputs::open(&args.worker).await?;
     let handle = launcher.launch(&spec).await?;
     let cluster = context.cluster.to_string();
     if let Some(line) = launcher.launched(&handle, &spec, &cluster) {
@@ -162,9 +164,11 @@ pub(crate) async fn launch(context: &Context<'_>, args: LaunchArgs) -> Result<u8
             forloop_core::ErrorChain(&error)
         ),
     }
-    Ok(u8::from(
-        followed.state.outcome != Some(LaunchOutcome::Complete),
-    ))
+    let complete = followed.state.outcome == Some(LaunchOutcome::Complete);
+    if complete {
+        crate::outputs::finish(outputs.as_ref(), args.job.as_deref()).await;
+    }
+    Ok(u8::from(!complete))
 }
 
 #[cfg(test)]

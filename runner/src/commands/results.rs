@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use forloop_core::job::{JobStatus, Receipt, Settled};
+use forloop_outputs::{ItemRecord, OutputStore, StoreSettings};
 
 use super::context::{Context, Stdout};
 use crate::Failure;
@@ -35,9 +36,13 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
         .into_iter()
         .map(|r| (r.seq, r))
         .collect();
+    let outputs = outputs_of(args.outputs.as_deref(), name, args.download.as_deref()).await?;
     let mut out = Stdout::default();
     if !args.json {
-        out.line("seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail")?;
+        let outputs_column = if outputs.is_some() { "\toutputs" } else { "" };
+        out.line(format_args!(
+            "seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail{outputs_column}"
+        ))?;
     }
     let mut without_details = 0u64;
     for seq in 0..job.manifest.total {
@@ -70,8 +75,15 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
             ResultState::Dead => "dead",
             ResultState::Pending => "pending",
         };
+        let item_outputs = outputs.as_ref().map(|(store, records)| {
+            let files = records
+                .get(&seq)
+                .map(|r| r.files.as_slice())
+                .unwrap_or_default();
+            (store, files)
+        });
         if args.json {
-            out.line(serde_json::json!({
+            let mut line = serde_json::json!({
                 "job": name,
                 "seq": seq,
                 "state": state_name,
@@ -82,17 +94,45 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                 "worker": receipt.map(|r| &r.worker),
                 "reason": receipt.and_then(|r| r.reason.as_ref()),
                 "stderr_tail": receipt.and_then(|r| r.stderr_tail.as_ref()),
-            }))?;
+            });
+            if let Some((store, files)) = item_outputs {
+                line["outputs"] = files
+                    .iter()
+                    .map(|file| {
+                        serde_json::json!({
+                            "path": file.path,
+                            "key": file.key,
+                            "url": store.object_url(&file.key),
+                            "size": file.size,
+                            "sha256": file.sha256,
+                        })
+                    })
+                    .collect();
+            }
+            out.line(line)?;
         } else {
             let cell = |text: Option<String>| escape(&text.unwrap_or_default());
             out.line(format_args!(
-                "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}{}",
                 cell(receipt.map(|r| r.attempt.to_string())),
                 cell(receipt.and_then(|r| r.exit_code).map(|c| c.to_string())),
                 cell(receipt.map(|r| format!("{:.3}", r.seconds))),
                 cell(receipt.map(|r| r.worker.to_string())),
                 cell(receipt.map(|r| r.item_text().into_owned())),
                 cell(receipt.and_then(|r| last_line(r.stderr_tail.as_deref()))),
+                match item_outputs {
+                    Some((store, files)) => format!(
+                        "\t{}",
+                        cell(Some(
+                            files
+                                .iter()
+                                .map(|file| store.object_url(&file.key))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ))
+                    ),
+                    None => String::new(),
+                },
             ))?;
         }
     }
@@ -121,6 +161,38 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
         );
     }
     Ok(0)
+}
+
+/// The records of the job's outputs by seq, with the store (`--outputs`);
+/// with `--download DIR`, the outputs fetched into DIR first. Reads only:
+/// no probe object is written.
+async fn outputs_of(
+    url: Option<&str>,
+    job: &str,
+    download: Option<&std::path::Path>,
+) -> Result<Option<(OutputStore, BTreeMap<u64, ItemRecord>)>, Failure> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let fail = |error: forloop_outputs::OutputsError| {
+        Failure::new(forloop_core::ErrorChain(&error).to_string())
+    };
+    let store = OutputStore::open(url, StoreSettings::default()).map_err(fail)?;
+    if let Some(dir) = download {
+        let (files, bytes) = store.download(job, dir).await.map_err(fail)?;
+        eprintln!(
+            "runner: fetched {files} output files ({bytes} bytes) of job `{job}` into {}",
+            dir.display()
+        );
+    }
+    let records = store
+        .records(job)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter_map(|record| Some((record.seq?, record)))
+        .collect();
+    Ok(Some((store, records)))
 }
 
 /// The job `--job` names, or the queue's only one; with several, the

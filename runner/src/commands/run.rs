@@ -68,6 +68,8 @@ async fn launched(
     let spec = plug.spec(&request, &flags)?;
     let launcher = plug.connect(&flags).await?;
     launcher.check(&spec).await?;
+    // The workers write there: checked from here before anything is sent.
+    let outputs = crate::outputs::open(&args.worker).await?;
     let config = context.queue_config(Some(&args.worker));
     if !plug.runs_here() && driver.create(&address, &config).await? {
         tracing::info!("queue {} is ready", driver.redact(&address));
@@ -124,6 +126,9 @@ async fn launched(
         launcher.teardown(&handle).await?;
     }
     let ok = followed.state.outcome == Some(LaunchOutcome::Complete);
+    if ok {
+        crate::outputs::finish(outputs.as_ref(), submitted.sent.job.as_deref()).await;
+    }
     let workers = launcher.describe(&followed.state);
     summarize(&backend, &submitted, &workers, ok, received.exit_code()).await
 }

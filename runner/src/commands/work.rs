@@ -12,15 +12,17 @@ use crate::tally::Tally;
 use crate::{Failure, signals};
 
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
+    let prepared = context
+        .prepare(context.driver("work", None)?, &args.worker, &args.command)
+        .await?;
+    let worker_handler = prepared.worker_handler();
     let Prepared {
         driver,
         address,
         handler,
         backend,
         ..
-    } = context
-        .prepare(context.driver("work", None)?, &args.worker, &args.command)
-        .await?;
+    } = prepared;
     let tally = Arc::new(Tally {
         joblog: open_joblog(&args.worker)?,
         ..Tally::default()
@@ -41,7 +43,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
     let ledger = backend.ledger.clone();
-    let exit = Worker::new(backend, handler.handler())
+    let exit = Worker::new(backend, worker_handler)
         .with_config(config)
         .with_events(tally.clone())
         .run(shutdown)

@@ -37,6 +37,9 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
         let codes: Vec<String> = opts.fatal_exit_codes.iter().map(i32::to_string).collect();
         settings.push(("fatal-exit-codes", codes.join(",")));
     }
+    if let Some(url) = &opts.outputs {
+        settings.push(("outputs", url.clone()));
+    }
     if let Some(mode) = opts.serve {
         let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
         settings.push(("serve", mode.get_name().to_string()));

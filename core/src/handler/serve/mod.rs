@@ -23,7 +23,8 @@
 //! In the `lines` format (the default) the item's bytes are the line; an
 //! item holding a newline cannot be sent and is dead-lettered. In the `json`
 //! format each line is an object with `item` (the item as text), `id`,
-//! `attempt` (1 on the first) and `attributes`.
+//! `attempt` (1 on the first) and `attributes`, and with `--outputs`
+//! `output_dir`, the attempt's own directory for the files to keep.
 //!
 //! # What happens to an item
 //!
@@ -298,14 +299,18 @@ impl ServeHandler {
                          use --serve (lines)",
                     ));
                 };
-                serde_json::to_vec(&serde_json::json!({
+                let mut object = serde_json::json!({
                     "item": item,
                     "id": &*task.id,
                     "attempt": task.attempt,
                     // As published: a job's item shows its job and seq.
                     "attributes": crate::job::wire_attributes(task.item.job.as_ref(), &task.item.attributes),
-                }))
-                .expect("JSON of strings and numbers")
+                });
+                // With --outputs: the attempt's own directory for its files.
+                if let Some(dir) = &task.output_dir {
+                    object["output_dir"] = dir.to_string_lossy().into_owned().into();
+                }
+                serde_json::to_vec(&object).expect("JSON of strings and numbers")
             }
         };
         line.push(b'\n');
