@@ -2,15 +2,23 @@
 
 use std::sync::Arc;
 
-use forloop_core::worker::{Shutdown, Worker, WorkerExit};
+use forloop_core::Backend;
+use forloop_core::worker::{Shutdown, Worker, WorkerEvents, WorkerExit};
 
 use super::context::{Context, Prepared};
 use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
+use crate::observe::http;
+use crate::observe::metrics::{Counted, WorkerMetrics};
 use crate::tally::Tally;
 use crate::{Failure, signals};
 
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
+    // Bound first: an address in use is refused before anything starts.
+    let listener = match args.metrics.metrics_addr {
+        Some(addr) => Some(http::bind("--metrics-addr", addr).await?),
+        None => None,
+    };
     let Prepared {
         driver,
         address,
@@ -37,12 +45,27 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting; it {ends}", config.name
     );
+    let (backend, events): (Backend, Arc<dyn WorkerEvents>) = match listener {
+        Some(listener) => {
+            let metrics = Arc::new(WorkerMetrics::new(config.concurrency));
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!("metrics at http://{at}/metrics");
+            }
+            http::serve(listener, metrics.route());
+            let events = Arc::new(Counted {
+                metrics: Arc::clone(&metrics),
+                inner: tally.clone(),
+            });
+            (metrics.metered(backend), events)
+        }
+        None => (backend, tally.clone()),
+    };
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
     let exit = Worker::new(backend, handler.handler())
         .with_config(config)
-        .with_events(tally.clone())
-        .run(shutdown)
+        .with_events(events)
+        .run(shutdown.clone())
         .await;
     handler.close(received.exit_code().is_some()).await;
     let exit = exit?;
@@ -50,6 +73,19 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     let dead = tally.dead_items().len();
     match exit {
         WorkerExit::Drained => {
+            let linger = args.metrics.metrics_linger;
+            if args.metrics.metrics_addr.is_some() && !linger.is_zero() {
+                tracing::info!(
+                    done,
+                    dead,
+                    "queue drained; serving the last metrics for {} before exiting",
+                    humantime::format_duration(linger)
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(linger) => {}
+                    () = shutdown.stopping() => {}
+                }
+            }
             tracing::info!(done, dead, "queue drained; exiting 0");
             Ok(0)
         }
