@@ -14,6 +14,7 @@ const DRIVER: &str = "/usr/bin/chromedriver";
 
 /// A chromedriver process and one headless browser session in it; both
 /// end when this is dropped.
+#[derive(Debug)]
 pub struct Browser {
     driver: Child,
     port: u16,
@@ -43,36 +44,56 @@ fn call(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
         body.len()
     )
     .map_err(|e| format!("send: {e}"))?;
+    // chromedriver may keep the connection open whatever we ask: read the
+    // head, then exactly its Content-Length (or chunks up to the last).
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
-    // chromedriver answers with Content-Length, or chunked: take the JSON.
-    let json = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
-            if size == 0 {
-                break;
-            }
-            out.push_str(&after[..size]);
-            rest = &after[size + 2..];
+    let mut buffer = [0u8; 8192];
+    let json = loop {
+        let n = stream.read(&mut buffer).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the driver closed the connection mid-answer".into());
         }
-        out
-    } else {
-        body.to_string()
+        response.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let head = head.to_ascii_lowercase();
+        if head.contains("transfer-encoding: chunked") {
+            if let Some(json) = unchunk(body) {
+                break json;
+            }
+            continue;
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or("an answer without Content-Length")?;
+        if body.len() >= length {
+            break body[..length].to_string();
+        }
     };
     let value: Value = serde_json::from_str(&json).map_err(|e| format!("{e}: {json}"))?;
     if value["value"]["error"].is_string() {
         return Err(format!("{method} {path}: {}", value["value"]));
     }
     Ok(value["value"].clone())
+}
+
+/// A chunked body's content, once its last chunk is in.
+fn unchunk(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
 }
 
 impl Browser {
@@ -93,11 +114,15 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        let mut driver = driver;
         let until = Instant::now() + Duration::from_secs(30);
-        while call(port, "GET", "/status", None).is_err() {
+        while let Err(error) = call(port, "GET", "/status", None) {
+            if let Ok(Some(status)) = driver.try_wait() {
+                panic!("chromedriver exited at start: {status}");
+            }
             assert!(
                 Instant::now() < until,
-                "chromedriver did not answer within 30 s"
+                "chromedriver did not answer within 30 s: {error}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -502,7 +502,9 @@ fn the_dashboard_follows_a_redis_job_live_in_a_real_browser() {
                 "-j",
                 slots,
                 "--max-attempts",
-                "1",
+                "3",
+                "--fatal-exit-codes",
+                "7",
                 "--lease",
                 "4s",
             ])
@@ -530,7 +532,8 @@ fn the_dashboard_follows_a_redis_job_live_in_a_real_browser() {
     eventually("the doomed worker's row", || {
         browser.eval(&worker_row).is_string()
     });
-    unsafe { libc::kill(doomed_pid as i32, libc::SIGKILL) };
+    // Child::kill is SIGKILL: no grace, no hand-back.
+    doomed.child.kill().unwrap();
     let _ = doomed.child.wait();
     eventually("the killed worker to show as gone", || {
         browser
@@ -553,10 +556,22 @@ fn the_dashboard_follows_a_redis_job_live_in_a_real_browser() {
     // To the end: done + dead reach N exactly, and the three failures are
     // one group of three.
     steady.wait_for("exiting 0");
-    eventually("the page to reach N", || {
-        shown(&browser, "done").zip(shown(&browser, "dead"))
-            == Some((total - failing.len() as u64, failing.len() as u64))
+    let mut last = None;
+    let reached = (0..600).any(|_| {
+        last = shown(&browser, "done").zip(shown(&browser, "dead"));
+        let reached = last == Some((total - failing.len() as u64, failing.len() as u64));
+        if !reached {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reached
     });
+    assert!(
+        reached,
+        "the page shows (done, dead) {last:?}, not {} and {}; worker said:\n{}",
+        total - failing.len() as u64,
+        failing.len(),
+        steady.log.join("\n")
+    );
     assert_eq!(shown(&browser, "remaining"), Some(0));
     assert!(
         seen.len() >= 3,

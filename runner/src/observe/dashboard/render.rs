@@ -176,7 +176,7 @@ pub(crate) fn main(frame: &Frame, snapshot: &Snapshot, query: &Query) -> String 
     }
     // Newest first; the page shows the asked-for job, else the newest running one.
     let mut jobs: Vec<&JobView> = snapshot.jobs.values().collect();
-    jobs.sort_by(|a, b| b.status.manifest.created.cmp(&a.status.manifest.created));
+    jobs.sort_by_key(|job| std::cmp::Reverse(job.status.manifest.created));
     let chosen = query
         .job
         .as_deref()
@@ -546,8 +546,7 @@ fn progress_chart(history: &std::collections::VecDeque<Point>, total: u64) -> St
     }
     let _ = write!(
         svg,
-        "<text x=\"{PAD}\" y=\"{H}\" dy=\"-4\">{}</text><text x=\"{:.1}\" y=\"{H}\" dy=\"-4\" text-anchor=\"end\">+{}</text></svg>",
-        "start",
+        "<text x=\"{PAD}\" y=\"{H}\" dy=\"-4\">start</text><text x=\"{:.1}\" y=\"{H}\" dy=\"-4\" text-anchor=\"end\">+{}</text></svg>",
         W - PAD,
         ago(span as u64)
     );
