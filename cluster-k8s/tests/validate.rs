@@ -151,7 +151,7 @@ fn every_rendered_manifest_validates_strictly() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 * VERSIONS.len());
+    assert_eq!(checked, 7 * VERSIONS.len());
 }
 
 #[test]
