@@ -359,27 +359,33 @@ fn worker_metrics_rise_during_a_run_and_add_up_to_the_ledgers_count() {
     }
 }
 
-#[test]
-fn a_metrics_address_in_use_is_refused_before_the_worker_starts() {
+/// `runner ARGS` with `ADDR` in them standing for an address another
+/// listener holds: exit 1, naming `flag`, the address and that it is in use.
+fn assert_address_in_use_is_refused(flag: &str, args: &[&str]) {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
+    let args = args
+        .iter()
+        .map(|a| if *a == "ADDR" { addr.as_str() } else { a });
     let output = runner()
-        .args([
-            "--queue",
-            "redis://127.0.0.1:1",
-            "work",
-            "--metrics-addr",
-            &addr,
-            "--",
-            "true",
-        ])
+        .args(["--queue", "redis://127.0.0.1:1"])
+        .args(args)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("--metrics-addr {addr}")) && stderr.contains("in use"),
+        stderr.contains(&format!("{flag} {addr}")) && stderr.contains("in use"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_metrics_address_in_use_is_refused_before_the_worker_starts() {
+    // The queue is never opened and `true` never runs: the bind comes first.
+    assert_address_in_use_is_refused(
+        "--metrics-addr",
+        &["work", "--metrics-addr", "ADDR", "--", "true"],
     );
 }
 
@@ -598,24 +604,7 @@ fn the_dashboard_follows_a_redis_job_live_in_a_real_browser() {
 
 #[test]
 fn a_dashboard_address_in_use_is_refused() {
-    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = held.local_addr().unwrap().to_string();
-    let output = runner()
-        .args([
-            "--queue",
-            "redis://127.0.0.1:1",
-            "dashboard",
-            "--listen",
-            &addr,
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("--listen {addr}")) && stderr.contains("in use"),
-        "{stderr}"
-    );
+    assert_address_in_use_is_refused("--listen", &["dashboard", "--listen", "ADDR"]);
 }
 
 #[test]
