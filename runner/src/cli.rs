@@ -208,6 +208,9 @@ pub(crate) struct RunArgs {
     /// Which job.
     #[command(flatten)]
     pub(crate) job: JobArgs,
+    /// Prometheus metrics of the in-process workers (memory queue).
+    #[command(flatten)]
+    pub(crate) metrics: MetricsOpts,
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
     pub(crate) cluster: ClusterOpts,
@@ -289,8 +292,8 @@ pub(crate) struct MetricsOpts {
     /// timings only: no item, no queue address, no secret
     #[arg(long, env = "FORLOOP_METRICS_ADDR", value_name = "ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
-    /// After the worker ends, keep serving its metrics this long, so the
-    /// next scrape sees its last counts
+    /// After the worker ends (`work`), keep serving its metrics this long,
+    /// so the next scrape sees its last counts
     #[arg(long, env = "FORLOOP_METRICS_LINGER", default_value = "0s", value_parser = duration,
         requires = "metrics_addr")]
     pub(crate) metrics_linger: Duration,

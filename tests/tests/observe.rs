@@ -712,3 +712,38 @@ fn a_dashboard_on_a_queue_without_a_ledger_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_serves_metrics_of_its_in_process_workers_and_refuses_the_flag_on_a_shared_queue() {
+    let dir = scratch("run-metrics");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nb\nc\n").unwrap();
+    let output = runner()
+        .args(["run", "--metrics-addr", "127.0.0.1:0"])
+        .arg(&input)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("metrics at http://127.0.0.1:"), "{stderr}");
+
+    let output = runner()
+        .args([
+            "--queue",
+            "redis://127.0.0.1:1",
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg(&input)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--metrics-port") && stderr.contains("runner work --metrics-addr"),
+        "{stderr}"
+    );
+}

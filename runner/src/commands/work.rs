@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use forloop_core::Backend;
-use forloop_core::worker::{Shutdown, Worker, WorkerEvents, WorkerExit};
+use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 
 use super::context::{Context, Prepared};
 use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
 use crate::observe::http;
-use crate::observe::metrics::{Counted, WorkerMetrics};
+use crate::observe::metrics::serve_workers;
 use crate::tally::Tally;
 use crate::{Failure, signals};
 
@@ -45,21 +44,7 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting; it {ends}", config.name
     );
-    let (backend, events): (Backend, Arc<dyn WorkerEvents>) = match listener {
-        Some(listener) => {
-            let metrics = Arc::new(WorkerMetrics::new(config.concurrency));
-            if let Ok(at) = listener.local_addr() {
-                tracing::info!("metrics at http://{at}/metrics");
-            }
-            http::serve(listener, metrics.route());
-            let events = Arc::new(Counted {
-                metrics: Arc::clone(&metrics),
-                inner: tally.clone(),
-            });
-            (metrics.metered(backend), events)
-        }
-        None => (backend, tally.clone()),
-    };
+    let (backend, events) = serve_workers(listener, config.concurrency, backend, tally.clone());
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
     let exit = Worker::new(backend, handler.handler())

@@ -273,6 +273,27 @@ impl WorkerMetrics {
     }
 }
 
+/// With `listener` (from `--metrics-addr`): serve metrics there for
+/// workers with `slots` task slots in all, and give back `backend` metered
+/// and `inner` counted; without, both as they are.
+pub(crate) fn serve_workers(
+    listener: Option<tokio::net::TcpListener>,
+    slots: usize,
+    backend: Backend,
+    inner: Arc<dyn WorkerEvents>,
+) -> (Backend, Arc<dyn WorkerEvents>) {
+    let Some(listener) = listener else {
+        return (backend, inner);
+    };
+    let metrics = Arc::new(WorkerMetrics::new(slots));
+    if let Ok(at) = listener.local_addr() {
+        tracing::info!("metrics at http://{at}/metrics");
+    }
+    super::http::serve(listener, metrics.route());
+    let backend = metrics.metered(backend);
+    (backend, Arc::new(Counted { metrics, inner }))
+}
+
 /// `registry` as a `/metrics` page.
 pub(crate) fn metrics_page(registry: &Registry) -> Page {
     let mut text = String::new();
