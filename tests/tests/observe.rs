@@ -359,6 +359,15 @@ fn worker_metrics_rise_during_a_run_and_add_up_to_the_ledgers_count() {
     }
 }
 
+/// `output` exited with `code` and its stderr names every one of `needles`.
+fn assert_refused(output: &std::process::Output, code: i32, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+}
+
 /// `runner ARGS` with `ADDR` in them standing for an address another
 /// listener holds: exit 1, naming `flag`, the address and that it is in use.
 fn assert_address_in_use_is_refused(flag: &str, args: &[&str]) {
@@ -372,12 +381,7 @@ fn assert_address_in_use_is_refused(flag: &str, args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("{flag} {addr}")) && stderr.contains("in use"),
-        "{stderr}"
-    );
+    assert_refused(&output, 1, &[&format!("{flag} {addr}"), "in use"]);
 }
 
 #[test]
@@ -395,9 +399,7 @@ fn a_metrics_address_that_is_no_address_is_a_usage_error() {
         .args(["work", "--metrics-addr", "localhost", "--", "true"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+    assert_refused(&output, 2, &["--metrics-addr"]);
 }
 
 /// `runner dashboard` started on `url`/`name` with `args`; its page URL
@@ -619,12 +621,7 @@ fn a_dashboard_on_another_address_than_loopback_needs_a_token() {
         ])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("not a loopback address") && stderr.contains("--new-token"),
-        "{stderr}"
-    );
+    assert_refused(&output, 2, &["not a loopback address", "--new-token"]);
 }
 
 #[test]
@@ -705,12 +702,7 @@ fn a_dashboard_on_a_queue_without_a_ledger_says_so() {
         String::from_utf8_lossy(&deleted.stderr)
     );
     let output = sqs(&["dashboard", "--listen", "127.0.0.1:0"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("keeps no job ledger") && stderr.contains("runner queue create"),
-        "{stderr}"
-    );
+    assert_refused(&output, 1, &["keeps no job ledger", "runner queue create"]);
 }
 
 #[test]
@@ -740,10 +732,9 @@ fn run_serves_metrics_of_its_in_process_workers_and_refuses_the_flag_on_a_shared
         .args(["--", "true"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--metrics-port") && stderr.contains("runner work --metrics-addr"),
-        "{stderr}"
+    assert_refused(
+        &output,
+        2,
+        &["--metrics-port", "runner work --metrics-addr"],
     );
 }
