@@ -17,7 +17,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::manifest;
 use crate::options::{K8sOptions, Nodes};
@@ -139,11 +139,63 @@ impl K8sLauncher {
         Api::namespaced_with(self.client.clone(), &self.options.namespace, &resource)
     }
 
+    /// Google Managed Prometheus' `PodMonitoring` objects.
+    fn monitoring(&self) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("monitoring.googleapis.com", "v1", "PodMonitoring");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "podmonitorings");
+        Api::namespaced_with(self.client.clone(), &self.options.namespace, &resource)
+    }
+
+    /// Create the run's PodMonitoring, where it has one, owned by `owner`
+    /// (the Job, so it goes with it). A cluster without Managed Prometheus
+    /// has no such kind: the workers still serve metrics, so that is a
+    /// warning, not a failed launch.
+    async fn create_pod_monitoring(
+        &self,
+        spec: &LaunchSpec,
+        owner: Option<Value>,
+    ) -> Result<(), LaunchError> {
+        let Some(mut document) = manifest::pod_monitoring(spec, &self.options) else {
+            return Ok(());
+        };
+        if let Some(owner) = owner {
+            document["metadata"]["ownerReferences"] = json!([owner]);
+        }
+        let object: DynamicObject = serde_json::from_value(document).map_err(|e| {
+            LaunchError::new(format!("internal error building the PodMonitoring: {e}"))
+        })?;
+        let what = format!(
+            "creating PodMonitoring {} in namespace {}",
+            spec.name, self.options.namespace
+        );
+        match self
+            .call(
+                &what,
+                self.monitoring().create(&PostParams::default(), &object),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_not_found(&error) => {
+                tracing::warn!(
+                    "{what}: this cluster has no monitoring.googleapis.com/v1 PodMonitoring \
+                     (Google Managed Prometheus is off); the workers serve metrics anyway, and \
+                     their pods carry prometheus.io annotations for other scrapers"
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Create the KEDA objects of a `--keda` launch; KEDA then starts
     /// one-worker Jobs while the queue has items.
     async fn launch_keda(&self, spec: &LaunchSpec) -> Result<LaunchHandle, LaunchError> {
         for document in manifest::manifests(spec, &self.options)? {
             let kind = document["kind"].as_str().unwrap_or_default().to_string();
+            if kind == "PodMonitoring" {
+                continue;
+            }
             let object: DynamicObject = serde_json::from_value(document).map_err(|e| {
                 LaunchError::new(format!("internal error building the {kind}: {e}"))
             })?;
@@ -167,6 +219,7 @@ impl K8sLauncher {
                 Err(error) => return Err(error),
             }
         }
+        self.create_pod_monitoring(spec, None).await?;
         Ok(LaunchHandle(spec.name.clone()))
     }
 
@@ -414,6 +467,11 @@ impl ClusterLauncher for K8sLauncher {
             .await?;
         let name = created.metadata.name.unwrap_or_else(|| spec.name.clone());
         tracing::info!(job = %name, namespace = %self.options.namespace, workers = spec.workers, "created Job");
+        let owner = created
+            .metadata
+            .uid
+            .map(|uid| json!({"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}));
+        self.create_pod_monitoring(spec, owner).await?;
         Ok(LaunchHandle(name))
     }
 
@@ -436,6 +494,10 @@ impl ClusterLauncher for K8sLauncher {
         // Background propagation: the Job goes now, its pods get SIGTERM and
         // their grace period, so running items are handed back.
         let name = &handle.0;
+        if self.options.metrics_port.is_some() {
+            self.delete_if_there(self.monitoring(), name, "PodMonitoring")
+                .await?;
+        }
         if self.delete_if_there(self.jobs(), name, "Job").await? {
             return Ok(());
         }

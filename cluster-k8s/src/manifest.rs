@@ -13,6 +13,10 @@ pub const RUN_LABEL: &str = "app.kubernetes.io/instance";
 pub(crate) const CONTAINER: &str = "worker";
 /// The exit code `runner` gives for a usage error, which no retry fixes.
 const USAGE_EXIT_CODE: i32 = 2;
+/// The variable `runner work` reads `--metrics-addr` from.
+const METRICS_ADDR_VAR: &str = "FORLOOP_METRICS_ADDR";
+/// The container port's name scrapers find the metrics by.
+const METRICS_PORT_NAME: &str = "metrics";
 /// The user the worker image runs as.
 const WORKER_UID: i64 = 10001;
 
@@ -129,11 +133,14 @@ fn labels(spec: &LaunchSpec) -> Value {
 /// The pod template of the workers.
 fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
     let labels = labels(spec);
-    let env: Vec<Value> = spec
+    let mut env: Vec<Value> = spec
         .env
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
+    if let Some(port) = options.metrics_port {
+        env.push(json!({"name": METRICS_ADDR_VAR, "value": format!("0.0.0.0:{port}")}));
+    }
     let env_from: Vec<Value> = options
         .env_from_secrets
         .iter()
@@ -158,6 +165,10 @@ fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
     });
     if !env_from.is_empty() {
         container["envFrom"] = Value::Array(env_from);
+    }
+    if let Some(port) = options.metrics_port {
+        container["ports"] =
+            json!([{"name": METRICS_PORT_NAME, "containerPort": port, "protocol": "TCP"}]);
     }
     let spread = |key: &str| {
         json!({
@@ -204,7 +215,34 @@ fn pod_template(spec: &LaunchSpec, options: &K8sOptions) -> Value {
             "effect": "NoSchedule",
         }]);
     }
-    json!({"metadata": {"labels": labels}, "spec": pod})
+    let mut metadata = json!({"labels": labels});
+    if let Some(port) = options.metrics_port {
+        // What plain Prometheus' common pod scrape config reads.
+        metadata["annotations"] = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": port.to_string(),
+            "prometheus.io/path": "/metrics",
+        });
+    }
+    json!({"metadata": metadata, "spec": pod})
+}
+
+/// Google Managed Prometheus' scrape config for the run's pods, on GKE
+/// nodes with `metrics_port` set; `None` otherwise.
+pub(crate) fn pod_monitoring(spec: &LaunchSpec, options: &K8sOptions) -> Option<Value> {
+    options.metrics_port?;
+    if options.nodes == Nodes::Any {
+        return None;
+    }
+    Some(json!({
+        "apiVersion": "monitoring.googleapis.com/v1",
+        "kind": "PodMonitoring",
+        "metadata": metadata(spec, options),
+        "spec": {
+            "selector": {"matchLabels": {RUN_LABEL: spec.name}},
+            "endpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics", "interval": "30s"}],
+        },
+    }))
 }
 
 /// The Job spec: the work-queue pattern (parallelism N, completions unset).
@@ -306,10 +344,12 @@ fn scaled_job(
 /// Every manifest of a launch, checked: the Job, or with
 /// [`K8sOptions::keda`] the KEDA objects.
 pub fn manifests(spec: &LaunchSpec, options: &K8sOptions) -> Result<Vec<Value>, LaunchError> {
-    match &options.keda {
-        None => Ok(vec![job(spec, options)?]),
-        Some(trigger) => scaled_job(spec, options, trigger),
-    }
+    let mut out = match &options.keda {
+        None => vec![job(spec, options)?],
+        Some(trigger) => scaled_job(spec, options, trigger)?,
+    };
+    out.extend(pod_monitoring(spec, options));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -324,6 +364,44 @@ mod tests {
         )
         .with_image("europe-docker.pkg.dev/p/r/worker:1")
         .with_env("FORLOOP_NAME", "videos")
+    }
+
+    #[test]
+    fn a_metrics_port_gives_the_pods_a_port_annotations_and_on_gke_a_pod_monitoring() {
+        let options = K8sOptions::new("default").with_metrics_port(Some(9464));
+        let all = manifests(&spec(), &options).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let pod = &all[0]["spec"]["template"];
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(
+            container["ports"],
+            json!([{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}])
+        );
+        let env = container["env"].as_array().unwrap();
+        assert!(env.contains(&json!({"name": "FORLOOP_METRICS_ADDR", "value": "0.0.0.0:9464"})));
+        assert_eq!(
+            pod["metadata"]["annotations"]["prometheus.io/scrape"],
+            "true"
+        );
+        assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], "9464");
+        let monitoring = &all[1];
+        assert_eq!(monitoring["apiVersion"], "monitoring.googleapis.com/v1");
+        assert_eq!(monitoring["kind"], "PodMonitoring");
+        assert_eq!(
+            monitoring["spec"]["selector"]["matchLabels"][RUN_LABEL],
+            "videos"
+        );
+        assert_eq!(monitoring["spec"]["endpoints"][0]["port"], "metrics");
+        // Plain Kubernetes: annotations only, no Managed Prometheus kind.
+        let plain = options.clone().with_nodes(Nodes::Any);
+        assert_eq!(manifests(&spec(), &plain).unwrap().len(), 1);
+        // No port: nothing of it.
+        let none = manifests(&spec(), &K8sOptions::new("default")).unwrap();
+        assert!(
+            none[0]["spec"]["template"]["metadata"]
+                .get("annotations")
+                .is_none()
+        );
     }
 
     #[test]

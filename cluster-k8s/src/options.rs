@@ -44,6 +44,10 @@ pub struct K8sOptions {
     pub keda: Option<ScaleTrigger>,
     /// Longest wait for one API call.
     pub call_timeout: Duration,
+    /// Workers serve Prometheus metrics on this port: the pods get it as a
+    /// named container port (`metrics`) with `prometheus.io/*` annotations,
+    /// and on GKE nodes a PodMonitoring (Google Managed Prometheus).
+    pub metrics_port: Option<u16>,
 }
 
 impl K8sOptions {
@@ -62,7 +66,14 @@ impl K8sOptions {
             env_from_secrets: Vec::new(),
             keda: None,
             call_timeout: Duration::from_secs(30),
+            metrics_port: None,
         }
+    }
+
+    /// Serve worker metrics on `port` (see [`Self::metrics_port`]).
+    pub fn with_metrics_port(mut self, port: Option<u16>) -> Self {
+        self.metrics_port = port;
+        self
     }
 
     /// Set the service account.

@@ -55,7 +55,8 @@ impl K8sCluster {
             .with_backoff_limit(flags.backoff_limit)
             .with_ttl(flags.ttl)
             .with_active_deadline(flags.active_deadline)
-            .with_keda(keda);
+            .with_keda(keda)
+            .with_metrics_port(flags.metrics_port);
         if let Some(account) = &flags.service_account {
             options = options.with_service_account(account.clone());
         }

@@ -51,6 +51,11 @@ fn variants() -> Vec<(&'static str, LaunchSpec, K8sOptions)> {
                 .with_ttl(Duration::from_secs(0)),
         ),
         (
+            "metrics port (prometheus.io annotations, a named container port)",
+            spec(),
+            base.clone().with_metrics_port(Some(9464)),
+        ),
+        (
             "any node, one worker",
             LaunchSpec::new("one", 1, vec!["runner".into(), "work".into()]).with_image("w:1"),
             K8sOptions::new("batch-jobs").with_nodes(Nodes::Any),
@@ -146,7 +151,7 @@ fn every_rendered_manifest_validates_strictly() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 * VERSIONS.len());
+    assert_eq!(checked, 7 * VERSIONS.len());
 }
 
 #[test]

@@ -70,6 +70,10 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Wait until the queue is drained, showing progress.
     Wait(WaitArgs),
+    /// A live page of the queue's jobs in the browser: progress, rate and
+    /// ETA, workers, failures grouped by cause, dead items, search.
+    /// Read-only; loopback unless given a token
+    Dashboard(DashboardArgs),
     /// Start workers and wait for them: processes here (--cluster local),
     /// or a Kubernetes Job (--cluster gke|k8s). Exits 0 when the workers
     /// drained the queue.
@@ -220,6 +224,9 @@ pub(crate) struct RunArgs {
     /// Which job.
     #[command(flatten)]
     pub(crate) job: JobArgs,
+    /// Prometheus metrics of the in-process workers (memory queue).
+    #[command(flatten)]
+    pub(crate) metrics: MetricsOpts,
     /// Where workers run, for --cluster gke|k8s.
     #[command(flatten)]
     pub(crate) cluster: ClusterOpts,
@@ -293,9 +300,27 @@ pub(crate) struct WorkArgs {
     /// queue is empty
     #[arg(long, env = "FORLOOP_JOB", value_name = "NAME")]
     pub(crate) job: Option<String>,
+    /// Prometheus metrics of this worker.
+    #[command(flatten)]
+    pub(crate) metrics: MetricsOpts,
     /// The command run on each item, after `--` (see `runner run --help`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,
+}
+
+/// A worker's Prometheus metrics endpoint.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MetricsOpts {
+    /// Serve Prometheus metrics at http://ADDR/metrics while the worker runs
+    /// (e.g. 0.0.0.0:9464; port 0 picks a free one and logs it). Counts and
+    /// timings only: no item, no queue address, no secret
+    #[arg(long, env = "FORLOOP_METRICS_ADDR", value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// After the worker ends (`work`), keep serving its metrics this long,
+    /// so the next scrape sees its last counts
+    #[arg(long, env = "FORLOOP_METRICS_LINGER", default_value = "0s", value_parser = duration,
+        requires = "metrics_addr")]
+    pub(crate) metrics_linger: Duration,
 }
 
 /// `runner launch`.
@@ -394,6 +419,12 @@ pub(crate) struct ClusterOpts {
     /// kubeconfig file [default: KUBECONFIG, ~/.kube/config, or in-cluster]
     #[arg(long, value_name = "FILE")]
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// Workers serve Prometheus metrics on this port (`work --metrics-addr`):
+    /// the pods get the container port and prometheus.io annotations, and
+    /// on GKE a PodMonitoring for Google Managed Prometheus
+    #[arg(long, env = "FORLOOP_METRICS_PORT", value_name = "PORT",
+        value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) metrics_port: Option<u16>,
 }
 
 /// Which Job `runner cluster` acts on (its name is `--name`).
@@ -501,6 +532,41 @@ pub(crate) struct StatusArgs {
     /// Print `{"ready":..,"in_flight":..,"dead":..,"exact":..}`
     #[arg(long)]
     pub(crate) json: bool,
+    /// Read again every DUR (default 2s) until Ctrl-C: on a terminal the
+    /// screen is redrawn; with --json one object a line
+    #[arg(long, value_name = "DUR", num_args = 0..=1, require_equals = true,
+        default_missing_value = "2s", value_parser = nonzero_duration)]
+    pub(crate) watch: Option<Duration>,
+}
+
+/// `runner dashboard`.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Where to serve the page. Another address than loopback needs a
+    /// token: --new-token, or FORLOOP_DASHBOARD_TOKEN
+    #[arg(
+        long,
+        env = "FORLOOP_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8787",
+        value_name = "ADDR"
+    )]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Make a random token, print the page's URL with it, and refuse
+    /// requests without it
+    #[arg(long)]
+    pub(crate) new_token: bool,
+    /// How often the one reader (shared by every open page) reads the
+    /// ledger's jobs and the backlog
+    #[arg(long, default_value = "5s", value_parser = nonzero_duration)]
+    pub(crate) poll: Duration,
+    /// How often it reads a running job's receipts (workers, durations,
+    /// failures, search): each read lists every receipt of the job
+    #[arg(long, default_value = "30s", value_parser = nonzero_duration)]
+    pub(crate) receipts_poll: Duration,
+    /// A worker with no receipt for this long while its job runs shows
+    /// as gone
+    #[arg(long, default_value = "60s", value_parser = nonzero_duration)]
+    pub(crate) stalled_after: Duration,
 }
 
 /// `runner wait`.

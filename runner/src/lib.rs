@@ -37,6 +37,7 @@ mod cli;
 mod commands;
 mod input;
 mod joblog;
+mod observe;
 mod outputs;
 mod progress;
 pub mod registry;

@@ -5,3 +5,5 @@
 #![deny(missing_docs)]
 
 pub use forloop_testkit::*;
+
+pub mod browser;

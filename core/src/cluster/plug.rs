@@ -50,6 +50,9 @@ pub struct ClusterFlags {
     /// What an autoscaler reads to size the workers on the queue, from the
     /// queue's driver, when [`Cluster::scales_on_queue`] asks for it.
     pub scale_trigger: Option<ScaleTrigger>,
+    /// `--metrics-port`: workers serve Prometheus metrics on this port, and
+    /// the launcher tells the platform's scrapers where.
+    pub metrics_port: Option<u16>,
 }
 
 impl ClusterFlags {
@@ -69,6 +72,7 @@ impl ClusterFlags {
             keda: false,
             kubeconfig: None,
             scale_trigger: None,
+            metrics_port: None,
         }
     }
 }

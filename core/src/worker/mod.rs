@@ -393,6 +393,9 @@ impl Worker {
                         break None;
                     }
                     for (token, why) in keeper.give_ups(now) {
+                        if why == GiveUp::Lapsed {
+                            self.events.leases(0, 1);
+                        }
                         stops.stop(&token, self.give_up_reason(why));
                     }
                     if keeper.next_due().is_some_and(|due| due <= now) {
@@ -910,6 +913,8 @@ impl Worker {
                 result,
             } => match result {
                 Ok(report) => {
+                    let lost = tokens.iter().filter(|t| report.lost.contains(*t)).count();
+                    self.events.leases(tokens.len() - lost, lost);
                     for token in &tokens {
                         if report.lost.contains(token) {
                             warn!(

@@ -25,6 +25,7 @@ pub(crate) fn cluster_flags(opts: &ClusterOpts) -> ClusterFlags {
     flags.env_secrets.clone_from(&opts.env_secrets);
     flags.keda = opts.keda;
     flags.kubeconfig.clone_from(&opts.kubeconfig);
+    flags.metrics_port = opts.metrics_port;
     flags
 }
 

@@ -17,6 +17,8 @@ use super::job::{item_room, send};
 use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::RunArgs;
 use crate::input::{ItemRules, read_items};
+use crate::observe::http;
+use crate::observe::metrics::serve_workers;
 use crate::progress::Progress;
 use crate::tally::Tally;
 use crate::{Failure, signals};
@@ -27,6 +29,11 @@ pub(crate) async fn run(
     queue: (Arc<dyn Driver>, QueueAddress),
 ) -> Result<u8, Failure> {
     let started = Instant::now();
+    // Bound first: an address in use is refused before anything is sent.
+    let listener = match args.metrics.metrics_addr {
+        Some(addr) => Some(http::bind("--metrics-addr", addr).await?),
+        None => None,
+    };
     let prepared = context.prepare(queue, &args.worker, &args.command).await?;
     let handler = prepared.worker_handler();
     let Prepared {
@@ -66,6 +73,14 @@ pub(crate) async fn run(
     });
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
+    let slots = (0..args.workers as usize)
+        .map(|index| {
+            let mut config = worker_config(&args.worker, worker_name(index));
+            chosen.configure(&mut config);
+            config.concurrency
+        })
+        .sum();
+    let (backend, events) = serve_workers(listener, slots, backend, tally.clone());
     let mut workers = JoinSet::new();
     for index in 0..args.workers as usize {
         let mut config = worker_config(&args.worker, worker_name(index));
@@ -73,7 +88,7 @@ pub(crate) async fn run(
         for_job(&mut config, sent.job.as_deref(), &args.command);
         let worker = Worker::new(backend.clone(), handler.clone())
             .with_config(config)
-            .with_events(tally.clone());
+            .with_events(events.clone());
         workers.spawn(worker.run(shutdown.clone()));
     }
     let mut interrupted = 0;

@@ -13,7 +13,7 @@
 //!   `job_admin` (`runner job list | cancel | forget`).
 
 mod cluster;
-mod context;
+pub(crate) mod context;
 mod dead;
 mod deadline;
 mod in_process;
@@ -55,6 +55,7 @@ pub(crate) async fn dispatch(
         Command::Work(args) => work::work(&context, args).await,
         Command::Status(args) => status::status(&context, args).await,
         Command::Wait(args) => status::wait(&context, args).await,
+        Command::Dashboard(args) => crate::observe::dashboard::dashboard(&context, args).await,
         Command::Launch(args) => launch::launch(&context, args).await,
         Command::Results(args) => results::results(&context, args).await,
         Command::Job(command) => job_admin::job(&context, command).await,

@@ -37,6 +37,15 @@ pub(crate) async fn run(context: &Context<'_>, args: RunArgs) -> Result<u8, Fail
         }
         return in_process::run(context, args, (driver, address)).await;
     }
+    if let Some(addr) = args.metrics.metrics_addr {
+        return Err(Failure::new(format!(
+            "--metrics-addr {addr} serves the metrics of workers in this process, and on the \
+             `{}` queue `run` starts them as processes of their own: give them --metrics-port \
+             PORT with --cluster gke|k8s, or start each with `runner work --metrics-addr ADDR`",
+            driver.name()
+        ))
+        .with_code(2));
+    }
     launched(context, args, &*plug, (driver, address)).await
 }
 

@@ -186,12 +186,65 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
             STATUS_RETRY_FOR,
         )
         .await?;
-    let backlog = backlog_of(&*queue, STATUS_RETRY_FOR).await?;
-    let jobs = jobs_of(ledger.as_ref(), STATUS_RETRY_FOR).await?;
-    let (rule, why) = end_rule(jobs.as_deref());
     let mut out = Stdout::default();
-    if args.json {
-        let mut json = status_json(&backlog);
+    let Some(every) = args.watch else {
+        let staleness = queue.capabilities().backlog_staleness;
+        let reading = read_status(&*queue, ledger.as_ref()).await?;
+        print_status(context, &*driver, staleness, &reading, args.json, &mut out)?;
+        return Ok(0);
+    };
+    // Read again every `every`, until Ctrl-C or a closed pipe: on a
+    // terminal the screen is redrawn, elsewhere each reading follows the
+    // last (JSON: one object a line).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let staleness = queue.capabilities().backlog_staleness;
+    loop {
+        let reading = read_status(&*queue, ledger.as_ref()).await?;
+        if terminal && !args.json {
+            out.line(format_args!(
+                "\x1b[H\x1b[2J{}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            ))?;
+        }
+        print_status(context, &*driver, staleness, &reading, args.json, &mut out)?;
+        if out.closed() {
+            return Ok(0);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
+/// One reading of what `status` shows.
+struct StatusReading {
+    backlog: Backlog,
+    jobs: Option<Vec<JobStatus>>,
+}
+
+async fn read_status(
+    queue: &dyn forloop_core::WorkQueue,
+    ledger: Option<&Arc<dyn Ledger>>,
+) -> Result<StatusReading, Failure> {
+    Ok(StatusReading {
+        backlog: backlog_of(queue, STATUS_RETRY_FOR).await?,
+        jobs: jobs_of(ledger, STATUS_RETRY_FOR).await?,
+    })
+}
+
+fn print_status(
+    context: &Context<'_>,
+    driver: &dyn forloop_core::Driver,
+    staleness: Duration,
+    reading: &StatusReading,
+    json_out: bool,
+    out: &mut Stdout,
+) -> Result<(), Failure> {
+    let StatusReading { backlog, jobs } = reading;
+    let (rule, why) = end_rule(jobs.as_deref());
+    if json_out {
+        let mut json = status_json(backlog);
         json["end_rule"] = rule.into();
         json["jobs"] = jobs
             .as_deref()
@@ -207,11 +260,7 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
             text_count(backlog.ready),
             text_count(backlog.in_flight),
             text_count(backlog.dead),
-            status_note(
-                &backlog,
-                queue.capabilities().backlog_staleness,
-                driver.backlog_source()
-            )
+            status_note(backlog, staleness, driver.backlog_source())
         ))?;
         for job in jobs.as_deref().unwrap_or_default() {
             out.line(job_line(job))?;
@@ -221,7 +270,7 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
         }
         out.line(format_args!("end rule: {why}"))?;
     }
-    Ok(0)
+    Ok(())
 }
 
 pub(crate) async fn wait(context: &Context<'_>, args: WaitArgs) -> Result<u8, Failure> {

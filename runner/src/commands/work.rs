@@ -8,10 +8,17 @@ use forloop_core::worker::{Shutdown, Worker, WorkerExit};
 use super::context::{Context, Prepared};
 use super::worker_settings::{for_job, open_joblog, worker_config, worker_name};
 use crate::cli::WorkArgs;
+use crate::observe::http;
+use crate::observe::metrics::serve_workers;
 use crate::tally::Tally;
 use crate::{Failure, signals};
 
 pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Failure> {
+    // Bound first: an address in use is refused before anything starts.
+    let listener = match args.metrics.metrics_addr {
+        Some(addr) => Some(http::bind("--metrics-addr", addr).await?),
+        None => None,
+    };
     let prepared = context
         .prepare(context.driver("work", None)?, &args.worker, &args.command)
         .await?;
@@ -40,13 +47,14 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting; it {ends}", config.name
     );
+    let (backend, events) = serve_workers(listener, config.concurrency, backend, tally.clone());
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
     let ledger = backend.ledger.clone();
     let exit = Worker::new(backend, worker_handler)
         .with_config(config)
-        .with_events(tally.clone())
-        .run(shutdown)
+        .with_events(events)
+        .run(shutdown.clone())
         .await;
     handler.close(received.exit_code().is_some()).await;
     let exit = exit?;
@@ -64,6 +72,19 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
     let dead = tally.dead_items().len();
     match exit {
         WorkerExit::Drained => {
+            let linger = args.metrics.metrics_linger;
+            if args.metrics.metrics_addr.is_some() && !linger.is_zero() {
+                tracing::info!(
+                    done,
+                    dead,
+                    "queue drained; serving the last metrics for {} before exiting",
+                    humantime::format_duration(linger)
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(linger) => {}
+                    () = shutdown.stopping() => {}
+                }
+            }
             tracing::info!(done, dead, "queue drained; exiting 0");
             Ok(0)
         }

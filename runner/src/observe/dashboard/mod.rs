@@ -1,0 +1,244 @@
+//! `runner dashboard`: a live page of a queue's jobs, served by this
+//! binary with everything it needs inside it (no CDN, no third-party
+//! script): done, dead, running and remaining of N, the rate and an ETA,
+//! durations, each worker's throughput and last receipt, failures grouped
+//! by cause, dead items and a search over the results.
+//!
+//! It reads only what `status` and `results` read (the ledger's jobs, the
+//! backlog, the receipts), through one reader shared by every open page
+//! (`state.rs`), and changes nothing. Loopback by default; any other
+//! address needs a token, which the command prints.
+
+mod render;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::StatusCode;
+use prometheus_client::registry::Registry;
+
+use self::render::{Frame, Query};
+use self::state::{Rates, Shared};
+use super::http::{self, Page};
+use super::metrics::{CallMetrics, metrics_page};
+use crate::Failure;
+use crate::cli::DashboardArgs;
+use crate::commands::context::Context;
+
+const PAGE_JS: &str = include_str!("page.js");
+const PAGE_CSS: &str = include_str!("page.css");
+/// Where the page may load from and connect to: itself only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The variable a token for a non-loopback address is read from (never a
+/// flag: argv is visible to every user of the machine).
+const TOKEN_VAR: &str = "FORLOOP_DASHBOARD_TOKEN";
+
+/// Serve the dashboard until the process is stopped.
+pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Result<u8, Failure> {
+    let token = token_for(args.listen, args.new_token)?;
+    let listener = http::bind("--listen", args.listen).await?;
+    let (driver, address) = context.driver("dashboard", None)?;
+    let backend = context
+        .open(&*driver, &address, context.queue_config(None))
+        .await?;
+    let queue_name = driver.redact(&address);
+    let mut registry = Registry::default();
+    let calls = CallMetrics::new(&mut registry);
+    let backend = calls.metered(backend);
+    let Some(ledger) = backend.ledger else {
+        return Err(Failure::new(format!(
+            "{queue_name} keeps no job ledger, and the dashboard shows jobs from it: this queue was \
+             made before jobs were kept, or by another program. Recreate it with `runner queue \
+             create` (Pub/Sub and SQS keep the ledger in sibling queues it makes), or follow it \
+             with `runner status`"
+        )));
+    };
+    let shared = Shared::new();
+    let rates = Rates {
+        poll: args.poll,
+        receipts_poll: args.receipts_poll,
+    };
+    tokio::spawn(state::read_forever(
+        Arc::clone(&shared),
+        Arc::clone(&backend.queue),
+        ledger,
+        rates,
+    ));
+    let at = listener
+        .local_addr()
+        .map_err(|e| Failure::new(format!("--listen: {e}")))?;
+    let url = match &token {
+        Some(token) => format!("http://{at}/?token={token}"),
+        None => format!("http://{at}/"),
+    };
+    // The URL (with its token) goes to stdout for the user, not to the log.
+    println!("runner dashboard: {url}");
+    tracing::info!(
+        queue = %queue_name,
+        "dashboard at http://{at}/ (read-only); it reads the ledger every {} and receipts every {}",
+        humantime::format_duration(args.poll),
+        humantime::format_duration(args.receipts_poll)
+    );
+    let site = Arc::new(Site {
+        shared,
+        token,
+        loopback: args.listen.ip().is_loopback(),
+        registry,
+        calls,
+        frame: Frame {
+            queue: queue_name,
+            stalled_after_ms: args.stalled_after.as_millis() as u64,
+            refresh_ms: args.poll.as_millis() as u64,
+            cost: Vec::new(),
+            up_ms: 0,
+        },
+        started: Instant::now(),
+    });
+    http::serve(
+        listener,
+        Arc::new(move |target: &str, headers: &hyper::HeaderMap| site.answer(target, headers)),
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(0)
+}
+
+/// The token a bind to `listen` needs: none on loopback; else the one in
+/// [`TOKEN_VAR`], or a new one with `--new-token`; else an error.
+fn token_for(listen: SocketAddr, new_token: bool) -> Result<Option<String>, Failure> {
+    let from_env = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
+    if let Some(token) = &from_env
+        && token.len() < 16
+    {
+        return Err(Failure::new(format!(
+            "{TOKEN_VAR} is shorter than 16 characters: a token guarded page needs a long random \
+             one (or pass --new-token and let the command make one)"
+        )));
+    }
+    match (from_env, new_token) {
+        (Some(token), _) => Ok(Some(token)),
+        (None, true) => Ok(Some(random_token()?)),
+        (None, false) if listen.ip().is_loopback() => Ok(None),
+        (None, false) => Err(Failure::new(format!(
+            "--listen {listen} is not a loopback address: anyone who reaches it would see the \
+             queue's jobs and items. Pass --new-token (the command makes a token and prints the \
+             URL with it) or set {TOKEN_VAR}; or listen on 127.0.0.1"
+        ))
+        .with_code(2)),
+    }
+}
+
+/// 128 random bits as hex, from the kernel.
+fn random_token() -> Result<String, Failure> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Failure::new(format!("cannot make a token from /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+struct Site {
+    shared: Arc<Shared>,
+    token: Option<String>,
+    loopback: bool,
+    registry: Registry,
+    calls: Arc<CallMetrics>,
+    frame: Frame,
+    started: Instant,
+}
+
+impl Site {
+    fn answer(&self, target: &str, headers: &hyper::HeaderMap) -> Page {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        // Static parts hold no data: served to anyone who reaches the port.
+        match path {
+            "/page.js" => return Page::ok("text/javascript; charset=utf-8", PAGE_JS),
+            "/page.css" => return Page::ok("text/css; charset=utf-8", PAGE_CSS),
+            _ => {}
+        }
+        if let Some(refused) = self.refuse(query, headers) {
+            return refused;
+        }
+        let query = Query::parse(query);
+        match path {
+            "/" | "/fragment" => {
+                self.shared.viewed();
+                let frame = Frame {
+                    cost: self.calls.counts(),
+                    up_ms: self.started.elapsed().as_millis() as u64,
+                    ..self.frame.clone()
+                };
+                let snapshot = self.shared.lock();
+                let html = if path == "/" {
+                    render::page(&frame, &snapshot, &query)
+                } else {
+                    render::main(&frame, &snapshot, &query)
+                };
+                let mut page = Page::ok("text/html; charset=utf-8", html);
+                page.csp = Some(CSP);
+                page
+            }
+            // What the dashboard's reader costs the backend, by operation.
+            "/metrics" => metrics_page(&self.registry),
+            _ => Page::error(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Why a request is refused, if it is: a wrong or missing token; on
+    /// loopback without a token, a Host that is not this machine (a page
+    /// elsewhere that rebinds its name to 127.0.0.1 cannot read this one).
+    fn refuse(&self, query: &str, headers: &hyper::HeaderMap) -> Option<Page> {
+        match &self.token {
+            Some(token) => {
+                let given = Query::parse(query).token.or_else(|| {
+                    headers
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(str::to_string)
+                });
+                match given {
+                    Some(given) if same(&given, token) => None,
+                    _ => Some(Page::error(
+                        StatusCode::UNAUTHORIZED,
+                        "this dashboard needs its token: open the URL `runner dashboard` printed\n",
+                    )),
+                }
+            }
+            None if self.loopback => {
+                let host = headers
+                    .get(hyper::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let name = match host.rsplit_once(':') {
+                    Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                    _ => host,
+                };
+                let local = name == "localhost"
+                    || name == "[::1]"
+                    || name
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                (!local).then(|| {
+                    Page::error(
+                        StatusCode::FORBIDDEN,
+                        "this dashboard answers only to localhost and 127.0.0.1\n",
+                    )
+                })
+            }
+            None => Some(Page::error(StatusCode::UNAUTHORIZED, "no token\n")),
+        }
+    }
+}

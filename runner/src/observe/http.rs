@@ -1,0 +1,147 @@
+//! A small read-only HTTP/1.1 server (hyper's server half): GET and HEAD
+//! only, a bounded request, a fixed set of pages answered from memory.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::Failure;
+
+/// What a page handler answers: status, content type, body.
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+    /// A Content-Security-Policy for an HTML page.
+    pub(crate) csp: Option<&'static str>,
+}
+
+impl Page {
+    /// A 200 page.
+    pub(crate) fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type,
+            body: body.into(),
+            csp: None,
+        }
+    }
+
+    /// A plain-text error page.
+    pub(crate) fn error(status: StatusCode, text: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(text.into()),
+            csp: None,
+        }
+    }
+}
+
+/// Answers one request: its path and query (`/metrics`, `/api?x=1`) and
+/// its headers.
+pub(crate) type Route = Arc<dyn Fn(&str, &hyper::HeaderMap) -> Page + Send + Sync>;
+
+/// Bind `addr`, with an error that names the flag, the address and what to
+/// do (another port; a free one with port 0).
+pub(crate) async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Failure> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let why = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is in use by another program".to_string(),
+            std::io::ErrorKind::AddrNotAvailable => {
+                "no interface of this machine has that IP".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".to_string()
+            }
+            _ => error.to_string(),
+        };
+        Failure::new(format!(
+            "{flag} {addr}: cannot listen there: {why}; give another port (port 0 picks a free one)"
+        ))
+    })
+}
+
+/// Serve `route` on `listener` until the process ends: each connection on
+/// a task of its own, so a slow client holds up nobody.
+pub(crate) fn serve(listener: TcpListener, route: Route) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: try again shortly.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let route = Arc::clone(&route);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let route = Arc::clone(&route);
+                    async move { Ok::<_, Infallible>(answer(&*route, &request)) }
+                });
+                let _ = http1::Builder::new()
+                    .max_buf_size(16 * 1024)
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn answer(
+    route: &(dyn Fn(&str, &hyper::HeaderMap) -> Page + Send + Sync),
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let page = if request.method() == Method::GET || request.method() == Method::HEAD {
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        route(target, request.headers())
+    } else {
+        Page::error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n")
+    };
+    let body = if request.method() == Method::HEAD {
+        Bytes::new()
+    } else {
+        page.body
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = page.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(page.content_type),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    // A token in the address never leaves in a Referer.
+    headers.insert(
+        hyper::header::REFERRER_POLICY,
+        hyper::header::HeaderValue::from_static("no-referrer"),
+    );
+    if let Some(csp) = page.csp {
+        headers.insert(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            hyper::header::HeaderValue::from_static(csp),
+        );
+        headers.insert(
+            hyper::header::X_FRAME_OPTIONS,
+            hyper::header::HeaderValue::from_static("DENY"),
+        );
+    }
+    response
+}

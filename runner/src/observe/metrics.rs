@@ -1,0 +1,493 @@
+//! A worker's Prometheus metrics: what its loop did with items (through
+//! its [`WorkerEvents`]), and every queue and ledger call it made, by
+//! operation, with latency and errors (through a decorator on each).
+//!
+//! Names follow Prometheus' conventions: a `forloop_` prefix, `_total` on
+//! counters, base units (`_seconds`). The page is OpenMetrics text, which
+//! Prometheus and Google Managed Prometheus read.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use forloop_core::job::{JobSeqs, JobStatus, Ledger, LedgerDecorator, Receipt, ReceiptRef};
+use forloop_core::worker::{AttemptRecord, Settlement, WorkerEvents};
+use forloop_core::{
+    Backend, Backlog, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
+    QueueDecorator, QueueError, WorkQueue,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::http::{Page, Route};
+
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A queue or ledger call, by what it does.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    operation: &'static str,
+}
+
+type Histograms = Family<Operation, Histogram, fn() -> Histogram>;
+
+/// Call latencies: 1 ms to about 65 s, doubling.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// One process's worker metrics, shared by its workers.
+#[derive(Debug)]
+pub(crate) struct WorkerMetrics {
+    registry: Registry,
+    started: Counter,
+    done: Counter,
+    failed: Counter,
+    dead: Counter,
+    unsettled: Counter,
+    handed_back: Counter,
+    task_seconds: Histogram,
+    renewals: Counter,
+    leases_lost: Counter,
+    busy: Gauge,
+    free: Gauge,
+    calls: Arc<CallMetrics>,
+}
+
+/// Queue and ledger calls by operation: how many, how many failed, how
+/// long each took. A worker's, or the dashboard's own reads.
+#[derive(Debug)]
+pub(crate) struct CallMetrics {
+    calls: Family<Operation, Counter>,
+    errors: Family<Operation, Counter>,
+    seconds: Histograms,
+}
+
+impl CallMetrics {
+    /// Fresh counters, registered in `registry`.
+    pub(crate) fn new(registry: &mut Registry) -> Arc<Self> {
+        let this = Self {
+            calls: Family::default(),
+            errors: Family::default(),
+            seconds: Family::new_with_constructor(call_histogram),
+        };
+        registry.register(
+            "forloop_queue_calls",
+            "Queue and ledger calls made, by operation",
+            this.calls.clone(),
+        );
+        registry.register(
+            "forloop_queue_call_errors",
+            "Queue and ledger calls that failed or passed their deadline, by operation",
+            this.errors.clone(),
+        );
+        registry.register_with_unit(
+            "forloop_queue_call_duration",
+            "How long queue and ledger calls took, by operation",
+            Unit::Seconds,
+            this.seconds.clone(),
+        );
+        Arc::new(this)
+    }
+
+    /// `backend` with each call counted and timed.
+    pub(crate) fn metered(self: &Arc<Self>, backend: Backend) -> Backend {
+        Backend {
+            queue: Arc::new(MeteredQueue {
+                inner: backend.queue,
+                metrics: Arc::clone(self),
+            }),
+            ledger: backend.ledger.map(|inner| {
+                Arc::new(MeteredLedger {
+                    inner,
+                    metrics: Arc::clone(self),
+                }) as Arc<dyn Ledger>
+            }),
+        }
+    }
+
+    /// Calls made so far, by operation (for the dashboard's own cost).
+    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        for op in OPERATIONS {
+            let label = Operation { operation: op };
+            let n = self.calls.get(&label).map_or(0, |c| c.get());
+            if n > 0 {
+                out.push((op, n));
+            }
+        }
+        out
+    }
+
+    /// Time `call` as `operation`. A call dropped before it answered (the
+    /// worker's own deadline passed) counts as an error.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        let mut guard = CallGuard {
+            metrics: self,
+            operation,
+            started: Instant::now(),
+            ok: false,
+        };
+        let result = call.await;
+        guard.ok = result.is_ok();
+        result
+    }
+}
+
+/// Every operation a metered backend names.
+const OPERATIONS: [&str; 16] = [
+    "publish",
+    "pull",
+    "ack",
+    "nack",
+    "release",
+    "extend_lease",
+    "dead_letter",
+    "backlog",
+    "list_dead",
+    "record_then_ack",
+    "record_then_dead_letter",
+    "ledger_jobs",
+    "ledger_forgotten",
+    "ledger_seqs",
+    "ledger_receipts",
+    "ledger_record",
+];
+
+impl WorkerMetrics {
+    /// Metrics for workers with `slots` task slots in all.
+    pub(crate) fn new(slots: usize) -> Self {
+        let mut registry = Registry::default();
+        let mut this = Self {
+            registry: Registry::default(),
+            started: Counter::default(),
+            done: Counter::default(),
+            failed: Counter::default(),
+            dead: Counter::default(),
+            unsettled: Counter::default(),
+            handed_back: Counter::default(),
+            // 1 ms to about 36 h, a factor of 4 apart: no-op tasks to long renders.
+            task_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 14)),
+            renewals: Counter::default(),
+            leases_lost: Counter::default(),
+            busy: Gauge::default(),
+            free: Gauge::default(),
+            calls: CallMetrics::new(&mut registry),
+        };
+        this.free.set(i64::try_from(slots).unwrap_or(i64::MAX));
+        let r = &mut registry;
+        let counters = [
+            (
+                "forloop_items_started",
+                "Tasks started on items (attempts begun)",
+                &this.started,
+            ),
+            (
+                "forloop_items_done",
+                "Attempts that succeeded and whose ack the queue took",
+                &this.done,
+            ),
+            (
+                "forloop_items_failed",
+                "Attempts that failed and were put back for a retry",
+                &this.failed,
+            ),
+            (
+                "forloop_items_dead",
+                "Items dead-lettered (last attempt failed, or a fatal exit)",
+                &this.dead,
+            ),
+            (
+                "forloop_items_unsettled",
+                "Attempts that succeeded but whose ack the queue did not take (the item runs again)",
+                &this.unsettled,
+            ),
+            (
+                "forloop_items_handed_back",
+                "Items given back to the queue at no cost in attempts (a stop, another job's items)",
+                &this.handed_back,
+            ),
+            (
+                "forloop_lease_renewals",
+                "Lease renewals the queue took",
+                &this.renewals,
+            ),
+            (
+                "forloop_leases_lost",
+                "Leases lost while their task ran (found gone at renewal, or run out unrenewed)",
+                &this.leases_lost,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        r.register_with_unit(
+            "forloop_task_duration",
+            "How long each attempt ran",
+            Unit::Seconds,
+            this.task_seconds.clone(),
+        );
+        r.register(
+            "forloop_slots_busy",
+            "Task slots running a task now",
+            this.busy.clone(),
+        );
+        r.register(
+            "forloop_slots_free",
+            "Task slots free now",
+            this.free.clone(),
+        );
+        this.registry = registry;
+        this
+    }
+
+    /// The route that serves `/metrics` (and says where it is on `/`).
+    pub(crate) fn route(self: &Arc<Self>) -> Route {
+        let metrics = Arc::clone(self);
+        Arc::new(move |target: &str, _: &hyper::HeaderMap| {
+            let path = target.split('?').next().unwrap_or(target);
+            match path {
+                "/metrics" => metrics_page(&metrics.registry),
+                "/" => Page::ok(
+                    "text/plain; charset=utf-8",
+                    "forloop worker: metrics at /metrics\n",
+                ),
+                _ => Page::error(hyper::StatusCode::NOT_FOUND, "not found: try /metrics\n"),
+            }
+        })
+    }
+
+    /// `backend` with each call counted and timed.
+    pub(crate) fn metered(&self, backend: Backend) -> Backend {
+        self.calls.metered(backend)
+    }
+}
+
+/// With `listener` (from `--metrics-addr`): serve metrics there for
+/// workers with `slots` task slots in all, and give back `backend` metered
+/// and `inner` counted; without, both as they are.
+pub(crate) fn serve_workers(
+    listener: Option<tokio::net::TcpListener>,
+    slots: usize,
+    backend: Backend,
+    inner: Arc<dyn WorkerEvents>,
+) -> (Backend, Arc<dyn WorkerEvents>) {
+    let Some(listener) = listener else {
+        return (backend, inner);
+    };
+    let metrics = Arc::new(WorkerMetrics::new(slots));
+    if let Ok(at) = listener.local_addr() {
+        tracing::info!("metrics at http://{at}/metrics");
+    }
+    super::http::serve(listener, metrics.route());
+    let backend = metrics.metered(backend);
+    (backend, Arc::new(Counted { metrics, inner }))
+}
+
+/// `registry` as a `/metrics` page.
+pub(crate) fn metrics_page(registry: &Registry) -> Page {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    Page::ok(OPENMETRICS, text)
+}
+
+/// Records one call when dropped: answered or not.
+struct CallGuard<'a> {
+    metrics: &'a CallMetrics,
+    operation: &'static str,
+    started: Instant,
+    ok: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let label = Operation {
+            operation: self.operation,
+        };
+        let m = self.metrics;
+        m.calls.get_or_create(&label).inc();
+        if !self.ok {
+            m.errors.get_or_create(&label).inc();
+        }
+        m.seconds
+            .get_or_create(&label)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The worker's events, counted, then passed on to `inner` (the tally
+/// behind the progress bar, the joblog and the summary).
+pub(crate) struct Counted {
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) inner: Arc<dyn WorkerEvents>,
+}
+
+impl WorkerEvents for Counted {
+    fn attempt_finished(&self, record: &AttemptRecord<'_>) {
+        let m = &self.metrics;
+        match record.settlement {
+            Settlement::Acked => m.done.inc(),
+            Settlement::Retrying { .. } => m.failed.inc(),
+            Settlement::DeadLettered => m.dead.inc(),
+            Settlement::Unsettled => m.unsettled.inc(),
+        };
+        m.task_seconds.observe(record.elapsed.as_secs_f64());
+        self.inner.attempt_finished(record);
+    }
+
+    fn task_started(&self) {
+        self.metrics.started.inc();
+        self.metrics.busy.inc();
+        self.metrics.free.dec();
+        self.inner.task_started();
+    }
+
+    fn task_ended(&self) {
+        self.metrics.busy.dec();
+        self.metrics.free.inc();
+        self.inner.task_ended();
+    }
+
+    fn handed_back(&self, count: usize) {
+        self.metrics.handed_back.inc_by(count as u64);
+        self.inner.handed_back(count);
+    }
+
+    fn leases(&self, renewed: usize, lost: usize) {
+        self.metrics.renewals.inc_by(renewed as u64);
+        self.metrics.leases_lost.inc_by(lost as u64);
+        self.inner.leases(renewed, lost);
+    }
+}
+
+#[derive(Debug)]
+struct MeteredQueue {
+    inner: Arc<dyn WorkQueue>,
+    metrics: Arc<CallMetrics>,
+}
+
+#[async_trait]
+impl QueueDecorator for MeteredQueue {
+    fn inner(&self) -> &dyn WorkQueue {
+        &*self.inner
+    }
+    async fn publish(&self, batch: Vec<Item>) -> Result<Vec<MessageId>, QueueError> {
+        self.metrics
+            .timed("publish", self.inner.publish(batch))
+            .await
+    }
+    async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.metrics.timed("pull", self.inner.pull(max, wait)).await
+    }
+    async fn ack(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.metrics.timed("ack", self.inner.ack(tokens)).await
+    }
+    async fn nack(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.metrics
+            .timed("nack", self.inner.nack(tokens, delay))
+            .await
+    }
+    async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
+        self.metrics
+            .timed("release", self.inner.release(tokens))
+            .await
+    }
+    async fn extend_lease(
+        &self,
+        tokens: &[LeaseToken],
+        lease: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let call = self.inner.extend_lease(tokens, lease);
+        self.metrics.timed("extend_lease", call).await
+    }
+    async fn dead_letter(
+        &self,
+        tokens: &[LeaseToken],
+        reason: &str,
+    ) -> Result<LeaseReport, QueueError> {
+        let call = self.inner.dead_letter(tokens, reason);
+        self.metrics.timed("dead_letter", call).await
+    }
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        self.metrics.timed("backlog", self.inner.backlog()).await
+    }
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.metrics
+            .timed("list_dead", self.inner.list_dead(limit))
+            .await
+    }
+}
+
+#[derive(Debug)]
+struct MeteredLedger {
+    inner: Arc<dyn Ledger>,
+    metrics: Arc<CallMetrics>,
+}
+
+/// The calls workers and readers make to a ledger; the rest (submits,
+/// admin) pass through uncounted.
+#[async_trait]
+impl LedgerDecorator for MeteredLedger {
+    fn inner(&self) -> &dyn Ledger {
+        &*self.inner
+    }
+    async fn record_then_ack(
+        &self,
+        queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        receipts: &[ReceiptRef<'_>],
+    ) -> Result<LeaseReport, QueueError> {
+        let call = self.inner.record_then_ack(queue, tokens, receipts);
+        self.metrics.timed("record_then_ack", call).await
+    }
+    async fn record_then_dead_letter(
+        &self,
+        queue: &dyn WorkQueue,
+        tokens: &[LeaseToken],
+        reason: &str,
+        receipts: &[Option<Receipt>],
+    ) -> Result<LeaseReport, QueueError> {
+        let call = self
+            .inner
+            .record_then_dead_letter(queue, tokens, reason, receipts);
+        self.metrics.timed("record_then_dead_letter", call).await
+    }
+    async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
+        self.metrics.timed("ledger_jobs", self.inner.jobs()).await
+    }
+    async fn forgotten(&self) -> Result<Vec<String>, QueueError> {
+        self.metrics
+            .timed("ledger_forgotten", self.inner.forgotten())
+            .await
+    }
+    async fn seqs(&self, job: &str) -> Result<Option<JobSeqs>, QueueError> {
+        self.metrics
+            .timed("ledger_seqs", self.inner.seqs(job))
+            .await
+    }
+    async fn receipts(&self, job: &str) -> Result<Vec<Receipt>, QueueError> {
+        self.metrics
+            .timed("ledger_receipts", self.inner.receipts(job))
+            .await
+    }
+    async fn record(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        self.metrics
+            .timed("ledger_record", self.inner.record(receipts))
+            .await
+    }
+}
