@@ -428,37 +428,28 @@ fn an_ended_worker_leaves_no_long_poll_to_hide_the_next_item() {
     let name = unique("leftpoll");
     create(&name, "30s", "5");
     let dir = scratch("sqs-leftpoll");
+    // `runner submit --job JOB` of `items`, then `runner work --concurrency
+    // SLOTS` until the queue's jobs are over, recording into `out`.
+    let submit_and_work = |job: &str, items: &str, slots: &str, out: &std::path::Path| {
+        let input = dir.join(format!("{job}.txt"));
+        std::fs::write(&input, items).unwrap();
+        let submit = on(&name)
+            .args(["submit", "--job", job])
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(submit.status.success(), "submit: {}", stderr(&submit));
+        let work = on(&name)
+            .args(["work", "--concurrency", slots, "--"])
+            .args([RECORD, out.to_str().unwrap(), "{}"])
+            .output()
+            .unwrap();
+        assert!(work.status.success(), "work: {}", stderr(&work));
+    };
     for round in 0..3 {
-        let first = dir.join(format!("first-{round}.txt"));
-        std::fs::write(&first, "a-1\na-2\na-3\na-4\n").unwrap();
         let out = dir.join(format!("out-{round}.jsonl"));
-        let output = on(&name)
-            .args(["submit", "--job", &format!("first-{round}")])
-            .arg(&first)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "submit: {}", stderr(&output));
-        let output = on(&name)
-            .args(["work", "--concurrency", "4", "--"])
-            .args([RECORD, out.to_str().unwrap(), "{}"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "work: {}", stderr(&output));
-
-        let next = dir.join(format!("next-{round}.txt"));
-        std::fs::write(&next, format!("b-{round}\n")).unwrap();
-        let output = on(&name)
-            .args(["submit", "--job", &format!("next-{round}")])
-            .arg(&next)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "submit: {}", stderr(&output));
-        let output = on(&name)
-            .args(["work", "--concurrency", "1", "--"])
-            .args([RECORD, out.to_str().unwrap(), "{}"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "work: {}", stderr(&output));
+        submit_and_work(&format!("first-{round}"), "a-1\na-2\na-3\na-4\n", "4", &out);
+        submit_and_work(&format!("next-{round}"), &format!("b-{round}\n"), "1", &out);
         let records = forloop_tests::read_records(&out);
         let item = records
             .iter()
