@@ -221,15 +221,29 @@ pub(crate) async fn status(context: &Context<'_>, args: StatusArgs) -> Result<u8
 struct StatusReading {
     backlog: Backlog,
     jobs: Option<Vec<JobStatus>>,
+    /// The causes that dominate each halted job's deaths, by job.
+    halt_causes: std::collections::BTreeMap<String, String>,
 }
 
 async fn read_status(
     queue: &dyn forloop_core::WorkQueue,
     ledger: Option<&Arc<dyn Ledger>>,
 ) -> Result<StatusReading, Failure> {
+    let backlog = backlog_of(queue, STATUS_RETRY_FOR).await?;
+    let jobs = jobs_of(ledger, STATUS_RETRY_FOR).await?;
+    let mut halt_causes = std::collections::BTreeMap::new();
+    if let Some(ledger) = ledger {
+        for job in jobs.as_deref().unwrap_or_default() {
+            if job.is_halted() {
+                let causes = super::summary::halt_causes(&**ledger, job).await;
+                halt_causes.insert(job.manifest.job.to_string(), causes);
+            }
+        }
+    }
     Ok(StatusReading {
-        backlog: backlog_of(queue, STATUS_RETRY_FOR).await?,
-        jobs: jobs_of(ledger, STATUS_RETRY_FOR).await?,
+        backlog,
+        jobs,
+        halt_causes,
     })
 }
 
@@ -241,7 +255,11 @@ fn print_status(
     json_out: bool,
     out: &mut Stdout,
 ) -> Result<(), Failure> {
-    let StatusReading { backlog, jobs } = reading;
+    let StatusReading {
+        backlog,
+        jobs,
+        halt_causes,
+    } = reading;
     let (rule, why) = end_rule(jobs.as_deref());
     if json_out {
         let mut json = status_json(backlog);
@@ -264,8 +282,8 @@ fn print_status(
         ))?;
         for job in jobs.as_deref().unwrap_or_default() {
             out.line(job_line(job))?;
-            if let (true, Some(ledger)) = (job.is_halted(), &ledger) {
-                out.line(super::summary::halt_causes(&**ledger, job).await)?;
+            if let Some(causes) = halt_causes.get(&*job.manifest.job) {
+                out.line(causes)?;
             }
         }
         out.line(format_args!("end rule: {why}"))?;
