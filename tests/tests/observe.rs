@@ -533,8 +533,11 @@ fn a_dashboard_follows_a_job_live(on: &dyn Fn() -> Command, lease: &str, tag: &s
     assert_eq!(shown(&browser, "done"), Some(0));
 
     // A failure every time, for the three `fail-` items: same cause,
-    // different numbers and paths.
-    let script = "case \"$1\" in fail-*) echo \"HTTP 429 from /srv/api/$1 after $$ ms\" >&2; exit 7;; esac; sleep 0.03";
+    // different numbers and paths. 100 ms an item on four slots: the job
+    // lasts several seconds past the kill below, longer than the page
+    // takes to call the killed worker gone (at 30 ms an item, on a quiet
+    // machine, the Pub/Sub job ended first and the row read "finished").
+    let script = "case \"$1\" in fail-*) echo \"HTTP 429 from /srv/api/$1 after $$ ms\" >&2; exit 7;; esac; sleep 0.1";
     let worker = |slots: &str| {
         let mut command = on();
         command
@@ -578,10 +581,15 @@ fn a_dashboard_follows_a_job_live(on: &dyn Fn() -> Command, lease: &str, tag: &s
     // Child::kill is SIGKILL: no grace, no hand-back.
     doomed.child.kill().unwrap();
     let _ = doomed.child.wait();
+    let mut last = serde_json::Value::Null;
     eventually("the killed worker to show as gone", || {
-        browser
-            .eval(&worker_row)
-            .as_str()
+        let row = browser.eval(&worker_row);
+        if row != last {
+            // What the row went through, for a failure's report.
+            eprintln!("the killed worker's row: {row}");
+            last = row;
+        }
+        last.as_str()
             .is_some_and(|row| row.starts_with("gone|gone"))
     });
     let during = shown(&browser, "done").unwrap();

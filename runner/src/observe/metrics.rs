@@ -20,10 +20,10 @@ use forloop_core::{
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::attempts::{AttemptCounts, Ending};
 use super::http::{Page, Route};
 
 /// The content type of the OpenMetrics text format.
@@ -46,17 +46,11 @@ fn call_histogram() -> Histogram {
 #[derive(Debug)]
 pub(crate) struct WorkerMetrics {
     registry: Registry,
-    started: Counter,
-    done: Counter,
-    failed: Counter,
-    dead: Counter,
-    unsettled: Counter,
-    handed_back: Counter,
-    task_seconds: Histogram,
+    /// Started, ended, settled and handed back, and how long each took:
+    /// counted per thread on the hot path.
+    attempts: Arc<AttemptCounts>,
     renewals: Counter,
     leases_lost: Counter,
-    busy: Gauge,
-    free: Gauge,
     calls: Arc<CallMetrics>,
 }
 
@@ -169,90 +163,29 @@ impl WorkerMetrics {
     /// whose job ledger is `ledger`.
     pub(crate) fn new(slots: usize, ledger: Option<Arc<dyn Ledger>>) -> Self {
         let mut registry = Registry::default();
-        let mut this = Self {
+        let this = Self {
             registry: Registry::default(),
-            started: Counter::default(),
-            done: Counter::default(),
-            failed: Counter::default(),
-            dead: Counter::default(),
-            unsettled: Counter::default(),
-            handed_back: Counter::default(),
-            // 1 ms to about 36 h, a factor of 4 apart: no-op tasks to long renders.
-            task_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 14)),
+            attempts: AttemptCounts::new(slots),
             renewals: Counter::default(),
             leases_lost: Counter::default(),
-            busy: Gauge::default(),
-            free: Gauge::default(),
             calls: CallMetrics::new(&mut registry),
         };
-        this.free.set(i64::try_from(slots).unwrap_or(i64::MAX));
         let r = &mut registry;
-        let counters = [
-            (
-                "forloop_items_started",
-                "Tasks started on items (attempts begun)",
-                &this.started,
-            ),
-            (
-                "forloop_items_done",
-                "Attempts that succeeded and whose ack the queue took",
-                &this.done,
-            ),
-            (
-                "forloop_items_failed",
-                "Attempts that failed and were put back for a retry",
-                &this.failed,
-            ),
-            (
-                "forloop_items_dead",
-                "Items dead-lettered (last attempt failed, or a fatal exit)",
-                &this.dead,
-            ),
-            (
-                "forloop_items_unsettled",
-                "Attempts that succeeded but whose ack the queue did not take (the item runs again)",
-                &this.unsettled,
-            ),
-            (
-                "forloop_items_handed_back",
-                "Items given back to the queue at no cost in attempts (a stop, another job's items)",
-                &this.handed_back,
-            ),
-            (
-                "forloop_lease_renewals",
-                "Lease renewals the queue took",
-                &this.renewals,
-            ),
-            (
-                "forloop_leases_lost",
-                "Leases lost while their task ran (found gone at renewal, or run out unrenewed)",
-                &this.leases_lost,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            r.register(name, help, counter.clone());
-        }
-        r.register_with_unit(
-            "forloop_task_duration",
-            "How long each attempt ran",
-            Unit::Seconds,
-            this.task_seconds.clone(),
+        r.register_collector(Box::new(Arc::clone(&this.attempts)));
+        r.register(
+            "forloop_lease_renewals",
+            "Lease renewals the queue took",
+            this.renewals.clone(),
         );
         r.register(
-            "forloop_slots_busy",
-            "Task slots running a task now",
-            this.busy.clone(),
-        );
-        r.register(
-            "forloop_slots_free",
-            "Task slots free now",
-            this.free.clone(),
+            "forloop_leases_lost",
+            "Leases lost while their task ran (found gone at renewal, or run out unrenewed)",
+            this.leases_lost.clone(),
         );
         if let Some(ledger) = ledger {
             r.register_collector(Box::new(LedgerBackendCalls(ledger)));
         }
-        this.registry = registry;
-        this
+        Self { registry, ..this }
     }
 
     /// The route that serves `/metrics` (and says where it is on `/`).
@@ -339,32 +272,28 @@ pub(crate) struct Counted {
 
 impl WorkerEvents for Counted {
     fn attempt_finished(&self, record: &AttemptRecord<'_>) {
-        let m = &self.metrics;
-        match record.settlement {
-            Settlement::Acked => m.done.inc(),
-            Settlement::Retrying { .. } => m.failed.inc(),
-            Settlement::DeadLettered => m.dead.inc(),
-            Settlement::Unsettled => m.unsettled.inc(),
+        let ending = match record.settlement {
+            Settlement::Acked => Ending::Done,
+            Settlement::Retrying { .. } => Ending::Failed,
+            Settlement::DeadLettered => Ending::Dead,
+            Settlement::Unsettled => Ending::Unsettled,
         };
-        m.task_seconds.observe(record.elapsed.as_secs_f64());
+        self.metrics.attempts.finished(ending, record.elapsed);
         self.inner.attempt_finished(record);
     }
 
     fn task_started(&self) {
-        self.metrics.started.inc();
-        self.metrics.busy.inc();
-        self.metrics.free.dec();
+        self.metrics.attempts.started();
         self.inner.task_started();
     }
 
     fn task_ended(&self) {
-        self.metrics.busy.dec();
-        self.metrics.free.inc();
+        self.metrics.attempts.ended();
         self.inner.task_ended();
     }
 
     fn handed_back(&self, count: usize) {
-        self.metrics.handed_back.inc_by(count as u64);
+        self.metrics.attempts.handed_back(count as u64);
         self.inner.handed_back(count);
     }
 

@@ -9,6 +9,7 @@
 //!
 //! [`WorkerEvents`]: forloop_core::worker::WorkerEvents
 
+mod attempts;
 pub(crate) mod dashboard;
 pub(crate) mod http;
 pub(crate) mod metrics;
