@@ -528,6 +528,8 @@ mod tests {
             stderr_tail: Some("boom".into()),
             at: 7,
             life: 0,
+            value: None,
+            value_url: None,
         }
     }
 

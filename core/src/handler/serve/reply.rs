@@ -175,10 +175,7 @@ mod tests {
     #[test]
     fn a_traceback_goes_where_stderr_goes() {
         let reply = parse(
-            br#"{"status": "error", "message": "ValueError: bad", "traceback": "Traceback (most recent call last):
-  File "w.py", line 3, in handle
-ValueError: bad
-"}"#,
+            br#"{"status": "error", "message": "ValueError: bad", "traceback": "Traceback (most recent call last):\n  File \"w.py\", line 3, in handle\nValueError: bad\n"}"#,
         )
         .unwrap();
         assert_eq!(reply.outcome.reason.as_deref(), Some("ValueError: bad"));
