@@ -175,7 +175,7 @@ impl Handler for WithOutputs {
                 if let Some(file) = &record.value_file {
                     // The receipt names it; the value itself is the store's.
                     outcome.value = None;
-                    outcome.value_url = Some(self.store.object_url(&file.key));
+                    outcome.value_url = Some(Arc::from(self.store.object_url(&file.key)));
                 }
                 outcome.captured.clear();
                 outcome

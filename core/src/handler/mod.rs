@@ -77,7 +77,7 @@ pub struct TaskOutcome {
     /// takes a larger one.
     pub value: Option<ItemValue>,
     /// Where the value is, once an output store took it (its object's URL).
-    pub value_url: Option<String>,
+    pub value_url: Option<std::sync::Arc<str>>,
     /// The command's output kept in files for the output store
     /// (`--capture`).
     pub captured: Vec<Captured>,
