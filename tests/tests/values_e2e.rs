@@ -136,6 +136,98 @@ fn capture_keeps_each_items_stdout_and_stderr_and_a_dead_items_last_attempt() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// On a shared queue, from another process: `results --json --outputs`
+/// lists each item's kept streams with their URLs (a dead item's last
+/// attempt's too), and `--download` fetches them beside the files.
+#[test]
+fn results_list_and_download_the_kept_streams_on_redis() {
+    let redis = RedisServer::shared();
+    let dir = scratch("values-capture-redis");
+    let store = dir.join("store");
+    let name = unique("capture-redis");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nbad\n").unwrap();
+    let on = || {
+        let mut command = runner();
+        command.args(["--queue", redis.url(), "--name", &name]);
+        command
+    };
+    let output = on()
+        .args([
+            "run",
+            "--job",
+            &name,
+            "--workers",
+            "2",
+            "--max-attempts",
+            "2",
+        ])
+        .args(["--backoff", "10ms"])
+        .arg(&input)
+        .arg("--outputs")
+        .arg(&store)
+        .args([
+            "--capture",
+            "stdout,stderr",
+            "--",
+            "sh",
+            "-c",
+            SAYS,
+            "sh",
+            "{}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "bad is dead: {}",
+        stderr(&output)
+    );
+    let fetched = dir.join("fetched");
+    let output = on()
+        .args(["results", "--json", "--outputs"])
+        .arg(&store)
+        .arg("--download")
+        .arg(&fetched)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let read = |line: &serde_json::Value, stream: &str| {
+        let kept = line["captured"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no captured streams: {line:#}"))
+            .iter()
+            .find(|c| c["stream"] == stream)
+            .unwrap_or_else(|| panic!("no {stream}: {line:#}"));
+        let url = kept["url"].as_str().unwrap();
+        std::fs::read_to_string(url.strip_prefix("file://").unwrap()).unwrap()
+    };
+    assert_eq!(lines[0]["state"], "done");
+    assert_eq!(read(&lines[0], "stdout"), "out a attempt 1\n");
+    assert_eq!(read(&lines[0], "stderr"), "err a attempt 1\n");
+    assert_eq!(lines[1]["state"], "dead");
+    assert_eq!(read(&lines[1], "stdout"), "out bad attempt 2\n");
+    let mut names: Vec<String> = std::fs::read_dir(&fetched)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains('.'))
+        .map(|n| n.split_once('-').unwrap().0.to_string() + "." + n.rsplit('.').next().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "000000000.stderr",
+            "000000000.stdout",
+            "000000001.stderr",
+            "000000001.stdout"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_stream_past_64_mib_is_cut_and_its_record_says_how_much_was_written() {
     let dir = scratch("values-capture-cut");
