@@ -28,6 +28,15 @@ fn unique(test: &str) -> String {
     )
 }
 
+/// A `runner` on `redis`'s queue `name`, the Python helper on its path.
+fn on_redis(redis: &RedisServer, name: &str) -> Command {
+    let mut command = runner();
+    command
+        .args(["--queue", redis.url(), "--name", name])
+        .env("PYTHONPATH", root().join("python"));
+    command
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -147,11 +156,7 @@ fn results_list_and_download_the_kept_streams_on_redis() {
     let name = unique("capture-redis");
     let input = dir.join("items.txt");
     std::fs::write(&input, "a\nbad\n").unwrap();
-    let on = || {
-        let mut command = runner();
-        command.args(["--queue", redis.url(), "--name", &name]);
-        command
-    };
+    let on = || on_redis(redis, &name);
     let output = on()
         .args([
             "run",
@@ -332,13 +337,7 @@ fn serve_values_and_tracebacks_reach_results_on_redis() {
     let name = unique("redis");
     let input = dir.join("items.txt");
     std::fs::write(&input, "small\nlarge\nnothing\nboom\n").unwrap();
-    let on = || {
-        let mut command = runner();
-        command
-            .args(["--queue", redis.url(), "--name", &name])
-            .env("PYTHONPATH", root().join("python"));
-        command
-    };
+    let on = || on_redis(redis, &name);
     for format in ["--serve", "--serve=json"] {
         let job = format!("{name}{}", format.len());
         let output = on()
@@ -443,13 +442,7 @@ fn without_kept_receipts_values_come_from_the_stores_records() {
     let name = unique("records");
     let input = dir.join("items.txt");
     std::fs::write(&input, "small\nlarge\n").unwrap();
-    let on = || {
-        let mut command = runner();
-        command
-            .args(["--queue", redis.url(), "--name", &name])
-            .env("PYTHONPATH", root().join("python"));
-        command
-    };
+    let on = || on_redis(redis, &name);
     let output = on()
         .args(["run", "--job", &name, "--serve"])
         .arg(&input)
