@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use forloop_core::handler::from_fn;
-use forloop_core::worker::{Shutdown, Worker, WorkerConfig};
+use forloop_core::worker::{NoEvents, Shutdown, Worker, WorkerConfig, WorkerEvents};
 use forloop_core::{Backend, Item, MemoryQueue, QueueConfig, Task, WorkQueue};
 
 use crate::{BenchArgs, Failure};
@@ -49,12 +49,25 @@ async fn publish(backend: &Backend, items: u64, job: bool) -> Result<f64, Failur
 /// With `until`, the loops stop once that many items were handled: the way
 /// to time a drain on a queue that cannot count its backlog (a fresh queue
 /// holding exactly the published items).
+/// With `metrics`, the loops count into the Prometheus metrics
+/// `runner work --metrics-addr` serves (on a loopback port nobody scrapes):
+/// what they cost is what the bench then shows.
 async fn drain_here(
     backend: Backend,
     workers: u32,
     concurrency: u32,
     until: Option<u64>,
+    metrics: bool,
 ) -> Result<u64, Failure> {
+    let (backend, events) = if metrics {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Failure::new(format!("--metrics: {e}")))?;
+        let slots = (workers * concurrency) as usize;
+        runner::metrics::serve(listener, slots, backend, Arc::new(NoEvents))
+    } else {
+        (backend, Arc::new(NoEvents) as Arc<dyn WorkerEvents>)
+    };
     let handled = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&handled);
     let shutdown = Shutdown::new();
@@ -73,7 +86,9 @@ async fn drain_here(
             name: Arc::from(format!("bench/{index}")),
             ..WorkerConfig::default()
         };
-        let worker = Worker::new(backend.clone(), handler.clone()).with_config(config);
+        let worker = Worker::new(backend.clone(), handler.clone())
+            .with_config(config)
+            .with_events(Arc::clone(&events));
         set.spawn(worker.run(shutdown.clone()));
     }
     while let Some(joined) = set.join_next().await {
@@ -148,12 +163,13 @@ pub(crate) async fn bench_memory(args: &BenchArgs) -> Result<u8, Failure> {
     let backend = queue.backend();
     let publish_rate = publish(&backend, args.items, args.job).await?;
     let (started, before) = (Instant::now(), Usage::now());
-    let handled = drain_here(backend, args.workers, args.concurrency, None).await?;
+    let handled = drain_here(backend, args.workers, args.concurrency, None, args.metrics).await?;
     let secs = started.elapsed().as_secs_f64();
     let used = Usage::now().since(&before);
     let backlog = queue.backlog().await?;
     println!(
-        "queue memory  items {}  workers {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s, cpu {})  handled {handled}  left {:?}/{:?}",
+        "queue memory{}  items {}  workers {}  concurrency {}  publish {publish_rate:.0} items/s  process {:.0} items/s ({secs:.3} s, cpu {})  handled {handled}  left {:?}/{:?}",
+        if args.metrics { " (metrics on)" } else { "" },
         args.items,
         args.workers,
         args.concurrency,
@@ -173,7 +189,7 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
     let backend = driver.open(&address, config).await?;
     let queue = Arc::clone(&backend.queue);
     if args.drain {
-        drain_here(backend, 1, args.concurrency, None).await?;
+        drain_here(backend, 1, args.concurrency, None, args.metrics).await?;
         return Ok(0);
     }
     if args.raw {
@@ -198,6 +214,7 @@ pub(crate) async fn bench(spec: &str, args: &BenchArgs) -> Result<u8, Failure> {
             args.workers,
             args.concurrency,
             Some(args.items),
+            args.metrics,
         )
         .await?;
         let secs = started.elapsed().as_secs_f64();

@@ -11,10 +11,13 @@
 //!   workers took to exit after the backlog read empty.
 //! - `--raw` (Redis, Pub/Sub, SQS): the same drain done by a bare client of
 //!   the backend, the baseline the driver is held to.
+//! - `--upload FILE --outputs s3://...`: one large file through `--outputs`'
+//!   path, against (`--raw`) the bare `object_store` client.
 //!
 //! docs/BENCHMARKS.md has the method and the figures; `scripts/bench-*` run it.
 
 mod harness;
+mod upload;
 mod raw {
     pub(crate) mod pubsub;
     pub(crate) mod redis;
@@ -61,6 +64,17 @@ pub(crate) struct BenchArgs {
     /// (`MemoryQueue::with_done_receipts`), not only the dead items'
     #[arg(long)]
     keep_receipts: bool,
+    /// Count into the worker's Prometheus metrics (what `runner work
+    /// --metrics-addr` serves), to measure what they cost
+    #[arg(long)]
+    metrics: bool,
+    /// Instead of items: upload this one file to `--outputs URL` through
+    /// forloop's output path (with `--raw`: the bare object_store client)
+    #[arg(long, value_name = "FILE")]
+    upload: Option<std::path::PathBuf>,
+    /// With --upload: where to (an `s3://bucket/prefix` URL)
+    #[arg(long, value_name = "URL")]
+    outputs: Option<String>,
     /// Be one worker process of a shared-queue bench (the harness starts these)
     #[arg(long)]
     drain: bool,
@@ -91,7 +105,9 @@ impl From<forloop_core::QueueError> for Failure {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = BenchArgs::parse();
-    let result = if args.queue == "memory" {
+    let result = if let Some(file) = args.upload.clone() {
+        upload::bench(&file, &args).await
+    } else if args.queue == "memory" {
         harness::bench_memory(&args).await
     } else {
         harness::bench(&args.queue.clone(), &args).await

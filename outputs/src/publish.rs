@@ -502,6 +502,11 @@ impl OutputStore {
             self.store.put(&path, PutPayload::from(body)),
         )
         .await?;
+        // Nothing of the job's machinery stays beside its outputs: the
+        // probes of workers killed mid-probe go with the job's end.
+        if let Err(error) = self.sweep_probes(std::time::Duration::ZERO).await {
+            tracing::warn!("cannot remove leftover probe objects: {error}");
+        }
         Ok((self.object_url(path.as_ref()), count))
     }
 

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
+
+/// The name of a probe object starts so (under `PREFIX/_forloop/`).
+const PROBE: &str = "probe-";
 use object_store::path::Path;
 
 /// How the store is called.
@@ -434,6 +437,8 @@ impl OutputStore {
 
     /// Write a probe object under the prefix and delete it: the bucket is
     /// there, the credentials are accepted, and they may write and delete.
+    /// Then remove the probes that processes killed between the two left
+    /// more than an hour ago.
     pub async fn probe(&self) -> Result<(), OutputsError> {
         use object_store::ObjectStoreExt;
         let nonce = format!(
@@ -444,16 +449,64 @@ impl OutputStore {
                 .unwrap_or_default()
                 .as_nanos()
         );
-        let path = self.under(&["_forloop", &format!("probe-{nonce}")]);
+        let path = self.under(&["_forloop", &format!("{PROBE}{nonce}")]);
         self.call(
             || "write the probe object".into(),
             self.store.put(&path, "forloop probe".into()),
         )
         .await?;
-        self.call(
-            || "delete the probe object".into(),
-            self.store.delete(&path),
-        )
-        .await
+        self.delete_probe(&path).await?;
+        if let Err(error) = self.sweep_probes(Duration::from_secs(3600)).await {
+            tracing::warn!(store = %self.shown, "cannot remove old probe objects: {error}");
+        }
+        Ok(())
+    }
+
+    /// Delete the probe objects (`_forloop/probe-*` under the prefix)
+    /// older than `age`: those of processes killed between a probe's
+    /// write and its delete. At a job's end (age zero) none stays; a
+    /// probe of a process starting at that moment may be deleted under it,
+    /// which its own delete takes as done. Returns how many went.
+    pub async fn sweep_probes(&self, age: Duration) -> Result<usize, OutputsError> {
+        use futures_util::StreamExt;
+        let folder = self.under(&["_forloop"]);
+        let cutoff = std::time::SystemTime::now() - age;
+        let mut listing = self.store.list(Some(&folder));
+        let mut stale = Vec::new();
+        while let Some(meta) = self
+            .call(|| "list the probe objects".into(), async {
+                listing.next().await.transpose()
+            })
+            .await?
+        {
+            let probe = meta
+                .location
+                .filename()
+                .is_some_and(|name| name.starts_with(PROBE));
+            if probe && std::time::SystemTime::from(meta.last_modified) <= cutoff {
+                stale.push(meta.location);
+            }
+        }
+        for path in &stale {
+            self.delete_probe(path).await?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Delete a probe object; one already gone (another process swept it)
+    /// is deleted.
+    async fn delete_probe(&self, path: &Path) -> Result<(), OutputsError> {
+        use object_store::ObjectStoreExt;
+        match self
+            .call(|| "delete the probe object".into(), self.store.delete(path))
+            .await
+        {
+            Err(OutputsError::Call { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(())
+            }
+            done => done,
+        }
     }
 }

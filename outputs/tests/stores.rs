@@ -470,3 +470,34 @@ async fn a_store_that_hangs_fails_the_attempt_and_the_item_is_redone() {
     assert_eq!(records[0].attempt, 2);
     assert_eq!(records[0].files[0].sha256, sha(b"attempt 2"));
 }
+
+/// A process killed between its probe's write and its delete (a worker
+/// SIGKILLed as it starts, in a storm) leaves `_forloop/probe-*`: the
+/// job's end removes it, so only outputs, records and the manifest stay;
+/// a probe of a live process, whose delete finds its object swept, still
+/// passes.
+#[tokio::test]
+async fn a_probe_left_by_a_killed_process_is_gone_at_the_jobs_end() {
+    let dir = scratch("outputs-probes");
+    let root = dir.join("store");
+    let store = OutputStore::open(root.to_str().unwrap(), StoreSettings::default()).unwrap();
+    store.probe().await.unwrap();
+    std::fs::create_dir_all(root.join("_forloop")).unwrap();
+    let left = root.join("_forloop/probe-4242-1");
+    std::fs::write(&left, "forloop probe").unwrap();
+    // A young one survives a worker's probe (it may be a live process's)...
+    store.probe().await.unwrap();
+    assert!(left.exists(), "a probe a minute old is not yet stale");
+    // ...and goes with the job's end.
+    store.write_manifest("j").await.unwrap();
+    assert!(!left.exists(), "the killed process's probe is still there");
+    // (An emptied folder goes too, on a local store.)
+    let leftover: Vec<_> = std::fs::read_dir(root.join("_forloop"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

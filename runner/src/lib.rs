@@ -55,6 +55,30 @@ pub use forloop_core::handler;
 pub use forloop_core::{Driver, Handler, MemoryDriver, QueueAddress, Task, TaskOutcome};
 pub use registry::Registry;
 
+/// Prometheus metrics for worker loops a program of its own runs (see
+/// `docs/library.md`): the page `runner work --metrics-addr` serves.
+pub mod metrics {
+    use std::sync::Arc;
+
+    use forloop_core::Backend;
+    use forloop_core::worker::WorkerEvents;
+
+    /// Serve `/metrics` on `listener` for workers with `slots` task slots
+    /// in all, and give back `backend` with every queue and ledger call
+    /// counted and timed, and `events` (passed on to, after counting) with
+    /// every attempt counted: hand both to the
+    /// [`Worker`](forloop_core::worker::Worker). Call it inside a Tokio
+    /// runtime; the page is served on a task of its own.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        slots: usize,
+        backend: Backend,
+        events: Arc<dyn WorkerEvents>,
+    ) -> (Backend, Arc<dyn WorkerEvents>) {
+        crate::observe::metrics::serve_workers(Some(listener), slots, backend, events)
+    }
+}
+
 /// A failure that ends a command: what to tell the user, and the exit code.
 #[derive(Debug)]
 pub struct Failure {

@@ -457,7 +457,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 fn the_dashboard_follows_a_redis_job_live_in_a_real_browser() {
     let server = RedisServer::shared();
     let name = unique("dash");
-    a_dashboard_follows_a_job_live(&|| on(server.url(), &name), "4s", "dash");
+    a_dashboard_follows_a_job_live(&|| on(server.url(), &name), "4s", "dash", false);
 }
 
 /// The same page over the Pub/Sub emulator, whose ledger is kept in sheets
@@ -482,7 +482,7 @@ fn the_dashboard_follows_a_pubsub_job_live_in_a_real_browser() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    a_dashboard_follows_a_job_live(&on, "10s", "dash-pubsub");
+    a_dashboard_follows_a_job_live(&on, "10s", "dash-pubsub", true);
     assert!(on().args(["queue", "delete"]).status().unwrap().success());
 }
 
@@ -490,7 +490,7 @@ fn the_dashboard_follows_a_pubsub_job_live_in_a_real_browser() {
 /// page in headless Chromium: the numbers move through the page's own
 /// refresh and reach N exactly, a SIGKILLed worker shows as gone, the
 /// failures are one group of three, and search finds them.
-fn a_dashboard_follows_a_job_live(on: &dyn Fn() -> Command, lease: &str, tag: &str) {
+fn a_dashboard_follows_a_job_live(on: &dyn Fn() -> Command, lease: &str, tag: &str, sheets: bool) {
     let job = "dash-job";
     let dir = scratch(tag);
     let total: u64 = 240;
@@ -644,6 +644,40 @@ fn a_dashboard_follows_a_job_live(on: &dyn Fn() -> Command, lease: &str, tag: &s
     eventually("search hits", || {
         browser.text_of("hits").as_deref() == Some("3")
     });
+
+    // What its reads cost: a sheet ledger's reads are counted in backend
+    // calls (pulls of the sheets, publishes of the merge, acks), in the
+    // dashboard's own metrics and at the foot of the page; a ledger that
+    // is one call per read (Redis) has no such count.
+    let addr = dashboard
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let samples = scrape(addr);
+    let sheet_calls = |call| {
+        value(
+            &samples,
+            "forloop_ledger_backend_calls_total",
+            &[("call", call)],
+        )
+    };
+    let footer = browser.eval("return document.querySelector('footer').textContent;");
+    let footer = footer.as_str().unwrap_or_default();
+    if sheets {
+        assert!(
+            sheet_calls("pull") > 0.0 && sheet_calls("publish") > 0.0,
+            "{samples:?}"
+        );
+        assert!(footer.contains("sibling queues"), "{footer}");
+    } else {
+        assert!(
+            !samples
+                .iter()
+                .any(|s| s.name.starts_with("forloop_ledger_backend")),
+            "{samples:?}"
+        );
+        assert!(!footer.contains("sibling queues"), "{footer}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use forloop_tests::servers::RedisServer;
+use forloop_tests::servers::{PubsubEmulator, RedisServer};
 use forloop_tests::stores::S3Server;
 use forloop_tests::{children, runner, scratch};
 
@@ -52,19 +52,53 @@ fn fake_ytdlp(dir: &Path) -> PathBuf {
 #[test]
 fn the_blog_post_job_survives_a_sigkill_storm_with_every_video_in_the_bucket_once() {
     let redis = RedisServer::shared();
-    let s3 = S3Server::shared();
     let name = unique("blog");
-    let bucket = name.to_lowercase();
-    s3.bucket(&bucket);
+    let s3 = S3Server::shared();
+    let here = || on(redis.url(), &name, s3);
+    blog_post_storm(&here, "3s", &name.to_lowercase());
+}
+
+/// The same on the Pub/Sub emulator: its ledger is kept in sheets, it
+/// counts deliveries itself, and its shortest lease is 10 s.
+#[test]
+fn the_blog_post_job_survives_a_sigkill_storm_on_pubsub_with_every_video_in_the_bucket_once() {
+    let host = PubsubEmulator::shared().host();
+    let name = unique("blog-ps");
+    let queue = format!("pubsub://outputs/{name}");
+    let s3 = S3Server::shared();
+    let here = || {
+        let mut command = runner();
+        command
+            .args(["--queue", &queue])
+            .env("PUBSUB_EMULATOR_HOST", host);
+        s3.configure(&mut command);
+        command
+    };
+    let created = here()
+        .args(["queue", "create", "--lease", "10s"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    blog_post_storm(&here, "10s", &name.to_lowercase());
+    assert!(here().args(["queue", "delete"]).status().unwrap().success());
+}
+
+/// The blog post's job (a fake `yt-dlp` writing a video per id) run by
+/// three local workers on `on()`'s queue, a worker SIGKILLed every 0.7 s:
+/// every video ends in bucket `bucket` once, listed and fetched from
+/// another process.
+fn blog_post_storm(on: &dyn Fn() -> Command, lease: &str, bucket: &str) {
+    let s3 = S3Server::shared();
+    s3.bucket(bucket);
     let dir = scratch("outputs-blog");
     let ids: Vec<String> = (0..60).map(|i| format!("vid{i:03}")).collect();
     let input = dir.join("ids.txt");
     std::fs::write(&input, ids.join("\n") + "\n").unwrap();
     let url = format!("s3://{bucket}/videos");
-    let mut run = on(redis.url(), &name, s3);
+    let mut run = on();
     run.arg("run")
         .arg(&input)
-        .args(["--workers", "3", "--concurrency", "2", "--lease", "3s"])
+        .args(["--workers", "3", "--concurrency", "2", "--lease", lease])
         .args([
             "--max-restarts",
             "100",
@@ -112,7 +146,7 @@ fn the_blog_post_job_survives_a_sigkill_storm_with_every_video_in_the_bucket_onc
     );
 
     // From another process: each item done, with its one output's URL.
-    let output = on(redis.url(), &name, s3)
+    let output = on()
         .args(["results", "--json", "--outputs", &url])
         .output()
         .unwrap();
@@ -136,7 +170,7 @@ fn the_blog_post_job_survives_a_sigkill_storm_with_every_video_in_the_bucket_onc
     }
     // The bucket holds one file per item, its record, and the manifest:
     // nothing a killed attempt left behind.
-    let keys = s3.keys(&bucket, "videos/");
+    let keys = s3.keys(bucket, "videos/");
     let videos = keys.iter().filter(|k| k.ends_with(".mp4")).count();
     let records = keys
         .iter()
@@ -147,7 +181,7 @@ fn the_blog_post_job_survives_a_sigkill_storm_with_every_video_in_the_bucket_onc
 
     // And any machine can fetch them.
     let fetched = dir.join("fetched");
-    let output = on(redis.url(), &name, s3)
+    let output = on()
         .args(["results", "--outputs", &url, "--download"])
         .arg(&fetched)
         .output()

@@ -165,8 +165,9 @@ const OPERATIONS: [&str; 16] = [
 ];
 
 impl WorkerMetrics {
-    /// Metrics for workers with `slots` task slots in all.
-    pub(crate) fn new(slots: usize) -> Self {
+    /// Metrics for workers with `slots` task slots in all, on a backend
+    /// whose job ledger is `ledger`.
+    pub(crate) fn new(slots: usize, ledger: Option<Arc<dyn Ledger>>) -> Self {
         let mut registry = Registry::default();
         let mut this = Self {
             registry: Registry::default(),
@@ -247,6 +248,9 @@ impl WorkerMetrics {
             "Task slots free now",
             this.free.clone(),
         );
+        if let Some(ledger) = ledger {
+            r.register_collector(Box::new(LedgerBackendCalls(ledger)));
+        }
         this.registry = registry;
         this
     }
@@ -285,7 +289,7 @@ pub(crate) fn serve_workers(
     let Some(listener) = listener else {
         return (backend, inner);
     };
-    let metrics = Arc::new(WorkerMetrics::new(slots));
+    let metrics = Arc::new(WorkerMetrics::new(slots, backend.ledger.clone()));
     if let Ok(at) = listener.local_addr() {
         tracing::info!("metrics at http://{at}/metrics");
     }
@@ -489,5 +493,77 @@ impl LedgerDecorator for MeteredLedger {
         self.metrics
             .timed("ledger_record", self.inner.record(receipts))
             .await
+    }
+}
+
+/// What a sheet ledger (SQS, Pub/Sub) has asked of the backend, read at
+/// each scrape: one `forloop_ledger_*` call of the metered decorator is
+/// several backend calls there (a read pulls every sheet, publishes the
+/// merge and acks what it read), and these say how many. Nothing for a
+/// ledger that does not count (Redis, memory: one call is one call).
+#[derive(Debug)]
+pub(crate) struct LedgerBackendCalls(pub(crate) Arc<dyn Ledger>);
+
+/// A backend call a sheet ledger makes, by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Call {
+    call: &'static str,
+}
+
+impl prometheus_client::collector::Collector for LedgerBackendCalls {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let Some(calls) = self.0.calls() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "forloop_ledger_backend_calls",
+            "Backend calls the sheet ledger made, by kind (SQS and Pub/Sub keep the job ledger as messages)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (call, n) in [
+            ("pull", calls.pulls),
+            ("publish", calls.publishes),
+            ("ack", calls.acks),
+            ("release", calls.releases),
+            ("list_dead", calls.dead_looks),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&Call { call })?)?;
+        }
+        let totals = [
+            (
+                "forloop_ledger_sheets_read",
+                "Sheets the sheet ledger's pulls brought",
+                calls.sheets_read,
+            ),
+            (
+                "forloop_ledger_sheets_written",
+                "Sheets the sheet ledger published",
+                calls.sheets_written,
+            ),
+        ];
+        for (name, help, n) in totals {
+            let counter = ConstCounter::new(n);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let bytes = ConstCounter::new(calls.bytes_written);
+        bytes.encode(encoder.encode_descriptor(
+            "forloop_ledger_written",
+            "Bytes of the sheets the sheet ledger published",
+            Some(&Unit::Bytes),
+            bytes.metric_type(),
+        )?)?;
+        Ok(())
     }
 }

@@ -16,13 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use forloop_core::job::Ledger;
 use hyper::StatusCode;
 use prometheus_client::registry::Registry;
 
 use self::render::{Frame, Query};
 use self::state::{Rates, Shared};
 use super::http::{self, Page};
-use super::metrics::{CallMetrics, metrics_page};
+use super::metrics::{CallMetrics, LedgerBackendCalls, metrics_page};
 use crate::Failure;
 use crate::cli::DashboardArgs;
 use crate::commands::context::Context;
@@ -56,6 +57,7 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
              with `runner status`"
         )));
     };
+    registry.register_collector(Box::new(LedgerBackendCalls(Arc::clone(&ledger))));
     let shared = Shared::new();
     let rates = Rates {
         poll: args.poll,
@@ -64,7 +66,7 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
     tokio::spawn(state::read_forever(
         Arc::clone(&shared),
         Arc::clone(&backend.queue),
-        ledger,
+        Arc::clone(&ledger),
         rates,
     ));
     let at = listener
@@ -88,11 +90,13 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
         loopback: args.listen.ip().is_loopback(),
         registry,
         calls,
+        ledger: Arc::clone(&ledger),
         frame: Frame {
             queue: queue_name,
             stalled_after_ms: args.stalled_after.as_millis() as u64,
             refresh_ms: args.poll.as_millis() as u64,
             cost: Vec::new(),
+            sheet_calls: None,
             up_ms: 0,
         },
         started: Instant::now(),
@@ -155,6 +159,7 @@ struct Site {
     loopback: bool,
     registry: Registry,
     calls: Arc<CallMetrics>,
+    ledger: Arc<dyn Ledger>,
     frame: Frame,
     started: Instant,
 }
@@ -177,6 +182,7 @@ impl Site {
                 self.shared.viewed();
                 let frame = Frame {
                     cost: self.calls.counts(),
+                    sheet_calls: self.ledger.calls(),
                     up_ms: self.started.elapsed().as_millis() as u64,
                     ..self.frame.clone()
                 };

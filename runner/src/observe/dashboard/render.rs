@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use forloop_core::job::{Receipt, Settled};
+use forloop_core::job::{Receipt, Settled, SheetCalls};
 use forloop_core::{Backlog, Count};
 
 use super::state::{JobView, Point, Snapshot, failure_groups, now_ms, workers};
@@ -101,6 +101,9 @@ pub(crate) struct Frame {
     pub(crate) refresh_ms: u64,
     /// What the reader has cost the backend, by operation, and over how long.
     pub(crate) cost: Vec<(&'static str, u64)>,
+    /// On a sheet ledger (SQS, Pub/Sub): the backend calls its reads made
+    /// inside the `ledger_*` calls above (pulls, publishes, acks).
+    pub(crate) sheet_calls: Option<SheetCalls>,
     pub(crate) up_ms: u64,
 }
 
@@ -224,10 +227,21 @@ pub(crate) fn main(frame: &Frame, snapshot: &Snapshot, query: &Query) -> String 
         .iter()
         .map(|(op, n)| format!("{op} {:.1}", *n as f64 / up_min))
         .collect();
+    // A sheet ledger's read is several backend calls: say how many.
+    let sheets = frame.sheet_calls.as_ref().map_or(String::new(), |c| {
+        format!(
+            " The ledger keeps its sheets in sibling queues: its reads made {} calls to them \
+(per minute pull {:.1}, publish {:.1}, ack {:.1}).",
+            c.total(),
+            c.pulls as f64 / up_min,
+            c.publishes as f64 / up_min,
+            c.acks as f64 / up_min
+        )
+    });
     let _ = write!(
         out,
-        "<footer>This page's one reader (shared by every open page) made {calls} backend calls in {}: \
-per minute {}. Read-only: it changes nothing.</footer>",
+        "<footer>This page's one reader (shared by every open page) made {calls} queue and ledger \
+calls in {}: per minute {}.{sheets} Read-only: it changes nothing.</footer>",
         ago(frame.up_ms),
         esc(&by.join(", "))
     );
