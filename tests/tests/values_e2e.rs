@@ -524,3 +524,27 @@ fn a_shell_serve_process_answers_ok_value_on_the_memory_queue() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--capture` reaches pods as `--outputs` does: in their environment.
+#[test]
+fn capture_reaches_the_pods_of_a_launch() {
+    let output = runner()
+        .args(["--queue", "redis://127.0.0.1:1/0", "--cluster", "gke"])
+        .args([
+            "launch",
+            "--dry-run",
+            "--image",
+            "img",
+            "--outputs",
+            "s3://b/p",
+        ])
+        .args(["--capture", "stdout,stderr", "--", "echo", "{}"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let yaml = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        yaml.contains("- name: \"FORLOOP_CAPTURE\"\n          value: \"stdout,stderr\""),
+        "{yaml}"
+    );
+}
