@@ -88,6 +88,37 @@ impl QueueDecorator for Blind {
     }
 }
 
+/// What a Rust function returns rides in its item's receipt; a value over
+/// what a receipt keeps (1 KiB of JSON) never grows it, whatever the
+/// handler (the runner fails such an item, or stores the value, before the
+/// worker sees it).
+#[tokio::test]
+async fn a_functions_value_rides_in_its_receipt_and_one_over_a_kib_stays_out() {
+    use forloop_core::handler::{Value, for_str};
+    let queue = Blind::new(Duration::from_secs(30));
+    submit(&queue, "values", 2, false).await.unwrap();
+    let handler = for_str(|item: &str| {
+        let pad = if item == "item-1" { 2000 } else { 3 };
+        Ok::<_, String>(Value(
+            serde_json::json!({"item": item, "pad": "x".repeat(pad)}),
+        ))
+    });
+    let exit = Worker::new(queue.backend(), Arc::new(handler))
+        .with_config(config("w"))
+        .run(Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(exit, WorkerExit::Drained);
+    let receipts = queue.ledger().receipts("values").await.unwrap();
+    let small = receipts.iter().find(|r| r.seq == 0).unwrap();
+    assert_eq!(
+        small.value.as_ref().map(|v| v.as_str()),
+        Some(r#"{"item":"item-0","pad":"xxx"}"#)
+    );
+    let large = receipts.iter().find(|r| r.seq == 1).unwrap();
+    assert_eq!((large.state, &large.value), (Settled::Done, &None));
+}
+
 fn items(n: usize) -> Vec<Item> {
     (0..n).map(|i| Item::new(format!("item-{i}"))).collect()
 }

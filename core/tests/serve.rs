@@ -153,7 +153,11 @@ done"#;
     assert_eq!(bad, TaskOutcome::fatal("no such video"));
     let json = handler.handle(task("json")).await;
     assert_eq!(json, TaskOutcome::failed("from json"));
-    assert_eq!(handler.handle(task("fine")).await, TaskOutcome::success());
+    // The words after `ok` are the item's value (here not JSON: a string).
+    assert_eq!(
+        handler.handle(task("fine")).await,
+        TaskOutcome::success().with_value(forloop_core::job::ItemValue::string("done"))
+    );
     assert_eq!(
         handler.processes_started(),
         1,

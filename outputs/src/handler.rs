@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use forloop_core::handler::OutcomeKind;
+use forloop_core::handler::{Capture, OutcomeKind, Stream};
 use forloop_core::{Handler, Task, TaskOutcome};
 
+use crate::publish::Extras;
 use crate::store::OutputStore;
 
 /// A handler whose attempts each get a fresh, empty output directory
@@ -89,19 +90,26 @@ impl WithOutputs {
     }
 }
 
-/// Removes an attempt's directory when the attempt ends: at once when it
-/// returns, or when its future is dropped (timeout, lost lease, shutdown).
+/// Removes an attempt's directory, and the files of its kept streams
+/// beside it, when the attempt ends: at once when it returns, or when its
+/// future is dropped (timeout, lost lease, shutdown).
 struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let dir = std::mem::take(&mut self.0);
+        let clean = move || {
+            remove(&dir);
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let _ = std::fs::remove_file(Capture::path(&dir, stream));
+            }
+        };
         // Off the async threads: a large directory takes a while.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                drop(runtime.spawn_blocking(move || remove(&dir)));
+                drop(runtime.spawn_blocking(clean));
             }
-            Err(_) => remove(&dir),
+            Err(_) => clean(),
         }
     }
 }
@@ -131,16 +139,45 @@ impl Handler for WithOutputs {
         let scratch = Scratch(dir.clone());
         task.output_dir = Some(Arc::from(dir.as_path()));
         let (item, attempt) = (task.item.clone(), task.attempt);
-        let outcome = self.inner.handle(task).await;
+        let mut outcome = self.inner.handle(task).await;
         if outcome.kind != OutcomeKind::Succeeded {
+            if !outcome.captured.is_empty() {
+                // A failed attempt's output is what its user debugs with:
+                // kept, best effort (the attempt has failed anyway).
+                let why = outcome.reason.as_deref().unwrap_or("failed");
+                match self
+                    .store
+                    .publish_failed(&item, attempt, &outcome.captured, why)
+                    .await
+                {
+                    Ok(Some(record)) => {
+                        tracing::debug!(key = %record.key, "a failed attempt's output stored")
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(
+                        "cannot keep the output of a failed attempt: {}",
+                        forloop_core::ErrorChain(&error)
+                    ),
+                }
+            }
             drop(scratch);
             return outcome;
         }
-        let published = self.store.publish(&item, attempt, &dir).await;
+        let extras = Extras {
+            captured: &outcome.captured,
+            value: outcome.value.as_ref(),
+        };
+        let published = self.store.publish_with(&item, attempt, &dir, extras).await;
         drop(scratch);
         match published {
             Ok(record) => {
                 tracing::debug!(key = %record.key, files = record.files.len(), "outputs stored");
+                if let Some(file) = &record.value_file {
+                    // The receipt names it; the value itself is the store's.
+                    outcome.value = None;
+                    outcome.value_url = Some(Arc::from(self.store.object_url(&file.key)));
+                }
+                outcome.captured.clear();
                 outcome
             }
             Err(error) => {

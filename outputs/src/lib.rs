@@ -10,6 +10,12 @@
 //! overwrites its own objects and removes the ones it did not make again,
 //! so the store holds one set per item.
 //!
+//! With the files go the command's kept streams (`--capture stdout,stderr`:
+//! each attempt's whole stdout and stderr, up to 64 MiB each) and, where
+//! `f` returned a value, the value: in the record when its JSON is at most
+//! 1 KiB (the receipt keeps it too), else in an object of its own whose URL
+//! the receipt names.
+//!
 //! The store is Apache Arrow's `object_store`: S3 and S3-compatible
 //! servers (feature `s3`), Google Cloud Storage (`gcs`), Azure Blob
 //! Storage (`azure`), and the local filesystem (always). Each cloud's
@@ -29,5 +35,5 @@ mod store;
 
 pub use handler::WithOutputs;
 pub use key::{SLUG_MAX, item_key};
-pub use publish::{ItemRecord, Manifest, OutputFile};
+pub use publish::{CapturedOutput, Extras, ItemRecord, Manifest, OutputFile};
 pub use store::{OutputStore, OutputsError, StoreSettings, redact};

@@ -6,9 +6,19 @@
 //!
 //! ```text
 //! PREFIX/JOB/ITEMKEY/<the files, as f wrote them under FORLOOP_OUTPUT_DIR>
-//! PREFIX/JOB/_forloop/items/ITEMKEY.json   the item's record
-//! PREFIX/JOB/_forloop/manifest.json        the job's manifest, at its end
+//! PREFIX/JOB/_forloop/items/ITEMKEY.json    the item's record
+//! PREFIX/JOB/_forloop/output/ITEMKEY.stdout its command's stdout (--capture)
+//! PREFIX/JOB/_forloop/output/ITEMKEY.stderr its command's stderr (--capture)
+//! PREFIX/JOB/_forloop/values/ITEMKEY.json   its value, when over 1 KiB
+//! PREFIX/JOB/_forloop/manifest.json         the job's manifest, at its end
 //! ```
+//!
+//! What forloop writes lives under `_forloop/`, never in an item's folder:
+//! no file `f` makes can clash with it. A failed attempt uploads no files,
+//! but with `--capture` its output goes up under the same keys, with a
+//! record saying it failed (unless the item already has a successful
+//! record, which stays): a dead item shows its last attempt's output, a
+//! done one its successful attempt's, and each item has one set.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -22,6 +32,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use forloop_core::Item;
+use forloop_core::handler::Captured;
+use forloop_core::job::ItemValue;
 
 use crate::key::{item_key, job_folder};
 use crate::store::{OutputStore, OutputsError};
@@ -62,6 +74,49 @@ pub struct ItemRecord {
     pub at: u64,
     /// The files.
     pub files: Vec<OutputFile>,
+    /// The command's streams the attempt kept (`--capture`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captured: Vec<CapturedOutput>,
+    /// What `f` returned, when its JSON is at most 1 KiB
+    /// ([`forloop_core::job::MAX_RECEIPT_VALUE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ItemValue>,
+    /// A larger value: its object (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_file: Option<OutputFile>,
+    /// Why the attempt failed: the record of a failed attempt, kept for
+    /// its output (`--capture`). Absent for a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// One stream of the command an attempt kept (`--capture`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedOutput {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Its object key, from the bucket's root.
+    pub key: String,
+    /// The object's size in bytes (with the closing line of a cut stream).
+    pub size: u64,
+    /// The SHA-256 of the object, in hex.
+    pub sha256: String,
+    /// The stream's bytes in all; more than the object holds when it was
+    /// cut at the limit (64 MiB, [`forloop_core::handler::CAPTURE_LIMIT`]).
+    pub written: u64,
+    /// Whether it was cut: the object holds its first 64 MiB and a closing
+    /// line saying how much was written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+}
+
+/// What an attempt made besides its files: its kept streams and its value.
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// Its kept streams ([`forloop_core::TaskOutcome::captured`]).
+    pub captured: &'a [Captured],
+    /// What `f` returned.
+    pub value: Option<&'a ItemValue>,
 }
 
 /// The whole job's outputs in one object, written at the job's end.
@@ -127,6 +182,34 @@ impl OutputStore {
         self.under(&[job, META, "items", &format!("{key}.json")])
     }
 
+    fn meta_path(&self, job: &str, folder: &str, name: &str) -> Path {
+        self.under(&[job, META, folder, name])
+    }
+
+    /// Upload the kept streams of an attempt of the item `key`.
+    async fn upload_captured(
+        &self,
+        job: &str,
+        key: &str,
+        captured: &[Captured],
+    ) -> Result<Vec<CapturedOutput>, OutputsError> {
+        let mut out = Vec::with_capacity(captured.len());
+        for stream in captured {
+            let name = stream.stream.name();
+            let path = self.meta_path(job, "output", &format!("{key}.{name}"));
+            let (size, sha256) = self.upload_file(&stream.path, &path).await?;
+            out.push(CapturedOutput {
+                stream: name.to_string(),
+                key: path.to_string(),
+                size,
+                sha256,
+                written: stream.written,
+                cut: stream.cut(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Upload every file under `dir` as the outputs of `item`, then its
     /// record, then delete what an earlier attempt left that this one did
     /// not write. Any failure fails the whole: the attempt is retried.
@@ -135,6 +218,20 @@ impl OutputStore {
         item: &Item,
         attempt: u32,
         dir: &std::path::Path,
+    ) -> Result<ItemRecord, OutputsError> {
+        self.publish_with(item, attempt, dir, Extras::default())
+            .await
+    }
+
+    /// [`OutputStore::publish`], with the attempt's kept streams and its
+    /// value: a value over 1 KiB goes to its own object, which the record
+    /// names.
+    pub async fn publish_with(
+        &self,
+        item: &Item,
+        attempt: u32,
+        dir: &std::path::Path,
+        extras: Extras<'_>,
     ) -> Result<ItemRecord, OutputsError> {
         let (job, key, prefix) = self.item_prefix(item);
         let dir_owned = dir.to_path_buf();
@@ -158,25 +255,100 @@ impl OutputStore {
                 sha256,
             });
         }
+        let captured = self.upload_captured(&job, &key, extras.captured).await?;
+        let (value, value_file) = match extras.value {
+            Some(value) if !value.fits_receipt() => {
+                let path = self.meta_path(&job, "values", &format!("{key}.json"));
+                let body = value.as_str().as_bytes();
+                let sha256 = hex(&Sha256::digest(body));
+                self.call(
+                    || format!("write the value of item `{key}`"),
+                    self.store
+                        .put(&path, PutPayload::from(bytes::Bytes::copy_from_slice(body))),
+                )
+                .await?;
+                let file = OutputFile {
+                    path: format!("{key}.json"),
+                    key: path.to_string(),
+                    size: body.len() as u64,
+                    sha256,
+                };
+                (None, Some(file))
+            }
+            value => (value.cloned(), None),
+        };
+        let mut record = self.record_of(item, &key, attempt);
+        record.files = stored;
+        record.captured = captured;
+        record.value = value;
+        record.value_file = value_file;
+        self.write_record(&job, &record).await?;
+        self.sweep(&prefix, &record).await?;
+        Ok(record)
+    }
+
+    fn record_of(&self, item: &Item, key: &str, attempt: u32) -> ItemRecord {
         let cut = &item.payload[..item.payload.len().min(forloop_core::job::MAX_RECEIPT_ITEM)];
-        let record = ItemRecord {
+        ItemRecord {
             job: item.job.as_ref().map(|j| j.job.to_string()),
             seq: item.job.as_ref().map(|j| j.seq),
-            key: key.clone(),
+            key: key.to_string(),
             item: String::from_utf8_lossy(cut).into_owned(),
             attempt,
             at: forloop_core::job::unix_millis(),
-            files: stored,
-        };
-        let body = serde_json::to_vec(&record).expect("records serialize");
-        let record_path = self.record_path(&job, &key);
+            files: Vec::new(),
+            captured: Vec::new(),
+            value: None,
+            value_file: None,
+            failed: None,
+        }
+    }
+
+    async fn write_record(&self, job: &str, record: &ItemRecord) -> Result<(), OutputsError> {
+        let key = &record.key;
+        let body = serde_json::to_vec(record).expect("records serialize");
+        let record_path = self.record_path(job, key);
         self.call(
             || format!("write the record of item `{key}`"),
             self.store.put(&record_path, PutPayload::from(body)),
         )
-        .await?;
-        self.sweep(&prefix, &record).await?;
-        Ok(record)
+        .await
+        .map(drop)
+    }
+
+    /// Keep a failed attempt's streams (`--capture`) and a record saying
+    /// it failed and why, under the keys a success would use, unless the
+    /// item already has a successful record (an attempt redone after its
+    /// success was recorded): that one stays, whole. Returns the record
+    /// written, if any.
+    pub async fn publish_failed(
+        &self,
+        item: &Item,
+        attempt: u32,
+        captured: &[Captured],
+        why: &str,
+    ) -> Result<Option<ItemRecord>, OutputsError> {
+        let (job, key, _) = self.item_prefix(item);
+        let record_path = self.record_path(&job, &key);
+        let kept = self
+            .call(|| format!("read the record of item `{key}`"), async {
+                match self.store.get(&record_path).await {
+                    Ok(got) => got.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .await?;
+        if let Some(kept) = kept
+            && serde_json::from_slice::<ItemRecord>(&kept).is_ok_and(|r| r.failed.is_none())
+        {
+            return Ok(None);
+        }
+        let mut record = self.record_of(item, &key, attempt);
+        record.captured = self.upload_captured(&job, &key, captured).await?;
+        record.failed = Some(why.to_string());
+        self.write_record(&job, &record).await?;
+        Ok(Some(record))
     }
 
     /// Delete the objects under `prefix` the record does not name (an
@@ -338,25 +510,20 @@ impl OutputStore {
         Ok((self.object_url(path.as_ref()), count))
     }
 
-    /// Fetch every output of `job` into `dest/ITEMKEY/...`, streamed.
-    /// Returns the number of files and bytes.
+    /// Fetch every output of `job` into `dest/ITEMKEY/...`, streamed; the
+    /// kept streams as `dest/ITEMKEY.stdout` and `.stderr`, a value kept
+    /// in its own object as `dest/ITEMKEY.value.json`. Returns the number
+    /// of files and bytes.
     pub async fn download(
         &self,
         job: &str,
         dest: &std::path::Path,
     ) -> Result<(usize, u64), OutputsError> {
-        let local = |path: &std::path::Path, source| OutputsError::Local {
-            path: path.display().to_string(),
-            source,
-        };
         let (mut files, mut bytes) = (0, 0);
         for record in self.records(job).await? {
             let item_prefix = self.under(&[job, &record.key]);
             for file in &record.files {
-                let key = Path::parse(&file.key).map_err(|e| OutputsError::Local {
-                    path: file.key.clone(),
-                    source: std::io::Error::other(e),
-                })?;
+                let key = parse_key(&file.key)?;
                 // Parts as the store holds them: never `..` or a separator.
                 let Some(parts) = key.prefix_match(&item_prefix) else {
                     tracing::warn!(key = %file.key, "outside its item's prefix; skipped");
@@ -366,39 +533,86 @@ impl OutputStore {
                 for part in parts {
                     target.push(part.as_ref());
                 }
-                if let Some(parent) = target.parent() {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .map_err(|e| local(parent, e))?;
+                bytes += self.fetch(&key, &target).await?;
+                files += 1;
+            }
+            // The record's key is one safe segment (`item_key`): these
+            // names stay in `dest`.
+            let beside = record
+                .captured
+                .iter()
+                .map(|c| (&c.key, format!("{}.{}", record.key, c.stream)))
+                .chain(
+                    record
+                        .value_file
+                        .iter()
+                        .map(|v| (&v.key, format!("{}.value.json", record.key))),
+                );
+            for (key, name) in beside {
+                if name.contains('/') || name.starts_with('.') {
+                    continue;
                 }
-                let mut out = tokio::fs::File::create(&target)
-                    .await
-                    .map_err(|e| local(&target, e))?;
-                let got = self
-                    .call(|| format!("read `{key}`"), self.store.get(&key))
-                    .await?;
-                let mut stream = got.into_stream();
-                loop {
-                    let chunk = self
-                        .call(|| format!("read `{key}`"), async {
-                            stream.next().await.transpose()
-                        })
-                        .await?;
-                    let Some(chunk) = chunk else { break };
-                    tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
-                        .await
-                        .map_err(|e| local(&target, e))?;
-                    bytes += chunk.len() as u64;
-                }
-                // tokio writes in the background: done only once flushed.
-                tokio::io::AsyncWriteExt::flush(&mut out)
-                    .await
-                    .map_err(|e| local(&target, e))?;
+                bytes += self.fetch(&parse_key(key)?, &dest.join(name)).await?;
                 files += 1;
             }
         }
         Ok((files, bytes))
     }
+
+    /// Stream the object `key` into the file `target`. Returns its size.
+    async fn fetch(&self, key: &Path, target: &std::path::Path) -> Result<u64, OutputsError> {
+        let local = |path: &std::path::Path, source| OutputsError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| local(parent, e))?;
+        }
+        let mut out = tokio::fs::File::create(target)
+            .await
+            .map_err(|e| local(target, e))?;
+        let got = self
+            .call(|| format!("read `{key}`"), self.store.get(key))
+            .await?;
+        let mut stream = got.into_stream();
+        let mut bytes = 0;
+        loop {
+            let chunk = self
+                .call(|| format!("read `{key}`"), async {
+                    stream.next().await.transpose()
+                })
+                .await?;
+            let Some(chunk) = chunk else { break };
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+                .await
+                .map_err(|e| local(target, e))?;
+            bytes += chunk.len() as u64;
+        }
+        // tokio writes in the background: done only once flushed.
+        tokio::io::AsyncWriteExt::flush(&mut out)
+            .await
+            .map_err(|e| local(target, e))?;
+        Ok(bytes)
+    }
+
+    /// The body of the object `key` (a key as a record holds it), whole:
+    /// for values, which are small enough to show.
+    pub async fn read_object(&self, key: &str) -> Result<bytes::Bytes, OutputsError> {
+        let path = parse_key(key)?;
+        self.call(|| format!("read `{path}`"), async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
+    }
+}
+
+fn parse_key(key: &str) -> Result<Path, OutputsError> {
+    Path::parse(key).map_err(|e| OutputsError::Local {
+        path: key.to_string(),
+        source: std::io::Error::other(e),
+    })
 }
 
 async fn read_part(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {

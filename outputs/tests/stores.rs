@@ -255,6 +255,70 @@ async fn a_redelivered_item_overwrites_its_own_objects_and_drops_the_rest() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A failed attempt's kept output (`--capture`) goes under the item's keys
+/// with a record saying it failed; the next attempt replaces it; once an
+/// attempt succeeded, a later failure (an item redone after its success
+/// was recorded) leaves the successful set whole.
+#[tokio::test]
+async fn a_failed_attempts_output_is_kept_until_replaced_and_never_replaces_a_success() {
+    use forloop_core::handler::{Captured, Stream};
+    use forloop_outputs::Extras;
+    let dir = scratch("outputs-failed-capture");
+    let root = dir.join("store");
+    let store = OutputStore::open(root.to_str().unwrap(), StoreSettings::default()).unwrap();
+    let item = Item::new("video-3").with_job(JobItem::new("j", 3));
+    let stdout = |text: &str| {
+        let path = dir.join("a.stdout");
+        std::fs::write(&path, text).unwrap();
+        vec![Captured {
+            stream: Stream::Stdout,
+            path,
+            kept: text.len() as u64,
+            written: text.len() as u64,
+        }]
+    };
+    let read =
+        |record: &ItemRecord| std::fs::read_to_string(root.join(&record.captured[0].key)).unwrap();
+    let first = store
+        .publish_failed(&item, 1, &stdout("attempt 1 failed"), "exit code 2")
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(first.failed.as_deref(), Some("exit code 2"));
+    assert_eq!(read(&first), "attempt 1 failed");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("a.mp4"), "video").unwrap();
+    let success = store
+        .publish_with(
+            &item,
+            2,
+            &files,
+            Extras {
+                captured: &stdout("attempt 2 worked"),
+                value: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        success.captured[0].key, first.captured[0].key,
+        "the same keys"
+    );
+    assert_eq!(read(&success), "attempt 2 worked");
+    let late = store
+        .publish_failed(&item, 3, &stdout("attempt 3 failed"), "exit code 2")
+        .await
+        .unwrap();
+    assert_eq!(late, None, "a success's record stays");
+    assert_eq!(
+        store.records("j").await.unwrap(),
+        std::slice::from_ref(&success)
+    );
+    assert_eq!(read(&success), "attempt 2 worked");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_large_files_go_up_in_parts_and_come_back_the_same() {
     let server = S3Server::shared();

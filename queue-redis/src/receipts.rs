@@ -84,7 +84,10 @@ impl DoneLines {
             && receipt.worker == *worker
             && receipt.at == *at
             && receipt.reason.is_none()
-            && receipt.life == 0;
+            && receipt.life == 0
+            // A value goes in the whole form: the short one has no room.
+            && receipt.value.is_none()
+            && receipt.value_url.is_none();
         self.lines.push(b'\n');
         if short {
             let line: Short<'_> = (
@@ -163,6 +166,8 @@ pub(crate) fn read_field(field: &[u8]) -> (Vec<Receipt>, Vec<String>) {
                     stderr_tail: stderr.map(Cow::into_owned),
                     at: h.at,
                     life: 0,
+                    value: None,
+                    value_url: None,
                 }),
                 (None, _) => Err("a short receipt before its header".to_string()),
                 (_, Err(e)) => Err(e.to_string()),
@@ -195,6 +200,8 @@ mod tests {
             stderr_tail: seq.is_multiple_of(2).then(|| "warn\nline".to_string()),
             at,
             life: 0,
+            value: None,
+            value_url: None,
         }
     }
 

@@ -28,6 +28,8 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         stderr_tail: None,
         at: 1_700_000_000_000 + seq,
         life: 0,
+        value: None,
+        value_url: None,
     }
 }
 

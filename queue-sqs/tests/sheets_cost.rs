@@ -36,6 +36,8 @@ fn receipt(seq: u64) -> Receipt {
         stderr_tail: None,
         at: 1_700_000_000_000 + seq,
         life: 0,
+        value: None,
+        value_url: None,
     }
 }
 

@@ -10,7 +10,7 @@ use forloop_core::handler::{ServeConfig, ServeFormat, ServeHandler};
 use forloop_core::{CommandTemplate, Handler, WorkerConfig};
 
 use crate::Failure;
-use crate::cli::{ServeMode, WorkerOpts};
+use crate::cli::{CaptureStream, ServeMode, WorkerOpts};
 
 /// The handler of one `run`, `work` or `launch`.
 pub(crate) enum Chosen {
@@ -29,6 +29,7 @@ impl Chosen {
         opts: &WorkerOpts,
         argv: &[String],
     ) -> Result<Self, Failure> {
+        let capture = capture(opts, argv)?;
         if argv.is_empty() {
             return match (builtin, opts.serve) {
                 (_, Some(_)) => Err(Failure::new(
@@ -40,7 +41,8 @@ impl Chosen {
             };
         }
         let template = CommandTemplate::new(argv)?
-            .with_fatal_exit_codes(opts.fatal_exit_codes.iter().copied());
+            .with_fatal_exit_codes(opts.fatal_exit_codes.iter().copied())
+            .with_capture(capture);
         if template.uses_output_dir() && opts.outputs.is_none() {
             return Err(Failure::new(format!(
                 "the command uses `{}`, the attempt's output directory, which only --outputs \
@@ -99,4 +101,31 @@ impl Chosen {
             serve.close_within(limit).await;
         }
     }
+}
+
+/// The streams `--capture` keeps, refused up front where they cannot be
+/// kept: without an output store, or with no command per item to take
+/// them from.
+fn capture(opts: &WorkerOpts, argv: &[String]) -> Result<forloop_core::handler::Capture, Failure> {
+    let capture = forloop_core::handler::Capture {
+        stdout: opts.capture.contains(&CaptureStream::Stdout),
+        stderr: opts.capture.contains(&CaptureStream::Stderr),
+    };
+    if !capture.any() {
+        return Ok(capture);
+    }
+    if opts.outputs.is_none() {
+        return Err(Failure::new(
+            "--capture keeps each attempt's output in the output store, which only --outputs \
+             names: pass --outputs URL (s3://, gs://, az://, file:/// or a directory)",
+        ));
+    }
+    if opts.serve.is_some() || argv.is_empty() {
+        return Err(Failure::new(
+            "--capture keeps the output of a command run per item (`-- CMD {}`); a --serve \
+             process's or this binary's own function's output is not an item's alone: write \
+             what to keep into the attempt's output directory (FORLOOP_OUTPUT_DIR) instead",
+        ));
+    }
+    Ok(capture)
 }

@@ -142,6 +142,19 @@ pub(crate) struct WorkerOpts {
     /// chain (AWS_*, Application Default Credentials, ...), never the URL
     #[arg(long, env = "FORLOOP_OUTPUTS", value_name = "URL")]
     pub(crate) outputs: Option<String>,
+    /// Keep each attempt's whole stdout (`stdout,stderr`: and stderr) in
+    /// the output store beside its files, up to 64 MiB per stream (past it
+    /// cut, with a closing line saying how much was written); a failed
+    /// attempt's too, until a later attempt replaces it. Needs --outputs
+    /// and a command per item (not --serve)
+    #[arg(
+        long,
+        env = "FORLOOP_CAPTURE",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "STREAMS"
+    )]
+    pub(crate) capture: Vec<CaptureStream>,
     /// Run CMD as one warm process per task slot instead of once per item:
     /// it reads items as lines on stdin and answers each with one line on
     /// stdout: `ok`, `error MESSAGE` (retried) or `fatal MESSAGE`
@@ -194,6 +207,15 @@ pub(crate) struct JobArgs {
     /// exit 3; `--resume` after the fix continues it
     #[arg(long, env = "FORLOOP_MAX_DEAD", value_name = "N|P%")]
     pub(crate) max_dead: Option<forloop_core::job::DeadLimit>,
+}
+
+/// A command's stream `--capture` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CaptureStream {
+    /// Its standard output.
+    Stdout,
+    /// Its standard error.
+    Stderr,
 }
 
 /// How `--serve` writes items to its processes.

@@ -28,7 +28,8 @@ pub(crate) async fn open(opts: &WorkerOpts) -> Result<Option<Arc<OutputStore>>, 
 }
 
 /// `handler`, with an output directory per attempt whose files go to
-/// `store` before the attempt counts as a success.
+/// `store` before the attempt counts as a success. Without a store, a
+/// value over what a receipt keeps fails its attempt (it would be lost).
 pub(crate) fn wrap(
     handler: Arc<dyn Handler>,
     store: Option<&Arc<OutputStore>>,
@@ -49,7 +50,7 @@ pub(crate) fn wrap(
                 WithOutputs::default_scratch(),
             ))
         }
-        None => handler,
+        None => Arc::new(forloop_core::handler::ValuesInReceipts::new(handler)),
     }
 }
 

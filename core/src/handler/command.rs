@@ -11,6 +11,7 @@ use std::process::{ExitStatus, Stdio};
 
 use async_trait::async_trait;
 
+use super::capture::{CAPTURE_LIMIT, Capture, CaptureFile, Stream};
 use super::{Handler, Task, TaskOutcome};
 
 /// The text in an argument that the item replaces.
@@ -25,6 +26,7 @@ pub struct CommandTemplate {
     argv: Vec<OsString>,
     has_placeholder: bool,
     fatal_exit_codes: Vec<i32>,
+    capture: Capture,
 }
 
 /// Why a command template cannot be used.
@@ -60,6 +62,7 @@ impl CommandTemplate {
             argv,
             has_placeholder,
             fatal_exit_codes: Vec::new(),
+            capture: Capture::default(),
         })
     }
 
@@ -69,6 +72,16 @@ impl CommandTemplate {
     /// `evaluateOnExit` do.
     pub fn with_fatal_exit_codes(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
         self.fatal_exit_codes = codes.into_iter().collect();
+        self
+    }
+
+    /// Keep the streams `capture` names, for attempts that have an output
+    /// directory ([`Task::output_dir`]): each goes, as well as to the
+    /// worker's own, to a file beside that directory ([`Capture::path`]),
+    /// its first [`CAPTURE_LIMIT`] bytes kept, and the outcome lists the
+    /// files ([`TaskOutcome::captured`]).
+    pub fn with_capture(mut self, capture: Capture) -> Self {
+        self.capture = capture;
         self
     }
 
@@ -232,6 +245,10 @@ impl Handler for CommandTemplate {
             // which decides how running commands end, not every child at once.
             .process_group(0)
             .kill_on_drop(true);
+        if self.capture.stdout && task.output_dir.is_some() {
+            // Kept: through a pipe to its file and on to ours.
+            command.stdout(Stdio::piped());
+        }
         super::hide_worker_env(&mut command);
         // No pre_exec hook (e.g. PR_SET_PDEATHSIG): it forces fork+exec
         // instead of posix_spawn and costs ~50% of command-mode throughput
@@ -255,25 +272,85 @@ impl Handler for CommandTemplate {
         let mut guard = GroupGuard {
             pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
         };
+        let (mut out_file, mut err_file) = (None, None);
+        if let Some(dir) = &task.output_dir {
+            for (stream, file) in [
+                (Stream::Stdout, &mut out_file),
+                (Stream::Stderr, &mut err_file),
+            ] {
+                if !self.capture.keeps(stream) {
+                    continue;
+                }
+                match CaptureFile::create(dir, stream, CAPTURE_LIMIT).await {
+                    Ok(made) => *file = Some(made),
+                    Err(error) => {
+                        return TaskOutcome::failed(format!(
+                            "cannot make the file for the command's {} (--capture) beside `{}`: \
+                             {error}",
+                            stream.name(),
+                            dir.display()
+                        ));
+                    }
+                }
+            }
+        }
         // Its stderr passes through to ours, and its tail goes with the
-        // outcome into the job's receipt.
-        let (exited, exit) = tokio::sync::oneshot::channel::<()>();
-        let stderr = super::stderr::pass_through(child.stderr.take(), async {
-            let _ = exit.await;
-        });
+        // outcome into the job's receipt; a kept stream also goes to its
+        // file.
+        let (exited, exit) = tokio::sync::watch::channel(false);
+        let stop = || {
+            let mut exit = exit.clone();
+            async move {
+                let _ = exit.wait_for(|done| *done).await;
+            }
+        };
+        let stderr = super::stderr::pass_through(
+            child.stderr.take(),
+            Stream::Stderr,
+            err_file.as_mut(),
+            stop(),
+        );
+        let stdout = super::stderr::pass_through(
+            child.stdout.take(),
+            Stream::Stdout,
+            out_file.as_mut(),
+            stop(),
+        );
         let wait = async {
             let status = child.wait().await;
-            let _ = exited.send(());
+            let _ = exited.send(true);
             status
         };
-        let (status, tail) = tokio::join!(wait, stderr);
+        let (status, (tail, err_kept), (_, out_kept)) = tokio::join!(wait, stderr, stdout);
         guard.pgid = None;
-        let outcome = match status {
+        let mut outcome = match status {
             Ok(status) => describe(status, &self.fatal_exit_codes),
             Err(error) => TaskOutcome::failed(format!("waiting for the command failed: {error}")),
         };
+        for (file, kept) in [(out_file, out_kept), (err_file, err_kept)] {
+            let Some(file) = file else { continue };
+            let stream = file.stream();
+            match kept {
+                Ok(()) => match file.finish().await {
+                    Ok(captured) => outcome.captured.push(captured),
+                    Err(error) => return keep_failed(outcome, stream, &error),
+                },
+                Err(error) => return keep_failed(outcome, stream, &error),
+            }
+        }
         outcome.with_stderr_tail(tail.into_text())
     }
+}
+
+/// The attempt fails when a stream it was asked to keep could not be
+/// written (a full disk): never a success without its output.
+fn keep_failed(outcome: TaskOutcome, stream: Stream, error: &std::io::Error) -> TaskOutcome {
+    let mut failed = TaskOutcome::failed(format!(
+        "cannot keep the command's {} (--capture): {error}",
+        stream.name()
+    ));
+    failed.exit_code = outcome.exit_code;
+    failed
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! for blocking code).
 
 mod blocking;
+mod capture;
 mod command;
+mod receipt_values;
 pub mod serve;
 mod stderr;
 
@@ -16,7 +18,11 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 
 pub use blocking::{BlockingHandler, blocking, for_bytes, for_json, for_str};
+pub use capture::{CAPTURE_LIMIT, Capture, Captured, Stream};
 pub use command::{CommandError, CommandTemplate, OUT_PLACEHOLDER};
+pub use receipt_values::{ValuesInReceipts, refuse_large_value};
+
+use crate::job::ItemValue;
 
 /// What the worker's environment holds that the user's process must not
 /// inherit: the way to the queue, credentials included.
@@ -66,6 +72,15 @@ pub struct TaskOutcome {
     /// The last bytes the command wrote to stderr (at most
     /// [`crate::job::STDERR_TAIL`]), for the job's receipt.
     pub stderr_tail: Option<String>,
+    /// What `f` returned ([`TaskOutcome::with_value`]): the receipt keeps
+    /// it when it fits ([`crate::job::MAX_RECEIPT_VALUE`]); an output store
+    /// takes a larger one.
+    pub value: Option<ItemValue>,
+    /// Where the value is, once an output store took it (its object's URL).
+    pub value_url: Option<std::sync::Arc<str>>,
+    /// The command's output kept in files for the output store
+    /// (`--capture`).
+    pub captured: Vec<Captured>,
 }
 
 impl TaskOutcome {
@@ -76,6 +91,9 @@ impl TaskOutcome {
             exit_code: None,
             reason: None,
             stderr_tail: None,
+            value: None,
+            value_url: None,
+            captured: Vec::new(),
         }
     }
 
@@ -86,6 +104,9 @@ impl TaskOutcome {
             exit_code: None,
             reason: Some(reason.into()),
             stderr_tail: None,
+            value: None,
+            value_url: None,
+            captured: Vec::new(),
         }
     }
 
@@ -96,6 +117,9 @@ impl TaskOutcome {
             exit_code: None,
             reason: Some(reason.into()),
             stderr_tail: None,
+            value: None,
+            value_url: None,
+            captured: Vec::new(),
         }
     }
 
@@ -109,6 +133,53 @@ impl TaskOutcome {
     pub fn with_stderr_tail(mut self, tail: String) -> Self {
         self.stderr_tail = (!tail.is_empty()).then_some(tail);
         self
+    }
+
+    /// Record what `f` returned.
+    pub fn with_value(mut self, value: ItemValue) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    /// Success with `value`, serialized as JSON; a value that does not
+    /// serialize (a map with non-text keys) fails the attempt, naming why.
+    pub fn success_with<T: serde::Serialize + ?Sized>(value: &T) -> Self {
+        match ItemValue::to_json(value) {
+            Ok(value) => Self::success().with_value(value),
+            Err(error) => Self::fatal(format!(
+                "the value f returned cannot be kept as JSON: {error}"
+            )),
+        }
+    }
+}
+
+/// What a Rust `f` returns to keep a value for its item: `Ok(Value(x))`
+/// (any `serde::Serialize`), kept as JSON in the item's receipt (and in
+/// the output store when larger than [`crate::job::MAX_RECEIPT_VALUE`]).
+///
+/// ```
+/// use forloop_core::handler::{Value, for_str};
+///
+/// let handler = for_str(|item: &str| -> Result<Value<usize>, std::io::Error> {
+///     Ok(Value(item.len()))
+/// });
+/// # let _ = handler;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value<T>(pub T);
+
+impl<T: serde::Serialize> IntoOutcome for Value<T> {
+    fn into_outcome(self) -> TaskOutcome {
+        TaskOutcome::success_with(&self.0)
+    }
+}
+
+impl<T: serde::Serialize, E: fmt::Display> IntoOutcome for Result<Value<T>, E> {
+    fn into_outcome(self) -> TaskOutcome {
+        match self {
+            Ok(value) => value.into_outcome(),
+            Err(error) => TaskOutcome::failed(error.to_string()),
+        }
     }
 }
 

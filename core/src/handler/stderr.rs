@@ -1,10 +1,12 @@
-//! A command's stderr, passed through to the worker's and its last bytes
-//! kept for the job's receipt.
+//! A command's stderr (and, when it is kept, its stdout), passed through
+//! to the worker's, its last bytes kept for the job's receipt, and the
+//! whole of it, with `--capture`, in a file for the output store.
 
 use std::io::Write;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::capture::{CaptureFile, Stream};
 use crate::job::STDERR_TAIL;
 
 /// The last [`STDERR_TAIL`] bytes of a stream.
@@ -14,7 +16,7 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         self.bytes.extend_from_slice(chunk);
         if self.bytes.len() > 2 * STDERR_TAIL {
             let cut = self.bytes.len() - STDERR_TAIL;
@@ -35,32 +37,46 @@ impl Tail {
     }
 }
 
-/// Copy `stream` to this process's stderr until it ends or `stop` resolves,
-/// keeping its tail. After `stop`, what the pipe already holds is still
-/// read for a moment: a command's last words come just before it exits,
-/// while a grandchild that keeps the pipe open must not hold the task.
+/// Copy `stream` to this process's own stream of the same kind until it
+/// ends or `stop` resolves, keeping its tail, and into `keep` when given.
+/// After `stop`, what the pipe already holds is still read for a moment: a
+/// command's last words come just before it exits, while a grandchild that
+/// keeps the pipe open must not hold the task. A write to `keep` that fails
+/// (a full disk) is returned as the error; the copy goes on.
 pub(crate) async fn pass_through<R: AsyncRead + Unpin>(
     stream: Option<R>,
+    kind: Stream,
+    mut keep: Option<&mut CaptureFile>,
     stop: impl std::future::Future<Output = ()>,
-) -> Tail {
+) -> (Tail, std::io::Result<()>) {
     let mut tail = Tail::default();
+    let mut kept = Ok(());
     let Some(mut stream) = stream else {
         stop.await;
-        return tail;
+        return (tail, kept);
     };
     let mut buffer = [0u8; 8192];
-    let copy = |tail: &mut Tail, chunk: &[u8]| {
-        let _ = std::io::stderr().write_all(chunk);
-        tail.push(chunk);
+    let echo = |chunk: &[u8]| {
+        let _ = match kind {
+            Stream::Stderr => std::io::stderr().write_all(chunk),
+            Stream::Stdout => std::io::stdout().write_all(chunk),
+        };
     };
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let n = tokio::select! {
             read = stream.read(&mut buffer) => match read {
-                Ok(0) | Err(_) => return tail,
-                Ok(n) => copy(&mut tail, &buffer[..n]),
+                Ok(0) | Err(_) => return (tail, kept),
+                Ok(n) => n,
             },
             () = &mut stop => break,
+        };
+        echo(&buffer[..n]);
+        tail.push(&buffer[..n]);
+        if kept.is_ok()
+            && let Some(file) = keep.as_deref_mut()
+        {
+            kept = file.write(&buffer[..n]).await;
         }
     }
     let linger = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
@@ -68,9 +84,15 @@ pub(crate) async fn pass_through<R: AsyncRead + Unpin>(
         if n == 0 {
             break;
         }
-        copy(&mut tail, &buffer[..n]);
+        echo(&buffer[..n]);
+        tail.push(&buffer[..n]);
+        if kept.is_ok()
+            && let Some(file) = keep.as_deref_mut()
+        {
+            kept = file.write(&buffer[..n]).await;
+        }
     }
-    tail
+    (tail, kept)
 }
 
 #[cfg(test)]

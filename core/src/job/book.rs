@@ -418,6 +418,8 @@ mod tests {
             stderr_tail: None,
             at: 1000 + seq,
             life: 0,
+            value: None,
+            value_url: None,
         }
     }
 

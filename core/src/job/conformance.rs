@@ -39,6 +39,12 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         stderr_tail: Some("line one\nlast line ✓\n".to_string()),
         at: 1_700_000_000_000 + seq,
         life: 0,
+        // What `f` returned comes back as it went in (seq 2's is read back
+        // by `ledger_counts_each_item_once`).
+        value: (state == Settled::Done && seq == 2).then(|| {
+            crate::job::ItemValue::parse(r#"{"frames": 120, "title": "café \"2\""}"#).expect("JSON")
+        }),
+        value_url: None,
     }
 }
 

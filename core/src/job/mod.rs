@@ -26,6 +26,7 @@ pub mod halt;
 pub(crate) mod ledger;
 mod seqs;
 mod submit;
+mod value;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use seqs::SeqSet;
 pub use submit::{
     JOB_ATTRIBUTES_ROOM, Submit, SubmitError, SubmitReport, default_job_name, input_digest,
 };
+pub use value::{ItemValue, MAX_RECEIPT_VALUE};
 
 /// Readings of the ledger in a row that may miss a job before it counts
 /// as lost: a ledger kept in sheets can miss one while another reader holds
@@ -217,6 +219,12 @@ pub struct Receipt {
     /// item is first requeued from the dead place.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub life: u64,
+    /// What `f` returned, when its JSON fits ([`MAX_RECEIPT_VALUE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ItemValue>,
+    /// Where a larger value is: its object's URL in the output store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_url: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -263,6 +271,8 @@ impl Receipt {
             stderr_tail: None,
             at: unix_millis(),
             life: job.life,
+            value: None,
+            value_url: None,
         }
     }
 
@@ -286,6 +296,8 @@ impl Receipt {
             stderr_tail: self.stderr_tail.as_deref(),
             at: self.at,
             life: self.life,
+            value: self.value.as_ref(),
+            value_url: self.value_url.as_deref(),
         }
     }
 }
@@ -321,6 +333,10 @@ pub struct ReceiptRef<'a> {
     pub at: u64,
     /// The item's life when it settled ([`JobItem::life`]).
     pub life: u64,
+    /// What `f` returned, when it fits the receipt.
+    pub value: Option<&'a ItemValue>,
+    /// Where a larger value is, in the output store.
+    pub value_url: Option<&'a str>,
 }
 
 impl ReceiptRef<'_> {
@@ -339,6 +355,8 @@ impl ReceiptRef<'_> {
             stderr_tail: self.stderr_tail.map(str::to_string),
             at: self.at,
             life: self.life,
+            value: self.value.cloned(),
+            value_url: self.value_url.map(str::to_string),
         }
     }
 
@@ -461,6 +479,8 @@ mod tests {
             stderr_tail: None,
             at: 7,
             life: 0,
+            value: None,
+            value_url: None,
         };
         let json = serde_json::to_string(&receipt).unwrap();
         assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
@@ -483,6 +503,8 @@ mod tests {
             stderr_tail: Some("oom".into()),
             at: 11,
             life: 3,
+            value: None,
+            value_url: None,
         };
         assert_eq!(receipt.borrowed().to_receipt(), receipt);
     }

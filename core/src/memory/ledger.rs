@@ -88,6 +88,9 @@ struct Rare {
     /// The settlement time, when it is too far from its page's `since`
     /// for [`Slot::at`].
     at: Option<u64>,
+    /// What `f` returned.
+    value: Option<crate::job::ItemValue>,
+    value_url: Option<String>,
 }
 
 #[derive(Debug)]
@@ -234,12 +237,16 @@ impl JobReceipts {
             || receipt.stderr_tail.is_some()
             || at.is_none()
             || receipt.life != 0
+            || receipt.value.is_some()
+            || receipt.value_url.is_some()
         {
             let rare = Rare {
                 reason: receipt.reason.map(str::to_string),
                 stderr_tail: receipt.stderr_tail.map(str::to_string),
                 at: at.is_none().then_some(receipt.at),
                 life: receipt.life,
+                value: receipt.value.cloned(),
+                value_url: receipt.value_url.map(str::to_string),
             };
             self.rare.insert(receipt.seq, rare);
         } else if !self.rare.is_empty() {
@@ -328,6 +335,8 @@ impl JobReceipts {
                     stderr_tail: rare.stderr_tail,
                     at: rare.at.unwrap_or(at),
                     life: rare.life,
+                    value: rare.value,
+                    value_url: rare.value_url,
                 });
             }
         }
@@ -519,6 +528,8 @@ mod tests {
             stderr_tail: Some("boom".into()),
             at: 7,
             life: 0,
+            value: None,
+            value_url: None,
         }
     }
 

@@ -695,6 +695,8 @@ mod tests {
                 reason: None,
                 stderr_tail: None,
                 at: 1,
+                value: None,
+                value_url: None,
             };
             let report = ledger
                 .record_then_ack(&queue, &[held.token], &[receipt.borrowed()])

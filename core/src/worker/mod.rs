@@ -157,6 +157,14 @@ fn receipt<'a>(
         stderr_tail: finished.outcome.stderr_tail.as_deref(),
         at,
         life: job.life,
+        // The receipt's size stays bounded: a larger value is the output
+        // store's (`value_url`), or was refused before it came here.
+        value: finished
+            .outcome
+            .value
+            .as_ref()
+            .filter(|value| value.fits_receipt()),
+        value_url: finished.outcome.value_url.as_deref(),
     })
 }
 

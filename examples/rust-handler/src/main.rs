@@ -1,8 +1,10 @@
 //! `rust-handler`: the whole forloop CLI with a Rust function as `f`.
 //!
 //! Each item is a whole number N; the function counts the primes below N
-//! (a sieve: real CPU work, no network) and prints `N<TAB>count` on stdout.
-//! An item that is not a number, or is too large, is dead-lettered at once.
+//! (a sieve: real CPU work, no network), prints `N<TAB>count` on stdout and
+//! returns `{"n": N, "primes": count}` as the item's value, which its
+//! receipt keeps (`rust-handler --queue redis results --json`). An item
+//! that is not a number, or is too large, is dead-lettered at once.
 //!
 //! ```sh
 //! rust-handler run numbers.txt                    # in this process, memory queue
@@ -15,6 +17,7 @@
 //! have the binary under that name, and a build with `k8s` and the queue's
 //! feature).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use runner::{Registry, TaskOutcome};
@@ -54,8 +57,11 @@ fn handle(item: &str) -> TaskOutcome {
     if n > LIMIT {
         return TaskOutcome::fatal(format!("{n} is over the limit of {LIMIT}"));
     }
-    println!("{n}\t{}", primes_below(n));
-    TaskOutcome::success()
+    let primes = primes_below(n);
+    println!("{n}\t{primes}");
+    // Any serde value; `Ok(runner::handler::Value(x))` from a function
+    // returning a Result does the same.
+    TaskOutcome::success_with(&BTreeMap::from([("n", n), ("primes", primes)]))
 }
 
 fn main() -> ExitCode {

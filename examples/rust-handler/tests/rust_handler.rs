@@ -70,7 +70,11 @@ fn submit_then_work_on_redis() {
         command.args(["--queue", server.url(), "--name", &name]);
         command
     };
-    let submit = on().arg("submit").arg(&input).output().unwrap();
+    let submit = on()
+        .args(["submit", "--keep-receipts"])
+        .arg(&input)
+        .output()
+        .unwrap();
     assert!(submit.status.success(), "{}", text(&submit.stderr));
     let work = on().args(["work", "-j", "2"]).output().unwrap();
     assert!(
@@ -79,6 +83,21 @@ fn submit_then_work_on_redis() {
         text(&work.stderr)
     );
     assert_eq!(sorted_lines(&work), ["10\t4", "100\t25", "1000\t168"]);
+    // What the function returned is each item's value, from any machine.
+    let results = on().args(["results", "--json"]).output().unwrap();
+    assert!(results.status.success(), "{}", text(&results.stderr));
+    let values: Vec<String> = text(&results.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["value"].to_string())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            r#"{"n":10,"primes":4}"#,
+            r#"{"n":100,"primes":25}"#,
+            r#"{"n":1000,"primes":168}"#
+        ]
+    );
     let status = on().args(["status", "--json"]).output().unwrap();
     let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use forloop_core::job::{JobStatus, Receipt, Settled};
+use forloop_core::job::{ItemValue, JobStatus, Receipt, Settled};
 use forloop_outputs::{ItemRecord, OutputStore, StoreSettings};
 
 use super::context::{Context, Stdout};
@@ -41,7 +41,7 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
     if !args.json {
         let outputs_column = if outputs.is_some() { "\toutputs" } else { "" };
         out.line(format_args!(
-            "seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail{outputs_column}"
+            "seq\tstate\tattempts\texit_code\tseconds\tworker\titem\tstderr_tail\tvalue{outputs_column}"
         ))?;
     }
     let mut without_details = 0u64;
@@ -82,6 +82,10 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                 .unwrap_or_default();
             (store, files)
         });
+        let record = outputs
+            .as_ref()
+            .and_then(|(store, records)| Some((store, records.get(&seq)?)));
+        let (value, value_url) = value_of(receipt, record);
         if args.json {
             let mut line = serde_json::json!({
                 "job": name,
@@ -94,7 +98,24 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
                 "worker": receipt.map(|r| &r.worker),
                 "reason": receipt.and_then(|r| r.reason.as_ref()),
                 "stderr_tail": receipt.and_then(|r| r.stderr_tail.as_ref()),
+                "value": value.as_ref().map(|v| v.to_value()),
             });
+            if let Some(url) = &value_url {
+                line["value_url"] = url.as_str().into();
+            }
+            if let Some((store, record)) = record
+                && !record.captured.is_empty()
+            {
+                line["captured"] = record
+                    .captured
+                    .iter()
+                    .map(|c| {
+                        let mut kept = serde_json::to_value(c).expect("records serialize");
+                        kept["url"] = store.object_url(&c.key).into();
+                        kept
+                    })
+                    .collect();
+            }
             if let Some((store, files)) = item_outputs {
                 line["outputs"] = files
                     .iter()
@@ -113,13 +134,14 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
         } else {
             let cell = |text: Option<String>| escape(&text.unwrap_or_default());
             out.line(format_args!(
-                "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}{}",
+                "{seq}\t{state_name}\t{}\t{}\t{}\t{}\t{}\t{}\t{}{}",
                 cell(receipt.map(|r| r.attempt.to_string())),
                 cell(receipt.and_then(|r| r.exit_code).map(|c| c.to_string())),
                 cell(receipt.map(|r| format!("{:.3}", r.seconds))),
                 cell(receipt.map(|r| r.worker.to_string())),
                 cell(receipt.map(|r| r.item_text().into_owned())),
                 cell(receipt.and_then(|r| last_line(r.stderr_tail.as_deref()))),
+                cell(value.map(|v| v.to_string()).or(value_url)),
                 match item_outputs {
                     Some((store, files)) => format!(
                         "\t{}",
@@ -193,6 +215,30 @@ async fn outputs_of(
         .filter_map(|record| Some((record.seq?, record)))
         .collect();
     Ok(Some((store, records)))
+}
+
+/// An item's value: from its receipt, else (a ledger that keeps done
+/// items as counts) from its record in the store; or, for one too large
+/// for either, its object's URL.
+fn value_of(
+    receipt: Option<&Receipt>,
+    record: Option<(&OutputStore, &ItemRecord)>,
+) -> (Option<ItemValue>, Option<String>) {
+    if let Some(receipt) = receipt
+        && (receipt.value.is_some() || receipt.value_url.is_some())
+    {
+        return (receipt.value.clone(), receipt.value_url.clone());
+    }
+    match record {
+        Some((_, record)) if record.failed.is_none() && record.value.is_some() => {
+            (record.value.clone(), None)
+        }
+        Some((store, record)) if record.failed.is_none() => (
+            None,
+            record.value_file.as_ref().map(|f| store.object_url(&f.key)),
+        ),
+        _ => (None, None),
+    }
 }
 
 /// The job `--job` names, or the queue's only one; with several, the

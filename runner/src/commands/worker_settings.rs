@@ -40,6 +40,17 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
     if let Some(url) = &opts.outputs {
         settings.push(("outputs", url.clone()));
     }
+    if !opts.capture.is_empty() {
+        let streams: Vec<String> = opts
+            .capture
+            .iter()
+            .map(|s| {
+                let s = clap::ValueEnum::to_possible_value(s).expect("no hidden values");
+                s.get_name().to_string()
+            })
+            .collect();
+        settings.push(("capture", streams.join(",")));
+    }
     if let Some(mode) = opts.serve {
         let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
         settings.push(("serve", mode.get_name().to_string()));
@@ -204,5 +215,34 @@ mod tests {
             "q",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn capture_travels_to_workers_as_one_setting_that_reads_back() {
+        let sent = worker_settings(&opts(&[
+            "--outputs",
+            "s3://b/p",
+            "--capture",
+            "stdout,stderr",
+        ]));
+        assert!(
+            sent.contains(&("capture", "stdout,stderr".to_string())),
+            "{sent:?}"
+        );
+        // A worker started elsewhere reads it back, as a flag.
+        let flag = format!("--capture={}", "stdout,stderr");
+        let back = opts(&["--outputs", "s3://b/p", &flag]);
+        assert_eq!(
+            back.capture,
+            [
+                crate::cli::CaptureStream::Stdout,
+                crate::cli::CaptureStream::Stderr
+            ]
+        );
+        assert!(
+            !worker_settings(&opts(&[]))
+                .iter()
+                .any(|(k, _)| *k == "capture")
+        );
     }
 }

@@ -8,15 +8,19 @@
 //! worker's. It gets one item at a time, one line on its stdin, and answers
 //! each with one line on its stdout:
 //!
-//! - `ok`: done, the item is acked;
+//! - `ok`: done, the item is acked; `ok VALUE` also keeps VALUE as the
+//!   item's value (JSON when it reads as JSON, else the text as a JSON
+//!   string; [`crate::job::ItemValue`]);
 //! - `error MESSAGE`: failed, retried with backoff (dead-lettered after the
 //!   last attempt);
 //! - `fatal MESSAGE`: failed in a way no retry can fix: dead-lettered now.
 //!
 //! The message is optional; the word is case-insensitive and may be followed
 //! by `:`. A reply may also be JSON: `{"status": "error", "message": "..."}`,
-//! and may name the item's `id` (from the `json` format): a reply naming
-//! another id fails the item and restarts the process.
+//! with a `value` (for `ok`) or a `traceback` (kept where a command's
+//! stderr tail goes), and may name the item's `id` (from the `json`
+//! format): a reply naming another id fails the item and restarts the
+//! process.
 //! So `while read -r item; do ...; echo ok; done` is a complete serve
 //! process. The next item is written only after the reply to the last one.
 //!
@@ -33,7 +37,7 @@
 //! | the process answered the last item twice, wrote stray output, or exited, before this item was written | not charged: it goes to a fresh process | restarted; the stray output is logged with the process and the item it followed |
 //! | the process dies before it reads the item | the attempt fails (retried with backoff) | restarted with backoff |
 //! | the process dies while the item is out (crash, OOM kill, `exit`), or exits with half a reply line | the attempt fails (retried with backoff; dead-lettered after the last attempt) | restarted with backoff |
-//! | it answers with a line that is not a reply (or a line over 64 KiB) | the attempt fails, the error names the process, the item and the line | killed and restarted: it may still answer later |
+//! | it answers with a line that is not a reply (or a line over 16 MiB) | the attempt fails, the error names the process, the item and the line | killed and restarted: it may still answer later |
 //! | no answer within the reply timeout (`--task-timeout`) | the attempt fails; the error says whether the process ever read the item | killed (its whole process group) and restarted |
 //! | the worker drops the task (its task timeout, or the shutdown grace ran out after SIGTERM) | the worker gives it back or fails it, as for any handler | killed; a new one starts for the next item |
 //! | SIGTERM | as command mode: no new items; a running item has the grace to be answered; then it is given back (nack 0) | [`ServeHandler::close`] closes the stdin of every process (end of input) and kills those still running after the stop timeout |

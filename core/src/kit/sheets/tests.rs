@@ -64,6 +64,8 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         stderr_tail: None,
         at: 1_000 + seq,
         life: 0,
+        value: None,
+        value_url: None,
     }
 }
 
