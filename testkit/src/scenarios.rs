@@ -702,26 +702,6 @@ pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::warning_kind;
-
-    #[test]
-    fn a_warnings_kind_ignores_time_span_fields_and_numbers() {
-        let a = "2026-12-03T07:58:31.72Z  WARN SqsQueue { address: sqs://q }: handing back 3 sheets failed (they come back): sqs visibility change failed";
-        let b = "2026-12-03T07:58:33.10Z  WARN SqsQueue { address: sqs://q }: handing back 12 sheets failed (they come back): other";
-        assert_eq!(warning_kind(a), warning_kind(b));
-        assert_eq!(
-            warning_kind("t  WARN could not extend leases error=timeout count=2"),
-            "could not extend leases"
-        );
-        assert_ne!(
-            warning_kind("t  WARN pull failed; retrying error=x"),
-            warning_kind("t  WARN ack failed; retrying error=x")
-        );
-    }
-}
-
 /// Items that die by cause: `oom-*` are killed by SIGKILL (exit code 137)
 /// after saying "out of memory", `bad-*` exit 3 after "HTTP 503"; with
 /// `FIXED` set the `oom-*` ones succeed.
@@ -928,4 +908,24 @@ pub fn a_filtered_requeue_moves_only_the_matching_dead_items(on: impl Fn() -> Co
         "each item counts once: {job}"
     );
     assert_eq!(dead_items(&on, &[], 2), ["bad-0", "bad-1"]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warning_kind;
+
+    #[test]
+    fn a_warnings_kind_ignores_time_span_fields_and_numbers() {
+        let a = "2026-12-03T07:58:31.72Z  WARN SqsQueue { address: sqs://q }: handing back 3 sheets failed (they come back): sqs visibility change failed";
+        let b = "2026-12-03T07:58:33.10Z  WARN SqsQueue { address: sqs://q }: handing back 12 sheets failed (they come back): other";
+        assert_eq!(warning_kind(a), warning_kind(b));
+        assert_eq!(
+            warning_kind("t  WARN could not extend leases error=timeout count=2"),
+            "could not extend leases"
+        );
+        assert_ne!(
+            warning_kind("t  WARN pull failed; retrying error=x"),
+            warning_kind("t  WARN ack failed; retrying error=x")
+        );
+    }
 }

@@ -277,7 +277,7 @@ pub async fn filtered_requeue_moves_only_the_picked(harness: &Harness) {
     // Even items die with exit code 137, odd ones with 1.
     let code = |item: &Item| {
         let n: u64 = item.attributes["n"].parse().expect("n");
-        if n % 2 == 0 { 137 } else { 1 }
+        if n.is_multiple_of(2) { 137 } else { 1 }
     };
     let bury = async |held: Vec<Delivery>| {
         for delivery in held {
