@@ -624,6 +624,13 @@ pub(crate) struct DashboardArgs {
     /// as gone
     #[arg(long, default_value = "60s", value_parser = nonzero_duration)]
     pub(crate) stalled_after: Duration,
+    /// Let the page change the queue: requeue a failure group of a job's
+    /// dead items (a filtered `dead requeue`) and resume a halted job.
+    /// Each action is a POST carrying this process's action token from the
+    /// page and sent from the page itself (its Origin); without this flag
+    /// the page is read-only
+    #[arg(long)]
+    pub(crate) allow_actions: bool,
 }
 
 /// `runner wait`.
