@@ -956,3 +956,70 @@ esac"#;
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains("\"bad-0\""), "{listed}");
 }
+
+/// Issue 23's other action: a halted job's *resume* form un-halts it, under
+/// the same rules (the action token and the page's own origin).
+#[test]
+fn the_dashboard_resumes_a_halted_job_only_from_its_own_page() {
+    let server = RedisServer::shared();
+    let name = unique("dash-resume");
+    let dir = scratch("dash-resume");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nb\nc\n").unwrap();
+    let run = on(server.url(), &name)
+        .arg("run")
+        .arg(&input)
+        .args(["--job", "halts", "--max-dead", "0", "--max-attempts", "1"])
+        .args(["--workers", "1", "--", "sh", "-c", "exit 5"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let phase = || {
+        let output = on(server.url(), &name)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["jobs"][0]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(phase(), "halted");
+    let dash = Dashboard::start(
+        on(server.url(), &name),
+        &["--listen", "127.0.0.1:0", "--allow-actions", "--poll", "1s"],
+    );
+    let origin = dash.url.trim_end_matches('/').to_string();
+    let mut page = String::new();
+    eventually("the resume form", || {
+        page = request(&dash.url, "GET", "/?job=halts", &[], "").1;
+        page.contains("action=\"action/resume\"")
+    });
+    let csrf = hidden_after(&page, "action=\"action/resume\"", "csrf").expect("the action token");
+    let body = format!("csrf={csrf}&job=halts");
+    let (status, _) = request(
+        &dash.url,
+        "POST",
+        "/action/resume",
+        &[("Origin", "http://evil.example")],
+        &body,
+    );
+    assert_eq!(status, 403, "another site's origin was accepted");
+    assert_eq!(phase(), "halted");
+    let (status, text) = request(
+        &dash.url,
+        "POST",
+        "/action/resume",
+        &[("Origin", &origin)],
+        &body,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("job `halts` resumed"), "{text}");
+    assert_ne!(phase(), "halted", "the job is still halted");
+}
