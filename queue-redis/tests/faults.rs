@@ -657,3 +657,59 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     assert_eq!(done, [3, 1], "{status:?}");
     assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
 }
+
+/// Issue 24: two filtered requeues at once over a dead list of several
+/// pages never move an item twice (each picked member is moved by the one
+/// script that still finds it); a concurrent pass may skip some (the other
+/// shifts its pages), which a pass run alone then moves. The letters left
+/// stay in their order.
+#[tokio::test]
+async fn two_filtered_requeues_at_once_move_each_item_once() {
+    let server = RedisServer::local(false);
+    let first = queue(&server, "two-requeues", 5).await;
+    let second = queue(&server, "two-requeues", 5).await;
+    let tokens = lease_all(&first, 1500).await;
+    assert!(
+        first
+            .dead_letter(&tokens, "bury")
+            .await
+            .unwrap()
+            .lost
+            .is_empty()
+    );
+    let even = |letter: &forloop_core::DeadLetter| {
+        let text = String::from_utf8_lossy(&letter.item.payload).into_owned();
+        let n: u64 = text.trim_start_matches("item-").parse().unwrap();
+        n.is_multiple_of(2)
+    };
+    let (a, b) = tokio::join!(
+        first.requeue_dead_where(&even, None),
+        second.requeue_dead_where(&even, None)
+    );
+    let together = a.unwrap().moved + b.unwrap().moved;
+    assert!(together <= 750, "an item moved twice: {together} of 750");
+    let alone = first.requeue_dead_where(&even, None).await.unwrap();
+    assert_eq!(together + alone.moved, 750, "{together} + {alone:?}");
+    assert_eq!(alone.left, 750);
+    assert_eq!(counts(&first).await, (Some(750), Some(0), Some(750)));
+    let left: Vec<String> = first
+        .list_dead(2000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.item.payload).into_owned())
+        .collect();
+    let odd: Vec<String> = (0..1500)
+        .filter(|n| n % 2 == 1)
+        .map(|n| format!("item-{n}"))
+        .collect();
+    assert_eq!(left, odd, "the letters left, in their order");
+    let mut back = std::collections::BTreeSet::new();
+    for delivery in first.pull(1000, Duration::from_secs(1)).await.unwrap() {
+        assert!(
+            back.insert(delivery.item.payload.clone()),
+            "delivered twice"
+        );
+    }
+    assert_eq!(back.len(), 750);
+}
