@@ -713,3 +713,55 @@ async fn two_filtered_requeues_at_once_move_each_item_once() {
     }
     assert_eq!(back.len(), 750);
 }
+
+/// What a filtered requeue costs on Redis (docs/BENCHMARKS.md, "Rerun by
+/// cause"): `cargo test -p forloop-queue-redis --test faults --
+/// --ignored --nocapture filtered_requeue_cost`. Measures, asserts only
+/// what moved.
+#[tokio::test]
+#[ignore = "a measurement: run it by name"]
+async fn filtered_requeue_cost() {
+    let server = RedisServer::local(false);
+    for (n, label, pick) in [
+        (20_000usize, "every other item", 0u8),
+        (
+            20_000,
+            "the last half (each LREM walks past the first half)",
+            1,
+        ),
+        (20_000, "none", 2),
+    ] {
+        let queue = queue(&server, &format!("cost-{pick}"), 5).await;
+        let tokens = lease_all(&queue, n).await;
+        for chunk in tokens.chunks(1000) {
+            assert!(
+                queue
+                    .dead_letter(chunk, "bury")
+                    .await
+                    .unwrap()
+                    .lost
+                    .is_empty()
+            );
+        }
+        let select = move |letter: &forloop_core::DeadLetter| {
+            let text = String::from_utf8_lossy(&letter.item.payload).into_owned();
+            let i: usize = text.trim_start_matches("item-").parse().unwrap();
+            match pick {
+                0 => i.is_multiple_of(2),
+                1 => i >= n / 2,
+                _ => false,
+            }
+        };
+        let start = std::time::Instant::now();
+        let report = queue.requeue_dead_where(&select, None).await.unwrap();
+        let took = start.elapsed();
+        let want = if pick == 2 { 0 } else { n as u64 / 2 };
+        assert_eq!(report.moved, want);
+        println!(
+            "{n} dead, picking {label}: moved {} in {:.0} ms ({:.1} µs per dead item looked at)",
+            report.moved,
+            took.as_secs_f64() * 1000.0,
+            took.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
