@@ -76,7 +76,7 @@ pub use job::Backend;
 pub use memory::{MemoryDriver, MemoryQueue};
 pub use publish::{PublishError, publish_all};
 pub use queue::{
-    Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
-    QueueConfig, QueueDecorator, RequeueWatch, WorkQueue,
+    Backlog, Capabilities, Count, DeadLetter, DeadSelect, Delivery, Item, LeaseReport, LeaseToken,
+    MessageId, QueueConfig, QueueDecorator, RequeueWatch, Requeued, WorkQueue,
 };
 pub use worker::{Shutdown, Worker, WorkerConfig, WorkerExit};

@@ -196,6 +196,9 @@ impl RedisQueue {
 /// Most dead items one requeue or purge script call moves.
 const DEAD_BATCH: u64 = 1000;
 
+/// Dead items a selective requeue reads per page (and moves per call).
+const DEAD_PAGE: usize = 500;
+
 /// Longest single BLPOP; a longer wait loops.
 const MAX_BLOCK: Duration = Duration::from_secs(20);
 
@@ -398,5 +401,72 @@ impl WorkQueue for RedisQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.each_dead_batch("dead purge", &self.link.scripts.dead_purge)
             .await
+    }
+
+    /// A page of the dead list at a time, oldest first: read it
+    /// (`dead_page.lua`), pick in this process, then move the picked
+    /// members in one script (`dead_requeue_members.lua`) that un-counts
+    /// each in the step that moves it and skips one no longer there. So a
+    /// letter buried while the page is picked from stays dead (it is past
+    /// the page, or not picked), an item moves once even with two
+    /// requeues at once, and a requeuer that dies between pages leaves
+    /// every item in one place, counted once. The letters left stay in
+    /// their order. Costs one `LREM` per moved item, each a walk from the
+    /// head of the list past the letters left dead before it.
+    async fn requeue_dead_where(
+        &self,
+        select: &forloop_core::DeadSelect<'_>,
+        watch: Option<&dyn forloop_core::RequeueWatch>,
+    ) -> Result<forloop_core::Requeued, QueueError> {
+        if watch.is_some() {
+            return Err(QueueError::unsupported(
+                "tell a ledger of a requeue: Redis un-counts what it moves in the same script",
+            ));
+        }
+        let mut done = forloop_core::Requeued::default();
+        let mut start = 0u64;
+        let mut known_job = None;
+        loop {
+            let reply: Vec<Value> = self
+                .run("dead page", &self.link.scripts.dead_page, |inv| {
+                    inv.arg(start).arg(DEAD_PAGE);
+                })
+                .await?;
+            let page = reply.len() / 6;
+            let mut picked = Vec::new();
+            for chunk in reply.chunks_exact(6) {
+                let letter = DeadLetter {
+                    id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[1])).as_ref()),
+                    attempts: as_u64(&chunk[2])
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    reason: String::from_utf8_lossy(&as_bytes(&chunk[3])).into_owned(),
+                    item: open(as_bytes(&chunk[4]), &chunk[5], &mut known_job),
+                };
+                if select(&letter) {
+                    picked.push(as_bytes(&chunk[0]));
+                }
+            }
+            let moved: u64 = if picked.is_empty() {
+                0
+            } else {
+                self.run(
+                    "dead requeue",
+                    &self.link.scripts.dead_requeue_members,
+                    |inv| {
+                        for member in &picked {
+                            inv.arg(&member[..]);
+                        }
+                    },
+                )
+                .await?
+            };
+            done.moved += moved;
+            done.left += (page - picked.len()) as u64;
+            if page < DEAD_PAGE {
+                return Ok(done);
+            }
+            start += page as u64 - moved;
+        }
     }
 }

@@ -659,3 +659,111 @@ async fn an_ack_batch_of_one_job_is_one_call_and_reports_its_lost_leases() {
     assert_eq!(done, [3, 1], "{status:?}");
     assert_eq!(counts(&queue).await, (Some(0), Some(0), Some(0)));
 }
+
+/// Issue 24: two filtered requeues at once over a dead list of several
+/// pages never move an item twice (each picked member is moved by the one
+/// script that still finds it); a concurrent pass may skip some (the other
+/// shifts its pages), which a pass run alone then moves. The letters left
+/// stay in their order.
+#[tokio::test]
+async fn two_filtered_requeues_at_once_move_each_item_once() {
+    let server = RedisServer::local(false);
+    let first = queue(&server, "two-requeues", 5).await;
+    let second = queue(&server, "two-requeues", 5).await;
+    let tokens = lease_all(&first, 1500).await;
+    assert!(
+        first
+            .dead_letter(&tokens, "bury")
+            .await
+            .unwrap()
+            .lost
+            .is_empty()
+    );
+    let even = |letter: &forloop_core::DeadLetter| {
+        let text = String::from_utf8_lossy(&letter.item.payload).into_owned();
+        let n: u64 = text.trim_start_matches("item-").parse().unwrap();
+        n.is_multiple_of(2)
+    };
+    let (a, b) = tokio::join!(
+        first.requeue_dead_where(&even, None),
+        second.requeue_dead_where(&even, None)
+    );
+    let together = a.unwrap().moved + b.unwrap().moved;
+    assert!(together <= 750, "an item moved twice: {together} of 750");
+    let alone = first.requeue_dead_where(&even, None).await.unwrap();
+    assert_eq!(together + alone.moved, 750, "{together} + {alone:?}");
+    assert_eq!(alone.left, 750);
+    assert_eq!(counts(&first).await, (Some(750), Some(0), Some(750)));
+    let left: Vec<String> = first
+        .list_dead(2000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.item.payload).into_owned())
+        .collect();
+    let odd: Vec<String> = (0..1500)
+        .filter(|n| n % 2 == 1)
+        .map(|n| format!("item-{n}"))
+        .collect();
+    assert_eq!(left, odd, "the letters left, in their order");
+    let mut back = std::collections::BTreeSet::new();
+    for delivery in first.pull(1000, Duration::from_secs(1)).await.unwrap() {
+        assert!(
+            back.insert(delivery.item.payload.clone()),
+            "delivered twice"
+        );
+    }
+    assert_eq!(back.len(), 750);
+}
+
+/// What a filtered requeue costs on Redis (docs/BENCHMARKS.md, "Rerun by
+/// cause"): `cargo test -p forloop-queue-redis --test faults --
+/// --ignored --nocapture filtered_requeue_cost`. Measures, asserts only
+/// what moved.
+#[tokio::test]
+#[ignore = "a measurement: run it by name"]
+async fn filtered_requeue_cost() {
+    let server = RedisServer::local(false);
+    for (n, label, pick) in [
+        (20_000usize, "every other item", 0u8),
+        (
+            20_000,
+            "the last half (each LREM walks past the first half)",
+            1,
+        ),
+        (20_000, "none", 2),
+    ] {
+        let queue = queue(&server, &format!("cost-{pick}"), 5).await;
+        let tokens = lease_all(&queue, n).await;
+        for chunk in tokens.chunks(1000) {
+            assert!(
+                queue
+                    .dead_letter(chunk, "bury")
+                    .await
+                    .unwrap()
+                    .lost
+                    .is_empty()
+            );
+        }
+        let select = move |letter: &forloop_core::DeadLetter| {
+            let text = String::from_utf8_lossy(&letter.item.payload).into_owned();
+            let i: usize = text.trim_start_matches("item-").parse().unwrap();
+            match pick {
+                0 => i.is_multiple_of(2),
+                1 => i >= n / 2,
+                _ => false,
+            }
+        };
+        let start = std::time::Instant::now();
+        let report = queue.requeue_dead_where(&select, None).await.unwrap();
+        let took = start.elapsed();
+        let want = if pick == 2 { 0 } else { n as u64 / 2 };
+        assert_eq!(report.moved, want);
+        println!(
+            "{n} dead, picking {label}: moved {} in {:.0} ms ({:.1} µs per dead item looked at)",
+            report.moved,
+            took.as_secs_f64() * 1000.0,
+            took.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}

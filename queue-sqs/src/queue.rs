@@ -499,6 +499,14 @@ impl WorkQueue for SqsQueue {
         dead::requeue_telling(&self.dead_place()?, Some(watch)).await
     }
 
+    async fn requeue_dead_where(
+        &self,
+        select: &forloop_core::DeadSelect<'_>,
+        watch: Option<&dyn forloop_core::RequeueWatch>,
+    ) -> Result<forloop_core::Requeued, QueueError> {
+        dead::requeue_where(&self.dead_place()?, select, watch).await
+    }
+
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         dead::purge(&self.dead_place()?).await
     }

@@ -287,6 +287,9 @@ pub(crate) struct ResultsArgs {
     /// Only items in this state
     #[arg(long, value_enum)]
     pub(crate) state: Option<ResultState>,
+    /// Only items whose receipt matches these (pending items have none).
+    #[command(flatten)]
+    pub(crate) cause: CauseArgs,
     /// The output store the job's workers wrote to (`--outputs` of its
     /// `run`/`work`/`launch`): each item shows its outputs
     #[arg(long, env = "FORLOOP_OUTPUTS", value_name = "URL")]
@@ -295,6 +298,49 @@ pub(crate) struct ResultsArgs {
     /// (DIR/ITEMKEY/FILE), then print the results
     #[arg(long, value_name = "DIR", requires = "outputs")]
     pub(crate) download: Option<PathBuf>,
+}
+
+/// Which failures: `--exit-code`, `--match` and `--items`, shared by
+/// `dead list`, `dead requeue` and `results`. Given together, an item must
+/// match each; a flag given several values matches any of them.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct CauseArgs {
+    /// Only items whose last attempt exited with CODE; repeat the flag or
+    /// give a list (137,139). A command killed by signal N counts as 128+N.
+    /// Items with no exit code (of no job, or whose lease lapsed) never match
+    #[arg(long = "exit-code", value_name = "CODE", value_delimiter = ',', value_parser = exit_code)]
+    pub(crate) exit_code: Vec<i32>,
+    /// Only items whose reason or stderr tail PATTERN finds something in: a
+    /// regular expression (Rust regex syntax, `(?i)` for any case), e.g.
+    /// 'Killed|out of memory' or 'HTTP 5\d\d'; a plain word matches itself
+    #[arg(long = "match", value_name = "PATTERN")]
+    pub(crate) pattern: Option<String>,
+    /// Only the items listed in FILE, one a line as `submit` reads them
+    /// (`-`: standard input)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) items: Option<String>,
+}
+
+/// `CauseArgs` and a job: the filter of `dead list` and `dead requeue`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct DeadFilterArgs {
+    /// Only items of this job. Not read from FORLOOP_JOB: a requeue
+    /// filtered by a variable set for something else would move less than
+    /// asked without saying so
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
+    /// The causes.
+    #[command(flatten)]
+    pub(crate) cause: CauseArgs,
+}
+
+fn exit_code(text: &str) -> Result<i32, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an exit code: give a whole number such as 137 \
+             (a command killed by signal N exits 128+N), or several as 137,139"
+        )
+    })
 }
 
 /// An item's state in `runner results`.
@@ -517,9 +563,20 @@ pub(crate) enum DeadCommand {
         /// One JSON object per line
         #[arg(long)]
         json: bool,
+        /// Which dead items.
+        #[command(flatten)]
+        filter: DeadFilterArgs,
     },
-    /// Put every dead item back to work with a fresh attempt count.
-    Requeue,
+    /// Put dead items back to work with a fresh attempt count: every one,
+    /// or those the filters pick (the rest stay dead, untouched).
+    Requeue {
+        /// Which dead items.
+        #[command(flatten)]
+        filter: DeadFilterArgs,
+        /// Show what would move (as `dead list` does) and move nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete every dead item for good.
     Purge,
 }
@@ -589,6 +646,13 @@ pub(crate) struct DashboardArgs {
     /// as gone
     #[arg(long, default_value = "60s", value_parser = nonzero_duration)]
     pub(crate) stalled_after: Duration,
+    /// Let the page change the queue: requeue a failure group of a job's
+    /// dead items (a filtered `dead requeue`) and resume a halted job.
+    /// Each action is a POST carrying this process's action token from the
+    /// page and sent from the page itself (its Origin); without this flag
+    /// the page is read-only
+    #[arg(long)]
+    pub(crate) allow_actions: bool,
 }
 
 /// `runner wait`.

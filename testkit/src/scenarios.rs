@@ -702,6 +702,214 @@ pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command
     );
 }
 
+/// Items that die by cause: `oom-*` are killed by SIGKILL (exit code 137)
+/// after saying "out of memory", `bad-*` exit 3 after "HTTP 503"; with
+/// `FIXED` set the `oom-*` ones succeed.
+const DIES_BY_CAUSE: &str = r#"case "$FORLOOP_ITEM" in
+  oom-*) [ -n "$FIXED" ] && exit 0; echo "out of memory" >&2; kill -9 $$ ;;
+  bad-*) echo "HTTP 503" >&2; exit 3 ;;
+esac"#;
+
+/// The items of `dead list --json`, sorted, once the listing shows `n`
+/// (the ledger's look at the dead place may hold letters for a moment).
+fn dead_items(on: &impl Fn() -> Command, filter: &[&str], n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = on()
+            .args(["dead", "list", "--json"])
+            .args(filter)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&list.stderr);
+        assert!(list.status.success(), "dead list {filter:?}: {said}");
+        let mut items: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                value["item"].as_str().expect("its item").to_string()
+            })
+            .collect();
+        items.sort();
+        if items.len() == n || Instant::now() > until {
+            return items;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Issue 24, rerun by cause: of a job's dead items, `dead requeue
+/// --exit-code 137` moves exactly those that exited 137 and leaves the rest
+/// dead; `--dry-run` moves nothing; bad filters fail before anything
+/// moves; `dead list` and `results` filter the same way; a requeued item
+/// that then succeeds counts once in its job. The queue must have been
+/// made with `--max-attempts 1` where the backend keeps it (SQS, Pub/Sub).
+pub fn a_filtered_requeue_moves_only_the_matching_dead_items(on: impl Fn() -> Command, dir: &Path) {
+    let input = dir.join("items.txt");
+    let items: Vec<String> = ["ok-0", "oom-0", "bad-0", "ok-1", "oom-1", "bad-1"]
+        .map(String::from)
+        .to_vec();
+    write_items(&input, &items);
+    let run = on()
+        .arg("run")
+        .arg(&input)
+        .args(["--max-attempts", "1", "--workers", "1"])
+        .args(["--", "sh", "-c", DIES_BY_CAUSE])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(said.contains("6 items: 2 done, 4 dead-lettered"), "{said}");
+    let all_dead = ["bad-0", "bad-1", "oom-0", "oom-1"].map(String::from);
+    assert_eq!(dead_items(&on, &[], 4), all_dead);
+
+    // Bad input: a clear error, and nothing moves.
+    let missing = dir.join("no-such-file.txt");
+    let refused: [(&[&str], &str); 4] = [
+        (&["--exit-code", "abc"], "not an exit code"),
+        (&["--exit-code", "137,x"], "not an exit code"),
+        (&["--match", "exit (137"], "no regular expression"),
+        (&["--items", missing.to_str().unwrap()], "no-such-file.txt"),
+    ];
+    for (flags, says) in refused {
+        let requeue = on().args(["dead", "requeue"]).args(flags).output().unwrap();
+        let said = String::from_utf8_lossy(&requeue.stderr);
+        assert!(!requeue.status.success(), "{flags:?} was accepted: {said}");
+        assert!(said.contains(says), "{flags:?}: {said}");
+    }
+    assert_eq!(
+        only_job(&on)["dead"],
+        4,
+        "a refused requeue moved something"
+    );
+
+    // A dry run shows what would move and moves nothing.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dry = on()
+            .args(["dead", "requeue", "--exit-code", "137", "--dry-run"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&dry.stderr);
+        assert!(dry.status.success(), "dry run: {said}");
+        if said.contains("would requeue 2 of 4") {
+            let shown = String::from_utf8_lossy(&dry.stdout);
+            let mut shown: Vec<&str> = shown
+                .lines()
+                .map(|l| l.split('\t').next().unwrap())
+                .collect();
+            shown.sort();
+            assert_eq!(shown, ["oom-0", "oom-1"], "{said}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the dry run never saw 4 dead items: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(only_job(&on)["dead"], 4, "a dry run moved something");
+    assert_eq!(dead_items(&on, &[], 4), all_dead);
+
+    // The filters of `dead list` and `results`.
+    let http_5xx = ["--match", r"HTTP 5\d\d"];
+    assert_eq!(dead_items(&on, &http_5xx, 2), ["bad-0", "bad-1"]);
+    let chosen = dir.join("chosen.txt");
+    write_items(&chosen, &["bad-1".into(), "ok-0".into()]);
+    let chosen_items = ["--items", chosen.to_str().unwrap()];
+    assert_eq!(dead_items(&on, &chosen_items, 1), ["bad-1"]);
+    let results = on()
+        .args([
+            "results",
+            "--json",
+            "--exit-code",
+            "137,3",
+            "--match",
+            "memory",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        results.status.success(),
+        "{}",
+        String::from_utf8_lossy(&results.stderr)
+    );
+    let mut rows: Vec<String> = String::from_utf8_lossy(&results.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            value["item"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        ["oom-0", "oom-1"],
+        "results --exit-code 137,3 --match memory"
+    );
+
+    // The requeue: exactly the two that exited 137.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut moved = 0;
+    while moved < 2 {
+        let requeue = on()
+            .args(["dead", "requeue", "--exit-code", "137"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&requeue.stderr);
+        assert!(requeue.status.success(), "dead requeue: {said}");
+        let n: u64 = said
+            .split("requeued ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("how many moved: {said}"));
+        moved += n;
+        assert!(moved <= 2, "moved more than asked: {said}");
+        assert!(
+            moved == 2 || Instant::now() < until,
+            "the items never moved: {said}"
+        );
+    }
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (&2.into(), &2.into(), &false.into()),
+        "the requeued items are live: {job}"
+    );
+    assert_eq!(
+        dead_items(&on, &[], 2),
+        ["bad-0", "bad-1"],
+        "the rest stay dead"
+    );
+
+    // Fixed, they run again under the job's command and count once.
+    let mut work = on()
+        .args([
+            "work",
+            "--max-attempts",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            DIES_BY_CAUSE,
+        ])
+        .env("FIXED", "1")
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut work, Duration::from_secs(60));
+    assert!(
+        status.code().is_some(),
+        "the worker ended by itself: {status:?}"
+    );
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (&4.into(), &2.into(), &true.into()),
+        "each item counts once: {job}"
+    );
+    assert_eq!(dead_items(&on, &[], 2), ["bad-0", "bad-1"]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::warning_kind;

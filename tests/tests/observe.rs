@@ -821,3 +821,247 @@ fn run_serves_metrics_of_its_in_process_workers_and_refuses_the_flag_on_a_shared
         &["--metrics-port", "runner work --metrics-addr"],
     );
 }
+
+/// One HTTP/1.1 request to the dashboard at `base` (`http://HOST:PORT`):
+/// its status and body.
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let host = base
+        .strip_prefix("http://")
+        .expect("an http URL")
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(host).expect("connect to the dashboard");
+    let mut text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("Content-Type: application/x-www-form-urlencoded\r\n\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The value of the first hidden input `name` after `after` in `html`.
+fn hidden_after(html: &str, after: &str, name: &str) -> Option<String> {
+    let rest = &html[html.find(after)?..];
+    let marker = format!("name=\"{name}\" value=\"");
+    let rest = &rest[rest.find(&marker)? + marker.len()..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// Issue 23's actions: without `--allow-actions` a POST is refused; with
+/// it, requeueing a failure group needs the page's action token and the
+/// page's own origin (a cross-site form or a forged origin is refused),
+/// and then moves exactly that group's dead items.
+#[test]
+fn dashboard_actions_need_the_flag_the_page_token_and_its_own_origin() {
+    let server = RedisServer::shared();
+    let name = unique("dash-act");
+    let dir = scratch("dash-act");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "oom-0\noom-1\nbad-0\n").unwrap();
+    let script = r#"case "$FORLOOP_ITEM" in
+  oom-*) echo "out of memory" >&2; kill -9 $$ ;;
+  *) echo "HTTP 503" >&2; exit 3 ;;
+esac"#;
+    let run = on(server.url(), &name)
+        .arg("run")
+        .arg(&input)
+        .args(["--job", "act", "--max-attempts", "1", "--workers", "1"])
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let plain = Dashboard::start(on(server.url(), &name), &["--listen", "127.0.0.1:0"]);
+    let origin = plain.url.trim_end_matches('/').to_string();
+    let (status, _) = request(
+        &plain.url,
+        "POST",
+        "/action/requeue",
+        &[("Origin", &origin)],
+        "job=act&exit_code=137",
+    );
+    assert_eq!(status, 405, "a read-only dashboard took a POST");
+    drop(plain);
+
+    let dash = Dashboard::start(
+        on(server.url(), &name),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+            "--poll",
+            "1s",
+            "--receipts-poll",
+            "1s",
+        ],
+    );
+    let origin = dash.url.trim_end_matches('/').to_string();
+    let mut page = String::new();
+    eventually("the failure groups with their forms", || {
+        page = request(&dash.url, "GET", "/?job=act", &[], "").1;
+        page.contains("name=\"exit_code\" value=\"137\"")
+    });
+    let csrf = hidden_after(&page, "<form", "csrf").expect("the action token in the page");
+    let signature = hidden_after(&page, "name=\"exit_code\" value=\"137\"", "signature")
+        .expect("the group's signature");
+    assert!(
+        signature
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' '),
+        "{signature}"
+    );
+    let form = |csrf: &str| {
+        format!(
+            "csrf={csrf}&job=act&exit_code=137&signature={}",
+            signature.replace(' ', "+")
+        )
+    };
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let refused: [(Headers, String, &str); 4] = [
+        (&[("Origin", &origin)], form(""), "no action token"),
+        (
+            &[("Origin", &origin)],
+            form("0123456789abcdef0123456789abcdef"),
+            "a wrong action token",
+        ),
+        (
+            &[("Origin", "http://evil.example")],
+            form(&csrf),
+            "another site's origin",
+        ),
+        (&[], form(&csrf), "no origin"),
+    ];
+    for (headers, body, what) in &refused {
+        let (status, text) = request(&dash.url, "POST", "/action/requeue", headers, body);
+        assert_eq!(status, 403, "{what} was accepted: {text}");
+    }
+    let cross = [
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    let (status, _) = request(&dash.url, "POST", "/action/requeue", &cross, &form(&csrf));
+    assert_eq!(status, 403, "a cross-site fetch was accepted");
+    let status_of = || {
+        let output = on(server.url(), &name)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["jobs"][0]["dead"].as_u64()
+    };
+    assert_eq!(status_of(), Some(3), "a refused action moved something");
+
+    let (status, text) = request(
+        &dash.url,
+        "POST",
+        "/action/requeue",
+        &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+        &form(&csrf),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("requeued 2 dead item(s) of job `act`"),
+        "{text}"
+    );
+    assert_eq!(status_of(), Some(1), "only the exit-137 group moved");
+    let list = on(server.url(), &name)
+        .args(["dead", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("\"bad-0\""), "{listed}");
+}
+
+/// Issue 23's other action: a halted job's *resume* form un-halts it, under
+/// the same rules (the action token and the page's own origin).
+#[test]
+fn the_dashboard_resumes_a_halted_job_only_from_its_own_page() {
+    let server = RedisServer::shared();
+    let name = unique("dash-resume");
+    let dir = scratch("dash-resume");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "a\nb\nc\n").unwrap();
+    let run = on(server.url(), &name)
+        .arg("run")
+        .arg(&input)
+        .args(["--job", "halts", "--max-dead", "0", "--max-attempts", "1"])
+        .args(["--workers", "1", "--", "sh", "-c", "exit 5"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let phase = || {
+        let output = on(server.url(), &name)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["jobs"][0]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(phase(), "halted");
+    let dash = Dashboard::start(
+        on(server.url(), &name),
+        &["--listen", "127.0.0.1:0", "--allow-actions", "--poll", "1s"],
+    );
+    let origin = dash.url.trim_end_matches('/').to_string();
+    let mut page = String::new();
+    eventually("the resume form", || {
+        page = request(&dash.url, "GET", "/?job=halts", &[], "").1;
+        page.contains("action=\"action/resume\"")
+    });
+    let csrf = hidden_after(&page, "action=\"action/resume\"", "csrf").expect("the action token");
+    let body = format!("csrf={csrf}&job=halts");
+    let (status, _) = request(
+        &dash.url,
+        "POST",
+        "/action/resume",
+        &[("Origin", "http://evil.example")],
+        &body,
+    );
+    assert_eq!(status, 403, "another site's origin was accepted");
+    assert_eq!(phase(), "halted");
+    let (status, text) = request(
+        &dash.url,
+        "POST",
+        "/action/resume",
+        &[("Origin", &origin)],
+        &body,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("job `halts` resumed"), "{text}");
+    assert_ne!(phase(), "halted", "the job is still halted");
+}

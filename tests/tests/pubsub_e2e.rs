@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use forloop_tests::proxy::FaultProxy;
 use forloop_tests::scenarios::{
+    a_filtered_requeue_moves_only_the_matching_dead_items,
     a_requeued_item_counts_again_until_it_dies_again, poison_item_is_dead_lettered_and_named,
     server_comes_back_without_the_queue, server_crash_mid_run, sigkill_while_acks_are_in_flight,
     sigterm_hands_items_back,
@@ -323,4 +324,13 @@ fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
         RECORD,
         &scratch("pubsub-halt"),
     );
+}
+
+#[test]
+fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() {
+    let q = queue("rerun");
+    create(&q, "10s");
+    let dir = scratch("pubsub-rerun");
+    a_filtered_requeue_moves_only_the_matching_dead_items(|| on(&q), &dir);
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use forloop_tests::proxy::{Fault, FaultProxy};
 use forloop_tests::scenarios::{
+    a_filtered_requeue_moves_only_the_matching_dead_items,
     a_requeued_item_counts_again_until_it_dies_again, dead_requeue_then_purge,
     poison_item_is_dead_lettered_and_named, sigterm_hands_items_back, wait_with_deadline,
 };
@@ -713,4 +714,12 @@ fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
         RECORD,
         &scratch("redis-halt"),
     );
+}
+
+#[test]
+fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() {
+    let server = RedisServer::shared();
+    let name = unique("rerun");
+    let dir = scratch("rerun");
+    a_filtered_requeue_moves_only_the_matching_dead_items(|| on(server.url(), &name), &dir);
 }

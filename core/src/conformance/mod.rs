@@ -38,8 +38,8 @@ pub use attempts::{
 pub use backlog::{backlog_counts, backlog_counts_a_delayed_item};
 pub use dead::{
     dead_letter_moves_item, dead_letters_listing_does_not_consume,
-    purge_dead_empties_the_dead_place, requeue_after_native_dead_letter_restores_attributes,
-    requeue_dead_gives_fresh_items,
+    filtered_requeue_moves_only_the_picked, purge_dead_empties_the_dead_place,
+    requeue_after_native_dead_letter_restores_attributes, requeue_dead_gives_fresh_items,
 };
 pub use delivery::{ack_is_final, dropped_pull_swallows_nothing, round_trip};
 pub use leases::{
@@ -368,7 +368,7 @@ macro_rules! conformance_tests {
             empty_pull_returns_within_wait
             dead_letters_listing_does_not_consume requeue_dead_gives_fresh_items
             requeue_after_native_dead_letter_restores_attributes
-            purge_dead_empties_the_dead_place
+            purge_dead_empties_the_dead_place filtered_requeue_moves_only_the_picked
             lease_lapse_at_max_attempts_dead_letters
             delayed_nack_at_max_attempts_dead_letters backlog_counts_a_delayed_item
             dropped_pull_swallows_nothing);

@@ -11,7 +11,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use super::{Begun, JobSeqs, JobStatus, Ledger, Manifest, Receipt, ReceiptRef, SeqSet, SheetCalls};
-use crate::{LeaseReport, LeaseToken, QueueError, WorkQueue};
+use crate::{DeadSelect, LeaseReport, LeaseToken, QueueError, Requeued, WorkQueue};
 
 /// A ledger that wraps another: implement [`inner`](Self::inner) and the
 /// calls you change; every other call goes to the inner ledger unchanged,
@@ -57,6 +57,14 @@ pub trait LedgerDecorator: Send + Sync + fmt::Debug {
     /// [`Ledger::requeue_dead`].
     async fn requeue_dead(&self, queue: &dyn WorkQueue) -> Result<u64, QueueError> {
         self.inner().requeue_dead(queue).await
+    }
+    /// [`Ledger::requeue_dead_where`].
+    async fn requeue_dead_where(
+        &self,
+        queue: &dyn WorkQueue,
+        select: &DeadSelect<'_>,
+    ) -> Result<Requeued, QueueError> {
+        self.inner().requeue_dead_where(queue, select).await
     }
     /// [`Ledger::jobs`].
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
@@ -138,6 +146,13 @@ impl<D: LedgerDecorator> Ledger for D {
     }
     async fn requeue_dead(&self, queue: &dyn WorkQueue) -> Result<u64, QueueError> {
         LedgerDecorator::requeue_dead(self, queue).await
+    }
+    async fn requeue_dead_where(
+        &self,
+        queue: &dyn WorkQueue,
+        select: &DeadSelect<'_>,
+    ) -> Result<Requeued, QueueError> {
+        LedgerDecorator::requeue_dead_where(self, queue, select).await
     }
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {
         LedgerDecorator::jobs(self).await

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{Halt, Manifest, Receipt, ReceiptRef, SeqSet};
-use crate::{LeaseReport, LeaseToken, QueueError, WorkQueue};
+use crate::{DeadSelect, LeaseReport, LeaseToken, QueueError, Requeued, WorkQueue};
 
 /// What [`Ledger::begin`] found.
 // Made once per submit: its size costs nothing worth a box.
@@ -228,6 +228,19 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// overrides it.
     async fn requeue_dead(&self, queue: &dyn WorkQueue) -> Result<u64, QueueError> {
         queue.requeue_dead().await
+    }
+
+    /// [`Ledger::requeue_dead`] for the dead items `select` picks: the
+    /// others stay dead and counted ([`WorkQueue::requeue_dead_where`]).
+    /// Each picked item is un-counted in the step that moves it (memory,
+    /// Redis: the default) or before its batch moves (the sheet ledger),
+    /// so it counts once in its job whatever happens between.
+    async fn requeue_dead_where(
+        &self,
+        queue: &dyn WorkQueue,
+        select: &DeadSelect<'_>,
+    ) -> Result<Requeued, QueueError> {
+        queue.requeue_dead_where(select, None).await
     }
 
     /// Every job with a manifest, with its counts.

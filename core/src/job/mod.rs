@@ -21,6 +21,7 @@ mod backend;
 pub(crate) mod book;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod dead_filter;
 mod decorator;
 pub mod halt;
 pub(crate) mod ledger;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use crate::queue::{JOB_ATTRIBUTE, JobItem, LIFE_ATTRIBUTE, SEQ_ATTRIBUTE, wire_attributes};
 pub use backend::Backend;
 pub use book::Book;
+pub use dead_filter::{BadPattern, DeadDetails, DeadFilter};
 pub use decorator::LedgerDecorator;
 pub use halt::{DeadLimit, HALTED_EXIT, Halt};
 pub use ledger::{Begun, JobPhase, JobSeqs, JobStatus, Ledger, SheetCalls};

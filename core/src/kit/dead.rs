@@ -7,6 +7,9 @@
 //! - requeue: receive a batch, publish each item to the work queue without
 //!   its envelope (a fresh item: attempt 1, the attributes it had before it
 //!   died), then delete the batch; until a receive comes back empty;
+//! - requeue where: the same, for the letters a predicate picks; the
+//!   others are held until the pass ends, then released untouched
+//!   ([`requeue_where`]);
 //! - purge: receive and delete, until a receive comes back empty.
 //!
 //! A crash between publishing and deleting leaves an item both requeued and
@@ -24,7 +27,7 @@ use async_trait::async_trait;
 
 use super::envelope::DeadStamp;
 use super::handback::Carried;
-use crate::{DeadLetter, Item, MessageId, QueueError, RequeueWatch};
+use crate::{DeadLetter, DeadSelect, Item, MessageId, QueueError, RequeueWatch, Requeued};
 
 /// How long listing hides the messages it looks at (released at once after).
 /// Short: a lister that dies mid-way (a worker exiting while the ledger
@@ -142,43 +145,117 @@ pub async fn requeue_telling<D: DeadQueue + ?Sized>(
     dead: &D,
     watch: Option<&dyn RequeueWatch>,
 ) -> Result<u64, QueueError> {
-    let mut total = 0;
-    let mut seen = HashSet::new();
-    loop {
-        let received = receive_up_to(dead, dead.batch(), WORK_HOLD).await?;
-        if received.is_empty() {
-            return Ok(total);
-        }
-        let handles: Vec<String> = received.iter().map(|r| r.handle.clone()).collect();
-        let letters: Vec<DeadLetter> = received
-            .into_iter()
-            .map(|r| unseal(dead, r))
-            .filter(|letter| seen.insert(letter.id.clone()))
-            .collect();
-        if let Some(watch) = watch
-            && !letters.is_empty()
-            && let Err(error) = watch.before_requeue(&letters).await
-        {
-            // Still dead and still counted: hand the batch back at once.
-            let _ = dead.release(handles).await;
-            return Err(error);
-        }
-        let items: Vec<Item> = letters
-            .into_iter()
-            .map(|letter| {
-                let mut item = letter.item;
-                if let Some(job) = item.job.take() {
-                    let life = job.next_life();
-                    item.job = Some(job.in_life(life));
+    Ok(requeue_where(dead, &|_| true, watch).await?.moved)
+}
+
+/// The dead items `select` picks back to work, as [`requeue_telling`]
+/// moves them; the others are left dead, untouched
+/// ([`crate::WorkQueue::requeue_dead_where`]).
+///
+/// Neither SQS nor Pub/Sub can look at a message without hiding it, so the
+/// letters left dead are held (hidden for [`WORK_HOLD`]) until the pass
+/// ends and then released at once: the next receive brings letters not
+/// yet looked at. A letter whose hold ran out comes back and is held
+/// again; a round that brings nothing new but such letters ends the pass
+/// (a dead place too big to go through within the hold leaves some
+/// matching letters unmoved: run it again). A requeuer that dies mid-way
+/// leaves what it held hidden for at most [`WORK_HOLD`], and at worst a
+/// batch both published back (in its next life, its death un-counted by
+/// `watch` first) and still dead (in the life that ended, which counts no
+/// more): the item counts once in its job.
+pub async fn requeue_where<D: DeadQueue + ?Sized>(
+    dead: &D,
+    select: &DeadSelect<'_>,
+    watch: Option<&dyn RequeueWatch>,
+) -> Result<Requeued, QueueError> {
+    let mut pass = Pass::default();
+    let result = pass.run(dead, select, watch).await;
+    if !pass.held.is_empty() {
+        // On failure they come back by themselves once their hold ends.
+        let _ = dead.release(std::mem::take(&mut pass.held)).await;
+    }
+    result.map(|moved| Requeued {
+        moved,
+        left: pass.left.len() as u64,
+    })
+}
+
+/// What one pass of [`requeue_where`] decided so far, by letter id.
+#[derive(Default)]
+struct Pass {
+    moved: HashSet<MessageId>,
+    left: HashSet<MessageId>,
+    /// Handles of letters left dead, released when the pass ends.
+    held: Vec<String>,
+}
+
+impl Pass {
+    async fn run<D: DeadQueue + ?Sized>(
+        &mut self,
+        dead: &D,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let received = receive_up_to(dead, dead.batch(), WORK_HOLD).await?;
+            if received.is_empty() {
+                return Ok(total);
+            }
+            // Handles to delete (the picked letters and copies of letters
+            // already moved) and the letters to move.
+            let (mut gone, mut going) = (Vec::new(), Vec::new());
+            let (mut new, mut back) = (false, false);
+            for received in received {
+                let handle = received.handle.clone();
+                let letter = unseal(dead, received);
+                if self.moved.contains(&letter.id) {
+                    gone.push(handle);
+                } else if self.left.contains(&letter.id) {
+                    back = true;
+                    self.held.push(handle);
+                } else if select(&letter) {
+                    new = true;
+                    self.moved.insert(letter.id.clone());
+                    gone.push(handle);
+                    going.push(letter);
+                } else {
+                    new = true;
+                    self.left.insert(letter.id.clone());
+                    self.held.push(handle);
                 }
-                item
-            })
-            .collect();
-        total += items.len() as u64;
-        if !items.is_empty() {
-            dead.republish(items).await?;
+            }
+            if let Some(watch) = watch
+                && !going.is_empty()
+                && let Err(error) = watch.before_requeue(&going).await
+            {
+                // Still dead and still counted: hand the batch back at once.
+                let _ = dead.release(gone).await;
+                return Err(error);
+            }
+            let items: Vec<Item> = going
+                .into_iter()
+                .map(|letter| {
+                    let mut item = letter.item;
+                    if let Some(job) = item.job.take() {
+                        let life = job.next_life();
+                        item.job = Some(job.in_life(life));
+                    }
+                    item
+                })
+                .collect();
+            total += items.len() as u64;
+            if !items.is_empty() {
+                dead.republish(items).await?;
+            }
+            if !gone.is_empty() {
+                dead.delete(gone).await?;
+            }
+            if back && !new {
+                // Only letters already looked at: the pass has gone round.
+                return Ok(total);
+            }
         }
-        dead.delete(handles).await?;
     }
 }
 
@@ -209,6 +286,10 @@ mod tests {
     struct Place {
         stored: Mutex<Vec<(String, Item, bool)>>,
         published: Mutex<Vec<Item>>,
+        /// Every delete fails (a requeuer that dies before it deletes).
+        failing_delete: bool,
+        /// Holds end at once: a received message can be received again.
+        holds_lapse: bool,
     }
 
     #[async_trait]
@@ -218,9 +299,12 @@ mod tests {
         }
         async fn receive(&self, max: usize, _: Duration) -> Result<Vec<ReceivedDead>, QueueError> {
             let mut stored = self.stored.lock().unwrap();
+            // Once every message is hidden, a place whose holds lapse
+            // hands the hidden ones out again.
+            let lapsed = self.holds_lapse && stored.iter().all(|(_, _, hidden)| *hidden);
             Ok(stored
                 .iter_mut()
-                .filter(|(_, _, hidden)| !hidden)
+                .filter(|(_, _, hidden)| !hidden || lapsed)
                 .take(max.min(1))
                 .map(|(handle, message, hidden)| {
                     *hidden = true;
@@ -241,6 +325,12 @@ mod tests {
             Ok(())
         }
         async fn delete(&self, handles: Vec<String>) -> Result<(), QueueError> {
+            if self.failing_delete {
+                return Err(QueueError::new(
+                    crate::QueueErrorKind::Unavailable,
+                    "the requeuer died",
+                ));
+            }
             self.stored
                 .lock()
                 .unwrap()
@@ -379,5 +469,109 @@ mod tests {
         let back = published.iter().find_map(|m| m.job.clone()).unwrap();
         assert_eq!(back.seq, 4);
         assert!(back.life > 7, "a new life: {back:?}");
+    }
+
+    fn stored_payloads(place: &Place) -> Vec<String> {
+        place
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, item, _)| String::from_utf8_lossy(&item.payload).into_owned())
+            .collect()
+    }
+
+    fn with_reasons(reasons: &[&str]) -> Place {
+        let stored = reasons
+            .iter()
+            .enumerate()
+            .map(|(n, reason)| {
+                let item =
+                    Item::new(format!("i{n}")).with_job(crate::queue::JobItem::new("j", n as u64));
+                let sealed = DeadStamp::new(MessageId::from(format!("{n}")), 2, *reason).seal(item);
+                (format!("h{n}"), sealed, false)
+            })
+            .collect();
+        Place {
+            stored: Mutex::new(stored),
+            ..Place::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_requeue_moves_the_picked_and_leaves_the_rest_as_they_were() {
+        let place = with_reasons(&[
+            "exit code 137",
+            "exit code 1",
+            "exit code 137",
+            "exit code 2",
+        ]);
+        let before = place.stored.lock().unwrap().clone();
+        let watch = Watch(Mutex::default(), false);
+        let picked = |l: &DeadLetter| l.reason.contains("137");
+        let report = requeue_where(&place, &picked, Some(&watch)).await.unwrap();
+        assert_eq!(report, Requeued { moved: 2, left: 2 });
+        let told: Vec<(u64, u64)> = watch.0.lock().unwrap().concat();
+        assert_eq!(
+            told,
+            [(0, 0), (2, 0)],
+            "told of the picked only, before they moved"
+        );
+        let published = place.published.lock().unwrap();
+        let payloads: Vec<&[u8]> = published.iter().map(|m| &m.payload[..]).collect();
+        assert_eq!(payloads, [b"i0", b"i2"]);
+        assert!(
+            published.iter().all(|m| m.job.as_ref().unwrap().life > 0),
+            "a new life"
+        );
+        // The rest: the same messages, released, in the order they were.
+        let after = place.stored.lock().unwrap().clone();
+        let kept: Vec<_> = before
+            .into_iter()
+            .filter(|(h, _, _)| h == "h1" || h == "h3")
+            .collect();
+        assert_eq!(after, kept);
+        assert_eq!(stored_payloads(&place), ["i1", "i3"]);
+    }
+
+    #[tokio::test]
+    async fn a_filtered_requeue_ends_when_held_letters_come_back() {
+        // A pass longer than the hold: letters left dead come back; the
+        // pass ends instead of going round for ever.
+        let place = Place {
+            holds_lapse: true,
+            ..with_reasons(&["exit code 1", "exit code 2"])
+        };
+        let report = requeue_where(&place, &|_| false, None).await.unwrap();
+        assert_eq!(report, Requeued { moved: 0, left: 2 });
+        assert_eq!(stored_payloads(&place), ["i0", "i1"]);
+    }
+
+    #[tokio::test]
+    async fn a_requeuer_that_dies_mid_way_leaves_the_item_live_in_a_new_life_and_dead_in_the_old() {
+        let place = Place {
+            failing_delete: true,
+            ..with_reasons(&["exit code 137", "exit code 1"])
+        };
+        let watch = Watch(Mutex::default(), false);
+        let picked = |l: &DeadLetter| l.reason.contains("137");
+        assert!(requeue_where(&place, &picked, Some(&watch)).await.is_err());
+        // The ledger was told life 0 is over before the item went back in
+        // a later life: the letter still dead is of the life that ended,
+        // so its job counts the item once (the sheet ledger's rule).
+        assert_eq!(watch.0.lock().unwrap().concat(), [(0, 0)]);
+        let published = place.published.lock().unwrap();
+        assert_eq!(published.len(), 1);
+        assert!(published[0].job.as_ref().unwrap().life > 0);
+        assert_eq!(stored_payloads(&place), ["i0", "i1"], "both still dead");
+        // What it held is released: nothing stays hidden.
+        assert!(
+            place
+                .stored
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(h, _, hidden)| h == "h0" || !hidden)
+        );
     }
 }

@@ -1038,6 +1038,15 @@ impl Ledger for SheetLedger {
         queue.requeue_dead_telling(self).await
     }
 
+    /// As [`Ledger::requeue_dead`], for the picked items only.
+    async fn requeue_dead_where(
+        &self,
+        queue: &dyn WorkQueue,
+        select: &crate::DeadSelect<'_>,
+    ) -> Result<crate::Requeued, QueueError> {
+        queue.requeue_dead_where(select, Some(self)).await
+    }
+
     fn calls(&self) -> Option<SheetCalls> {
         Some(self.calls())
     }

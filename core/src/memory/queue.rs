@@ -354,6 +354,43 @@ impl Inner {
         }
     }
 
+    /// Put `dead` back to work, each un-counted first and in its next life.
+    fn requeue(&mut self, dead: Vec<DeadLetter>) -> u64 {
+        let count = dead.len() as u64;
+        // Un-counted under the lock that moves them: never counted
+        // dead while live. Each starts a new life, so its next death
+        // counts again.
+        let deaths: Vec<Receipt> = dead
+            .iter()
+            .filter_map(|letter| {
+                let job = letter.item.job.as_ref()?;
+                let payload = &letter.item.payload;
+                Some(Receipt::lapsed(
+                    job,
+                    payload,
+                    letter.attempts,
+                    &letter.reason,
+                ))
+            })
+            .collect();
+        if !deaths.is_empty() {
+            self.ledger.requeued_now(&deaths);
+        }
+        for mut letter in dead {
+            if let Some(job) = letter.item.job.take() {
+                let life = job.next_life();
+                letter.item.job = Some(job.in_life(life));
+            }
+            // Requeued items start over: fresh ids keep the slab in order.
+            let id = self.next_id;
+            self.next_id += 1;
+            let item = Stored::new(letter.id, letter.item);
+            self.items.insert(id, item);
+            self.ready.push_back(id);
+        }
+        count
+    }
+
     /// Take the item a token leases, if the lease is still held.
     fn held(&mut self, token: &LeaseToken) -> Option<u64> {
         let (id, attempt) = parse_token(token)?;
@@ -607,42 +644,41 @@ impl WorkQueue for MemoryQueue {
         let count = {
             let (mut inner, _) = self.lock();
             let dead = std::mem::take(&mut inner.dead);
-            let count = dead.len() as u64;
-            // Un-counted under the lock that moves them: never counted
-            // dead while live. Each starts a new life, so its next death
-            // counts again.
-            let deaths: Vec<Receipt> = dead
-                .iter()
-                .filter_map(|letter| {
-                    let job = letter.item.job.as_ref()?;
-                    let payload = &letter.item.payload;
-                    Some(Receipt::lapsed(
-                        job,
-                        payload,
-                        letter.attempts,
-                        &letter.reason,
-                    ))
-                })
-                .collect();
-            if !deaths.is_empty() {
-                inner.ledger.requeued_now(&deaths);
-            }
-            for mut letter in dead {
-                if let Some(job) = letter.item.job.take() {
-                    let life = job.next_life();
-                    letter.item.job = Some(job.in_life(life));
-                }
-                // Requeued items start over: fresh ids keep the slab in order.
-                let id = inner.next_id;
-                inner.next_id += 1;
-                let item = Stored::new(letter.id, letter.item);
-                inner.items.insert(id, item);
-                inner.ready.push_back(id);
-            }
-            count
+            inner.requeue(dead)
         };
         self.shared.arrivals.notify_waiters();
         Ok(count)
+    }
+
+    /// Picked and moved under the lock every burial takes: a letter
+    /// dead-lettered at this moment is either looked at and moved (if
+    /// picked) or buried after, and stays dead.
+    async fn requeue_dead_where(
+        &self,
+        select: &crate::DeadSelect<'_>,
+        watch: Option<&dyn crate::RequeueWatch>,
+    ) -> Result<crate::Requeued, QueueError> {
+        if watch.is_some() {
+            return Err(QueueError::unsupported(
+                "tell a ledger of a requeue: the memory queue un-counts what it moves itself",
+            ));
+        }
+        let done = {
+            let (mut inner, _) = self.lock();
+            let (picked, left): (Vec<DeadLetter>, Vec<DeadLetter>) =
+                std::mem::take(&mut inner.dead)
+                    .into_iter()
+                    .partition(|l| select(l));
+            inner.dead = left;
+            crate::Requeued {
+                left: inner.dead.len() as u64,
+                moved: inner.requeue(picked),
+            }
+        };
+        if done.moved > 0 {
+            self.shared.arrivals.notify_waiters();
+        }
+        Ok(done)
     }
 
     async fn purge_dead(&self) -> Result<u64, QueueError> {
@@ -732,6 +768,53 @@ mod tests {
             returned_at - acked_at < Duration::from_millis(5),
             "the waiting pull returned {:?} after the last ack, not at once",
             returned_at - acked_at
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_filtered_requeue_keeps_the_rest_dead_in_their_order() {
+        let queue = queue();
+        let items = ["a", "b", "c", "d", "e"].map(Item::new).to_vec();
+        queue.publish(items).await.unwrap();
+        for held in queue.pull(5, Duration::ZERO).await.unwrap() {
+            let reason = match &held.item.payload[..] {
+                b"a" | b"d" => "exit code 137",
+                _ => "exit code 1",
+            };
+            queue.dead_letter(&[held.token], reason).await.unwrap();
+        }
+        let picked = |l: &DeadLetter| l.reason.ends_with("137");
+        let report = queue.requeue_dead_where(&picked, None).await.unwrap();
+        assert_eq!(report, crate::Requeued { moved: 2, left: 3 });
+        let dead: Vec<_> = queue
+            .dead_items()
+            .into_iter()
+            .map(|l| l.item.payload)
+            .collect();
+        assert_eq!(dead, ["b", "c", "e"], "the rest stay dead, in order");
+        let back = queue.pull(5, Duration::ZERO).await.unwrap();
+        let back: Vec<_> = back
+            .iter()
+            .map(|d| (&d.item.payload[..], d.attempt))
+            .collect();
+        assert_eq!(back, [(&b"a"[..], 1), (&b"d"[..], 1)]);
+        // Its own un-count is in the step that moves: no ledger to tell.
+        struct Nobody;
+        #[async_trait::async_trait]
+        impl crate::RequeueWatch for Nobody {
+            async fn before_requeue(&self, _: &[DeadLetter]) -> Result<(), QueueError> {
+                Ok(())
+            }
+        }
+        let refused = queue.requeue_dead_where(&picked, Some(&Nobody)).await;
+        assert_eq!(
+            refused.unwrap_err().kind(),
+            crate::QueueErrorKind::Unsupported
+        );
+        assert_eq!(
+            queue.dead_items().len(),
+            3,
+            "a refused requeue moves nothing"
         );
     }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Backlog, Capabilities, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
-    RequeueWatch, WorkQueue,
+    Backlog, Capabilities, DeadLetter, DeadSelect, Delivery, Item, LeaseReport, LeaseToken,
+    MessageId, RequeueWatch, Requeued, WorkQueue,
 };
 use crate::QueueError;
 
@@ -129,6 +129,14 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.inner().purge_dead().await
     }
+    /// [`WorkQueue::requeue_dead_where`].
+    async fn requeue_dead_where(
+        &self,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<Requeued, QueueError> {
+        self.inner().requeue_dead_where(select, watch).await
+    }
 }
 
 /// A decorator is a queue: every call goes to its [`QueueDecorator`] form,
@@ -187,5 +195,12 @@ impl<D: QueueDecorator> WorkQueue for D {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         QueueDecorator::purge_dead(self).await
+    }
+    async fn requeue_dead_where(
+        &self,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<Requeued, QueueError> {
+        QueueDecorator::requeue_dead_where(self, select, watch).await
     }
 }

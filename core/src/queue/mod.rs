@@ -519,6 +519,41 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Delete every dead item for good; returns how many.
     async fn purge_dead(&self) -> Result<u64, QueueError>;
+
+    /// Put back to work the dead items `select` picks, each as
+    /// [`WorkQueue::requeue_dead`] does (a fresh attempt count, the
+    /// attributes it had before it died, an item of a job in its next
+    /// life); every other dead item stays dead, untouched and, where the
+    /// backend keeps an order, in its place. `watch`, where given, is told
+    /// of each batch of picked items before it moves (as
+    /// [`WorkQueue::requeue_dead_telling`]); a queue that un-counts what
+    /// it requeues in the same step (memory, Redis) refuses one. Items
+    /// dead-lettered while the call runs may or may not be looked at.
+    /// `select` may be called with the queue's lock held: it must not
+    /// call the queue. Default: unsupported.
+    async fn requeue_dead_where(
+        &self,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<Requeued, QueueError> {
+        let _ = (select, watch);
+        Err(QueueError::unsupported(
+            "requeue only some of the dead items",
+        ))
+    }
+}
+
+/// Picks the dead letters [`WorkQueue::requeue_dead_where`] puts back to
+/// work (`true`: this one goes back).
+pub type DeadSelect<'a> = dyn Fn(&DeadLetter) -> bool + Send + Sync + 'a;
+
+/// What [`WorkQueue::requeue_dead_where`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Dead items put back to work.
+    pub moved: u64,
+    /// Dead items looked at and left dead (each once, whatever its copies).
+    pub left: u64,
 }
 
 /// Told of each batch of dead items before
@@ -586,6 +621,13 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         (**self).purge_dead().await
+    }
+    async fn requeue_dead_where(
+        &self,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<Requeued, QueueError> {
+        (**self).requeue_dead_where(select, watch).await
     }
 }
 

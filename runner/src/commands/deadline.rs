@@ -13,8 +13,8 @@ use forloop_core::job::{
     Begun, JobSeqs, JobStatus, Ledger, LedgerDecorator, Manifest, Receipt, ReceiptRef, SeqSet,
 };
 use forloop_core::{
-    Backend, Backlog, DeadLetter, Delivery, ErrorChain, Item, LeaseReport, LeaseToken, MessageId,
-    QueueDecorator, QueueError, QueueErrorKind, WorkQueue,
+    Backend, Backlog, DeadLetter, DeadSelect, Delivery, ErrorChain, Item, LeaseReport, LeaseToken,
+    MessageId, QueueDecorator, QueueError, QueueErrorKind, RequeueWatch, Requeued, WorkQueue,
 };
 
 /// The longest one queue call may take, unless `FORLOOP_CALL_TIMEOUT` says
@@ -158,6 +158,16 @@ impl QueueDecorator for DeadlineQueue {
     async fn purge_dead(&self) -> Result<u64, QueueError> {
         self.within("a purge", self.inner.purge_dead()).await
     }
+    async fn requeue_dead_where(
+        &self,
+        select: &DeadSelect<'_>,
+        watch: Option<&dyn RequeueWatch>,
+    ) -> Result<Requeued, QueueError> {
+        // A whole dead place, moved in batches: the ledger's bound for it.
+        let limit = self.limit * RECEIPTS_CALLS + LEDGER_EXTRA;
+        let call = self.inner.requeue_dead_where(select, watch);
+        within(&self.server, limit, "a dead-place requeue", call).await
+    }
 }
 
 #[derive(Debug)]
@@ -221,6 +231,15 @@ impl LedgerDecorator for DeadlineLedger {
         // A whole dead place, moved in batches: the receipts listing's bound.
         let limit = self.limit * RECEIPTS_CALLS + LEDGER_EXTRA;
         let call = self.inner.requeue_dead(queue);
+        within(&self.server, limit, "a dead-place requeue", call).await
+    }
+    async fn requeue_dead_where(
+        &self,
+        queue: &dyn WorkQueue,
+        select: &DeadSelect<'_>,
+    ) -> Result<Requeued, QueueError> {
+        let limit = self.limit * RECEIPTS_CALLS + LEDGER_EXTRA;
+        let call = self.inner.requeue_dead_where(queue, select);
         within(&self.server, limit, "a dead-place requeue", call).await
     }
     async fn jobs(&self) -> Result<Vec<JobStatus>, QueueError> {

@@ -12,6 +12,9 @@ use crate::Failure;
 use crate::cli::{ResultState, ResultsArgs};
 
 pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<u8, Failure> {
+    // Checked before the queue is opened (a bad pattern, an unreadable
+    // --items file); `None`: every item.
+    let cause = Some(super::dead::cause_filter(&args.cause)?).filter(|f| !f.is_all());
     let (driver, address) = context.driver("results", None)?;
     let backend = context
         .open(&*driver, &address, context.queue_config(None))
@@ -68,6 +71,11 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
             }
         };
         if args.state.is_some_and(|wanted| wanted != state) {
+            continue;
+        }
+        if let Some(cause) = &cause
+            && !receipt.is_some_and(|r| cause.matches_receipt(r))
+        {
             continue;
         }
         let state_name = match state {

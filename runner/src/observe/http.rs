@@ -1,7 +1,10 @@
-//! A small read-only HTTP/1.1 server (hyper's server half): GET and HEAD
-//! only, a bounded request, a fixed set of pages answered from memory.
+//! A small HTTP/1.1 server (hyper's server half): GET and HEAD, a bounded
+//! request, a fixed set of pages answered from memory; POST only where a
+//! caller gives an action route ([`serve_with_actions`]: the dashboard
+//! started with `--allow-actions`), with a body of at most 8 KiB.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -51,6 +54,17 @@ impl Page {
 /// its headers.
 pub(crate) type Route = Arc<dyn Fn(&str, &hyper::HeaderMap) -> Page + Send + Sync>;
 
+/// Answers one POST: its path and query, headers and body. Async: an
+/// action calls the queue.
+pub(crate) type ActionRoute = Arc<
+    dyn Fn(String, hyper::HeaderMap, Bytes) -> std::pin::Pin<Box<dyn Future<Output = Page> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The most of a POST body read.
+const MAX_BODY: usize = 8 * 1024;
+
 /// Bind `addr`, with an error that names the flag, the address and what to
 /// do (another port; a free one with port 0).
 pub(crate) async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Failure> {
@@ -74,6 +88,15 @@ pub(crate) async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fa
 /// Serve `route` on `listener` until the process ends: each connection on
 /// a task of its own, so a slow client holds up nobody.
 pub(crate) fn serve(listener: TcpListener, route: Route) {
+    serve_with_actions(listener, route, None);
+}
+
+/// [`serve`], with POSTs going to `actions` (none: refused, read-only).
+pub(crate) fn serve_with_actions(
+    listener: TcpListener,
+    route: Route,
+    actions: Option<ActionRoute>,
+) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -82,10 +105,20 @@ pub(crate) fn serve(listener: TcpListener, route: Route) {
                 continue;
             };
             let route = Arc::clone(&route);
+            let actions = actions.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let route = Arc::clone(&route);
-                    async move { Ok::<_, Infallible>(answer(&*route, &request)) }
+                    let actions = actions.clone();
+                    async move {
+                        let response = match actions {
+                            Some(act) if request.method() == Method::POST => {
+                                respond(post(&*act, request).await, false)
+                            }
+                            _ => answer(&*route, &request),
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = http1::Builder::new()
                     .max_buf_size(16 * 1024)
@@ -108,11 +141,40 @@ fn answer(
     } else {
         Page::error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n")
     };
-    let body = if request.method() == Method::HEAD {
-        Bytes::new()
-    } else {
-        page.body
-    };
+    respond(page, request.method() == Method::HEAD)
+}
+
+/// A POST's body (at most [`MAX_BODY`]), then its answer from `act`.
+async fn post(
+    act: &(
+         dyn Fn(
+        String,
+        hyper::HeaderMap,
+        Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Page> + Send>>
+             + Send
+             + Sync
+     ),
+    request: Request<Incoming>,
+) -> Page {
+    use http_body_util::BodyExt;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let (parts, body) = request.into_parts();
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(body) => act(target, parts.headers, body.to_bytes()).await,
+        Err(_) => Page::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 8 KiB, or was cut\n",
+        ),
+    }
+}
+
+fn respond(page: Page, head: bool) -> Response<Full<Bytes>> {
+    let body = if head { Bytes::new() } else { page.body };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = page.status;
     let headers = response.headers_mut();

@@ -6,8 +6,12 @@
 //!
 //! It reads only what `status` and `results` read (the ledger's jobs, the
 //! backlog, the receipts), through one reader shared by every open page
-//! (`state.rs`), and changes nothing. Loopback by default; any other
-//! address needs a token, which the command prints.
+//! (`state.rs`), and changes nothing unless started with
+//! `--allow-actions`: then the page can requeue a failure group and
+//! resume a halted job, each a POST that must carry this process's action
+//! token (in the page's forms) and come from the page's own origin
+//! (`Site::act`). Loopback by default; any other address needs a token,
+//! which the command prints.
 
 mod render;
 mod state;
@@ -16,12 +20,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use forloop_core::job::Ledger;
+use bytes::Bytes;
+use forloop_core::job::{DeadDetails, DeadFilter, Ledger};
+use forloop_core::{DeadLetter, ErrorChain, Requeued, WorkQueue};
 use hyper::StatusCode;
 use prometheus_client::registry::Registry;
 
-use self::render::{Frame, Query};
-use self::state::{Rates, Shared};
+use self::render::{ActionToken, Frame, Query};
+use self::state::{Rates, Shared, signature_of};
 use super::http::{self, Page};
 use super::metrics::{CallMetrics, LedgerBackendCalls, metrics_page};
 use crate::Failure;
@@ -58,6 +64,14 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
         )));
     };
     registry.register_collector(Box::new(LedgerBackendCalls(Arc::clone(&ledger))));
+    let actions = match args.allow_actions {
+        true => Some(Actions {
+            csrf: random_token()?,
+            queue: Arc::clone(&backend.queue),
+            ledger: Arc::clone(&ledger),
+        }),
+        false => None,
+    };
     let shared = Shared::new();
     let rates = Rates {
         poll: args.poll,
@@ -80,7 +94,12 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
     println!("runner dashboard: {url}");
     tracing::info!(
         queue = %queue_name,
-        "dashboard at http://{at}/ (read-only); it reads the ledger every {} and receipts every {}",
+        "dashboard at http://{at}/ ({}); it reads the ledger every {} and receipts every {}",
+        if actions.is_some() {
+            "with actions: requeue a failure group, resume a halted job"
+        } else {
+            "read-only"
+        },
         humantime::format_duration(args.poll),
         humantime::format_duration(args.receipts_poll)
     );
@@ -98,12 +117,25 @@ pub(crate) async fn dashboard(context: &Context<'_>, args: DashboardArgs) -> Res
             cost: Vec::new(),
             sheet_calls: None,
             up_ms: 0,
+            actions: actions.as_ref().map(|a| ActionToken(a.csrf.clone())),
         },
+        actions,
         started: Instant::now(),
     });
-    http::serve(
+    let act: Option<http::ActionRoute> = site.actions.is_some().then(|| {
+        let site = Arc::clone(&site);
+        Arc::new(
+            move |target: String, headers: hyper::HeaderMap, body: Bytes| {
+                let site = Arc::clone(&site);
+                Box::pin(async move { site.act(&target, &headers, &body).await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Page> + Send>>
+            },
+        ) as http::ActionRoute
+    });
+    http::serve_with_actions(
         listener,
         Arc::new(move |target: &str, headers: &hyper::HeaderMap| site.answer(target, headers)),
+        act,
     );
     let _ = tokio::signal::ctrl_c().await;
     Ok(0)
@@ -161,7 +193,120 @@ struct Site {
     calls: Arc<CallMetrics>,
     ledger: Arc<dyn Ledger>,
     frame: Frame,
+    /// With `--allow-actions`.
+    actions: Option<Actions>,
     started: Instant,
+}
+
+/// What the page's actions need: the token its forms carry, and the queue
+/// and ledger they act on.
+struct Actions {
+    csrf: String,
+    queue: Arc<dyn WorkQueue>,
+    ledger: Arc<dyn Ledger>,
+}
+
+impl Actions {
+    /// Requeue the dead items of `job` in the failure group (`exit_code`,
+    /// `signature`), as a filtered `dead requeue`: each letter picked by
+    /// its own death's receipt, the rest left dead.
+    async fn requeue(
+        &self,
+        job: &str,
+        exit_code: Option<i32>,
+        signature: &str,
+    ) -> Result<String, String> {
+        let receipts = self.ledger.receipts(job).await.map_err(|e| {
+            format!(
+                "cannot read the receipts of job `{job}`; nothing was requeued: {}",
+                ErrorChain(&e)
+            )
+        })?;
+        let mut details = DeadDetails::default();
+        details.add(receipts);
+        let filter = DeadFilter::default().job(job).exit_codes(exit_code);
+        let select = |letter: &DeadLetter| {
+            let receipt = details.of(letter);
+            filter.matches_letter(letter, receipt)
+                && receipt.is_some_and(|r| r.exit_code == exit_code && signature_of(r) == signature)
+        };
+        let Requeued { moved, left } = self
+            .ledger
+            .requeue_dead_where(&*self.queue, &select)
+            .await
+            .map_err(|e| format!("the requeue failed: {}", ErrorChain(&e)))?;
+        tracing::info!(%job, ?exit_code, %signature, moved, "dashboard: requeued a failure group");
+        Ok(format!(
+            "requeued {moved} dead item(s) of job `{job}` with fresh attempts; {left} others \
+             looked at stay dead"
+        ))
+    }
+
+    /// Resume a halted job (as `--resume` does to its halt).
+    async fn resume(&self, job: &str) -> Result<String, String> {
+        match self.ledger.unhalt(job).await {
+            Ok(true) => {
+                tracing::info!(%job, "dashboard: resumed a halted job");
+                Ok(format!(
+                    "job `{job}` resumed: workers take its items again (start some if none run)"
+                ))
+            }
+            Ok(false) => Err(format!("no job `{job}` on this queue")),
+            Err(e) => Err(format!("the resume failed: {}", ErrorChain(&e))),
+        }
+    }
+}
+
+/// An action's form fields (`application/x-www-form-urlencoded`).
+#[derive(Debug, Default)]
+struct Form {
+    csrf: Option<String>,
+    job: Option<String>,
+    exit_code: Option<String>,
+    signature: Option<String>,
+}
+
+impl Form {
+    fn parse(body: &str) -> Self {
+        let mut out = Self::default();
+        for pair in body.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = Some(render::decode(value));
+            match key {
+                "csrf" => out.csrf = value,
+                "job" => out.job = value,
+                "exit_code" => out.exit_code = value,
+                "signature" => out.signature = value,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Why a POST is refused as cross-site, if it is: it must come from this
+/// dashboard's own page, so its `Origin` must be `http://` and the `Host`
+/// it was sent to (browsers send `Origin` with every POST; a page on
+/// another site cannot forge it), and `Sec-Fetch-Site`, where the browser
+/// sends it, must say `same-origin`.
+fn cross_site(headers: &hyper::HeaderMap) -> Option<Page> {
+    let header = |name: hyper::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let host = header(hyper::header::HOST).unwrap_or_default();
+    let same_origin = header(hyper::header::ORIGIN).is_some_and(|o| o == format!("http://{host}"));
+    let fetch_site = header(hyper::header::HeaderName::from_static("sec-fetch-site"));
+    if !same_origin || fetch_site.is_some_and(|s| s != "same-origin") {
+        return Some(Page::error(
+            StatusCode::FORBIDDEN,
+            "an action must be sent from this dashboard's own page (its Origin must be \
+             http://HOST of this request)\n",
+        ));
+    }
+    None
 }
 
 impl Site {
@@ -200,6 +345,70 @@ impl Site {
             "/metrics" => metrics_page(&self.registry),
             _ => Page::error(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// A POST from the page: refused unless this process allows actions,
+    /// the page's access rules pass ([`Site::refuse`]), it is not
+    /// cross-site ([`cross_site`]) and it carries the action token.
+    async fn act(&self, target: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Page {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let Some(actions) = &self.actions else {
+            return Page::error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n");
+        };
+        if let Some(refused) = self.refuse(query, headers).or_else(|| cross_site(headers)) {
+            return refused;
+        }
+        let form = Form::parse(&String::from_utf8_lossy(body));
+        if !form.csrf.as_deref().is_some_and(|c| same(c, &actions.csrf)) {
+            return Page::error(
+                StatusCode::FORBIDDEN,
+                "this action needs the action token of the page: reload the page and try again\n",
+            );
+        }
+        let Some(job) = form.job.filter(|j| !j.is_empty()) else {
+            return Page::error(StatusCode::BAD_REQUEST, "which job? the form has no job\n");
+        };
+        let outcome = match path {
+            "/action/requeue" => {
+                let exit_code = match form.exit_code.as_deref().unwrap_or("") {
+                    "" => None,
+                    code => match code.parse() {
+                        Ok(code) => Some(code),
+                        Err(_) => {
+                            return Page::error(
+                                StatusCode::BAD_REQUEST,
+                                format!("exit_code `{code}` is not a whole number\n"),
+                            );
+                        }
+                    },
+                };
+                let signature = form.signature.unwrap_or_default();
+                actions.requeue(&job, exit_code, &signature).await
+            }
+            "/action/resume" => actions.resume(&job).await,
+            _ => return Page::error(StatusCode::NOT_FOUND, "no such action\n"),
+        };
+        let token = Query::parse(query)
+            .token
+            .map(|t| format!("&token={}", render::url_encode(&t)))
+            .unwrap_or_default();
+        let (status, text) = match outcome {
+            Ok(text) => (StatusCode::OK, text),
+            Err(text) => (StatusCode::BAD_GATEWAY, text),
+        };
+        let mut page = Page::ok(
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>forloop</title></head><body><p id=\"outcome\">{}</p>\
+<p><a href=\"../?job={}{token}\">back to the page</a></p></body></html>",
+                render::esc(&text),
+                render::url_encode(&job),
+            ),
+        );
+        page.status = status;
+        page.csp = Some(CSP);
+        page
     }
 
     /// Why a request is refused, if it is: a wrong or missing token; on

@@ -38,7 +38,7 @@ impl Query {
     }
 }
 
-fn decode(text: &str) -> String {
+pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -80,7 +80,7 @@ pub(crate) fn esc(text: &str) -> String {
     out
 }
 
-fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -105,6 +105,53 @@ pub(crate) struct Frame {
     /// inside the `ledger_*` calls above (pulls, publishes, acks).
     pub(crate) sheet_calls: Option<SheetCalls>,
     pub(crate) up_ms: u64,
+    /// With `--allow-actions`: the token every action form carries.
+    pub(crate) actions: Option<ActionToken>,
+}
+
+/// The per-process token the page's action forms carry and every POST
+/// must give back. Its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub(crate) struct ActionToken(pub(crate) String);
+
+impl std::fmt::Debug for ActionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActionToken(..)")
+    }
+}
+
+/// A form that POSTs `fields` to `action/NAME` with the action token (and
+/// the page's access token, where it has one); empty without actions.
+fn action_form(
+    frame: &Frame,
+    query: &Query,
+    action: &str,
+    fields: &[(&str, String)],
+    label: &str,
+) -> String {
+    let Some(csrf) = &frame.actions else {
+        return String::new();
+    };
+    let token = query
+        .token
+        .as_deref()
+        .map(|t| format!("?token={}", url_encode(t)))
+        .unwrap_or_default();
+    let mut inputs = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(&csrf.0)
+    );
+    for (name, value) in fields {
+        let _ = write!(
+            inputs,
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            esc(value)
+        );
+    }
+    format!(
+        "<form class=\"action\" method=\"post\" action=\"action/{action}{token}\">{inputs}\
+<button>{label}</button></form>"
+    )
 }
 
 /// The whole page.
@@ -339,6 +386,15 @@ fn detail(out: &mut String, frame: &Frame, job: &JobView, query: &Query, now: u6
         total = s.manifest.total,
         eta = esc(&eta(job, now)),
     );
+    if s.is_halted() {
+        out.push_str(&action_form(
+            frame,
+            query,
+            "resume",
+            &[("job", s.manifest.job.clone())],
+            "resume this halted job",
+        ));
+    }
     out.push_str("<div class=\"charts\"><figure><figcaption>settled over time (done + dead), dashed: at the last minute's rate</figcaption>");
     out.push_str(&progress_chart(&job.history, s.manifest.total));
     out.push_str("</figure>");
@@ -393,9 +449,15 @@ receipts only with <code>--keep-receipts</code>): workers, durations and search 
     if groups.is_empty() {
         out.push_str("<p class=\"note\">no dead items</p>");
     } else {
-        out.push_str(
+        let _ = write!(
+            out,
             "<table id=\"failures\"><thead><tr><th>count</th><th>exit code</th><th>signature \
-(numbers, hex and paths made alike)</th><th>examples</th></tr></thead><tbody>",
+(numbers, hex and paths made alike)</th><th>examples</th>{}</tr></thead><tbody>",
+            if frame.actions.is_some() {
+                "<th></th>"
+            } else {
+                ""
+            }
         );
         for g in groups {
             let examples: String = g
@@ -409,13 +471,33 @@ receipts only with <code>--keep-receipts</code>): workers, durations and search 
                     )
                 })
                 .collect();
+            let requeue = if frame.actions.is_some() {
+                let form = action_form(
+                    frame,
+                    query,
+                    "requeue",
+                    &[
+                        ("job", s.manifest.job.clone()),
+                        (
+                            "exit_code",
+                            g.exit_code.map_or(String::new(), |c| c.to_string()),
+                        ),
+                        ("signature", g.signature.clone()),
+                    ],
+                    "requeue these",
+                );
+                format!("<td>{form}</td>")
+            } else {
+                String::new()
+            };
             let _ = write!(
                 out,
-                "<tr class=\"group\"><td class=\"count\">{}</td><td class=\"exit\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                "<tr class=\"group\"><td class=\"count\">{}</td><td class=\"exit\">{}</td><td><code>{}</code></td><td>{}</td>{}</tr>",
                 g.count,
                 g.exit_code.map_or("–".into(), |c| c.to_string()),
                 esc(&g.signature),
-                examples
+                examples,
+                requeue
             );
         }
         out.push_str("</tbody></table>");

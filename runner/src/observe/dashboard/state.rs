@@ -267,10 +267,7 @@ pub(crate) struct FailureGroup {
 pub(crate) fn failure_groups(receipts: &[Receipt]) -> Vec<FailureGroup> {
     let mut groups: HashMap<(Option<i32>, String), FailureGroup> = HashMap::new();
     for r in receipts.iter().filter(|r| r.state == Settled::Dead) {
-        let text = last_line(r.stderr_tail.as_deref())
-            .or(r.reason.as_deref())
-            .unwrap_or("");
-        let signature = signature(text);
+        let signature = signature_of(r);
         let group = groups
             .entry((r.exit_code, signature.clone()))
             .or_insert_with(|| FailureGroup {
@@ -293,6 +290,15 @@ pub(crate) fn failure_groups(receipts: &[Receipt]) -> Vec<FailureGroup> {
     let mut out: Vec<FailureGroup> = groups.into_values().collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.signature.cmp(&b.signature)));
     out
+}
+
+/// The signature a dead receipt is grouped by: its stderr's last line
+/// (else its reason), normalised.
+pub(crate) fn signature_of(r: &Receipt) -> String {
+    let text = last_line(r.stderr_tail.as_deref())
+        .or(r.reason.as_deref())
+        .unwrap_or("");
+    signature(text)
 }
 
 /// The last line of `text` with something on it.
