@@ -210,6 +210,7 @@ impl WorkQueue for RedisQueue {
             .with_lease_range(Duration::from_millis(10), Duration::from_secs(12 * 3600))
             .with_native_dead_letter(true)
             .with_delayed_nack(true)
+            .with_delayed_fail(true)
             .with_exact_backlog()
     }
 
@@ -273,14 +274,16 @@ impl WorkQueue for RedisQueue {
             let deadline = sent + self.config.lease;
             let mut known_job = None;
             let deliveries: Vec<Delivery> = reply[2..]
-                .chunks_exact(3)
+                .chunks_exact(4)
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
+                    let failures = as_u64(&chunk[3]).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
                     Some(Delivery {
                         id: Arc::from(id),
                         item: open(as_bytes(&chunk[1]), &chunk[2], &mut known_job),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        failures: Some(failures.unwrap_or(0)),
                         token: LeaseToken::new(lease),
                         deadline,
                     })
@@ -315,6 +318,21 @@ impl WorkQueue for RedisQueue {
             self.config.max_attempts.to_string(),
         ];
         self.settle("nack", &self.link.scripts.nack, tokens, &head)
+            .await
+    }
+
+    /// A nack that counts the failure in the item's `failed` field, in the
+    /// same script (`fail.lua`).
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let head = [
+            millis(delay).to_string(),
+            self.config.max_attempts.to_string(),
+        ];
+        self.settle("fail", &self.link.scripts.fail, tokens, &head)
             .await
     }
 

@@ -324,3 +324,16 @@ fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
         &scratch("pubsub-halt"),
     );
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let q = queue("lapses");
+    let dir = scratch("pubsub-lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(&q),
+        "10s",
+        true,
+        &dir,
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}

@@ -714,3 +714,16 @@ fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
         &scratch("redis-halt"),
     );
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let server = RedisServer::shared();
+    let name = unique("lapses");
+    let dir = scratch("lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(server.url(), &name),
+        "5s",
+        false,
+        &dir,
+    );
+}

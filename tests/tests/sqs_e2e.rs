@@ -480,3 +480,22 @@ fn a_job_failing_every_item_halts_leaves_the_rest_queued_and_resumes() {
         &scratch("sqs-halt"),
     );
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let name = unique("lapses");
+    let dir = scratch("sqs-lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(&name),
+        "5s",
+        true,
+        &dir,
+    );
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
