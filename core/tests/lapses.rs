@@ -237,7 +237,10 @@ async fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail
         .iter()
         .filter(|(item, n)| item.starts_with("ok") && **n > 1)
         .count();
-    assert!(killed_under >= 10, "the storm killed workers under {killed_under} items only");
+    assert!(
+        killed_under >= 10,
+        "the storm killed workers under {killed_under} items only"
+    );
 }
 
 /// An item whose every holder vanishes is dead once it lapsed more than
