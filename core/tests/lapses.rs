@@ -268,3 +268,128 @@ async fn an_item_lost_past_max_lapses_is_dead_lost_n_times() {
     assert!(reason.starts_with("lost 3 times"), "{reason}");
     assert!(reason.contains("--max-lapses 2"), "{reason}");
 }
+
+/// A backend whose failed attempt is a copy sent at once (SQS, Pub/Sub):
+/// no `delayed_fail`. The memory queue behind it, told every failure with
+/// no delay, so the wait is the worker's.
+#[derive(Debug)]
+struct CopyingQueue {
+    inner: MemoryQueue,
+    /// The delays the worker asked of `fail_attempt`.
+    asked: Mutex<Vec<Duration>>,
+}
+
+#[async_trait::async_trait]
+impl forloop_core::queue::QueueDecorator for CopyingQueue {
+    fn inner(&self) -> &dyn WorkQueue {
+        &self.inner
+    }
+    fn capabilities(&self) -> forloop_core::Capabilities {
+        self.inner.capabilities().with_delayed_fail(false)
+    }
+    async fn fail_attempt(
+        &self,
+        tokens: &[forloop_core::LeaseToken],
+        delay: Duration,
+    ) -> Result<forloop_core::LeaseReport, forloop_core::QueueError> {
+        self.asked.lock().unwrap().push(delay);
+        self.inner.fail_attempt(tokens, Duration::ZERO).await
+    }
+}
+
+fn copying_worker(
+    queue: &Arc<CopyingQueue>,
+    config: WorkerConfig,
+    runs: &Runs,
+    plan: fn(&str, u32) -> Run,
+) -> Worker {
+    let backend = forloop_core::job::Backend::new(Arc::clone(queue) as Arc<dyn WorkQueue>);
+    let runs = Arc::clone(runs);
+    let handler = from_fn(move |task: Task| {
+        let runs = Arc::clone(&runs);
+        async move {
+            let item = String::from_utf8_lossy(&task.item.payload).into_owned();
+            let n = {
+                let mut runs = runs.lock().unwrap();
+                let n = runs.entry(item.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            match plan(&item, n) {
+                Run::Fail => TaskOutcome::failed("exit 1").with_exit_code(1),
+                Run::Hang => std::future::pending().await,
+                Run::Succeed => TaskOutcome::success(),
+            }
+        }
+    });
+    Worker::new(backend, Arc::new(handler)).with_config(config)
+}
+
+/// Where a failed attempt cannot be delayed by the backend, the worker
+/// holds the lease for the backoff (the item stays in flight, not ready),
+/// then tells the failure with no delay; a stop during that wait tells it
+/// at once, so it is not lost as a lapse.
+#[tokio::test(start_paused = true)]
+async fn a_failure_the_backend_cannot_delay_is_held_for_its_backoff_then_told() {
+    let mut cfg = config(5, 10, 1);
+    cfg.backoff = forloop_core::worker::Backoff {
+        initial: Duration::from_secs(20),
+        jitter: 0.0,
+        ..forloop_core::worker::Backoff::default()
+    };
+    let queue = Arc::new(CopyingQueue {
+        inner: queue(&cfg),
+        asked: Mutex::new(Vec::new()),
+    });
+    queue.inner.publish(vec![Item::new("flaky")]).await.unwrap();
+    let runs = Runs::default();
+    let plan = |_: &str, n: u32| if n == 1 { Run::Fail } else { Run::Succeed };
+    let started = tokio::time::Instant::now();
+    let handle = spawn(copying_worker(&queue, cfg.clone(), &runs, plan));
+    sleep(Duration::from_secs(10)).await;
+    let backlog = queue.inner.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.ready.value(), backlog.in_flight.value()),
+        (Some(0), Some(1)),
+        "during the backoff the failed item is held"
+    );
+    assert!(
+        queue.asked.lock().unwrap().is_empty(),
+        "told before its backoff"
+    );
+    assert_eq!(handle.await.unwrap(), WorkerExit::Drained);
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "the retry came after {:?}, before its backoff",
+        started.elapsed()
+    );
+    assert_eq!(*queue.asked.lock().unwrap(), [Duration::ZERO]);
+    assert_eq!(runs.lock().unwrap()["flaky"], 2);
+
+    // A stop during the wait: the failure is told at once.
+    queue.inner.publish(vec![Item::new("again")]).await.unwrap();
+    let runs = Runs::default();
+    let plan = |_: &str, _: u32| Run::Fail;
+    let shutdown = Shutdown::new();
+    let worker = copying_worker(&queue, cfg, &runs, plan);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await.unwrap() }
+    });
+    sleep(Duration::from_secs(5)).await;
+    let stopped_at = tokio::time::Instant::now();
+    shutdown.stop();
+    assert!(matches!(running.await.unwrap(), WorkerExit::Stopped { .. }));
+    assert!(stopped_at.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        queue.asked.lock().unwrap().len(),
+        2,
+        "the failure was not told"
+    );
+    let held = queue.inner.pull(1, Duration::ZERO).await.unwrap().remove(0);
+    assert_eq!(
+        (held.attempt, held.failures),
+        (2, Some(1)),
+        "the failure told at the stop counts"
+    );
+}
