@@ -54,9 +54,20 @@ enum Run {
 /// Runs of each item so far, by payload.
 type Runs = Arc<Mutex<BTreeMap<String, u32>>>;
 
-/// A worker whose handler does, on an item's n-th run, `plan(item, n)`.
+/// A worker whose handler does, on an item's n-th run, `plan(item, n)`
+/// (a success takes 20 s).
 fn worker(
     queue: &MemoryQueue,
+    config: WorkerConfig,
+    runs: &Runs,
+    plan: fn(&str, u32) -> Run,
+) -> Worker {
+    worker_on(queue.backend(), config, runs, plan)
+}
+
+/// [`worker`] on any backend.
+fn worker_on(
+    backend: forloop_core::job::Backend,
     config: WorkerConfig,
     runs: &Runs,
     plan: fn(&str, u32) -> Run,
@@ -85,7 +96,7 @@ fn worker(
             }
         }
     });
-    Worker::new(queue.backend(), Arc::new(handler)).with_config(config)
+    Worker::new(backend, Arc::new(handler)).with_config(config)
 }
 
 fn spawn(worker: Worker) -> JoinHandle<WorkerExit> {
@@ -304,25 +315,7 @@ fn copying_worker(
     plan: fn(&str, u32) -> Run,
 ) -> Worker {
     let backend = forloop_core::job::Backend::new(Arc::clone(queue) as Arc<dyn WorkQueue>);
-    let runs = Arc::clone(runs);
-    let handler = from_fn(move |task: Task| {
-        let runs = Arc::clone(&runs);
-        async move {
-            let item = String::from_utf8_lossy(&task.item.payload).into_owned();
-            let n = {
-                let mut runs = runs.lock().unwrap();
-                let n = runs.entry(item.clone()).or_default();
-                *n += 1;
-                *n
-            };
-            match plan(&item, n) {
-                Run::Fail => TaskOutcome::failed("exit 1").with_exit_code(1),
-                Run::Hang => std::future::pending().await,
-                Run::Succeed => TaskOutcome::success(),
-            }
-        }
-    });
-    Worker::new(backend, Arc::new(handler)).with_config(config)
+    worker_on(backend, config, runs, plan)
 }
 
 /// Where a failed attempt cannot be delayed by the backend, the worker

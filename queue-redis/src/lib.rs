@@ -61,7 +61,7 @@
 //! - an item released after `max_attempts` deliveries goes to `dead` with a
 //!   reason, so a worker that crashes on an item cannot loop forever (the
 //!   runner sizes it `--max-attempts + --max-lapses`);
-//! - a failed attempt (`fail_attempt`, `fail.lua`) is a nack that also
+//! - a failed attempt (`fail_attempt`, `nack.lua` with its failed flag) is a nack that also
 //!   counts the failure in the hash `failed` (id → n), in the same script;
 //!   the pull script reads it with the item (one `HMGET` per pull, only
 //!   while some item has failed), so a delivery tells its failures from

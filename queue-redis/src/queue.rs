@@ -137,6 +137,24 @@ impl RedisQueue {
         }
     }
 
+    /// Nack (`failed`: as a failed attempt, counted in the same script):
+    /// `nack.lua`.
+    async fn reschedule(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+        failed: bool,
+    ) -> Result<LeaseReport, QueueError> {
+        let head = [
+            millis(delay).to_string(),
+            self.config.max_attempts.to_string(),
+            u8::from(failed).to_string(),
+        ];
+        let what = if failed { "fail" } else { "nack" };
+        self.settle(what, &self.link.scripts.nack, tokens, &head)
+            .await
+    }
+
     /// Remove the queue: every key, items, dead letters and jobs' ledgers
     /// included (`runner queue delete`, `delete.lua`). `UNLINK`, so the
     /// server frees a large queue in the background instead of blocking.
@@ -313,27 +331,17 @@ impl WorkQueue for RedisQueue {
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let head = [
-            millis(delay).to_string(),
-            self.config.max_attempts.to_string(),
-        ];
-        self.settle("nack", &self.link.scripts.nack, tokens, &head)
-            .await
+        self.reschedule(tokens, delay, false).await
     }
 
     /// A nack that counts the failure in the item's `failed` field, in the
-    /// same script (`fail.lua`).
+    /// same script (`nack.lua`).
     async fn fail_attempt(
         &self,
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let head = [
-            millis(delay).to_string(),
-            self.config.max_attempts.to_string(),
-        ];
-        self.settle("fail", &self.link.scripts.fail, tokens, &head)
-            .await
+        self.reschedule(tokens, delay, true).await
     }
 
     /// Back to the front of `ready` with the delivery uncounted

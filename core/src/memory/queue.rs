@@ -460,6 +460,30 @@ impl MemoryQueue {
     }
 }
 
+impl MemoryQueue {
+    /// Nack (`failed`: as a failed attempt, counted under the same lock):
+    /// delivered again after `delay`, or buried past the queue's limit.
+    fn reschedule(&self, tokens: &[LeaseToken], delay: Duration, failed: bool) -> LeaseReport {
+        let max_attempts = self.shared.config.max_attempts;
+        let due = Instant::now() + delay;
+        let why = if failed { "it failed" } else { "it was nacked" };
+        let report = self.settle(tokens, |inner, id| {
+            inner.leased -= 1;
+            let item = inner.items.get_mut(&id).expect("held items exist");
+            item.failed += u32::from(failed);
+            if delay.is_zero() || item.charged() >= max_attempts {
+                inner.release(id, max_attempts, why);
+            } else {
+                item.state = State::Scheduled(due);
+                inner.scheduled.push(Reverse((due, id)));
+                inner.delayed += 1;
+            }
+        });
+        self.shared.arrivals.notify_waiters();
+        report
+    }
+}
+
 /// The memory queue with its ledger: a worker given the queue keeps its jobs.
 impl From<MemoryQueue> for Backend {
     fn from(queue: MemoryQueue) -> Self {
@@ -560,21 +584,7 @@ impl WorkQueue for MemoryQueue {
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let max_attempts = self.shared.config.max_attempts;
-        let due = Instant::now() + delay;
-        let report = self.settle(tokens, |inner, id| {
-            inner.leased -= 1;
-            let item = inner.items.get_mut(&id).expect("held items exist");
-            if delay.is_zero() || item.charged() >= max_attempts {
-                inner.release(id, max_attempts, "it was nacked");
-            } else {
-                item.state = State::Scheduled(due);
-                inner.scheduled.push(Reverse((due, id)));
-                inner.delayed += 1;
-            }
-        });
-        self.shared.arrivals.notify_waiters();
-        Ok(report)
+        Ok(self.reschedule(tokens, delay, false))
     }
 
     async fn fail_attempt(
@@ -582,22 +592,7 @@ impl WorkQueue for MemoryQueue {
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let max_attempts = self.shared.config.max_attempts;
-        let due = Instant::now() + delay;
-        let report = self.settle(tokens, |inner, id| {
-            inner.leased -= 1;
-            let item = inner.items.get_mut(&id).expect("held items exist");
-            item.failed += 1;
-            if delay.is_zero() || item.charged() >= max_attempts {
-                inner.release(id, max_attempts, "it failed");
-            } else {
-                item.state = State::Scheduled(due);
-                inner.scheduled.push(Reverse((due, id)));
-                inner.delayed += 1;
-            }
-        });
-        self.shared.arrivals.notify_waiters();
-        Ok(report)
+        Ok(self.reschedule(tokens, delay, true))
     }
 
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {

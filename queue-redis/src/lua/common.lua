@@ -308,7 +308,7 @@ end
 local K_FORGOTTEN = string.sub(K_READY, 1, #K_READY - #'ready') .. 'forgotten'
 
 -- Failed attempts per item (hash: id -> n), beside the queue's keys: the
--- attempts where `f` ran and failed (`fail.lua`), so that a pull tells them
+-- attempts where `f` ran and failed (`nack.lua`), so that a pull tells them
 -- from lapses (deliveries whose lease ended with no answer). Only items
 -- that failed have a field; it goes with the item.
 local K_FAILED = string.sub(K_READY, 1, #K_READY - #'ready') .. 'failed'

@@ -1,7 +1,7 @@
 -- ARGV: max, lease ms, max attempts, nonce (random, from the puller).
 -- Returns {now, next_event_ms or -1, lease, payload, attrs, failed, ...},
 -- each lease "ID:ATTEMPT:NONCE.N", N counting this pull's deliveries,
--- `failed` the item's failed attempts so far (`fail.lua`).
+-- `failed` the item's failed attempts so far (`nack.lua`).
 -- A fixed number of calls per batch, whatever its size.
 local max, lease, max_attempts, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
