@@ -62,6 +62,9 @@ enum Flaw {
     PullHidesThenShortens,
     /// The backlog says `Unknown` while `exact_backlog` is advertised.
     UnknownBacklog,
+    /// A failed attempt is a plain nack: the next delivery reads it as a
+    /// lapse, and `--max-attempts` never counts it.
+    FailIsNack,
 }
 
 /// What the inner queue grants at most: a lease "for ever" in these tests.
@@ -276,6 +279,16 @@ impl WorkQueue for Broken {
             .settle(tokens, |t| async move { self.inner.nack(&t, delay).await })
             .await?;
         Ok(self.hide_lost(report))
+    }
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        if self.flaw == Flaw::FailIsNack {
+            return self.inner.nack(tokens, delay).await;
+        }
+        self.inner.fail_attempt(tokens, delay).await
     }
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         if self.flaw == Flaw::ReleaseCharges {
@@ -544,6 +557,11 @@ catches!(
     Flaw::PullHidesThenShortens,
     conformance::dropped_pull_swallows_nothing
 );
+catches!(
+    fail_that_is_a_nack,
+    Flaw::FailIsNack,
+    conformance::a_failed_attempt_is_counted_apart_from_lapses
+);
 // A clause that never asked for exactness: the unknown counts fail it now.
 catches!(
     unknown_counts_with_exact_backlog,
@@ -582,4 +600,5 @@ async fn honest_wrapper_passes() {
     conformance::delayed_nack_at_max_attempts_dead_letters(&harness).await;
     conformance::backlog_counts_a_delayed_item(&harness).await;
     conformance::dropped_pull_swallows_nothing(&harness).await;
+    conformance::a_failed_attempt_is_counted_apart_from_lapses(&harness).await;
 }

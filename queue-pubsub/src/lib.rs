@@ -69,6 +69,12 @@
 //!   reports `carried + delivery_attempt`; since the dead-letter policy
 //!   counts only the copy's deliveries, a copy delivered past
 //!   `max_delivery_attempts` in all is dead-lettered by the pull itself.
+//! - fail_attempt (a failed attempt, counted apart from lapses): the
+//!   backend's delivery count cannot tell the two, and a message cannot be
+//!   changed, so the item is sent again like a hand-back, carrying its
+//!   failures too ([`CARRIED_FAILURES_ATTRIBUTE`]; the failed attempt is
+//!   charged), then the old delivery is settled. The copy goes at once
+//!   (no `delayed_fail`): the worker holds the lease for the backoff first.
 //! - dead list / requeue / purge: the kit's loops ([`forloop_core::kit::dead`])
 //!   over `NAME-dead-keep`; the envelope and the dead-letter policy's
 //!   `CloudPubSubDeadLetter*` attributes come off, so a requeued item is
@@ -128,7 +134,8 @@ pub use codec::{MAX_BATCH, MAX_PAYLOAD};
 pub use dead::DELIVERY_COUNT_ATTRIBUTE;
 pub use driver::PubsubDriver;
 pub use forloop_core::kit::{
-    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
+    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, CARRIED_FAILURES_ATTRIBUTE,
+    ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
 };
 pub use ledger::{SHEET_LEASE, SHEET_WAIT};
 pub use queue::PubsubQueue;

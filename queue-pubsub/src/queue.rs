@@ -347,6 +347,7 @@ impl WorkQueue for PubsubQueue {
                     item: message,
                     token: LeaseToken::new(received.ack_id),
                     attempt: carried.attempt(counted),
+                    failures: Some(carried.failures),
                     deadline,
                 })
             })
@@ -391,6 +392,24 @@ impl WorkQueue for PubsubQueue {
         let back = self.held.handbacks(&TokenSplit::text(tokens));
         let lost = self
             .move_live(&self.publisher, "hand-back publish", back)
+            .await?;
+        Ok(LeaseReport { lost })
+    }
+
+    /// A failed attempt is a copy published again with its failures
+    /// counted ([`forloop_core::kit::Carried::failed`]), then the old
+    /// delivery acked: Pub/Sub's delivery attempt cannot tell a failure
+    /// from a lapse. The copy goes at once (Pub/Sub cannot delay a
+    /// publish): the worker holds the lease for the backoff first (no
+    /// `delayed_fail`).
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        _delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let copies = self.held.failures(&TokenSplit::text(tokens));
+        let lost = self
+            .move_live(&self.publisher, "failed-attempt publish", copies)
             .await?;
         Ok(LeaseReport { lost })
     }

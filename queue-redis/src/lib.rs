@@ -59,7 +59,13 @@
 //!   The cost: a lapsed lease on its last attempt shows as ready, not dead,
 //!   until the next pull or settle call buries it;
 //! - an item released after `max_attempts` deliveries goes to `dead` with a
-//!   reason, so a worker that crashes on an item cannot loop forever;
+//!   reason, so a worker that crashes on an item cannot loop forever (the
+//!   runner sizes it `--max-attempts + --max-lapses`);
+//! - a failed attempt (`fail_attempt`, `nack.lua` with its failed flag) is a nack that also
+//!   counts the failure in the hash `failed` (id → n), in the same script;
+//!   the pull script reads it with the item (one `HMGET` per pull, only
+//!   while some item has failed), so a delivery tells its failures from
+//!   its lapses; the field goes with the item (ack, burial, requeue);
 //! - the backlog is exact: `LLEN ready + ZCARD delayed` plus lapsed leases,
 //!   the live leases, `LLEN dead`.
 //!

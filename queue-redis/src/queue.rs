@@ -137,6 +137,24 @@ impl RedisQueue {
         }
     }
 
+    /// Nack (`failed`: as a failed attempt, counted in the same script):
+    /// `nack.lua`.
+    async fn reschedule(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+        failed: bool,
+    ) -> Result<LeaseReport, QueueError> {
+        let head = [
+            millis(delay).to_string(),
+            self.config.max_attempts.to_string(),
+            u8::from(failed).to_string(),
+        ];
+        let what = if failed { "fail" } else { "nack" };
+        self.settle(what, &self.link.scripts.nack, tokens, &head)
+            .await
+    }
+
     /// Remove the queue: every key, items, dead letters and jobs' ledgers
     /// included (`runner queue delete`, `delete.lua`). `UNLINK`, so the
     /// server frees a large queue in the background instead of blocking.
@@ -213,6 +231,7 @@ impl WorkQueue for RedisQueue {
             .with_lease_range(Duration::from_millis(10), Duration::from_secs(12 * 3600))
             .with_native_dead_letter(true)
             .with_delayed_nack(true)
+            .with_delayed_fail(true)
             .with_exact_backlog()
     }
 
@@ -276,14 +295,16 @@ impl WorkQueue for RedisQueue {
             let deadline = sent + self.config.lease;
             let mut known_job = None;
             let deliveries: Vec<Delivery> = reply[2..]
-                .chunks_exact(3)
+                .chunks_exact(4)
                 .filter_map(|chunk| {
                     let lease = String::from_utf8(as_bytes(&chunk[0]).to_vec()).ok()?;
                     let (id, attempt) = lease_parts(&lease)?;
+                    let failures = as_u64(&chunk[3]).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
                     Some(Delivery {
                         id: Arc::from(id),
                         item: open(as_bytes(&chunk[1]), &chunk[2], &mut known_job),
                         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                        failures: Some(failures.unwrap_or(0)),
                         token: LeaseToken::new(lease),
                         deadline,
                     })
@@ -313,12 +334,17 @@ impl WorkQueue for RedisQueue {
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let head = [
-            millis(delay).to_string(),
-            self.config.max_attempts.to_string(),
-        ];
-        self.settle("nack", &self.link.scripts.nack, tokens, &head)
-            .await
+        self.reschedule(tokens, delay, false).await
+    }
+
+    /// A nack that counts the failure in the item's `failed` field, in the
+    /// same script (`nack.lua`).
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.reschedule(tokens, delay, true).await
     }
 
     /// Back to the front of `ready` with the delivery uncounted

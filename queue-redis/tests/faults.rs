@@ -498,7 +498,11 @@ async fn burials_write_readable_receipts_and_the_workers_receipt_stays() {
     );
     assert_eq!(lapsed.item, "x".repeat(1023), "cut on a character boundary");
     assert!(
-        lapsed.reason.as_deref().unwrap().contains("lease expired"),
+        lapsed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("lost once (its lease ended with no answer"),
         "{lapsed:?}"
     );
     assert_eq!(receipts[1], worker, "the worker's receipt was replaced");

@@ -75,6 +75,12 @@
 //! - connect refuses a queue without a redrive policy (every delivery would
 //!   read as attempt 1 and a failing item would loop forever), naming
 //!   `runner queue create` and the `aws sqs set-queue-attributes` command.
+//! - fail_attempt (a failed attempt, counted apart from lapses): the
+//!   backend's delivery count cannot tell the two, and a message cannot be
+//!   changed, so the item is sent again like a hand-back, carrying its
+//!   failures too ([`CARRIED_FAILURES_ATTRIBUTE`]; the failed attempt is
+//!   charged), then the old delivery is settled. The copy goes at once
+//!   (no `delayed_fail`): the worker holds the lease for the backoff first.
 //! - dead list / requeue / purge: the kit's loops ([`forloop_core::kit::dead`])
 //!   over `NAME-dead`; a requeued item is a new message with the attributes
 //!   it had before it died and a fresh receive count.
@@ -104,7 +110,8 @@ pub use client::client;
 pub use codec::ENCODING_ATTRIBUTE;
 pub use driver::SqsDriver;
 pub use forloop_core::kit::{
-    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
+    ATTEMPTS_ATTRIBUTE, CARRIED_ATTEMPTS_ATTRIBUTE, CARRIED_FAILURES_ATTRIBUTE,
+    ORIGIN_ID_ATTRIBUTE, REASON_ATTRIBUTE,
 };
 pub use ledger::SHEET_LEASE;
 pub use queue::{DEFAULT_MAX_PAYLOAD, MAX_VISIBILITY, QUIET_POLL_EVERY, SqsQueue};

@@ -361,6 +361,7 @@ impl WorkQueue for SqsQueue {
                     item: message,
                     token: LeaseToken::new(m.receipt_handle()?),
                     attempt: carried.attempt(receive_count(&m)),
+                    failures: Some(carried.failures),
                     deadline,
                 };
                 if self
@@ -389,6 +390,21 @@ impl WorkQueue for SqsQueue {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         let back = self.held.handbacks(&TokenSplit::text(tokens));
         let lost = self.move_live(&self.url, back).await?;
+        Ok(LeaseReport { lost })
+    }
+
+    /// A failed attempt is a copy sent again with its failures counted
+    /// ([`forloop_core::kit::Carried::failed`]), then the old delivery
+    /// deleted: SQS's receive count cannot tell a failure from a lapse. The
+    /// copy is sent at once: the worker holds the lease for the backoff
+    /// first (no `delayed_fail`).
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        _delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        let copies = self.held.failures(&TokenSplit::text(tokens));
+        let lost = self.move_live(&self.url, copies).await?;
         Ok(LeaseReport { lost })
     }
 

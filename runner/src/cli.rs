@@ -114,9 +114,19 @@ pub(crate) struct WorkerOpts {
     /// Lease per item, renewed while its task runs
     #[arg(long, env = "FORLOOP_LEASE", default_value = "30s", value_parser = duration)]
     pub(crate) lease: Duration,
-    /// Attempts per item before it is dead-lettered
+    /// Failed attempts per item (`f` ran and failed) before it is
+    /// dead-lettered. A lapse (the worker holding the item vanished:
+    /// SIGKILL, a lost node, a network cut past the lease) is no failed
+    /// attempt: see --max-lapses
     #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_attempts: u32,
+    /// Lapses per item (its lease ended with no answer: its worker killed
+    /// without a chance to hand it back, its node lost, its network cut)
+    /// before it is dead-lettered as "lost N times". A graceful hand-back
+    /// (SIGTERM) costs nothing. The queue's own dead-letter limit is sized
+    /// --max-attempts + --max-lapses
+    #[arg(long, env = "FORLOOP_MAX_LAPSES", default_value_t = forloop_core::worker::DEFAULT_MAX_LAPSES)]
+    pub(crate) max_lapses: u32,
     /// Time limit per attempt; an attempt over it is killed and retried
     #[arg(long, env = "FORLOOP_TASK_TIMEOUT", value_parser = nonzero_duration)]
     pub(crate) task_timeout: Option<Duration>,
@@ -543,9 +553,14 @@ pub(crate) enum QueueCommand {
         /// The lease (the subscription's ack deadline on Pub/Sub)
         #[arg(long, env = "FORLOOP_LEASE", default_value = "30s", value_parser = duration)]
         lease: Duration,
-        /// Deliveries before the backend dead-letters an item on its own
+        /// Failed attempts the workers will allow (`run`/`work --max-attempts`)
         #[arg(long, env = "FORLOOP_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         max_attempts: u32,
+        /// Lapses the workers will allow (`run`/`work --max-lapses`): the
+        /// backend dead-letters an item on its own after --max-attempts +
+        /// --max-lapses deliveries (Pub/Sub takes 5 to 100)
+        #[arg(long, env = "FORLOOP_MAX_LAPSES", default_value_t = forloop_core::worker::DEFAULT_MAX_LAPSES)]
+        max_lapses: u32,
     },
     /// Delete the queue and every item in it.
     Delete,

@@ -910,6 +910,131 @@ pub fn a_filtered_requeue_moves_only_the_matching_dead_items(on: impl Fn() -> Co
     assert_eq!(dead_items(&on, &[], 2), ["bad-0", "bad-1"]);
 }
 
+/// The command of [`a_sigkill_storm_with_one_attempt_buries_only_failures`]:
+/// items named `bad-*` fail (exit 3), the others take 0.5 s and succeed.
+/// The item is read from the environment, never spliced into the script.
+const FAILS_WHEN_BAD: &str = r#"case "$FORLOOP_ITEM" in bad-*) exit 3;; esac; sleep 0.5"#;
+
+/// Issue 24, preemption budget: a SIGKILL storm with `--max-attempts 1`
+/// dead-letters nothing that did not fail. 200 items (every tenth fails)
+/// run on three workers of two slots (`launch`), one of them SIGKILLed
+/// every 1.5 s, so items lapse under killed workers; each killed worker is
+/// replaced. At the end exactly the failing items are dead, each on its
+/// one attempt, and every other item is done. `make_queue`: the backend
+/// needs `queue create` first (`--max-attempts 1`: its own limit is then
+/// sized `--max-attempts + --max-lapses`, 11 receives).
+pub fn a_sigkill_storm_with_one_attempt_buries_only_failures(
+    on: impl Fn() -> Command,
+    lease: &str,
+    make_queue: bool,
+    dir: &Path,
+) {
+    let items: Vec<String> = (0..200)
+        .map(|i| {
+            if i % 10 == 0 {
+                format!("bad-{i}")
+            } else {
+                format!("ok-{i}")
+            }
+        })
+        .collect();
+    let bad: std::collections::BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i.starts_with("bad"))
+        .map(String::as_str)
+        .collect();
+    if make_queue {
+        let output = on()
+            .args(["queue", "create", "--lease", lease, "--max-attempts", "1"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "queue create: {said}");
+    }
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    let submit = on().arg("submit").arg(&input).output().unwrap();
+    let said = String::from_utf8_lossy(&submit.stderr);
+    assert!(submit.status.success(), "submit: {said}");
+    let mut launcher = on()
+        .args(["launch", "--workers", "3", "--concurrency", "2"])
+        .args(["--max-attempts", "1", "--lease", lease])
+        .args(["--idle-window", "12s", "--max-restarts", "1000"])
+        .args(["--", "sh", "-c", FAILS_WHEN_BAD])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut seed = u64::from(std::process::id());
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the job did not finish within 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        let workers = crate::children(launcher.id());
+        if kills < 8 && !workers.is_empty() && launcher.try_wait().unwrap().is_none() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            signal(
+                workers[(seed >> 33) as usize % workers.len()],
+                libc::SIGKILL,
+            );
+            kills += 1;
+        }
+    };
+    let output = launcher.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        kills >= 4,
+        "only {kills} kills before the job ended: {said}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "launch ends 0 once the job is complete, dead items and all: {said}"
+    );
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (
+            &(items.len() - bad.len()).into(),
+            &bad.len().into(),
+            &true.into()
+        ),
+        "after {kills} kills only the failing items are dead: {job}"
+    );
+    let list = on()
+        .args(["dead", "list", "--json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&list.stderr);
+    assert!(list.status.success(), "dead list: {said}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|line| line["item"].as_str().expect("item"))
+        .collect();
+    assert_eq!(
+        listed, bad,
+        "the dead place holds exactly the failing items"
+    );
+    for line in &lines {
+        let reason = line["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("on attempt 1 of 1"), "{line}");
+    }
+    eprintln!("{kills} kills, {:?}", started.elapsed());
+}
+
 #[cfg(test)]
 mod tests {
     use super::warning_kind;

@@ -334,3 +334,16 @@ fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() 
     a_filtered_requeue_moves_only_the_matching_dead_items(|| on(&q), &dir);
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let q = queue("lapses");
+    let dir = scratch("pubsub-lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(&q),
+        "10s",
+        true,
+        &dir,
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}

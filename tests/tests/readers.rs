@@ -344,7 +344,7 @@ fn a_url_queue_names_its_jobs_after_itself() {
 #[test]
 fn a_worker_says_when_max_attempts_differs_from_the_queues_own_limit() {
     let name = unique("attempts");
-    create(&name); // maxReceiveCount 3
+    create(&name); // --max-attempts 3: maxReceiveCount 13 with the default 10 lapses
     let dir = scratch("readers-attempts");
     let input = items(&dir, 1);
     let output = ok(
@@ -358,7 +358,8 @@ fn a_worker_says_when_max_attempts_differs_from_the_queues_own_limit() {
     );
     let text = stderr(&output);
     assert!(
-        text.contains("--max-attempts 5 differs from") && text.contains("own limit of 3"),
+        text.contains("--max-attempts 5 with --max-lapses 10 (15 deliveries) differs from")
+            && text.contains("own limit of 13"),
         "{text}"
     );
 }

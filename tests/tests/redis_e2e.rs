@@ -723,3 +723,16 @@ fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() 
     let dir = scratch("rerun");
     a_filtered_requeue_moves_only_the_matching_dead_items(|| on(server.url(), &name), &dir);
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let server = RedisServer::shared();
+    let name = unique("lapses");
+    let dir = scratch("lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(server.url(), &name),
+        "5s",
+        false,
+        &dir,
+    );
+}

@@ -496,3 +496,22 @@ fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() 
             .success()
     );
 }
+
+#[test]
+fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
+    let name = unique("lapses");
+    let dir = scratch("sqs-lapses");
+    forloop_tests::scenarios::a_sigkill_storm_with_one_attempt_buries_only_failures(
+        || on(&name),
+        "5s",
+        true,
+        &dir,
+    );
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}

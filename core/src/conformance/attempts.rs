@@ -194,3 +194,82 @@ pub async fn delayed_nack_at_max_attempts_dead_letters(harness: &Harness) {
     }
     ends_dead(TEST, harness, &*queue, &item, delay + harness.slack * 4).await;
 }
+
+/// A failed attempt ([`WorkQueue::fail_attempt`]) is counted apart from a
+/// lapse: the next delivery says how many attempts failed, and the rest of
+/// its deliveries lapsed (the holder vanished), which `--max-attempts`
+/// does not charge. A hand-back changes neither. The backend's own
+/// dead-letter limit still counts every delivery (sized by the runner as
+/// `--max-attempts + --max-lapses`).
+pub async fn a_failed_attempt_is_counted_apart_from_lapses(harness: &Harness) {
+    const TEST: &str = "a_failed_attempt_is_counted_apart_from_lapses";
+    let queue = harness.queue("failures", 10).await;
+    publish(&*queue, &["flaky"]).await;
+    let first = pull_one(&*queue, harness.slack * 4)
+        .await
+        .expect("first delivery");
+    if first.failures.is_none() {
+        return gated(TEST, "the backend does not count failures apart");
+    }
+    assert_eq!((first.attempt, first.failures), (1, Some(0)), "{TEST}");
+    queue
+        .fail_attempt(std::slice::from_ref(&first.token), Duration::ZERO)
+        .await
+        .expect("fail_attempt");
+    let second = pull_one(&*queue, harness.slack * 4)
+        .await
+        .unwrap_or_else(|| panic!("{TEST}: a failed attempt with no delay did not come back"));
+    assert_eq!(
+        (second.attempt, second.failures, second.lapses()),
+        (2, Some(1), Some(0)),
+        "{TEST}: after one failure"
+    );
+    // Its holder vanishes: the lease lapses.
+    let third = pull_one(&*queue, harness.lease + harness.slack * 4)
+        .await
+        .unwrap_or_else(|| panic!("{TEST}: a lapsed item did not come back"));
+    assert_ne!(third.token, second.token, "a token names one delivery");
+    assert_eq!(
+        (third.attempt, third.failures, third.lapses()),
+        (3, Some(1), Some(1)),
+        "{TEST}: a lapse was charged as a failure, or not counted as a delivery"
+    );
+    queue
+        .release(std::slice::from_ref(&third.token))
+        .await
+        .expect("release");
+    let fourth = pull_one(&*queue, harness.slack * 4)
+        .await
+        .unwrap_or_else(|| panic!("{TEST}: a handed-back item did not come back"));
+    assert_eq!(
+        (fourth.attempt, fourth.failures),
+        (3, Some(1)),
+        "{TEST}: a hand-back changed the counts"
+    );
+    // A failure with a delay, where the backend can delay one.
+    let delay = if queue.capabilities().delayed_fail {
+        harness.lease
+    } else {
+        Duration::ZERO
+    };
+    queue
+        .fail_attempt(std::slice::from_ref(&fourth.token), delay)
+        .await
+        .expect("fail_attempt");
+    if !delay.is_zero() {
+        assert!(
+            pull_one(&*queue, delay / 2).await.is_none(),
+            "{TEST}: a delayed failed attempt came back before its delay"
+        );
+    }
+    let fifth = pull_one(&*queue, delay + harness.slack * 4)
+        .await
+        .unwrap_or_else(|| panic!("{TEST}: the failed item did not come back"));
+    assert_eq!(
+        (fifth.attempt, fifth.failures, fifth.lapses()),
+        (4, Some(2), Some(1)),
+        "{TEST}: after two failures and a lapse"
+    );
+    queue.ack(&[fifth.token]).await.expect("ack");
+    backlog_becomes(TEST, harness, &*queue, 0, 0, 0).await;
+}

@@ -32,8 +32,9 @@ mod pull;
 mod tokens;
 
 pub use attempts::{
-    a_reader_does_not_change_max_attempts, dead_letter_after_max_attempts,
-    delayed_nack_at_max_attempts_dead_letters, lease_lapse_at_max_attempts_dead_letters,
+    a_failed_attempt_is_counted_apart_from_lapses, a_reader_does_not_change_max_attempts,
+    dead_letter_after_max_attempts, delayed_nack_at_max_attempts_dead_letters,
+    lease_lapse_at_max_attempts_dead_letters,
 };
 pub use backlog::{backlog_counts, backlog_counts_a_delayed_item};
 pub use dead::{
@@ -370,6 +371,7 @@ macro_rules! conformance_tests {
             requeue_after_native_dead_letter_restores_attributes
             purge_dead_empties_the_dead_place filtered_requeue_moves_only_the_picked
             lease_lapse_at_max_attempts_dead_letters
+            a_failed_attempt_is_counted_apart_from_lapses
             delayed_nack_at_max_attempts_dead_letters backlog_counts_a_delayed_item
             dropped_pull_swallows_nothing);
     };

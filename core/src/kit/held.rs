@@ -21,6 +21,8 @@ pub struct HeldDelivery {
     pub item: Item,
     /// Its delivery attempt.
     pub attempt: u32,
+    /// The failed attempts before it ([`Delivery::failures`], 0 if unknown).
+    pub failures: u32,
     /// When the pull that delivered it was sent (no later than the server's
     /// receive), for backends that cap a lease counted from the receive.
     pub received: Instant,
@@ -67,6 +69,7 @@ impl HeldDeliveries {
                     id: delivery.id.clone(),
                     item: delivery.item.clone(),
                     attempt: delivery.attempt,
+                    failures: delivery.failures.unwrap_or(0),
                     received,
                     deadline: delivery.deadline,
                 };
@@ -182,6 +185,26 @@ impl HeldDeliveries {
     /// ([`Carried`]). Like [`HeldDeliveries::letters`], nothing is
     /// forgotten.
     pub fn handbacks(&self, tokens: &TokenSplit<String>) -> Letters {
+        self.copies(tokens, |held| {
+            Carried::handed_back(held.id.clone(), held.attempt, held.failures)
+        })
+    }
+
+    /// The items of `tokens` to publish again as failed attempts, each
+    /// stamped with its id, its attempts (this one charged) and one failure
+    /// more ([`Carried::failed`]). Like [`HeldDeliveries::letters`], nothing
+    /// is forgotten.
+    pub fn failures(&self, tokens: &TokenSplit<String>) -> Letters {
+        self.copies(tokens, |held| {
+            Carried::failed(held.id.clone(), held.attempt, held.failures)
+        })
+    }
+
+    fn copies(
+        &self,
+        tokens: &TokenSplit<String>,
+        carry: impl Fn(&HeldDelivery) -> Carried,
+    ) -> Letters {
         let map = self.lock();
         let mut out = Letters {
             lost: tokens.lost.clone(),
@@ -190,8 +213,7 @@ impl HeldDeliveries {
         for (text, token) in &tokens.known {
             match map.get(text) {
                 Some(held) => {
-                    let carried = Carried::handed_back(held.id.clone(), held.attempt);
-                    out.messages.push(carried.stamp(held.item.clone()));
+                    out.messages.push(carry(held).stamp(held.item.clone()));
                     out.settled.push((text.clone(), token.clone()));
                 }
                 None => out.lost.push(token.clone()),
@@ -215,6 +237,7 @@ mod tests {
                 .with_job(crate::job::JobItem::new("j", 4)),
             token: LeaseToken::new(token),
             attempt,
+            failures: Some(0),
             deadline: Instant::now(),
         }
     }

@@ -35,7 +35,9 @@ pub use address::Env;
 pub use chunks::{chunks_within, each_chunk};
 pub use dead::{DeadQueue, ReceivedDead};
 pub use envelope::{ATTEMPTS_ATTRIBUTE, DeadStamp, ID_ATTRIBUTE, REASON_ATTRIBUTE};
-pub use handback::{CARRIED_ATTEMPTS_ATTRIBUTE, Carried, ORIGIN_ID_ATTRIBUTE};
+pub use handback::{
+    CARRIED_ATTEMPTS_ATTRIBUTE, CARRIED_FAILURES_ATTRIBUTE, Carried, ORIGIN_ID_ATTRIBUTE,
+};
 pub use held::{HeldDeliveries, HeldDelivery, Letters};
 pub use redact::{Redacted, has_url_secret, is_secret_name, redact_url};
 pub use seconds::whole_seconds;

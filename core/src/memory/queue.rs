@@ -89,6 +89,8 @@ struct Stored {
     attempts: u32,
     /// Deliveries handed back with `release`, which cost no attempt.
     free: u32,
+    /// Deliveries given back with `fail`: attempts where `f` ran and failed.
+    failed: u32,
     state: State,
 }
 
@@ -99,6 +101,7 @@ impl Stored {
             item,
             attempts: 0,
             free: 0,
+            failed: 0,
             state: State::Ready,
         }
     }
@@ -176,6 +179,7 @@ impl MemoryQueue {
             max_nack_delay: None,
             queue_max_attempts: None,
             cancel_safe_pull: true,
+            delayed_fail: true,
         };
         Self {
             shared: Arc::new(Shared {
@@ -241,6 +245,9 @@ struct Empty {
     ran_dry: bool,
 }
 
+/// Why an item whose lease lapsed is released.
+const LEASE_ENDED: &str = "its lease ended with no answer";
+
 fn token(id: u64, attempt: u32) -> LeaseToken {
     LeaseToken::from_numbers(id, u64::from(attempt))
 }
@@ -292,7 +299,7 @@ impl Inner {
         );
         if lapsed {
             self.leased -= 1;
-            self.release(id, max_attempts, "its lease expired");
+            self.release(id, max_attempts, LEASE_ENDED);
         }
     }
 
@@ -328,10 +335,19 @@ impl Inner {
         };
         if item.charged() >= max_attempts {
             let attempts = item.charged();
-            self.bury(
-                id,
-                format!("{why} after {attempts} deliveries (max attempts {max_attempts})"),
-            );
+            let reason = if why == LEASE_ENDED {
+                // Its last delivery lapsed too: a lapse past the budget.
+                let lost = attempts - item.failed.min(attempts);
+                format!(
+                    "{} ({why}; {attempts} deliveries, {failed} of them failed attempts: \
+                     the queue's own limit is {max_attempts} deliveries)",
+                    crate::worker::lost_times(lost),
+                    failed = item.failed
+                )
+            } else {
+                format!("{why} after {attempts} deliveries (max attempts {max_attempts})")
+            };
+            self.bury(id, reason);
         } else {
             item.state = State::Ready;
             self.ready.push_back(id);
@@ -439,6 +455,7 @@ impl MemoryQueue {
                 item: item.item.clone(),
                 token: token(id, attempt),
                 attempt: item.charged(),
+                failures: Some(item.failed),
                 deadline,
             });
             inner.granted.push_back((deadline, id, attempt));
@@ -476,6 +493,30 @@ impl MemoryQueue {
         if ran_dry {
             self.shared.arrivals.notify_waiters();
         }
+        report
+    }
+}
+
+impl MemoryQueue {
+    /// Nack (`failed`: as a failed attempt, counted under the same lock):
+    /// delivered again after `delay`, or buried past the queue's limit.
+    fn reschedule(&self, tokens: &[LeaseToken], delay: Duration, failed: bool) -> LeaseReport {
+        let max_attempts = self.shared.config.max_attempts;
+        let due = Instant::now() + delay;
+        let why = if failed { "it failed" } else { "it was nacked" };
+        let report = self.settle(tokens, |inner, id| {
+            inner.leased -= 1;
+            let item = inner.items.get_mut(&id).expect("held items exist");
+            item.failed += u32::from(failed);
+            if delay.is_zero() || item.charged() >= max_attempts {
+                inner.release(id, max_attempts, why);
+            } else {
+                item.state = State::Scheduled(due);
+                inner.scheduled.push(Reverse((due, id)));
+                inner.delayed += 1;
+            }
+        });
+        self.shared.arrivals.notify_waiters();
         report
     }
 }
@@ -580,21 +621,15 @@ impl WorkQueue for MemoryQueue {
         tokens: &[LeaseToken],
         delay: Duration,
     ) -> Result<LeaseReport, QueueError> {
-        let max_attempts = self.shared.config.max_attempts;
-        let due = Instant::now() + delay;
-        let report = self.settle(tokens, |inner, id| {
-            inner.leased -= 1;
-            let item = inner.items.get_mut(&id).expect("held items exist");
-            if delay.is_zero() || item.charged() >= max_attempts {
-                inner.release(id, max_attempts, "it was nacked");
-            } else {
-                item.state = State::Scheduled(due);
-                inner.scheduled.push(Reverse((due, id)));
-                inner.delayed += 1;
-            }
-        });
-        self.shared.arrivals.notify_waiters();
-        Ok(report)
+        Ok(self.reschedule(tokens, delay, false))
+    }
+
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        Ok(self.reschedule(tokens, delay, true))
     }
 
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {

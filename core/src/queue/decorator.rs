@@ -93,6 +93,14 @@ pub trait QueueDecorator: Send + Sync + fmt::Debug {
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         self.inner().release(tokens).await
     }
+    /// [`WorkQueue::fail_attempt`].
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.inner().fail_attempt(tokens, delay).await
+    }
     /// [`WorkQueue::extend_lease`].
     async fn extend_lease(
         &self,
@@ -166,6 +174,13 @@ impl<D: QueueDecorator> WorkQueue for D {
     }
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         QueueDecorator::release(self, tokens).await
+    }
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        QueueDecorator::fail_attempt(self, tokens, delay).await
     }
     async fn extend_lease(
         &self,

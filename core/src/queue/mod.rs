@@ -198,8 +198,24 @@ pub struct Delivery {
     pub token: LeaseToken,
     /// 1 on the first delivery, then one more on each redelivery.
     pub attempt: u32,
+    /// Of the deliveries before this one, how many ended as failed attempts
+    /// ([`WorkQueue::fail_attempt`]): where the backend keeps that count apart from
+    /// its deliveries. The others (`attempt - 1 - failures`) were *lapses*:
+    /// leases that ended with no answer (the holder killed, its node lost,
+    /// its network cut), which `--max-attempts` does not charge. `None`: the
+    /// backend does not keep it, and every delivery counts as an attempt.
+    pub failures: Option<u32>,
     /// When the lease ends unless extended, on the tokio clock.
     pub deadline: Instant,
+}
+
+impl Delivery {
+    /// The deliveries before this one whose lease ended with no answer,
+    /// where the backend counts failures apart (see [`Delivery::failures`]).
+    pub fn lapses(&self) -> Option<u32> {
+        let failures = self.failures?;
+        Some(self.attempt.saturating_sub(1).saturating_sub(failures))
+    }
 }
 
 /// What the queue knew about the tokens of an ack, nack or extension.
@@ -324,6 +340,10 @@ pub struct Capabilities {
     /// open pull to answer, and runs what it brings, instead of leaving it
     /// to hide the next item published for a whole lease. Default: `false`.
     pub cancel_safe_pull: bool,
+    /// `fail_attempt(tokens, d)` with `d > 0` delays redelivery by `d`. Without it
+    /// (a backend whose failure is a copy published again, which it cannot
+    /// delay), the worker holds the lease for `d` and then fails with 0.
+    pub delayed_fail: bool,
 }
 
 impl Default for Capabilities {
@@ -340,6 +360,7 @@ impl Default for Capabilities {
             max_nack_delay: None,
             queue_max_attempts: None,
             cancel_safe_pull: false,
+            delayed_fail: false,
         }
     }
 }
@@ -391,6 +412,12 @@ impl Capabilities {
     /// [`Capabilities::cancel_safe_pull`]).
     pub fn with_cancel_safe_pull(mut self) -> Self {
         self.cancel_safe_pull = true;
+        self
+    }
+
+    /// Whether `fail_attempt(tokens, d)` delays redelivery by `d`.
+    pub fn with_delayed_fail(mut self, delayed: bool) -> Self {
+        self.delayed_fail = delayed;
         self
     }
 
@@ -475,6 +502,20 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// run to the end. Required, with no default, so that a decorator
     /// cannot silently turn it into a charged `nack`.
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError>;
+
+    /// Give deliveries back as failed attempts (`f` ran and failed), to be
+    /// delivered again after `delay` (0: at once) with
+    /// [`Delivery::failures`] one more, so that `--max-attempts` counts
+    /// failures and not lapses. The queue's own dead-lettering (rule 4)
+    /// still counts every delivery. Default: a backend that does not count
+    /// failures apart nacks (its deliveries say `failures: None`).
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        self.nack(tokens, delay).await
+    }
 
     /// Set the deadline of held deliveries to `now + lease`.
     async fn extend_lease(
@@ -592,6 +633,13 @@ impl<Q: WorkQueue + ?Sized> WorkQueue for Arc<Q> {
     }
     async fn release(&self, tokens: &[LeaseToken]) -> Result<LeaseReport, QueueError> {
         (**self).release(tokens).await
+    }
+    async fn fail_attempt(
+        &self,
+        tokens: &[LeaseToken],
+        delay: Duration,
+    ) -> Result<LeaseReport, QueueError> {
+        (**self).fail_attempt(tokens, delay).await
     }
     async fn extend_lease(
         &self,

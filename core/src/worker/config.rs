@@ -6,6 +6,25 @@ use std::time::Duration;
 
 use super::Backoff;
 
+/// The lapses an item may have by default: ten deliveries whose holder
+/// vanished. Generous for preemptions (a spot node lives for hours, an item
+/// is held for minutes: ten losses of one item is no bad day but a pattern),
+/// and still a bound on an item that kills whatever runs it (exhausts the
+/// node's memory, crashes a Rust handler's process), each lapse costing a
+/// lease. With the default `--max-attempts 5`, the backend's own limit is
+/// 15 deliveries, inside Pub/Sub's 5 to 100.
+pub const DEFAULT_MAX_LAPSES: u32 = 10;
+
+/// The deliveries after which the backend should dead-letter an item on
+/// its own ([`QueueConfig::max_attempts`](crate::QueueConfig::max_attempts),
+/// SQS's `maxReceiveCount`, Pub/Sub's `maxDeliveryAttempts`): every failed
+/// attempt and every lapse a worker allows, so that the workers, which tell
+/// the two apart, decide each death, and the backend's own limit catches
+/// only an item past both (one no worker lived to bury).
+pub fn deliveries_allowed(max_attempts: u32, max_lapses: u32) -> u32 {
+    max_attempts.saturating_add(max_lapses)
+}
+
 /// How a worker behaves. Every field has a default suited to a network queue.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -16,8 +35,16 @@ pub struct WorkerConfig {
     /// Longest an item is held before the keeper lets its lease lapse
     /// (default 1 h, as Google's client libraries' max lease duration).
     pub max_lease_age: Duration,
-    /// Attempts before an item is dead-lettered (default 5).
+    /// Failed attempts (`f` ran and failed) before an item is dead-lettered
+    /// (default 5). Where the backend cannot tell failures from lapses
+    /// ([`Delivery::failures`](crate::Delivery::failures) is `None`), every
+    /// delivery counts.
     pub max_attempts: u32,
+    /// Lapses (a delivery whose lease ended with no answer: its worker
+    /// killed, its node lost, its network cut) an item may have; past them
+    /// it is dead-lettered, "lost N times", before it runs again (default
+    /// [`DEFAULT_MAX_LAPSES`]). A graceful hand-back is no lapse.
+    pub max_lapses: u32,
     /// Per-attempt time limit; an attempt over it fails and is retried (default none).
     pub task_timeout: Option<Duration>,
     /// Delay between attempts of a failing item.
@@ -70,6 +97,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             max_lease_age: Duration::from_secs(3600),
             max_attempts: 5,
+            max_lapses: DEFAULT_MAX_LAPSES,
             task_timeout: None,
             backoff: Backoff::default(),
             grace: Duration::from_secs(10),

@@ -68,7 +68,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::shutdown::Shutdown;
 pub use backoff::Backoff;
-pub use config::WorkerConfig;
+pub use config::{DEFAULT_MAX_LAPSES, WorkerConfig, deliveries_allowed};
 pub use drain::{DrainDetector, DrainState, Reading};
 pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
 pub(crate) use lease::{GiveUp, LeaseKeeper};
@@ -263,6 +263,9 @@ impl Worker {
         let mut fatal: Option<QueueError> = None;
         // Made once: a fresh cancellation future per loop turn costs more
         // than the rest of a no-op item.
+        // Cancelled when the worker ends (or is told to stop): failures held
+        // for their backoff are told at once (see `settle`).
+        let hurry = shutdown.stop.child_token();
         let stopped = shutdown.stop.cancelled();
         let aborted = shutdown.abort.cancelled();
         // One timer for every deadline (lease renewals and give-ups, ack
@@ -275,7 +278,14 @@ impl Worker {
         let exit = loop {
             if !stops.0.is_empty() {
                 for finished in self.stop_tasks(&mut tasks, &mut stops) {
-                    self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
+                    self.settle(
+                        finished,
+                        &mut keeper,
+                        &mut acks,
+                        &mut calls,
+                        &capabilities,
+                        &hurry,
+                    );
                 }
             }
             if stopping && tasks.is_empty() && pull.is_none() && backlog.is_none() {
@@ -421,7 +431,7 @@ impl Worker {
                 }
                 Some(finished) = tasks.next() => {
                     self.note_death(&finished, &mut gate);
-                    self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
+                    self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities, &hurry);
                     // Settle every task that is already done, then ack them
                     // together: batches grow with load, and no ack waits on a
                     // timer (a worker killed then repeats only what it held).
@@ -431,7 +441,7 @@ impl Worker {
                             break;
                         };
                         self.note_death(&finished, &mut gate);
-                        self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities);
+                        self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities, &hurry);
                         burst += 1;
                     }
                     // The last task ended while a pull waits for work: the
@@ -545,7 +555,12 @@ impl Worker {
                                     match verdict {
                                         Verdict::Run => {
                                             started += 1;
-                                            if !self.start(&mut tasks, &mut keeper, delivery, now) {
+                                            if let Some(lapses) = self.past_lapses(&delivery) {
+                                                if self.ledger.is_none() || delivery.item.job.is_none() {
+                                                    drain.foreign_item();
+                                                }
+                                                self.bury_lost(delivery, lapses, &mut keeper, &mut gate, &mut calls);
+                                            } else if !self.start(&mut tasks, &mut keeper, delivery, now) {
                                                 drain.foreign_item();
                                             }
                                         }
@@ -595,6 +610,7 @@ impl Worker {
         }
         // What is left to say to the queue gets the rest of the grace and a
         // little more, and is retried until then; nothing waits past that.
+        hurry.cancel();
         let until =
             grace_end.unwrap_or_else(Instant::now).max(Instant::now()) + self.config.settle_budget;
         self.settle_all(calls, acks, &mut keeper, &mut stops, ack_batch, until)
@@ -656,7 +672,7 @@ impl Worker {
     fn note_death(&self, finished: &Finished, gate: &mut JobGate) {
         let dies = match finished.outcome.kind {
             OutcomeKind::Fatal => true,
-            OutcomeKind::Failed => finished.attempt >= self.config.max_attempts,
+            OutcomeKind::Failed => finished.failed_attempt() >= self.config.max_attempts,
             OutcomeKind::Succeeded => false,
         };
         if let (true, Some(job)) = (dies, &finished.job) {
@@ -683,6 +699,7 @@ impl Worker {
         acks: &mut AckBuffer,
         calls: &mut Calls<Finished>,
         capabilities: &crate::Capabilities,
+        hurry: &tokio_util::sync::CancellationToken,
     ) {
         if finished.outcome.kind == OutcomeKind::Succeeded {
             // The keeper goes on renewing the lease until the ack has landed,
@@ -694,28 +711,77 @@ impl Worker {
         keeper.release(&finished.token);
         let outcome = &finished.outcome;
         let settlement = match outcome.kind {
-            OutcomeKind::Failed if finished.attempt < self.config.max_attempts => {
+            OutcomeKind::Failed if finished.failed_attempt() < self.config.max_attempts => {
+                // Backoff by failed attempts: lapses lengthen no wait.
+                let failed = finished.failed_attempt();
                 let seed = std::hash::BuildHasher::hash_one(
                     &std::collections::hash_map::RandomState::new(),
                     (&*finished.id, finished.attempt),
                 );
-                let delay = self.config.backoff.jittered(finished.attempt, seed);
+                let delay = self.config.backoff.jittered(failed, seed);
                 let tokens = vec![finished.token.clone()];
                 let queue = Arc::clone(&self.queue);
                 let (limit, min_lease) = (self.config.call_timeout, capabilities.min_lease);
-                let delayed_nack = capabilities.delayed_nack || delay.is_zero();
+                // Where the backend counts failures apart, the failure is
+                // told as one (`fail_attempt`), so that lapses are not charged.
+                let counted = finished.failures.is_some();
+                let delayed = if counted {
+                    capabilities.delayed_fail
+                } else {
+                    capabilities.delayed_nack
+                } || delay.is_zero();
                 let item = String::from_utf8_lossy(&finished.payload).into_owned();
+                // A held wait ends early when the worker ends: the failure
+                // is told at once rather than left to lapse (a lapse).
+                let hurry = hurry.clone();
+                let max_lease = capabilities.max_lease;
                 calls.push(Box::pin(async move {
-                    let result = if delayed_nack {
-                        calls::within(limit, "a nack", queue.nack(&tokens, delay)).await
-                    } else {
+                    let result = match (counted, delayed) {
+                        (true, true) => {
+                            calls::within(
+                                limit,
+                                "a failed attempt",
+                                queue.fail_attempt(&tokens, delay),
+                            )
+                            .await
+                        }
+                        (false, true) => {
+                            calls::within(limit, "a nack", queue.nack(&tokens, delay)).await
+                        }
+                        // The lease is held for the delay, then the failure told.
+                        (true, false) => {
+                            let delay = delay.min(max_lease.saturating_sub(limit));
+                            let held = calls::within(
+                                limit,
+                                "a lease extension",
+                                queue.extend_lease(&tokens, delay + limit),
+                            )
+                            .await;
+                            match held {
+                                Ok(report) if report.lost.is_empty() => {
+                                    tokio::select! {
+                                        _ = tokio::time::sleep(delay) => {}
+                                        _ = hurry.cancelled() => {}
+                                    }
+                                    calls::within(
+                                        limit,
+                                        "a failed attempt",
+                                        queue.fail_attempt(&tokens, Duration::ZERO),
+                                    )
+                                    .await
+                                }
+                                other => other,
+                            }
+                        }
                         // No delayed nack: hold the lease for `delay` and let it lapse.
-                        calls::within(
-                            limit,
-                            "a lease extension",
-                            queue.extend_lease(&tokens, delay.max(min_lease)),
-                        )
-                        .await
+                        (false, false) => {
+                            calls::within(
+                                limit,
+                                "a lease extension",
+                                queue.extend_lease(&tokens, delay.max(min_lease)),
+                            )
+                            .await
+                        }
                     };
                     Done::Settle {
                         what: "retry",
@@ -731,65 +797,107 @@ impl Worker {
                 let reason = if outcome.kind == OutcomeKind::Fatal {
                     format!("{why} (not retried: no attempt can succeed)")
                 } else {
+                    let lost = match finished.lapses() {
+                        Some(0) | None => String::new(),
+                        Some(n) => format!("; {} besides", lost_times(n)),
+                    };
                     format!(
-                        "{why} on attempt {} of {}",
-                        finished.attempt, self.config.max_attempts
+                        "{why} on attempt {} of {}{lost}",
+                        finished.failed_attempt(),
+                        self.config.max_attempts
                     )
                 };
-                let item = String::from_utf8_lossy(&finished.payload).into_owned();
-                warn!(%item, %reason, "item dead-lettered");
-                let queue = Arc::clone(&self.queue);
-                let tokens = vec![finished.token.clone()];
-                let limit = self.config.call_timeout;
-                let at = crate::job::unix_millis();
-                let receipt = receipt(
-                    &finished,
-                    &self.config.name,
-                    Settled::Dead,
-                    Some(&reason),
-                    at,
-                )
-                .map(|receipt| receipt.to_receipt());
-                let ledger = self.ledger.clone().filter(|_| receipt.is_some());
-                calls.push(Box::pin(async move {
-                    // The item goes to the dead place first, and its receipt
-                    // is written only for a lease still held: an item is
-                    // never counted dead while it is live (the ledger does
-                    // both in one step where it can).
-                    let result = match &ledger {
-                        Some(ledger) => {
-                            calls::within(
-                                limit,
-                                "a dead-letter and its receipt",
-                                ledger.record_then_dead_letter(
-                                    &*queue,
-                                    &tokens,
-                                    &reason,
-                                    std::slice::from_ref(&receipt),
-                                ),
-                            )
-                            .await
-                        }
-                        None => {
-                            calls::within(
-                                limit,
-                                "a dead-letter",
-                                queue.dead_letter(&tokens, &reason),
-                            )
-                            .await
-                        }
-                    };
-                    Done::Settle {
-                        what: "dead-letter",
-                        item,
-                        tokens,
-                        result,
-                    }
-                }));
+                self.dead_letter(&finished, reason, calls);
                 Settlement::DeadLettered
             }
         };
         self.record(&finished, settlement);
+    }
+
+    /// Dead-letter `finished` with `reason`, and only then its receipt.
+    fn dead_letter(&self, finished: &Finished, reason: String, calls: &mut Calls<Finished>) {
+        let item = String::from_utf8_lossy(&finished.payload).into_owned();
+        warn!(%item, %reason, "item dead-lettered");
+        let queue = Arc::clone(&self.queue);
+        let tokens = vec![finished.token.clone()];
+        let limit = self.config.call_timeout;
+        let at = crate::job::unix_millis();
+        let receipt = receipt(
+            finished,
+            &self.config.name,
+            Settled::Dead,
+            Some(&reason),
+            at,
+        )
+        .map(|receipt| receipt.to_receipt());
+        let ledger = self.ledger.clone().filter(|_| receipt.is_some());
+        calls.push(Box::pin(async move {
+            // The item goes to the dead place first, and its receipt
+            // is written only for a lease still held: an item is
+            // never counted dead while it is live (the ledger does
+            // both in one step where it can).
+            let result = match &ledger {
+                Some(ledger) => {
+                    calls::within(
+                        limit,
+                        "a dead-letter and its receipt",
+                        ledger.record_then_dead_letter(
+                            &*queue,
+                            &tokens,
+                            &reason,
+                            std::slice::from_ref(&receipt),
+                        ),
+                    )
+                    .await
+                }
+                None => {
+                    calls::within(limit, "a dead-letter", queue.dead_letter(&tokens, &reason)).await
+                }
+            };
+            Done::Settle {
+                what: "dead-letter",
+                item,
+                tokens,
+                result,
+            }
+        }));
+    }
+
+    /// A delivery whose item has lapsed more than `--max-lapses` times: it
+    /// is dead-lettered, "lost N times", without running again. `None`:
+    /// the delivery runs.
+    fn past_lapses(&self, delivery: &Delivery) -> Option<u32> {
+        delivery
+            .lapses()
+            .filter(|lapses| *lapses > self.config.max_lapses)
+    }
+
+    /// Bury a delivery lost more than `--max-lapses` times (see
+    /// [`Worker::past_lapses`]), with its receipt.
+    fn bury_lost(
+        &self,
+        delivery: Delivery,
+        lapses: u32,
+        keeper: &mut LeaseKeeper,
+        gate: &mut JobGate,
+        calls: &mut Calls<Finished>,
+    ) {
+        let job = self.ledger.as_ref().and(delivery.item.job.clone());
+        let reason = format!(
+            "{}: each time its lease ended with no answer (its worker killed, its node \
+             lost or its network cut), past --max-lapses {}; {} failed attempt(s)",
+            lost_times(lapses),
+            self.config.max_lapses,
+            delivery.failures.unwrap_or(0)
+        );
+        let outcome = crate::TaskOutcome::failed(reason.clone());
+        let finished = Finished::unrun(delivery, job, outcome);
+        keeper.release(&finished.token);
+        if let Some(job) = &finished.job {
+            gate.died(job);
+        }
+        self.dead_letter(&finished, reason, calls);
+        self.record(&finished, Settlement::DeadLettered);
     }
 
     fn record(&self, finished: &Finished, settlement: Settlement) {
@@ -999,6 +1107,15 @@ impl Worker {
                 result,
             }
         }));
+    }
+}
+
+/// How a dead item's reason says it lapsed `n` times: "lost once", "lost
+/// 3 times".
+pub fn lost_times(n: u32) -> String {
+    match n {
+        1 => "lost once".to_string(),
+        n => format!("lost {n} times"),
     }
 }
 

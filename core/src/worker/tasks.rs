@@ -24,9 +24,39 @@ pub(super) struct Finished {
     pub(super) id: crate::MessageId,
     pub(super) payload: Bytes,
     pub(super) attempt: u32,
+    /// The failed attempts before this one, where the backend counts them.
+    pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
     pub(super) outcome: TaskOutcome,
     pub(super) elapsed: Duration,
+}
+
+impl Finished {
+    /// Which failed attempt this one is, should it fail: counted among
+    /// failures where the backend keeps them apart, else among deliveries.
+    pub(super) fn failed_attempt(&self) -> u32 {
+        self.failures.map_or(self.attempt, |failures| failures + 1)
+    }
+
+    /// The deliveries before this one that lapsed, where known.
+    pub(super) fn lapses(&self) -> Option<u32> {
+        let failures = self.failures?;
+        Some(self.attempt.saturating_sub(1).saturating_sub(failures))
+    }
+
+    /// A delivery that does not run: it settles at once with `outcome`.
+    pub(super) fn unrun(delivery: Delivery, job: Option<JobItem>, outcome: TaskOutcome) -> Self {
+        Self {
+            token: delivery.token,
+            id: delivery.id,
+            payload: delivery.item.payload,
+            attempt: delivery.attempt,
+            failures: delivery.failures,
+            job,
+            outcome,
+            elapsed: Duration::ZERO,
+        }
+    }
 }
 
 /// Running tasks. They run on the worker's own task, like
@@ -65,6 +95,7 @@ impl Worker {
             id: delivery.id.clone(),
             payload: delivery.item.payload.clone(),
             attempt: delivery.attempt,
+            failures: delivery.failures,
             job: job.clone(),
             started: now,
             future: Box::pin(async move {
@@ -95,6 +126,7 @@ impl Worker {
                     id: delivery.id,
                     payload,
                     attempt: delivery.attempt,
+                    failures: delivery.failures,
                     job,
                     outcome,
                     elapsed: started.elapsed(),
@@ -119,6 +151,7 @@ impl Worker {
                     id: running.id,
                     payload: running.payload,
                     attempt: running.attempt,
+                    failures: running.failures,
                     job: running.job,
                     outcome: TaskOutcome::failed(reason),
                 }),
@@ -161,6 +194,7 @@ pub(super) struct Running {
     pub(super) id: crate::MessageId,
     pub(super) payload: Bytes,
     pub(super) attempt: u32,
+    pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
     pub(super) started: Instant,
     pub(super) future: Pin<Box<dyn Future<Output = Finished> + Send>>,

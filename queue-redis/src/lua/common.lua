@@ -307,6 +307,12 @@ end
 -- The forgotten jobs (hash: job -> when, ms), beside the queue's keys.
 local K_FORGOTTEN = string.sub(K_READY, 1, #K_READY - #'ready') .. 'forgotten'
 
+-- Failed attempts per item (hash: id -> n), beside the queue's keys: the
+-- attempts where `f` ran and failed (`nack.lua`), so that a pull tells them
+-- from lapses (deliveries whose lease ended with no answer). Only items
+-- that failed have a field; it goes with the item.
+local K_FAILED = string.sub(K_READY, 1, #K_READY - #'ready') .. 'failed'
+
 -- Every key of one job.
 local function job_keys_all(job)
   return job_key(job, 'submitted'), job_key(job, 'done'), job_key(job, 'dead'),
@@ -421,15 +427,26 @@ local function bury(member, reason, given)
   local id, attempts = split(member)
   redis.call('RPUSH', K_DEAD, bare(member))
   redis.call('HSET', K_REASON, id, reason)
+  redis.call('HDEL', K_FAILED, id)
   record_burial(id, attempts, reason, given)
 end
 
+local LEASE_ENDED = 'its lease ended with no answer'
+
 -- Release a delivery whose lease ended: deliver the item again, or bury it
--- once it has had all its attempts.
+-- once it has had all its attempts (the queue's own limit, every delivery
+-- counted; a lapse past it is "lost N times").
 local function release(member, max_attempts, why)
-  local _, attempts = split(member)
+  local id, attempts = split(member)
   if attempts >= max_attempts then
-    bury(member, why .. ' after ' .. attempts .. ' deliveries (max attempts ' .. max_attempts .. ')')
+    local reason = why .. ' after ' .. attempts .. ' deliveries (max attempts ' .. max_attempts .. ')'
+    if why == LEASE_ENDED then
+      local failed = tonumber(redis.call('HGET', K_FAILED, id) or '0')
+      local lost = attempts - failed
+      reason = (lost == 1 and 'lost once' or ('lost ' .. lost .. ' times')) .. ' (' .. why .. '; ' .. attempts .. ' deliveries, '
+        .. failed .. " of them failed attempts: the queue's own limit is " .. max_attempts .. ' deliveries)'
+    end
+    bury(member, reason)
   else
     redis.call('RPUSH', K_READY, bare(member))
     wake(1)
@@ -441,7 +458,7 @@ local function reap(now, max_attempts)
   local lapsed = redis.call('ZRANGEBYSCORE', K_LEASED, '-inf', now, 'LIMIT', 0, 1000)
   if #lapsed > 0 then
     redis.call('ZREM', K_LEASED, unpack(lapsed))
-    for _, member in ipairs(lapsed) do release(member, max_attempts, 'its lease expired') end
+    for _, member in ipairs(lapsed) do release(member, max_attempts, LEASE_ENDED) end
   end
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
@@ -476,6 +493,7 @@ end
 local function forget_all(ids)
   if #ids == 0 then return end
   redis.call('HDEL', K_PAYLOAD, unpack(ids))
+  if redis.call('HLEN', K_FAILED) > 0 then redis.call('HDEL', K_FAILED, unpack(ids)) end
   if redis.call('HLEN', K_ATTRS) > 0 then redis.call('HDEL', K_ATTRS, unpack(ids)) end
 end
 

@@ -13,6 +13,8 @@ for i, id in ipairs(ids) do
   if job then uncount(job, seq) end
 end
 redis.call('HDEL', K_REASON, unpack(ids))
+-- A fresh attempt count: no failures either.
+redis.call('HDEL', K_FAILED, unpack(ids))
 redis.call('RPUSH', K_READY, unpack(fresh))
 wake(#members)
 return #members

@@ -4,4 +4,4 @@ local n = 0
 for _, job in ipairs(redis.call('SMEMBERS', K_LEDGER)) do
   n = n + redis.call('UNLINK', job_keys_all(job))
 end
-return n + redis.call('UNLINK', K_FORGOTTEN, unpack(KEYS))
+return n + redis.call('UNLINK', K_FORGOTTEN, K_FAILED, unpack(KEYS))

@@ -1,6 +1,7 @@
 -- ARGV: max, lease ms, max attempts, nonce (random, from the puller).
--- Returns {now, next_event_ms or -1, lease, payload, attrs, ...}, each
--- lease "ID:ATTEMPT:NONCE.N", N counting this pull's deliveries.
+-- Returns {now, next_event_ms or -1, lease, payload, attrs, failed, ...},
+-- each lease "ID:ATTEMPT:NONCE.N", N counting this pull's deliveries,
+-- `failed` the item's failed attempts so far (`nack.lua`).
 -- A fixed number of calls per batch, whatever its size.
 local max, lease, max_attempts, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
@@ -30,6 +31,8 @@ end
 local payloads = redis.call('HMGET', K_PAYLOAD, unpack(ids))
 local attrs = {}
 if redis.call('HLEN', K_ATTRS) > 0 then attrs = redis.call('HMGET', K_ATTRS, unpack(ids)) end
+local failed = {}
+if redis.call('HLEN', K_FAILED) > 0 then failed = redis.call('HMGET', K_FAILED, unpack(ids)) end
 local deadline = tostring(now + lease)
 local leases = {}
 for n, id in ipairs(ids) do
@@ -41,6 +44,7 @@ for n, id in ipairs(ids) do
     out[#out + 1] = member
     out[#out + 1] = payloads[n]
     out[#out + 1] = attrs[n] or ''
+    out[#out + 1] = failed[n] or 0
   end
 end
 if #leases > 0 then

@@ -111,9 +111,14 @@ impl Context<'_> {
     pub(crate) fn queue_config(&self, worker: Option<&WorkerOpts>) -> QueueConfig {
         let config = QueueConfig::new(self.name.clone());
         match worker {
-            Some(opts) => config
-                .with_lease(opts.lease)
-                .with_max_attempts(opts.max_attempts),
+            Some(opts) => {
+                config
+                    .with_lease(opts.lease)
+                    .with_max_attempts(super::worker_settings::deliveries(
+                        opts.max_attempts,
+                        opts.max_lapses,
+                    ))
+            }
             None => config,
         }
     }

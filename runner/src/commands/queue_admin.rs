@@ -14,11 +14,12 @@ pub(crate) async fn queue(context: &Context<'_>, command: QueueCommand) -> Resul
         QueueCommand::Create {
             lease,
             max_attempts,
+            max_lapses,
         } => {
             let config = context
                 .queue_config(None)
                 .with_lease(lease)
-                .with_max_attempts(max_attempts);
+                .with_max_attempts(super::worker_settings::deliveries(max_attempts, max_lapses));
             let create = driver.create(&address, &config);
             if deadline::within(&server, limit * 4, "a queue creation", create).await? {
                 eprintln!("queue {} is ready", driver.redact(&address));

@@ -21,6 +21,7 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
     let mut settings = vec![
         ("lease", duration(opts.lease)),
         ("max-attempts", opts.max_attempts.to_string()),
+        ("max-lapses", opts.max_lapses.to_string()),
         ("grace", duration(opts.grace)),
         ("max-lease-age", duration(opts.max_lease_age)),
         ("backoff", duration(opts.backoff)),
@@ -83,27 +84,31 @@ pub(crate) fn check_worker_opts(
             humantime::format_duration(max),
         )));
     }
+    let deliveries = deliveries(opts.max_attempts, opts.max_lapses);
     if let Some(queue_max) = caps.queue_max_attempts
-        && queue_max != opts.max_attempts
+        && queue_max != deliveries
     {
-        let who = if queue_max < opts.max_attempts {
+        let who = if queue_max < deliveries {
             format!(
-                "the queue buries an item after {queue_max} deliveries, before the {} attempts asked \
-                 (a delivery whose worker died counts too)",
-                opts.max_attempts
+                "the queue buries an item after {queue_max} deliveries, failed or lapsed, before \
+                 workers would ({} failed attempts, {} lapses)",
+                opts.max_attempts, opts.max_lapses
             )
         } else {
             format!(
-                "workers bury an item after {} failed attempts; the queue's own limit of {queue_max} \
-                 only catches items whose workers died",
-                opts.max_attempts
+                "workers bury an item after {} failed attempts or {} lapses; the queue's own \
+                 limit of {queue_max} deliveries only catches items whose workers died",
+                opts.max_attempts, opts.max_lapses
             )
         };
         tracing::warn!(
-            "--max-attempts {} differs from the `{queue}` queue's own limit of {queue_max}: {who}; \
-             `runner queue create --max-attempts {}` sets the queue's to match",
+            "--max-attempts {} with --max-lapses {} ({deliveries} deliveries) differs from the \
+             `{queue}` queue's own limit of {queue_max}: {who}; `runner queue create --max-attempts {} \
+             --max-lapses {}` sets the queue's to match",
             opts.max_attempts,
-            opts.max_attempts
+            opts.max_lapses,
+            opts.max_attempts,
+            opts.max_lapses
         );
     }
     if opts.backoff > opts.max_backoff {
@@ -114,6 +119,12 @@ pub(crate) fn check_worker_opts(
         )));
     }
     Ok(())
+}
+
+/// The deliveries after which the backend dead-letters an item on its own
+/// ([`forloop_core::worker::deliveries_allowed`]).
+pub(crate) fn deliveries(max_attempts: u32, max_lapses: u32) -> u32 {
+    forloop_core::worker::deliveries_allowed(max_attempts, max_lapses)
 }
 
 /// The `--joblog` file, if asked for.
@@ -163,6 +174,7 @@ pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
         lease: opts.lease,
         max_lease_age: opts.max_lease_age,
         max_attempts: opts.max_attempts,
+        max_lapses: opts.max_lapses,
         task_timeout: opts.task_timeout,
         backoff: Backoff {
             initial: opts.backoff,
