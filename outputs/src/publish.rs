@@ -520,8 +520,10 @@ impl OutputStore {
         dest: &std::path::Path,
     ) -> Result<(usize, u64), OutputsError> {
         let (mut files, mut bytes) = (0, 0);
+        let mut mismatched = Vec::new();
         for record in self.records(job).await? {
             let item_prefix = self.under(&[job, &record.key]);
+            let mut wanted = Vec::new();
             for file in &record.files {
                 let key = parse_key(&file.key)?;
                 // Parts as the store holds them: never `..` or a separator.
@@ -533,34 +535,54 @@ impl OutputStore {
                 for part in parts {
                     target.push(part.as_ref());
                 }
-                bytes += self.fetch(&key, &target).await?;
-                files += 1;
+                wanted.push((key, target, Some(file.sha256.as_str())));
             }
             // The record's key is one safe segment (`item_key`): these
             // names stay in `dest`.
             let beside = record
                 .captured
                 .iter()
-                .map(|c| (&c.key, format!("{}.{}", record.key, c.stream)))
+                .map(|c| (&c.key, format!("{}.{}", record.key, c.stream), &c.sha256))
                 .chain(
                     record
                         .value_file
                         .iter()
-                        .map(|v| (&v.key, format!("{}.value.json", record.key))),
+                        .map(|v| (&v.key, format!("{}.value.json", record.key), &v.sha256)),
                 );
-            for (key, name) in beside {
+            for (key, name, sha256) in beside {
                 if name.contains('/') || name.starts_with('.') {
                     continue;
                 }
-                bytes += self.fetch(&parse_key(key)?, &dest.join(name)).await?;
+                wanted.push((parse_key(key)?, dest.join(name), Some(sha256.as_str())));
+            }
+            for (key, target, sha256) in wanted {
+                let (size, got) = self.fetch(&key, &target).await?;
+                if sha256.is_some_and(|want| want != got) {
+                    // Not what the record names: never handed on as if it were.
+                    let _ = tokio::fs::remove_file(&target).await;
+                    mismatched.push(key.to_string());
+                    continue;
+                }
+                bytes += size;
                 files += 1;
             }
+        }
+        if !mismatched.is_empty() {
+            return Err(OutputsError::Mismatch {
+                url: self.url().to_string(),
+                objects: mismatched,
+            });
         }
         Ok((files, bytes))
     }
 
-    /// Stream the object `key` into the file `target`. Returns its size.
-    async fn fetch(&self, key: &Path, target: &std::path::Path) -> Result<u64, OutputsError> {
+    /// Stream the object `key` into the file `target`. Returns its size
+    /// and its SHA-256.
+    async fn fetch(
+        &self,
+        key: &Path,
+        target: &std::path::Path,
+    ) -> Result<(u64, String), OutputsError> {
         let local = |path: &std::path::Path, source| OutputsError::Local {
             path: path.display().to_string(),
             source,
@@ -578,6 +600,7 @@ impl OutputStore {
             .await?;
         let mut stream = got.into_stream();
         let mut bytes = 0;
+        let mut hasher = Sha256::new();
         loop {
             let chunk = self
                 .call(|| format!("read `{key}`"), async {
@@ -585,6 +608,7 @@ impl OutputStore {
                 })
                 .await?;
             let Some(chunk) = chunk else { break };
+            hasher.update(&chunk);
             tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
                 .await
                 .map_err(|e| local(target, e))?;
@@ -594,7 +618,7 @@ impl OutputStore {
         tokio::io::AsyncWriteExt::flush(&mut out)
             .await
             .map_err(|e| local(target, e))?;
-        Ok(bytes)
+        Ok((bytes, hex(&hasher.finalize())))
     }
 
     /// The body of the object `key` (a key as a record holds it), whole:

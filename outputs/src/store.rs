@@ -83,6 +83,21 @@ pub enum OutputsError {
         /// Its deadline.
         after: Duration,
     },
+    /// Downloaded objects whose bytes are not what their item's record
+    /// says. Each was removed from the download; the rest were kept.
+    #[error(
+        "{} of the objects fetched from `{url}` are not the bytes their item's record names \
+         (SHA-256), and were not kept: {}. A worker that lost an item's lease can write an object \
+         after the item's last attempt; run those items again to make their outputs whole",
+        .objects.len(),
+        .objects.join(", ")
+    )]
+    Mismatch {
+        /// The URL as shown.
+        url: String,
+        /// The objects' keys.
+        objects: Vec<String>,
+    },
     /// A local file could not be read.
     #[error("cannot read the output file `{path}`")]
     Local {

@@ -501,3 +501,40 @@ async fn a_probe_left_by_a_killed_process_is_gone_at_the_jobs_end() {
     assert!(leftover.is_empty(), "{leftover:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker that lost an item's lease (frozen, or cut off from the
+/// network) can land a put after the item's last attempt wrote its record:
+/// the object then holds other bytes than the record names. A download
+/// checks every object against its record's SHA-256: the good ones are
+/// kept, the bad one is not handed on, and the error names it.
+#[tokio::test]
+async fn a_download_refuses_an_object_that_is_not_what_its_record_names() {
+    let dir = scratch("outputs-mismatch");
+    let root = dir.join("store");
+    let store = OutputStore::open(root.to_str().unwrap(), StoreSettings::default()).unwrap();
+    for (seq, name) in [(0, "clip-a"), (1, "clip-b")] {
+        let item = Item::new(name).with_job(JobItem::new("j", seq));
+        let attempt = dir.join(name);
+        std::fs::create_dir_all(&attempt).unwrap();
+        std::fs::write(attempt.join("video.mp4"), format!("video of {name}")).unwrap();
+        store.publish(&item, 1, &attempt).await.unwrap();
+    }
+    let records = store.records("j").await.unwrap();
+    let late = root.join(&records[1].files[0].key);
+    std::fs::write(&late, "a zombie's late put").unwrap();
+
+    let fetched = dir.join("fetched");
+    let error = store.download("j", &fetched).await.unwrap_err().to_string();
+    assert!(
+        error.contains("not the bytes their item's record names")
+            && error.contains(&records[1].files[0].key),
+        "{error}"
+    );
+    let good = fetched.join(&records[0].key).join("video.mp4");
+    assert_eq!(std::fs::read_to_string(good).unwrap(), "video of clip-a");
+    assert!(
+        !fetched.join(&records[1].key).join("video.mp4").exists(),
+        "the mismatched object was handed on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
