@@ -12,8 +12,8 @@
 //! says where the rest would go).
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -75,6 +75,7 @@ struct Mine<'a> {
 impl Mine<'_> {
     /// Add `n`: a plain load and store where this thread is the slab's
     /// only writer, an atomic add on the shared one.
+    #[inline]
     fn bump(&self, counter: impl Fn(&Slab) -> &AtomicU64, n: u64) {
         let counter = counter(self.slab);
         if self.alone {
@@ -93,7 +94,8 @@ pub(crate) struct AttemptCounts {
     slots: usize,
     /// Slab numbers handed out so far.
     taken: AtomicUsize,
-    slabs: Box<[OnceLock<Box<Slab>>]>,
+    /// Made up front (64 × 256 bytes): finding one's slab is then an index.
+    slabs: Box<[Slab]>,
 }
 
 thread_local! {
@@ -110,28 +112,30 @@ impl AttemptCounts {
             id: NEXT.fetch_add(1, Relaxed),
             slots,
             taken: AtomicUsize::new(0),
-            slabs: (0..SLABS).map(|_| OnceLock::new()).collect(),
+            slabs: (0..SLABS).map(|_| Slab::default()).collect(),
         })
     }
 
     /// Count on this thread's slab, given it on the thread's first report.
+    #[inline]
     fn with(&self, count: impl FnOnce(&Mine<'_>)) {
         let (id, mut n) = MINE.get();
         if id != self.id {
             n = self.taken.fetch_add(1, Relaxed).min(SHARED);
             MINE.set((self.id, n));
         }
-        let slab = self.slabs[n].get_or_init(Box::default);
         count(&Mine {
-            slab,
+            slab: &self.slabs[n],
             alone: n != SHARED,
         });
     }
 
+    #[inline]
     pub(crate) fn started(&self) {
         self.with(|m| m.bump(|s| &s.started, 1));
     }
 
+    #[inline]
     pub(crate) fn ended(&self) {
         self.with(|m| m.bump(|s| &s.ended, 1));
     }
@@ -140,8 +144,12 @@ impl AttemptCounts {
         self.with(|m| m.bump(|s| &s.handed_back, count));
     }
 
+    #[inline]
     pub(crate) fn finished(&self, ending: Ending, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
         let bucket = BOUNDS.partition_point(|&bound| bound < nanos);
         self.with(|m| {
             m.bump(
@@ -163,7 +171,7 @@ impl AttemptCounts {
     /// its duration; the next reading agrees.
     fn total(&self) -> Slab {
         let sum = Slab::default();
-        for slab in self.slabs.iter().filter_map(OnceLock::get) {
+        for slab in self.slabs.iter() {
             let add = |to: &AtomicU64, from: &AtomicU64| {
                 to.fetch_add(from.load(Relaxed), Relaxed);
             };

@@ -228,7 +228,15 @@ pub(crate) fn serve_workers(
     }
     super::http::serve(listener, metrics.route());
     let backend = metrics.metered(backend);
-    (backend, Arc::new(Counted { metrics, inner }))
+    let attempts = Arc::clone(&metrics.attempts);
+    (
+        backend,
+        Arc::new(Counted {
+            metrics,
+            attempts,
+            inner,
+        }),
+    )
 }
 
 /// `registry` as a `/metrics` page.
@@ -267,6 +275,8 @@ impl Drop for CallGuard<'_> {
 /// behind the progress bar, the joblog and the summary).
 pub(crate) struct Counted {
     pub(crate) metrics: Arc<WorkerMetrics>,
+    /// `metrics.attempts`, one hop nearer: it is counted on every item.
+    attempts: Arc<AttemptCounts>,
     pub(crate) inner: Arc<dyn WorkerEvents>,
 }
 
@@ -278,22 +288,22 @@ impl WorkerEvents for Counted {
             Settlement::DeadLettered => Ending::Dead,
             Settlement::Unsettled => Ending::Unsettled,
         };
-        self.metrics.attempts.finished(ending, record.elapsed);
+        self.attempts.finished(ending, record.elapsed);
         self.inner.attempt_finished(record);
     }
 
     fn task_started(&self) {
-        self.metrics.attempts.started();
+        self.attempts.started();
         self.inner.task_started();
     }
 
     fn task_ended(&self) {
-        self.metrics.attempts.ended();
+        self.attempts.ended();
         self.inner.task_ended();
     }
 
     fn handed_back(&self, count: usize) {
-        self.metrics.attempts.handed_back(count as u64);
+        self.attempts.handed_back(count as u64);
         self.inner.handed_back(count);
     }
 
