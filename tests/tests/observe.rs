@@ -1007,12 +1007,25 @@ fn the_dashboard_resumes_a_halted_job_only_from_its_own_page() {
     let name = unique("dash-resume");
     let dir = scratch("dash-resume");
     let input = dir.join("items.txt");
-    std::fs::write(&input, "a\nb\nc\n").unwrap();
+    // More items than the one slot: the first death halts the job with
+    // the rest still queued (with every item running at once, all three
+    // could die before the halt, and a job with nothing left is over, not
+    // halted: exit 1, not 3).
+    std::fs::write(&input, "a\nb\nc\nd\ne\nf\n").unwrap();
     let run = on(server.url(), &name)
         .arg("run")
         .arg(&input)
         .args(["--job", "halts", "--max-dead", "0", "--max-attempts", "1"])
-        .args(["--workers", "1", "--", "sh", "-c", "exit 5"])
+        .args([
+            "--workers",
+            "1",
+            "--concurrency",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "exit 5",
+        ])
         .output()
         .unwrap();
     assert_eq!(
@@ -1064,4 +1077,76 @@ fn the_dashboard_resumes_a_halted_job_only_from_its_own_page() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("job `halts` resumed"), "{text}");
     assert_ne!(phase(), "halted", "the job is still halted");
+}
+
+/// The requeue button pressed in a real browser (headless Chromium): the
+/// request the page's own form makes carries what the server demands (the
+/// action token, the page's Origin, `Sec-Fetch-Site: same-origin`), and
+/// exactly the pressed group moves.
+#[test]
+fn a_failure_groups_requeue_button_works_in_a_real_browser() {
+    let server = RedisServer::shared();
+    let name = unique("dash-click");
+    let dir = scratch("dash-click");
+    let input = dir.join("items.txt");
+    std::fs::write(&input, "oom-0\noom-1\nbad-0\n").unwrap();
+    let script = r#"case "$FORLOOP_ITEM" in
+  oom-*) echo "out of memory" >&2; kill -9 $$ ;;
+  *) echo "HTTP 503" >&2; exit 3 ;;
+esac"#;
+    let run = on(server.url(), &name)
+        .arg("run")
+        .arg(&input)
+        .args(["--job", "click", "--max-attempts", "1", "--workers", "1"])
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let dash = Dashboard::start(
+        on(server.url(), &name),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+            "--poll",
+            "500ms",
+            "--receipts-poll",
+            "500ms",
+        ],
+    );
+    let browser = forloop_tests::browser::Browser::start();
+    browser.open(&format!("{}?job=click", dash.url));
+    let button = "document.querySelector('input[name=exit_code][value=\"137\"]')";
+    eventually("the exit-137 group's requeue form", || {
+        browser.eval(&format!("return {button} !== null;")) == serde_json::Value::Bool(true)
+    });
+    browser.eval(&format!("{button}.form.requestSubmit(); return true;"));
+    let dead = || {
+        let output = on(server.url(), &name)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["jobs"][0]["dead"].as_u64()
+    };
+    let mut said = serde_json::Value::Null;
+    eventually("the pressed group to move", || {
+        said = browser.eval("return document.body.innerText;");
+        eprintln!("{said}");
+        dead() == Some(1)
+    });
+    assert!(
+        said.as_str()
+            .is_some_and(|t| t.contains("requeued 2 dead item(s) of job `click`")),
+        "{said}"
+    );
+    let list = on(server.url(), &name)
+        .args(["dead", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.lines().count() == 1 && listed.contains("\"bad-0\""),
+        "{listed}"
+    );
 }

@@ -190,10 +190,13 @@ fn respond(page: Page, head: bool) -> Response<Full<Bytes>> {
         "x-content-type-options",
         hyper::header::HeaderValue::from_static("nosniff"),
     );
-    // A token in the address never leaves in a Referer.
+    // A token in the address never leaves for another site in a Referer.
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the
+    // page's own form posts, and the actions' same-origin check (which
+    // needs the real Origin) would refuse them all.
     headers.insert(
         hyper::header::REFERRER_POLICY,
-        hyper::header::HeaderValue::from_static("no-referrer"),
+        hyper::header::HeaderValue::from_static("same-origin"),
     );
     if let Some(csp) = page.csp {
         headers.insert(
