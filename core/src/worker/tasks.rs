@@ -84,6 +84,8 @@ impl Worker {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
         let job = self.ledger.as_ref().and(delivery.item.job.clone());
         let of_job = job.is_some();
+        let copy = super::speculate::is_copy(&delivery.item);
+        let attributes = Arc::clone(&delivery.item.attributes);
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         self.events.task_started();
@@ -97,6 +99,8 @@ impl Worker {
             attempt: delivery.attempt,
             failures: delivery.failures,
             job: job.clone(),
+            copy,
+            attributes,
             started: now,
             future: Box::pin(async move {
                 let _slot = slot;
@@ -196,6 +200,10 @@ pub(super) struct Running {
     pub(super) attempt: u32,
     pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
+    /// A speculative copy ([`super::speculate`]).
+    pub(super) copy: bool,
+    /// The item's attributes, for a copy of it.
+    pub(super) attributes: Arc<std::collections::BTreeMap<String, String>>,
     pub(super) started: Instant,
     pub(super) future: Pin<Box<dyn Future<Output = Finished> + Send>>,
 }
