@@ -138,6 +138,10 @@ async fn a_straggler_is_copied_and_the_job_ends_well_before_it_would() {
     assert_eq!(runs.lock().unwrap()[SLOW], 2, "the original and one copy");
     counted_once(&queue).await;
     assert!(queue.dead_items().is_empty());
+    // `results` says which copy won: the receipt kept is the copy's.
+    let receipts = queue.ledger().receipts(JOB).await.unwrap();
+    let copies: Vec<u64> = receipts.iter().filter(|r| r.copy).map(|r| r.seq).collect();
+    assert_eq!(copies, [0], "the copy settled the straggler, and only it");
 }
 
 /// Off (the default), nothing changes: the job waits for its straggler,
@@ -151,6 +155,8 @@ async fn without_speculate_the_job_waits_for_its_straggler() {
     assert_eq!(runs.lock().unwrap()[SLOW], 1);
     assert!(runs.lock().unwrap().values().all(|&n| n == 1));
     counted_once(&queue).await;
+    let receipts = queue.ledger().receipts(JOB).await.unwrap();
+    assert!(receipts.iter().all(|r| !r.copy));
 }
 
 /// The queue holds nothing: no copy or original left behind.
@@ -299,6 +305,7 @@ async fn the_original_holder_killed_while_its_copy_runs() {
     };
     let settled = receipt(queue.ledger().receipts(JOB).await.unwrap());
     assert_eq!(&*settled.worker, winner, "the copy settled the item");
+    assert!(settled.copy, "its receipt says a copy won");
     // The original's lease (30 s) lapses; the item returns to the queue.
     sleep(Duration::from_secs(31)).await;
     let late = WorkerConfig {
@@ -344,5 +351,47 @@ async fn a_worker_never_runs_a_copy_of_its_own_item() {
         "the copy never ran on its holder"
     );
     counted_once(&queue).await;
+    queue_empty(&queue).await;
+}
+
+/// A copy that fails is dropped, not retried nor dead-lettered: the
+/// original is still live, and a dead copy would count the item settled
+/// (dead) and stop the original that was about to succeed.
+#[tokio::test(start_paused = true)]
+async fn a_failing_copy_is_dropped_and_the_original_settles_the_item() {
+    let queue = queue();
+    let runs = Runs::default();
+    submit(&queue).await;
+    let config = |name| WorkerConfig {
+        max_attempts: 1,
+        ..config(name, true)
+    };
+    let make = |name| {
+        let runs = Arc::clone(&runs);
+        let handler = from_fn(move |task: Task| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let item = String::from_utf8_lossy(&task.item.payload).into_owned();
+                *runs.lock().unwrap().entry(item.clone()).or_default() += 1;
+                if is_copy(&task.item) {
+                    sleep(Duration::from_secs(1)).await;
+                    return TaskOutcome::failed("exit 1").with_exit_code(1);
+                }
+                let secs = if item == SLOW { 30 } else { 1 };
+                sleep(Duration::from_secs(secs)).await;
+                TaskOutcome::success()
+            }
+        });
+        Worker::new(queue.backend(), Arc::new(handler)).with_config(config(name))
+    };
+    let handles = [spawn(make("w1")), spawn(make("w2"))];
+    for handle in handles {
+        assert_eq!(handle.await.unwrap(), WorkerExit::Drained);
+    }
+    assert_eq!(runs.lock().unwrap()[SLOW], 2, "the original and its copy");
+    assert!(queue.dead_items().is_empty(), "{:?}", queue.dead_items());
+    counted_once(&queue).await;
+    let receipts = queue.ledger().receipts(JOB).await.unwrap();
+    assert!(receipts.iter().all(|r| !r.copy));
     queue_empty(&queue).await;
 }

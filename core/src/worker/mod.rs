@@ -173,6 +173,7 @@ fn receipt<'a>(
             .as_ref()
             .filter(|value| value.fits_receipt()),
         value_url: finished.outcome.value_url.as_deref(),
+        copy: finished.copy,
     })
 }
 
@@ -817,6 +818,15 @@ impl Worker {
         }
         // A nack or dead-letter ends this worker's lease either way.
         keeper.release(&finished.token);
+        if finished.copy {
+            // A speculative copy that failed is dropped: the original is
+            // still live, and a dead copy would count the item settled
+            // and stop an original on its way to success.
+            info!(worker = %self.config.name, "a speculative copy failed; dropped, the original runs on");
+            self.discard(vec![finished.token.clone()], calls);
+            self.record(&finished, Settlement::Acked);
+            return;
+        }
         let outcome = &finished.outcome;
         let settlement = match outcome.kind {
             OutcomeKind::Failed if finished.failed_attempt() < self.config.max_attempts => {

@@ -27,6 +27,8 @@ pub(super) struct Finished {
     /// The failed attempts before this one, where the backend counts them.
     pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
+    /// A speculative copy ([`super::speculate`]).
+    pub(super) copy: bool,
     pub(super) outcome: TaskOutcome,
     pub(super) elapsed: Duration,
 }
@@ -47,6 +49,7 @@ impl Finished {
     /// A delivery that does not run: it settles at once with `outcome`.
     pub(super) fn unrun(delivery: Delivery, job: Option<JobItem>, outcome: TaskOutcome) -> Self {
         Self {
+            copy: super::speculate::is_copy(&delivery.item),
             token: delivery.token,
             id: delivery.id,
             payload: delivery.item.payload,
@@ -132,6 +135,7 @@ impl Worker {
                     attempt: delivery.attempt,
                     failures: delivery.failures,
                     job,
+                    copy,
                     outcome,
                     elapsed: started.elapsed(),
                 }
@@ -157,6 +161,7 @@ impl Worker {
                     attempt: running.attempt,
                     failures: running.failures,
                     job: running.job,
+                    copy: running.copy,
                     outcome: TaskOutcome::failed(reason),
                 }),
                 None => tasks.push(running),
