@@ -184,7 +184,7 @@ impl Speculation {
             if remaining.saturating_sub(mine) >= idle as u64 {
                 continue;
             }
-            let mut attributes = (*running.attributes).clone();
+            let mut attributes = running.attributes.as_deref().cloned().unwrap_or_default();
             attributes.insert(COPY_ATTRIBUTE.to_string(), "1".to_string());
             copies.push(Item {
                 payload: running.payload.clone(),

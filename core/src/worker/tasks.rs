@@ -88,7 +88,11 @@ impl Worker {
         let job = self.ledger.as_ref().and(delivery.item.job.clone());
         let of_job = job.is_some();
         let copy = super::speculate::is_copy(&delivery.item);
-        let attributes = Arc::clone(&delivery.item.attributes);
+        // Kept only where a copy may be made: no count touched per item else.
+        let attributes = self
+            .config
+            .speculate
+            .then(|| Arc::clone(&delivery.item.attributes));
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         self.events.task_started();
@@ -207,8 +211,8 @@ pub(super) struct Running {
     pub(super) job: Option<JobItem>,
     /// A speculative copy ([`super::speculate`]).
     pub(super) copy: bool,
-    /// The item's attributes, for a copy of it.
-    pub(super) attributes: Arc<std::collections::BTreeMap<String, String>>,
+    /// The item's attributes, for a copy of it (with `--speculate` only).
+    pub(super) attributes: Option<Arc<std::collections::BTreeMap<String, String>>>,
     pub(super) started: Instant,
     pub(super) future: Pin<Box<dyn Future<Output = Finished> + Send>>,
 }
