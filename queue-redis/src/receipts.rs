@@ -87,7 +87,8 @@ impl DoneLines {
             && receipt.life == 0
             // A value goes in the whole form: the short one has no room.
             && receipt.value.is_none()
-            && receipt.value_url.is_none();
+            && receipt.value_url.is_none()
+            && !receipt.copy;
         self.lines.push(b'\n');
         if short {
             let line: Short<'_> = (
@@ -168,6 +169,7 @@ pub(crate) fn read_field(field: &[u8]) -> (Vec<Receipt>, Vec<String>) {
                     life: 0,
                     value: None,
                     value_url: None,
+                    copy: false,
                 }),
                 (None, _) => Err("a short receipt before its header".to_string()),
                 (_, Err(e)) => Err(e.to_string()),
@@ -202,6 +204,7 @@ mod tests {
             life: 0,
             value: None,
             value_url: None,
+            copy: false,
         }
     }
 
@@ -212,14 +215,19 @@ mod tests {
             done(3, "w/0", 100),
             done(4, "w/1", 100),
             done(5, "w/0", 101),
+            // A speculative copy's success keeps its mark: the long form.
+            Receipt {
+                copy: true,
+                ..done(6, "w/0", 100)
+            },
         ];
         let mut lines = DoneLines::default();
         for receipt in &receipts {
             lines.push(receipt).unwrap();
         }
-        assert_eq!(lines.seqs, "9,3,4,5");
+        assert_eq!(lines.seqs, "9,3,4,5,6");
         let text = String::from_utf8(lines.lines.clone()).unwrap();
-        assert_eq!(text.lines().count(), 5, "a header and a line each: {text}");
+        assert_eq!(text.lines().count(), 6, "a header and a line each: {text}");
         assert_eq!(text.lines().filter(|l| l.starts_with('[')).count(), 2);
         let (read, bad) = read_field(&lines.lines);
         assert!(bad.is_empty(), "{bad:?}");

@@ -439,6 +439,7 @@ fn receipt(seq: u64, state: Settled) -> Receipt {
         life: 0,
         value: None,
         value_url: None,
+        copy: false,
     }
 }
 

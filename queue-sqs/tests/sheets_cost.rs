@@ -38,6 +38,7 @@ fn receipt(seq: u64) -> Receipt {
         life: 0,
         value: None,
         value_url: None,
+        copy: false,
     }
 }
 

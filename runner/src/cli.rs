@@ -186,6 +186,17 @@ pub(crate) struct WorkerOpts {
     #[arg(long, env = "FORLOOP_FATAL_EXIT_CODES", value_delimiter = ',', value_name = "CODES",
         value_parser = clap::value_parser!(i32).range(1..=255))]
     pub(crate) fatal_exit_codes: Vec<i32>,
+    /// Stragglers: when a job's tail is shorter than a worker's idle slots
+    /// and an item has run over 3 times the median success of its job (and
+    /// over 10 s), run one more copy of it on another worker; the first to
+    /// succeed settles the item (counted once, `results` says which copy
+    /// won) and the other is stopped. The command may then run twice for
+    /// one item, at once: one whose effects are not idempotent (it appends,
+    /// charges, sends) is your business. Off by default
+    #[arg(long, env = "FORLOOP_SPECULATE", num_args = 0..=1, require_equals = true,
+        default_value = "false", default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub(crate) speculate: bool,
 }
 
 /// Which job a submit belongs to.

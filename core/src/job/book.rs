@@ -420,6 +420,7 @@ mod tests {
             life: 0,
             value: None,
             value_url: None,
+            copy: false,
         }
     }
 

@@ -45,6 +45,7 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
             crate::job::ItemValue::parse(r#"{"frames": 120, "title": "café \"2\""}"#).expect("JSON")
         }),
         value_url: None,
+        copy: false,
     }
 }
 

@@ -227,10 +227,18 @@ pub struct Receipt {
     /// Where a larger value is: its object's URL in the output store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_url: Option<String>,
+    /// The attempt that settled the item was a speculative copy
+    /// (`--speculate`, [`crate::worker::speculate`]), not the original.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub copy: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The most of an item a receipt keeps.
@@ -275,6 +283,7 @@ impl Receipt {
             life: job.life,
             value: None,
             value_url: None,
+            copy: false,
         }
     }
 
@@ -300,6 +309,7 @@ impl Receipt {
             life: self.life,
             value: self.value.as_ref(),
             value_url: self.value_url.as_deref(),
+            copy: self.copy,
         }
     }
 }
@@ -339,6 +349,8 @@ pub struct ReceiptRef<'a> {
     pub value: Option<&'a ItemValue>,
     /// Where a larger value is, in the output store.
     pub value_url: Option<&'a str>,
+    /// A speculative copy settled the item ([`Receipt::copy`]).
+    pub copy: bool,
 }
 
 impl ReceiptRef<'_> {
@@ -359,6 +371,7 @@ impl ReceiptRef<'_> {
             life: self.life,
             value: self.value.cloned(),
             value_url: self.value_url.map(str::to_string),
+            copy: self.copy,
         }
     }
 
@@ -483,6 +496,7 @@ mod tests {
             life: 0,
             value: None,
             value_url: None,
+            copy: false,
         };
         let json = serde_json::to_string(&receipt).unwrap();
         assert!(json.contains(r#""item":"naïve \"item\"""#), "{json}");
@@ -507,6 +521,7 @@ mod tests {
             life: 3,
             value: None,
             value_url: None,
+            copy: false,
         };
         assert_eq!(receipt.borrowed().to_receipt(), receipt);
     }

@@ -91,6 +91,7 @@ struct Rare {
     /// What `f` returned.
     value: Option<crate::job::ItemValue>,
     value_url: Option<String>,
+    copy: bool,
 }
 
 #[derive(Debug)]
@@ -239,6 +240,7 @@ impl JobReceipts {
             || receipt.life != 0
             || receipt.value.is_some()
             || receipt.value_url.is_some()
+            || receipt.copy
         {
             let rare = Rare {
                 reason: receipt.reason.map(str::to_string),
@@ -247,6 +249,7 @@ impl JobReceipts {
                 life: receipt.life,
                 value: receipt.value.cloned(),
                 value_url: receipt.value_url.map(str::to_string),
+                copy: receipt.copy,
             };
             self.rare.insert(receipt.seq, rare);
         } else if !self.rare.is_empty() {
@@ -337,6 +340,7 @@ impl JobReceipts {
                     life: rare.life,
                     value: rare.value,
                     value_url: rare.value_url,
+                    copy: rare.copy,
                 });
             }
         }
@@ -530,6 +534,7 @@ mod tests {
             life: 0,
             value: None,
             value_url: None,
+            copy: false,
         }
     }
 

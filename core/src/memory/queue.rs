@@ -768,6 +768,7 @@ mod tests {
                 at: 1,
                 value: None,
                 value_url: None,
+                copy: false,
             };
             let report = ledger
                 .record_then_ack(&queue, &[held.token], &[receipt.borrowed()])

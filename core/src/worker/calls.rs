@@ -51,6 +51,11 @@ pub(crate) enum Done<A> {
         tokens: Vec<LeaseToken>,
         result: Result<LeaseReport, QueueError>,
     },
+    /// The publish of `count` speculative copies.
+    Copied {
+        count: usize,
+        result: Result<(), QueueError>,
+    },
     /// A hand-back (nack 0) of these tokens.
     GiveBack {
         tokens: Vec<LeaseToken>,

@@ -88,6 +88,15 @@ pub struct WorkerConfig {
     /// the handler is not a command (a Rust function); it runs any job's
     /// items.
     pub command: Option<Arc<str>>,
+    /// Stragglers (`--speculate`, default off): the holder of an item of a
+    /// job that has run far longer than the job's typical success, when
+    /// nothing is left to pull and the job's other remaining items are
+    /// fewer than its idle slots, publishes one copy of it; the first
+    /// success settles the item (the ledger counts it once), and a task of
+    /// a job the ledger shows complete is stopped and acked without a
+    /// receipt. See [`crate::worker`], step 9. A command whose effects are
+    /// not idempotent may then run twice for one item.
+    pub speculate: bool,
 }
 
 impl Default for WorkerConfig {
@@ -110,6 +119,7 @@ impl Default for WorkerConfig {
             name: Arc::from("worker"),
             for_jobs: None,
             command: None,
+            speculate: false,
         }
     }
 }

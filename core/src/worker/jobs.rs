@@ -109,6 +109,10 @@ pub(super) enum Verdict {
 struct Known {
     command: Option<Arc<str>>,
     over: bool,
+    /// Every item settled.
+    complete: bool,
+    /// Items not settled yet.
+    remaining: u64,
     cancelled: bool,
     halted: bool,
     /// It has a `--max-dead`: a death of its items calls for a reading.
@@ -212,6 +216,8 @@ impl JobGate {
                 Known {
                     command: job.manifest.command.as_deref().map(Arc::from),
                     over: job.is_over(),
+                    complete: job.is_complete(),
+                    remaining: job.remaining(),
                     cancelled: job.cancelled.is_some(),
                     halted: job.is_halted() && !job.is_complete(),
                     limited: job.manifest.max_dead.is_some(),
@@ -308,6 +314,17 @@ impl JobGate {
             );
         }
         verdict
+    }
+
+    /// Whether the last reading shows `job` complete: every item of it
+    /// settled, so a copy of one still running or queued is redundant.
+    pub(super) fn complete(&self, job: &JobItem) -> bool {
+        self.known.get(&job.job).is_some_and(|known| known.complete)
+    }
+
+    /// The items of `job` not settled yet, by the last reading.
+    pub(super) fn remaining(&self, job: &str) -> Option<u64> {
+        self.known.get(job).map(|known| known.remaining)
     }
 
     /// An item of `job` died: where its job has a `--max-dead`, the next

@@ -37,6 +37,12 @@
 //!    be dropped ([`crate::Capabilities::cancel_safe_pull`]: a long poll
 //!    left at the server leases the next item published to no one), and
 //!    what it brings runs.
+//! 9. With [`WorkerConfig::speculate`] on, the holder of a straggler (an
+//!    item far slower than its job's usual success, with nothing left to
+//!    pull and idle slots) publishes one copy of it (`speculate.rs`); the
+//!    first success settles the item, the ledger counts it once, and a
+//!    task of a job a reading shows complete is stopped and acked without
+//!    a receipt, as is a copy delivered once its job is complete.
 //!
 //! Every queue call has a deadline (`call_timeout`) and none is awaited in
 //! front of the tasks: acks, renewals, nacks and hand-backs run beside them
@@ -53,6 +59,7 @@ mod events;
 mod jobs;
 mod lease;
 mod shutdown;
+pub mod speculate;
 mod tasks;
 
 use std::future::Future;
@@ -75,6 +82,7 @@ pub(crate) use lease::{GiveUp, LeaseKeeper};
 
 use self::calls::{Calls, Done};
 use self::jobs::{JobGate, JobsSeen, Verdict};
+use self::speculate::Speculation;
 use self::tasks::{Finished, TaskStops, Tasks};
 use crate::handler::OutcomeKind;
 use crate::job::{Backend, Ledger, ReceiptRef, Settled};
@@ -165,6 +173,7 @@ fn receipt<'a>(
             .as_ref()
             .filter(|value| value.fits_receipt()),
         value_url: finished.outcome.value_url.as_deref(),
+        copy: finished.copy,
     })
 }
 
@@ -238,6 +247,7 @@ impl Worker {
         let mut drain = DrainDetector::new(capabilities.backlog_staleness, self.config.idle_window)
             .for_jobs(self.config.for_jobs.as_deref());
         let mut gate = JobGate::new(self.config.for_jobs.as_deref(), self.config.command.clone());
+        let mut spec = Speculation::new(self.config.speculate);
         // The jobs this worker is for are over: no more pulls, and the
         // worker ends once what it runs has ended.
         let mut scope_over = false;
@@ -349,11 +359,18 @@ impl Worker {
                 let ledger = self.ledger.clone();
                 let call_timeout = self.config.call_timeout;
                 let wants = gate.wanting_reading(now);
+                // A straggler waits for its job's count, or a copied item
+                // for its job's end: this pull reads the ledger.
+                let for_speculation = self.ledger.is_some() && spec.wants_reading(&tasks, now);
+                if for_speculation {
+                    spec.read(now);
+                }
                 pull = Some(Box::pin(async move {
                     let deliveries = calls::within(limit, "a pull", queue.pull(max, wait)).await?;
                     let jobs = match &ledger {
                         Some(ledger)
-                            if wants.wants(deliveries.iter().map(|d| d.item.job.as_ref())) =>
+                            if for_speculation
+                                || wants.wants(deliveries.iter().map(|d| d.item.job.as_ref())) =>
                         {
                             let items = deliveries.iter().filter_map(|d| d.item.job.as_ref());
                             let read =
@@ -430,6 +447,7 @@ impl Worker {
                     }
                 }
                 Some(finished) = tasks.next() => {
+                    spec.finished(&finished);
                     self.note_death(&finished, &mut gate);
                     self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities, &hurry);
                     // Settle every task that is already done, then ack them
@@ -440,6 +458,7 @@ impl Worker {
                         let Some(Some(finished)) = tasks.next().now_or_never() else {
                             break;
                         };
+                        spec.finished(&finished);
                         self.note_death(&finished, &mut gate);
                         self.settle(finished, &mut keeper, &mut acks, &mut calls, &capabilities, &hurry);
                         burst += 1;
@@ -467,6 +486,12 @@ impl Worker {
                                 drain.observe_reading(&reading, Instant::now())
                             };
                             match state {
+                            // A copy of an item that succeeded here may wait in the
+                            // queue: one more pull takes and acks it, rather than
+                            // leave it behind the job.
+                            DrainState::Drained if spec.sweep() => {
+                                debug!(worker = %self.config.name, "one more pull for copies left behind");
+                            }
                             DrainState::Drained => {
                                 match reading.jobs.as_deref() {
                                     _ if !gate.halted().is_empty() => warn!(worker = %self.config.name,
@@ -501,8 +526,20 @@ impl Worker {
                 Some(result) = OptionFuture::from(pull.as_mut()) => {
                     pull = None;
                     match result {
-                        Ok(Pulled { deliveries, .. }) if deliveries.is_empty() => {
+                        Ok(Pulled { deliveries, jobs }) if deliveries.is_empty() => {
                             pull_failures = 0;
+                            if let Some(Ok(seen)) = jobs {
+                                let now = Instant::now();
+                                if let Err(error) = gate.learn(&seen, now) {
+                                    fatal = Some(error);
+                                    break None;
+                                }
+                                if spec.on() {
+                                    self.stop_redundant(&mut tasks, &mut keeper, &mut calls, &gate, &mut spec);
+                                    let copies = spec.copies(&tasks, &gate, concurrency.saturating_sub(tasks.len()), now);
+                                    self.publish_copies(copies, &mut calls);
+                                }
+                            }
                             idle = tasks.is_empty();
                         }
                         Ok(Pulled { deliveries, jobs }) => {
@@ -527,6 +564,9 @@ impl Worker {
                                 }
                                 None => false,
                             };
+                            if read && spec.on() {
+                                self.stop_redundant(&mut tasks, &mut keeper, &mut calls, &gate, &mut spec);
+                            }
                             if read && gate.scope_over() == Some(true) {
                                 scope_over = true;
                                 if !gate.halted().is_empty() && !tasks.is_empty() {
@@ -535,14 +575,34 @@ impl Worker {
                                 }
                             }
                             if stopping || scope_over {
-                                let tokens: Vec<_> = deliveries.into_iter().map(|d| d.token).collect();
-                                self.give_back(tokens, &mut calls);
+                                // A copy made redundant is acked, not handed back.
+                                let (discards, backs): (Vec<_>, Vec<_>) =
+                                    deliveries.into_iter().partition(|delivery| {
+                                        delivery.item.job.as_ref().is_some_and(|job| {
+                                            speculate::is_copy(&delivery.item) && gate.complete(job)
+                                        })
+                                    });
+                                self.discard(discards.into_iter().map(|d| d.token).collect(), &mut calls);
+                                self.give_back(backs.into_iter().map(|d| d.token).collect(), &mut calls);
                             } else {
                                 let (mut backs, mut discards) = (Vec::new(), Vec::new());
                                 let mut started = 0usize;
                                 let mut unledgered = None;
                                 for delivery in deliveries {
                                     let verdict = match (&self.ledger, &delivery.item.job) {
+                                        // A copy of an item its job has settled: redundant.
+                                        (Some(_), Some(job))
+                                            if speculate::is_copy(&delivery.item) && gate.complete(job) =>
+                                        {
+                                            Verdict::Discard
+                                        }
+                                        // A copy of an item this worker runs: it is for
+                                        // another worker (this one may be the slow node).
+                                        (Some(_), Some(job))
+                                            if speculate::is_copy(&delivery.item) && speculate::runs(&tasks, job) =>
+                                        {
+                                            Verdict::HandBack
+                                        }
                                         (Some(_), job) => gate.judge(job.as_ref()),
                                         // An item of a job, and no ledger to count it in:
                                         // run, it would hold its job open for ever.
@@ -666,6 +726,55 @@ impl Worker {
         })
     }
 
+    /// Stop the tasks of jobs the last reading shows complete: another
+    /// copy settled their items, so they are redundant; their items are
+    /// acked without a receipt (the ledger has one already).
+    fn stop_redundant(
+        &self,
+        tasks: &mut tasks::Tasks,
+        keeper: &mut LeaseKeeper,
+        calls: &mut Calls<Finished>,
+        gate: &JobGate,
+        spec: &mut Speculation,
+    ) {
+        if !tasks
+            .iter()
+            .any(|running| running.job.as_ref().is_some_and(|job| gate.complete(job)))
+        {
+            return;
+        }
+        let mut redundant = Vec::new();
+        for running in std::mem::take(tasks) {
+            match &running.job {
+                Some(job) if gate.complete(job) => {
+                    spec.ended(Some(job));
+                    keeper.release(&running.token);
+                    info!(worker = %self.config.name, job = %job.job, seq = job.seq, copy = running.copy,
+                        "stopping a redundant copy: its job is complete, another copy settled the item");
+                    redundant.push(running.token.clone());
+                }
+                _ => tasks.push(running),
+            }
+        }
+        self.discard(redundant, calls);
+    }
+
+    /// Publish speculative copies of stragglers ([`speculate`]).
+    fn publish_copies(&self, copies: Vec<crate::Item>, calls: &mut Calls<Finished>) {
+        if copies.is_empty() {
+            return;
+        }
+        let queue = Arc::clone(&self.queue);
+        let limit = self.config.call_timeout;
+        let count = copies.len();
+        calls.push(Box::pin(async move {
+            let result = calls::within(limit, "a copy's publish", queue.publish(copies))
+                .await
+                .map(|_| ());
+            Done::Copied { count, result }
+        }));
+    }
+
     /// Tell the gate when `finished` is a death (its last attempt failed,
     /// or it cannot run at all), so a job with a `--max-dead` is read
     /// again before the next items are judged.
@@ -709,6 +818,15 @@ impl Worker {
         }
         // A nack or dead-letter ends this worker's lease either way.
         keeper.release(&finished.token);
+        if finished.copy {
+            // A speculative copy that failed is dropped: the original is
+            // still live, and a dead copy would count the item settled
+            // and stop an original on its way to success.
+            info!(worker = %self.config.name, "a speculative copy failed; dropped, the original runs on");
+            self.discard(vec![finished.token.clone()], calls);
+            self.record(&finished, Settlement::Acked);
+            return;
+        }
         let outcome = &finished.outcome;
         let settlement = match outcome.kind {
             OutcomeKind::Failed if finished.failed_attempt() < self.config.max_attempts => {
@@ -1070,6 +1188,13 @@ impl Worker {
                     %item, error = %crate::ErrorChain(&error),
                     "{what} failed; the item comes back when its lease ends"
                 ),
+            },
+            Done::Copied { count, result } => match result {
+                Ok(()) => {
+                    info!(worker = %self.config.name, count, "published a speculative copy of a straggler")
+                }
+                Err(error) => warn!(error = %crate::ErrorChain(&error), count,
+                    "could not publish a speculative copy; the original runs on"),
             },
             Done::GiveBack { tokens, result } => {
                 if let Err(error) = result {

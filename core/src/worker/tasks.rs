@@ -27,6 +27,8 @@ pub(super) struct Finished {
     /// The failed attempts before this one, where the backend counts them.
     pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
+    /// A speculative copy ([`super::speculate`]).
+    pub(super) copy: bool,
     pub(super) outcome: TaskOutcome,
     pub(super) elapsed: Duration,
 }
@@ -47,6 +49,7 @@ impl Finished {
     /// A delivery that does not run: it settles at once with `outcome`.
     pub(super) fn unrun(delivery: Delivery, job: Option<JobItem>, outcome: TaskOutcome) -> Self {
         Self {
+            copy: super::speculate::is_copy(&delivery.item),
             token: delivery.token,
             id: delivery.id,
             payload: delivery.item.payload,
@@ -84,6 +87,12 @@ impl Worker {
         keeper.hold(delivery.token.clone(), delivery.deadline, now);
         let job = self.ledger.as_ref().and(delivery.item.job.clone());
         let of_job = job.is_some();
+        let copy = super::speculate::is_copy(&delivery.item);
+        // Kept only where a copy may be made: no count touched per item else.
+        let attributes = self
+            .config
+            .speculate
+            .then(|| Arc::clone(&delivery.item.attributes));
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
         self.events.task_started();
@@ -97,6 +106,8 @@ impl Worker {
             attempt: delivery.attempt,
             failures: delivery.failures,
             job: job.clone(),
+            copy,
+            attributes,
             started: now,
             future: Box::pin(async move {
                 let _slot = slot;
@@ -128,6 +139,7 @@ impl Worker {
                     attempt: delivery.attempt,
                     failures: delivery.failures,
                     job,
+                    copy,
                     outcome,
                     elapsed: started.elapsed(),
                 }
@@ -153,6 +165,7 @@ impl Worker {
                     attempt: running.attempt,
                     failures: running.failures,
                     job: running.job,
+                    copy: running.copy,
                     outcome: TaskOutcome::failed(reason),
                 }),
                 None => tasks.push(running),
@@ -196,6 +209,10 @@ pub(super) struct Running {
     pub(super) attempt: u32,
     pub(super) failures: Option<u32>,
     pub(super) job: Option<JobItem>,
+    /// A speculative copy ([`super::speculate`]).
+    pub(super) copy: bool,
+    /// The item's attributes, for a copy of it (with `--speculate` only).
+    pub(super) attributes: Option<Arc<std::collections::BTreeMap<String, String>>>,
     pub(super) started: Instant,
     pub(super) future: Pin<Box<dyn Future<Output = Finished> + Send>>,
 }

@@ -111,6 +111,10 @@ pub(crate) async fn results(context: &Context<'_>, args: ResultsArgs) -> Result<
             if let Some(url) = &value_url {
                 line["value_url"] = url.as_str().into();
             }
+            // `--speculate`: a copy, not the original, settled the item.
+            if receipt.is_some_and(|r| r.copy) {
+                line["copy"] = true.into();
+            }
             if let Some((store, record)) = record
                 && !record.captured.is_empty()
             {

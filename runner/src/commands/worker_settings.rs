@@ -52,6 +52,9 @@ pub(crate) fn worker_settings(opts: &WorkerOpts) -> Vec<(&'static str, String)> 
             .collect();
         settings.push(("capture", streams.join(",")));
     }
+    if opts.speculate {
+        settings.push(("speculate", "true".to_string()));
+    }
     if let Some(mode) = opts.serve {
         let mode = clap::ValueEnum::to_possible_value(&mode).expect("no hidden values");
         settings.push(("serve", mode.get_name().to_string()));
@@ -185,6 +188,7 @@ pub(crate) fn worker_config(opts: &WorkerOpts, name: String) -> WorkerConfig {
         grace: opts.grace,
         idle_window: opts.idle_window,
         name: Arc::from(name),
+        speculate: opts.speculate,
         ..WorkerConfig::default()
     }
 }
@@ -256,5 +260,25 @@ mod tests {
                 .iter()
                 .any(|(k, _)| *k == "capture")
         );
+    }
+
+    #[test]
+    fn speculate_is_off_by_default_and_travels_to_workers() {
+        assert!(!opts(&[]).speculate);
+        assert!(!worker_config(&opts(&[]), "w".into()).speculate);
+        assert!(
+            !worker_settings(&opts(&[]))
+                .iter()
+                .any(|(k, _)| *k == "speculate")
+        );
+        let on = opts(&["--speculate"]);
+        assert!(worker_config(&on, "w".into()).speculate);
+        let sent = worker_settings(&on);
+        assert!(
+            sent.contains(&("speculate", "true".to_string())),
+            "{sent:?}"
+        );
+        // A worker started elsewhere reads it back, as a flag.
+        assert!(opts(&["--speculate=true"]).speculate);
     }
 }

@@ -66,6 +66,7 @@ fn receipt(job: &str, seq: u64, state: Settled) -> Receipt {
         life: 0,
         value: None,
         value_url: None,
+        copy: false,
     }
 }
 
