@@ -7,7 +7,7 @@
 //! an atomic of its own (the histogram a mutex), bumped from both of the
 //! runtime's threads eight times an item, so the cache lines travel
 //! between cores on every item. On the no-op loop at 2.2 M items/s that
-//! cost 6.6 % of the throughput; with these slabs about 5 % is left, the
+//! cost 6.6 % of the throughput; with these slabs 2.8 % is left, the
 //! calls themselves (docs/BENCHMARKS.md, "Worker metrics on against off",
 //! says where the rest would go).
 
