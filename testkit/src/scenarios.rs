@@ -1035,6 +1035,77 @@ pub fn a_sigkill_storm_with_one_attempt_buries_only_failures(
     eprintln!("{kills} kills, {:?}", started.elapsed());
 }
 
+/// Issue 24, stragglers: one item whose first run hangs (it takes a
+/// marker directory and sleeps 10 minutes; any later run finds the marker
+/// and is quick) among 40 quick ones, `run --speculate` with two workers
+/// of two slots on `on()`'s queue. A copy settles it, the hung original is
+/// stopped, `run` exits 0 long before the hung run would have ended, every
+/// item is counted once, and `results --json` marks the straggler
+/// `"copy": true`. `lease` is the queue's lease (Pub/Sub's shortest is 10 s).
+pub fn a_straggler_is_settled_by_its_copy_counted_once(
+    on: impl Fn() -> Command,
+    lease: &str,
+    dir: &Path,
+) {
+    let mut items: Vec<String> = (0..40).map(|i| format!("quick-{i}")).collect();
+    items.insert(0, "slow".into());
+    let input = dir.join("items.txt");
+    write_items(&input, &items);
+    let marker = dir.join("slow.first");
+    let script = format!(
+        "if [ \"$1\" = slow ] && mkdir '{}' 2>/dev/null; then sleep 600; else sleep 0.3; fi",
+        marker.display()
+    );
+    let started = Instant::now();
+    let output = on()
+        .args(["run", "--job", "spec", "--keep-receipts", "--workers", "2"])
+        .args(["--concurrency", "2", "--lease", lease, "--speculate"])
+        .arg(&input)
+        .args(["--", "sh", "-c", &script, "sh", "{}"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{said}");
+    // The hung run would have taken 600 s: a copy settled the item.
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "run took {:?}: {said}",
+        started.elapsed()
+    );
+    assert!(said.contains("published a speculative copy"), "{said}");
+    let results = on()
+        .args(["results", "--json", "--job", "spec"])
+        .output()
+        .unwrap();
+    assert!(
+        results.status.success(),
+        "{}",
+        String::from_utf8_lossy(&results.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&results.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 41);
+    assert!(lines.iter().all(|l| l["state"] == "done"), "{lines:?}");
+    let seqs: std::collections::BTreeSet<u64> =
+        lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 41, "each item once");
+    let copies: Vec<&serde_json::Value> = lines.iter().filter(|l| l["copy"] == true).collect();
+    let log: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("copy") || l.contains("redundant"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{log:#?}");
+    assert_eq!(copies[0]["item"], "slow");
+    let job = only_job(&on);
+    assert_eq!(
+        (&job["done"], &job["dead"], &job["complete"]),
+        (&41.into(), &0.into(), &true.into()),
+        "each item counts once: {job}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::warning_kind;

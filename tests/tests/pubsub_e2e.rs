@@ -347,3 +347,18 @@ fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
     );
     assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
 }
+
+/// `--speculate` on the Pub/Sub emulator: a straggler settled by its copy,
+/// counted once (the scenario is shared with Redis and SQS).
+#[test]
+fn speculate_settles_a_straggler_with_a_copy_counted_once() {
+    let q = queue("speculate");
+    create(&q, "10s");
+    let dir = scratch("pubsub-speculate");
+    forloop_tests::scenarios::a_straggler_is_settled_by_its_copy_counted_once(
+        || on(&q),
+        "10s",
+        &dir,
+    );
+    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+}

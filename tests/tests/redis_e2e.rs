@@ -748,66 +748,11 @@ fn speculate_settles_a_straggler_with_a_copy_counted_once() {
     let server = RedisServer::shared();
     let name = unique("speculate");
     let dir = scratch("speculate");
-    let mut items: Vec<String> = (0..40).map(|i| format!("quick-{i}")).collect();
-    items.insert(0, "slow".into());
-    let input = write_items(&dir, &items);
-    let marker = dir.join("slow.first");
-    let script = format!(
-        "if [ \"$1\" = slow ] && mkdir '{}' 2>/dev/null; then sleep 600; else sleep 0.3; fi",
-        marker.display()
+    forloop_tests::scenarios::a_straggler_is_settled_by_its_copy_counted_once(
+        || on(server.url(), &name),
+        "5s",
+        &dir,
     );
-    let started = Instant::now();
-    let output = on(server.url(), &name)
-        .args([
-            "run",
-            "--job",
-            "spec",
-            "--keep-receipts",
-            "--workers",
-            "2",
-            "--concurrency",
-            "2",
-        ])
-        .arg("--speculate")
-        .arg(&input)
-        .args(["--", "sh", "-c", &script, "sh", "{}"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    // The hung run would have taken 600 s: a copy settled the item.
-    assert!(
-        started.elapsed() < Duration::from_secs(300),
-        "run took {:?}: {}",
-        started.elapsed(),
-        stderr(&output)
-    );
-    assert!(
-        stderr(&output).contains("published a speculative copy"),
-        "{}",
-        stderr(&output)
-    );
-    let results = on(server.url(), &name)
-        .args(["results", "--json", "--job", "spec"])
-        .output()
-        .unwrap();
-    assert!(results.status.success(), "{}", stderr(&results));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&results.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 41);
-    assert!(lines.iter().all(|l| l["state"] == "done"), "{lines:?}");
-    let seqs: BTreeSet<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs.len(), 41, "each item once");
-    let copies: Vec<&serde_json::Value> = lines.iter().filter(|l| l["copy"] == true).collect();
-    let slow: Vec<&serde_json::Value> = lines.iter().filter(|l| l["seq"] == 0).collect();
-    let err = stderr(&output);
-    let log: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("copy") || l.contains("redundant"))
-        .collect();
-    assert_eq!(copies.len(), 1, "{slow:?} {log:#?}");
-    assert_eq!(copies[0]["item"], "slow");
     // The stopped original was acked: nothing ready, in flight or dead.
     assert_drained_clean(server.url(), &name);
 }

@@ -515,3 +515,24 @@ fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
             .success()
     );
 }
+
+/// `--speculate` on SQS (fauxqs): a straggler settled by its copy, counted
+/// once (the scenario is shared with Redis and Pub/Sub).
+#[test]
+fn speculate_settles_a_straggler_with_a_copy_counted_once() {
+    let name = unique("speculate");
+    create(&name, "5s", "5");
+    let dir = scratch("sqs-speculate");
+    forloop_tests::scenarios::a_straggler_is_settled_by_its_copy_counted_once(
+        || on(&name),
+        "5s",
+        &dir,
+    );
+    assert!(
+        on(&name)
+            .args(["queue", "delete"])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
