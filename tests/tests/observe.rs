@@ -868,25 +868,20 @@ fn hidden_after(html: &str, after: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
-/// Issue 23's actions: without `--allow-actions` a POST is refused; with
-/// it, requeueing a failure group needs the page's action token and the
-/// page's own origin (a cross-site form or a forged origin is refused),
-/// and then moves exactly that group's dead items.
-#[test]
-fn dashboard_actions_need_the_flag_the_page_token_and_its_own_origin() {
-    let server = RedisServer::shared();
-    let name = unique("dash-act");
-    let dir = scratch("dash-act");
+/// Run job `job` of three items on `on`'s queue, each dead on its one
+/// attempt: `oom-0` and `oom-1` killed by signal 9 after "out of memory"
+/// (exit code 137), `bad-0` exiting 3 after "HTTP 503". Two failure groups.
+fn three_dead_of_two_causes(mut on: Command, job: &str, dir: &std::path::Path) {
     let input = dir.join("items.txt");
     std::fs::write(&input, "oom-0\noom-1\nbad-0\n").unwrap();
     let script = r#"case "$FORLOOP_ITEM" in
   oom-*) echo "out of memory" >&2; kill -9 $$ ;;
   *) echo "HTTP 503" >&2; exit 3 ;;
 esac"#;
-    let run = on(server.url(), &name)
+    let run = on
         .arg("run")
         .arg(&input)
-        .args(["--job", "act", "--max-attempts", "1", "--workers", "1"])
+        .args(["--job", job, "--max-attempts", "1", "--workers", "1"])
         .args(["--", "sh", "-c", script])
         .output()
         .unwrap();
@@ -896,6 +891,17 @@ esac"#;
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+/// Issue 23's actions: without `--allow-actions` a POST is refused; with
+/// it, requeueing a failure group needs the page's action token and the
+/// page's own origin (a cross-site form or a forged origin is refused),
+/// and then moves exactly that group's dead items.
+#[test]
+fn dashboard_actions_need_the_flag_the_page_token_and_its_own_origin() {
+    let server = RedisServer::shared();
+    let name = unique("dash-act");
+    three_dead_of_two_causes(on(server.url(), &name), "act", &scratch("dash-act"));
 
     let plain = Dashboard::start(on(server.url(), &name), &["--listen", "127.0.0.1:0"]);
     let origin = plain.url.trim_end_matches('/').to_string();
@@ -1087,21 +1093,7 @@ fn the_dashboard_resumes_a_halted_job_only_from_its_own_page() {
 fn a_failure_groups_requeue_button_works_in_a_real_browser() {
     let server = RedisServer::shared();
     let name = unique("dash-click");
-    let dir = scratch("dash-click");
-    let input = dir.join("items.txt");
-    std::fs::write(&input, "oom-0\noom-1\nbad-0\n").unwrap();
-    let script = r#"case "$FORLOOP_ITEM" in
-  oom-*) echo "out of memory" >&2; kill -9 $$ ;;
-  *) echo "HTTP 503" >&2; exit 3 ;;
-esac"#;
-    let run = on(server.url(), &name)
-        .arg("run")
-        .arg(&input)
-        .args(["--job", "click", "--max-attempts", "1", "--workers", "1"])
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(1));
+    three_dead_of_two_causes(on(server.url(), &name), "click", &scratch("dash-click"));
     let dash = Dashboard::start(
         on(server.url(), &name),
         &[
