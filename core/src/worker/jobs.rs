@@ -19,7 +19,10 @@
 //! ledger had and no longer has, without having forgotten it, was lost
 //! (the server lost its data): after [`LOST_AFTER`] readings in a row
 //! without it, the worker fails naming it, instead of reading the
-//! missing job as done.
+//! missing job as done. A worker for a job it has never seen says there is
+//! no such job only after [`NOT_FOUND_AFTER`] of readings without it: a
+//! ledger kept in sheets misses every job while a reader that died holds
+//! its sheets.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -119,6 +122,15 @@ struct Known {
     limited: bool,
 }
 
+/// How long a worker for a job it has never seen reads the ledger without
+/// it before it fails saying there is no such job: a ledger kept in sheets
+/// misses every job while a reader that died holds its sheets (until
+/// their lease ends; the sheet ledger waits 35 s for the ones it can
+/// count), and a worker started in a storm, with no memory of the job,
+/// would otherwise fail at once. A job once seen and then missing is
+/// judged by [`LOST_AFTER`] readings alone: its reader remembers it.
+const NOT_FOUND_AFTER: Duration = Duration::from_secs(45);
+
 /// The worker's view of the jobs.
 #[derive(Debug)]
 pub(super) struct JobGate {
@@ -133,6 +145,8 @@ pub(super) struct JobGate {
     /// Jobs of items seen or of the scope, with the readings in a row
     /// that missed them.
     misses: HashMap<Arc<str>, u32>,
+    /// When each job now missing was first missed.
+    missed_since: HashMap<Arc<str>, Instant>,
     /// Jobs ever seen in a reading.
     seen: HashSet<Arc<str>>,
     read_at: Option<Instant>,
@@ -157,6 +171,7 @@ impl JobGate {
             names: Arc::default(),
             watched: Arc::new(misses.keys().cloned().collect()),
             misses,
+            missed_since: HashMap::new(),
             seen: HashSet::new(),
             read_at: None,
             warned: HashSet::new(),
@@ -228,15 +243,20 @@ impl JobGate {
         for (job, misses) in &mut self.misses {
             if self.known.contains_key(job) || self.forgotten.contains(job) {
                 *misses = 0;
+                self.missed_since.remove(job);
                 continue;
             }
             *misses += 1;
+            let since = *self.missed_since.entry(Arc::clone(job)).or_insert(now);
             if *misses >= LOST_AFTER {
                 let scoped = self
                     .for_jobs
                     .as_ref()
                     .is_some_and(|jobs| jobs.contains(job));
                 if scoped && !self.seen.contains(job) {
+                    if now.saturating_duration_since(since) < NOT_FOUND_AFTER {
+                        continue;
+                    }
                     return Err(QueueError::new(
                         QueueErrorKind::NotFound,
                         format!(
@@ -387,6 +407,38 @@ mod tests {
 
     fn item(job: &str) -> JobItem {
         JobItem::new(job, 0)
+    }
+
+    /// A worker started for a job it has never seen reads a ledger kept in
+    /// sheets whose every sheet a reader that died holds (a worker
+    /// SIGKILLed mid-read, in a storm): each reading misses the job for as
+    /// long as those sheets are held. "No such job" waits that out; then,
+    /// if the job is still missing, it is said.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_never_seen_is_no_such_job_only_after_the_window() {
+        let mut gate = JobGate::new(Some(&[Arc::from("j")]), None);
+        let empty = JobsSeen {
+            jobs: Vec::new(),
+            forgotten: Some(Vec::new()),
+        };
+        let start = Instant::now();
+        for second in 0..NOT_FOUND_AFTER.as_secs() {
+            let at = start + Duration::from_secs(second);
+            assert!(
+                gate.learn(&empty, at).is_ok(),
+                "said no such job after {second} s, while a dead reader may hold the sheets"
+            );
+        }
+        let error = gate.learn(&empty, start + NOT_FOUND_AFTER).unwrap_err();
+        assert!(error.to_string().contains("no such job"), "{error}");
+        // And once seen, the job is in the view: nothing is said.
+        let mut gate = JobGate::new(Some(&[Arc::from("j")]), None);
+        let with = JobsSeen {
+            jobs: vec![status("j", None)],
+            forgotten: None,
+        };
+        assert!(gate.learn(&empty, start).is_ok());
+        assert!(gate.learn(&with, start + Duration::from_secs(1)).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
