@@ -535,7 +535,7 @@ impl OutputStore {
                 for part in parts {
                     target.push(part.as_ref());
                 }
-                wanted.push((key, target, Some(file.sha256.as_str())));
+                wanted.push((key, target, file.sha256.as_str()));
             }
             // The record's key is one safe segment (`item_key`): these
             // names stay in `dest`.
@@ -553,11 +553,11 @@ impl OutputStore {
                 if name.contains('/') || name.starts_with('.') {
                     continue;
                 }
-                wanted.push((parse_key(key)?, dest.join(name), Some(sha256.as_str())));
+                wanted.push((parse_key(key)?, dest.join(name), sha256.as_str()));
             }
             for (key, target, sha256) in wanted {
                 let (size, got) = self.fetch(&key, &target).await?;
-                if sha256.is_some_and(|want| want != got) {
+                if sha256 != got {
                     // Not what the record names: never handed on as if it were.
                     let _ = tokio::fs::remove_file(&target).await;
                     mismatched.push(key.to_string());

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
+
+use super::metrics::encode_one;
 
 /// Upper bounds of the attempt-duration buckets, in nanoseconds: 1 ms to
 /// about 18 h, a factor of 4 apart (no-op tasks to long renders), then +Inf.
@@ -228,13 +230,7 @@ impl prometheus_client::collector::Collector for AttemptCounts {
             ),
         ];
         for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            encode_one(&mut encoder, name, help, None, ConstCounter::new(value))?;
         }
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
@@ -265,8 +261,7 @@ impl prometheus_client::collector::Collector for AttemptCounts {
             ),
         ];
         for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
         }
         Ok(())
     }

@@ -435,6 +435,18 @@ impl LedgerDecorator for MeteredLedger {
     }
 }
 
+/// Write one unlabelled metric read at a scrape (a collector's constant
+/// counter or gauge) with its name, help and unit.
+pub(crate) fn encode_one(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl prometheus_client::encoding::EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
 /// What a sheet ledger (SQS, Pub/Sub) has asked of the backend, read at
 /// each scrape: one `forloop_ledger_*` call of the metered decorator is
 /// several backend calls there (a read pulls every sheet, publishes the
@@ -488,21 +500,14 @@ impl prometheus_client::collector::Collector for LedgerBackendCalls {
             ),
         ];
         for (name, help, n) in totals {
-            let counter = ConstCounter::new(n);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            encode_one(&mut encoder, name, help, None, ConstCounter::new(n))?;
         }
-        let bytes = ConstCounter::new(calls.bytes_written);
-        bytes.encode(encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "forloop_ledger_written",
             "Bytes of the sheets the sheet ledger published",
             Some(&Unit::Bytes),
-            bytes.metric_type(),
-        )?)?;
-        Ok(())
+            ConstCounter::new(calls.bytes_written),
+        )
     }
 }
