@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use forloop_core::handler::from_fn;
-use forloop_core::worker::{NoEvents, Shutdown, Worker, WorkerConfig, WorkerEvents};
+use forloop_core::worker::{Shutdown, Worker, WorkerConfig};
 use forloop_core::{Backend, Item, MemoryQueue, QueueConfig, Task, WorkQueue};
 
 use crate::{BenchArgs, Failure};
@@ -59,14 +59,14 @@ async fn drain_here(
     until: Option<u64>,
     metrics: bool,
 ) -> Result<u64, Failure> {
-    let (backend, events) = if metrics {
+    let (backend, metrics) = if metrics {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Failure::new(format!("--metrics: {e}")))?;
-        let slots = (workers * concurrency) as usize;
-        runner::metrics::serve(listener, slots, backend, Arc::new(NoEvents))
+        let (backend, metrics) = runner::metrics::serve(listener, backend);
+        (backend, Some(metrics))
     } else {
-        (backend, Arc::new(NoEvents) as Arc<dyn WorkerEvents>)
+        (backend, None)
     };
     let handled = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&handled);
@@ -86,9 +86,10 @@ async fn drain_here(
             name: Arc::from(format!("bench/{index}")),
             ..WorkerConfig::default()
         };
-        let worker = Worker::new(backend.clone(), handler.clone())
-            .with_config(config)
-            .with_events(Arc::clone(&events));
+        let worker = Worker::new(backend.clone(), handler.clone()).with_config(config);
+        if let Some(metrics) = &metrics {
+            metrics.watch(&worker);
+        }
         set.spawn(worker.run(shutdown.clone()));
     }
     while let Some(joined) = set.join_next().await {

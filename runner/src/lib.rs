@@ -58,24 +58,18 @@ pub use registry::Registry;
 /// Prometheus metrics for worker loops a program of its own runs (see
 /// `docs/library.md`): the page `runner work --metrics-addr` serves.
 pub mod metrics {
-    use std::sync::Arc;
-
     use forloop_core::Backend;
-    use forloop_core::worker::WorkerEvents;
 
-    /// Serve `/metrics` on `listener` for workers with `slots` task slots
-    /// in all, and give back `backend` with every queue and ledger call
-    /// counted and timed, and `events` (passed on to, after counting) with
-    /// every attempt counted: hand both to the
-    /// [`Worker`](forloop_core::worker::Worker). Call it inside a Tokio
-    /// runtime; the page is served on a task of its own.
-    pub fn serve(
-        listener: tokio::net::TcpListener,
-        slots: usize,
-        backend: Backend,
-        events: Arc<dyn WorkerEvents>,
-    ) -> (Backend, Arc<dyn WorkerEvents>) {
-        crate::observe::metrics::serve_workers(Some(listener), slots, backend, events)
+    pub use crate::observe::metrics::Watched as Metrics;
+
+    /// Serve `/metrics` on `listener`, and give back `backend` with every
+    /// queue and ledger call counted and timed (hand it to each
+    /// [`Worker`](forloop_core::worker::Worker)), and the [`Metrics`] to
+    /// [`watch`](Metrics::watch) each worker with before it runs: the page
+    /// reads the counts the worker's loop keeps itself, at each scrape. Call
+    /// it inside a Tokio runtime; the page is served on a task of its own.
+    pub fn serve(listener: tokio::net::TcpListener, backend: Backend) -> (Backend, Metrics) {
+        crate::observe::metrics::serve_workers(Some(listener), backend)
     }
 }
 

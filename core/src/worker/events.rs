@@ -41,29 +41,15 @@ pub struct AttemptRecord<'a> {
     pub worker: &'a str,
 }
 
-/// Watches a worker's attempts: progress bars, joblogs, summaries,
-/// metrics. Every call is made on the worker's loop: it must return at
-/// once (count, store, hand to a channel), never wait.
+/// Watches a worker's attempts one by one: progress bars, joblogs,
+/// summaries. Every call is made on the worker's loop: it must return at
+/// once (count, store, hand to a channel), never wait. Counts (for metrics)
+/// need no watcher: the loop keeps them itself ([`Worker::counts`]).
+///
+/// [`Worker::counts`]: super::Worker::counts
 pub trait WorkerEvents: Send + Sync {
     /// An attempt ended and its item was settled.
     fn attempt_finished(&self, record: &AttemptRecord<'_>);
-
-    /// A task started on an item: a slot is taken until
-    /// [`task_ended`](Self::task_ended).
-    fn task_started(&self) {}
-
-    /// A task's slot is free again: it finished, or it was stopped (its
-    /// lease let go, the grace over). Called once for each
-    /// [`task_started`](Self::task_started).
-    fn task_ended(&self) {}
-
-    /// `count` items were handed back to the queue at no cost in attempts
-    /// (a stop, items of another job, a worker that is over).
-    fn handed_back(&self, _count: usize) {}
-
-    /// Lease renewals answered: `renewed` kept, `lost` found gone (another
-    /// worker may have the item now), or a lease that ran out unrenewed.
-    fn leases(&self, _renewed: usize, _lost: usize) {}
 }
 
 /// Observes nothing.

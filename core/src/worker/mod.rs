@@ -54,6 +54,7 @@
 mod backoff;
 mod calls;
 mod config;
+mod counts;
 pub mod drain;
 mod events;
 mod jobs;
@@ -76,6 +77,7 @@ use tracing::{debug, info, warn};
 pub use crate::shutdown::Shutdown;
 pub use backoff::Backoff;
 pub use config::{DEFAULT_MAX_LAPSES, WorkerConfig, deliveries_allowed};
+pub use counts::{CountsReading, DURATION_BOUNDS, DURATION_BUCKETS, WorkerCounts};
 pub use drain::{DrainDetector, DrainState, Reading};
 pub use events::{AttemptRecord, NoEvents, Settlement, WorkerEvents};
 pub(crate) use lease::{GiveUp, LeaseKeeper};
@@ -123,6 +125,8 @@ pub struct Worker {
     handler: Arc<dyn Handler>,
     config: WorkerConfig,
     events: Arc<dyn WorkerEvents>,
+    /// What this worker's loop did, counted as it goes: its only writer.
+    counts: Arc<WorkerCounts>,
 }
 
 /// What a pull brought, with a reading of the ledger's jobs where one was
@@ -210,6 +214,7 @@ impl Worker {
             handler,
             config: WorkerConfig::default(),
             events: Arc::new(NoEvents),
+            counts: Arc::default(),
         }
     }
 
@@ -223,6 +228,14 @@ impl Worker {
     pub fn with_events(mut self, events: Arc<dyn WorkerEvents>) -> Self {
         self.events = events;
         self
+    }
+
+    /// What this worker's loop did so far, counted as it goes (attempts
+    /// and how they ended, durations, hand-backs, leases, busy slots): take
+    /// it before [`run`](Self::run) and read it any time, as a metrics page
+    /// does at each scrape. Each worker has its own.
+    pub fn counts(&self) -> Arc<WorkerCounts> {
+        Arc::clone(&self.counts)
     }
 
     /// Run until the queue is drained or `shutdown` says stop.
@@ -401,6 +414,7 @@ impl Worker {
                 timer.as_mut().reset(next);
                 timer_at = Some(next);
             }
+            self.counts.occupancy(tasks.len(), concurrency);
             tokio::select! {
                 biased;
                 _ = &mut aborted, if !tasks.is_empty() || pull.is_some() => {
@@ -429,7 +443,7 @@ impl Worker {
                     }
                     for (token, why) in keeper.give_ups(now) {
                         if why == GiveUp::Lapsed {
-                            self.events.leases(0, 1);
+                            self.counts.leases(0, 1);
                         }
                         stops.stop(&token, self.give_up_reason(why));
                     }
@@ -678,6 +692,7 @@ impl Worker {
         if let Some(ledger) = &self.ledger {
             ledger.close().await;
         }
+        self.counts.occupancy(0, concurrency);
         match (fatal, exit) {
             (Some(error), _) => Err(error),
             (None, Some(exit)) => Ok(exit),
@@ -1019,6 +1034,7 @@ impl Worker {
     }
 
     fn record(&self, finished: &Finished, settlement: Settlement) {
+        self.counts.finished(settlement, finished.elapsed);
         self.events.attempt_finished(&AttemptRecord {
             id: &finished.id,
             payload: &finished.payload,
@@ -1148,7 +1164,7 @@ impl Worker {
             } => match result {
                 Ok(report) => {
                     let lost = tokens.iter().filter(|t| report.lost.contains(*t)).count();
-                    self.events.leases(tokens.len() - lost, lost);
+                    self.counts.leases(tokens.len() - lost, lost);
                     for token in &tokens {
                         if report.lost.contains(token) {
                             warn!(

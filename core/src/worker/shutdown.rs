@@ -40,7 +40,7 @@ impl Worker {
         if tokens.is_empty() {
             return;
         }
-        self.events.handed_back(tokens.len());
+        self.counts.handed_back(tokens.len());
         let queue = Arc::clone(&self.queue);
         let limit = self.config.call_timeout;
         calls.push(Box::pin(async move {

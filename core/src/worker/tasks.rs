@@ -95,10 +95,7 @@ impl Worker {
             .then(|| Arc::clone(&delivery.item.attributes));
         let handler = Arc::clone(&self.handler);
         let timeout = self.config.task_timeout;
-        self.events.task_started();
-        // Dropped with the task's future, whether it finished or was
-        // stopped: the slot is free again either way.
-        let slot = Slot(Arc::clone(&self.events));
+        self.counts.started();
         let running = Running {
             token: delivery.token.clone(),
             id: delivery.id.clone(),
@@ -110,7 +107,6 @@ impl Worker {
             attributes,
             started: now,
             future: Box::pin(async move {
-                let _slot = slot;
                 let started = Instant::now();
                 let payload = delivery.item.payload.clone();
                 let task = Task {
@@ -173,15 +169,6 @@ impl Worker {
         }
         stops.0.clear();
         stopped
-    }
-}
-
-/// A task's slot, told free to the worker's observers when dropped.
-struct Slot(Arc<dyn super::WorkerEvents>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.task_ended();
     }
 }
 

@@ -73,14 +73,7 @@ pub(crate) async fn run(
     });
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
-    let slots = (0..args.workers as usize)
-        .map(|index| {
-            let mut config = worker_config(&args.worker, worker_name(index));
-            chosen.configure(&mut config);
-            config.concurrency
-        })
-        .sum();
-    let (backend, events) = serve_workers(listener, slots, backend, tally.clone());
+    let (backend, metrics) = serve_workers(listener, backend);
     let mut workers = JoinSet::new();
     for index in 0..args.workers as usize {
         let mut config = worker_config(&args.worker, worker_name(index));
@@ -88,7 +81,8 @@ pub(crate) async fn run(
         for_job(&mut config, sent.job.as_deref(), &args.command);
         let worker = Worker::new(backend.clone(), handler.clone())
             .with_config(config)
-            .with_events(events.clone());
+            .with_events(tally.clone());
+        metrics.watch(&worker);
         workers.spawn(worker.run(shutdown.clone()));
     }
     let mut interrupted = 0;

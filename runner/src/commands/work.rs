@@ -47,15 +47,15 @@ pub(crate) async fn work(context: &Context<'_>, args: WorkArgs) -> Result<u8, Fa
         queue = %driver.redact(&address), name = %context.name, concurrency = config.concurrency,
         "worker {} starting; it {ends}", config.name
     );
-    let (backend, events) = serve_workers(listener, config.concurrency, backend, tally.clone());
+    let (backend, metrics) = serve_workers(listener, backend);
     let shutdown = Shutdown::new();
     let received = signals::listen(shutdown.clone(), args.worker.grace);
     let ledger = backend.ledger.clone();
-    let exit = Worker::new(backend, worker_handler)
+    let worker = Worker::new(backend, worker_handler)
         .with_config(config)
-        .with_events(events)
-        .run(shutdown.clone())
-        .await;
+        .with_events(tally.clone());
+    metrics.watch(&worker);
+    let exit = worker.run(shutdown.clone()).await;
     handler.close(received.exit_code().is_some()).await;
     let exit = exit?;
     let halted: Vec<forloop_core::job::JobStatus> = match (&exit, &ledger) {

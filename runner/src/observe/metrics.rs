@@ -1,6 +1,7 @@
-//! A worker's Prometheus metrics: what its loop did with items (through
-//! its [`WorkerEvents`]), and every queue and ledger call it made, by
-//! operation, with latency and errors (through a decorator on each).
+//! A worker's Prometheus metrics: what its loop did with items (read from
+//! the counts the loop keeps itself, [`Worker::counts`]), and every queue
+//! and ledger call it made, by operation, with latency and errors (through
+//! a decorator on each).
 //!
 //! Names follow Prometheus' conventions: a `forloop_` prefix, `_total` on
 //! counters, base units (`_seconds`). The page is OpenMetrics text, which
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use forloop_core::job::{JobSeqs, JobStatus, Ledger, LedgerDecorator, Receipt, ReceiptRef};
-use forloop_core::worker::{AttemptRecord, Settlement, WorkerEvents};
+use forloop_core::worker::Worker;
 use forloop_core::{
     Backend, Backlog, DeadLetter, Delivery, Item, LeaseReport, LeaseToken, MessageId,
     QueueDecorator, QueueError, WorkQueue,
@@ -23,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::attempts::{AttemptCounts, Ending};
+use super::attempts::Attempts;
 use super::http::{Page, Route};
 
 /// The content type of the OpenMetrics text format.
@@ -46,11 +47,8 @@ fn call_histogram() -> Histogram {
 #[derive(Debug)]
 pub(crate) struct WorkerMetrics {
     registry: Registry,
-    /// Started, ended, settled and handed back, and how long each took:
-    /// counted per thread on the hot path.
-    attempts: Arc<AttemptCounts>,
-    renewals: Counter,
-    leases_lost: Counter,
+    /// Every watched worker's own counts, added up at a scrape.
+    attempts: Arc<Attempts>,
     calls: Arc<CallMetrics>,
 }
 
@@ -159,33 +157,25 @@ const OPERATIONS: [&str; 16] = [
 ];
 
 impl WorkerMetrics {
-    /// Metrics for workers with `slots` task slots in all, on a backend
-    /// whose job ledger is `ledger`.
-    pub(crate) fn new(slots: usize, ledger: Option<Arc<dyn Ledger>>) -> Self {
+    /// Metrics for workers on a backend whose job ledger is `ledger`.
+    pub(crate) fn new(ledger: Option<Arc<dyn Ledger>>) -> Self {
         let mut registry = Registry::default();
-        let this = Self {
-            registry: Registry::default(),
-            attempts: AttemptCounts::new(slots),
-            renewals: Counter::default(),
-            leases_lost: Counter::default(),
-            calls: CallMetrics::new(&mut registry),
-        };
-        let r = &mut registry;
-        r.register_collector(Box::new(Arc::clone(&this.attempts)));
-        r.register(
-            "forloop_lease_renewals",
-            "Lease renewals the queue took",
-            this.renewals.clone(),
-        );
-        r.register(
-            "forloop_leases_lost",
-            "Leases lost while their task ran (found gone at renewal, or run out unrenewed)",
-            this.leases_lost.clone(),
-        );
+        let attempts = Arc::new(Attempts::default());
+        let calls = CallMetrics::new(&mut registry);
+        registry.register_collector(Box::new(Arc::clone(&attempts)));
         if let Some(ledger) = ledger {
-            r.register_collector(Box::new(LedgerBackendCalls(ledger)));
+            registry.register_collector(Box::new(LedgerBackendCalls(ledger)));
         }
-        Self { registry, ..this }
+        Self {
+            registry,
+            attempts,
+            calls,
+        }
+    }
+
+    /// Put `worker`'s attempts on the page (before it runs).
+    pub(crate) fn watch(&self, worker: &Worker) {
+        self.attempts.watch(worker.counts());
     }
 
     /// The route that serves `/metrics` (and says where it is on `/`).
@@ -210,33 +200,37 @@ impl WorkerMetrics {
     }
 }
 
-/// With `listener` (from `--metrics-addr`): serve metrics there for
-/// workers with `slots` task slots in all, and give back `backend` metered
-/// and `inner` counted; without, both as they are.
+/// With `listener` (from `--metrics-addr`): serve metrics there, and give
+/// back `backend` metered and the metrics to [`watch`](Watched::watch)
+/// each worker with; without, `backend` as it is and metrics that watch
+/// nothing.
 pub(crate) fn serve_workers(
     listener: Option<tokio::net::TcpListener>,
-    slots: usize,
     backend: Backend,
-    inner: Arc<dyn WorkerEvents>,
-) -> (Backend, Arc<dyn WorkerEvents>) {
+) -> (Backend, Watched) {
     let Some(listener) = listener else {
-        return (backend, inner);
+        return (backend, Watched(None));
     };
-    let metrics = Arc::new(WorkerMetrics::new(slots, backend.ledger.clone()));
+    let metrics = Arc::new(WorkerMetrics::new(backend.ledger.clone()));
     if let Ok(at) = listener.local_addr() {
         tracing::info!("metrics at http://{at}/metrics");
     }
     super::http::serve(listener, metrics.route());
-    let backend = metrics.metered(backend);
-    let attempts = Arc::clone(&metrics.attempts);
-    (
-        backend,
-        Arc::new(Counted {
-            metrics,
-            attempts,
-            inner,
-        }),
-    )
+    (metrics.metered(backend), Watched(Some(metrics)))
+}
+
+/// A process's worker metrics where it serves them (`--metrics-addr`).
+#[derive(Debug, Clone)]
+pub struct Watched(Option<Arc<WorkerMetrics>>);
+
+impl Watched {
+    /// Put `worker`'s attempts on the page: call it for each worker,
+    /// before it runs. Without a page, nothing.
+    pub fn watch(&self, worker: &Worker) {
+        if let Some(metrics) = &self.0 {
+            metrics.watch(worker);
+        }
+    }
 }
 
 /// `registry` as a `/metrics` page.
@@ -268,49 +262,6 @@ impl Drop for CallGuard<'_> {
         m.seconds
             .get_or_create(&label)
             .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// The worker's events, counted, then passed on to `inner` (the tally
-/// behind the progress bar, the joblog and the summary).
-pub(crate) struct Counted {
-    pub(crate) metrics: Arc<WorkerMetrics>,
-    /// `metrics.attempts`, one hop nearer: it is counted on every item.
-    attempts: Arc<AttemptCounts>,
-    pub(crate) inner: Arc<dyn WorkerEvents>,
-}
-
-impl WorkerEvents for Counted {
-    fn attempt_finished(&self, record: &AttemptRecord<'_>) {
-        let ending = match record.settlement {
-            Settlement::Acked => Ending::Done,
-            Settlement::Retrying { .. } => Ending::Failed,
-            Settlement::DeadLettered => Ending::Dead,
-            Settlement::Unsettled => Ending::Unsettled,
-        };
-        self.attempts.finished(ending, record.elapsed);
-        self.inner.attempt_finished(record);
-    }
-
-    fn task_started(&self) {
-        self.attempts.started();
-        self.inner.task_started();
-    }
-
-    fn task_ended(&self) {
-        self.attempts.ended();
-        self.inner.task_ended();
-    }
-
-    fn handed_back(&self, count: usize) {
-        self.attempts.handed_back(count as u64);
-        self.inner.handed_back(count);
-    }
-
-    fn leases(&self, renewed: usize, lost: usize) {
-        self.metrics.renewals.inc_by(renewed as u64);
-        self.metrics.leases_lost.inc_by(lost as u64);
-        self.inner.leases(renewed, lost);
     }
 }
 
