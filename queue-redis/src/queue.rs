@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use forloop_core::queue::check_payload_sizes;
 use forloop_core::{
     Backend, Backlog, Capabilities, Count, DeadLetter, Delivery, Item, LeaseReport, LeaseToken,
@@ -209,6 +210,36 @@ impl RedisQueue {
             Err(e) => Err(self.fail("blocking pull", e)),
         }
     }
+
+    /// `count` letters of the dead list from index `first`, oldest first
+    /// (`dead_page.lua`), each with its member as it stands in the list, so
+    /// a selective requeue names exactly the letter it looked at.
+    async fn dead_page(
+        &self,
+        first: u64,
+        count: usize,
+        known_job: &mut Option<Arc<str>>,
+    ) -> Result<Vec<(Bytes, DeadLetter)>, QueueError> {
+        let reply: Vec<Value> = self
+            .run("dead page", &self.link.scripts.dead_page, |inv| {
+                inv.arg(first).arg(count);
+            })
+            .await?;
+        Ok(reply
+            .chunks_exact(6)
+            .map(|chunk| {
+                let letter = DeadLetter {
+                    id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[1])).as_ref()),
+                    attempts: as_u64(&chunk[2])
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    reason: String::from_utf8_lossy(&as_bytes(&chunk[3])).into_owned(),
+                    item: open(as_bytes(&chunk[4]), &chunk[5], known_job),
+                };
+                (as_bytes(&chunk[0]), letter)
+            })
+            .collect())
+    }
 }
 
 /// Most dead items one requeue or purge script call moves.
@@ -399,22 +430,10 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        let reply: Vec<Value> = self
-            .run("dead list", &self.link.scripts.dead_list, |inv| {
-                inv.arg(limit.max(1));
-            })
-            .await?;
-        let mut known_job = None;
-        Ok(reply
-            .chunks_exact(5)
-            .map(|chunk| DeadLetter {
-                id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[0])).as_ref()),
-                attempts: as_u64(&chunk[1])
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(0),
-                reason: String::from_utf8_lossy(&as_bytes(&chunk[2])).into_owned(),
-                item: open(as_bytes(&chunk[3]), &chunk[4], &mut known_job),
-            })
+        let page = self.dead_page(0, limit.max(1), &mut None).await?;
+        Ok(page
+            .into_iter()
+            .map(|(_, letter)| letter)
             .take(limit)
             .collect())
     }
@@ -453,26 +472,13 @@ impl WorkQueue for RedisQueue {
         let mut start = 0u64;
         let mut known_job = None;
         loop {
-            let reply: Vec<Value> = self
-                .run("dead page", &self.link.scripts.dead_page, |inv| {
-                    inv.arg(start).arg(DEAD_PAGE);
-                })
-                .await?;
-            let page = reply.len() / 6;
-            let mut picked = Vec::new();
-            for chunk in reply.chunks_exact(6) {
-                let letter = DeadLetter {
-                    id: Arc::from(String::from_utf8_lossy(&as_bytes(&chunk[1])).as_ref()),
-                    attempts: as_u64(&chunk[2])
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(0),
-                    reason: String::from_utf8_lossy(&as_bytes(&chunk[3])).into_owned(),
-                    item: open(as_bytes(&chunk[4]), &chunk[5], &mut known_job),
-                };
-                if select(&letter) {
-                    picked.push(as_bytes(&chunk[0]));
-                }
-            }
+            let letters = self.dead_page(start, DEAD_PAGE, &mut known_job).await?;
+            let page = letters.len();
+            let picked: Vec<Bytes> = letters
+                .into_iter()
+                .filter(|(_, letter)| select(letter))
+                .map(|(member, _)| member)
+                .collect();
             let moved: u64 = if picked.is_empty() {
                 0
             } else {

@@ -589,6 +589,17 @@ pub fn server_comes_back_without_the_queue(
 const DIES_WHEN_BAD: &str =
     r#"if [ "$FORLOOP_ITEM" = bad ]; then echo "$WHY" >&2; exit "$CODE"; fi"#;
 
+/// Wait (up to 60 s) for the worker `work` to end by itself, not by a
+/// signal, then read the queue's only job.
+fn job_once_it_ends(on: &impl Fn() -> Command, mut work: Child) -> serde_json::Value {
+    let status = wait_with_deadline(&mut work, Duration::from_secs(60));
+    assert!(
+        status.code().is_some(),
+        "the worker ended by itself: {status:?}"
+    );
+    only_job(on)
+}
+
 /// The job's line of `status --json` (its only job).
 fn only_job(on: &impl Fn() -> Command) -> serde_json::Value {
     let output = on().args(["status", "--json"]).output().unwrap();
@@ -652,7 +663,7 @@ pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command
 
     // A worker runs it (it does not exit on a job that reads complete); it
     // dies again, otherwise.
-    let mut work = on()
+    let work = on()
         .args([
             "work",
             "--max-attempts",
@@ -666,12 +677,7 @@ pub fn a_requeued_item_counts_again_until_it_dies_again(on: impl Fn() -> Command
         .env("CODE", "7")
         .spawn()
         .unwrap();
-    let status = wait_with_deadline(&mut work, Duration::from_secs(60));
-    assert!(
-        status.code().is_some(),
-        "the worker ended by itself: {status:?}"
-    );
-    let job = only_job(&on);
+    let job = job_once_it_ends(&on, work);
     assert_eq!(
         (&job["done"], &job["dead"], &job["complete"]),
         (&2.into(), &1.into(), &true.into()),
@@ -883,7 +889,7 @@ pub fn a_filtered_requeue_moves_only_the_matching_dead_items(on: impl Fn() -> Co
     );
 
     // Fixed, they run again under the job's command and count once.
-    let mut work = on()
+    let work = on()
         .args([
             "work",
             "--max-attempts",
@@ -896,12 +902,7 @@ pub fn a_filtered_requeue_moves_only_the_matching_dead_items(on: impl Fn() -> Co
         .env("FIXED", "1")
         .spawn()
         .unwrap();
-    let status = wait_with_deadline(&mut work, Duration::from_secs(60));
-    assert!(
-        status.code().is_some(),
-        "the worker ended by itself: {status:?}"
-    );
-    let job = only_job(&on);
+    let job = job_once_it_ends(&on, work);
     assert_eq!(
         (&job["done"], &job["dead"], &job["complete"]),
         (&4.into(), &2.into(), &true.into()),

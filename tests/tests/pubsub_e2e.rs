@@ -38,6 +38,12 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Delete the queue `queue` made by [`create`] and its sibling queues.
+fn delete(queue: &str) {
+    let output = on(queue).args(["queue", "delete"]).output().unwrap();
+    assert!(output.status.success(), "queue delete: {}", stderr(&output));
+}
+
 fn create(queue: &str, lease: &str) {
     create_at(PubsubEmulator::shared().host(), queue, lease);
 }
@@ -68,7 +74,7 @@ fn run_processes_everything_and_names_the_poison_item() {
     create(&q, "10s");
     let dir = scratch("pubsub-poison");
     poison_item_is_dead_lettered_and_named(|| on(&q), &["--idle-window", "3s"], RECORD, &dir);
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -77,7 +83,7 @@ fn dead_requeue_uncounts_the_item_and_its_next_death_shows() {
     create(&q, "10s");
     let dir = scratch("pubsub-requeue");
     a_requeued_item_counts_again_until_it_dies_again(|| on(&q), &dir);
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -92,7 +98,7 @@ fn a_sigtermed_worker_gives_its_items_back_at_once() {
         &dir,
         Duration::from_secs(5),
     );
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -129,7 +135,7 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
     forloop_tests::kill_storm(launch, &out, &items, concurrency);
     // The ledger counted each item once, however many times it ran.
     forloop_tests::jobs::assert_every_item_settled_once(&|| on(&q), items.len());
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 /// A Monitoring API stand-in on loopback: answers every request with a
@@ -220,7 +226,7 @@ fn status_says_counts_come_from_cloud_monitoring() {
     let output = on(&q).arg("status").output().unwrap();
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(out.contains("cannot count its backlog here"), "{out}");
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -239,7 +245,7 @@ fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
         RECORD,
         &dir,
     );
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -293,7 +299,7 @@ fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
         &scratch("pubsub-stranded"),
         Duration::from_secs(10),
     );
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -311,7 +317,7 @@ fn a_job_of_300_quick_items_ends_within_2s_of_its_last_item() {
         Duration::from_secs(2),
     );
     eprintln!("pubsub: the run ended {lag:?} after its last item");
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -332,7 +338,7 @@ fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() 
     create(&q, "10s");
     let dir = scratch("pubsub-rerun");
     a_filtered_requeue_moves_only_the_matching_dead_items(|| on(&q), &dir);
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 #[test]
@@ -345,7 +351,7 @@ fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
         true,
         &dir,
     );
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }
 
 /// `--speculate` on the Pub/Sub emulator: a straggler settled by its copy,
@@ -360,5 +366,5 @@ fn speculate_settles_a_straggler_with_a_copy_counted_once() {
         "10s",
         &dir,
     );
-    assert!(on(&q).args(["queue", "delete"]).status().unwrap().success());
+    delete(&q);
 }

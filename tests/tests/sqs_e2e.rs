@@ -44,6 +44,12 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Delete the queue `name` made by [`create`] and its sibling queues.
+fn delete(name: &str) {
+    let output = on(name).args(["queue", "delete"]).output().unwrap();
+    assert!(output.status.success(), "queue delete: {}", stderr(&output));
+}
+
 fn create(name: &str, lease: &str, max_attempts: &str) {
     create_at(SqsEmulator::shared().endpoint(), name, lease, max_attempts);
 }
@@ -129,13 +135,7 @@ fn status_json_counts_submitted_items_as_approximate() {
     assert_eq!(value["ready"], 2, "{value}");
     assert_eq!(value["in_flight"], 0, "{value}");
     assert_eq!(value["exact"], false, "{value}");
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -155,13 +155,7 @@ fn a_poison_item_is_dead_lettered_and_run_exits_non_zero_naming_it() {
             );
         },
     );
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -170,13 +164,7 @@ fn dead_requeue_uncounts_the_item_and_its_next_death_shows() {
     create(&name, "10s", "1");
     let dir = scratch("sqs-requeue");
     a_requeued_item_counts_again_until_it_dies_again(|| on(&name), &dir);
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -186,13 +174,7 @@ fn a_sigtermed_worker_gives_its_items_back_at_once_and_exits_143() {
     let dir = scratch("sqs-sigterm");
     sigterm_hands_items_back(|| on(&name), &[], RECORD, &dir, Duration::from_secs(5));
     assert_drained_clean(&name);
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -231,13 +213,7 @@ fn sigkilled_workers_lose_nothing_and_duplicate_at_most_their_in_flight_items() 
     assert_drained_clean(&name);
     // The ledger counted each item once, however many times it ran.
     forloop_tests::jobs::assert_every_item_settled_once(&|| on(&name), items.len());
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -257,13 +233,7 @@ fn a_worker_sigkilled_while_its_acks_are_in_flight_loses_nothing() {
         &dir,
     );
     assert_drained_clean(&name);
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -316,13 +286,7 @@ fn an_idle_worker_waits_for_an_item_a_dead_worker_held() {
         &scratch("sqs-stranded"),
         Duration::from_secs(6),
     );
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -349,13 +313,7 @@ fn a_job_of_300_quick_items_ends_within_3s_of_its_last_item() {
         Duration::from_secs(3),
     );
     eprintln!("sqs: the run ended {lag:?} after its last item");
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 /// Delete SQS queue `queue` with boto3 (as an operator, or a policy
@@ -461,13 +419,7 @@ fn an_ended_worker_leaves_no_long_poll_to_hide_the_next_item() {
             "round {round}: the next item's first delivery went to the ended worker's long poll"
         );
     }
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -488,13 +440,7 @@ fn a_filtered_requeue_moves_only_the_matching_dead_items_and_counts_them_once() 
     create(&name, "10s", "1");
     let dir = scratch("sqs-rerun");
     a_filtered_requeue_moves_only_the_matching_dead_items(|| on(&name), &dir);
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 #[test]
@@ -507,13 +453,7 @@ fn a_sigkill_storm_with_one_attempt_dead_letters_nothing_that_did_not_fail() {
         true,
         &dir,
     );
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }
 
 /// `--speculate` on SQS (fauxqs): a straggler settled by its copy, counted
@@ -528,11 +468,5 @@ fn speculate_settles_a_straggler_with_a_copy_counted_once() {
         "5s",
         &dir,
     );
-    assert!(
-        on(&name)
-            .args(["queue", "delete"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    delete(&name);
 }

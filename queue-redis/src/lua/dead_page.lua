@@ -1,7 +1,7 @@
 -- ARGV: first index, how many. One page of the dead list, oldest first,
--- for a selective requeue to pick from: {member, id, attempts, reason,
--- payload, attrs, ...}. The member as it stands in the list, so the
--- requeue names exactly the letter it looked at.
+-- for `list_dead` and for a selective requeue to pick from: {member, id,
+-- attempts, reason, payload, attrs, ...}. The member as it stands in the
+-- list, so the requeue names exactly the letter it looked at.
 local members = redis.call('LRANGE', K_DEAD, tonumber(ARGV[1]), tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1)
 local out = {}
 for _, member in ipairs(members) do

@@ -269,9 +269,8 @@ struct Form {
 impl Form {
     fn parse(body: &str) -> Self {
         let mut out = Self::default();
-        for pair in body.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = Some(render::decode(value));
+        for (key, value) in render::pairs(body) {
+            let value = Some(value);
             match key {
                 "csrf" => out.csrf = value,
                 "job" => out.job = value,

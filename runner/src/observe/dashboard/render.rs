@@ -22,9 +22,7 @@ impl Query {
     /// Parse `a=1&b=2` (percent- and plus-decoded).
     pub(crate) fn parse(query: &str) -> Self {
         let mut out = Self::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value);
+        for (key, value) in pairs(query) {
             let value = (!value.is_empty()).then_some(value);
             match key {
                 "job" => out.job = value,
@@ -38,7 +36,16 @@ impl Query {
     }
 }
 
-pub(crate) fn decode(text: &str) -> String {
+/// The `key=value` pairs of a query string or form body (`a=1&b=2`),
+/// values percent- and plus-decoded.
+pub(crate) fn pairs(text: &str) -> impl Iterator<Item = (&str, String)> {
+    text.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key, decode(value))
+    })
+}
+
+fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
